@@ -1,0 +1,19 @@
+// What the rest of the engine needs from the CUDA runtime: the device
+// allocator, whether a GPU is usable, and copies across devices.
+// Only compiled when COVIDRATE_HAVE_CUDA.
+#pragma once
+#include <cstddef>
+#include <string>
+
+#include "nn/allocator.h"
+
+namespace covidrate::cuda {
+
+// True if a CUDA device can be used; otherwise *why says what the driver said.
+bool device_present(std::string* why);
+// The caching allocator of the current device.
+Allocator& device_allocator();
+// cudaMemcpy between any two of host/device (synchronous with the compute stream).
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+
+}  // namespace covidrate::cuda

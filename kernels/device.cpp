@@ -1,0 +1,55 @@
+// Device availability, per-device allocators and cross-device copies: the only
+// place outside kernels/cuda that knows whether the CUDA backend is built.
+#include <cstring>
+
+#include "nn/tensor.h"
+#if COVIDRATE_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
+
+namespace covidrate {
+
+bool cuda_available() {
+#if COVIDRATE_HAVE_CUDA
+  static const bool present = cuda::device_present(nullptr);
+  return present;
+#else
+  return false;
+#endif
+}
+
+std::string cuda_unavailable_reason() {
+#if COVIDRATE_HAVE_CUDA
+  std::string why;
+  if (cuda::device_present(&why)) return "";
+  return "no usable CUDA device (" + why + ")";
+#else
+  return "this build of covidrate has no CUDA backend (configure with -DCOVIDRATE_CUDA=ON)";
+#endif
+}
+
+Allocator& allocator_for(Device device) {
+  if (device == Device::CPU) return cpu_allocator();
+#if COVIDRATE_HAVE_CUDA
+  CR_CHECK(cuda_available(), "cannot allocate on cuda: " << cuda_unavailable_reason());
+  return cuda::device_allocator();
+#else
+  CR_FAIL("cannot allocate on cuda: " << cuda_unavailable_reason());
+#endif
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device == Device::CPU && src_device == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#if COVIDRATE_HAVE_CUDA
+  cuda::copy_bytes(dst, dst_device, src, src_device, bytes);
+#else
+  CR_FAIL("copy between " << to_string(src_device) << " and " << to_string(dst_device) << ": "
+                          << cuda_unavailable_reason());
+#endif
+}
+
+}  // namespace covidrate

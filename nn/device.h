@@ -1,0 +1,29 @@
+// Devices and element types.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+namespace covidrate {
+
+enum class Device : uint8_t { CPU, CUDA };
+// F32 is the working type; F64 exists on the CPU for gradient checks;
+// BF16/F16 are reserved for mixed precision on the GPU.
+enum class DType : uint8_t { F32, F64, BF16, F16 };
+
+size_t dtype_size(DType t);
+const char* to_string(DType t);
+const char* to_string(Device d);
+
+// True when this build has the CUDA backend and a usable GPU is present.
+bool cuda_available();
+// Why CUDA is not available ("built without CUDA", "no CUDA device: <driver message>").
+std::string cuda_unavailable_reason();
+
+// Parses "cpu" / "cuda" (also "gpu"); throws covidrate::Error with a clear
+// message for an unknown name or for "cuda" when no GPU can be used.
+Device parse_device(const std::string& name);
+// The device named by COVIDRATE_DEVICE, else CPU.
+Device default_device();
+
+}  // namespace covidrate
