@@ -1,0 +1,28 @@
+// DICOM reader: one CT (or MR) series into a Volume in Hounsfield units.
+#pragma once
+#include <string>
+
+#include "data/volume.h"
+
+namespace covidrate::data {
+
+// Reads a DICOM series from `path`: a folder (searched recursively) or a single
+// file. When the folder holds several series, the CT series with the most slices
+// is chosen and `description` says which one and why.
+//
+// Voxels are raw * RescaleSlope + RescaleIntercept; slices are sorted by their
+// position along the slice normal and spacing[2] comes from those positions (not
+// SliceThickness). Padding outside the scanner's field of view (PixelPaddingValue,
+// -2000, -3024) becomes -1024 HU (air). Compressed transfer syntaxes (JPEG
+// Lossless, JPEG-LS, JPEG 2000, RLE, 12-bit JPEG) decode through GDCM. MR series
+// load too; their values are scanner intensities, not HU, and `description` says so.
+//
+// Throws covidrate::Error naming the file and the cause for an unreadable,
+// truncated or inconsistent series (mixed sizes, duplicate positions, missing
+// pixel data, unsupported transfer syntax).
+Volume read_dicom_series(const std::string& path);
+
+// True if the file starts like DICOM (the "DICM" magic at offset 128). Cheap.
+bool looks_like_dicom_file(const std::string& path);
+
+}  // namespace covidrate::data

@@ -1,0 +1,17 @@
+// One entry point for every input kind covidrate accepts.
+#pragma once
+#include <string>
+
+#include "data/volume.h"
+
+namespace covidrate::data {
+
+// Reads `path` by content, falling back to its extension:
+//  - a folder: a DICOM series (searched recursively);
+//  - a file starting with the DICOM magic, or named *.dcm: one DICOM file;
+//  - *.nii, *.nii.gz (or a NIfTI-1/2 header): NIfTI;
+//  - a PNG or JPEG signature: a one-slice picture.
+// Throws covidrate::Error naming the path when it is none of these.
+Volume read_any(const std::string& path);
+
+}  // namespace covidrate::data
