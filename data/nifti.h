@@ -2,8 +2,9 @@
 //
 // NIfTI world coordinates are RAS+ (x grows towards the patient's Right, y towards
 // Anterior, z towards Superior); covidrate keeps DICOM's LPS+ (Left, Posterior,
-// Superior), so the x and y world coordinates flip sign on the way in and back on the way out. A mask
-// written from a Volume read here overlays its input in ITK-SNAP or 3D Slicer.
+// Superior), so the x and y world coordinates flip sign on the way in and back on
+// the way out. A mask written from a Volume read here overlays its input in
+// ITK-SNAP or 3D Slicer.
 #pragma once
 #include <string>
 

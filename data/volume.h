@@ -14,7 +14,8 @@ namespace covidrate::data {
 enum class Intensity {
   HounsfieldUnits,  // CT in HU (DICOM with rescale, NIfTI CT)
   Picture8Bit,      // windowed 8-bit pictures (PNG/JPG slices), 0..255
-  Label             // masks: 0 background, 1.. labels
+  Label,            // masks: 0 background, 1.. labels
+  ScannerUnits      // raw scanner intensities with no fixed scale (MR, NM, US in DICOM)
 };
 
 struct Volume {
