@@ -1,0 +1,50 @@
+// ReLU and sigmoid. Both backwards read the output y, not the input: y alone
+// determines the derivative, and it is what the forward keeps anyway.
+#include <cmath>
+
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_util.h"
+
+namespace covidrate::cpu {
+
+void relu_forward(const Tensor& x, Tensor& y) {
+  with_dtype(x, [&]<class T>() {
+    const T* in = x.data<T>();
+    T* out = y.data<T>();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) out[i] = in[i] > T(0) ? in[i] : T(0);
+  });
+}
+
+void relu_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulate) {
+  with_dtype(dy, [&]<class T>() {
+    const T* g = dy.data<T>();
+    const T* out = y.data<T>();
+    T* d = dx.data<T>();
+    for (int64_t i = 0, n = dy.numel(); i < n; ++i)
+      store_grad(d[i], out[i] > T(0) ? g[i] : T(0), accumulate);
+  });
+}
+
+void sigmoid_forward(const Tensor& x, Tensor& y) {
+  with_dtype(x, [&]<class T>() {
+    const T* in = x.data<T>();
+    T* out = y.data<T>();
+    for (int64_t i = 0, n = x.numel(); i < n; ++i) {
+      // exp of a non-positive number only: no overflow for large |x|.
+      const T e = std::exp(-std::abs(in[i]));
+      out[i] = in[i] >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+    }
+  });
+}
+
+void sigmoid_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulate) {
+  with_dtype(dy, [&]<class T>() {
+    const T* g = dy.data<T>();
+    const T* out = y.data<T>();
+    T* d = dx.data<T>();
+    for (int64_t i = 0, n = dy.numel(); i < n; ++i)
+      store_grad(d[i], g[i] * out[i] * (T(1) - out[i]), accumulate);
+  });
+}
+
+}  // namespace covidrate::cpu

@@ -1,0 +1,41 @@
+// 2x nearest-neighbour upsampling, the decoder's way back to full resolution.
+// Each input pixel feeds a 2x2 output block, so its gradient is that block's sum.
+#include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_util.h"
+
+namespace covidrate::cpu {
+
+void upsample2x_forward(const Tensor& x, Tensor& y) {
+  with_dtype(x, [&]<class T>() {
+    const T* in = x.data<T>();
+    T* out = y.data<T>();
+    const int64_t planes = x.n() * x.c(), h = x.h(), w = x.w();
+    for (int64_t p = 0; p < planes; ++p) {
+      const T* src = in + p * h * w;
+      T* dst = out + p * 4 * h * w;
+      for (int64_t i = 0; i < 2 * h; ++i)
+        for (int64_t j = 0; j < 2 * w; ++j) dst[i * 2 * w + j] = src[(i / 2) * w + j / 2];
+    }
+  });
+}
+
+void upsample2x_backward(const Tensor& dy, Tensor& dx, bool accumulate) {
+  with_dtype(dy, [&]<class T>() {
+    const T* g = dy.data<T>();
+    T* d = dx.data<T>();
+    const int64_t planes = dx.n() * dx.c(), h = dx.h(), w = dx.w();
+    for (int64_t p = 0; p < planes; ++p) {
+      const T* src = g + p * 4 * h * w;
+      for (int64_t i = 0; i < h; ++i) {
+        const T* row0 = src + (2 * i) * 2 * w;
+        const T* row1 = row0 + 2 * w;
+        for (int64_t j = 0; j < w; ++j) {
+          const T sum = row0[2 * j] + row0[2 * j + 1] + row1[2 * j] + row1[2 * j + 1];
+          store_grad(d[p * h * w + i * w + j], sum, accumulate);
+        }
+      }
+    }
+  });
+}
+
+}  // namespace covidrate::cpu
