@@ -1,0 +1,51 @@
+// ReLU and sigmoid, forward and backward. Parallel strategy: flat streaming
+// maps (row_map over one row of numel elements, float4 when aligned); the
+// backward reads y, not x, so the forward input need not be kept.
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/row_kernels.cuh"
+
+namespace covidrate::cuda {
+
+namespace {
+struct Relu {
+  __device__ float operator()(int64_t, const float (&v)[1], float) const {
+    return v[0] > 0.f ? v[0] : 0.f;
+  }
+};
+struct ReluGrad {  // v = {dy, y}
+  __device__ float operator()(int64_t, const float (&v)[2], float old) const {
+    return old + (v[1] > 0.f ? v[0] : 0.f);
+  }
+};
+struct Sigmoid {
+  // expf(-x) overflows to inf for x < -88, giving exactly 0: the right limit.
+  __device__ float operator()(int64_t, const float (&v)[1], float) const {
+    return 1.f / (1.f + expf(-v[0]));
+  }
+};
+struct SigmoidGrad {  // v = {dy, y}
+  __device__ float operator()(int64_t, const float (&v)[2], float old) const {
+    return old + v[0] * v[1] * (1.f - v[1]);
+  }
+};
+}  // namespace
+
+void relu_forward(const Tensor& x, Tensor& y) {
+  row_map<false>(1, x.numel(), Inputs<1>{{x.data<float>()}}, y.data<float>(), Relu{});
+}
+
+void relu_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulate) {
+  row_map_into(accumulate, 1, dy.numel(), Inputs<2>{{dy.data<float>(), y.data<float>()}},
+               dx.data<float>(), ReluGrad{});
+}
+
+void sigmoid_forward(const Tensor& x, Tensor& y) {
+  row_map<false>(1, x.numel(), Inputs<1>{{x.data<float>()}}, y.data<float>(), Sigmoid{});
+}
+
+void sigmoid_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulate) {
+  row_map_into(accumulate, 1, dy.numel(), Inputs<2>{{dy.data<float>(), y.data<float>()}},
+               dx.data<float>(), SigmoidGrad{});
+}
+
+}  // namespace covidrate::cuda
