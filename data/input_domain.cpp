@@ -1,0 +1,96 @@
+#include "data/input_domain.h"
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "nn/error.h"
+
+namespace covidrate::data {
+
+float hu_to_domain(float hu, LungWindow w) {
+  const float v = 255.f * (hu - w.low_hu) / (w.high_hu - w.low_hu);
+  return std::clamp(v, 0.f, 255.f);
+}
+
+float domain_to_hu(float value, LungWindow w) {
+  return w.low_hu + std::clamp(value, 0.f, 255.f) / 255.f * (w.high_hu - w.low_hu);
+}
+
+Volume to_input_domain(const Volume& v, LungWindow w) {
+  CR_CHECK(w.high_hu > w.low_hu, "to_input_domain: window [" << w.low_hu << ", " << w.high_hu << "] is empty");
+  CR_CHECK(v.intensity == Intensity::HounsfieldUnits || v.intensity == Intensity::Picture8Bit,
+           "to_input_domain: " << (v.source.empty() ? "volume" : v.source)
+                               << " holds labels or non-CT scanner units, not a CT image");
+  Volume out = v;
+  out.intensity = Intensity::Picture8Bit;
+  if (v.intensity == Intensity::HounsfieldUnits)
+    for (float& x : out.voxels) x = hu_to_domain(x, w);
+  else
+    for (float& x : out.voxels) x = std::clamp(x, 0.f, 255.f);
+  return out;
+}
+
+void standardize(float* values, int64_t n) {
+  if (n <= 0) return;
+  double sum = 0, sum2 = 0;
+  for (int64_t i = 0; i < n; ++i) sum += values[i];
+  const double mean = sum / double(n);
+  for (int64_t i = 0; i < n; ++i) sum2 += (values[i] - mean) * (values[i] - mean);
+  const double sd = std::max(std::sqrt(sum2 / double(n)), 1e-6);
+  for (int64_t i = 0; i < n; ++i) values[i] = float((values[i] - mean) / sd);
+}
+
+DomainStats domain_stats(const float* values, const uint8_t* mask, int64_t n) {
+  std::vector<float> picked;
+  for (int64_t i = 0; i < n; ++i)
+    if (!mask || mask[i]) picked.push_back(values[i]);
+  DomainStats s;
+  s.count = int64_t(picked.size());
+  if (picked.empty()) return s;
+  double sum = 0, sum2 = 0;
+  for (float x : picked) sum += x;
+  s.mean = sum / double(s.count);
+  for (float x : picked) sum2 += (x - s.mean) * (x - s.mean);
+  s.std = std::sqrt(sum2 / double(s.count));
+  std::sort(picked.begin(), picked.end());
+  auto pct = [&](double p) { return double(picked[size_t(p * double(picked.size() - 1) + 0.5)]); };
+  s.p05 = pct(0.05), s.p25 = pct(0.25), s.p50 = pct(0.50), s.p75 = pct(0.75), s.p95 = pct(0.95);
+  return s;
+}
+
+void set_medseg_picture_orientation(Volume& picture) {
+  // x (along a row) runs from anterior to posterior: +y in LPS.
+  // y (down the columns) runs from patient right to patient left: +x in LPS.
+  picture.row_dir = {0, 1, 0};
+  picture.col_dir = {1, 0, 0};
+  picture.slice_dir = {0, 0, 1};
+}
+
+Volume radiological_slice(const Volume& v, int64_t z) {
+  CR_CHECK(z >= 0 && z < v.nz, "radiological_slice: slice " << z << " outside 0.." << v.nz - 1);
+  // Which input axis runs along the patient's left-right axis (LPS x)?
+  const bool transposed = std::abs(v.col_dir[0]) > std::abs(v.row_dir[0]);
+  const bool flip_x = transposed ? v.col_dir[0] < 0 : v.row_dir[0] < 0;
+  const bool flip_y = transposed ? v.row_dir[1] < 0 : v.col_dir[1] < 0;
+  Volume out;
+  out.nx = transposed ? v.ny : v.nx;
+  out.ny = transposed ? v.nx : v.ny;
+  out.nz = 1;
+  out.spacing = {transposed ? v.spacing[1] : v.spacing[0], transposed ? v.spacing[0] : v.spacing[1], v.spacing[2]};
+  out.intensity = v.intensity;
+  out.source = v.source;
+  out.description = v.description;
+  out.voxels.resize(out.nx * out.ny);
+  const float* in = v.slice(z);
+  for (int64_t y = 0; y < out.ny; ++y)
+    for (int64_t x = 0; x < out.nx; ++x) {
+      const int64_t a = flip_x ? out.nx - 1 - x : x;  // index along the left-right axis
+      const int64_t b = flip_y ? out.ny - 1 - y : y;  // index along the anterior-posterior axis
+      const int64_t i = transposed ? b : a, j = transposed ? a : b;
+      out.voxels[y * out.nx + x] = in[j * v.nx + i];
+    }
+  return out;
+}
+
+}  // namespace covidrate::data

@@ -1,0 +1,252 @@
+#include "data/lungs.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <thread>
+
+#include "data/input_domain.h"
+#include "data/morphology.h"
+#include "nn/error.h"
+
+namespace covidrate::data {
+
+int64_t LungSegmentation::count(LungLabel which) const {
+  return std::count(labels.voxels.begin(), labels.voxels.end(), float(which));
+}
+
+double dice(const Volume& a, const Volume& b, float which) {
+  CR_CHECK(a.nx == b.nx && a.ny == b.ny && a.nz == b.nz,
+           "dice: grids differ (" << a.nx << "x" << a.ny << "x" << a.nz << " vs " << b.nx << "x" << b.ny << "x"
+                                  << b.nz << ")");
+  int64_t both = 0, in_a = 0, in_b = 0;
+  for (int64_t i = 0; i < a.voxel_count(); ++i) {
+    const bool x = a.voxels[i] == which, y = b.voxels[i] == which;
+    both += x && y;
+    in_a += x;
+    in_b += y;
+  }
+  return in_a + in_b == 0 ? 1.0 : 2.0 * double(both) / double(in_a + in_b);
+}
+
+namespace {
+
+// How the image axes meet the patient's left-right axis (LPS x).
+struct SideAxis {
+  bool along_x;              // left-right runs along image x (else along y)
+  bool right_at_low_index;   // the patient's right has the smaller index
+};
+
+SideAxis side_axis(const Volume& v) {
+  const bool along_x = std::abs(v.row_dir[0]) >= std::abs(v.col_dir[0]);
+  const double toward_left = along_x ? v.row_dir[0] : v.col_dir[0];
+  return {along_x, toward_left >= 0};
+}
+
+// Runs fn(z) for z in [0, n) on `threads` threads (slices are independent).
+template <typename Fn>
+void for_each_slice(int64_t n, int threads, Fn&& fn) {
+  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  threads = int(std::min<int64_t>(threads, n));
+  std::atomic<int64_t> next{0};
+  auto work = [&] {
+    for (int64_t z; (z = next++) < n;) fn(z);
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (auto& t : pool) t.join();
+}
+
+// What the first pass learns about one slice.
+struct SliceBody {
+  int64_t area = 0;        // body pixels
+  double middle = 0;       // body centroid along the left-right axis (index units)
+  double width = 0;        // body extent along the left-right axis (pixels)
+};
+
+// Body mask (largest bright component, holes filled) and the air inside it.
+SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const ClassicalLungOptions& o,
+                       const SideAxis& axis, uint8_t* air) {
+  const int64_t n = nx * ny;
+  const float body_level = hu_to_domain(o.body_min_hu), air_level = hu_to_domain(o.air_max_hu);
+  std::vector<uint8_t> body(n);
+  for (int64_t p = 0; p < n; ++p) body[p] = domain[p] > body_level;
+  const Components parts = components_2d(body.data(), nx, ny);
+  const int32_t keep = parts.largest();
+  for (int64_t p = 0; p < n; ++p) body[p] = keep && parts.label[p] == keep;
+  fill_holes_2d(body.data(), nx, ny);
+
+  SliceBody s;
+  double sum = 0;
+  int64_t lo = INT64_MAX, hi = -1;
+  for (int64_t p = 0; p < n; ++p) {
+    air[p] = body[p] && domain[p] < air_level;
+    if (!body[p]) continue;
+    const int64_t c = axis.along_x ? p % nx : p / nx;
+    ++s.area;
+    sum += double(c);
+    lo = std::min(lo, c);
+    hi = std::max(hi, c);
+  }
+  if (s.area) s.middle = sum / double(s.area), s.width = double(hi - lo + 1);
+  return s;
+}
+
+// Splits one component that straddles the midline into two: erode (through the
+// distance transform) until it falls apart into a part on each side, then give
+// every pixel to the nearer core along paths inside the component. Falls back
+// to cutting at the midline when it never falls apart (fused lungs).
+void split_merged(const std::vector<uint8_t>& piece, int64_t nx, int64_t ny, const SideAxis& axis, double middle,
+                  uint8_t* out_labels, uint8_t right_label, uint8_t left_label) {
+  const int64_t n = nx * ny;
+  auto coord = [&](int64_t p) { return double(axis.along_x ? p % nx : p / nx); };
+  auto label_of_side = [&](double c) {
+    const bool low = c < middle;
+    return low == axis.right_at_low_index ? right_label : left_label;
+  };
+  const auto dist = squared_distance_to_background(piece.data(), nx, ny, true);
+  const float deepest = *std::max_element(dist.begin(), dist.end());
+  std::vector<uint8_t> core(n);
+  std::vector<uint8_t> seeds(n, 0);
+  bool split = false;
+  for (float r = 1; r * r < deepest && !split; r += 1) {
+    for (int64_t p = 0; p < n; ++p) core[p] = dist[p] > r * r;
+    const Components c = components_2d(core.data(), nx, ny);
+    if (c.count < 2) continue;
+    // The two largest cores, if they lie on opposite sides, are the two lungs.
+    std::vector<int32_t> order(c.count);
+    for (int32_t k = 0; k < c.count; ++k) order[k] = k + 1;
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return c.size[a] > c.size[b]; });
+    if (c.size[order[1]] * 20 < c.size[order[0]]) continue;
+    std::vector<double> sum(c.count + 1, 0.0);
+    for (int64_t p = 0; p < n; ++p)
+      if (c.label[p]) sum[c.label[p]] += coord(p);
+    const double c0 = sum[order[0]] / double(c.size[order[0]]), c1 = sum[order[1]] / double(c.size[order[1]]);
+    if ((c0 < middle) == (c1 < middle)) continue;
+    for (int64_t p = 0; p < n; ++p)
+      if (c.label[p] == order[0] || c.label[p] == order[1])
+        seeds[p] = label_of_side(c.label[p] == order[0] ? c0 : c1);
+    split = true;
+  }
+  if (!split) {
+    for (int64_t p = 0; p < n; ++p)
+      if (piece[p]) out_labels[p] = label_of_side(coord(p));
+    return;
+  }
+  // Breadth-first growth of both seeds at once inside the piece.
+  std::vector<int64_t> frontier, next;
+  for (int64_t p = 0; p < n; ++p)
+    if (seeds[p]) frontier.push_back(p);
+  while (!frontier.empty()) {
+    next.clear();
+    for (int64_t p : frontier) {
+      const int64_t x = p % nx, y = p / nx;
+      const int64_t nb[4] = {x > 0 ? p - 1 : -1, x + 1 < nx ? p + 1 : -1, y > 0 ? p - nx : -1,
+                             y + 1 < ny ? p + nx : -1};
+      for (int64_t q : nb)
+        if (q >= 0 && piece[q] && !seeds[q]) seeds[q] = seeds[p], next.push_back(q);
+    }
+    frontier.swap(next);
+  }
+  for (int64_t p = 0; p < n; ++p)
+    if (piece[p]) out_labels[p] = seeds[p] ? seeds[p] : label_of_side(coord(p));
+}
+
+// Second pass on one slice: drop noise and airways, label the sides, then fill
+// each lung's holes (vessels, nodules) and close its outline so that dense
+// lesions against the pleura stay inside the lung.
+void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
+                 const SideAxis& axis, uint8_t* labels) {
+  const int64_t n = nx * ny;
+  std::fill(labels, labels + n, uint8_t(0));
+  if (!body.area) return;
+  const Components c = components_2d(air, nx, ny);
+  std::vector<double> sum(c.count + 1, 0.0), low_side(c.count + 1, 0.0);
+  for (int64_t p = 0; p < n; ++p) {
+    const int32_t k = c.label[p];
+    if (!k) continue;
+    const double coord = double(axis.along_x ? p % nx : p / nx);
+    sum[k] += coord;
+    low_side[k] += coord < body.middle;
+  }
+  const double area = double(body.area);
+  std::vector<uint8_t> side_label(c.count + 1, 0);  // 0 drop, 1/2 a side, 3 straddles the midline
+  for (int32_t k = 1; k <= c.count; ++k) {
+    const double a = double(c.size[k]), centroid = sum[k] / a;
+    if (a < o.min_part_area * area) continue;
+    const bool central = std::abs(centroid - body.middle) < o.airway_band * body.width;
+    if (central && a < o.airway_max_area * area) continue;
+    const double low_fraction = low_side[k] / a;
+    if (low_fraction > 0.1 && low_fraction < 0.9 && a > 4 * o.airway_max_area * area) {
+      side_label[k] = 3;
+      continue;
+    }
+    side_label[k] = (centroid < body.middle) == axis.right_at_low_index ? kRightLung : kLeftLung;
+  }
+  std::vector<uint8_t> piece(n);
+  for (int32_t k = 1; k <= c.count; ++k) {
+    if (side_label[k] != 3) continue;
+    for (int64_t p = 0; p < n; ++p) piece[p] = c.label[p] == k;
+    split_merged(piece, nx, ny, axis, body.middle, labels, kRightLung, kLeftLung);
+  }
+  for (int64_t p = 0; p < n; ++p)
+    if (c.label[p] && side_label[c.label[p]] && side_label[c.label[p]] != 3) labels[p] = side_label[c.label[p]];
+
+  const float radius = float(o.closing_radius * body.width);
+  std::vector<uint8_t> lung(n);
+  for (uint8_t side : {kRightLung, kLeftLung}) {
+    for (int64_t p = 0; p < n; ++p) lung[p] = labels[p] == side;
+    close_disk(lung.data(), nx, ny, radius);
+    fill_holes_2d(lung.data(), nx, ny);
+    // Never take a pixel from the other lung.
+    for (int64_t p = 0; p < n; ++p)
+      if (lung[p] && (labels[p] == 0 || labels[p] == side)) labels[p] = side;
+  }
+}
+
+}  // namespace
+
+LungSegmentation ClassicalLungExtractor::extract(const Volume& ct) const {
+  CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxel_count() == int64_t(ct.voxels.size()),
+           "lung extraction: " << ct.source << " is empty or its size does not match its voxels");
+  const ClassicalLungOptions& o = options_;
+  const Volume domain = to_input_domain(ct);
+  const SideAxis axis = side_axis(ct);
+  const int64_t nx = ct.nx, ny = ct.ny, nz = ct.nz, plane = nx * ny;
+
+  std::vector<uint8_t> air(plane * nz);
+  std::vector<SliceBody> body(nz);
+  for_each_slice(nz, o.threads, [&](int64_t z) {
+    body[z] = body_and_air(domain.slice(z), nx, ny, o, axis, air.data() + z * plane);
+  });
+
+  // In a volume, the lungs and airways form the big air components; gas in the
+  // bowel or stomach forms small separate ones.
+  if (nz > 1) {
+    const Components c = components_3d(air.data(), nx, ny, nz);
+    const int32_t big = c.largest();
+    if (big) {
+      const int64_t floor = int64_t(o.min_part_volume * double(c.size[big]));
+      for (int64_t p = 0; p < plane * nz; ++p)
+        if (air[p] && c.size[c.label[p]] < floor) air[p] = 0;
+    }
+  }
+
+  LungSegmentation seg;
+  seg.labels = ct;
+  seg.labels.intensity = Intensity::Label;
+  seg.labels.description = "lungs (" + name() + "): 0 none, 1 right, 2 left";
+  seg.slice_has_lung.assign(nz, 0);
+  std::vector<uint8_t> labels(plane * nz);
+  for_each_slice(nz, o.threads, [&](int64_t z) {
+    uint8_t* out = labels.data() + z * plane;
+    label_lungs(air.data() + z * plane, nx, ny, body[z], o, axis, out);
+    const int64_t lung = std::count_if(out, out + plane, [](uint8_t v) { return v != 0; });
+    seg.slice_has_lung[z] = body[z].area && double(lung) >= o.min_lung_area * double(body[z].area);
+  });
+  for (int64_t p = 0; p < plane * nz; ++p) seg.labels.voxels[p] = labels[p];
+  return seg;
+}
+
+}  // namespace covidrate::data

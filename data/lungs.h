@@ -1,0 +1,69 @@
+// Lung extraction: which voxels of a chest CT are right lung, left lung, or
+// neither; and which slices hold any lung at all (later stages skip the others).
+//
+// LungExtractor is the seam for a learned lung model: anything that maps a CT
+// volume (HU or 8-bit picture) to a LungSegmentation can stand in for the
+// classical extractor here.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/volume.h"
+
+namespace covidrate::data {
+
+enum LungLabel : uint8_t { kNoLung = 0, kRightLung = 1, kLeftLung = 2 };
+
+struct LungSegmentation {
+  // Same grid and geometry as the input, Intensity::Label, values LungLabel.
+  // Right and left are the patient's, read from the volume's direction vectors
+  // (for a picture without geometry: right = the image's left, as displayed).
+  Volume labels;
+  // slice_has_lung[z] is 1 when slice z holds enough lung to be worth segmenting.
+  std::vector<uint8_t> slice_has_lung;
+
+  int64_t count(LungLabel which) const;  // voxels with that label
+};
+
+class LungExtractor {
+ public:
+  virtual ~LungExtractor() = default;
+  virtual std::string name() const = 0;
+  // `ct` holds HU or an 8-bit windowed picture (Intensity says which).
+  virtual LungSegmentation extract(const Volume& ct) const = 0;
+};
+
+// Thresholds and sizes of the classical method. Areas are fractions of the
+// slice's body area, so the same numbers serve 0.7 mm DICOM pixels and
+// resized pictures of unknown pixel size.
+struct ClassicalLungOptions {
+  float body_min_hu = -500;     // body = above this, largest component, holes filled
+  float air_max_hu = -400;      // lung candidates = below this, inside the body
+  double min_part_area = 0.0008;  // air pieces smaller than this are noise
+  double airway_max_area = 0.012; // central air pieces smaller than this are trachea, bronchi or oesophagus
+  double airway_band = 0.12;    // "central": centroid within this fraction of the body width from its middle
+  double min_lung_area = 0.004; // a slice holds lung when its lungs cover at least this much
+  double min_part_volume = 0.1; // 3-D air components below this fraction of the largest are gas elsewhere
+  double closing_radius = 0.02; // closing of each lung's outline, as a fraction of the body width
+  int threads = 0;              // 0: all hardware threads
+};
+
+// Thresholding, body and airway removal, left/right split, hole filling and
+// closing, slice by slice, with a 3-D component check in volumes. Measured in
+// docs/data.md against expert masks.
+class ClassicalLungExtractor final : public LungExtractor {
+ public:
+  explicit ClassicalLungExtractor(ClassicalLungOptions options = {}) : options_(options) {}
+  std::string name() const override { return "classical"; }
+  LungSegmentation extract(const Volume& ct) const override;
+
+ private:
+  ClassicalLungOptions options_;
+};
+
+// Dice overlap of label `which` between two label volumes of the same grid.
+double dice(const Volume& a, const Volume& b, float which);
+
+}  // namespace covidrate::data

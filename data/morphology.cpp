@@ -1,0 +1,179 @@
+#include "data/morphology.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace covidrate::data {
+
+int32_t Components::largest() const {
+  int32_t best = 0;
+  for (int32_t k = 1; k <= count; ++k)
+    if (best == 0 || size[k] > size[best]) best = k;
+  return best;
+}
+
+namespace {
+
+// Flood fill from every unlabeled foreground pixel with an explicit stack; the
+// neighbour offsets decide the connectivity.
+template <typename Neighbours>
+Components flood_components(const uint8_t* mask, int64_t n, Neighbours&& for_each_neighbour) {
+  Components c;
+  c.label.assign(n, 0);
+  c.size.push_back(0);
+  std::vector<int64_t> stack;
+  for (int64_t start = 0; start < n; ++start) {
+    if (!mask[start] || c.label[start]) continue;
+    const int32_t id = ++c.count;
+    int64_t size = 0;
+    c.label[start] = id;
+    stack.push_back(start);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      ++size;
+      for_each_neighbour(p, [&](int64_t q) {
+        if (mask[q] && !c.label[q]) {
+          c.label[q] = id;
+          stack.push_back(q);
+        }
+      });
+    }
+    c.size.push_back(size);
+  }
+  return c;
+}
+
+// 1-D squared distance transform of f (lower envelope of parabolas), in place.
+void distance_1d(float* f, int64_t n, int64_t stride, std::vector<float>& buf, std::vector<int64_t>& v,
+                 std::vector<float>& z) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  buf.resize(n);
+  v.resize(n);
+  z.resize(n + 1);
+  for (int64_t i = 0; i < n; ++i) buf[i] = f[i * stride];
+  int64_t k = -1;
+  for (int64_t q = 0; q < n; ++q) {
+    if (buf[q] == kInf) continue;  // a parabola at infinity never forms the envelope
+    float s = -kInf;
+    while (k >= 0) {
+      const int64_t p = v[k];
+      s = ((buf[q] + float(q * q)) - (buf[p] + float(p * p))) / float(2 * (q - p));
+      if (s > z[k]) break;
+      --k;
+    }
+    ++k;
+    v[k] = q;
+    z[k] = k == 0 ? -kInf : s;
+    z[k + 1] = kInf;
+  }
+  if (k < 0) return;  // no finite source on this line: leave it at infinity
+  int64_t j = 0;
+  for (int64_t q = 0; q < n; ++q) {
+    while (z[j + 1] < float(q)) ++j;
+    const float d = float(q - v[j]);
+    f[q * stride] = d * d + buf[v[j]];
+  }
+}
+
+}  // namespace
+
+Components components_2d(const uint8_t* mask, int64_t nx, int64_t ny) {
+  return flood_components(mask, nx * ny, [nx, ny](int64_t p, auto&& visit) {
+    const int64_t x = p % nx, y = p / nx;
+    for (int64_t dy = -1; dy <= 1; ++dy)
+      for (int64_t dx = -1; dx <= 1; ++dx) {
+        const int64_t xx = x + dx, yy = y + dy;
+        if ((dx || dy) && xx >= 0 && xx < nx && yy >= 0 && yy < ny) visit(yy * nx + xx);
+      }
+  });
+}
+
+Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz) {
+  const int64_t plane = nx * ny;
+  return flood_components(mask, plane * nz, [nx, ny, nz, plane](int64_t p, auto&& visit) {
+    const int64_t x = p % nx, y = (p / nx) % ny, z = p / plane;
+    if (x > 0) visit(p - 1);
+    if (x + 1 < nx) visit(p + 1);
+    if (y > 0) visit(p - nx);
+    if (y + 1 < ny) visit(p + nx);
+    if (z > 0) visit(p - plane);
+    if (z + 1 < nz) visit(p + plane);
+  });
+}
+
+void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny) {
+  // Background reachable from the border is "outside"; the rest are holes.
+  std::vector<uint8_t> outside(nx * ny, 0);
+  std::vector<int64_t> stack;
+  auto seed = [&](int64_t p) {
+    if (!mask[p] && !outside[p]) {
+      outside[p] = 1;
+      stack.push_back(p);
+    }
+  };
+  for (int64_t x = 0; x < nx; ++x) seed(x), seed((ny - 1) * nx + x);
+  for (int64_t y = 0; y < ny; ++y) seed(y * nx), seed(y * nx + nx - 1);
+  while (!stack.empty()) {
+    const int64_t p = stack.back();
+    stack.pop_back();
+    const int64_t x = p % nx, y = p / nx;
+    if (x > 0) seed(p - 1);
+    if (x + 1 < nx) seed(p + 1);
+    if (y > 0) seed(p - nx);
+    if (y + 1 < ny) seed(p + nx);
+  }
+  for (int64_t p = 0; p < nx * ny; ++p)
+    if (!outside[p]) mask[p] = 1;
+}
+
+std::vector<float> squared_distance_to_background(const uint8_t* mask, int64_t nx, int64_t ny,
+                                                  bool border_is_background) {
+  constexpr float kInf = std::numeric_limits<float>::infinity();
+  // Pad by one pixel of background when the border counts as background.
+  const int64_t pad = border_is_background ? 1 : 0;
+  const int64_t wx = nx + 2 * pad, wy = ny + 2 * pad;
+  std::vector<float> d(wx * wy, pad ? 0.f : kInf);
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) d[(y + pad) * wx + x + pad] = mask[y * nx + x] ? kInf : 0.f;
+  std::vector<float> buf, z;
+  std::vector<int64_t> v;
+  for (int64_t x = 0; x < wx; ++x) distance_1d(d.data() + x, wy, wx, buf, v, z);
+  for (int64_t y = 0; y < wy; ++y) distance_1d(d.data() + y * wx, wx, 1, buf, v, z);
+  if (!pad) return d;
+  std::vector<float> out(nx * ny);
+  for (int64_t y = 0; y < ny; ++y)
+    std::copy_n(d.data() + (y + 1) * wx + 1, nx, out.data() + y * nx);
+  return out;
+}
+
+namespace {
+void erode(uint8_t* mask, int64_t nx, int64_t ny, float radius, bool border_is_background) {
+  const auto d = squared_distance_to_background(mask, nx, ny, border_is_background);
+  const float r2 = radius * radius;
+  for (int64_t p = 0; p < nx * ny; ++p) mask[p] = d[p] > r2 ? 1 : 0;
+}
+}  // namespace
+
+void dilate_disk(uint8_t* mask, int64_t nx, int64_t ny, float radius) {
+  // Dilating the mask is eroding its complement.
+  std::vector<uint8_t> inverse(nx * ny);
+  for (int64_t p = 0; p < nx * ny; ++p) inverse[p] = mask[p] ? 0 : 1;
+  erode(inverse.data(), nx, ny, radius, /*border_is_background=*/false);
+  for (int64_t p = 0; p < nx * ny; ++p) mask[p] = inverse[p] ? 0 : 1;
+}
+
+void erode_disk(uint8_t* mask, int64_t nx, int64_t ny, float radius) {
+  erode(mask, nx, ny, radius, /*border_is_background=*/true);
+}
+
+void close_disk(uint8_t* mask, int64_t nx, int64_t ny, float radius) {
+  std::vector<uint8_t> closed(mask, mask + nx * ny);
+  dilate_disk(closed.data(), nx, ny, radius);
+  // The erosion treats the outside as foreground, so a structure touching the
+  // image border is not eaten away: closing only ever adds pixels.
+  erode(closed.data(), nx, ny, radius, /*border_is_background=*/false);
+  for (int64_t p = 0; p < nx * ny; ++p) mask[p] = (mask[p] || closed[p]) ? 1 : 0;
+}
+
+}  // namespace covidrate::data
