@@ -1,0 +1,208 @@
+// A DICOM series: find the files, pick one series, order its slices along the
+// slice normal, derive the geometry from the positions, decode every slice.
+#include "data/dicom.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <map>
+#include <sstream>
+
+#include "data/dicom_file.h"
+#include "nn/error.h"
+
+namespace covidrate::data {
+namespace {
+
+namespace fs = std::filesystem;
+using Vec3 = std::array<double, 3>;
+
+Vec3 cross(const Vec3& a, const Vec3& b) {
+  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+double dot(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+double norm(const Vec3& a) { return std::sqrt(dot(a, a)); }
+
+std::vector<std::string> list_files(const std::string& path) {
+  std::error_code ec;
+  const auto status = fs::status(path, ec);
+  CR_CHECK(!ec && fs::exists(status), path << ": no such file or folder");
+  if (!fs::is_directory(status)) return {path};
+  std::vector<std::string> files;
+  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (it->is_regular_file(ec)) files.push_back(it->path().string());
+  }
+  CR_CHECK(!ec, path << ": cannot list the folder: " << ec.message());
+  std::sort(files.begin(), files.end());  // deterministic choice and messages
+  return files;
+}
+
+struct Series {
+  std::string uid;
+  std::vector<dicom::FileHeader> files;
+  int64_t slices() const {
+    int64_t n = 0;
+    for (const auto& f : files) n += f.frames;
+    return n;
+  }
+  bool is_ct() const { return files.front().is_ct(); }
+};
+
+// The CT series with the most slices; among non-CT series (when there is no CT)
+// the one with the most slices. Ties go to the first UID in sorted order.
+const Series& choose_series(const std::vector<Series>& all, std::string& why) {
+  const Series* best = &all.front();
+  for (const Series& s : all) {
+    if (std::pair(s.is_ct(), s.slices()) > std::pair(best->is_ct(), best->slices())) best = &s;
+  }
+  std::ostringstream os;
+  if (all.size() == 1) os << "the only series";
+  else os << "the " << (best->is_ct() ? "CT" : "") << " series with the most slices among " << all.size() << " series";
+  why = os.str();
+  return *best;
+}
+
+bool nearly_equal(const std::array<double, 6>& a, const std::array<double, 6>& b, double tolerance) {
+  for (int k = 0; k < 6; ++k)
+    if (std::fabs(a[k] - b[k]) > tolerance) return false;
+  return true;
+}
+
+// Every file of a multi-file series must describe the same grid in the same plane.
+void check_consistent(const std::vector<dicom::FileHeader>& files) {
+  const dicom::FileHeader& first = files.front();
+  for (const dicom::FileHeader& f : files) {
+    CR_CHECK(f.rows == first.rows && f.columns == first.columns,
+             "inconsistent DICOM series: " << f.file << " is " << f.columns << " x " << f.rows << " but "
+                                           << first.file << " is " << first.columns << " x " << first.rows);
+    CR_CHECK(f.frames == 1, f.file << ": a multi-frame file inside a multi-file series is not supported");
+    CR_CHECK(f.samples_per_pixel == first.samples_per_pixel,
+             "inconsistent DICOM series: " << f.file << " and " << first.file << " differ in SamplesPerPixel");
+    CR_CHECK(f.position && f.orientation,
+             f.file << ": no ImagePositionPatient/ImageOrientationPatient, so its slice cannot be placed");
+    CR_CHECK(nearly_equal(*f.orientation, *first.orientation, 1e-3),
+             "inconsistent DICOM series: " << f.file << " and " << first.file << " have different orientations");
+    CR_CHECK(std::fabs(f.pixel_spacing[0] - first.pixel_spacing[0]) <= 1e-3 * first.pixel_spacing[0] &&
+                 std::fabs(f.pixel_spacing[1] - first.pixel_spacing[1]) <= 1e-3 * first.pixel_spacing[1],
+             "inconsistent DICOM series: " << f.file << " and " << first.file << " have different pixel spacings");
+  }
+}
+
+void set_in_plane_geometry(Volume& v, const std::array<double, 6>& orientation, const std::array<double, 2>& pixel_spacing) {
+  Vec3 row{orientation[0], orientation[1], orientation[2]};
+  Vec3 col{orientation[3], orientation[4], orientation[5]};
+  const double row_norm = norm(row), col_norm = norm(col);
+  CR_CHECK(row_norm > 0.5 && col_norm > 0.5 && std::fabs(dot(row, col)) < 0.01 * row_norm * col_norm,
+           v.source << ": ImageOrientationPatient is not two orthogonal directions");
+  for (int k = 0; k < 3; ++k) row[k] /= row_norm, col[k] /= col_norm;
+  v.row_dir = row;
+  v.col_dir = col;
+  v.slice_dir = cross(row, col);
+  // PixelSpacing is (between rows, between columns); x runs along a row.
+  v.spacing[0] = pixel_spacing[1];
+  v.spacing[1] = pixel_spacing[0];
+}
+
+// Sorts the slices along the normal and sets origin, slice_dir and spacing[2]
+// from their positions. Returns a note when the spacing is not uniform.
+std::string order_slices(Volume& v, std::vector<dicom::FileHeader>& files) {
+  const Vec3 normal = v.slice_dir;
+  std::sort(files.begin(), files.end(), [&](const auto& a, const auto& b) {
+    return dot(*a.position, normal) < dot(*b.position, normal);
+  });
+  v.origin = *files.front().position;
+  if (files.size() == 1) {
+    v.spacing[2] = files.front().slice_spacing > 0 ? files.front().slice_spacing : 1.0;
+    return "";
+  }
+  double min_gap = 1e300, max_gap = 0;
+  for (size_t k = 1; k < files.size(); ++k) {
+    const double gap = dot(*files[k].position, normal) - dot(*files[k - 1].position, normal);
+    CR_CHECK(gap > 1e-3, "inconsistent DICOM series: " << files[k - 1].file << " and " << files[k].file
+                                                         << " are at the same slice position");
+    min_gap = std::min(min_gap, gap);
+    max_gap = std::max(max_gap, gap);
+  }
+  // The step between slices, first to last: along the normal unless the gantry
+  // was tilted, in which case the slices also shift within their plane.
+  Vec3 step;
+  for (int k = 0; k < 3; ++k) step[k] = ((*files.back().position)[k] - v.origin[k]) / double(files.size() - 1);
+  v.spacing[2] = norm(step);
+  for (int k = 0; k < 3; ++k) v.slice_dir[k] = step[k] / v.spacing[2];
+  std::ostringstream note;
+  if (max_gap - min_gap > 0.1 * v.spacing[2])
+    note << "; slice spacing varies from " << min_gap << " to " << max_gap
+         << " mm (missing slices?), the mean is used";
+  if (dot(v.slice_dir, normal) < 0.999) note << "; gantry tilt: slices are sheared";
+  return note.str();
+}
+
+}  // namespace
+
+bool looks_like_dicom_file(const std::string& path) { return dicom::has_dicom_magic(path); }
+
+Volume read_dicom_series(const std::string& path) {
+  const std::vector<std::string> files = list_files(path);
+  std::map<std::string, Series> by_uid;
+  for (const std::string& file : files) {
+    if (auto header = dicom::read_header(file)) {
+      Series& s = by_uid[header->series_uid];
+      s.uid = header->series_uid;
+      s.files.push_back(std::move(*header));
+    }
+  }
+  CR_CHECK(!by_uid.empty(), path << ": no DICOM image " << (files.size() == 1 ? "in this file" : "files in this folder"));
+  std::vector<Series> all;
+  for (auto& [uid, s] : by_uid) all.push_back(std::move(s));
+  std::string why;
+  Series series = choose_series(all, why);
+  std::vector<dicom::FileHeader>& slices = series.files;
+  const dicom::FileHeader& first = slices.front();
+
+  Volume v;
+  v.source = path;
+  v.nx = first.columns;
+  v.ny = first.rows;
+  v.nz = series.slices();
+  v.intensity = first.is_ct() ? Intensity::HounsfieldUnits : Intensity::ScannerUnits;
+  std::string note;
+  if (slices.size() > 1) {
+    check_consistent(slices);
+    set_in_plane_geometry(v, *first.orientation, first.pixel_spacing);
+    note = order_slices(v, slices);
+  } else if (first.orientation) {
+    set_in_plane_geometry(v, *first.orientation, first.pixel_spacing);
+    if (first.position) v.origin = *first.position;
+    v.spacing[2] = first.slice_spacing > 0 ? first.slice_spacing : 1.0;
+  } else {
+    v.spacing = {first.pixel_spacing[1], first.pixel_spacing[0], first.slice_spacing > 0 ? first.slice_spacing : 1.0};
+  }
+
+  v.voxels.resize(static_cast<size_t>(v.voxel_count()));
+  int64_t z = 0;
+  for (const dicom::FileHeader& f : slices) {
+    const dicom::FrameGeometry g = dicom::decode_pixels(f, v.slice(z));
+    z += f.frames;
+    // A multi-frame file places its frames itself (GDCM reads the functional groups).
+    if (slices.size() == 1 && f.frames > 1) {
+      set_in_plane_geometry(v, g.orientation, {g.spacing[1], g.spacing[0]});
+      v.origin = g.origin;
+      v.spacing[2] = g.spacing[2];
+    }
+  }
+
+  std::ostringstream d;
+  d << "DICOM series " << (series.uid.empty() ? "(no SeriesInstanceUID)" : series.uid);
+  if (!first.series_description.empty()) d << " '" << first.series_description << "'";
+  d << ", " << (first.modality.empty() ? "modality unknown" : first.modality) << ", " << v.nz
+    << (v.nz == 1 ? " slice" : " slices") << " (" << why << ")";
+  if (!first.is_ct()) d << "; values are scanner intensities, not Hounsfield units";
+  else if (first.modality.empty()) d << "; no modality, taken as CT because it has a rescale";
+  if (!first.has_pixel_spacing) d << "; no PixelSpacing, 1 mm assumed";
+  d << note;
+  v.description = d.str();
+  return v;
+}
+
+}  // namespace covidrate::data

@@ -1,0 +1,239 @@
+// Header fields and pixel decoding of one DICOM file, through GDCM.
+#include "data/dicom_file.h"
+
+#include <gdcmImage.h>
+#include <gdcmImageReader.h>
+#include <gdcmReader.h>
+#include <gdcmStringFilter.h>
+#include <gdcmTrace.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <vector>
+
+#include "nn/error.h"
+
+namespace covidrate::data::dicom {
+namespace {
+
+// GDCM prints warnings for every oddity of every file to stderr; our errors
+// already carry the file and the cause, so its chatter is switched off once.
+void silence_gdcm() {
+  static const bool silenced = [] {
+    gdcm::Trace::SetDebug(false);
+    gdcm::Trace::SetWarning(false);
+    gdcm::Trace::SetError(false);
+    return true;
+  }();
+  (void)silenced;
+}
+
+std::string trim(const std::string& s) {
+  const auto first = s.find_first_not_of(" \t\r\n");
+  if (first == std::string::npos) return "";
+  const auto last = s.find_last_not_of(" \t\r\n");
+  return s.substr(first, last - first + 1);
+}
+
+// A multi-valued numeric attribute ("-158.1\-179.0\-75.7") as numbers; empty if
+// the attribute is absent. Throws if any value is not a finite number.
+std::vector<double> numbers(const gdcm::StringFilter& sf, uint16_t group, uint16_t element,
+                            const std::string& file, const char* name) {
+  const std::string text = trim(sf.ToString(gdcm::Tag(group, element)));
+  std::vector<double> values;
+  if (text.empty()) return values;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    size_t end = text.find('\\', begin);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = trim(text.substr(begin, end - begin));
+    double v = 0;
+    const char* first = item.data();
+    if (!item.empty() && item[0] == '+') ++first;  // DS allows a leading '+'; from_chars does not
+    const auto [ptr, ec] = std::from_chars(first, item.data() + item.size(), v);
+    CR_CHECK(ec == std::errc() && ptr == item.data() + item.size() && std::isfinite(v),
+             file << ": " << name << " has a value that is not a number: '" << item << "'");
+    values.push_back(v);
+    begin = end + 1;
+  }
+  return values;
+}
+
+template <size_t N>
+std::optional<std::array<double, N>> fixed_numbers(const gdcm::StringFilter& sf, uint16_t group,
+                                                   uint16_t element, const std::string& file,
+                                                   const char* name) {
+  const std::vector<double> v = numbers(sf, group, element, file, name);
+  if (v.empty()) return std::nullopt;
+  CR_CHECK(v.size() == N, file << ": " << name << " has " << v.size() << " values, expected " << N);
+  std::array<double, N> out{};
+  std::copy(v.begin(), v.end(), out.begin());
+  return out;
+}
+
+// One stored sample (BitsAllocated 8, 16 or 32) with the bits above BitsStored
+// dropped and the sign extended: old scanners leave overlay bits up there.
+struct SampleReader {
+  int bytes;
+  int bits_stored;
+  int shift;  // HighBit + 1 - BitsStored: where the stored bits start
+  bool is_signed;
+
+  int64_t operator()(const char* p) const {
+    uint32_t raw = 0;
+    if (bytes == 1) raw = static_cast<uint8_t>(*p);
+    else if (bytes == 2) { uint16_t v; std::memcpy(&v, p, 2); raw = v; }
+    else std::memcpy(&raw, p, 4);
+    raw >>= shift;
+    const uint64_t mask = (uint64_t{1} << bits_stored) - 1;
+    uint64_t value = raw & mask;
+    if (is_signed && (value >> (bits_stored - 1)) & 1) return static_cast<int64_t>(value) - int64_t(mask) - 1;
+    return static_cast<int64_t>(value);
+  }
+};
+
+}  // namespace
+
+bool has_dicom_magic(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  char buffer[132] = {};
+  if (!in.read(buffer, sizeof buffer)) return false;
+  return std::memcmp(buffer + 128, "DICM", 4) == 0;
+}
+
+std::optional<FileHeader> read_header(const std::string& file) {
+  silence_gdcm();
+  const bool claims_dicom = has_dicom_magic(file) ||
+                            (file.size() > 4 && (file.ends_with(".dcm") || file.ends_with(".DCM")));
+  gdcm::Reader reader;
+  reader.SetFileName(file.c_str());
+  if (!reader.ReadUpToTag(gdcm::Tag(0x7fe0, 0x0010))) {
+    CR_CHECK(!claims_dicom, file << ": not a readable DICOM file (corrupt or truncated header)");
+    return std::nullopt;
+  }
+  gdcm::StringFilter sf;
+  sf.SetFile(reader.GetFile());
+  FileHeader h;
+  h.file = file;
+  const auto text = [&](uint16_t g, uint16_t e) { return trim(sf.ToString(gdcm::Tag(g, e))); };
+  const auto integer = [&](uint16_t g, uint16_t e, const char* name, int64_t fallback) -> int64_t {
+    const std::vector<double> v = numbers(sf, g, e, file, name);
+    if (v.empty()) return fallback;
+    CR_CHECK(v.size() == 1 && v[0] == std::floor(v[0]) && std::fabs(v[0]) < 1e9,
+             file << ": " << name << " is not an integer");
+    return static_cast<int64_t>(v[0]);
+  };
+  h.rows = integer(0x0028, 0x0010, "Rows", 0);
+  h.columns = integer(0x0028, 0x0011, "Columns", 0);
+  // No image size: a DICOMDIR, a structured report, a presentation state...
+  if (h.rows == 0 && h.columns == 0) return std::nullopt;
+  CR_CHECK(h.rows > 0 && h.columns > 0 && h.rows <= 65535 && h.columns <= 65535,
+           file << ": implausible image size " << h.columns << " x " << h.rows);
+  h.frames = integer(0x0028, 0x0008, "NumberOfFrames", 1);
+  CR_CHECK(h.frames >= 1 && h.frames <= 100000, file << ": implausible NumberOfFrames " << h.frames);
+  h.samples_per_pixel = integer(0x0028, 0x0002, "SamplesPerPixel", 1);
+  CR_CHECK(h.samples_per_pixel == 1 || h.samples_per_pixel == 3,
+           file << ": SamplesPerPixel " << h.samples_per_pixel << " is not supported (1 or 3)");
+
+  h.series_uid = text(0x0020, 0x000e);
+  h.modality = text(0x0008, 0x0060);
+  h.series_description = text(0x0008, 0x103e);
+  h.transfer_syntax = text(0x0002, 0x0010);
+  h.position = fixed_numbers<3>(sf, 0x0020, 0x0032, file, "ImagePositionPatient");
+  h.orientation = fixed_numbers<6>(sf, 0x0020, 0x0037, file, "ImageOrientationPatient");
+  if (const auto ps = fixed_numbers<2>(sf, 0x0028, 0x0030, file, "PixelSpacing")) {
+    CR_CHECK((*ps)[0] > 0 && (*ps)[1] > 0, file << ": PixelSpacing must be positive");
+    h.pixel_spacing = *ps;
+    h.has_pixel_spacing = true;
+  }
+  const std::vector<double> between = numbers(sf, 0x0018, 0x0088, file, "SpacingBetweenSlices");
+  const std::vector<double> thickness = numbers(sf, 0x0018, 0x0050, file, "SliceThickness");
+  if (!between.empty() && between[0] > 0) h.slice_spacing = between[0];
+  else if (!thickness.empty() && thickness[0] > 0) h.slice_spacing = thickness[0];
+  const std::vector<double> slope = numbers(sf, 0x0028, 0x1053, file, "RescaleSlope");
+  const std::vector<double> intercept = numbers(sf, 0x0028, 0x1052, file, "RescaleIntercept");
+  h.has_rescale = !slope.empty() || !intercept.empty();
+  if (!slope.empty()) h.slope = slope[0];
+  if (!intercept.empty()) h.intercept = intercept[0];
+  CR_CHECK(h.slope != 0, file << ": RescaleSlope is 0");
+  const std::vector<double> padding = numbers(sf, 0x0028, 0x0120, file, "PixelPaddingValue");
+  if (!padding.empty()) h.padding_value = padding[0];
+  return h;
+}
+
+FrameGeometry decode_pixels(const FileHeader& h, float* out) {
+  silence_gdcm();
+  gdcm::ImageReader reader;
+  reader.SetFileName(h.file.c_str());
+  CR_CHECK(reader.Read(), h.file << ": cannot read the DICOM image (corrupt or truncated file)");
+  CR_CHECK(reader.GetFile().GetDataSet().FindDataElement(gdcm::Tag(0x7fe0, 0x0010)),
+           h.file << ": has no pixel data");
+  const gdcm::Image& image = reader.GetImage();
+  const gdcm::PixelFormat& format = image.GetPixelFormat();
+  const int64_t frames = image.GetNumberOfDimensions() > 2 ? image.GetDimension(2) : 1;
+  CR_CHECK(image.GetDimension(0) == h.columns && image.GetDimension(1) == h.rows && frames == h.frames &&
+               format.GetSamplesPerPixel() == h.samples_per_pixel,
+           h.file << ": the decoded image (" << image.GetDimension(0) << " x " << image.GetDimension(1) << " x "
+                  << frames << ") disagrees with the header (" << h.columns << " x " << h.rows << " x "
+                  << h.frames << ")");
+  const int bits_allocated = format.GetBitsAllocated();
+  const int bits_stored = format.GetBitsStored();
+  // Minimal headers omit HighBit (GDCM then reports 0): the stored bits start at bit 0.
+  const int high_bit = format.GetHighBit() + 1 < bits_stored ? bits_stored - 1 : format.GetHighBit();
+  CR_CHECK(bits_allocated == 8 || bits_allocated == 16 || bits_allocated == 32,
+           h.file << ": BitsAllocated " << bits_allocated << " is not supported (8, 16 or 32)");
+  CR_CHECK(bits_stored >= 1 && bits_stored <= bits_allocated && high_bit < bits_allocated,
+           h.file << ": inconsistent BitsStored " << bits_stored << " / HighBit " << high_bit);
+  CR_CHECK(format.GetScalarType() != gdcm::PixelFormat::FLOAT32 &&
+               format.GetScalarType() != gdcm::PixelFormat::FLOAT64,
+           h.file << ": floating-point pixel data is not supported");
+
+  const int64_t pixels = h.columns * h.rows * h.frames;
+  const int64_t bytes = bits_allocated / 8;
+  const int64_t samples = h.samples_per_pixel;
+  std::vector<char> buffer(image.GetBufferLength());
+  CR_CHECK(static_cast<int64_t>(buffer.size()) >= pixels * samples * bytes,
+           h.file << ": pixel data holds " << buffer.size() << " bytes, the header needs "
+                  << pixels * samples * bytes);
+  CR_CHECK(image.GetBuffer(buffer.data()),
+           h.file << ": cannot decode the pixel data (transfer syntax " << h.transfer_syntax
+                  << "; corrupt, truncated or unsupported)");
+
+  const SampleReader sample{static_cast<int>(bytes), bits_stored, high_bit + 1 - bits_stored,
+                            format.GetPixelRepresentation() == 1};
+  // Colour samples are either interleaved (RGBRGB...) or one plane per channel.
+  const bool planar = samples == 3 && image.GetPlanarConfiguration() == 1;
+  const bool ct = h.is_ct();
+  for (int64_t frame = 0; frame < h.frames; ++frame) {
+    const int64_t frame_pixels = h.columns * h.rows;
+    const char* base = buffer.data() + frame * frame_pixels * samples * bytes;
+    for (int64_t i = 0; i < frame_pixels; ++i) {
+      int64_t stored = 0;
+      double value = 0;
+      if (samples == 1) {
+        stored = sample(base + i * bytes);
+        value = static_cast<double>(stored);
+      } else {
+        for (int64_t c = 0; c < 3; ++c) {
+          const int64_t at = planar ? c * frame_pixels + i : i * 3 + c;
+          value += static_cast<double>(sample(base + at * bytes));
+        }
+        value /= 3;
+      }
+      value = value * h.slope + h.intercept;
+      if (ct && ((h.padding_value && samples == 1 && stored == *h.padding_value) || value < -1024)) value = -1024;
+      out[frame * frame_pixels + i] = static_cast<float>(value);
+    }
+  }
+
+  FrameGeometry g;
+  for (int k = 0; k < 3; ++k) g.origin[k] = image.GetOrigin(k);
+  for (int k = 0; k < 6; ++k) g.orientation[k] = image.GetDirectionCosines(k);
+  for (int k = 0; k < 3; ++k) g.spacing[k] = image.GetSpacing(k);
+  return g;
+}
+
+}  // namespace covidrate::data::dicom
