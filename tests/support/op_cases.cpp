@@ -1,0 +1,417 @@
+// The one table of op cases (see op_cases.h). Rules every case follows, because the
+// same lambdas run in float64 on the CPU and in float32 on the GPU:
+//   - every output and every temporary comes from `alloc`, on the inputs' device;
+//   - inputs are never modified (ops that update state in place work on copies);
+//   - host values (the loss) reach the device through Tensor::copy_from.
+#include "tests/support/op_cases.h"
+
+#include "kernels/ops.h"
+
+namespace covidrate::test {
+
+namespace {
+
+using Tensors = std::vector<Tensor>;
+constexpr Role kAct = Role::Activation;
+constexpr Role kParam = Role::Parameter;
+constexpr Role kConst = Role::Constant;
+
+// A copy of t allocated through alloc.
+Tensor copy_of(const Tensor& t, const Alloc& alloc) {
+  Tensor c = alloc(t.shape(), t);
+  c.copy_from(t);
+  return c;
+}
+
+// ---------------------------------------------------------------- convolution
+OpCase conv_case(int kernel, int stride, int dilation, int64_t size) {
+  const ConvParams p = ConvParams::same(kernel, stride, dilation);
+  OpCase c;
+  c.name = "conv2d k" + std::to_string(kernel) + " s" + std::to_string(stride) + " d" +
+           std::to_string(dilation);
+  c.inputs = {{{2, 3, size, size}}, {{4, 3, kernel, kernel}, Gen::Normal, kParam}, {{4}, Gen::Normal, kParam}};
+  c.forward = [p](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(conv2d_out_shape(in[0].shape(), in[1].shape(), p), in[0]);
+    ops::conv2d_forward(in[0], in[1], &in[2], p, y);
+    return Tensors{y};
+  };
+  c.backward = [p](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                   bool accumulate, const Alloc&) {
+    ops::conv2d_backward_data(dys[0], in[1], p, grads[0], accumulate);
+    ops::conv2d_backward_filter(dys[0], in[0], p, grads[1], &grads[2]);
+  };
+  c.parity_rtol = 1e-4;
+  c.parity_atol = 1e-4;  // sums of up to 3*7*7 products in float32
+  return c;
+}
+
+// ---------------------------------------------------------------- batch normalization
+// Inputs: x, gamma, beta, running_mean, running_var.
+std::vector<OpInput> bn_inputs(const Shape& x, Role x_role) {
+  const Shape ch{x.c()};
+  return {{x, Gen::Normal, x_role},         {ch, Gen::Positive, kParam}, {ch, Gen::Normal, kParam},
+          {ch, Gen::Normal, kConst}, {ch, Gen::Positive, kConst}};
+}
+
+OpCase bn_train_case() {
+  OpCase c;
+  c.name = "batchnorm train";
+  c.inputs = bn_inputs({2, 3, 4, 5}, kAct);
+  // Outputs: y, save_mean, save_invstd, and the updated running mean and variance
+  // (copies: the inputs stay as they were, so finite differences see the same state).
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    const BatchNormParams p;
+    Tensor y = alloc(in[0].shape(), in[0]);
+    Tensor mean = alloc(in[1].shape(), in[0]), invstd = alloc(in[1].shape(), in[0]);
+    Tensor rm = copy_of(in[3], alloc), rv = copy_of(in[4], alloc);
+    ops::batchnorm_forward_train(in[0], in[1], in[2], p, rm, rv, y, mean, invstd);
+    return Tensors{y, mean, invstd, rm, rv};
+  };
+  c.output_differentiable = {true, false, false, false, false};
+  c.backward = [](const Tensors& in, const Tensors& out, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::batchnorm_backward(dys[0], in[0], in[1], out[1], out[2], grads[0], grads[1], grads[2],
+                            accumulate);
+  };
+  return c;
+}
+
+OpCase bn_infer_case() {
+  OpCase c;
+  c.name = "batchnorm infer";
+  c.inputs = bn_inputs({2, 3, 4, 5}, kConst);
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(in[0].shape(), in[0]);
+    ops::batchnorm_forward_infer(in[0], in[1], in[2], in[3], in[4], BatchNormParams{}, y);
+    return Tensors{y};
+  };
+  // Inference only: the engine has no backward through frozen statistics.
+  return c;
+}
+
+// ---------------------------------------------------------------- activations
+OpCase relu_case() {
+  OpCase c;
+  c.name = "relu";
+  // Normal inputs: the chance that one of 120 values lies within grad_eps of the
+  // kink is ~1e-4, and the seeds are fixed.
+  c.inputs = {{{2, 3, 4, 5}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(in[0].shape(), in[0]);
+    ops::relu_forward(in[0], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors&, const Tensors& out, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::relu_backward(dys[0], out[0], grads[0], accumulate);
+  };
+  return c;
+}
+
+OpCase sigmoid_case() {
+  OpCase c;
+  c.name = "sigmoid";
+  c.inputs = {{{2, 3, 4, 5}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(in[0].shape(), in[0]);
+    ops::sigmoid_forward(in[0], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors&, const Tensors& out, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::sigmoid_backward(dys[0], out[0], grads[0], accumulate);
+  };
+  return c;
+}
+
+// ---------------------------------------------------------------- elementwise
+OpCase add_case() {
+  OpCase c;
+  c.name = "add";
+  c.inputs = {{{2, 3, 4, 5}}, {{2, 3, 4, 5}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(in[0].shape(), in[0]);
+    ops::add_forward(in[0], in[1], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors&, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::add_into(dys[0], grads[0], accumulate);
+    ops::add_into(dys[0], grads[1], accumulate);
+  };
+  return c;
+}
+
+OpCase mul_channel_case() {
+  OpCase c;
+  c.name = "mul_channel";
+  c.inputs = {{{2, 3, 4, 5}}, {{2, 3}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(in[0].shape(), in[0]);
+    ops::mul_channel_forward(in[0], in[1], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::mul_channel_backward(dys[0], in[0], in[1], grads[0], grads[1], accumulate);
+  };
+  return c;
+}
+
+// ---------------------------------------------------------------- shape ops
+OpCase concat_case(const std::vector<int64_t>& channels) {
+  OpCase c;
+  c.name = "concat of " + std::to_string(channels.size());
+  int64_t total = 0;
+  for (int64_t ch : channels) {
+    c.inputs.push_back({{2, ch, 3, 4}});
+    total += ch;
+  }
+  c.forward = [total](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc({2, total, 3, 4}, in[0]);
+    ops::concat_channels_forward(in, y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors&, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::concat_channels_backward(dys[0], grads, accumulate);
+  };
+  return c;
+}
+
+OpCase upsample_case() {
+  OpCase c;
+  c.name = "upsample2x";
+  c.inputs = {{{2, 3, 3, 4}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    const Tensor& x = in[0];
+    Tensor y = alloc({x.n(), x.c(), 2 * x.h(), 2 * x.w()}, x);
+    ops::upsample2x_forward(x, y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors&, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::upsample2x_backward(dys[0], grads[0], accumulate);
+  };
+  return c;
+}
+
+OpCase maxpool_case() {
+  OpCase c;
+  c.name = "maxpool2x2";
+  // Continuous random inputs have no ties (nor near-ties within grad_eps, at these seeds).
+  c.inputs = {{{2, 3, 4, 6}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    const Tensor& x = in[0];
+    Tensor y = alloc({x.n(), x.c(), x.h() / 2, x.w() / 2}, x);
+    ops::maxpool2x2_forward(x, y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::maxpool2x2_backward(dys[0], in[0], grads[0], accumulate);
+  };
+  return c;
+}
+
+OpCase gap_case() {
+  OpCase c;
+  c.name = "global_avg_pool";
+  c.inputs = {{{2, 3, 4, 5}}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc({in[0].n(), in[0].c()}, in[0]);
+    ops::global_avg_pool_forward(in[0], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors&, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::global_avg_pool_backward(dys[0], grads[0], accumulate);
+  };
+  return c;
+}
+
+// ---------------------------------------------------------------- fully connected, SE
+OpCase linear_case() {
+  OpCase c;
+  c.name = "linear";
+  c.inputs = {{{4, 6}}, {{5, 6}, Gen::Normal, kParam}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc({in[0].n(), in[1].n()}, in[0]);
+    ops::linear_forward(in[0], in[1], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::linear_backward_data(dys[0], in[1], grads[0], accumulate);
+    ops::linear_backward_weight(dys[0], in[0], grads[1]);
+  };
+  return c;
+}
+
+OpCase se_case() {
+  OpCase c;
+  c.name = "squeeze_excitation";
+  c.inputs = {{{2, 4, 3, 5}}, {{2, 4}, Gen::Normal, kParam}, {{4, 2}, Gen::Normal, kParam}};
+  // Outputs: y and the saved z, h, s (compared in the parity test, not differentiated).
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    const Tensor& x = in[0];
+    Tensor y = alloc(x.shape(), x);
+    SeSaved saved{alloc({x.n(), x.c()}, x), alloc({x.n(), in[1].n()}, x), alloc({x.n(), x.c()}, x)};
+    ops::se_forward(x, in[1], in[2], y, saved);
+    return Tensors{y, saved.pooled, saved.hidden, saved.scale};
+  };
+  c.output_differentiable = {true, false, false, false};
+  c.backward = [](const Tensors& in, const Tensors& out, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    const SeSaved saved{out[1], out[2], out[3]};
+    ops::se_backward(dys[0], in[0], in[1], in[2], saved, grads[0], grads[1], grads[2], accumulate);
+  };
+  return c;
+}
+
+// ---------------------------------------------------------------- loss
+// Outputs: the loss [1] and the gathered sums [TP, FP, FN, BCE sum] (not differentiated).
+OpCase loss_case(const std::string& name, const HybridLossParams& params) {
+  OpCase c;
+  c.name = name;
+  c.inputs = {{{2, 1, 6, 6}, Gen::Probability, kAct}, {{2, 1, 6, 6}, Gen::Binary, kConst}};
+  c.forward = [params](const Tensors& in, const Alloc& alloc) {
+    const LossSums s = ops::hybrid_loss_forward(in[0], in[1], params);
+    Tensor loss = alloc({1}, in[0]), sums = alloc({4}, in[0]);
+    loss.copy_from(Tensor::from_vector({1}, std::vector<double>{s.loss}, in[0].dtype()));
+    sums.copy_from(Tensor::from_vector({4}, std::vector<double>{s.tp, s.fp, s.fn, s.bce_sum},
+                                       in[0].dtype()));
+    return Tensors{loss, sums};
+  };
+  c.output_differentiable = {true, false};
+  c.backward = [params](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                        bool accumulate, const Alloc&) {
+    const LossSums s = ops::hybrid_loss_forward(in[0], in[1], params);
+    const double dloss = dys[0].to_vector_f64()[0];
+    ops::hybrid_loss_backward(in[0], in[1], params, s, dloss, grads[0], accumulate);
+  };
+  return c;
+}
+
+HybridLossParams loss_params(double bce_weight, double kappa) {
+  HybridLossParams p;
+  p.pos_weight = 3.0;  // not 1, so the weighting is exercised
+  p.bce_weight = bce_weight;
+  p.kappa = kappa;
+  return p;
+}
+
+// ---------------------------------------------------------------- optimizer
+OpCase adam_case() {
+  OpCase c;
+  c.name = "adam (3 steps, decay)";
+  c.inputs = {{{37}, Gen::Normal, kConst},
+              {{37}, Gen::Normal, kConst},
+              {{37}, Gen::Normal, kConst},
+              {{37}, Gen::Positive, kConst}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    AdamParams p;
+    p.lr = 0.01;
+    p.decay = 0.1;
+    Tensor w = copy_of(in[0], alloc), m = copy_of(in[2], alloc), v = copy_of(in[3], alloc);
+    for (int64_t step = 1; step <= 3; ++step) ops::adam_step(w, in[1], m, v, p, step);
+    return Tensors{w, m, v};
+  };
+  return c;  // no backward
+}
+
+// ---------------------------------------------------------------- a composed block
+// conv3x3 -> BN (train) -> ReLU -> channel scale -> + residual, the shape of a
+// COVID-Rate encoder step, chained through the checked ops.
+// Inputs: x, w, b, gamma, beta, running_mean, running_var, scale [N, C], residual.
+OpCase block_case() {
+  OpCase c;
+  c.name = "block conv-bn-relu-scale-add";
+  const Shape x{2, 3, 5, 5}, y{2, 4, 5, 5}, ch{4};
+  c.inputs = {{x},
+              {{4, 3, 3, 3}, Gen::Normal, kParam},
+              {ch, Gen::Normal, kParam},
+              {ch, Gen::Positive, kParam},
+              {ch, Gen::Normal, kParam},
+              {ch, Gen::Normal, kConst},
+              {ch, Gen::Positive, kConst},
+              {{2, 4}, Gen::Normal, kAct},
+              {y, Gen::Normal, kAct}};
+  const ConvParams p = ConvParams::same(3);
+  // Outputs: the block's result, then what the backward needs: the conv output,
+  // the ReLU output, and BN's saved mean and invstd.
+  c.forward = [p, y](const Tensors& in, const Alloc& alloc) {
+    const Tensor& ref = in[0];
+    Tensor conv = alloc(y, ref), bn = alloc(y, ref), act = alloc(y, ref), scaled = alloc(y, ref),
+           out = alloc(y, ref);
+    Tensor mean = alloc(in[3].shape(), ref), invstd = alloc(in[3].shape(), ref);
+    Tensor rm = copy_of(in[5], alloc), rv = copy_of(in[6], alloc);
+    ops::conv2d_forward(in[0], in[1], &in[2], p, conv);
+    ops::batchnorm_forward_train(conv, in[3], in[4], BatchNormParams{}, rm, rv, bn, mean, invstd);
+    ops::relu_forward(bn, act);
+    ops::mul_channel_forward(act, in[7], scaled);
+    ops::add_forward(scaled, in[8], out);
+    return Tensors{out, conv, act, mean, invstd};
+  };
+  c.output_differentiable = {true, false, false, false, false};
+  c.backward = [p, y](const Tensors& in, const Tensors& out, const Tensors& dys, Tensors& grads,
+                      bool accumulate, const Alloc& alloc) {
+    const Tensor& dout = dys[0];
+    Tensor d_act = alloc(y, dout), d_bn = alloc(y, dout), d_conv = alloc(y, dout);
+    Tensor d_scale = alloc(in[7].shape(), dout);
+    ops::add_into(dout, grads[8], accumulate);  // the residual
+    // One flag covers both outputs of mul_channel_backward: overwrite the temporary
+    // d_act, then add the scale's gradient with the caller's flag.
+    ops::mul_channel_backward(dout, out[2], in[7], d_act, d_scale, false);
+    ops::add_into(d_scale, grads[7], accumulate);
+    ops::relu_backward(d_act, out[2], d_bn, false);
+    ops::batchnorm_backward(d_bn, out[1], in[3], out[3], out[4], d_conv, grads[3], grads[4], false);
+    ops::conv2d_backward_data(d_conv, in[1], p, grads[0], accumulate);
+    ops::conv2d_backward_filter(d_conv, in[0], p, grads[1], &grads[2]);
+  };
+  c.parity_atol = 1e-4;
+  return c;
+}
+
+std::vector<OpCase> build_cases() {
+  std::vector<OpCase> cases;
+  // Kernels 1/3/7, strides 1/2, and the dilations of COVID-Rate's context module.
+  cases.push_back(conv_case(1, 1, 1, 5));
+  cases.push_back(conv_case(1, 2, 1, 6));
+  cases.push_back(conv_case(3, 1, 1, 6));
+  cases.push_back(conv_case(3, 2, 1, 7));
+  cases.push_back(conv_case(3, 1, 2, 7));
+  cases.push_back(conv_case(3, 2, 2, 8));
+  cases.push_back(conv_case(3, 1, 4, 9));
+  cases.push_back(conv_case(3, 1, 8, 9));
+  cases.push_back(conv_case(7, 1, 1, 8));
+  cases.push_back(conv_case(7, 2, 1, 9));
+  cases.push_back(bn_train_case());
+  cases.push_back(bn_infer_case());
+  cases.push_back(relu_case());
+  cases.push_back(sigmoid_case());
+  cases.push_back(add_case());
+  cases.push_back(mul_channel_case());
+  cases.push_back(concat_case({2, 3}));
+  cases.push_back(concat_case({2, 3, 1}));
+  cases.push_back(upsample_case());
+  cases.push_back(maxpool_case());
+  cases.push_back(gap_case());
+  cases.push_back(linear_case());
+  cases.push_back(se_case());
+  cases.push_back(loss_case("hybrid loss", loss_params(1.0, 1.0)));
+  cases.push_back(loss_case("weighted BCE", loss_params(1.0, 0.0)));
+  cases.push_back(loss_case("focal Tversky", loss_params(0.0, 1.0)));
+  cases.push_back(adam_case());
+  cases.push_back(block_case());
+  return cases;
+}
+
+}  // namespace
+
+const std::vector<OpCase>& op_cases() {
+  static const std::vector<OpCase> cases = build_cases();
+  return cases;
+}
+
+}  // namespace covidrate::test
