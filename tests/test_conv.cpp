@@ -1,0 +1,231 @@
+// The CPU convolution (kernels/cpu/conv2d.cpp, reached through ops::) against the
+// direct loops of kernels/cpu/conv2d_direct.cpp, over the kernels, strides,
+// dilations and paddings COVID-Rate uses; the overwrite/accumulate contract;
+// and the argument checks. (Finite-difference gradients of every op live in
+// tests/test_op_gradients.cpp.)
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <sstream>
+#include <string>
+
+#include "kernels/cpu/conv2d_direct.h"
+#include "kernels/ops.h"
+#include "tests/support/test_support.h"
+
+using namespace covidrate;
+
+namespace {
+
+struct Config {
+  int kernel = 3, stride = 1, dilation = 1, pad = 1;
+  int64_t batch = 2, cin = 5, cout = 6, h = 13, w = 17;
+  bool bias = true;
+
+  std::string str() const {
+    std::ostringstream os;
+    os << "k" << kernel << " s" << stride << " d" << dilation << " p" << pad << " x"
+       << x_shape().str() << " cout " << cout << (bias ? "" : " no bias");
+    return os.str();
+  }
+  ConvParams params() const { return {stride, pad, dilation}; }
+  Shape x_shape() const { return {batch, cin, h, w}; }
+  Shape w_shape() const { return {cout, cin, kernel, kernel}; }
+  Shape y_shape() const { return conv2d_out_shape(x_shape(), w_shape(), params()); }
+};
+
+// The grid: every kernel/stride/dilation with "same" padding and one other
+// padding, on non-square images enlarged where the dilated kernel needs it.
+std::vector<Config> grid() {
+  std::vector<Config> out;
+  for (int k : {1, 3, 7})
+    for (int s : {1, 2})
+      for (int d : {1, 2, 4, 8}) {
+        const int same = ConvParams::same(k, s, d).pad;
+        for (int pad : {same, same == 1 ? 0 : 1}) {
+          Config c;
+          c.kernel = k, c.stride = s, c.dilation = d, c.pad = pad;
+          const int span = d * (k - 1) + 1;
+          c.h = std::max<int64_t>(13, span - 2 * pad + 2);
+          c.w = c.h + 4;
+          c.bias = pad == same;  // half the cases run without a bias
+          out.push_back(c);
+        }
+      }
+  return out;
+}
+
+double max_abs(const Tensor& t) {
+  double m = 0;
+  for (double v : t.to_vector_f64()) m = std::max(m, std::abs(v));
+  return m;
+}
+
+// a matches the reference b to rtol, with an absolute floor of rtol * max|b| for
+// the values that cancel to near zero.
+void check_close(const Tensor& a, const Tensor& b, double rtol, const std::string& what) {
+  const double c = test::closeness(a, b, rtol, rtol * std::max(1.0, max_abs(b)));
+  INFO(what << ": closeness " << c << " (<= 1 passes)");
+  CHECK(c <= 1.0);
+}
+
+// Runs the three passes through ops:: and through the direct loops and compares.
+void compare_with_direct(const Config& c, DType dtype, double rtol) {
+  INFO(c.str() << (dtype == DType::F64 ? " f64" : " f32"));
+  const ConvParams p = c.params();
+  const Tensor x = test::randn(c.x_shape(), 1, dtype);
+  const Tensor w = test::randn(c.w_shape(), 2, dtype, 0.3);
+  const Tensor bias = test::randn({c.cout}, 3, dtype);
+  const Tensor dy = test::randn(c.y_shape(), 4, dtype);
+  const Tensor* b = c.bias ? &bias : nullptr;
+
+  Tensor y = Tensor::full(c.y_shape(), NAN, dtype), y_ref = Tensor::empty(c.y_shape(), dtype);
+  ops::conv2d_forward(x, w, b, p, y);
+  cpu::direct::conv2d_forward(x, w, b, p, y_ref);
+  check_close(y, y_ref, rtol, "forward");
+
+  Tensor dx = Tensor::full(c.x_shape(), NAN, dtype), dx_ref = Tensor::empty(c.x_shape(), dtype);
+  ops::conv2d_backward_data(dy, w, p, dx, false);
+  cpu::direct::conv2d_backward_data(dy, w, p, dx_ref, false);
+  check_close(dx, dx_ref, rtol, "backward data");
+
+  // Parameter gradients accumulate: both start from the same nonzero values.
+  Tensor dw = test::randn(c.w_shape(), 5, dtype), dw_ref = dw.clone();
+  Tensor db = test::randn({c.cout}, 6, dtype), db_ref = db.clone();
+  ops::conv2d_backward_filter(dy, x, p, dw, c.bias ? &db : nullptr);
+  cpu::direct::conv2d_backward_filter(dy, x, p, dw_ref, c.bias ? &db_ref : nullptr);
+  check_close(dw, dw_ref, rtol, "backward filter dw");
+  check_close(db, db_ref, rtol, "backward filter dbias");
+}
+
+// Messages name the op (or "conv2d" for the shared shape rule) and the shapes.
+void check_error(const std::function<void()>& call, const std::vector<std::string>& must_contain) {
+  try {
+    call();
+    FAIL("no covidrate::Error thrown");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& part : must_contain) {
+      INFO("message: " << msg << "\nmissing: " << part);
+      CHECK(msg.find(part) != std::string::npos);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("conv2d matches the direct loops in float32 and float64") {
+  for (const Config& c : grid()) {
+    compare_with_direct(c, DType::F32, 1e-4);
+    compare_with_direct(c, DType::F64, 1e-10);
+  }
+}
+
+TEST_CASE("conv2d matches the direct loops when the column matrix is built in several bands") {
+  // 64 channels at 96x100 unroll to 576 x 9600 values, 22 MB in float: more than
+  // one band of the bounded column buffer, so band seams and offsets are tested.
+  Config c;
+  c.cin = 64, c.cout = 7, c.h = 96, c.w = 100, c.batch = 2;
+  compare_with_direct(c, DType::F32, 1e-4);
+  c.stride = 2, c.dilation = 2, c.pad = 2, c.batch = 1;
+  compare_with_direct(c, DType::F64, 1e-10);
+}
+
+TEST_CASE("conv2d 1x1 stride 1 (the gemm without unrolling) matches the direct loops") {
+  Config c;
+  c.kernel = 1, c.pad = 0, c.cin = 9, c.cout = 3;
+  compare_with_direct(c, DType::F32, 1e-4);
+  compare_with_direct(c, DType::F64, 1e-10);
+}
+
+TEST_CASE("conv2d_backward_data overwrites or accumulates dx") {
+  // 3x3 (col2im path), 1x1 stride 1 (gemm with beta), and 1x1 stride 2, where
+  // three quarters of dx receive no gradient at all and must still be written.
+  for (Config c : {Config{}, Config{.kernel = 1, .pad = 0}, Config{.kernel = 1, .stride = 2, .pad = 0}}) {
+    INFO(c.str());
+    const ConvParams p = c.params();
+    const Tensor w = test::randn(c.w_shape(), 7, DType::F64);
+    const Tensor dy = test::randn(c.y_shape(), 8, DType::F64);
+    Tensor fresh = Tensor::full(c.x_shape(), NAN, DType::F64);
+    ops::conv2d_backward_data(dy, w, p, fresh, false);
+    CHECK(test::count_nonfinite(fresh) == 0);
+
+    Tensor nines = Tensor::full(c.x_shape(), 9.0, DType::F64);
+    ops::conv2d_backward_data(dy, w, p, nines, false);
+    CHECK(test::closeness(nines, fresh, 1e-12, 1e-12) <= 1.0);
+
+    Tensor summed = Tensor::full(c.x_shape(), 9.0, DType::F64);
+    ops::conv2d_backward_data(dy, w, p, summed, true);
+    Tensor expected = fresh.clone();
+    ops::axpy(1.0, Tensor::full(c.x_shape(), 9.0, DType::F64), expected);
+    CHECK(test::closeness(summed, expected, 1e-12, 1e-12) <= 1.0);
+  }
+}
+
+TEST_CASE("conv2d_backward_filter accumulates into dw and dbias") {
+  for (Config c : {Config{}, Config{.kernel = 1, .pad = 0}}) {
+    INFO(c.str());
+    const ConvParams p = c.params();
+    const Tensor x = test::randn(c.x_shape(), 9, DType::F64);
+    const Tensor dy = test::randn(c.y_shape(), 10, DType::F64);
+    Tensor dw = Tensor::zeros(c.w_shape(), DType::F64), db = Tensor::zeros({c.cout}, DType::F64);
+    ops::conv2d_backward_filter(dy, x, p, dw, &db);
+    CHECK(max_abs(dw) > 0);
+    CHECK(max_abs(db) > 0);
+
+    // Twice into buffers that start at 0.5: 0.5 + 2 * (one pass).
+    Tensor dw2 = Tensor::full(c.w_shape(), 0.5, DType::F64), db2 = Tensor::full({c.cout}, 0.5, DType::F64);
+    ops::conv2d_backward_filter(dy, x, p, dw2, &db2);
+    ops::conv2d_backward_filter(dy, x, p, dw2, &db2);
+    Tensor dw_want = Tensor::full(c.w_shape(), 0.5, DType::F64), db_want = Tensor::full({c.cout}, 0.5, DType::F64);
+    ops::axpy(2.0, dw, dw_want);
+    ops::axpy(2.0, db, db_want);
+    CHECK(test::closeness(dw2, dw_want, 1e-12, 1e-12) <= 1.0);
+    CHECK(test::closeness(db2, db_want, 1e-12, 1e-12) <= 1.0);
+  }
+}
+
+TEST_CASE("conv2d rejects bad arguments with a message naming the op and the shapes") {
+  const Tensor x = Tensor::zeros({2, 5, 8, 9});
+  const Tensor w = Tensor::zeros({6, 5, 3, 3});
+  const ConvParams same{1, 1, 1};
+
+  SUBCASE("channel mismatch") {
+    const Tensor w4 = Tensor::zeros({6, 4, 3, 3});
+    Tensor y = Tensor::zeros({2, 6, 8, 9});
+    check_error([&] { ops::conv2d_forward(x, w4, nullptr, same, y); },
+                {"conv2d", "[2, 5, 8, 9]", "[6, 4, 3, 3]"});
+    Tensor dx = Tensor::zeros({2, 5, 8, 9});
+    check_error([&] { ops::conv2d_backward_data(y, w4, same, dx, false); },
+                {"conv2d", "[2, 5, 8, 9]", "[6, 4, 3, 3]"});
+  }
+  SUBCASE("dilation too large for the input") {
+    const ConvParams wide{1, 0, 5};  // a 3x3 kernel spans 11x11 > 8x9
+    Tensor y = Tensor::zeros({2, 6, 1, 1});
+    check_error([&] { ops::conv2d_forward(x, w, nullptr, wide, y); },
+                {"conv2d", "dilation 5", "[2, 5, 8, 9]"});
+    Tensor dw = Tensor::zeros({6, 5, 3, 3});
+    check_error([&] { ops::conv2d_backward_filter(y, x, wide, dw, nullptr); },
+                {"conv2d", "dilation 5", "[2, 5, 8, 9]"});
+  }
+  SUBCASE("wrong output shape") {
+    Tensor y = Tensor::zeros({2, 6, 8, 8});
+    check_error([&] { ops::conv2d_forward(x, w, nullptr, same, y); },
+                {"conv2d_forward", "[2, 6, 8, 8]", "[2, 6, 8, 9]"});
+    Tensor dx = Tensor::zeros({2, 5, 8, 9});
+    check_error([&] { ops::conv2d_backward_data(y, w, same, dx, false); },
+                {"conv2d_backward_data", "[2, 6, 8, 8]", "[2, 6, 8, 9]"});
+    Tensor dw = Tensor::zeros({6, 5, 3, 3}), db = Tensor::zeros({5});
+    Tensor dy = Tensor::zeros({2, 6, 8, 9});
+    check_error([&] { ops::conv2d_backward_filter(dy, x, same, dw, &db); },
+                {"conv2d_backward_filter", "dbias", "[5]"});
+  }
+  SUBCASE("mixed dtypes") {
+    const Tensor w64 = Tensor::zeros({6, 5, 3, 3}, DType::F64);
+    Tensor y = Tensor::zeros({2, 6, 8, 9});
+    check_error([&] { ops::conv2d_forward(x, w64, nullptr, same, y); },
+                {"conv2d_forward", "weight", "f64"});
+  }
+}
