@@ -1,0 +1,89 @@
+// CPU convolution throughput at the shapes of COVID-Rate's heaviest layers for
+// a 256x256 slice, batch 1, 3x3 kernels, float32: forward, backward data and
+// backward filter, each reported as GFLOP/s (2*N*Cout*Ho*Wo*Cin*K*K per pass).
+//
+//   COVIDRATE_THREADS=2 build/bench_conv
+//
+// Benchmark names are conv/<shape>/<pass>; bench/torch_conv.py prints the same
+// keys for PyTorch, and bench/compare_conv_cpu.sh puts the two side by side.
+#include <benchmark/benchmark.h>
+
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/threads.h"
+#include "kernels/ops.h"
+
+using namespace covidrate;
+
+namespace {
+
+struct Layer {
+  int64_t cin, size, cout;
+  int dilation;
+  // "128x256x256->64 d1": input channels x height x width -> output channels, dilation.
+  std::string key() const {
+    return std::to_string(cin) + "x" + std::to_string(size) + "x" + std::to_string(size) + "->" +
+           std::to_string(cout) + " d" + std::to_string(dilation);
+  }
+};
+
+// Keep in sync with LAYERS in bench/torch_conv.py.
+const std::vector<Layer> kLayers = {
+    {128, 256, 64, 1},   // decoder, full resolution
+    {256, 128, 128, 1},  // decoder, 1/2 resolution
+    {1024, 32, 512, 1},  // bottleneck side, 1/8 resolution
+    {256, 128, 128, 2},  // the dilated variant at 1/2 resolution
+};
+
+enum class Pass { Forward, BackwardData, BackwardFilter };
+
+Tensor random(const Shape& s, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  std::vector<float> v(static_cast<size_t>(s.numel()));
+  for (float& x : v) x = d(rng);
+  return Tensor::from_vector(s, v);
+}
+
+void run(benchmark::State& state, Layer layer, Pass pass) {
+  const int k = 3;
+  const ConvParams p = ConvParams::same(k, 1, layer.dilation);
+  const Tensor x = random({1, layer.cin, layer.size, layer.size}, 1);
+  const Tensor w = random({layer.cout, layer.cin, k, k}, 2);
+  const Shape ys = conv2d_out_shape(x.shape(), w.shape(), p);
+  const Tensor dy = random(ys, 3);
+  Tensor y = Tensor::empty(ys), dx = Tensor::empty(x.shape()), dw = Tensor::zeros(w.shape());
+  for (auto _ : state) {
+    switch (pass) {
+      case Pass::Forward: ops::conv2d_forward(x, w, nullptr, p, y); break;
+      case Pass::BackwardData: ops::conv2d_backward_data(dy, w, p, dx, false); break;
+      case Pass::BackwardFilter: ops::conv2d_backward_filter(dy, x, p, dw, nullptr); break;
+    }
+  }
+  const double flops = 2.0 * ys.numel() * layer.cin * k * k;
+  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
+  state.counters["threads"] = cpu::num_threads();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  const std::pair<Pass, const char*> passes[] = {
+      {Pass::Forward, "forward"}, {Pass::BackwardData, "backward_data"},
+      {Pass::BackwardFilter, "backward_filter"}};
+  for (const Layer& layer : kLayers) {
+    for (const auto& [pass, name] : passes) {
+      benchmark::RegisterBenchmark(("conv/" + layer.key() + "/" + name).c_str(), run, layer, pass)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime()  // the work runs on several threads: CPU time of the caller means little
+          ->MinTime(1.0);
+    }
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
