@@ -132,13 +132,11 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// out and the inputs all follow the layout of `rows` x `len` (one segment).
+// out and the inputs all follow the layout of the plan; build the plan with
+// map_plan so that `out` is part of the alignment check.
 template <bool kReadOut, int N, class F>
-void row_map(int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
-  bool aligned = aligned16(out);
-  for (int k = 0; k < N; ++k) aligned = aligned && aligned16(in.p[k]);
-  const RowPlan plan = plan_rows(rows, 1, 0, len, aligned);
-  if (rows * len == 0) return;
+void row_map(const RowPlan& plan, const Inputs<N>& in, float* out, F f) {
+  if (plan.rows * plan.segs * plan.len == 0) return;
   const cudaStream_t s = context().stream;
   const auto blocks = static_cast<unsigned>(plan.blocks());
   if (plan.vec == 4) {
@@ -149,14 +147,32 @@ void row_map(int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
   CUDA_CHECK_LAUNCH("row_map_kernel");
 }
 
+template <int N>
+RowPlan map_plan(const Inputs<N>& in, const float* out, int64_t rows, int64_t segs,
+                 int64_t seg_stride, int64_t len) {
+  bool aligned = aligned16(out);
+  for (int k = 0; k < N; ++k) aligned = aligned && aligned16(in.p[k]);
+  return plan_rows(rows, segs, seg_stride, len, aligned);
+}
+
+// The common case: `rows` contiguous rows of `len` elements.
+template <bool kReadOut, int N, class F>
+void row_map(int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
+  row_map<kReadOut>(map_plan(in, out, rows, 1, 0, len), in, out, f);
+}
+
 // The same op choosing overwrite or accumulate from a run-time flag.
 template <int N, class F>
-void row_map_into(bool accumulate, int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
+void row_map_into(bool accumulate, const RowPlan& plan, const Inputs<N>& in, float* out, F f) {
   if (accumulate) {
-    row_map<true>(rows, len, in, out, f);
+    row_map<true>(plan, in, out, f);
   } else {
-    row_map<false>(rows, len, in, out, f);
+    row_map<false>(plan, in, out, f);
   }
+}
+template <int N, class F>
+void row_map_into(bool accumulate, int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
+  row_map_into(accumulate, map_plan(in, out, rows, 1, 0, len), in, out, f);
 }
 
 // ---------------------------------------------------------------- reductions
