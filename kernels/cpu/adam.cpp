@@ -18,11 +18,13 @@ void adam_step(Tensor& params, const Tensor& grads, Tensor& m, Tensor& v, const 
     const T* g = grads.data<T>();
     T* mp = m.data<T>();
     T* vp = v.data<T>();
+    // 1 - beta in double before rounding: in float, 1 - 0.999f is off by 5e-5 relative.
     const T b1 = static_cast<T>(p.beta1), b2 = static_cast<T>(p.beta2);
+    const T one_minus_b1 = static_cast<T>(1.0 - p.beta1), one_minus_b2 = static_cast<T>(1.0 - p.beta2);
     const T step_size = static_cast<T>(lr_t), eps = static_cast<T>(p.eps);
     for (int64_t i = 0, n = params.numel(); i < n; ++i) {
-      mp[i] = b1 * mp[i] + (T(1) - b1) * g[i];
-      vp[i] = b2 * vp[i] + (T(1) - b2) * g[i] * g[i];
+      mp[i] = b1 * mp[i] + one_minus_b1 * g[i];
+      vp[i] = b2 * vp[i] + one_minus_b2 * g[i] * g[i];
       w[i] -= step_size * mp[i] / (std::sqrt(vp[i]) + eps);
     }
   });
