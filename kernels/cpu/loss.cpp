@@ -43,9 +43,9 @@ LossSums hybrid_loss_forward(const Tensor& p, const Tensor& y, const HybridLossP
 // dFP/dp_i = 1 - y_i. With num = TP + smooth and den = TP + alpha FN + beta FP + smooth:
 //   dTI/dp_i = (y_i * den - num * ((1 - alpha) y_i + beta (1 - y_i))) / den^2
 //   d(1-TI)^(1/g)/dp_i = -(1/g) (1-TI)^(1/g - 1) dTI/dp_i
-// At TI = 1 (no false pixel at all) the power's derivative is infinite for
-// gamma > 1; we take 0 there, the value of the one-sided limit from a perfect
-// prediction being a minimum.
+// At TI = 1 (no false pixel at all) the derivative of the power is infinite for
+// gamma > 1; we return 0 there instead: the loss is at its minimum, and an
+// infinite gradient would only poison the step with Inf.
 void hybrid_loss_backward(const Tensor& p, const Tensor& y, const HybridLossParams& params,
                           const LossSums& sums, double dloss, Tensor& dp, bool accumulate) {
   const double num = sums.tp + params.smooth;

@@ -1,0 +1,107 @@
+// Forward values of the CPU ops that the golden file does not cover, on inputs
+// small enough to write the expected result by hand. (The gradient test checks
+// each backward against its forward; this checks the forwards themselves.)
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "kernels/ops.h"
+
+using namespace covidrate;
+
+namespace {
+
+Tensor t64(const Shape& s, const std::vector<double>& v) { return Tensor::from_vector(s, v, DType::F64); }
+Tensor out64(const Shape& s) { return Tensor::full(s, NAN, DType::F64); }
+
+void expect_values(const Tensor& t, const std::vector<double>& want) {
+  const std::vector<double> got = t.to_vector_f64();
+  REQUIRE(got.size() == want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO("element " << i);
+    CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-12));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("relu, sigmoid, add") {
+  Tensor x = t64({4}, {-2, -0.5, 0, 3}), y = out64({4});
+  ops::relu_forward(x, y);
+  expect_values(y, {0, 0, 0, 3});
+  ops::sigmoid_forward(x, y);
+  expect_values(y, {1 / (1 + std::exp(2.0)), 1 / (1 + std::exp(0.5)), 0.5, 1 / (1 + std::exp(-3.0))});
+  // Far tails stay finite and saturate instead of overflowing.
+  Tensor big = Tensor::from_vector({2}, std::vector<float>{-100.0f, 100.0f}), big_y = Tensor::zeros({2});
+  ops::sigmoid_forward(big, big_y);
+  CHECK(big_y.to_vector()[0] >= 0.0f);
+  CHECK(big_y.to_vector()[0] < 1e-40f);
+  CHECK(big_y.to_vector()[1] == 1.0f);
+  Tensor b = t64({4}, {1, 2, 3, 4});
+  ops::add_forward(x, b, y);
+  expect_values(y, {-1, 1.5, 3, 7});
+}
+
+TEST_CASE("mul_channel scales each (sample, channel) plane") {
+  Tensor x = t64({2, 2, 1, 2}, {1, 2, 3, 4, 5, 6, 7, 8}), s = t64({2, 2}, {10, 100, -1, 0.5});
+  Tensor y = out64({2, 2, 1, 2});
+  ops::mul_channel_forward(x, s, y);
+  expect_values(y, {10, 20, 300, 400, -5, -6, 3.5, 4});
+}
+
+TEST_CASE("concat puts the parts' channels one after another per sample") {
+  Tensor a = t64({2, 1, 1, 2}, {1, 2, 3, 4}), b = t64({2, 2, 1, 2}, {5, 6, 7, 8, 9, 10, 11, 12});
+  Tensor y = out64({2, 3, 1, 2});
+  ops::concat_channels_forward({a, b}, y);
+  expect_values(y, {1, 2, 5, 6, 7, 8, 3, 4, 9, 10, 11, 12});
+}
+
+TEST_CASE("upsample2x repeats each pixel into a 2x2 block") {
+  Tensor x = t64({1, 1, 2, 2}, {1, 2, 3, 4}), y = out64({1, 1, 4, 4});
+  ops::upsample2x_forward(x, y);
+  expect_values(y, {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4});
+}
+
+TEST_CASE("maxpool2x2 takes window maxima; ties go to the first in row-major order") {
+  Tensor x = t64({1, 1, 2, 4}, {1, 5, 7, 7, 3, 2, 7, 7}), y = out64({1, 1, 1, 2});
+  ops::maxpool2x2_forward(x, y);
+  expect_values(y, {5, 7});
+  Tensor dy = t64({1, 1, 1, 2}, {10, 20}), dx = out64({1, 1, 2, 4});
+  ops::maxpool2x2_backward(dy, x, dx, false);
+  expect_values(dx, {0, 10, 20, 0, 0, 0, 0, 0});
+}
+
+TEST_CASE("global average pooling and linear") {
+  Tensor x = t64({1, 2, 1, 3}, {1, 2, 3, 10, 20, 30}), z = out64({1, 2});
+  ops::global_avg_pool_forward(x, z);
+  expect_values(z, {2, 20});
+  Tensor w = t64({3, 2}, {1, 0, 0, 1, 1, -1}), y = out64({1, 3});
+  ops::linear_forward(z, w, y);
+  expect_values(y, {2, 20, -18});
+}
+
+TEST_CASE("batch norm inference uses the running statistics") {
+  Tensor x = t64({1, 2, 1, 2}, {1, 3, 0, 4});
+  Tensor gamma = t64({2}, {2, 1}), beta = t64({2}, {1, 0});
+  Tensor mean = t64({2}, {1, 2}), var = t64({2}, {4, 1});
+  BatchNormParams p;
+  p.eps = 0;  // exact arithmetic for the check
+  Tensor y = out64({1, 2, 1, 2});
+  ops::batchnorm_forward_infer(x, gamma, beta, mean, var, p, y);
+  expect_values(y, {1, 3, -2, 2});
+}
+
+TEST_CASE("hybrid loss: a perfect prediction costs only the clamped BCE and has a finite gradient") {
+  Tensor y = t64({1, 1, 1, 4}, {1, 0, 1, 0});
+  Tensor p = y.clone();
+  const LossSums s = ops::hybrid_loss_forward(p, y, HybridLossParams{});
+  CHECK(s.tp == 2);
+  CHECK(s.fp == 0);
+  CHECK(s.fn == 0);
+  CHECK(s.count == 4);
+  CHECK(s.loss == doctest::Approx(-std::log(1 - 1e-7) * (2 * 2 + 2) / 4).epsilon(1e-6));
+  Tensor dp = out64({1, 1, 1, 4});
+  ops::hybrid_loss_backward(p, y, HybridLossParams{}, s, 1.0, dp, false);
+  for (double g : dp.to_vector_f64()) CHECK(std::isfinite(g));
+}
