@@ -6,6 +6,16 @@
 
 namespace covidrate::data {
 
+// What a path holds, judged from its first bytes, then its name.
+enum class InputKind {
+  DicomSeries,  // a folder, a file with the DICOM magic, or *.dcm
+  Nifti,        // *.nii, *.nii.gz, or a NIfTI-1/2 header
+  Picture,      // PNG or JPG signature
+  Unknown       // none of these (may still be DICOM without its preamble)
+};
+InputKind input_kind(const std::string& path);
+const char* to_string(InputKind kind);
+
 // Reads `path` by content, falling back to its extension:
 //  - a folder: a DICOM series (searched recursively);
 //  - a file starting with the DICOM magic, or named *.dcm: one DICOM file;

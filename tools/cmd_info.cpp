@@ -1,0 +1,117 @@
+// covidrate info PATH [--json]: what a medical image input holds, as the
+// readers see it -- the first thing to run on data from a new scanner.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include "data/read_any.h"
+#include "nn/error.h"
+
+namespace covidrate::tools {
+namespace {
+
+const char* intensity_name(data::Intensity i) {
+  switch (i) {
+    case data::Intensity::HounsfieldUnits: return "hounsfield-units";
+    case data::Intensity::Picture8Bit: return "picture-8bit";
+    case data::Intensity::Label: return "label";
+    case data::Intensity::ScannerUnits: return "scanner-units";
+  }
+  return "unknown";
+}
+
+// The patient direction an axis points to most: L/R, P/A, S/I (LPS frame).
+char axis_letter(const std::array<double, 3>& d) {
+  int k = 0;
+  for (int j = 1; j < 3; ++j)
+    if (std::fabs(d[j]) > std::fabs(d[k])) k = j;
+  static const char positive[] = "LPS", negative[] = "RAI";
+  return d[k] >= 0 ? positive[k] : negative[k];
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') out += '\\', out += c;
+    else if (static_cast<unsigned char>(c) < 0x20) {
+      char buffer[8];
+      std::snprintf(buffer, sizeof buffer, "\\u%04x", c);
+      out += buffer;
+    } else out += c;
+  }
+  return out + "\"";
+}
+
+std::string triple(std::array<double, 3> v, bool json) {
+  for (double& x : v)
+    if (std::fabs(x) < 1e-9) x = 0;  // float rounding in a file's affine, not geometry
+  char buffer[96];
+  std::snprintf(buffer, sizeof buffer, json ? "[%.6g, %.6g, %.6g]" : "%.6g %.6g %.6g", v[0], v[1], v[2]);
+  return buffer;
+}
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: covidrate info PATH [--json]\n\n"
+               "Reads PATH (a DICOM folder or file, .nii/.nii.gz, .png/.jpg) and prints its kind,\n"
+               "size, spacing, orientation, value range and intensity kind; for DICOM, the series\n"
+               "chosen and why. Exit status 1 when PATH cannot be read.\n");
+}
+
+}  // namespace
+
+int cmd_info(int argc, char** argv) {
+  std::string path;
+  bool json = false;
+  for (int k = 1; k < argc; ++k) {
+    if (!std::strcmp(argv[k], "--json")) json = true;
+    else if (!std::strcmp(argv[k], "--help") || !std::strcmp(argv[k], "-h")) return usage(stdout), 0;
+    else if (argv[k][0] == '-' || !path.empty()) return usage(stderr), 2;
+    else path = argv[k];
+  }
+  if (path.empty()) return usage(stderr), 2;
+
+  const data::InputKind kind = data::input_kind(path);
+  const data::Volume v = data::read_any(path);
+  float lo = 0, hi = 0;
+  double mean = 0;
+  if (!v.voxels.empty()) {
+    const auto [a, b] = std::minmax_element(v.voxels.begin(), v.voxels.end());
+    lo = *a, hi = *b;
+    for (const float x : v.voxels) mean += x;
+    mean /= static_cast<double>(v.voxels.size());
+  }
+  const std::string orientation{axis_letter(v.row_dir), axis_letter(v.col_dir), axis_letter(v.slice_dir)};
+  // DICOM and NIfTI know their kind once read; an unknown file that loaded is DICOM without a preamble.
+  const char* kind_name = kind == data::InputKind::Unknown ? "DICOM" : data::to_string(kind);
+
+  if (json) {
+    std::printf("{\n  \"path\": %s,\n  \"kind\": \"%s\",\n  \"size\": [%lld, %lld, %lld],\n  \"slices\": %lld,\n",
+                json_string(path).c_str(), kind_name, static_cast<long long>(v.nx), static_cast<long long>(v.ny),
+                static_cast<long long>(v.nz), static_cast<long long>(v.nz));
+    std::printf("  \"spacing_mm\": %s,\n  \"origin_mm\": %s,\n", triple(v.spacing, true).c_str(),
+                triple(v.origin, true).c_str());
+    std::printf("  \"orientation\": \"%s\",\n  \"row_dir\": %s,\n  \"col_dir\": %s,\n  \"slice_dir\": %s,\n",
+                orientation.c_str(), triple(v.row_dir, true).c_str(), triple(v.col_dir, true).c_str(),
+                triple(v.slice_dir, true).c_str());
+    std::printf("  \"min\": %.6g,\n  \"max\": %.6g,\n  \"mean\": %.6g,\n  \"intensity\": \"%s\",\n", lo, hi, mean,
+                intensity_name(v.intensity));
+    std::printf("  \"description\": %s\n}\n", json_string(v.description).c_str());
+    return 0;
+  }
+  std::printf("path:        %s\n", path.c_str());
+  std::printf("kind:        %s\n", kind_name);
+  std::printf("size:        %lld x %lld x %lld voxels (x, y, slices)\n", static_cast<long long>(v.nx),
+              static_cast<long long>(v.ny), static_cast<long long>(v.nz));
+  std::printf("spacing:     %s mm\n", triple(v.spacing, false).c_str());
+  std::printf("origin:      %s mm (LPS)\n", triple(v.origin, false).c_str());
+  std::printf("orientation: %s (x: %s, y: %s, z: %s)\n", orientation.c_str(), triple(v.row_dir, false).c_str(),
+              triple(v.col_dir, false).c_str(), triple(v.slice_dir, false).c_str());
+  std::printf("values:      %.6g .. %.6g (mean %.6g), %s\n", lo, hi, mean, intensity_name(v.intensity));
+  std::printf("details:     %s\n", v.description.c_str());
+  return 0;
+}
+
+}  // namespace covidrate::tools
