@@ -1,0 +1,143 @@
+// ParameterStore: parameters are views of the flat buffers, and loading
+// rejects anything that does not match the model, naming what is wrong.
+#include <doctest/doctest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <functional>
+#include <unistd.h>
+
+#include "nn/layers.h"
+#include "nn/safetensors.h"
+#include "tests/support/test_support.h"
+
+using namespace covidrate;
+
+namespace {
+
+// conv (weight [4,2,3,3] + bias [4]) and BN (weight, bias [4]; running stats).
+struct TinyNet {
+  ParameterStore store{DType::F32, 3};
+  Conv2d conv{store, "enc.conv", 2, 4, 3};
+  BatchNorm2d bn{store, "enc.bn", 4};
+  TinyNet() { store.allocate(Device::CPU); }
+};
+
+std::string message_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+}  // namespace
+
+TEST_CASE("parameters are aligned views of the flat buffers") {
+  TinyNet net;
+  const auto& params = net.store.parameters();
+  REQUIRE(params.size() == 4);
+  CHECK(net.store.parameter_count() == 4 * 2 * 9 + 4 + 4 + 4);
+  for (const auto& p : params) CHECK(p.offset % 64 == 0);
+
+  const ag::Var& w = net.store.parameter("enc.conv.weight");
+  CHECK(w.value().shape() == (Shape{4, 2, 3, 3}));
+  CHECK(w.value().same_storage(net.store.flat_values()));
+  CHECK(w.grad().same_storage(net.store.flat_grads()));
+
+  // Writing through the flat buffer shows in the view, and the other way round.
+  const auto& bias = params[1];
+  CHECK(bias.name == "enc.conv.bias");
+  net.store.flat_values().data<float>()[bias.offset + 2] = 5.0f;
+  CHECK(bias.var.value().to_vector()[2] == 5.0f);
+  Tensor gview = bias.var.grad();
+  gview.fill_(1.5);
+  CHECK(net.store.flat_grads().data<float>()[bias.offset] == 1.5f);
+  net.store.zero_grad();
+  CHECK(gview.to_vector()[0] == 0.0f);
+
+  // Initial values were copied in: BN gamma 1, beta 0, running var 1.
+  CHECK(net.store.parameter("enc.bn.weight").value().to_vector() == std::vector<float>(4, 1.0f));
+  const auto& buffers = net.store.buffers();
+  REQUIRE(buffers.size() == 2);
+  CHECK(buffers[1].name == "enc.bn.running_var");
+  CHECK(buffers[1].value.to_vector() == std::vector<float>(4, 1.0f));
+}
+
+TEST_CASE("glorot_uniform draws within its limit and depends on the seed") {
+  TinyNet a, b;
+  const double limit = std::sqrt(6.0 / (2 * 9 + 4 * 9));
+  const auto wa = a.store.parameter("enc.conv.weight").value().to_vector();
+  for (float v : wa) CHECK(std::abs(v) <= limit);
+  CHECK(wa == b.store.parameter("enc.conv.weight").value().to_vector());
+  ParameterStore other(DType::F32, 4);
+  Conv2d conv(other, "enc.conv", 2, 4, 3);
+  CHECK(other.parameter("enc.conv.weight").value().to_vector() != wa);
+}
+
+TEST_CASE("save and load round trip through a file") {
+  TinyNet a, b;
+  a.store.flat_values().fill_(0.25);
+  Tensor running_mean = a.store.buffers()[0].value;
+  running_mean.fill_(-3.0);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("covidrate_params_" + std::to_string(::getpid()) + ".safetensors"))
+          .string();
+  a.store.save(path, {{"model", "tiny"}});
+  b.store.load(path);
+  std::filesystem::remove(path);
+  CHECK(b.store.parameter("enc.conv.weight").value().to_vector() == std::vector<float>(72, 0.25f));
+  CHECK(b.store.buffers()[0].value.to_vector() == std::vector<float>(4, -3.0f));
+}
+
+TEST_CASE("load rejects a missing, an unexpected and a mis-shaped tensor") {
+  TinyNet net;
+  std::map<std::string, Tensor> good;
+  for (const auto& [name, t] : net.store.named_tensors()) good[name] = t.clone();
+  CHECK_NOTHROW(net.store.load(good, "good.safetensors"));
+
+  SUBCASE("missing") {
+    auto bad = good;
+    bad.erase("enc.bn.running_mean");
+    const std::string msg = message_of([&] { net.store.load(bad, "w.safetensors"); });
+    CHECK(msg.find("missing 'enc.bn.running_mean'") != std::string::npos);
+    CHECK(msg.find("w.safetensors") != std::string::npos);
+  }
+  SUBCASE("unexpected") {
+    auto bad = good;
+    bad["dec.conv.weight"] = Tensor::zeros(Shape{1});
+    CHECK(message_of([&] { net.store.load(bad); }).find("unexpected 'dec.conv.weight'") != std::string::npos);
+  }
+  SUBCASE("wrong shape") {
+    auto bad = good;
+    bad["enc.conv.weight"] = Tensor::zeros(Shape{4, 2, 5, 5});
+    const std::string msg = message_of([&] { net.store.load(bad); });
+    CHECK(msg.find("'enc.conv.weight' is f32[4, 2, 5, 5], the model expects f32[4, 2, 3, 3]") !=
+          std::string::npos);
+  }
+  SUBCASE("wrong dtype") {
+    auto bad = good;
+    bad["enc.conv.bias"] = Tensor::zeros(Shape{4}, DType::F64);
+    CHECK(message_of([&] { net.store.load(bad); }).find("'enc.conv.bias' is f64[4]") != std::string::npos);
+  }
+  SUBCASE("a failed load changes nothing") {
+    auto bad = good;
+    bad["enc.conv.bias"] = Tensor::full(Shape{4}, 9.0);
+    bad.erase("enc.bn.weight");
+    CHECK_THROWS_AS(net.store.load(bad), Error);
+    CHECK(net.store.parameter("enc.conv.bias").value().to_vector() == std::vector<float>(4, 0.0f));
+  }
+}
+
+TEST_CASE("registration errors name the parameter") {
+  ParameterStore store;
+  Conv2d conv(store, "c", 1, 1, 3);
+  CHECK(message_of([&] { Conv2d again(store, "c", 1, 1, 3); }).find("'c.weight' registered twice") !=
+        std::string::npos);
+  CHECK(message_of([&] { store.add_parameter("d", Tensor::zeros(Shape{1}, DType::F64)); })
+            .find("expected a f32 CPU tensor") != std::string::npos);
+  store.allocate(Device::CPU);
+  CHECK(message_of([&] { BatchNorm2d late(store, "late", 2); }).find("'late.weight' registered after allocate()") !=
+        std::string::npos);
+}
