@@ -18,10 +18,7 @@ struct ReluGrad {  // v = {dy, y}
   }
 };
 struct Sigmoid {
-  // expf(-x) overflows to inf for x < -88, giving exactly 0: the right limit.
-  __device__ float operator()(int64_t, const float (&v)[1], float) const {
-    return 1.f / (1.f + expf(-v[0]));
-  }
+  __device__ float operator()(int64_t, const float (&v)[1], float) const { return sigmoid(v[0]); }
 };
 struct SigmoidGrad {  // v = {dy, y}
   __device__ float operator()(int64_t, const float (&v)[2], float old) const {

@@ -13,9 +13,9 @@ struct SumTerm {
 };
 struct StoreMean {
   float* y;
-  double inv_count;
+  double count;
   __device__ void operator()(int64_t row, const double (&sums)[1]) const {
-    y[row] = static_cast<float>(sums[0] * inv_count);
+    y[row] = static_cast<float>(sums[0] / count);
   }
 };
 struct BroadcastMean {
@@ -33,7 +33,7 @@ void global_avg_pool_forward(const Tensor& x, Tensor& y) {
   const RowPlan plan = plan_reduction(in, rows, 1, 0, hw);
   Tensor partials = partials_buffer(plan, 1);
   row_partials<1, 1>(plan, in, partials.data<double>(), SumTerm{});
-  row_finish<1>(plan, partials.data<double>(), StoreMean{y.data<float>(), 1.0 / static_cast<double>(hw)});
+  row_finish<1>(plan, partials.data<double>(), StoreMean{y.data<float>(), static_cast<double>(hw)});
 }
 
 void global_avg_pool_backward(const Tensor& dy, Tensor& dx, bool accumulate) {

@@ -175,6 +175,13 @@ void row_map_into(bool accumulate, int64_t rows, int64_t len, const Inputs<N>& i
   row_map_into(accumulate, map_plan(in, out, rows, 1, 0, len), in, out, f);
 }
 
+// The logistic function in the stable form of the CPU twin: exp of a
+// non-positive number never overflows, and tiny outputs keep their precision.
+__device__ inline float sigmoid(float x) {
+  const float e = expf(-fabsf(x));
+  return x >= 0.f ? 1.f / (1.f + e) : e / (1.f + e);
+}
+
 // ---------------------------------------------------------------- reductions
 template <int K> __device__ inline void warp_sum(double (&a)[K]) {
 #pragma unroll

@@ -48,7 +48,7 @@ struct DotTerm {
 // One block per sample n. Shared memory: z[C], h[Cr].
 __global__ void __launch_bounds__(kFcThreads)
     se_fc_forward_kernel(const double* __restrict__ partials, int64_t per_row, int64_t c_count,
-                         int64_t cr_count, double inv_hw, const float* __restrict__ w1,
+                         int64_t cr_count, double hw, const float* __restrict__ w1,
                          const float* __restrict__ w2, float* __restrict__ pooled,
                          float* __restrict__ hidden, float* __restrict__ scale) {
   extern __shared__ float smem[];
@@ -60,7 +60,7 @@ __global__ void __launch_bounds__(kFcThreads)
     double total[1];
     warp_row_total(partials, n * c_count + c, per_row, total);
     if (lane == 0) {
-      z[c] = static_cast<float>(total[0] * inv_hw);
+      z[c] = static_cast<float>(total[0] / hw);
       pooled[n * c_count + c] = z[c];
     }
   }
@@ -76,7 +76,7 @@ __global__ void __launch_bounds__(kFcThreads)
   for (int64_t c = threadIdx.x; c < c_count; c += blockDim.x) {  // s = sigmoid(w2 h), w2 is [C, Cr]
     float a = 0.f;
     for (int64_t j = 0; j < cr_count; ++j) a += w2[c * cr_count + j] * h[j];
-    scale[n * c_count + c] = 1.f / (1.f + expf(-a));
+    scale[n * c_count + c] = sigmoid(a);
   }
 }
 
@@ -172,7 +172,7 @@ void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, 
   Tensor partials = partials_buffer(plan, 1);
   row_partials<1, 1>(plan, xs, partials.data<double>(), SumTerm{});
   se_fc_forward_kernel<<<static_cast<unsigned>(batch), kFcThreads, smem, context().stream>>>(
-      partials.data<double>(), plan.partials_per_row(), c, cr, 1.0 / static_cast<double>(hw),
+      partials.data<double>(), plan.partials_per_row(), c, cr, static_cast<double>(hw),
       w1.data<float>(), w2.data<float>(), saved.pooled.data<float>(), saved.hidden.data<float>(),
       saved.scale.data<float>());
   CUDA_CHECK_LAUNCH("se_fc_forward_kernel");
