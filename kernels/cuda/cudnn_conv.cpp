@@ -1,0 +1,398 @@
+// Every cuDNN call of the engine: the three convolution directions and the
+// bias, through cuDNN's legacy cudnnConvolution* API (still in cuDNN 9).
+//
+// Per distinct shape (ConvKey) a plan holds the descriptors and, per direction,
+// the algorithm cudnnFind*Ex measured fastest among the DETERMINISTIC ones, so
+// that running the same step twice gives bit-identical results. The search runs
+// once per shape and direction; later calls are a hash lookup plus the cuDNN call.
+//
+// Math mode: with TF32 off (the default, COVIDRATE_TF32 unset) the descriptors
+// say CUDNN_FMA_MATH, which restricts cuDNN to plain float32 FMA kernels; with
+// TF32 on they say CUDNN_DEFAULT_MATH, which lets Hopper use TF32 tensor cores.
+// (CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION would also allow converting to FP16,
+// which is more than TF32 promises.)
+#include "kernels/cuda/cudnn_conv.h"
+
+#include <algorithm>
+#include <climits>
+#include <cstdio>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/runtime.h"
+
+namespace covidrate::cuda {
+
+namespace {
+
+struct ConvKey {
+  int device = 0;
+  int n = 0, c = 0, h = 0, w = 0;  // input
+  int k = 0, kh = 0, kw = 0;       // output channels, kernel size
+  int stride = 1, pad = 0, dilation = 1;
+  // Largest power of two (up to 16) dividing every data pointer of the call:
+  // some cuDNN kernels use vector loads, so an algorithm found on aligned
+  // buffers may be illegal for a view that starts mid-allocation.
+  int alignment = 16;
+  bool tf32 = false;
+  bool operator==(const ConvKey&) const = default;
+
+  std::string str() const {
+    std::ostringstream os;
+    os << "x [" << n << ", " << c << ", " << h << ", " << w << "], w [" << k << ", " << c << ", "
+       << kh << ", " << kw << "], stride " << stride << ", pad " << pad << ", dilation " << dilation
+       << ", alignment " << alignment << ", tf32 " << (tf32 ? "on" : "off");
+    return os.str();
+  }
+};
+
+struct ConvKeyHash {
+  size_t operator()(const ConvKey& k) const {
+    size_t h = 0;
+    for (int v : {k.device, k.n, k.c, k.h, k.w, k.k, k.kh, k.kw, k.stride, k.pad, k.dilation,
+                  k.alignment, static_cast<int>(k.tf32)})
+      h = h * 1000003u ^ std::hash<int>()(v);
+    return h;
+  }
+};
+
+enum Direction { kForward = 0, kBackwardData = 1, kBackwardFilter = 2 };
+const char* const kDirectionName[] = {"forward", "backward data", "backward filter"};
+
+struct Choice {
+  bool chosen = false;
+  int algo = 0;  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t
+  cudnnMathType_t math = CUDNN_FMA_MATH;
+  size_t workspace_bytes = 0;
+};
+
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, bias = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv = nullptr;
+  Choice choice[3];
+
+  ConvPlan() = default;
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+  ~ConvPlan() {  // status ignored: nothing sensible to do about a failed destroy
+    if (x) cudnnDestroyTensorDescriptor(x);
+    if (y) cudnnDestroyTensorDescriptor(y);
+    if (bias) cudnnDestroyTensorDescriptor(bias);
+    if (w) cudnnDestroyFilterDescriptor(w);
+    if (conv) cudnnDestroyConvolutionDescriptor(conv);
+  }
+};
+
+// All plans, and the counters tests read. Never destroyed (see context.cpp).
+struct PlanCache {
+  std::mutex mu;
+  std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
+  ConvPlanStats stats;
+};
+PlanCache& cache() {
+  static PlanCache* c = new PlanCache;
+  return *c;
+}
+
+// A failing cuDNN call names itself, cuDNN's status and the convolution's shapes.
+#define CONV_CHECK(call, key)                                                                     \
+  do {                                                                                            \
+    cudnnStatus_t st_ = (call);                                                                   \
+    if (st_ != CUDNN_STATUS_SUCCESS)                                                              \
+      CR_FAIL("cuDNN error: " << #call << " failed: " << cudnnGetErrorString(st_) << " (" \
+                              << (key).str() << ")");                                             \
+  } while (0)
+
+int to_int(int64_t v, const char* what, const Shape& s) {
+  CR_CHECK(v >= 0 && v <= INT_MAX,
+           "conv2d (cuDNN): " << what << " of " << s.str() << " exceeds cuDNN's 32-bit limit");
+  return static_cast<int>(v);
+}
+
+int alignment_of(std::initializer_list<const void*> ptrs) {
+  uintptr_t bits = 16;
+  for (const void* p : ptrs) bits |= reinterpret_cast<uintptr_t>(p);
+  return static_cast<int>(bits & (~bits + 1));  // lowest set bit
+}
+
+ConvKey make_key(const Shape& x, const Shape& w, const ConvParams& p,
+                 std::initializer_list<const void*> ptrs) {
+  ConvKey k;
+  CUDA_CHECK(cudaGetDevice(&k.device));
+  k.n = to_int(x.n(), "batch", x);
+  k.c = to_int(x.c(), "channels", x);
+  k.h = to_int(x.h(), "height", x);
+  k.w = to_int(x.w(), "width", x);
+  k.k = to_int(w.n(), "output channels", w);
+  k.kh = to_int(w.h(), "kernel height", w);
+  k.kw = to_int(w.w(), "kernel width", w);
+  // Legacy descriptors keep strides in int: whole tensors must fit, too.
+  to_int(x.numel(), "element count", x);
+  to_int(conv2d_out_shape(x, w, p).numel(), "output element count", conv2d_out_shape(x, w, p));
+  CR_CHECK(k.c > 0 && k.h > 0 && k.w > 0 && k.k > 0 && k.kh > 0 && k.kw > 0,
+           "conv2d (cuDNN): every dimension but the batch must be positive, got input "
+               << x.str() << " and weight " << w.str());
+  k.stride = p.stride;
+  k.pad = p.pad;
+  k.dilation = p.dilation;
+  k.alignment = alignment_of(ptrs);
+  k.tf32 = context().allow_tf32;
+  return k;
+}
+
+std::unique_ptr<ConvPlan> build_plan(const ConvKey& k) {
+  auto plan = std::make_unique<ConvPlan>();
+  CONV_CHECK(cudnnCreateTensorDescriptor(&plan->x), k);
+  CONV_CHECK(cudnnCreateTensorDescriptor(&plan->y), k);
+  CONV_CHECK(cudnnCreateTensorDescriptor(&plan->bias), k);
+  CONV_CHECK(cudnnCreateFilterDescriptor(&plan->w), k);
+  CONV_CHECK(cudnnCreateConvolutionDescriptor(&plan->conv), k);
+  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, k.n, k.c, k.h, k.w), k);
+  CONV_CHECK(cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k.k, k.c, k.kh, k.kw), k);
+  // Cross-correlation, as PyTorch and Keras define "convolution".
+  CONV_CHECK(cudnnSetConvolution2dDescriptor(plan->conv, k.pad, k.pad, k.stride, k.stride, k.dilation,
+                                             k.dilation, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
+             k);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan->conv, k.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
+  int on = 0, oc = 0, oh = 0, ow = 0;
+  CONV_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &on, &oc, &oh, &ow), k);
+  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, on, oc, oh, ow), k);
+  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k.k, 1, 1), k);
+  return plan;
+}
+
+// The plan of this shape, built on first use. Caller holds cache().mu.
+ConvPlan& plan_for(const ConvKey& k) {
+  PlanCache& c = cache();
+  auto it = c.plans.find(k);
+  if (it != c.plans.end()) {
+    ++c.stats.hits;
+    return *it->second;
+  }
+  auto plan = build_plan(k);
+  ++c.stats.plans;
+  return *c.plans.emplace(k, std::move(plan)).first->second;
+}
+
+// A scratch output for one algorithm search, from the caching allocator, with
+// the same alignment class as the real output (cudaMalloc blocks are 256-byte
+// aligned), so the search only keeps algorithms the real call can use.
+class ScratchOutput {
+ public:
+  ScratchOutput(const void* like, size_t bytes)
+      : bytes_(bytes + 256), base_(device_allocator().allocate(bytes_)) {
+    ptr_ = static_cast<char*>(base_) + reinterpret_cast<uintptr_t>(like) % 256;
+  }
+  ~ScratchOutput() { device_allocator().deallocate(base_, bytes_); }
+  ScratchOutput(const ScratchOutput&) = delete;
+  ScratchOutput& operator=(const ScratchOutput&) = delete;
+  void* get() const { return ptr_; }
+
+ private:
+  size_t bytes_;
+  void* base_;
+  void* ptr_;
+};
+
+// The workspace offered to a search: up to half of the free memory, at most
+// 1 GiB. Taken from cudaMalloc directly and returned right after, so that this
+// one-off gigabyte does not stay cached in the allocator's bins.
+class SearchWorkspace {
+ public:
+  SearchWorkspace() {
+    size_t free_b = 0, total_b = 0;
+    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    for (bytes_ = std::min<size_t>(free_b / 2, size_t{1} << 30); bytes_ >= (1u << 20); bytes_ /= 2) {
+      if (cudaMalloc(&ptr_, bytes_) == cudaSuccess) return;
+      (void)cudaGetLastError();  // clear the failed allocation, try half as much
+    }
+    ptr_ = nullptr;
+    bytes_ = 0;  // the search then only considers algorithms without workspace
+  }
+  ~SearchWorkspace() {
+    if (ptr_) cudaFree(ptr_);
+  }
+  SearchWorkspace(const SearchWorkspace&) = delete;
+  SearchWorkspace& operator=(const SearchWorkspace&) = delete;
+  void* get() const { return ptr_; }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  void* ptr_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+// Picks the fastest usable result of a cudnnFind*Ex (results come sorted by time).
+template <class Perf>
+Choice pick(const std::vector<Perf>& perf, int returned, const ConvKey& k, Direction dir) {
+  const auto usable = [&](const Perf& r, bool need_deterministic) {
+    if (r.status != CUDNN_STATUS_SUCCESS) return false;
+    if (need_deterministic && r.determinism != CUDNN_DETERMINISTIC) return false;
+    // With TF32 off, never run a tensor-core algorithm, whatever cuDNN offers.
+    if (!k.tf32 && (r.mathType == CUDNN_TENSOR_OP_MATH ||
+                    r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
+      return false;
+    return true;
+  };
+  for (bool need_deterministic : {true, false}) {
+    for (int i = 0; i < returned; ++i) {
+      if (!usable(perf[i], need_deterministic)) continue;
+      if (!need_deterministic) {
+        static bool warned = false;  // once per process is enough to explain irreproducible runs
+        if (!warned)
+          std::fprintf(stderr, "covidrate: cuDNN has no deterministic %s algorithm for %s; using %d\n",
+                       kDirectionName[dir], k.str().c_str(), static_cast<int>(perf[i].algo));
+        warned = true;
+      }
+      Choice c;
+      c.chosen = true;
+      c.algo = static_cast<int>(perf[i].algo);
+      c.math = k.tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
+      c.workspace_bytes = perf[i].memory;
+      return c;
+    }
+  }
+  std::ostringstream os;
+  os << "conv2d (cuDNN): no " << kDirectionName[dir] << " algorithm works for " << k.str() << "; tried";
+  for (int i = 0; i < returned; ++i)
+    os << " algo " << static_cast<int>(perf[i].algo) << " (" << cudnnGetErrorString(perf[i].status) << ")";
+  throw Error(os.str());
+}
+
+// The algorithm of one direction, searched on first use with the call's real
+// inputs and a scratch output (the search writes its output, which must not
+// clobber a gradient that accumulates). Caller holds cache().mu.
+Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a, const void* in_b,
+               const void* out, size_t out_bytes) {
+  Choice& c = plan.choice[dir];
+  if (c.chosen) return c;
+  Context& ctx = context();
+  SearchWorkspace ws;
+  ScratchOutput scratch(out, out_bytes);
+  void* o = scratch.get();
+  int count = 0, returned = 0;
+  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
+  if (dir == kForward) {
+    CONV_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &count), k);
+    std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(count, 1));
+    count = static_cast<int>(perf.size());
+    CONV_CHECK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, in_a, plan.w, in_b, plan.conv,
+                                                      plan.y, o, count, &returned, perf.data(),
+                                                      ws.get(), ws.bytes()),
+               k);
+    c = pick(perf, returned, k, dir);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+    size_t need = 0;
+    CONV_CHECK(cudnnGetConvolutionForwardWorkspaceSize(ctx.cudnn, plan.x, plan.w, plan.conv, plan.y,
+                                                       static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), &need),
+               k);
+    c.workspace_bytes = std::max(c.workspace_bytes, need);
+  } else if (dir == kBackwardData) {
+    CONV_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(ctx.cudnn, &count), k);
+    std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(std::max(count, 1));
+    count = static_cast<int>(perf.size());
+    CONV_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, in_a, plan.y, in_b, plan.conv,
+                                                           plan.x, o, count, &returned, perf.data(),
+                                                           ws.get(), ws.bytes()),
+               k);
+    c = pick(perf, returned, k, dir);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+    size_t need = 0;
+    CONV_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+                   ctx.cudnn, plan.w, plan.y, plan.conv, plan.x,
+                   static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), &need),
+               k);
+    c.workspace_bytes = std::max(c.workspace_bytes, need);
+  } else {
+    CONV_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(ctx.cudnn, &count), k);
+    std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(std::max(count, 1));
+    count = static_cast<int>(perf.size());
+    CONV_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, in_a, plan.y, in_b,
+                                                             plan.conv, plan.w, o, count, &returned,
+                                                             perf.data(), ws.get(), ws.bytes()),
+               k);
+    c = pick(perf, returned, k, dir);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+    size_t need = 0;
+    CONV_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+                   ctx.cudnn, plan.x, plan.y, plan.conv, plan.w,
+                   static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), &need),
+               k);
+    c.workspace_bytes = std::max(c.workspace_bytes, need);
+  }
+  ++cache().stats.searches;
+  return c;
+}
+
+const float kOne = 1.0f, kZero = 0.0f;
+
+}  // namespace
+
+ConvPlanStats conv_plan_stats() {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  return cache().stats;
+}
+
+void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p, Tensor& y) {
+  if (y.numel() == 0) return;
+  const ConvKey k = make_key(x.shape(), w.shape(), p, {x.raw(), w.raw(), y.raw()});
+  std::lock_guard<std::mutex> lock(cache().mu);
+  ConvPlan& plan = plan_for(k);
+  const Choice& c = choose(plan, k, kForward, x.raw(), w.raw(), y.raw(), y.nbytes());
+  Context& ctx = context();
+  void* ws = workspace(c.workspace_bytes);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+  CONV_CHECK(cudnnConvolutionForward(ctx.cudnn, &kOne, plan.x, x.raw(), plan.w, w.raw(), plan.conv,
+                                     static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws,
+                                     c.workspace_bytes, &kZero, plan.y, y.raw()),
+             k);
+  // y += bias broadcast over N, H, W.
+  if (bias) CONV_CHECK(cudnnAddTensor(ctx.cudnn, &kOne, plan.bias, bias->raw(), &kOne, plan.y, y.raw()), k);
+}
+
+void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
+                          bool accumulate) {
+  if (dx.numel() == 0) return;
+  const ConvKey k = make_key(dx.shape(), w.shape(), p, {dy.raw(), w.raw(), dx.raw()});
+  std::lock_guard<std::mutex> lock(cache().mu);
+  ConvPlan& plan = plan_for(k);
+  const Choice& c = choose(plan, k, kBackwardData, w.raw(), dy.raw(), dx.raw(), dx.nbytes());
+  Context& ctx = context();
+  void* ws = workspace(c.workspace_bytes);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+  // cuDNN computes dx = alpha * conv_transpose(dy, w) + beta * dx: beta 1 accumulates.
+  CONV_CHECK(cudnnConvolutionBackwardData(ctx.cudnn, &kOne, plan.w, w.raw(), plan.y, dy.raw(), plan.conv,
+                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws,
+                                          c.workspace_bytes, accumulate ? &kOne : &kZero, plan.x, dx.raw()),
+             k);
+}
+
+void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw,
+                            Tensor* dbias) {
+  if (x.numel() == 0) return;  // an empty batch contributes nothing to accumulate
+  const ConvKey k = make_key(x.shape(), dw.shape(), p, {dy.raw(), x.raw(), dw.raw()});
+  std::lock_guard<std::mutex> lock(cache().mu);
+  ConvPlan& plan = plan_for(k);
+  const Choice& c = choose(plan, k, kBackwardFilter, x.raw(), dy.raw(), dw.raw(), dw.nbytes());
+  Context& ctx = context();
+  void* ws = workspace(c.workspace_bytes);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+  // Parameter gradients always accumulate: beta 1.
+  CONV_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn, &kOne, plan.x, x.raw(), plan.y, dy.raw(), plan.conv,
+                                            static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws,
+                                            c.workspace_bytes, &kOne, plan.w, dw.raw()),
+             k);
+  if (dbias)
+    CONV_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn, &kOne, plan.y, dy.raw(), &kOne, plan.bias, dbias->raw()), k);
+}
+
+}  // namespace covidrate::cuda

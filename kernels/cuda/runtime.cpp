@@ -1,0 +1,57 @@
+// What the rest of the engine asks of the CUDA runtime (kernels/cuda/runtime.h).
+#include "kernels/cuda/runtime.h"
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/cuda_common.h"
+
+namespace covidrate::cuda {
+
+bool device_present(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();  // do not leave the error for the next launch check
+    if (why) *why = std::string("cudaGetDeviceCount: ") + cudaGetErrorString(err);
+    return false;
+  }
+  if (count == 0) {
+    if (why) *why = "cudaGetDeviceCount found no device";
+    return false;
+  }
+  return true;
+}
+
+Allocator& device_allocator() {
+  // One allocator per device, never destroyed: tensors in static storage may
+  // be freed after main returns, and must still find their allocator.
+  static std::mutex mu;
+  static std::vector<CachingAllocator*> allocators;
+  int device = 0;
+  CUDA_CHECK(cudaGetDevice(&device));
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<size_t>(device) >= allocators.size()) allocators.resize(device + 1, nullptr);
+  if (!allocators[device]) allocators[device] = new CachingAllocator(device);
+  return *allocators[device];
+}
+
+void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  Context& ctx = context();
+  // cudaMemcpyDefault lets unified addressing tell host from device pointers.
+  const cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ctx.stream);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    CR_FAIL("CUDA error: cudaMemcpyAsync of " << bytes << " bytes from " << to_string(src_device)
+                                              << " " << src << " to " << to_string(dst_device) << " "
+                                              << dst << " failed: " << cudaGetErrorString(err));
+  }
+  // With host memory involved the caller reads or frees it right after return:
+  // wait for the copy (and for the kernels queued before it, which produced it).
+  if (dst_device == Device::CPU || src_device == Device::CPU) CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
+}
+
+}  // namespace covidrate::cuda

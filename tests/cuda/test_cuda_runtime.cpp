@@ -1,0 +1,146 @@
+// The CUDA runtime layer: caching allocator, copies, the TF32 switch, the
+// cuDNN plan cache, and errors that name what failed. Skipped without a GPU.
+#include <doctest/doctest.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/cuda_common.h"
+#include "kernels/cuda/cudnn_conv.h"
+#include "kernels/cuda/runtime.h"
+#include "kernels/ops.h"
+#include "tests/cuda/require_gpu.h"
+#include "tests/support/test_support.h"
+
+using namespace covidrate;
+
+TEST_CASE("size bins: 512 B steps up to 1 MiB, 2 MiB steps above") {
+  using A = cuda::CachingAllocator;
+  CHECK(A::rounded_size(1) == 512);
+  CHECK(A::rounded_size(512) == 512);
+  CHECK(A::rounded_size(513) == 1024);
+  CHECK(A::rounded_size(1 << 20) == (1 << 20));
+  CHECK(A::rounded_size((1 << 20) + 1) == (2 << 20));
+  CHECK(A::rounded_size((5 << 20) + 7) == (6 << 20));
+}
+
+TEST_CASE("the caching allocator reuses freed blocks of the same bin") {
+  Allocator& alloc = cuda::device_allocator();
+  CHECK(alloc.device() == Device::CUDA);
+  const AllocatorStats before = alloc.stats();
+  void* a = alloc.allocate(1000);
+  REQUIRE(a != nullptr);
+  const AllocatorStats during = alloc.stats();
+  CHECK(during.in_use == before.in_use + 1024);
+  CHECK(during.peak >= during.in_use);
+  CHECK(during.reserved >= during.in_use);
+  CHECK(during.allocations == before.allocations + 1);
+  alloc.deallocate(a, 1000);
+  CHECK(alloc.stats().in_use == before.in_use);
+
+  // 900 bytes fall into the same 1024-byte bin: the same block comes back
+  // without another cudaMalloc.
+  const uint64_t system_before = alloc.stats().system_allocations;
+  void* b = alloc.allocate(900);
+  CHECK(b == a);
+  CHECK(alloc.stats().system_allocations == system_before);
+  alloc.deallocate(b, 900);
+
+  // release_cached hands every cached block back: reserved falls to in use.
+  alloc.release_cached();
+  const AllocatorStats after = alloc.stats();
+  CHECK(after.reserved == after.in_use);
+  alloc.reset_peak();
+  CHECK(alloc.stats().peak == after.in_use);
+}
+
+TEST_CASE("tensors on the GPU come from the caching allocator") {
+  Allocator& alloc = cuda::device_allocator();
+  const size_t before = alloc.stats().in_use;
+  {
+    Tensor t = Tensor::empty({3, 5 << 18}, DType::F32, Device::CUDA);  // 15 MiB: a large bin
+    CHECK(alloc.stats().in_use == before + (16u << 20));
+  }
+  CHECK(alloc.stats().in_use == before);
+}
+
+TEST_CASE("freeing a pointer the allocator did not hand out is an error") {
+  int on_host = 0;
+  CHECK_THROWS_WITH_AS(cuda::device_allocator().deallocate(&on_host, 4),
+                       doctest::Contains("did not hand out"), Error);
+}
+
+TEST_CASE("copies host -> device -> device -> host keep every value, also for views") {
+  const Tensor host = test::randn({4, 3, 5, 7}, 11);
+  const Tensor dev = host.to(Device::CUDA);
+  CHECK(dev.is_cuda());
+  const Tensor dev2 = dev.clone();
+  CHECK(dev2.is_cuda());
+  const std::vector<float> back = dev2.to_vector();
+  const std::vector<float> want = host.to_vector();
+  REQUIRE(back.size() == want.size());
+  CHECK(std::memcmp(back.data(), want.data(), want.size() * sizeof(float)) == 0);
+
+  // Rows 1..3 of the device tensor, copied into rows 0..2 of a fresh one.
+  Tensor part = Tensor::empty({2, 3, 5, 7}, DType::F32, Device::CUDA);
+  part.copy_from(dev.slice_batch(1, 3));
+  const std::vector<float> got = part.to_vector();
+  const size_t row = 3 * 5 * 7;
+  CHECK(std::memcmp(got.data(), want.data() + row, 2 * row * sizeof(float)) == 0);
+}
+
+TEST_CASE("the TF32 switch follows COVIDRATE_TF32") {
+  const char* env = std::getenv("COVIDRATE_TF32");
+  const bool want = env && std::string(env) == "1";
+  CHECK(cuda::context().allow_tf32 == want);
+  CHECK(cuda::context().sm_count > 0);
+  CHECK(cuda::context().l2_bytes > 0);
+  CHECK(cuda::context().stream != nullptr);
+}
+
+TEST_CASE("a second convolution of the same shape reuses the cuDNN plan") {
+  const Tensor x = test::randn({2, 3, 9, 9}, 1).to(Device::CUDA);
+  const Tensor w = test::randn({5, 3, 3, 3}, 2).to(Device::CUDA);
+  const Tensor b = test::randn({5}, 3).to(Device::CUDA);
+  const ConvParams p = ConvParams::same(3);
+  Tensor y = Tensor::empty({2, 5, 9, 9}, DType::F32, Device::CUDA);
+  const cuda::ConvPlanStats s0 = cuda::conv_plan_stats();
+  ops::conv2d_forward(x, w, &b, p, y);
+  const cuda::ConvPlanStats s1 = cuda::conv_plan_stats();
+  CHECK(s1.plans == s0.plans + 1);
+  CHECK(s1.searches == s0.searches + 1);
+  const std::vector<float> first = y.to_vector();
+  ops::conv2d_forward(x, w, &b, p, y);
+  const cuda::ConvPlanStats s2 = cuda::conv_plan_stats();
+  CHECK(s2.plans == s1.plans);
+  CHECK(s2.searches == s1.searches);
+  CHECK(s2.hits == s1.hits + 1);
+  // Same plan, same algorithm: bit-identical output.
+  const std::vector<float> second = y.to_vector();
+  CHECK(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0);
+}
+
+TEST_CASE("an impossible allocation throws an error naming the size, and the GPU stays usable") {
+  const size_t absurd = size_t{1} << 46;  // 64 TiB
+  try {
+    cuda::device_allocator().allocate(absurd);
+    FAIL("allocating 64 TiB succeeded");
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    INFO(msg);
+    CHECK(msg.find("cudaMalloc of " + std::to_string(absurd) + " bytes") != std::string::npos);
+    CHECK(msg.find("MiB in use") != std::string::npos);
+  }
+  // The failed cudaMalloc must not be reported by the next kernel launch check.
+  Tensor t = Tensor::full({1000}, 2.5, DType::F32, Device::CUDA);
+  CHECK(t.to_vector()[999] == 2.5f);
+}
+
+TEST_CASE("a failing CUDA call names the call in the error") {
+  CHECK_THROWS_WITH_AS(CUDA_CHECK(cudaSetDevice(12345)), doctest::Contains("cudaSetDevice(12345)"), Error);
+  // cudaSetDevice failed before switching: the context is still usable.
+  Tensor t = Tensor::full({10}, 1.0, DType::F32, Device::CUDA);
+  CHECK(t.to_vector()[0] == 1.0f);
+}
