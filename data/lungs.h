@@ -46,7 +46,9 @@ struct ClassicalLungOptions {
   double airway_band = 0.12;    // "central": centroid within this fraction of the body width from its middle
   double min_lung_area = 0.004; // a slice holds lung when its lungs cover at least this much
   double min_part_volume = 0.1; // 3-D air components below this fraction of the largest are gas elsewhere
-  double closing_radius = 0.02; // closing of each lung's outline, as a fraction of the body width
+  double closing_radius = 0.03; // closing of each lung's outline, as a fraction of the body width
+  double max_hole_area = 0.02;  // holes in a lung up to this size are vessels or lesions and are filled;
+                                // bigger ones are the diaphragm's dome seen through the lung base
   int threads = 0;              // 0: all hardware threads
 };
 

@@ -102,29 +102,26 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
   });
 }
 
-void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny) {
-  // Background reachable from the border is "outside"; the rest are holes.
-  std::vector<uint8_t> outside(nx * ny, 0);
-  std::vector<int64_t> stack;
-  auto seed = [&](int64_t p) {
-    if (!mask[p] && !outside[p]) {
-      outside[p] = 1;
-      stack.push_back(p);
-    }
-  };
-  for (int64_t x = 0; x < nx; ++x) seed(x), seed((ny - 1) * nx + x);
-  for (int64_t y = 0; y < ny; ++y) seed(y * nx), seed(y * nx + nx - 1);
-  while (!stack.empty()) {
-    const int64_t p = stack.back();
-    stack.pop_back();
+void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny, int64_t max_hole_pixels) {
+  // The holes are the components of the background that do not touch the border.
+  const int64_t n = nx * ny;
+  std::vector<uint8_t> background(n);
+  for (int64_t p = 0; p < n; ++p) background[p] = !mask[p];
+  const Components c = flood_components(background.data(), n, [nx, ny](int64_t p, auto&& visit) {
     const int64_t x = p % nx, y = p / nx;
-    if (x > 0) seed(p - 1);
-    if (x + 1 < nx) seed(p + 1);
-    if (y > 0) seed(p - nx);
-    if (y + 1 < ny) seed(p + nx);
-  }
-  for (int64_t p = 0; p < nx * ny; ++p)
-    if (!outside[p]) mask[p] = 1;
+    if (x > 0) visit(p - 1);
+    if (x + 1 < nx) visit(p + 1);
+    if (y > 0) visit(p - nx);
+    if (y + 1 < ny) visit(p + nx);
+  });
+  std::vector<uint8_t> fill(c.count + 1, 1);
+  fill[0] = 0;
+  for (int64_t x = 0; x < nx; ++x) fill[c.label[x]] = fill[c.label[(ny - 1) * nx + x]] = 0;
+  for (int64_t y = 0; y < ny; ++y) fill[c.label[y * nx]] = fill[c.label[y * nx + nx - 1]] = 0;
+  for (int32_t k = 1; k <= c.count; ++k)
+    if (c.size[k] > max_hole_pixels) fill[k] = 0;
+  for (int64_t p = 0; p < n; ++p)
+    if (fill[c.label[p]]) mask[p] = 1;
 }
 
 std::vector<float> squared_distance_to_background(const uint8_t* mask, int64_t nx, int64_t ny,

@@ -26,8 +26,9 @@ Components components_2d(const uint8_t* mask, int64_t nx, int64_t ny);
 // lungs apart across thick slices, where 26-connectivity would bridge them.
 Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz);
 
-// Sets to 1 every background pixel not 4-connected to the image border.
-void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny);
+// Sets to 1 every background pixel not 4-connected to the image border, but
+// only in holes of at most `max_hole_pixels` pixels (all holes by default).
+void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny, int64_t max_hole_pixels = INT64_MAX);
 
 // Squared Euclidean distance (in pixels) from each pixel to the nearest pixel
 // where mask == 0 (0 on background). Felzenszwalb-Huttenlocher, O(n).

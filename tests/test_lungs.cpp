@@ -1,0 +1,150 @@
+// Lung extraction and the morphology under it: exact answers on small drawn
+// masks and a drawn chest phantom, then Dice against expert lung masks on real CT.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <string>
+
+#include "data/lungs.h"
+#include "data/morphology.h"
+#include "data/nifti.h"
+#include "nn/error.h"
+#include "tests/support/test_support.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+
+namespace {
+
+bool in_ellipse(double x, double y, double cx, double cy, double rx, double ry) {
+  const double dx = (x - cx) / rx, dy = (y - cy) / ry;
+  return dx * dx + dy * dy <= 1.0;
+}
+
+// A 128x128 axial chest in HU: air around a soft-tissue body holding two lungs
+// (the right one on the image's left), a trachea between them, a vessel inside
+// the right lung and a thin consolidation plaque on the left lung's outer wall.
+struct Phantom {
+  Volume ct, truth;
+};
+Phantom chest_phantom() {
+  Phantom p;
+  p.ct.nx = p.ct.ny = 128;
+  p.ct.nz = 1;
+  p.ct.voxels.assign(128 * 128, -1000.f);
+  p.truth = p.ct;
+  p.truth.intensity = Intensity::Label;
+  std::fill(p.truth.voxels.begin(), p.truth.voxels.end(), 0.f);
+  for (int y = 0; y < 128; ++y)
+    for (int x = 0; x < 128; ++x) {
+      float& v = p.ct.voxels[y * 128 + x];
+      float& t = p.truth.voxels[y * 128 + x];
+      if (in_ellipse(x, y, 64, 64, 60, 45)) v = 40;
+      if (in_ellipse(x, y, 38, 62, 20, 30)) v = -850, t = kRightLung;
+      if (in_ellipse(x, y, 90, 62, 20, 30)) v = -850, t = kLeftLung;
+      if (in_ellipse(x, y, 64, 40, 4, 4)) v = -1000;                    // trachea
+      if (in_ellipse(x, y, 38, 62, 3, 3)) v = 60;                       // vessel: still lung
+      if (t == float(kLeftLung) && x > 107 && std::abs(y - 62) < 2) v = 30;   // plaque narrower than the closing disk
+    }
+  return p;
+}
+
+}  // namespace
+
+TEST_CASE("components_2d counts 8-connected pieces and their sizes") {
+  // Diagonal neighbours touch in 8-connectivity: a diagonal pair and a vertical pair.
+  const uint8_t m[] = {1, 0, 0, 0,  //
+                       0, 1, 0, 0,  //
+                       0, 0, 0, 1,  //
+                       0, 0, 0, 1};
+  const Components c = components_2d(m, 4, 4);
+  CHECK(c.count == 2);
+  CHECK(c.size[c.largest()] == 2);
+  CHECK(c.label[0] == c.label[5]);
+  CHECK(c.label[11] == c.label[15]);
+  CHECK(c.label[0] != c.label[11]);
+}
+
+TEST_CASE("components_3d joins slices by faces only") {
+  // Voxel (0,0,0) and (1,1,1) touch by a corner: two components; (0,0,1) joins the first.
+  uint8_t m[8] = {};
+  m[0] = 1;          // (0,0,0)
+  m[4 + 3] = 1;      // (1,1,1)
+  CHECK(components_3d(m, 2, 2, 2).count == 2);
+  m[4] = 1;          // (0,0,1)
+  CHECK(components_3d(m, 2, 2, 2).count == 2);
+  m[4 + 1] = 1;      // (1,0,1) now bridges (0,0,1) and (1,1,1)
+  CHECK(components_3d(m, 2, 2, 2).count == 1);
+}
+
+TEST_CASE("fill_holes_2d fills enclosed background and nothing open to the border") {
+  std::vector<uint8_t> m(7 * 7, 0);
+  for (int i = 1; i < 6; ++i) m[1 * 7 + i] = m[5 * 7 + i] = m[i * 7 + 1] = m[i * 7 + 5] = 1;
+  fill_holes_2d(m.data(), 7, 7);
+  CHECK(m[3 * 7 + 3] == 1);
+  CHECK(m[0] == 0);
+  m.assign(49, 0);
+  for (int i = 1; i < 6; ++i) m[1 * 7 + i] = m[i * 7 + 1] = m[i * 7 + 5] = 1;  // a U, open at the bottom
+  fill_holes_2d(m.data(), 7, 7);
+  CHECK(m[3 * 7 + 3] == 0);
+}
+
+TEST_CASE("disk morphology matches the Euclidean definition") {
+  const int64_t n = 41;
+  std::vector<uint8_t> m(n * n, 0);
+  m[20 * n + 20] = 1;
+  dilate_disk(m.data(), n, n, 5.f);
+  int64_t area = 0;
+  for (int64_t y = 0; y < n; ++y)
+    for (int64_t x = 0; x < n; ++x) {
+      const bool inside = (x - 20) * (x - 20) + (y - 20) * (y - 20) <= 25;
+      CHECK(bool(m[y * n + x]) == inside);
+      area += m[y * n + x];
+    }
+  CHECK(area == 81);  // lattice points in a radius-5 disk
+  // Eroding it by radius 5 keeps only the pixels more than 5 from the outside:
+  // the centre (its nearest outside pixel is sqrt(26) away).
+  erode_disk(m.data(), n, n, 5.f);
+  CHECK(m[20 * n + 20] == 1);
+  CHECK(std::count(m.begin(), m.end(), 1) == 1);
+  // Closing bridges a 2-pixel gap between two blocks and never removes a pixel.
+  std::vector<uint8_t> g(n * n, 0);
+  for (int64_t y = 10; y < 30; ++y)
+    for (int64_t x = 5; x < 36; ++x) g[y * n + x] = (x < 19 || x > 20);
+  const std::vector<uint8_t> before = g;
+  close_disk(g.data(), n, n, 3.f);
+  CHECK(g[20 * n + 19] == 1);
+  for (int64_t p = 0; p < n * n; ++p) CHECK(g[p] >= before[p]);
+}
+
+TEST_CASE("classical extractor on a drawn chest: sides, trachea, vessel, pleural consolidation") {
+  const Phantom p = chest_phantom();
+  const LungSegmentation seg = ClassicalLungExtractor().extract(p.ct);
+  REQUIRE(seg.slice_has_lung.size() == 1);
+  CHECK(seg.slice_has_lung[0] == 1);
+  CHECK(seg.labels.at(64, 40, 0) == kNoLung);     // trachea removed
+  CHECK(seg.labels.at(38, 62, 0) == kRightLung);  // vessel filled in, on the image's left
+  CHECK(seg.labels.at(109, 62, 0) == kLeftLung);  // plaque kept by the closing
+  CHECK(dice(seg.labels, p.truth, kRightLung) > 0.97);
+  CHECK(dice(seg.labels, p.truth, kLeftLung) > 0.95);
+}
+
+TEST_CASE("classical extractor reads the sides from the geometry") {
+  Phantom p = chest_phantom();
+  p.ct.row_dir = {-1, 0, 0};  // x now runs towards the patient's right
+  const LungSegmentation seg = ClassicalLungExtractor().extract(p.ct);
+  CHECK(seg.labels.at(38, 62, 0) == kLeftLung);
+  CHECK(seg.labels.at(90, 62, 0) == kRightLung);
+}
+
+TEST_CASE("classical extractor flags slices without lung and refuses empty input") {
+  Phantom p = chest_phantom();
+  for (float& v : p.ct.voxels)
+    if (v == -850.f) v = 40.f;  // lungs turned to soft tissue: an abdomen-like slice with only the trachea's air
+  const LungSegmentation seg = ClassicalLungExtractor().extract(p.ct);
+  CHECK(seg.slice_has_lung[0] == 0);
+  Volume empty;
+  CHECK_THROWS_AS(ClassicalLungExtractor().extract(empty), Error);
+}
