@@ -15,6 +15,8 @@ namespace covidrate::data {
 namespace {
 
 namespace fs = std::filesystem;
+// 2^31 voxels (8 GiB as float): far beyond any CT, so a header claiming more is corrupt.
+constexpr int64_t kMaxVoxels = int64_t{1} << 31;
 using Vec3 = std::array<double, 3>;
 
 Vec3 cross(const Vec3& a, const Vec3& b) {
@@ -179,6 +181,9 @@ Volume read_dicom_series(const std::string& path) {
     v.spacing = {first.pixel_spacing[1], first.pixel_spacing[0], first.slice_spacing > 0 ? first.slice_spacing : 1.0};
   }
 
+  // Checked before allocating: a corrupt header must not ask for terabytes.
+  CR_CHECK(v.voxel_count() <= kMaxVoxels, first.file << ": the series claims " << v.nx << " x " << v.ny << " x "
+                                                      << v.nz << " voxels, more than the limit of " << kMaxVoxels);
   v.voxels.resize(static_cast<size_t>(v.voxel_count()));
   int64_t z = 0;
   for (const dicom::FileHeader& f : slices) {

@@ -12,8 +12,11 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <iterator>
+#include <sstream>
 #include <vector>
 
+#include "data/dicom_structure.h"
 #include "nn/error.h"
 
 namespace covidrate::data::dicom {
@@ -95,6 +98,17 @@ struct SampleReader {
   }
 };
 
+// The whole file, checked to be a complete DICOM stream before GDCM sees it
+// (see dicom_structure.h for why).
+std::string read_checked(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  CR_CHECK(in, file << ": cannot open");
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CR_CHECK(!in.bad(), file << ": read error");
+  check_structure(file, bytes);
+  return bytes;
+}
+
 }  // namespace
 
 bool has_dicom_magic(const std::string& file) {
@@ -108,10 +122,18 @@ std::optional<FileHeader> read_header(const std::string& file) {
   silence_gdcm();
   const bool claims_dicom = has_dicom_magic(file) ||
                             (file.size() > 4 && (file.ends_with(".dcm") || file.ends_with(".DCM")));
+  std::string bytes;
+  try {
+    bytes = read_checked(file);
+  } catch (const Error&) {
+    if (claims_dicom) throw;
+    return std::nullopt;  // some other kind of file beside the series
+  }
+  std::istringstream stream(std::move(bytes));
   gdcm::Reader reader;
-  reader.SetFileName(file.c_str());
+  reader.SetStream(stream);
   if (!reader.ReadUpToTag(gdcm::Tag(0x7fe0, 0x0010))) {
-    CR_CHECK(!claims_dicom, file << ": not a readable DICOM file (corrupt or truncated header)");
+    CR_CHECK(!claims_dicom, file << ": not a readable DICOM file (GDCM cannot parse its header)");
     return std::nullopt;
   }
   gdcm::StringFilter sf;
@@ -166,11 +188,13 @@ std::optional<FileHeader> read_header(const std::string& file) {
 
 FrameGeometry decode_pixels(const FileHeader& h, float* out) {
   silence_gdcm();
+  std::istringstream stream(read_checked(h.file));
   gdcm::ImageReader reader;
-  reader.SetFileName(h.file.c_str());
-  CR_CHECK(reader.Read(), h.file << ": cannot read the DICOM image (corrupt or truncated file)");
-  CR_CHECK(reader.GetFile().GetDataSet().FindDataElement(gdcm::Tag(0x7fe0, 0x0010)),
-           h.file << ": has no pixel data");
+  reader.SetStream(stream);
+  const bool parsed = reader.Read();
+  const gdcm::DataSet& ds = reader.GetFile().GetDataSet();
+  CR_CHECK(ds.FindDataElement(gdcm::Tag(0x7fe0, 0x0010)), h.file << ": has no pixel data");
+  CR_CHECK(parsed, h.file << ": GDCM cannot read the image (transfer syntax " << h.transfer_syntax << ")");
   const gdcm::Image& image = reader.GetImage();
   const gdcm::PixelFormat& format = image.GetPixelFormat();
   const int64_t frames = image.GetNumberOfDimensions() > 2 ? image.GetDimension(2) : 1;
@@ -194,6 +218,12 @@ FrameGeometry decode_pixels(const FileHeader& h, float* out) {
   const int64_t pixels = h.columns * h.rows * h.frames;
   const int64_t bytes = bits_allocated / 8;
   const int64_t samples = h.samples_per_pixel;
+  // Uncompressed pixel data must hold every pixel the header promises.
+  if (const gdcm::ByteValue* raw = ds.GetDataElement(gdcm::Tag(0x7fe0, 0x0010)).GetByteValue()) {
+    CR_CHECK(static_cast<int64_t>(raw->GetLength()) >= pixels * samples * bytes,
+             h.file << ": pixel data holds " << raw->GetLength() << " bytes, the header needs "
+                    << pixels * samples * bytes);
+  }
   std::vector<char> buffer(image.GetBufferLength());
   CR_CHECK(static_cast<int64_t>(buffer.size()) >= pixels * samples * bytes,
            h.file << ": pixel data holds " << buffer.size() << " bytes, the header needs "

@@ -1,0 +1,208 @@
+// Element-by-element walk of a DICOM stream (PS3.5 section 7): every length must
+// fit in what is left of the file, every undefined-length sequence and item
+// must be closed, nesting stays shallow.
+#include "data/dicom_structure.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+#include "nn/error.h"
+
+namespace covidrate::data::dicom {
+namespace {
+
+constexpr uint32_t kUndefinedLength = 0xffffffff;
+constexpr int kMaxDepth = 32;  // real data nests a few levels; deeper is malformed
+
+constexpr uint32_t tag(uint16_t group, uint16_t element) { return uint32_t(group) << 16 | element; }
+constexpr uint32_t kItem = tag(0xfffe, 0xe000);
+constexpr uint32_t kItemEnd = tag(0xfffe, 0xe00d);
+constexpr uint32_t kSequenceEnd = tag(0xfffe, 0xe0dd);
+constexpr uint32_t kPixelData = tag(0x7fe0, 0x0010);
+
+enum class Encoding { ImplicitLittle, ExplicitLittle, ExplicitBig };
+
+class Walker {
+ public:
+  Walker(const std::string& file, std::string_view bytes)
+      : file_(file), data_(reinterpret_cast<const unsigned char*>(bytes.data())), size_(bytes.size()) {}
+
+  // Walks elements from `pos` until `end`, or until `stop_tag` when end is
+  // unknown (undefined-length item). Returns the position after the last element.
+  size_t elements(size_t pos, size_t end, Encoding enc, int depth, uint32_t stop_tag = 0) {
+    CR_CHECK(depth <= kMaxDepth, file_ << ": sequences nested deeper than " << kMaxDepth << " levels");
+    while (pos < end) {
+      // Some writers pad the end of the file with zero bytes.
+      if (depth == 0 && std::all_of(data_ + pos, data_ + end, [](unsigned char b) { return b == 0; })) return end;
+      const uint32_t t = read_tag(pos, enc);
+      if (stop_tag && t == stop_tag) {
+        need(pos, 8, "item delimiter");
+        return pos + 8;
+      }
+      pos = element(pos, enc, depth, t);
+    }
+    CR_CHECK(!stop_tag, file_ << ": truncated: an item of undefined length is not closed");
+    CR_CHECK(pos == end, file_ << ": an element overruns its enclosing item");
+    return pos;
+  }
+
+  // The meta header: explicit VR little endian elements of group 0002.
+  // Returns the position of the data set and sets the transfer syntax.
+  size_t meta(size_t pos, std::string& transfer_syntax) {
+    while (pos + 8 <= size_ && u16(pos, Encoding::ExplicitLittle) == 0x0002) {
+      const uint32_t t = read_tag(pos, Encoding::ExplicitLittle);
+      const size_t start = pos;
+      pos = element(pos, Encoding::ExplicitLittle, 0, t);
+      if (t == tag(0x0002, 0x0010)) {
+        const size_t header = 8;
+        std::string uid(reinterpret_cast<const char*>(data_ + start + header), pos - start - header);
+        while (!uid.empty() && (uid.back() == '\0' || uid.back() == ' ')) uid.pop_back();
+        transfer_syntax = uid;
+      }
+    }
+    return pos;
+  }
+
+  size_t size() const { return size_; }
+  const unsigned char* data() const { return data_; }
+
+ private:
+  void need(size_t pos, uint64_t count, const char* what) const {
+    CR_CHECK(pos <= size_ && count <= size_ - pos,
+             file_ << ": truncated: " << what << " at byte " << pos << " needs " << count << " bytes, "
+                   << (pos <= size_ ? size_ - pos : 0) << " are left");
+  }
+  uint16_t u16(size_t pos, Encoding enc) const {
+    need(pos, 2, "a value");
+    return enc == Encoding::ExplicitBig ? uint16_t(data_[pos] << 8 | data_[pos + 1])
+                                        : uint16_t(data_[pos] | data_[pos + 1] << 8);
+  }
+  uint32_t u32(size_t pos, Encoding enc) const {
+    need(pos, 4, "a value");
+    const unsigned char* p = data_ + pos;
+    return enc == Encoding::ExplicitBig ? uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]
+                                        : uint32_t(p[3]) << 24 | uint32_t(p[2]) << 16 | uint32_t(p[1]) << 8 | p[0];
+  }
+  uint32_t read_tag(size_t pos, Encoding enc) const {
+    // Item and delimiter tags use the data set's byte order too.
+    return tag(u16(pos, enc), u16(pos + 2, enc));
+  }
+
+  // One element starting at `pos` (its tag already read as `t`); returns the
+  // position after it.
+  size_t element(size_t pos, Encoding enc, int depth, uint32_t t) {
+    CR_CHECK(t != kItem && t != kItemEnd && t != kSequenceEnd,
+             file_ << ": an item or delimiter tag outside a sequence at byte " << pos);
+    need(pos, 8, "an element header");
+    uint32_t length;
+    size_t value;
+    bool sequence = false;
+    bool implicit_sequence = false;  // UN holding a sequence: always implicit VR (PS3.5 6.2.2)
+    if (enc == Encoding::ImplicitLittle) {
+      length = u32(pos + 4, enc);
+      value = pos + 8;
+      sequence = length == kUndefinedLength && t != kPixelData;
+    } else {
+      const char vr[2] = {static_cast<char>(data_[pos + 4]), static_cast<char>(data_[pos + 5])};
+      CR_CHECK(vr[0] >= 'A' && vr[0] <= 'Z' && vr[1] >= 'A' && vr[1] <= 'Z',
+               file_ << ": invalid value representation at byte " << pos + 4);
+      static const char* const long_form[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"};
+      bool is_long = false;
+      for (const char* l : long_form) is_long = is_long || (vr[0] == l[0] && vr[1] == l[1]);
+      if (is_long) {
+        need(pos, 12, "an element header");
+        length = u32(pos + 8, enc);
+        value = pos + 12;
+      } else {
+        length = u16(pos + 6, enc);
+        value = pos + 8;
+      }
+      sequence = vr[0] == 'S' && vr[1] == 'Q';
+      implicit_sequence = vr[0] == 'U' && vr[1] == 'N' && length == kUndefinedLength && t != kPixelData;
+    }
+    if (implicit_sequence) return items(value, length, Encoding::ImplicitLittle, depth);
+    if (sequence) return items(value, length, enc, depth);
+    if (length == kUndefinedLength) {
+      CR_CHECK(t == kPixelData, file_ << ": undefined length on a non-sequence element at byte " << pos);
+      return fragments(value, enc);
+    }
+    need(value, length, "an element's value");
+    return value + length;
+  }
+
+  // The items of a sequence, defined length or closed by a sequence delimiter.
+  size_t items(size_t pos, uint32_t length, Encoding enc, int depth) {
+    const bool defined = length != kUndefinedLength;
+    if (defined) need(pos, length, "a sequence");
+    const size_t end = defined ? pos + length : size_;
+    while (pos < end) {
+      const uint32_t t = read_tag(pos, enc);
+      if (!defined && t == kSequenceEnd) {
+        need(pos, 8, "a sequence delimiter");
+        return pos + 8;
+      }
+      CR_CHECK(t == kItem, file_ << ": expected an item inside a sequence at byte " << pos);
+      const uint32_t item_length = u32(pos + 4, enc);
+      pos += 8;
+      if (item_length == kUndefinedLength) {
+        pos = elements(pos, end, enc, depth + 1, kItemEnd);
+      } else {
+        need(pos, item_length, "an item");
+        pos = elements(pos, pos + item_length, enc, depth + 1);
+      }
+    }
+    CR_CHECK(defined, file_ << ": truncated: a sequence of undefined length is not closed");
+    CR_CHECK(pos == end, file_ << ": an item overruns its sequence");
+    return pos;
+  }
+
+  // Encapsulated (compressed) pixel data: an offset table and fragments, each
+  // an item of defined length, closed by a sequence delimiter.
+  size_t fragments(size_t pos, Encoding enc) {
+    while (true) {
+      const uint32_t t = read_tag(pos, enc);
+      const uint32_t length = u32(pos + 4, enc);
+      pos += 8;
+      if (t == kSequenceEnd) return pos;
+      CR_CHECK(t == kItem && length != kUndefinedLength,
+               file_ << ": malformed encapsulated pixel data at byte " << pos - 8);
+      need(pos, length, "a pixel data fragment");
+      pos += length;
+    }
+  }
+
+  std::string file_;
+  const unsigned char* data_;
+  size_t size_;
+};
+
+}  // namespace
+
+std::string check_structure(const std::string& file, std::string_view bytes) {
+  Walker walker(file, bytes);
+  size_t pos = 0;
+  std::string transfer_syntax;
+  if (bytes.size() >= 132 && std::memcmp(bytes.data() + 128, "DICM", 4) == 0) {
+    pos = walker.meta(132, transfer_syntax);
+  } else {
+    CR_CHECK(bytes.size() >= 8, file << ": too short for DICOM (" << bytes.size() << " bytes)");
+    if (bytes[0] == 0x02 && bytes[1] == 0x00) pos = walker.meta(0, transfer_syntax);  // meta header, no preamble
+  }
+  CR_CHECK(transfer_syntax != "1.2.840.10008.1.2.1.99",
+           file << ": the deflated transfer syntax is not supported; decompress it first (e.g. gdcmconv --raw)");
+  Encoding enc = Encoding::ExplicitLittle;
+  if (transfer_syntax == "1.2.840.10008.1.2") enc = Encoding::ImplicitLittle;
+  else if (transfer_syntax == "1.2.840.10008.1.2.2") enc = Encoding::ExplicitBig;
+  else if (transfer_syntax.empty()) {
+    // No meta header: implicit VR little endian unless a VR follows the first tag.
+    const unsigned char* p = walker.data() + pos;
+    const bool vr_like = pos + 6 <= walker.size() && p[4] >= 'A' && p[4] <= 'Z' && p[5] >= 'A' && p[5] <= 'Z';
+    enc = vr_like ? Encoding::ExplicitLittle : Encoding::ImplicitLittle;
+  }
+  CR_CHECK(pos < walker.size(), file << ": truncated: no data set after the meta header");
+  walker.elements(pos, walker.size(), enc, 0);
+  return transfer_syntax;
+}
+
+}  // namespace covidrate::data::dicom

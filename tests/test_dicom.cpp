@@ -1,0 +1,246 @@
+// DICOM reader on the real samples (every transfer syntax we were given, three
+// CT series) and on broken copies of them, which must fail with an Error that
+// names the file.
+#include <doctest/doctest.h>
+#include <gdcmAttribute.h>
+#include <gdcmReader.h>
+#include <gdcmWriter.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <string>
+
+#include "data/dicom.h"
+#include "data/read_any.h"
+#include "nn/error.h"
+#include "tests/support/test_support.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+
+namespace {
+
+std::string samples() { return test::data_dir() + "/dicom-samples/"; }
+
+double fraction_in(const Volume& v, float lo, float hi) {
+  const auto n = std::count_if(v.voxels.begin(), v.voxels.end(), [&](float x) { return x >= lo && x <= hi; });
+  return static_cast<double>(n) / static_cast<double>(v.voxels.size());
+}
+
+// A chest CT in HU: clamped at -1024 (air, and padding outside the field of
+// view), with lungs/air and soft tissue both well represented.
+void check_chest_ct(const Volume& v) {
+  CHECK(v.intensity == Intensity::HounsfieldUnits);
+  CHECK(*std::min_element(v.voxels.begin(), v.voxels.end()) == -1024.0f);
+  CHECK(*std::max_element(v.voxels.begin(), v.voxels.end()) < 4000.0f);
+  CHECK(fraction_in(v, -1024, -900) > 0.15);  // air outside the body and in the lungs
+  CHECK(fraction_in(v, -100, 100) > 0.05);    // muscle, blood, organs (fat is below -100)
+}
+
+// Copies a DICOM file, changing its data set on the way.
+void rewrite(const std::string& from, const std::string& to, const std::function<void(gdcm::DataSet&)>& edit) {
+  gdcm::Reader reader;
+  reader.SetFileName(from.c_str());
+  REQUIRE(reader.Read());
+  edit(reader.GetFile().GetDataSet());
+  gdcm::Writer writer;
+  writer.SetFile(reader.GetFile());
+  writer.SetFileName(to.c_str());
+  REQUIRE(writer.Write());
+}
+
+template <uint16_t G, uint16_t E, typename V>
+void set(gdcm::DataSet& ds, const V& value) {
+  gdcm::Attribute<G, E> attribute;
+  attribute.SetValue(value);
+  ds.Replace(attribute.GetAsDataElement());
+}
+
+void set_position(gdcm::DataSet& ds, double z) {
+  gdcm::Attribute<0x0020, 0x0032> position = {{0.0, 0.0, z}};
+  ds.Replace(position.GetAsDataElement());
+}
+
+// Reading `path` throws a covidrate::Error whose message names `file` and
+// contains `cause`.
+void check_fails(const std::string& path, const std::string& file, const std::string& cause = "") {
+  try {
+    read_dicom_series(path);
+    FAIL("reading " << path << " did not throw");
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    CHECK_MESSAGE(message.find(file) != std::string::npos, message);
+    CHECK_MESSAGE(message.find(cause) != std::string::npos, message);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("DICOM CT_small: one uncompressed CT slice in HU with its geometry") {
+  const Volume v = read_dicom_series(samples() + "CT_small.dcm");
+  CHECK(v.nx == 128);
+  CHECK(v.ny == 128);
+  CHECK(v.nz == 1);
+  CHECK(v.intensity == Intensity::HounsfieldUnits);
+  CHECK(v.spacing[0] == doctest::Approx(0.661468));
+  CHECK(v.spacing[2] == doctest::Approx(5.0));  // SliceThickness, the only hint for one slice
+  CHECK(v.origin[0] == doctest::Approx(-158.135803));
+  CHECK(v.origin[2] == doctest::Approx(-75.699997));
+  CHECK(v.slice_dir[2] == doctest::Approx(1.0));
+  // A head-and-neck slice: soft tissue dominates, nothing below air.
+  CHECK(*std::min_element(v.voxels.begin(), v.voxels.end()) >= -1024.0f);
+  CHECK(fraction_in(v, -100, 100) > 0.2);
+}
+
+TEST_CASE("DICOM MR: RLE and JPEG-LS decode to exactly the uncompressed pixels, marked as not HU") {
+  const Volume raw = read_dicom_series(samples() + "MR_small.dcm");
+  CHECK(raw.nx == 64);
+  CHECK(raw.ny == 64);
+  CHECK(raw.intensity == Intensity::ScannerUnits);
+  CHECK(raw.description.find("not Hounsfield") != std::string::npos);
+  for (const char* name : {"MR_small_RLE.dcm", "MR_small_jpeg_ls_lossless.dcm"}) {
+    CAPTURE(name);
+    const Volume v = read_dicom_series(samples() + name);
+    CHECK(v.voxels == raw.voxels);
+  }
+}
+
+TEST_CASE("DICOM JPEG 2000, 12-bit JPEG and big-endian RGB samples decode to their sizes") {
+  for (const char* name : {"JPEG2000.dcm", "JPGExtended.dcm"}) {
+    CAPTURE(name);
+    const Volume v = read_dicom_series(samples() + name);
+    CHECK(v.nx == 256);
+    CHECK(v.ny == 1024);
+    CHECK(v.spacing[0] == doctest::Approx(2.26));
+    const auto [lo, hi] = std::minmax_element(v.voxels.begin(), v.voxels.end());
+    CHECK(*lo >= -100.0f);
+    CHECK(*hi > 100.0f);  // not an all-black decode
+    CHECK(*hi < 4096.0f);  // within 12 bits
+  }
+  const Volume rgb = read_dicom_series(samples() + "ExplVR_BigEnd.dcm");
+  CHECK(rgb.nx == 80);
+  CHECK(rgb.ny == 60);
+  CHECK(*std::max_element(rgb.voxels.begin(), rgb.voxels.end()) <= 255.0f);
+}
+
+TEST_CASE("DICOM folder with several series picks the CT series with the most slices") {
+  const Volume v = read_dicom_series(samples());
+  // chest-ct-slice-0/1: one series of two slices, 1 mm apart, no Modality but a rescale.
+  CHECK(v.nx == 512);
+  CHECK(v.nz == 2);
+  CHECK(v.spacing[2] == doctest::Approx(1.0));
+  CHECK(v.intensity == Intensity::HounsfieldUnits);
+  CHECK(v.description.find("most slices among 5 series") != std::string::npos);
+  check_chest_ct(v);
+}
+
+TEST_CASE("DICOM COVID series (JPEG Lossless): 255 slices of 512x512 at 0.703 x 1.25 mm") {
+  const auto start = std::chrono::steady_clock::now();
+  const Volume v = read_any(test::data_dir() + "/ct-covid-ricord");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  MESSAGE("255 JPEG Lossless slices read in " << seconds << " s");
+  CHECK(v.nx == 512);
+  CHECK(v.ny == 512);
+  CHECK(v.nz == 255);
+  CHECK(v.spacing[0] == doctest::Approx(0.703125));
+  CHECK(v.spacing[1] == doctest::Approx(0.703125));
+  CHECK(v.spacing[2] == doctest::Approx(1.25));
+  CHECK(v.slice_dir[2] == doctest::Approx(1.0));
+  check_chest_ct(v);
+  // -3024 marks the outside of the reconstruction circle: the corner is air now.
+  CHECK(v.at(0, 0, 128) == -1024.0f);
+}
+
+TEST_CASE("DICOM healthy TCGA and Lung-PET-CT-Dx series load in slice order") {
+  const Volume tcga = read_dicom_series(test::data_dir() + "/ct-healthy-tcga");
+  CHECK(tcga.nx == 512);
+  CHECK(tcga.nz == 48);
+  CHECK(tcga.spacing[2] == doctest::Approx(5.0));
+  check_chest_ct(tcga);
+  const Volume lungdx = read_dicom_series(test::data_dir() + "/ct-lungdx");
+  CHECK(lungdx.nx == 512);
+  CHECK(lungdx.nz == 30);
+  CHECK(lungdx.spacing[2] == doctest::Approx(8.0));
+  check_chest_ct(lungdx);
+}
+
+TEST_CASE("DICOM slices are ordered by position, not by file name") {
+  test::TempDir dir;
+  // Name the upper slice so that it sorts first.
+  const auto s0 = samples() + "chest-ct-slice-0.dcm", s1 = samples() + "chest-ct-slice-1.dcm";
+  test::write_bytes(dir.file("a.dcm"), test::read_bytes(s1));
+  test::write_bytes(dir.file("b.dcm"), test::read_bytes(s0));
+  const Volume v = read_dicom_series(dir.path());
+  const Volume lower = read_dicom_series(s0);
+  REQUIRE(v.nz == 2);
+  CHECK(v.origin[2] == doctest::Approx(0.0));
+  CHECK(std::equal(lower.voxels.begin(), lower.voxels.end(), v.slice(0)));
+}
+
+TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
+  test::TempDir dir;
+  const std::vector<char> bytes = test::read_bytes(samples() + "CT_small.dcm");
+  for (size_t size : {size_t{0}, size_t{100}, size_t{140}, size_t{400}, size_t{2000}, bytes.size() / 2, bytes.size() - 1}) {
+    CAPTURE(size);
+    const std::string file = dir.file("cut" + std::to_string(size) + ".dcm");
+    test::write_bytes(file, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size)));
+    check_fails(file, file);
+  }
+  const std::vector<char> jpeg = test::read_bytes(test::data_dir() + "/ct-covid-ricord/1-100.dcm");
+  const std::string cut = dir.file("jpeg-lossless-cut.dcm");
+  test::write_bytes(cut, std::vector<char>(jpeg.begin(), jpeg.begin() + static_cast<std::ptrdiff_t>(jpeg.size() * 3 / 4)));
+  check_fails(cut, cut);
+  const std::string noise = dir.file("noise.dcm");
+  test::write_bytes(noise, test::garbage(5000, 7));
+  check_fails(noise, noise);
+  // Garbage after a valid preamble and magic.
+  std::vector<char> fake = test::garbage(3000, 8);
+  std::copy_n("DICM", 4, fake.begin() + 128);
+  const std::string fake_file = dir.file("fake");
+  test::write_bytes(fake_file, fake);
+  check_fails(fake_file, fake_file);
+  // An empty folder, a folder with no DICOM in it, a path that is not there.
+  check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
+  test::TempDir empty;
+  check_fails(empty.path(), empty.path(), "no DICOM");
+}
+
+TEST_CASE("DICOM inconsistent series fail with the files' names and the cause") {
+  const std::string ct = samples() + "chest-ct-slice-0.dcm";
+  SUBCASE("duplicate positions") {
+    test::TempDir dir;
+    rewrite(ct, dir.file("a.dcm"), [](gdcm::DataSet&) {});
+    rewrite(ct, dir.file("b.dcm"), [](gdcm::DataSet& ds) { set<0x0008, 0x0018>(ds, "1.2.3.4.5"); });
+    check_fails(dir.path(), "a.dcm", "same slice position");
+  }
+  SUBCASE("mixed sizes") {
+    test::TempDir dir;
+    rewrite(ct, dir.file("a.dcm"), [](gdcm::DataSet&) {});
+    rewrite(samples() + "CT_small.dcm", dir.file("b.dcm"), [](gdcm::DataSet& ds) {
+      set<0x0020, 0x000e>(ds, "1.2.826.0.1.3680043.8.498.22032370629701851459946006816247576553");
+      set_position(ds, 3.0);
+    });
+    check_fails(dir.path(), "b.dcm", "inconsistent");
+  }
+  SUBCASE("missing pixel data") {
+    test::TempDir dir;
+    rewrite(ct, dir.file("a.dcm"), [](gdcm::DataSet& ds) { ds.Remove(gdcm::Tag(0x7fe0, 0x0010)); });
+    check_fails(dir.path(), "a.dcm", "pixel data");
+  }
+  SUBCASE("a header claiming absurd dimensions") {
+    test::TempDir dir;
+    rewrite(ct, dir.file("a.dcm"), [](gdcm::DataSet& ds) {
+      set<0x0028, 0x0010>(ds, uint16_t{65535});
+      set<0x0028, 0x0011>(ds, uint16_t{65535});
+    });
+    check_fails(dir.path(), "a.dcm");
+  }
+  SUBCASE("missing position in a multi-slice series") {
+    test::TempDir dir;
+    rewrite(ct, dir.file("a.dcm"), [](gdcm::DataSet&) {});
+    rewrite(ct, dir.file("b.dcm"), [](gdcm::DataSet& ds) { ds.Remove(gdcm::Tag(0x0020, 0x0032)); });
+    check_fails(dir.path(), "b.dcm", "ImagePositionPatient");
+  }
+}
