@@ -1,0 +1,133 @@
+#include "model/blocks.h"
+
+#include <algorithm>
+
+namespace covidrate::model {
+
+Conv2d make_conv(const BlockSite& site, const std::string& name, int in_channels, int out_channels,
+                 int kernel, const Conv2d::Options& options) {
+  const std::string path = site.name + "." + name;
+  site.costs.push_back({path, int64_t{in_channels} * out_channels * kernel * kernel, site.downscale, 0});
+  return Conv2d(site.store, path, in_channels, out_channels, kernel, options);
+}
+
+SqueezeExcite make_se(const BlockSite& site, const std::string& name, int channels) {
+  const std::string path = site.name + "." + name;
+  // Must match SqueezeExcite's hidden width: C -> max(1, C/16) -> C.
+  const int64_t hidden = std::max(1, channels / 16);
+  site.costs.push_back({path, 0, site.downscale, 2 * hidden * channels});
+  return SqueezeExcite(site.store, path, channels, 16);
+}
+
+// ---------------------------------------------------------------- ConvBnRelu
+ConvBnRelu::ConvBnRelu(const BlockSite& site, const std::string& conv_name, const std::string& bn_name,
+                       int in_channels, int out_channels, int kernel, const Conv2d::Options& options)
+    : Module(site.name),
+      conv_(make_conv(site, conv_name, in_channels, out_channels, kernel, options)),
+      bn_(site.store, site.name + "." + bn_name, out_channels) {}
+
+ag::Var ConvBnRelu::forward(const ag::Var& x) const { return ag::relu(bn_.forward(conv_.forward(x))); }
+
+void ConvBnRelu::set_training(bool training) {
+  Module::set_training(training);
+  bn_.set_training(training);
+}
+
+// ---------------------------------------------------------------- EncoderUnit
+namespace {
+Conv2d::Options strided(int stride) {
+  Conv2d::Options o;
+  o.stride = stride;
+  return o;
+}
+Conv2d::Options dilated(int dilation, double l2 = 0.0) {
+  Conv2d::Options o;
+  o.dilation = dilation;
+  o.l2 = l2;
+  return o;
+}
+}  // namespace
+
+EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channels, int stride)
+    : Module(site.name),
+      first_(site, "conv1", "bn1", in_channels, out_channels, 3, strided(stride)),
+      second_(site, "conv2", "bn2", out_channels, out_channels, 3, dilated(2)),
+      se_(make_se(site, "se", out_channels)) {
+  if (stride != 1 || in_channels != out_channels) {
+    shortcut_.emplace(make_conv(site, "shortcut", in_channels, out_channels, 1, strided(stride)));
+    shortcut_bn_.emplace(site.store, site.name + ".shortcut_bn", out_channels);
+  }
+}
+
+ag::Var EncoderUnit::forward(const ag::Var& x) const {
+  const ag::Var residual = se_.forward(second_.forward(first_.forward(x)));
+  const ag::Var shortcut = shortcut_ ? shortcut_bn_->forward(shortcut_->forward(x)) : x;
+  return ag::add(residual, shortcut);
+}
+
+void EncoderUnit::set_training(bool training) {
+  Module::set_training(training);
+  first_.set_training(training);
+  second_.set_training(training);
+  if (shortcut_bn_) shortcut_bn_->set_training(training);
+}
+
+// ---------------------------------------------------------------- EncoderBlock
+EncoderBlock::EncoderBlock(const BlockSite& site, int in_channels, int out_channels)
+    : Module(site.name),
+      unit1_(site.child("unit1", site.downscale), in_channels, out_channels, 2),
+      unit2_(site.child("unit2", site.downscale), out_channels, out_channels, 1) {}
+
+ag::Var EncoderBlock::forward(const ag::Var& x) const { return unit2_.forward(unit1_.forward(x)); }
+
+void EncoderBlock::set_training(bool training) {
+  Module::set_training(training);
+  unit1_.set_training(training);
+  unit2_.set_training(training);
+}
+
+// ---------------------------------------------------------------- CPB
+ContextPerceptionBoosting::ContextPerceptionBoosting(const BlockSite& site, int in_channels,
+                                                     int out_channels)
+    : Module(site.name), bn_(site.store, site.name + ".bn", out_channels) {
+  branches_.push_back(make_conv(site, "conv1x1", in_channels, out_channels, 1, dilated(1, kL2)));
+  for (const int d : {1, 2, 4, 8})
+    branches_.push_back(make_conv(site, "conv_d" + std::to_string(d), in_channels, out_channels, 3,
+                                  dilated(d, kL2)));
+}
+
+ag::Var ContextPerceptionBoosting::forward(const ag::Var& x) const {
+  ag::Var sum = branches_.front().forward(x);
+  for (size_t i = 1; i < branches_.size(); ++i) sum = ag::add(sum, branches_[i].forward(x));
+  return ag::relu(bn_.forward(sum));
+}
+
+void ContextPerceptionBoosting::set_training(bool training) {
+  Module::set_training(training);
+  bn_.set_training(training);
+}
+
+// ---------------------------------------------------------------- DecoderBlock
+DecoderBlock::DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels)
+    : Module(site.name),
+      up_(site, "up_conv", "up_bn", in_channels, out_channels, 3),
+      transition_(make_conv(site, "transition", skip_channels, out_channels, 1)),
+      fuse_(site, "conv", "bn", 2 * out_channels, out_channels, 3, dilated(2)),
+      se_(make_se(site, "se", out_channels)) {}
+
+ag::Var DecoderBlock::forward(const ag::Var& x, const ag::Var& skip) const {
+  const ag::Var up = up_.forward(ag::upsample2x(x));
+  CR_CHECK(up.value().h() == skip.value().h() && up.value().w() == skip.value().w(),
+           "DecoderBlock '" << name() << "': upsampled path " << up.value().shape().str()
+                            << " and skip " << skip.value().shape().str() << " differ in size");
+  const ag::Var transition = ag::relu(transition_.forward(skip));
+  return se_.forward(fuse_.forward(ag::concat({up, transition})));
+}
+
+void DecoderBlock::set_training(bool training) {
+  Module::set_training(training);
+  up_.set_training(training);
+  fuse_.set_training(training);
+}
+
+}  // namespace covidrate::model
