@@ -4,12 +4,14 @@ namespace covidrate::tools {
 
 int cmd_version(int argc, char** argv);
 int cmd_info(int argc, char** argv);
+int cmd_model(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
       {"version", "print the version, the build options and the devices present", cmd_version},
       {"info", "describe a DICOM series, NIfTI file or PNG/JPG: size, spacing, orientation, values", cmd_info},
+      {"model", "the COVID-Rate network: parameters, forward GFLOP per slice, per-stage table", cmd_model},
       {"demo", "train a tiny network on synthetic blobs, save and reload it (engine demo)", cmd_demo},
   };
   return table;
