@@ -32,7 +32,8 @@ void BM_batchnorm_train_forward(benchmark::State& state) {
 
 void BM_batchnorm_backward(benchmark::State& state) {
   Tensor x = filled(kAct, 0.5), dy = filled(kAct, 1), dx = filled(kAct, 0), g = filled(kChan, 1);
-  Tensor sm = filled(kChan, 0.5), si = filled(kChan, 1), dg = filled(kChan, 0), db = filled(kChan, 0);
+  Tensor sm = filled(kChan, 0.5), si = filled(kChan, 1), dg = filled(kChan, 0),
+         db = filled(kChan, 0);
   for (auto _ : state) ops::batchnorm_backward(dy, x, g, sm, si, dx, dg, db, false);
   set_bytes(state, 3);
 }

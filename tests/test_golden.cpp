@@ -64,7 +64,8 @@ TEST_CASE("golden: conv2d 3x3, dilation 2, stride 2, with bias") {
   for_each_dtype([](const Golden& g) {
     const ConvParams p = ConvParams::same(3, /*stride=*/2, /*dilation=*/2);
     REQUIRE(p.pad == 2);
-    const Tensor x = g.get("conv.x"), w = g.get("conv.w"), b = g.get("conv.b"), dy = g.get("conv.dy");
+    const Tensor x = g.get("conv.x"), w = g.get("conv.w"), b = g.get("conv.b"),
+                 dy = g.get("conv.dy");
     Tensor y = g.zeros_like("conv.y"), dx = g.zeros_like("conv.dx");
     Tensor dw = g.zeros_like("conv.dw"), db = g.zeros_like("conv.db");
     ops::conv2d_forward(x, w, &b, p, y);
@@ -91,7 +92,8 @@ TEST_CASE("golden: batch norm training step, running statistics, backward") {
     g.expect("bn.new_running_mean", running_mean);
     g.expect("bn.new_running_var", running_var);
 
-    Tensor dx = g.zeros_like("bn.dx"), dgamma = g.zeros_like("bn.dgamma"), dbeta = g.zeros_like("bn.dbeta");
+    Tensor dx = g.zeros_like("bn.dx"), dgamma = g.zeros_like("bn.dgamma"),
+           dbeta = g.zeros_like("bn.dbeta");
     ops::batchnorm_backward(g.get("bn.dy"), x, gamma, mean, invstd, dx, dgamma, dbeta, false);
     g.expect("bn.dx", dx);
     g.expect("bn.dgamma", dgamma);

@@ -56,12 +56,14 @@ TEST_CASE("activations reject mismatched dtypes and shapes") {
   expect_error([&] { ops::sigmoid_backward(dy, y, dx, false); },
                {"sigmoid_backward", "[5, 2]", "[2, 5]"});
   Tensor half = Tensor::empty({2, 5}, DType::BF16), out = Tensor::empty({2, 5}, DType::BF16);
-  expect_error([&] { ops::sigmoid_forward(half, out); }, {"sigmoid_forward", "unsupported dtype bf16"});
+  expect_error([&] { ops::sigmoid_forward(half, out); },
+               {"sigmoid_forward", "unsupported dtype bf16"});
 }
 
 TEST_CASE("elementwise ops reject mismatched shapes and scales") {
   Tensor a = f32({2, 3, 4, 4}), b = f32({2, 3, 4, 2}), y = f32({2, 3, 4, 4});
-  expect_error([&] { ops::add_forward(a, b, y); }, {"add_forward", "b", "[2, 3, 4, 2]", "[2, 3, 4, 4]"});
+  expect_error([&] { ops::add_forward(a, b, y); },
+               {"add_forward", "b", "[2, 3, 4, 2]", "[2, 3, 4, 4]"});
   Tensor s = f32({2, 4});
   expect_error([&] { ops::mul_channel_forward(a, s, y); },
                {"mul_channel_forward", "scale", "[2, 4]", "[2, 3, 4, 4]"});
@@ -78,13 +80,15 @@ TEST_CASE("shape ops reject inconsistent sizes") {
   std::vector<Tensor> bad_parts{f32({2, 2, 3, 3}), f32({2, 2, 3, 4})};
   expect_error([&] { ops::concat_channels_backward(y4, bad_parts, false); },
                {"concat_channels_backward", "part 1", "[2, 2, 3, 4]", "[2, 4, 3, 3]"});
-  expect_error([&] { ops::concat_channels_forward({}, y4); }, {"concat_channels_forward", "no tensors"});
+  expect_error([&] { ops::concat_channels_forward({}, y4); },
+               {"concat_channels_forward", "no tensors"});
 
   Tensor x = f32({1, 2, 3, 5}), up = f32({1, 2, 6, 9});
   expect_error([&] { ops::upsample2x_forward(x, up); },
                {"upsample2x_forward", "[1, 2, 6, 9]", "[1, 2, 6, 10]"});
   Tensor pooled = f32({1, 2, 1, 2});
-  expect_error([&] { ops::maxpool2x2_forward(x, pooled); }, {"maxpool2x2_forward", "[1, 2, 3, 5]", "even"});
+  expect_error([&] { ops::maxpool2x2_forward(x, pooled); },
+               {"maxpool2x2_forward", "[1, 2, 3, 5]", "even"});
   Tensor gap = f32({1, 3});
   expect_error([&] { ops::global_avg_pool_forward(x, gap); },
                {"global_avg_pool_forward", "[1, 3]", "2 elements"});
@@ -97,11 +101,13 @@ TEST_CASE("linear and squeeze-excitation reject wrong weight shapes") {
   Tensor x = f32({4, 6}), w = f32({5, 7}), y = f32({4, 5});
   expect_error([&] { ops::linear_forward(x, w, y); }, {"linear_forward", "[4, 6]", "[5, 7]"});
   Tensor w3 = f32({5, 6, 1});
-  expect_error([&] { ops::linear_forward(x, w3, y); }, {"linear_forward", "[5, 6, 1]", "[Out, In]"});
+  expect_error([&] { ops::linear_forward(x, w3, y); },
+               {"linear_forward", "[5, 6, 1]", "[Out, In]"});
 
   Tensor sx = f32({2, 8, 3, 3}), w1 = f32({2, 6}), w2 = f32({8, 2}), sy = f32({2, 8, 3, 3});
   SeSaved saved{f32({2, 8}), f32({2, 2}), f32({2, 8})};
-  expect_error([&] { ops::se_forward(sx, w1, w2, sy, saved); }, {"se_forward", "w1", "[2, 6]", "8"});
+  expect_error([&] { ops::se_forward(sx, w1, w2, sy, saved); },
+               {"se_forward", "w1", "[2, 6]", "8"});
   Tensor good_w1 = f32({2, 8}), bad_w2 = f32({8, 3});
   expect_error([&] { ops::se_forward(sx, good_w1, bad_w2, sy, saved); },
                {"se_forward", "w2", "[8, 3]", "[8, 2]"});
@@ -112,11 +118,13 @@ TEST_CASE("the hybrid loss rejects mismatched targets and bad parameters") {
   expect_error([&] { ops::hybrid_loss_forward(p, y, {}); },
                {"hybrid_loss_forward", "target", "[2, 1, 4, 3]", "[2, 1, 4, 4]"});
   Tensor y64 = f64({2, 1, 4, 4});
-  expect_error([&] { ops::hybrid_loss_forward(p, y64, {}); }, {"hybrid_loss_forward", "f64", "f32"});
+  expect_error([&] { ops::hybrid_loss_forward(p, y64, {}); },
+               {"hybrid_loss_forward", "f64", "f32"});
   HybridLossParams bad;
   bad.gamma = 0;
   Tensor good_y = f32({2, 1, 4, 4});
-  expect_error([&] { ops::hybrid_loss_forward(p, good_y, bad); }, {"hybrid_loss_forward", "gamma 0"});
+  expect_error([&] { ops::hybrid_loss_forward(p, good_y, bad); },
+               {"hybrid_loss_forward", "gamma 0"});
   Tensor dp = f32({2, 1, 4});
   expect_error([&] { ops::hybrid_loss_backward(p, good_y, {}, LossSums{}, 1.0, dp, false); },
                {"hybrid_loss_backward", "dp", "[2, 1, 4]", "[2, 1, 4, 4]"});
@@ -139,5 +147,6 @@ TEST_CASE("ops reject tensors on two devices") {
   // empty, not zeros: filling would already reject f64 on the GPU.
   Tensor x64 = Tensor::empty({2, 3}, DType::F64, Device::CUDA);
   Tensor y64 = Tensor::empty({2, 3}, DType::F64, Device::CUDA);
-  expect_error([&] { ops::sigmoid_forward(x64, y64); }, {"sigmoid_forward", "unsupported dtype f64 on cuda"});
+  expect_error([&] { ops::sigmoid_forward(x64, y64); },
+               {"sigmoid_forward", "unsupported dtype f64 on cuda"});
 }

@@ -6,13 +6,17 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/threads.h"
 #include "kernels/ops.h"
+#include "tests/support/test_support.h"
 
 using namespace covidrate;
 
 namespace {
 
-Tensor t64(const Shape& s, const std::vector<double>& v) { return Tensor::from_vector(s, v, DType::F64); }
+Tensor t64(const Shape& s, const std::vector<double>& v) {
+  return Tensor::from_vector(s, v, DType::F64);
+}
 Tensor out64(const Shape& s) { return Tensor::full(s, NAN, DType::F64); }
 
 void expect_values(const Tensor& t, const std::vector<double>& want) {
@@ -31,9 +35,11 @@ TEST_CASE("relu, sigmoid, add") {
   ops::relu_forward(x, y);
   expect_values(y, {0, 0, 0, 3});
   ops::sigmoid_forward(x, y);
-  expect_values(y, {1 / (1 + std::exp(2.0)), 1 / (1 + std::exp(0.5)), 0.5, 1 / (1 + std::exp(-3.0))});
+  expect_values(y,
+                {1 / (1 + std::exp(2.0)), 1 / (1 + std::exp(0.5)), 0.5, 1 / (1 + std::exp(-3.0))});
   // Far tails stay finite and saturate instead of overflowing.
-  Tensor big = Tensor::from_vector({2}, std::vector<float>{-100.0f, 100.0f}), big_y = Tensor::zeros({2});
+  Tensor big = Tensor::from_vector({2}, std::vector<float>{-100.0f, 100.0f}),
+         big_y = Tensor::zeros({2});
   ops::sigmoid_forward(big, big_y);
   CHECK(big_y.to_vector()[0] >= 0.0f);
   CHECK(big_y.to_vector()[0] < 1e-40f);
@@ -92,7 +98,8 @@ TEST_CASE("batch norm inference uses the running statistics") {
   expect_values(y, {1, 3, -2, 2});
 }
 
-TEST_CASE("hybrid loss: a perfect prediction costs only the clamped BCE and has a finite gradient") {
+TEST_CASE(
+    "hybrid loss: a perfect prediction costs only the clamped BCE and has a finite gradient") {
   Tensor y = t64({1, 1, 1, 4}, {1, 0, 1, 0});
   Tensor p = y.clone();
   const LossSums s = ops::hybrid_loss_forward(p, y, HybridLossParams{});
@@ -104,4 +111,44 @@ TEST_CASE("hybrid loss: a perfect prediction costs only the clamped BCE and has 
   Tensor dp = out64({1, 1, 1, 4});
   ops::hybrid_loss_backward(p, y, HybridLossParams{}, s, 1.0, dp, false);
   for (double g : dp.to_vector_f64()) CHECK(std::isfinite(g));
+}
+
+TEST_CASE("batch norm spread over threads equals one channel at a time, bit for bit") {
+  // 4 channels of 256x256: large enough for the CPU kernel to use several threads.
+  const int64_t channels = 4, h = 256, w = 256;
+  const Tensor x = test::randn({1, channels, h, w}, 5), dy = test::randn({1, channels, h, w}, 6);
+  const Tensor gamma = test::uniform({channels}, 7, 0.5, 1.5), beta = test::randn({channels}, 8);
+  const BatchNormParams p;
+  auto channel = [](const Tensor& t, int64_t c) {
+    return t.reshape({t.c(), 1, t.h(), t.w()}).slice_batch(c, c + 1);
+  };
+  auto value = [](const Tensor& t, int64_t c) {
+    return Tensor::full({1}, t.to_vector()[static_cast<size_t>(c)]);
+  };
+
+  Tensor rm = Tensor::zeros({channels}), rv = Tensor::full({channels}, 1.0);
+  Tensor y = Tensor::zeros(x.shape()), mean = Tensor::zeros({channels}),
+         invstd = Tensor::zeros({channels});
+  ops::batchnorm_forward_train(x, gamma, beta, p, rm, rv, y, mean, invstd);
+  Tensor dx = Tensor::zeros(x.shape()), dgamma = Tensor::zeros({channels}),
+         dbeta = Tensor::zeros({channels});
+  ops::batchnorm_backward(dy, x, gamma, mean, invstd, dx, dgamma, dbeta, false);
+
+  MESSAGE("CPU threads: " << cpu::num_threads());
+  for (int64_t c = 0; c < channels; ++c) {
+    INFO("channel " << c);
+    const Tensor xc = channel(x, c), dyc = channel(dy, c), gc = value(gamma, c),
+                 bc = value(beta, c);
+    Tensor rmc = Tensor::zeros({1}), rvc = Tensor::full({1}, 1.0);
+    Tensor yc = Tensor::zeros(xc.shape()), mc = Tensor::zeros({1}), ic = Tensor::zeros({1});
+    ops::batchnorm_forward_train(xc, gc, bc, p, rmc, rvc, yc, mc, ic);
+    Tensor dxc = Tensor::zeros(xc.shape()), dgc = Tensor::zeros({1}), dbc = Tensor::zeros({1});
+    ops::batchnorm_backward(dyc, xc, gc, mc, ic, dxc, dgc, dbc, false);
+    CHECK(yc.to_vector() == channel(y, c).to_vector());
+    CHECK(dxc.to_vector() == channel(dx, c).to_vector());
+    CHECK(rmc.to_vector() == value(rm, c).to_vector());
+    CHECK(rvc.to_vector() == value(rv, c).to_vector());
+    CHECK(dgc.to_vector() == value(dgamma, c).to_vector());
+    CHECK(dbc.to_vector() == value(dbeta, c).to_vector());
+  }
 }

@@ -25,7 +25,9 @@ constexpr int64_t kAllElementsUpTo = 64;  // beyond this, check a random subset
 constexpr int64_t kSubsetSize = 40;
 
 // Unwritten outputs show as NaN.
-const Alloc kNanAlloc{[](const Shape& s, DType t, Device d) { return Tensor::full(s, kNaN, t, d); }};
+const Alloc kNanAlloc{[](const Shape& s, DType t, Device d) {
+  return Tensor::full(s, kNaN, t, d);
+}};
 
 // Normal values keep at least kAwayFromZero from 0, so no ReLU input sits on
 // the kink where central differences straddle it.
@@ -39,10 +41,14 @@ Tensor away_from_zero(Tensor t) {
 
 Tensor make_input(const OpInput& in, uint64_t seed) {
   switch (in.gen) {
-    case Gen::Normal: return away_from_zero(randn(in.shape, seed, DType::F64));
-    case Gen::Positive: return uniform(in.shape, seed, 0.5, 2.0, DType::F64);
-    case Gen::Probability: return uniform(in.shape, seed, 0.05, 0.95, DType::F64);
-    case Gen::Binary: return bernoulli(in.shape, seed, 0.5, DType::F64);
+    case Gen::Normal:
+      return away_from_zero(randn(in.shape, seed, DType::F64));
+    case Gen::Positive:
+      return uniform(in.shape, seed, 0.5, 2.0, DType::F64);
+    case Gen::Probability:
+      return uniform(in.shape, seed, 0.05, 0.95, DType::F64);
+    case Gen::Binary:
+      return bernoulli(in.shape, seed, 0.5, DType::F64);
   }
   return {};
 }
@@ -71,8 +77,8 @@ std::vector<Tensor> make_grads(const OpCase& c, const std::vector<Tensor>& in,
   for (size_t i = 0; i < in.size(); ++i) {
     const Role role = c.inputs[i].role;
     if (role == Role::Constant) continue;
-    grads[i] = Tensor::full(in[i].shape(), role == Role::Activation ? activation_fill : parameter_fill,
-                            DType::F64);
+    grads[i] = Tensor::full(
+        in[i].shape(), role == Role::Activation ? activation_fill : parameter_fill, DType::F64);
   }
   return grads;
 }
@@ -140,7 +146,8 @@ void check_input_gradient(const OpCase& c, std::vector<Tensor>& in, const std::v
 
 void check_case(const OpCase& c, uint64_t seed) {
   std::vector<Tensor> in;
-  for (size_t i = 0; i < c.inputs.size(); ++i) in.push_back(make_input(c.inputs[i], seed + 101 * i));
+  for (size_t i = 0; i < c.inputs.size(); ++i)
+    in.push_back(make_input(c.inputs[i], seed + 101 * i));
   const std::vector<Tensor> out = c.forward(in, kNanAlloc);
   check_finite(out, "output");
   if (!c.backward) return;

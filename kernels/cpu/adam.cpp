@@ -20,7 +20,8 @@ void adam_step(Tensor& params, const Tensor& grads, Tensor& m, Tensor& v, const 
     T* vp = v.data<T>();
     // 1 - beta in double before rounding: in float, 1 - 0.999f is off by 5e-5 relative.
     const T b1 = static_cast<T>(p.beta1), b2 = static_cast<T>(p.beta2);
-    const T one_minus_b1 = static_cast<T>(1.0 - p.beta1), one_minus_b2 = static_cast<T>(1.0 - p.beta2);
+    const T one_minus_b1 = static_cast<T>(1.0 - p.beta1),
+            one_minus_b2 = static_cast<T>(1.0 - p.beta2);
     const T step_size = static_cast<T>(lr_t), eps = static_cast<T>(p.eps);
     for (int64_t i = 0, n = params.numel(); i < n; ++i) {
       mp[i] = b1 * mp[i] + one_minus_b1 * g[i];

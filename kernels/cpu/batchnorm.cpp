@@ -16,7 +16,8 @@ namespace {
 // Runs body(c) for every channel, several channels per thread when channels are
 // small, so that a thread start (~20 us) is paid only for real work.
 template <class Body> void for_each_channel(int64_t channels, int64_t per_channel, Body body) {
-  const int64_t min_channels = std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, per_channel));
+  const int64_t min_channels =
+      std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, per_channel));
   parallel_for(channels, min_channels, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) body(c);
   });
@@ -82,7 +83,8 @@ void batchnorm_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor&
         const double scale = g[c] / std::sqrt(static_cast<double>(rv[c]) + p.eps);
         const double shift = b[c] - rm[c] * scale;
         const int64_t base = (n * channels + c) * hw;
-        for (int64_t i = 0; i < hw; ++i) out[base + i] = static_cast<T>(in[base + i] * scale + shift);
+        for (int64_t i = 0; i < hw; ++i)
+          out[base + i] = static_cast<T>(in[base + i] * scale + shift);
       }
   });
 }

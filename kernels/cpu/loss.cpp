@@ -28,7 +28,8 @@ LossSums hybrid_loss_forward(const Tensor& p, const Tensor& y, const HybridLossP
       s.fp += pi * (1.0 - yi);
       // Only the log sees the clamped probability (as Keras clips inside its BCE).
       const double pc = std::clamp(pi, params.eps, 1.0 - params.eps);
-      s.bce_sum -= (1.0 + params.pos_weight * yi) * (yi * std::log(pc) + (1.0 - yi) * std::log(1.0 - pc));
+      s.bce_sum -=
+          (1.0 + params.pos_weight * yi) * (yi * std::log(pc) + (1.0 - yi) * std::log(1.0 - pc));
     }
   });
   s.count = p.numel();
@@ -51,13 +52,13 @@ void hybrid_loss_backward(const Tensor& p, const Tensor& y, const HybridLossPara
   const double num = sums.tp + params.smooth;
   const double den = sums.tp + params.alpha * sums.fn + params.beta * sums.fp + params.smooth;
   const double one_minus_ti = 1.0 - num / den;
-  const double ftl_slope = one_minus_ti > 0
-                               ? -params.kappa / params.gamma * std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
-                               : 0.0;
+  const double ftl_slope = one_minus_ti > 0 ? -params.kappa / params.gamma *
+                                                  std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
+                                            : 0.0;
   // The two possible values of dTI/dp_i (y is binary in COVID-Rate; for soft targets
   // the expression is linear in y_i, so mixing the two stays exact).
   const double dti_pos = (den - num * (1.0 - params.alpha)) / (den * den);  // y_i = 1
-  const double dti_neg = -num * params.beta / (den * den);                   // y_i = 0
+  const double dti_neg = -num * params.beta / (den * den);                  // y_i = 0
   const double bce_scale = params.bce_weight / static_cast<double>(sums.count);
   with_dtype(p, [&]<class T>() {
     const T* prob = p.data<T>();

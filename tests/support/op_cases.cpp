@@ -29,7 +29,9 @@ OpCase conv_case(int kernel, int stride, int dilation, int64_t size) {
   OpCase c;
   c.name = "conv2d k" + std::to_string(kernel) + " s" + std::to_string(stride) + " d" +
            std::to_string(dilation);
-  c.inputs = {{{2, 3, size, size}}, {{4, 3, kernel, kernel}, Gen::Normal, kParam}, {{4}, Gen::Normal, kParam}};
+  c.inputs = {{{2, 3, size, size}},
+              {{4, 3, kernel, kernel}, Gen::Normal, kParam},
+              {{4}, Gen::Normal, kParam}};
   c.forward = [p](const Tensors& in, const Alloc& alloc) {
     Tensor y = alloc(conv2d_out_shape(in[0].shape(), in[1].shape(), p), in[0]);
     ops::conv2d_forward(in[0], in[1], &in[2], p, y);
@@ -49,8 +51,11 @@ OpCase conv_case(int kernel, int stride, int dilation, int64_t size) {
 // Inputs: x, gamma, beta, running_mean, running_var.
 std::vector<OpInput> bn_inputs(const Shape& x, Role x_role) {
   const Shape ch{x.c()};
-  return {{x, Gen::Normal, x_role},         {ch, Gen::Positive, kParam}, {ch, Gen::Normal, kParam},
-          {ch, Gen::Normal, kConst}, {ch, Gen::Positive, kConst}};
+  return {{x, Gen::Normal, x_role},
+          {ch, Gen::Positive, kParam},
+          {ch, Gen::Normal, kParam},
+          {ch, Gen::Normal, kConst},
+          {ch, Gen::Positive, kConst}};
 }
 
 OpCase bn_train_case() {
@@ -279,8 +284,8 @@ OpCase loss_case(const std::string& name, const HybridLossParams& params) {
     const LossSums s = ops::hybrid_loss_forward(in[0], in[1], params);
     Tensor loss = alloc({1}, in[0]), sums = alloc({4}, in[0]);
     loss.copy_from(Tensor::from_vector({1}, std::vector<double>{s.loss}, in[0].dtype()));
-    sums.copy_from(Tensor::from_vector({4}, std::vector<double>{s.tp, s.fp, s.fn, s.bce_sum},
-                                       in[0].dtype()));
+    sums.copy_from(
+        Tensor::from_vector({4}, std::vector<double>{s.tp, s.fp, s.fn, s.bce_sum}, in[0].dtype()));
     return Tensors{loss, sums};
   };
   c.output_differentiable = {true, false};
