@@ -1,0 +1,236 @@
+// NIfTI reader and writer: round trips keep geometry and voxels for every
+// written type and both file forms; the nibabel samples (big-endian, NIfTI-2,
+// 4-D, scaled) and real masks read; broken files fail naming the file.
+#include <doctest/doctest.h>
+
+#include <zlib.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "data/nifti.h"
+#include "data/read_any.h"
+#include "nn/error.h"
+#include "tests/support/test_support.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+
+namespace {
+
+std::string samples() { return test::data_dir() + "/nifti-samples/"; }
+
+// An oblique, anisotropic grid: rotated 30° about z and 10° about x, with a
+// non-zero origin, so any sign or axis mix-up in RAS <-> LPS shows.
+Volume oblique_volume(bool left_handed) {
+  Volume v;
+  v.nx = 7, v.ny = 5, v.nz = 3;
+  const double a = M_PI / 6, b = M_PI / 18;
+  v.row_dir = {std::cos(a), std::sin(a), 0};
+  v.col_dir = {-std::sin(a) * std::cos(b), std::cos(a) * std::cos(b), std::sin(b)};
+  v.slice_dir = {std::sin(a) * std::sin(b), -std::cos(a) * std::sin(b), std::cos(b)};
+  if (left_handed)
+    for (double& x : v.slice_dir) x = -x;
+  v.spacing = {0.7, 0.8, 2.5};
+  v.origin = {-120.5, 33.25, -310};
+  v.voxels.resize(static_cast<size_t>(v.voxel_count()));
+  for (size_t k = 0; k < v.voxels.size(); ++k) v.voxels[k] = static_cast<float>(k % 200) - 20.0f + 0.25f;
+  return v;
+}
+
+void check_same_geometry(const Volume& a, const Volume& b) {
+  CHECK(a.nx == b.nx);
+  CHECK(a.ny == b.ny);
+  CHECK(a.nz == b.nz);
+  for (int k = 0; k < 3; ++k) {
+    CHECK(a.spacing[k] == doctest::Approx(b.spacing[k]).epsilon(1e-5));
+    CHECK(a.origin[k] == doctest::Approx(b.origin[k]).epsilon(1e-5));
+    CHECK(a.row_dir[k] == doctest::Approx(b.row_dir[k]).epsilon(1e-5));
+    CHECK(a.col_dir[k] == doctest::Approx(b.col_dir[k]).epsilon(1e-5));
+    CHECK(a.slice_dir[k] == doctest::Approx(b.slice_dir[k]).epsilon(1e-5));
+  }
+}
+
+// The stored value of x for each written type.
+float stored(float x, NiftiType type) {
+  if (type == NiftiType::UInt8) return std::clamp(std::nearbyint(x), 0.0f, 255.0f);
+  if (type == NiftiType::Int16) return std::nearbyint(x);
+  return x;
+}
+
+void check_fails(const std::string& path, const std::string& cause = "") {
+  try {
+    read_nifti(path);
+    FAIL("reading " << path << " did not throw");
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    CHECK_MESSAGE(message.find(path) != std::string::npos, message);
+    CHECK_MESSAGE(message.find(cause) != std::string::npos, message);
+  }
+}
+
+std::vector<char> gunzip(const std::string& path) {
+  gzFile f = gzopen(path.c_str(), "rb");
+  REQUIRE(f);
+  std::vector<char> out;
+  char buffer[65536];
+  int n;
+  while ((n = gzread(f, buffer, sizeof buffer)) > 0) out.insert(out.end(), buffer, buffer + n);
+  gzclose(f);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("NIfTI round trip keeps geometry and voxels: uint8, int16, float32; .nii and .nii.gz") {
+  test::TempDir dir;
+  for (const bool left_handed : {false, true}) {
+    const Volume v = oblique_volume(left_handed);
+    for (const auto type : {NiftiType::UInt8, NiftiType::Int16, NiftiType::Float32}) {
+      for (const char* extension : {".nii", ".nii.gz"}) {
+        const std::string path = dir.file(std::to_string(int(type)) + extension);
+        CAPTURE(path);
+        CAPTURE(left_handed);
+        write_nifti(path, v, type);
+        const Volume back = read_nifti(path);
+        check_same_geometry(back, v);
+        bool same = true;
+        for (size_t k = 0; k < v.voxels.size(); ++k) same = same && back.voxels[k] == stored(v.voxels[k], type);
+        CHECK(same);
+        // Only the file itself is left behind: the temporary was renamed.
+        CHECK(std::distance(std::filesystem::directory_iterator(dir.path()), {}) >= 1);
+        for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+          CHECK(e.path().string().find(".tmp-") == std::string::npos);
+      }
+    }
+  }
+}
+
+TEST_CASE("NIfTI .gz output is gzip, .nii is not") {
+  test::TempDir dir;
+  const Volume v = oblique_volume(false);
+  write_nifti(dir.file("a.nii.gz"), v, NiftiType::UInt8);
+  write_nifti(dir.file("a.nii"), v, NiftiType::UInt8);
+  const auto gz = test::read_bytes(dir.file("a.nii.gz"));
+  const auto raw = test::read_bytes(dir.file("a.nii"));
+  CHECK(static_cast<unsigned char>(gz[0]) == 0x1f);
+  CHECK(static_cast<unsigned char>(gz[1]) == 0x8b);
+  CHECK(raw.size() == 352 + size_t(v.voxel_count()));
+  CHECK(std::memcmp(raw.data() + 344, "n+1", 4) == 0);
+}
+
+TEST_CASE("NIfTI real lesion mask: 512x512 masks read as labels and round-trip exactly") {
+  const std::string path = samples() + "mosmed-lesion-masks/study_0255_mask.nii.gz";
+  const Volume v = read_nifti(path);
+  CHECK(v.nx == 512);
+  CHECK(v.ny == 512);
+  CHECK(v.nz == 38);
+  CHECK(v.spacing[2] == doctest::Approx(8.0));
+  CHECK(v.intensity == Intensity::Label);
+  CHECK(*std::max_element(v.voxels.begin(), v.voxels.end()) == 1.0f);
+  test::TempDir dir;
+  write_nifti(dir.file("m.nii.gz"), v, NiftiType::UInt8);
+  const Volume back = read_nifti(dir.file("m.nii.gz"));
+  check_same_geometry(back, v);
+  CHECK(back.voxels == v.voxels);
+}
+
+TEST_CASE("NIfTI CT slice with its lung mask: HU and labels on the same grid") {
+  const std::string base = test::data_dir() + "/lung-masks-zenodo/coronacases_001_slice_110_";
+  const Volume ct = read_any(base + "ct.nii.gz");
+  const Volume lungs = read_any(base + "lungs.nii.gz");
+  CHECK(ct.intensity == Intensity::HounsfieldUnits);
+  CHECK(lungs.intensity == Intensity::Label);
+  check_same_geometry(ct, lungs);
+  CHECK(*std::min_element(ct.voxels.begin(), ct.voxels.end()) < -900.0f);
+  CHECK(*std::max_element(lungs.voxels.begin(), lungs.voxels.end()) == 2.0f);
+  // Lung voxels are mostly air-filled.
+  double sum = 0;
+  int64_t count = 0;
+  for (size_t k = 0; k < ct.voxels.size(); ++k)
+    if (lungs.voxels[k] > 0) sum += ct.voxels[k], ++count;
+  REQUIRE(count > 1000);
+  CHECK(sum / double(count) < -500);
+}
+
+TEST_CASE("NIfTI big-endian, NIfTI-2, 4-D and scaled samples") {
+  const Volume big = read_nifti(samples() + "anatomical.nii");
+  CHECK(big.nx == 33);
+  CHECK(big.ny == 41);
+  CHECK(big.nz == 25);
+  CHECK(big.description.find("big-endian") != std::string::npos);
+  // Checked against an independent decode of the int16 big-endian data.
+  CHECK(*std::min_element(big.voxels.begin(), big.voxels.end()) == -610.0f);
+  CHECK(*std::max_element(big.voxels.begin(), big.voxels.end()) == 30393.0f);
+
+  // example4d and example_nifti2 share their affine (nibabel's test data):
+  // diag(-2, 2, 2.2) rotated about x, offset (117.86, -35.72, -7.25) in RAS.
+  const Volume four_d = read_nifti(samples() + "example4d.nii.gz");
+  const Volume two = read_nifti(samples() + "example_nifti2.nii.gz");
+  CHECK(four_d.nx == 128);
+  CHECK(four_d.nz == 24);
+  CHECK(four_d.description.find("only the first is read") != std::string::npos);
+  CHECK(two.nx == 32);
+  CHECK(two.ny == 20);
+  CHECK(two.nz == 12);
+  CHECK(two.description.find("NIfTI-2") != std::string::npos);
+  for (const Volume* v : {&four_d, &two}) {
+    CHECK(v->origin[0] == doctest::Approx(-117.855).epsilon(1e-4));  // LPS: x and y flipped
+    CHECK(v->origin[1] == doctest::Approx(35.7229).epsilon(1e-4));
+    CHECK(v->origin[2] == doctest::Approx(-7.2488).epsilon(1e-4));
+    CHECK(v->row_dir[0] == doctest::Approx(1.0));
+    CHECK(v->spacing[2] == doctest::Approx(2.2).epsilon(1e-4));
+    CHECK(v->col_dir[2] == doctest::Approx(0.161604).epsilon(1e-4));
+  }
+
+  // functional.nii is stored as int16 with scl_slope/scl_inter.
+  const Volume scaled = read_nifti(samples() + "functional.nii");
+  CHECK(scaled.description.find("scaled") != std::string::npos);
+  CHECK(*std::min_element(scaled.voxels.begin(), scaled.voxels.end()) == doctest::Approx(762.542).epsilon(1e-4));
+}
+
+TEST_CASE("NIfTI broken files fail with an error naming the file") {
+  test::TempDir dir;
+  const std::vector<char> plain = test::read_bytes(samples() + "anatomical.nii");
+  for (size_t size : {size_t{0}, size_t{4}, size_t{200}, size_t{348}, size_t{352}, plain.size() / 2, plain.size() - 1}) {
+    CAPTURE(size);
+    const std::string file = dir.file("cut" + std::to_string(size) + ".nii");
+    test::write_bytes(file, std::vector<char>(plain.begin(), plain.begin() + static_cast<std::ptrdiff_t>(size)));
+    check_fails(file);
+  }
+  // A gzip stream cut short.
+  const std::vector<char> gz = test::read_bytes(samples() + "mosmed-lesion-masks/study_0255_mask.nii.gz");
+  const std::string cut_gz = dir.file("cut.nii.gz");
+  test::write_bytes(cut_gz, std::vector<char>(gz.begin(), gz.begin() + static_cast<std::ptrdiff_t>(gz.size() / 2)));
+  check_fails(cut_gz);
+  const std::string noise = dir.file("noise.nii");
+  test::write_bytes(noise, test::garbage(4000, 11));
+  check_fails(noise, "not a NIfTI");
+
+  // Headers that lie: absurd sizes, a bad rank, an unknown datatype.
+  const std::vector<char> header = gunzip(samples() + "standard.nii.gz");
+  const auto patched = [&](const char* name, size_t offset, std::vector<int16_t> values) {
+    std::vector<char> bytes = header;
+    std::memcpy(bytes.data() + offset, values.data(), values.size() * 2);
+    const std::string file = dir.file(name);
+    test::write_bytes(file, bytes);
+    return file;
+  };
+  check_fails(patched("huge.nii", 40, {3, 32767, 32767, 32767}), "more than the limit");
+  check_fails(patched("big.nii", 40, {3, 2000, 2000, 500}), "truncated");  // 2e9 voxels claimed, none there
+  check_fails(patched("rank.nii", 40, {9}), "dim[0]");
+  check_fails(patched("negative.nii", 40, {3, -4, 5, 7}), "dim[1]");
+  check_fails(patched("type.nii", 70, {128}), "datatype 128");
+  check_fails(dir.file("missing.nii"), "cannot open");
+}
+
+TEST_CASE("NIfTI writer rejects what NIfTI-1 cannot hold and unwritable paths") {
+  Volume v = oblique_volume(false);
+  CHECK_THROWS_AS(write_nifti("/nonexistent-folder/x.nii", v, NiftiType::UInt8), Error);
+  v.voxels.pop_back();
+  CHECK_THROWS_AS(write_nifti("/tmp/never-written.nii", v, NiftiType::UInt8), Error);
+  CHECK(!std::filesystem::exists("/tmp/never-written.nii"));
+}
