@@ -41,6 +41,8 @@ class LungExtractor {
 struct ClassicalLungOptions {
   float body_min_hu = -500;     // body = above this, largest component, holes filled
   float air_max_hu = -400;      // lung candidates = below this, inside the body
+  float outside_air_max_hu = -950;  // dark regions at the image border darker than this on average are
+                                    // outside the patient; brighter ones are lungs cut by a cropped picture
   double min_part_area = 0.0008;  // air pieces smaller than this are noise
   double airway_max_area = 0.012; // central air pieces smaller than this are trachea, bronchi or oesophagus
   double airway_band = 0.12;    // "central": centroid within this fraction of the body width from its middle
