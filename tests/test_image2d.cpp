@@ -1,0 +1,137 @@
+// PNG/JPG reading (MedSeg pictures, binary and palette masks), PNG writing,
+// read_any's dispatch, and broken pictures failing with the file's name.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "data/image2d.h"
+#include "data/read_any.h"
+#include "nn/error.h"
+#include "tests/support/test_support.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+
+namespace {
+
+std::string train() { return test::data_dir() + "/medseg-semiseg/train/"; }
+
+void check_fails(const std::string& path) {
+  try {
+    read_image(path);
+    FAIL("reading " << path << " did not throw");
+  } catch (const Error& e) {
+    CHECK_MESSAGE(std::string(e.what()).find(path) != std::string::npos, e.what());
+  }
+}
+
+}  // namespace
+
+TEST_CASE("MedSeg JPG slice, binary mask and palette mask read on one grid") {
+  const Volume picture = read_image(train() + "images/0.jpg");
+  const Volume mask = read_image(train() + "masks/0.png");
+  const Volume classes = read_image(train() + "masks-multiclass/0.png");
+  for (const Volume* v : {&picture, &mask, &classes}) {
+    CHECK(v->nx == 273);
+    CHECK(v->ny == 369);
+    CHECK(v->nz == 1);
+  }
+  CHECK(picture.intensity == Intensity::Picture8Bit);
+  const auto [lo, hi] = std::minmax_element(picture.voxels.begin(), picture.voxels.end());
+  CHECK(*lo >= 0.0f);
+  CHECK(*hi <= 255.0f);
+  CHECK(*hi - *lo > 100.0f);
+
+  // Binary mask: 255 becomes 1. Palette mask: indices 0 (background), 1 (ground
+  // glass), 2 (consolidation), and lesion wherever the binary mask says so.
+  CHECK(mask.intensity == Intensity::Label);
+  CHECK(classes.intensity == Intensity::Label);
+  int64_t lesion = 0, agree = 0;
+  bool only_known_labels = true, binary = true;
+  for (size_t k = 0; k < mask.voxels.size(); ++k) {
+    only_known_labels = only_known_labels && (classes.voxels[k] == 0 || classes.voxels[k] == 1 || classes.voxels[k] == 2);
+    binary = binary && (mask.voxels[k] == 0 || mask.voxels[k] == 1);
+    lesion += mask.voxels[k] > 0;
+    agree += (mask.voxels[k] > 0) == (classes.voxels[k] > 0);
+  }
+  CHECK(only_known_labels);
+  CHECK(binary);
+  CHECK(lesion > 100);
+  CHECK(double(agree) / double(mask.voxels.size()) > 0.99);
+}
+
+TEST_CASE("Every MedSeg training pair reads: picture and masks of the same size") {
+  int pairs = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(train() + "images")) {
+    const std::string stem = entry.path().stem().string();
+    const Volume picture = read_image(entry.path().string());
+    const Volume mask = read_image(train() + "masks/" + stem + ".png");
+    CHECK(mask.nx == picture.nx);
+    CHECK(mask.ny == picture.ny);
+    CHECK(mask.intensity == Intensity::Label);
+    ++pairs;
+  }
+  CHECK(pairs == 50);
+}
+
+TEST_CASE("PNG writers round-trip gray and RGB pixels") {
+  test::TempDir dir;
+  const int64_t w = 37, h = 11;
+  std::vector<uint8_t> gray(w * h), rgb(w * h * 3);
+  for (int64_t i = 0; i < w * h; ++i) {
+    gray[i] = static_cast<uint8_t>((i * 7) % 256);
+    rgb[3 * i] = static_cast<uint8_t>(i % 256), rgb[3 * i + 1] = 30, rgb[3 * i + 2] = static_cast<uint8_t>(255 - i % 256);
+  }
+  write_png_gray(dir.file("g.png"), gray.data(), w, h);
+  const Volume g = read_image(dir.file("g.png"));
+  CHECK(g.nx == w);
+  CHECK(g.ny == h);
+  CHECK(g.intensity == Intensity::Picture8Bit);
+  bool same = true;
+  for (int64_t i = 0; i < w * h; ++i) same = same && g.voxels[i] == gray[i];
+  CHECK(same);
+
+  write_png_rgb(dir.file("c.png"), rgb.data(), w, h);
+  const Volume c = read_image(dir.file("c.png"));
+  bool averaged = true;
+  for (int64_t i = 0; i < w * h; ++i)
+    averaged = averaged && c.voxels[i] == doctest::Approx((rgb[3 * i] + rgb[3 * i + 1] + rgb[3 * i + 2]) / 3.0);
+  CHECK(averaged);
+
+  CHECK_THROWS_AS(write_png_gray(dir.file("none.png"), gray.data(), 0, h), Error);
+  CHECK_THROWS_AS(write_png_gray("/nonexistent-folder/x.png", gray.data(), w, h), Error);
+}
+
+TEST_CASE("read_any dispatches by content and name") {
+  CHECK(input_kind(train() + "images/0.jpg") == InputKind::Picture);
+  CHECK(input_kind(test::data_dir() + "/nifti-samples/anatomical.nii") == InputKind::Nifti);
+  CHECK(input_kind(test::data_dir() + "/dicom-samples/CT_small.dcm") == InputKind::DicomSeries);
+  CHECK(input_kind(test::data_dir() + "/ct-lungdx") == InputKind::DicomSeries);
+  CHECK(read_any(train() + "masks/1.png").intensity == Intensity::Label);
+  test::TempDir dir;
+  const std::string text = dir.file("notes.txt");
+  test::write_bytes(text, std::vector<char>{'h', 'e', 'l', 'l', 'o', '\n', 'x', 'y', 'z', '\n'});
+  CHECK(input_kind(text) == InputKind::Unknown);
+  CHECK_THROWS_WITH_AS(read_any(text), doctest::Contains("notes.txt"), Error);
+  CHECK_THROWS_WITH_AS(read_any(dir.file("absent.png")), doctest::Contains("no such file"), Error);
+}
+
+TEST_CASE("Broken pictures fail with the file's name") {
+  test::TempDir dir;
+  for (const char* name : {"masks/0.png", "images/0.jpg"}) {
+    const std::vector<char> bytes = test::read_bytes(train() + name);
+    for (size_t size : {size_t{0}, size_t{8}, size_t{40}, bytes.size() / 3}) {
+      const std::string file = dir.file("cut" + std::to_string(size) + (name[0] == 'm' ? ".png" : ".jpg"));
+      test::write_bytes(file, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size)));
+      // A JPEG cut after its header decodes as a partly grey picture in stb;
+      // the PNG checksum and stream end catch truncation there.
+      if (name[0] == 'm' || size < 100) check_fails(file);
+    }
+  }
+  const std::string noise = dir.file("noise.png");
+  test::write_bytes(noise, test::garbage(3000, 5));
+  check_fails(noise);
+}
