@@ -46,15 +46,17 @@ LossSums hybrid_loss_forward(const Tensor& p, const Tensor& y, const HybridLossP
 //   d(1-TI)^(1/g)/dp_i = -(1/g) (1-TI)^(1/g - 1) dTI/dp_i
 // At TI = 1 (no false pixel at all) the derivative of the power is infinite for
 // gamma > 1; we return 0 there instead: the loss is at its minimum, and an
-// infinite gradient would only poison the step with Inf.
+// infinite gradient would only poison the step with Inf. (For gamma <= 1 the
+// power is finite there and is used as is.)
 void hybrid_loss_backward(const Tensor& p, const Tensor& y, const HybridLossParams& params,
                           const LossSums& sums, double dloss, Tensor& dp, bool accumulate) {
   const double num = sums.tp + params.smooth;
   const double den = sums.tp + params.alpha * sums.fn + params.beta * sums.fp + params.smooth;
   const double one_minus_ti = 1.0 - num / den;
-  const double ftl_slope = one_minus_ti > 0 ? -params.kappa / params.gamma *
-                                                  std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
-                                            : 0.0;
+  const bool finite_slope = one_minus_ti > 0 || params.gamma <= 1;
+  const double ftl_slope =
+      finite_slope ? -params.kappa / params.gamma * std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
+                   : 0.0;
   // The two possible values of dTI/dp_i (y is binary in COVID-Rate; for soft targets
   // the expression is linear in y_i, so mixing the two stays exact).
   const double dti_pos = (den - num * (1.0 - params.alpha)) / (den * den);  // y_i = 1
