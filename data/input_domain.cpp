@@ -67,6 +67,18 @@ void set_medseg_picture_orientation(Volume& picture) {
   picture.slice_dir = {0, 0, 1};
 }
 
+Volume medseg_layout(const Volume& radiological) {
+  CR_CHECK(radiological.nz == 1, "medseg_layout: expects one slice, got " << radiological.nz);
+  Volume out = radiological;
+  out.nx = radiological.ny;
+  out.ny = radiological.nx;
+  out.spacing = {radiological.spacing[1], radiological.spacing[0], radiological.spacing[2]};
+  for (int64_t y = 0; y < out.ny; ++y)
+    for (int64_t x = 0; x < out.nx; ++x) out.voxels[y * out.nx + x] = radiological.voxels[x * radiological.nx + y];
+  set_medseg_picture_orientation(out);
+  return out;
+}
+
 Volume radiological_slice(const Volume& v, int64_t z) {
   CR_CHECK(z >= 0 && z < v.nz, "radiological_slice: slice " << z << " outside 0.." << v.nz - 1);
   // Which input axis runs along the patient's left-right axis (LPS x)?

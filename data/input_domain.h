@@ -55,9 +55,15 @@ DomainStats domain_stats(const float* values, const uint8_t* mask, int64_t n);
 // code (lung sides, slice alignment) reads them correctly.
 void set_medseg_picture_orientation(Volume& picture);
 
+// A radiological one-slice volume laid out like the MedSeg pictures (the
+// transpose), with its direction vectors saying so.
+Volume medseg_layout(const Volume& radiological);
+
 // Copies slice `z` of `v` into a one-slice volume resampled to the radiological
 // display (x = towards patient left, y = towards posterior) by flips and/or a
-// transpose chosen from the direction vectors; exact, no interpolation.
+// transpose chosen from the direction vectors; exact, no interpolation. The
+// result keeps spacing but not the origin: it is for pixel work, not for
+// placing the slice back in patient space.
 Volume radiological_slice(const Volume& v, int64_t z);
 
 }  // namespace covidrate::data

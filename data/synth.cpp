@@ -2,7 +2,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 
+#include "data/image2d.h"
+#include "data/input_domain.h"
+#include "data/lungs.h"
+#include "data/read_any.h"
 #include "nn/error.h"
 
 namespace covidrate::data {
@@ -88,6 +93,64 @@ std::optional<SyntheticPair> insert_lesions(const AnnotatedSlice& infected, cons
     }
   out.infection_rate = lung ? double(lesion) / double(lung) : 0.0;
   if (out.infection_rate <= min_infection_rate) return std::nullopt;
+  return out;
+}
+
+std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, int limit) {
+  namespace fs = std::filesystem;
+  const fs::path images = fs::path(train_dir) / "images", masks = fs::path(train_dir) / "masks";
+  CR_CHECK(fs::is_directory(images) && fs::is_directory(masks),
+           "synth: " << train_dir << " has no images/ and masks/ folders (the MedSeg layout)");
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(images)) {
+    const std::string ext = e.path().extension().string();
+    if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  if (limit > 0 && int64_t(files.size()) > limit) files.resize(limit);
+  CR_CHECK(!files.empty(), "synth: no .jpg or .png pictures in " << images.string());
+  const ClassicalLungExtractor extractor;
+  std::vector<AnnotatedSlice> out;
+  for (const fs::path& f : files) {
+    const fs::path mask_path = masks / (f.stem().string() + ".png");
+    CR_CHECK(fs::exists(mask_path), "synth: " << f.string() << " has no mask " << mask_path.string());
+    Volume picture = read_image(f.string()), mask = read_image(mask_path.string());
+    CR_CHECK(picture.nx == mask.nx && picture.ny == mask.ny,
+             "synth: " << mask_path.string() << " is " << mask.nx << "x" << mask.ny << " but its image is "
+                       << picture.nx << "x" << picture.ny);
+    set_medseg_picture_orientation(picture);
+    set_medseg_picture_orientation(mask);
+    AnnotatedSlice s;
+    s.image = to_input_domain(radiological_slice(picture, 0));
+    s.lesion = radiological_slice(mask, 0);
+    for (float& v : s.lesion.voxels) v = v > 0 ? 1.f : 0.f;
+    s.lesion.intensity = Intensity::Label;
+    s.lungs = extractor.extract(s.image).labels;
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+std::vector<AnnotatedSlice> load_healthy_slices(const std::string& series, double min_lung_fraction) {
+  const Volume ct = read_any(series);
+  CR_CHECK(ct.intensity == Intensity::HounsfieldUnits, "synth: " << series << " is not a CT in Hounsfield units");
+  const LungSegmentation seg = ClassicalLungExtractor().extract(ct);
+  const Volume domain = to_input_domain(ct);
+  const int64_t plane = ct.nx * ct.ny;
+  std::vector<int64_t> lung(ct.nz, 0);
+  for (int64_t z = 0; z < ct.nz; ++z)
+    lung[z] = std::count_if(seg.labels.voxels.begin() + z * plane, seg.labels.voxels.begin() + (z + 1) * plane,
+                            [](float v) { return v != 0; });
+  const int64_t most = *std::max_element(lung.begin(), lung.end());
+  std::vector<AnnotatedSlice> out;
+  for (int64_t z = 0; z < ct.nz; ++z) {
+    if (!seg.slice_has_lung[z] || double(lung[z]) < min_lung_fraction * double(most)) continue;
+    AnnotatedSlice s;
+    s.image = radiological_slice(domain, z);
+    s.lungs = radiological_slice(seg.labels, z);
+    out.push_back(std::move(s));
+  }
+  CR_CHECK(!out.empty(), "synth: no slice of " << series << " holds enough lung to host lesions");
   return out;
 }
 

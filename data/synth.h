@@ -11,6 +11,8 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include "data/volume.h"
 
@@ -49,5 +51,17 @@ Box nonzero_box(const Volume& mask);
 
 // The part [box] of a one-slice volume (clipped to the image).
 Volume crop(const Volume& v, Box box);
+
+// The infected sources: a MedSeg-layout training folder (images/*.jpg|png and
+// masks/<same name>.png, lesion > 0), each slice turned radiological, its lungs
+// found by the classical extractor on the 8-bit picture. `limit` > 0 reads only
+// the first `limit` slices (in name order). Files are named in errors.
+std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, int limit = 0);
+
+// The healthy targets: the slices of a HU series (DICOM folder or NIfTI) whose
+// lungs cover at least `min_lung_fraction` of the series' largest lung slice
+// (the apex and base hold too little lung to host lesions), mapped into the
+// domain and turned radiological. Lungs come from the 3-D classical extraction.
+std::vector<AnnotatedSlice> load_healthy_slices(const std::string& series, double min_lung_fraction = 0.4);
 
 }  // namespace covidrate::data

@@ -6,6 +6,7 @@ int cmd_version(int argc, char** argv);
 int cmd_info(int argc, char** argv);
 int cmd_model(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
+int cmd_synth(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -13,6 +14,7 @@ const std::vector<Command>& commands() {
       {"info", "describe a DICOM series, NIfTI file or PNG/JPG: size, spacing, orientation, values", cmd_info},
       {"model", "the COVID-Rate network: parameters, forward GFLOP per slice, per-stage table", cmd_model},
       {"demo", "train a tiny network on synthetic blobs, save and reload it (engine demo)", cmd_demo},
+      {"synth", "paste training lesions into healthy lungs: synthetic image/mask pairs (augmentation)", cmd_synth},
   };
   return table;
 }
