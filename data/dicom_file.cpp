@@ -105,7 +105,7 @@ std::string read_checked(const std::string& file) {
   CR_CHECK(in, file << ": cannot open");
   std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   CR_CHECK(!in.bad(), file << ": read error");
-  check_structure(file, bytes);
+  bytes.resize(check_structure(file, bytes).end);
   return bytes;
 }
 

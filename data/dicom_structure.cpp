@@ -34,7 +34,7 @@ class Walker {
     CR_CHECK(depth <= kMaxDepth, file_ << ": sequences nested deeper than " << kMaxDepth << " levels");
     while (pos < end) {
       // Some writers pad the end of the file with zero bytes.
-      if (depth == 0 && std::all_of(data_ + pos, data_ + end, [](unsigned char b) { return b == 0; })) return end;
+      if (depth == 0 && std::all_of(data_ + pos, data_ + end, [](unsigned char b) { return b == 0; })) return pos;
       const uint32_t t = read_tag(pos, enc);
       if (stop_tag && t == stop_tag) {
         need(pos, 8, "item delimiter");
@@ -44,7 +44,7 @@ class Walker {
     }
     CR_CHECK(!stop_tag, file_ << ": truncated: an item of undefined length is not closed");
     CR_CHECK(pos == end, file_ << ": an element overruns its enclosing item");
-    return pos;
+    return end;
   }
 
   // The meta header: explicit VR little endian elements of group 0002.
@@ -179,7 +179,7 @@ class Walker {
 
 }  // namespace
 
-std::string check_structure(const std::string& file, std::string_view bytes) {
+Structure check_structure(const std::string& file, std::string_view bytes) {
   Walker walker(file, bytes);
   size_t pos = 0;
   std::string transfer_syntax;
@@ -201,8 +201,8 @@ std::string check_structure(const std::string& file, std::string_view bytes) {
     enc = vr_like ? Encoding::ExplicitLittle : Encoding::ImplicitLittle;
   }
   CR_CHECK(pos < walker.size(), file << ": truncated: no data set after the meta header");
-  walker.elements(pos, walker.size(), enc, 0);
-  return transfer_syntax;
+  const size_t end = walker.elements(pos, walker.size(), enc, 0);
+  return {transfer_syntax, end};
 }
 
 }  // namespace covidrate::data::dicom

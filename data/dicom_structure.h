@@ -10,10 +10,16 @@
 
 namespace covidrate::data::dicom {
 
+struct Structure {
+  std::string transfer_syntax;  // "" when there is no meta header
+  // Where the last top-level element ends. Zero bytes may pad a file beyond
+  // it; GDCM must not be shown them (six of them trip one of its assertions).
+  size_t end = 0;
+};
+
 // Throws covidrate::Error naming `file` when `bytes` is not a complete DICOM
-// stream (Part 10 with preamble, or a bare data set in implicit/explicit VR
-// little endian). Returns the transfer syntax UID ("" when there is no meta
-// header, i.e. implicit VR little endian).
-std::string check_structure(const std::string& file, std::string_view bytes);
+// stream (Part 10 with preamble, or a bare data set in implicit/explicit VR,
+// either byte order).
+Structure check_structure(const std::string& file, std::string_view bytes);
 
 }  // namespace covidrate::data::dicom

@@ -244,3 +244,15 @@ TEST_CASE("DICOM inconsistent series fail with the files' names and the cause") 
     check_fails(dir.path(), "b.dcm", "ImagePositionPatient");
   }
 }
+
+TEST_CASE("DICOM zero padding after the data set is ignored (six zero bytes used to abort inside GDCM)") {
+  test::TempDir dir;
+  for (size_t padding : {size_t{2}, size_t{6}, size_t{8}, size_t{64}}) {
+    CAPTURE(padding);
+    std::vector<char> bytes = test::read_bytes(samples() + "ExplVR_BigEnd.dcm");
+    bytes.resize(bytes.size() + padding, 0);
+    const std::string file = dir.file("padded" + std::to_string(padding) + ".dcm");
+    test::write_bytes(file, bytes);
+    CHECK(read_dicom_series(file).voxels == read_dicom_series(samples() + "ExplVR_BigEnd.dcm").voxels);
+  }
+}
