@@ -73,6 +73,8 @@ inline RowPlan plan_rows(int64_t rows, int64_t segs, int64_t seg_stride, int64_t
   p.piece_len = piece_len;
   p.pieces = (len + piece_len - 1) / piece_len;
   if (p.pieces < 1) p.pieces = 1;
+  CR_CHECK(p.blocks() <= 0x7fffffff, "CUDA row kernel: " << rows << " x " << segs << " rows of "
+                                                          << len << " elements need too many blocks");
   return p;
 }
 
@@ -95,9 +97,11 @@ __device__ inline BlockPiece block_piece(const RowPlan& p) {
 // ---------------------------------------------------------------- map
 // F: __device__ float operator()(int64_t row, const float (&v)[N], float old) const;
 // `old` is out[i] when kReadOut, else 0 (out is never read then: it may be uninitialized).
+// out may be one of the inputs (in place): each element is read, then written,
+// by the same thread, so `out` is deliberately not __restrict__.
 template <int V, int N, bool kReadOut, class F>
 __global__ void __launch_bounds__(kRowThreads)
-    row_map_kernel(RowPlan plan, Inputs<N> in, float* __restrict__ out, F f) {
+    row_map_kernel(RowPlan plan, Inputs<N> in, float* out, F f) {
   const BlockPiece bp = block_piece(plan);
   for (int64_t i = bp.begin + int64_t{threadIdx.x} * V; i < bp.end; i += int64_t{blockDim.x} * V) {
     float v[V][N > 0 ? N : 1];
