@@ -3,10 +3,14 @@
 #include "data/dicom.h"
 
 #include <algorithm>
+#include <atomic>
+#include <exception>
 #include <cmath>
 #include <filesystem>
 #include <map>
+#include <mutex>
 #include <sstream>
+#include <thread>
 
 #include "data/dicom_file.h"
 #include "nn/error.h"
@@ -140,6 +144,34 @@ std::string order_slices(Volume& v, std::vector<dicom::FileHeader>& files) {
   return note.str();
 }
 
+// Decodes one single-frame file per slice, on all cores: decompressing a
+// JPEG Lossless series is most of the time spent reading it. Each GDCM reader
+// is private to its thread. The first error met is
+// rethrown once every thread has stopped.
+void decode_slices(const std::vector<dicom::FileHeader>& slices, Volume& v) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  const auto work = [&] {
+    for (size_t k = next++; k < slices.size() && !failed; k = next++) {
+      try {
+        dicom::decode_pixels(slices[k], v.slice(static_cast<int64_t>(k)));
+      } catch (...) {
+        const std::lock_guard lock(error_mutex);
+        if (!error) error = std::current_exception();
+        failed = true;
+      }
+    }
+  };
+  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, std::min<size_t>(slices.size(), 16));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  if (error) std::rethrow_exception(error);
+}
+
 }  // namespace
 
 bool looks_like_dicom_file(const std::string& path) { return dicom::has_dicom_magic(path); }
@@ -185,12 +217,12 @@ Volume read_dicom_series(const std::string& path) {
   CR_CHECK(v.voxel_count() <= kMaxVoxels, first.file << ": the series claims " << v.nx << " x " << v.ny << " x "
                                                       << v.nz << " voxels, more than the limit of " << kMaxVoxels);
   v.voxels.resize(static_cast<size_t>(v.voxel_count()));
-  int64_t z = 0;
-  for (const dicom::FileHeader& f : slices) {
-    const dicom::FrameGeometry g = dicom::decode_pixels(f, v.slice(z));
-    z += f.frames;
+  if (slices.size() > 1) {
+    decode_slices(slices, v);
+  } else {
+    const dicom::FrameGeometry g = dicom::decode_pixels(first, v.slice(0));
     // A multi-frame file places its frames itself (GDCM reads the functional groups).
-    if (slices.size() == 1 && f.frames > 1) {
+    if (first.frames > 1) {
       set_in_plane_geometry(v, g.orientation, {g.spacing[1], g.spacing[0]});
       v.origin = g.origin;
       v.spacing[2] = g.spacing[2];

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <functional>
 #include <string>
 
@@ -119,6 +120,20 @@ TEST_CASE("DICOM JPEG 2000, 12-bit JPEG and big-endian RGB samples decode to the
     CHECK(*hi > 100.0f);  // not an all-black decode
     CHECK(*hi < 4096.0f);  // within 12 bits
   }
+  // Both files hold the same NM image (one lossless JPEG 2000, one lossy
+  // 12-bit JPEG): a wrong bit depth or byte order would decorrelate them.
+  const Volume j2k = read_dicom_series(samples() + "JPEG2000.dcm");
+  const Volume jpg = read_dicom_series(samples() + "JPGExtended.dcm");
+  double sa = 0, sb = 0, saa = 0, sbb = 0, sab = 0;
+  const double n = static_cast<double>(j2k.voxels.size());
+  for (size_t k = 0; k < j2k.voxels.size(); ++k) {
+    const double a = j2k.voxels[k], b = jpg.voxels[k];
+    sa += a, sb += b, saa += a * a, sbb += b * b, sab += a * b;
+  }
+  const double correlation = (sab / n - sa * sb / (n * n)) /
+                             std::sqrt((saa / n - sa * sa / (n * n)) * (sbb / n - sb * sb / (n * n)));
+  CHECK(correlation > 0.9);
+
   const Volume rgb = read_dicom_series(samples() + "ExplVR_BigEnd.dcm");
   CHECK(rgb.nx == 80);
   CHECK(rgb.ny == 60);
