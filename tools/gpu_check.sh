@@ -1,0 +1,331 @@
+#!/usr/bin/env bash
+# Full verification of the CUDA backend on a lent GPU machine, in two halves.
+#
+#   tools/gpu_check.sh prepare   HERE (the build machine, no GPU needed):
+#       configures and builds build-gpu (CUDA on, sm_90 code + compute_90 PTX),
+#       then packs into .gpucheck/bundle.tar.xz the test and benchmark programs,
+#       the non-CUDA shared libraries they load (OpenBLAS, libstdc++, GDCM, ...;
+#       never cuDNN/cuBLAS, which are hundreds of MB and exist on the GPU
+#       machine) and the small real-data folders the tests read.
+#   tools/gpu_check.sh run       THERE (repository root on the GPU machine,
+#       .gpucheck/ carried along): finds cuDNN/cuBLAS/cudart (system CUDA or
+#       PyTorch's nvidia-* wheels), prints nvidia-smi, runs every test program
+#       with COVIDRATE_DEVICE=cuda, compute-sanitizer memcheck (and racecheck)
+#       over the parity test, the CUDA benchmarks and bench/torch_*_gpu.py.
+#       Every step has its own timeout, a failure never stops the run, and the
+#       whole half keeps within 8 minutes. Writes $OUT/summary.json and
+#       $OUT/gpu_check.log, prints a table last, exits non-zero if a step
+#       failed (77 when there is no GPU at all).
+#
+# Environment: GPU_CHECK_BUILD (build folder, default build-gpu), GPU_CHECK_JOBS
+# (parallel build jobs, default 2), OUT (where results go, default .gpucheck/out).
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+ROOT=$PWD
+BUNDLE=.gpucheck/bundle.tar.xz
+MAX_BUNDLE_MB=55
+
+# Data folders small enough to carry (about 6 MB together). The CT series
+# (ct-covid-ricord, ct-healthy-tcga, ct-lungdx) and the 1600 unlabeled slices
+# stay behind: tests that read them check file formats, not the GPU.
+CARRIED_DATA=(README.md dicom-samples lung-masks-zenodo nifti-samples medseg-semiseg/train)
+LEFT_DATA_PATTERN='ct-covid-ricord|ct-healthy-tcga|ct-lungdx|unlabeled'
+# Libraries the GPU machine supplies itself (its glibc, its driver, its CUDA libraries).
+SYSTEM_LIBS='linux-vdso|ld-linux|/libc\.so|/libm\.so|/libdl\.so|/libpthread\.so|/librt\.so|libcuda\.so|libnvidia|libcudnn|libcublas|libcudart'
+
+# The newest GLIBC_x.y symbol version the given files need ("2.34").
+newest_glibc() {
+  objdump -T "$@" 2>/dev/null | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -Vu | tail -1
+}
+version_ge() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | tail -1)" = "$1" ]; }
+
+# ============================================================================ prepare
+prepare() {
+  local build=${GPU_CHECK_BUILD:-build-gpu} jobs=${GPU_CHECK_JOBS:-2}
+  local data=${COVIDRATE_DATA:-$ROOT/../shared/data}
+  echo "== configure $build (CUDA on, sm_90 + PTX)"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCOVIDRATE_CUDA=ON \
+        -DCMAKE_CUDA_ARCHITECTURES=90 -DCOVIDRATE_BENCH=ON >/dev/null || return 1
+  echo "== build (-j$jobs)"
+  ninja -C "$build" -j "$jobs" || return 1
+
+  local stage=.gpucheck/stage
+  rm -rf .gpucheck && mkdir -p "$stage/bin" "$stage/lib" "$stage/lib-fallback" "$stage/data"
+  local manifest=.gpucheck/manifest.txt
+  {
+    echo "built $(date -u +%FT%TZ) from $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet 2>/dev/null || echo '+local changes')"
+    echo "build folder: $build"
+  } >"$manifest"
+
+  local exe src
+  # Every test program; of the benchmarks only the GPU ones (bench_cuda_*).
+  for exe in "$build"/test_* "$build"/bench_cuda_*; do
+    [ -x "$exe" ] && [ -f "$exe" ] || continue
+    src=$(ls tests/"$(basename "$exe")".cpp tests/cuda/"$(basename "$exe")".cpp bench/"$(basename "$exe")".cpp 2>/dev/null | head -1)
+    if [ -n "$src" ] && grep -Eq "$LEFT_DATA_PATTERN" "$src"; then
+      echo "not carried: $(basename "$exe") (reads CT data that stays here)" | tee -a "$manifest"
+      continue
+    fi
+    # Symbols are not needed to run; stripping halves what travels.
+    strip --strip-unneeded -o "$stage/bin/$(basename "$exe")" "$exe"
+    echo "carried: $(basename "$exe")" >>"$manifest"
+  done
+
+  # Shared libraries of every carried program, minus what the GPU machine has.
+  # Those that need a newer glibc than the programs themselves (Debian 12's
+  # libstdc++ wants 2.36) go to lib-new-glibc/, used there only if its glibc
+  # is new enough; otherwise the machine's own copies serve.
+  local lib programs_glibc lib_glibc
+  programs_glibc=$(newest_glibc "$stage"/bin/*)
+  for lib in $(ldd "$stage"/bin/* 2>/dev/null | awk '/=>/ {print $3}' | sort -u | grep -Ev "$SYSTEM_LIBS"); do
+    lib_glibc=$(newest_glibc "$lib")
+    if version_ge "$programs_glibc" "$lib_glibc"; then
+      cp -L "$lib" "$stage/lib/" && echo "library: $(basename "$lib")" >>"$manifest"
+    else
+      mkdir -p "$stage/lib-new-glibc"
+      cp -L "$lib" "$stage/lib-new-glibc/" && echo "library: $(basename "$lib") (needs glibc $lib_glibc)" >>"$manifest"
+    fi
+  done
+  echo "$programs_glibc" >"$stage/bin/GLIBC_NEEDED"
+  [ -d "$stage/lib-new-glibc" ] && newest_glibc "$stage"/lib-new-glibc/* >"$stage/lib-new-glibc/GLIBC_NEEDED"
+  # libcudart is 0.7 MB: carried as a last resort, searched after the machine's own.
+  local cudart
+  cudart=$(ldd "$stage"/bin/* 2>/dev/null | awk '/libcudart/ {print $3}' | sort -u | head -1)
+  [ -n "$cudart" ] && cp -L "$cudart" "$stage/lib-fallback/"
+  echo "the programs need glibc $programs_glibc or newer" >>"$manifest"
+
+  local d
+  for d in "${CARRIED_DATA[@]}"; do
+    if [ -e "$data/$d" ]; then
+      mkdir -p "$stage/data/$(dirname "$d")" && cp -rL "$data/$d" "$stage/data/$d"
+      echo "data: $d" >>"$manifest"
+    else
+      echo "data missing here: $data/$d" | tee -a "$manifest"
+    fi
+  done
+
+  echo "== pack"
+  tar -C "$stage" -cf - . | xz -T"$jobs" -6 >"$BUNDLE" || return 1
+  rm -rf "$stage"
+  local mb=$(( $(stat -c %s "$BUNDLE") / 1048576 ))
+  echo "bundle: $BUNDLE, ${mb} MB" | tee -a "$manifest"
+  cat "$manifest"
+  if [ "$mb" -ge "$MAX_BUNDLE_MB" ]; then
+    echo "error: the bundle is ${mb} MB, over the ${MAX_BUNDLE_MB} MB the GPU machine accepts" >&2
+    return 1
+  fi
+  echo "ready: run 'tools/gpu_check.sh run' on the GPU machine with .gpucheck carried along"
+}
+
+# ============================================================================ run
+START=$SECONDS
+TIME_LIMIT=${GPU_CHECK_TIME_LIMIT:-470}   # the whole run half: under 8 minutes
+RESERVE=10                               # kept for the summary
+STEPS=()                                 # JSON objects, one per step
+ROWS=()                                  # table rows
+ANY_FAILED=0
+
+log() { echo "$*" | tee -a "$LOG"; }
+
+# record NAME STATUS RC SECONDS PASSED FAILED SKIPPED NOTE
+record() {
+  local note=${8//\"/\'}
+  STEPS+=("{\"name\": \"$1\", \"status\": \"$2\", \"exit_code\": $3, \"seconds\": $4, \"passed\": $5, \"failed\": $6, \"skipped\": $7, \"note\": \"$note\"}")
+  ROWS+=("$(printf '%-44s %-8s %5s %7ss  %s' "$1" "$2" "$3" "$4" "$note")")
+  [ "$2" = failed ] && ANY_FAILED=1
+  return 0
+}
+
+# step NAME TIMEOUT_S KIND COMMAND...   KIND: doctest | plain
+# Runs COMMAND with its own timeout (cut to the time left), logs its output,
+# and records passed/failed/skipped (doctest's own counts for doctest programs).
+step() {
+  local name=$1 limit=$2 kind=$3; shift 3
+  local left=$(( TIME_LIMIT - RESERVE - (SECONDS - START) ))
+  if [ "$left" -lt 15 ]; then
+    log "-- $name: not run, the 8-minute budget is spent"
+    record "$name" "not-run" null 0 0 0 0 "time budget spent"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  log "-- $name (timeout ${limit}s): $*"
+  local out=.gpucheck/step.out t0=$SECONDS rc
+  timeout --kill-after=5 "$limit" "$@" >"$out" 2>&1
+  rc=$?
+  cat "$out" >>"$LOG"
+  tail -n 25 "$out"
+  local secs=$(( SECONDS - t0 )) passed=0 failed=0 skipped=0 status note=""
+  if [ "$kind" = doctest ]; then
+    # "[doctest] test cases: 12 | 11 passed | 1 failed | 0 skipped"
+    local line
+    line=$(grep -a '^\[doctest\] test cases:' "$out" | tail -1)
+    if [ -n "$line" ]; then
+      passed=$(sed -E 's/.*\| *([0-9]+) passed.*/\1/' <<<"$line")
+      failed=$(sed -E 's/.*\| *([0-9]+) failed.*/\1/' <<<"$line")
+      skipped=$(sed -E 's/.*\| *([0-9]+) skipped.*/\1/' <<<"$line")
+    fi
+  fi
+  if [ "$rc" -eq 0 ]; then
+    status=passed
+  elif [ "$rc" -eq 77 ]; then
+    status=skipped; skipped=1; note=$(grep -a -m1 'SKIPPED' "$out" | cut -c1-100)
+  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    status=failed; note="timed out after ${limit}s"
+  else
+    status=failed; note=$(grep -a -m1 -iE 'error|failed|fatal|not found' "$out" | cut -c1-100)
+  fi
+  record "$name" "$status" "$rc" "$secs" "${passed:-0}" "${failed:-0}" "${skipped:-0}" "$note"
+}
+
+# Prints the folders (one a line) holding a library, looking where NVIDIA's
+# installers and PyTorch's wheels put them.
+lib_dirs_for() {
+  local soname=$1 d sp
+  local candidates=(/usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib /usr/local/cuda-*/lib64
+                    /usr/lib/x86_64-linux-gnu /usr/local/lib /opt/conda/lib)
+  if command -v python3 >/dev/null; then
+    for sp in $(python3 -c 'import site; print(" ".join(site.getsitepackages() + [site.getusersitepackages()]))' 2>/dev/null); do
+      candidates+=("$sp"/nvidia/*/lib "$sp"/nvidia/*/lib64 "$sp"/torch/lib)
+    done
+  fi
+  for d in "${candidates[@]}"; do
+    [ -e "$d/$soname" ] && echo "$d"
+  done
+}
+
+run() {
+  OUT=${OUT:-$ROOT/.gpucheck/out}
+  mkdir -p "$OUT"
+  LOG=$OUT/gpu_check.log
+  : >"$LOG"
+  log "gpu_check run, $(date -u +%FT%TZ), $(hostname)"
+  if [ ! -f "$BUNDLE" ]; then
+    log "error: $BUNDLE is missing: run 'tools/gpu_check.sh prepare' on the build machine and carry .gpucheck"
+    exit 1
+  fi
+  local here=.gpucheck/run
+  rm -rf "$here" && mkdir -p "$here"
+  if command -v xz >/dev/null; then
+    tar -C "$here" -xJf "$BUNDLE"
+  else  # Python's lzma when the xz tool is absent
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1], "r:xz").extractall(sys.argv[2])' "$BUNDLE" "$here"
+  fi || { log "error: cannot unpack $BUNDLE"; exit 1; }
+  cat "$here/../manifest.txt" >>"$LOG" 2>/dev/null
+
+  # Library path: the carried libraries first, then wherever cuDNN, cuBLAS and
+  # cudart live here, then the carried cudart as a last resort.
+  local path=$ROOT/$here/lib lib d glibc
+  glibc=$(getconf GNU_LIBC_VERSION 2>/dev/null | awk '{print $2}')
+  log "glibc here: ${glibc:-unknown}; the programs need $(cat "$here/bin/GLIBC_NEEDED")"
+  if [ -f "$here/lib-new-glibc/GLIBC_NEEDED" ]; then
+    if version_ge "${glibc:-0}" "$(cat "$here/lib-new-glibc/GLIBC_NEEDED")"; then
+      path=$path:$ROOT/$here/lib-new-glibc
+    else
+      log "glibc ${glibc:-unknown} is older than the carried libstdc++ needs: using this machine's own"
+    fi
+  fi
+  for lib in libcudnn.so.9 libcublas.so.13 libcublasLt.so.13 libcudart.so.13; do
+    d=$(lib_dirs_for "$lib" | head -1)
+    if [ -n "$d" ]; then
+      log "found $lib in $d"
+      case ":$path:" in *":$d:"*) ;; *) path=$path:$d ;; esac
+    else
+      log "did not find $lib in the usual places"
+    fi
+  done
+  export LD_LIBRARY_PATH=$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$ROOT/$here/lib-fallback
+  export COVIDRATE_DATA=$ROOT/$here/data COVIDRATE_SOURCE=$ROOT
+  log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+
+  local gpu=1
+  if command -v nvidia-smi >/dev/null; then
+    step "nvidia-smi" 30 plain nvidia-smi
+    nvidia-smi -L >/dev/null 2>&1 || gpu=0
+  else
+    log "-- nvidia-smi: not installed"
+    record "nvidia-smi" "skipped" null 0 0 0 1 "nvidia-smi not installed"
+    gpu=0
+  fi
+  # Engine tests run on the GPU; without one they run on the CPU and the CUDA
+  # tests report themselves skipped.
+  [ "$gpu" = 1 ] && export COVIDRATE_DEVICE=cuda
+  # A missing library would fail every test the same way: say so once, plainly.
+  local missing
+  missing=$(ldd "$here"/bin/* 2>/dev/null | grep 'not found' | sort -u)
+  if [ -n "$missing" ]; then
+    log "unresolved libraries:"; log "$missing"
+    record "libraries resolve" "failed" 1 0 0 1 0 "$(echo "$missing" | head -1 | xargs)"
+  else
+    record "libraries resolve" "passed" 0 0 1 0 0 ""
+  fi
+
+  local exe name
+  for exe in "$here"/bin/test_*; do
+    name=$(basename "$exe")
+    # The parity test gets the most time: it searches cuDNN algorithms per shape.
+    step "$name" 90 doctest "$exe"
+  done
+
+  local sanitizer
+  sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ "$gpu" = 1 ] && [ -n "$sanitizer" ] && [ -x "$here/bin/test_cuda_parity" ]; then
+    # API errors are not reported: cuDNN probes kernels with calls that may fail by design.
+    step "memcheck test_cuda_parity" 150 doctest "$sanitizer" --tool memcheck --error-exitcode 1 \
+         --report-api-errors no "$here/bin/test_cuda_parity"
+    # racecheck looks at shared memory: our kernels, not cuDNN's (conv cases left out for time).
+    step "racecheck test_cuda_parity (no conv)" 90 doctest "$sanitizer" --tool racecheck --error-exitcode 1 \
+         --report-api-errors no "$here/bin/test_cuda_parity" --subcase-exclude='conv2d*,block*'
+  else
+    log "-- compute-sanitizer: not run (GPU: $gpu, sanitizer: ${sanitizer:-none})"
+    record "compute-sanitizer" "skipped" null 0 0 0 1 "no GPU or no compute-sanitizer"
+  fi
+
+  for exe in "$here"/bin/bench_cuda_*; do
+    [ -x "$exe" ] || continue
+    name=$(basename "$exe")
+    step "$name" 90 plain "$exe" --benchmark_min_time=0.05 --benchmark_out="$OUT/$name.json" \
+         --benchmark_out_format=json
+  done
+  local py
+  for py in bench/torch_*_gpu.py; do
+    [ -f "$py" ] || continue
+    if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
+      step "$(basename "$py")" 90 plain python3 "$py"
+      cp .gpucheck/step.out "$OUT/$(basename "$py" .py).txt"
+    else
+      record "$(basename "$py")" "skipped" null 0 0 0 1 "no python3 with torch"
+    fi
+  done
+
+  # summary.json and the table
+  local total=$(( SECONDS - START ))
+  {
+    echo "{"
+    echo "  \"gpu\": $([ "$gpu" = 1 ] && echo true || echo false),"
+    echo "  \"seconds\": $total,"
+    echo "  \"steps\": ["
+    local i
+    for i in "${!STEPS[@]}"; do
+      printf '    %s%s\n' "${STEPS[$i]}" "$([ "$i" -lt $(( ${#STEPS[@]} - 1 )) ] && echo ,)"
+    done
+    echo "  ]"
+    echo "}"
+  } >"$OUT/summary.json"
+  {
+    echo
+    printf '%-44s %-8s %5s %8s  %s\n' step status rc time note
+    printf '%s\n' "${ROWS[@]}"
+    echo "total ${total}s; results in $OUT (summary.json, gpu_check.log)"
+  } | tee -a "$LOG"
+  if [ "$gpu" = 0 ]; then
+    log "NO GPU: the CUDA checks could not run here; the CPU tests ran on the CPU"
+    [ "$ANY_FAILED" = 0 ] && exit 77
+  fi
+  exit "$ANY_FAILED"
+}
+
+case "${1:-}" in
+  prepare) prepare ;;
+  run) run ;;
+  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+esac
