@@ -263,19 +263,25 @@ constexpr double kGradAtolOfTensor = 1e-2;
 constexpr double kGradAtolOfNetwork = 1e-4;
 constexpr double kGradRelL2 = 5e-3;
 
-TEST_CASE("model golden: full width, 512 x 512 evaluation and 2 x 64 x 64 training forward") {
+namespace {
+
+// The full-width network on `device`: 512 x 512 evaluation and 2 x 64 x 64 training forward.
+void check_full_width_golden(Device device) {
   CovidRateNet net;
   load_golden_weights(net);
+  net.parameters().to(device);
   const auto golden = load_golden("covidrate_full_w100.safetensors");
 
   net.set_training(false);
-  const Tensor image = golden_value("input.eval", Shape{1, 1, 512, 512}, DType::F32);
+  const Tensor image = golden_value("input.eval", Shape{1, 1, 512, 512}, DType::F32).to(device);
+  // Warm-up on the GPU (cuDNN's algorithm search, the caching allocator).
+  if (device == Device::CUDA) net.forward(ag::Var(image)).value().to(Device::CPU);
   const auto start = std::chrono::steady_clock::now();
-  const Tensor eval = net.forward(ag::Var(image)).value();
+  const Tensor eval = net.forward(ag::Var(image)).value().to(Device::CPU);  // waits for the GPU
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  MESSAGE("full-width 512 x 512 CPU forward (evaluation): " << seconds << " s, "
-                                                            << net.forward_flops(512, 512) / seconds / 1e9
-                                                            << " GFLOP/s");
+  MESSAGE("full-width 512 x 512 forward (evaluation) on " << to_string(device) << ": " << seconds
+                                                          << " s, " << net.forward_flops(512, 512) / seconds / 1e9
+                                                          << " GFLOP/s");
   const Tensor& eval_ref = golden.at("eval.output");
   INFO("evaluation: rel_l2 " << rel_l2(eval, eval_ref) << ", closeness at atol 1e-5: "
                              << closeness(eval, eval_ref, 0.0, 1e-5));
@@ -285,24 +291,31 @@ TEST_CASE("model golden: full width, 512 x 512 evaluation and 2 x 64 x 64 traini
   // Training mode: batch statistics (and the running averages move).
   net.set_training(true);
   ag::NoGrad no_tape;
-  const Tensor train = net.forward(ag::Var(golden_value("input.train", Shape{2, 1, 64, 64}, DType::F32))).value();
+  const Tensor train_image = golden_value("input.train", Shape{2, 1, 64, 64}, DType::F32).to(device);
+  const Tensor train = net.forward(ag::Var(train_image)).value();
   const Tensor& train_ref = golden.at("train.output");
   INFO("training: rel_l2 " << rel_l2(train, train_ref) << ", closeness at atol 1e-5: "
                            << closeness(train, train_ref, 0.0, 1e-5));
   CHECK(closeness(train, train_ref, 0.0, kTrainAtol) <= 1.0);
 }
 
-TEST_CASE("model golden: width 0.25, 2 x 128 x 128, hybrid loss and every parameter gradient") {
+// Width 0.25 on `device`, 2 x 128 x 128, training: the hybrid loss (without
+// the CPB's L2 term, which the optimizer step adds), every parameter gradient,
+// every BN running statistic.
+void check_gradient_golden(Device device) {
   CovidRateConfig config;
   config.width = 0.25;
   CovidRateNet net(config);
   load_golden_weights(net);
+  net.parameters().to(device);
   net.set_training(true);
   const auto golden = load_golden("covidrate_grad_w025.safetensors");
 
   ag::Tape tape;
-  const ag::Var out = net.forward(ag::Var(golden_value("input.grad", Shape{2, 1, 128, 128}, DType::F32)));
-  const ag::Var loss = ag::hybrid_loss(out, target_disks(2, 128, DType::F32), HybridLossParams{});
+  const Tensor image = golden_value("input.grad", Shape{2, 1, 128, 128}, DType::F32).to(device);
+  const ag::Var out = net.forward(ag::Var(image));
+  const ag::Var loss =
+      ag::hybrid_loss(out, target_disks(2, 128, DType::F32).to(device), HybridLossParams{});
   tape.backward(loss);
 
   const double loss_ref = golden.at("loss").to_vector_f64()[0];
@@ -323,8 +336,8 @@ TEST_CASE("model golden: width 0.25, 2 x 128 x 128, hybrid loss and every parame
     const Tensor ours = p.var.grad();
     const double tensor_largest = max_abs(ref);
     const double atol = std::max(kGradAtolOfTensor * tensor_largest, kGradAtolOfNetwork * largest);
-    INFO(p.name << ": rel_l2 " << rel_l2(ours, ref) << ", closeness " << closeness(ours, ref, kGradRtol, atol)
-                << ", largest |g| " << tensor_largest);
+    INFO(p.name << ": rel_l2 " << rel_l2(ours, ref) << ", closeness "
+                << closeness(ours, ref, kGradRtol, atol) << ", largest |g| " << tensor_largest);
     CHECK(closeness(ours, ref, kGradRtol, atol) <= 1.0);
     if (tensor_largest > kGradAtolOfNetwork * largest) CHECK(rel_l2(ours, ref) < kGradRelL2);
     ++compared;
@@ -339,6 +352,26 @@ TEST_CASE("model golden: width 0.25, 2 x 128 x 128, hybrid loss and every parame
     ++statistics;
   }
   CHECK(statistics > 0);
+}
+
+}  // namespace
+
+TEST_CASE("model golden: full width, 512 x 512 evaluation and 2 x 64 x 64 training forward") {
+  check_full_width_golden(Device::CPU);
+}
+
+TEST_CASE("model golden: width 0.25, 2 x 128 x 128, hybrid loss and every parameter gradient") {
+  check_gradient_golden(Device::CPU);
+}
+
+// The same references on the GPU (cuDNN in float32 FMA math: COVIDRATE_TF32 unset).
+TEST_CASE("model golden on CUDA (skipped without a GPU)") {
+  if (!cuda_available()) {
+    MESSAGE("no GPU: " << cuda_unavailable_reason());
+    return;
+  }
+  check_full_width_golden(Device::CUDA);
+  check_gradient_golden(Device::CUDA);
 }
 
 // ---------------------------------------------------------------- finite differences
