@@ -280,6 +280,7 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
   ScratchOutput scratch(out, out_bytes);
   void* o = scratch.get();
   int count = 0, returned = 0;
+  Choice found;
   CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
   if (dir == kForward) {
     CONV_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &count), k);
@@ -289,13 +290,13 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
                                                       plan.y, o, count, &returned, perf.data(),
                                                       ws.get(), ws.bytes()),
                k);
-    c = pick(perf, returned, k, dir);
-    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+    found = pick(perf, returned, k, dir);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, found.math), k);
     size_t need = 0;
     CONV_CHECK(cudnnGetConvolutionForwardWorkspaceSize(ctx.cudnn, plan.x, plan.w, plan.conv, plan.y,
-                                                       static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), &need),
+                                                       static_cast<cudnnConvolutionFwdAlgo_t>(found.algo), &need),
                k);
-    c.workspace_bytes = std::max(c.workspace_bytes, need);
+    found.workspace_bytes = std::max(found.workspace_bytes, need);
   } else if (dir == kBackwardData) {
     CONV_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(std::max(count, 1));
@@ -304,14 +305,14 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
                                                            plan.x, o, count, &returned, perf.data(),
                                                            ws.get(), ws.bytes()),
                k);
-    c = pick(perf, returned, k, dir);
-    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+    found = pick(perf, returned, k, dir);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, found.math), k);
     size_t need = 0;
     CONV_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
                    ctx.cudnn, plan.w, plan.y, plan.conv, plan.x,
-                   static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), &need),
+                   static_cast<cudnnConvolutionBwdDataAlgo_t>(found.algo), &need),
                k);
-    c.workspace_bytes = std::max(c.workspace_bytes, need);
+    found.workspace_bytes = std::max(found.workspace_bytes, need);
   } else {
     CONV_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(std::max(count, 1));
@@ -320,16 +321,17 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
                                                              plan.conv, plan.w, o, count, &returned,
                                                              perf.data(), ws.get(), ws.bytes()),
                k);
-    c = pick(perf, returned, k, dir);
-    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
+    found = pick(perf, returned, k, dir);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, found.math), k);
     size_t need = 0;
     CONV_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
                    ctx.cudnn, plan.x, plan.y, plan.conv, plan.w,
-                   static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), &need),
+                   static_cast<cudnnConvolutionBwdFilterAlgo_t>(found.algo), &need),
                k);
-    c.workspace_bytes = std::max(c.workspace_bytes, need);
+    found.workspace_bytes = std::max(found.workspace_bytes, need);
   }
   ++cache().stats.searches;
+  c = found;  // only now: a search that threw leaves the direction unchosen
   return c;
 }
 
