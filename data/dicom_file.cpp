@@ -235,7 +235,16 @@ FrameGeometry decode_pixels(const FileHeader& h, float* out) {
   const SampleReader sample{static_cast<int>(bytes), bits_stored, high_bit + 1 - bits_stored,
                             format.GetPixelRepresentation() == 1};
   // Colour samples are either interleaved (RGBRGB...) or one plane per channel.
+  // RGB becomes the mean of its channels; luma/chroma (YBR) keeps its luma.
   const bool planar = samples == 3 && image.GetPlanarConfiguration() == 1;
+  const gdcm::PhotometricInterpretation::PIType colour = image.GetPhotometricInterpretation();
+  const bool luma_first = colour == gdcm::PhotometricInterpretation::YBR_FULL ||
+                          colour == gdcm::PhotometricInterpretation::YBR_ICT ||
+                          colour == gdcm::PhotometricInterpretation::YBR_RCT;
+  CR_CHECK(samples == 1 || luma_first || colour == gdcm::PhotometricInterpretation::RGB,
+           h.file << ": colour model " << gdcm::PhotometricInterpretation::GetPIString(colour)
+                  << " is not supported (RGB, YBR_FULL, YBR_ICT, YBR_RCT)");
+  const int64_t channels_averaged = luma_first ? 1 : 3;
   const bool ct = h.is_ct();
   for (int64_t frame = 0; frame < h.frames; ++frame) {
     const int64_t frame_pixels = h.columns * h.rows;
@@ -247,11 +256,11 @@ FrameGeometry decode_pixels(const FileHeader& h, float* out) {
         stored = sample(base + i * bytes);
         value = static_cast<double>(stored);
       } else {
-        for (int64_t c = 0; c < 3; ++c) {
+        for (int64_t c = 0; c < channels_averaged; ++c) {
           const int64_t at = planar ? c * frame_pixels + i : i * 3 + c;
           value += static_cast<double>(sample(base + at * bytes));
         }
-        value /= 3;
+        value /= static_cast<double>(channels_averaged);
       }
       value = value * h.slope + h.intercept;
       if (ct && ((h.padding_value && samples == 1 && stored == *h.padding_value) || value < -1024)) value = -1024;

@@ -50,9 +50,9 @@ struct FrameGeometry {
 // floats, x fastest) as stored * slope + intercept. For CT, padding and every
 // value below -1024 HU become -1024 (air): scanners mark voxels outside the
 // reconstructed field of view with -2000 or -3024, which are not tissue. RGB
-// pictures become the mean of their three channels. Throws covidrate::Error
-// naming the file when the pixel data is missing, truncated, undecodable or
-// disagrees with the header.
+// pictures become the mean of their three channels, YBR pictures their luma.
+// Throws covidrate::Error naming the file when the pixel data is missing,
+// truncated, undecodable or disagrees with the header.
 FrameGeometry decode_pixels(const FileHeader& header, float* out);
 
 // True if the file has the "DICM" magic at byte 128 (the DICOM Part 10 preamble).
