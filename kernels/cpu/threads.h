@@ -1,9 +1,11 @@
-// How many CPU threads the engine uses, and a minimal parallel loop.
+// How many CPU threads the engine uses, and how work is split among them.
 //
-// One number governs both our own loops and OpenBLAS's gemm threads:
-// COVIDRATE_THREADS if set (a positive integer), else the hardware's thread
-// count. Reading it also calls openblas_set_num_threads, so a program that
-// asks for 2 threads does not get OpenBLAS's default of every core on top.
+// COVIDRATE_THREADS (a positive integer) if set, else the hardware's thread
+// count. The engine parallelizes each op itself, over independent pieces of
+// work (bands of output rows, groups of channels), so OpenBLAS is set to one
+// thread: a threaded gemm inside our threads would oversubscribe the cores, and
+// OpenBLAS's per-call thread handshakes cost more than they bring on the
+// mid-sized gemms a convolution band makes (see kernels/cpu/conv2d.cpp).
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -13,10 +15,19 @@ namespace covidrate::cpu {
 // The configured thread count (read once, >= 1).
 int num_threads();
 
-// Calls body(begin, end) on disjoint chunks covering [0, n), at most
-// num_threads() chunks run at once, the calling thread runs one of them. Runs
-// serially when n < 2 * min_chunk, so tiny loops do not pay for thread starts.
-// body must not throw.
+// How many chunks parallel_chunks should cut n items into: up to num_threads(),
+// but no chunk smaller than min_chunk items (at least one chunk when n > 0).
+int64_t chunk_count(int64_t n, int64_t min_chunk);
+
+// Calls body(chunk, begin, end) for `chunks` contiguous, near-equal chunks of
+// [0, n), each on its own thread (the caller runs chunk 0). The chunk index lets
+// the body use per-chunk scratch space. body must not throw.
+void parallel_chunks(int64_t n, int64_t chunks,
+                     const std::function<void(int64_t chunk, int64_t begin, int64_t end)>& body);
+
+// Calls body(begin, end) on up to num_threads() contiguous chunks of [0, n),
+// none smaller than min_chunk items (so tiny loops run serially, without thread
+// starts). body must not throw.
 void parallel_for(int64_t n, int64_t min_chunk,
                   const std::function<void(int64_t begin, int64_t end)>& body);
 
