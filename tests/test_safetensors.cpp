@@ -142,6 +142,42 @@ TEST_CASE("a file in the reference writer's layout loads") {
   CHECK(safetensors::load_metadata(path).at("format") == "pt");
 }
 
+TEST_CASE("a file written by Python's safetensors loads") {
+  // tests/golden/python_written.safetensors was written on the GPU machine by
+  // Hugging Face safetensors 0.8.0 (safetensors.torch.save_file), from:
+  //   conv.weight    (torch.arange(24, float32).reshape(2, 3, 2, 2) - 12) / 8
+  //   bn.running_var [1.5, -2.25] float64
+  //   half           [1.0, -0.5, 65504.0] float16
+  //   brain          [3.0, -1.0] bfloat16
+  //   scalar         torch.tensor(7.0)           (rank 0)
+  //   empty          torch.zeros(0, 3)
+  // with metadata {"format": "pt", "writer": "safetensors 0.8.0"}.
+  const std::string path = test::source_dir() + "/tests/golden/python_written.safetensors";
+  const auto t = safetensors::load(path);
+  REQUIRE(t.size() == 6);
+  std::vector<float> conv;
+  for (int i = 0; i < 24; ++i) conv.push_back((i - 12) / 8.0f);
+  CHECK(t.at("conv.weight").shape() == (Shape{2, 3, 2, 2}));
+  CHECK(t.at("conv.weight").to_vector() == conv);
+  CHECK(t.at("bn.running_var").dtype() == DType::F64);
+  CHECK(t.at("bn.running_var").to_vector_f64() == std::vector<double>{1.5, -2.25});
+  auto bits16 = [](const Tensor& x) {
+    std::vector<uint16_t> out(static_cast<size_t>(x.numel()));
+    std::memcpy(out.data(), x.raw(), x.nbytes());
+    return out;
+  };
+  CHECK(t.at("half").dtype() == DType::F16);
+  CHECK(bits16(t.at("half")) == std::vector<uint16_t>{0x3C00, 0xB800, 0x7BFF});
+  CHECK(t.at("brain").dtype() == DType::BF16);
+  CHECK(bits16(t.at("brain")) == std::vector<uint16_t>{0x4040, 0xBF80});
+  CHECK(t.at("scalar").shape().rank() == 0);
+  CHECK(t.at("scalar").to_vector() == std::vector<float>{7.0f});
+  CHECK(t.at("empty").shape() == (Shape{0, 3}));
+  const auto meta = safetensors::load_metadata(path);
+  CHECK(meta.at("format") == "pt");
+  CHECK(meta.at("writer") == "safetensors 0.8.0");
+}
+
 TEST_CASE("corrupt files are rejected with a message naming the problem") {
   TempDir dir;
   const std::string path = dir.file("bad.safetensors");
