@@ -272,9 +272,6 @@ run() {
     # API errors are not reported: cuDNN probes kernels with calls that may fail by design.
     step "memcheck test_cuda_parity" 150 doctest "$sanitizer" --tool memcheck --error-exitcode 1 \
          --report-api-errors no "$here/bin/test_cuda_parity"
-    # racecheck looks at shared memory: our kernels, not cuDNN's (conv cases left out for time).
-    step "racecheck test_cuda_parity (no conv)" 90 doctest "$sanitizer" --tool racecheck --error-exitcode 1 \
-         --report-api-errors no "$here/bin/test_cuda_parity" --subcase-exclude='conv2d*,block*'
   else
     log "-- compute-sanitizer: not run (GPU: $gpu, sanitizer: ${sanitizer:-none})"
     record "compute-sanitizer" "skipped" null 0 0 0 1 "no GPU or no compute-sanitizer"
@@ -286,16 +283,29 @@ run() {
     step "$name" 90 plain "$exe" --benchmark_min_time=0.05 --benchmark_out="$OUT/$name.json" \
          --benchmark_out_format=json
   done
-  local py
+  local py ours
   for py in bench/torch_*_gpu.py; do
     [ -f "$py" ] || continue
     if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
-      step "$(basename "$py")" 90 plain python3 "$py"
+      # torch_<x>_gpu.py compares itself with bench_cuda_<x>'s JSON when given it.
+      ours=$OUT/bench_cuda_$(basename "$py" _gpu.py | sed 's/^torch_//').json
+      if [ -f "$ours" ]; then
+        step "$(basename "$py")" 90 plain python3 "$py" --covidrate-json "$ours"
+      else
+        step "$(basename "$py")" 90 plain python3 "$py"
+      fi
       cp .gpucheck/step.out "$OUT/$(basename "$py" .py).txt"
     else
       record "$(basename "$py")" "skipped" null 0 0 0 1 "no python3 with torch"
     fi
   done
+
+  # racecheck looks at shared memory: our kernels, not cuDNN's (conv cases left
+  # out for time). Last, because it is the slowest and the least likely to fail.
+  if [ "$gpu" = 1 ] && [ -n "$sanitizer" ] && [ -x "$here/bin/test_cuda_parity" ]; then
+    step "racecheck test_cuda_parity (no conv)" 90 doctest "$sanitizer" --tool racecheck --error-exitcode 1 \
+         --report-api-errors no "$here/bin/test_cuda_parity" --subcase-exclude='conv2d*,block*'
+  fi
 
   # summary.json and the table
   local total=$(( SECONDS - START ))
