@@ -82,10 +82,12 @@ void hybrid_loss_backward(const Tensor& p, const Tensor& y, const HybridLossPara
   const double num = sums.tp + params.smooth;
   const double den = sums.tp + params.alpha * sums.fn + params.beta * sums.fp + params.smooth;
   const double one_minus_ti = 1.0 - num / den;
-  // At TI = 1 the power's derivative is infinite for gamma > 1; 0 there, as the CPU twin.
+  // At TI = 1 the power's derivative is infinite for gamma > 1: 0 there, as
+  // the CPU twin does; for gamma <= 1 it is finite and used as is.
+  const bool finite_slope = one_minus_ti > 0 || params.gamma <= 1;
   const double ftl_slope =
-      one_minus_ti > 0 ? -params.kappa / params.gamma * std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
-                       : 0.0;
+      finite_slope ? -params.kappa / params.gamma * std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
+                   : 0.0;
   const LossGrad grad{ftl_slope,
                       (den - num * (1.0 - params.alpha)) / (den * den),
                       -num * params.beta / (den * den),
