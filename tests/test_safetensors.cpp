@@ -226,7 +226,15 @@ TEST_CASE("corrupt files are rejected with a message naming the problem") {
   }
   SUBCASE("header not an object") {
     write_bytes(path, make_file("[1,2]", data));
-    expect_rejected(path, "must be a JSON object");
+    expect_rejected(path, "does not start with '{'");
+  }
+  SUBCASE("leading whitespace before the header") {
+    write_bytes(path, make_file(" " + kOneTensor, data));
+    expect_rejected(path, "does not start with '{'");
+  }
+  SUBCASE("not a safetensors file at all") {
+    write_bytes(path, std::string(64, 'x'));
+    expect_rejected(path, "exceeds the limit");
   }
   SUBCASE("unknown dtype") {
     write_bytes(path, make_file(R"({"a":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", data));
