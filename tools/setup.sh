@@ -14,6 +14,9 @@ pkgs=(
 if [ "${COVIDRATE_WITH_TORCH:-0}" = 1 ]; then
   pkgs+=(python3-torch python3-numpy)  # developer tools only: golden files, peer benchmarks
 fi
+if [ "${COVIDRATE_WITH_FUZZ:-0}" = 1 ]; then
+  pkgs+=(clang libclang-rt-14-dev)     # fuzz/: libFuzzer and the sanitizers
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
