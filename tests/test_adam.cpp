@@ -70,6 +70,9 @@ TEST_CASE("Adam follows the formula with decay and L2 for several steps") {
   Reference rb{model.b.value().to_vector_f64(), std::vector<double>(4), std::vector<double>(4), 0.0};
   for (int t = 1; t <= 4; ++t) {
     CAPTURE(t);
+    const AdamParams p = params();
+    CHECK(adam.current_lr() == doctest::Approx(p.lr / (1 + p.decay * (t - 1)) *
+                                               std::sqrt(1 - std::pow(p.beta2, t)) / (1 - std::pow(p.beta1, t))));
     adam.zero_grad();
     set_grads(model, t);
     adam.step();
