@@ -25,6 +25,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -114,22 +115,34 @@ void time_op(benchmark::State& state, double bytes, double flops, const std::fun
 }
 
 // ---------------------------------------------------------------- data
-// Uniform values in [lo, hi) from a fixed-seed LCG (cheap for 30 M values).
-Tensor random_cuda(const Shape& shape, float lo, float hi, uint32_t seed) {
+// Inputs are made once per (shape, range, seed) and kept: Google Benchmark
+// calls each benchmark several times while it sizes the iteration count, and
+// making 30 M random values on the host every time would dominate the run.
+// Uniform values in [lo, hi) from a fixed-seed LCG; binary: 1 with probability 0.1.
+const Tensor& input(const Shape& shape, float lo, float hi, uint32_t seed, bool binary = false) {
+  // Never destroyed: no CUDA call may run during static destruction at exit.
+  static auto& made = *new std::map<std::string, Tensor>;
+  const std::string key = shape.str() + " " + std::to_string(lo) + " " + std::to_string(hi) + " " +
+                          std::to_string(seed) + (binary ? " binary" : "");
+  auto it = made.find(key);
+  if (it != made.end()) return it->second;
   std::vector<float> host(static_cast<size_t>(shape.numel()));
   uint32_t state = seed * 2654435761u + 1u;
   for (float& v : host) {
     state = state * 1664525u + 1013904223u;
-    v = lo + (hi - lo) * static_cast<float>(state >> 8) * (1.0f / 16777216.0f);
+    const float u = static_cast<float>(state >> 8) * (1.0f / 16777216.0f);
+    v = binary ? (u < 0.1f ? 1.f : 0.f) : lo + (hi - lo) * u;  // ~10% lesion pixels
   }
-  return Tensor::from_vector(shape, host).to(Device::CUDA);
+  return made.emplace(key, Tensor::from_vector(shape, host).to(Device::CUDA)).first->second;
 }
-Tensor binary_cuda(const Shape& shape, uint32_t seed) {
-  Tensor t = random_cuda(shape, 0.f, 1.f, seed);
-  std::vector<float> host = t.to_vector();
-  for (float& v : host) v = v < 0.1f ? 1.f : 0.f;  // ~10% lesion pixels
-  return Tensor::from_vector(shape, host).to(Device::CUDA);
+Tensor random_cuda(const Shape& shape, float lo, float hi, uint32_t seed) {
+  return input(shape, lo, hi, seed);
 }
+// For buffers an op writes into: a private copy, so cached inputs stay as made.
+Tensor random_copy(const Shape& shape, float lo, float hi, uint32_t seed) {
+  return input(shape, lo, hi, seed).clone();
+}
+Tensor binary_cuda(const Shape& shape, uint32_t seed) { return input(shape, 0, 1, seed, true); }
 Tensor empty_cuda(const Shape& shape) { return Tensor::empty(shape, DType::F32, Device::CUDA); }
 
 constexpr double kF = sizeof(float);
@@ -141,7 +154,7 @@ const double kActN = static_cast<double>(kAct.numel());
 void register_memory_benchmarks() {
   using benchmark::State;
   auto reg = [](const std::string& name, std::function<void(State&)> fn) {
-    benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+    benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMicrosecond);
   };
   const std::string act = "/4x32x512x512";
 
@@ -150,11 +163,11 @@ void register_memory_benchmarks() {
     time_op(st, kActN * kF, 0, [&] { ops::fill(y, 0.5); });
   });
   reg("add_into_acc" + act, [](State& st) {
-    Tensor x = random_cuda(kAct, -1, 1, 1), y = random_cuda(kAct, -1, 1, 2);
+    Tensor x = random_cuda(kAct, -1, 1, 1), y = random_copy(kAct, -1, 1, 2);
     time_op(st, 3 * kActN * kF, 0, [&] { ops::add_into(x, y, true); });
   });
   reg("axpy" + act, [](State& st) {
-    Tensor x = random_cuda(kAct, -1, 1, 1), y = random_cuda(kAct, -1, 1, 2);
+    Tensor x = random_cuda(kAct, -1, 1, 1), y = random_copy(kAct, -1, 1, 2);
     time_op(st, 3 * kActN * kF, 0, [&] { ops::axpy(1e-4, x, y); });
   });
   reg("relu_fwd" + act, [](State& st) {
@@ -284,7 +297,7 @@ void register_memory_benchmarks() {
   // Adam over all of COVID-Rate's parameters at once (about 14.4 M).
   reg("adam/14.4M", [](State& st) {
     const Shape n{14'400'000};
-    Tensor w = random_cuda(n, -0.1, 0.1, 1), g = random_cuda(n, -1e-3, 1e-3, 2);
+    Tensor w = random_copy(n, -0.1, 0.1, 1), g = random_cuda(n, -1e-3, 1e-3, 2);
     Tensor m = Tensor::zeros(n, DType::F32, Device::CUDA), v = Tensor::zeros(n, DType::F32, Device::CUDA);
     int64_t step = 0;
     time_op(st, 7 * static_cast<double>(n.numel()) * kF, 0,
@@ -310,7 +323,7 @@ void register_conv_benchmarks() {
     const double flops = 2.0 * 4 * c.cout * c.hw * c.hw * c.cin * 9;
     const ConvParams p = ConvParams::same(3);
     auto reg = [](const std::string& name, std::function<void(State&)> fn) {
-      benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMicrosecond)->MinTime(0.2);
+      benchmark::RegisterBenchmark(name.c_str(), fn)->UseManualTime()->Unit(benchmark::kMicrosecond);
     };
     reg("conv_fwd" + tag, [=](State& st) {
       Tensor x = random_cuda(xs, -1, 1, 1), w = random_cuda(ws, -0.05, 0.05, 2);
