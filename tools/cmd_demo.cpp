@@ -106,7 +106,7 @@ void usage(FILE* out) {
 
 int cmd_demo(int argc, char** argv) {
   Device device = default_device();
-  int steps = 150, log_every = 25;
+  int steps = 120, log_every = 20;
   std::string out_dir = "demo-out";
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
