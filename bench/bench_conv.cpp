@@ -1,6 +1,8 @@
 // CPU convolution throughput at the shapes of COVID-Rate's heaviest layers for
 // a 256x256 slice, batch 1, 3x3 kernels, float32: forward, backward data and
-// backward filter, each reported as GFLOP/s (2*N*Cout*Ho*Wo*Cin*K*K per pass).
+// backward filter, each reported as GFLOP/s (2*N*Cout*Ho*Wo*Cin*K*K per pass)
+// of wall time, and as GFLOP per second of CPU time of the whole process (all
+// threads), which tells the work done apart from the load of a shared machine.
 //
 //   COVIDRATE_THREADS=2 build/bench_conv
 //
@@ -8,6 +10,7 @@
 // keys for PyTorch, and bench/compare_conv_cpu.sh puts the two side by side.
 #include <benchmark/benchmark.h>
 
+#include <ctime>
 #include <random>
 #include <string>
 #include <vector>
@@ -37,6 +40,12 @@ const std::vector<Layer> kLayers = {
     {256, 128, 128, 2},  // the dilated variant at 1/2 resolution
 };
 
+double process_cpu_seconds() {
+  timespec t{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
+}
+
 enum class Pass { Forward, BackwardData, BackwardFilter };
 
 Tensor random(const Shape& s, uint32_t seed) {
@@ -55,6 +64,7 @@ void run(benchmark::State& state, Layer layer, Pass pass) {
   const Shape ys = conv2d_out_shape(x.shape(), w.shape(), p);
   const Tensor dy = random(ys, 3);
   Tensor y = Tensor::empty(ys), dx = Tensor::empty(x.shape()), dw = Tensor::zeros(w.shape());
+  const double cpu_start = process_cpu_seconds();
   for (auto _ : state) {
     switch (pass) {
       case Pass::Forward: ops::conv2d_forward(x, w, nullptr, p, y); break;
@@ -62,9 +72,11 @@ void run(benchmark::State& state, Layer layer, Pass pass) {
       case Pass::BackwardFilter: ops::conv2d_backward_filter(dy, x, p, dw, nullptr); break;
     }
   }
-  const double flops = 2.0 * ys.numel() * layer.cin * k * k;
-  state.counters["GFLOP/s"] = benchmark::Counter(flops * 1e-9 * static_cast<double>(state.iterations()),
-                                                 benchmark::Counter::kIsRate);
+  const double cpu_seconds = process_cpu_seconds() - cpu_start;
+  const double gflop = 2e-9 * static_cast<double>(ys.numel()) * layer.cin * k * k *
+                       static_cast<double>(state.iterations());
+  state.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/cpu-s"] = gflop / cpu_seconds;
   state.counters["threads"] = cpu::num_threads();
 }
 

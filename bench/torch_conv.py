@@ -3,9 +3,11 @@
 
     /usr/bin/python3 bench/torch_conv.py --threads 2
 
-Prints one line per layer and pass, tab-separated: key, pass, GFLOP/s, median ms.
-The keys match bench_conv's benchmark names (conv/<key>/<pass>). Each pass is
-timed as the median of --repeats calls after warm-up calls, batch 1, float32,
+Prints one line per layer and pass, tab-separated: key, pass, GFLOP/s of wall
+time, GFLOP per second of process CPU time (all threads; robust to the load of
+a shared machine), median wall ms. The keys match bench_conv's benchmark names
+(conv/<key>/<pass>). Each pass is timed as the median of --repeats calls after
+warm-up calls, batch 1, float32,
 3x3, "same" padding, no bias, the same FLOP count as bench_conv:
 2*N*Cout*Ho*Wo*Cin*K*K.
 """
@@ -26,14 +28,16 @@ K = 3
 
 
 def median_seconds(fn, repeats, warmup=2):
+    """Median wall seconds and median process CPU seconds of one call."""
     for _ in range(warmup):
         fn()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def main():
@@ -65,8 +69,9 @@ def main():
         key = f"{cin}x{size}x{size}->{cout} d{dilation}"
         with torch.no_grad():
             for name, fn in passes.items():
-                seconds = median_seconds(fn, args.repeats)
-                print(f"{key}\t{name}\t{flops / seconds * 1e-9:.1f}\t{seconds * 1e3:.2f}", flush=True)
+                wall, cpu = median_seconds(fn, args.repeats)
+                print(f"{key}\t{name}\t{flops / wall * 1e-9:.1f}\t{flops / cpu * 1e-9:.1f}\t"
+                      f"{wall * 1e3:.2f}", flush=True)
 
 
 if __name__ == "__main__":
