@@ -22,7 +22,7 @@ struct LungWindow {
   float high_hu;
 };
 // The window the MedSeg pictures appear to use (measured: see docs/data.md).
-inline constexpr LungWindow kMedSegWindow{-1250.f, 250.f};
+inline constexpr LungWindow kMedSegWindow{-1250.f, 300.f};
 
 // HU -> domain value in [0, 255] (clamped outside the window).
 float hu_to_domain(float hu, LungWindow w = kMedSegWindow);

@@ -76,38 +76,25 @@ SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const Classi
   const int32_t keep = parts.largest();
   for (int64_t p = 0; p < n; ++p) body[p] = keep && parts.label[p] == keep;
   // Dark regions open to the image border are the air around the patient,
-  // unless the picture was cropped through the chest wall (the MedSeg slices):
-  // then a lung reaches the border. Such a cut lung is brighter on average than
-  // the air outside, and the body surrounds it, not a bright thing reaching
-  // the border beside the body (the table, whose hollow inside is dark too).
-  std::vector<uint8_t> beside_body(parts.count + 1, 0);
-  for (int64_t x = 0; x < nx; ++x) beside_body[parts.label[x]] = beside_body[parts.label[(ny - 1) * nx + x]] = 1;
-  for (int64_t y = 0; y < ny; ++y) beside_body[parts.label[y * nx]] = beside_body[parts.label[y * nx + nx - 1]] = 1;
-  beside_body[0] = beside_body[keep] = 0;
-  std::vector<uint8_t> dark_pixels(n);  // neither body nor other bright things (the table, clothes)
-  for (int64_t p = 0; p < n; ++p) dark_pixels[p] = domain[p] <= body_level;
-  const Components dark = components_2d(dark_pixels.data(), nx, ny);
-  std::vector<double> dark_sum(dark.count + 1, 0.0);
-  std::vector<int64_t> next_to_body(dark.count + 1, 0), next_to_other(dark.count + 1, 0);
-  std::vector<uint8_t> open(dark.count + 1, 0);
-  for (int64_t y = 0; y < ny; ++y)
-    for (int64_t x = 0; x < nx; ++x) {
-      const int64_t p = y * nx + x;
+  // unless the picture was cropped through the chest (the MedSeg slices): then
+  // the body covers much of the border and lungs reach it too. Intensity cannot
+  // tell a cut lung from air there (a hyperinflated lung is as dark as air in
+  // those pictures), size can: what air the crop left is a sliver in a corner.
+  int64_t border_body = 0;
+  for (int64_t x = 0; x < nx; ++x) border_body += body[x] + body[(ny - 1) * nx + x];
+  for (int64_t y = 0; y < ny; ++y) border_body += body[y * nx] + body[y * nx + nx - 1];
+  if (double(border_body) > o.cropped_border_fraction * double(2 * (nx + ny))) {
+    std::vector<uint8_t> dark_pixels(n);
+    for (int64_t p = 0; p < n; ++p) dark_pixels[p] = !body[p];
+    const Components dark = components_2d(dark_pixels.data(), nx, ny);
+    std::vector<uint8_t> open(dark.count + 1, 0);
+    for (int64_t x = 0; x < nx; ++x) open[dark.label[x]] = open[dark.label[(ny - 1) * nx + x]] = 1;
+    for (int64_t y = 0; y < ny; ++y) open[dark.label[y * nx]] = open[dark.label[y * nx + nx - 1]] = 1;
+    const double min_cut_lung = o.min_cut_lung_area * double(n);
+    for (int64_t p = 0; p < n; ++p) {
       const int32_t k = dark.label[p];
-      if (!k) continue;
-      dark_sum[k] += domain[p];
-      if (x == 0 || y == 0 || x == nx - 1 || y == ny - 1) open[k] = 1;
-      for (const int64_t q : {x > 0 ? p - 1 : -1, x + 1 < nx ? p + 1 : -1, y > 0 ? p - nx : -1, y + 1 < ny ? p + nx : -1})
-        if (q >= 0 && dark.label[q] != k) {
-          if (body[q]) ++next_to_body[k];
-          if (beside_body[parts.label[q]]) ++next_to_other[k];
-        }
+      if (k && open[k] && double(dark.size[k]) > min_cut_lung) body[p] = 1;
     }
-  const float outside_level = hu_to_domain(o.outside_air_max_hu);
-  for (int64_t p = 0; p < n; ++p) {
-    const int32_t k = dark.label[p];
-    if (k && open[k] && dark_sum[k] / double(dark.size[k]) > outside_level && next_to_body[k] > 4 * next_to_other[k])
-      body[p] = 1;
   }
   fill_holes_2d(body.data(), nx, ny);
 

@@ -41,8 +41,9 @@ class LungExtractor {
 struct ClassicalLungOptions {
   float body_min_hu = -500;     // body = above this, largest component, holes filled
   float air_max_hu = -400;      // lung candidates = below this, inside the body
-  float outside_air_max_hu = -950;  // dark regions at the image border darker than this on average are
-                                    // outside the patient; brighter ones are lungs cut by a cropped picture
+  double cropped_border_fraction = 0.25;  // a body covering more of the image border than this was cropped
+  double min_cut_lung_area = 0.03;  // in a cropped picture, dark regions at the border bigger than this
+                                    // fraction of the picture are lungs, smaller ones air in a corner
   double min_part_area = 0.0008;  // air pieces smaller than this are noise
   double airway_max_area = 0.012; // central air pieces smaller than this are trachea, bronchi or oesophagus
   double airway_band = 0.12;    // "central": centroid within this fraction of the body width from its middle

@@ -1,0 +1,117 @@
+// Synthetic lesion insertion: the box alignment and the rules on small drawn
+// slices, then pairs built from the real MedSeg training slices and the healthy
+// TCGA series.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <random>
+#include <string>
+
+#include "data/synth.h"
+#include "nn/error.h"
+#include "tests/support/test_support.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+
+namespace {
+
+Volume slice(int64_t nx, int64_t ny, float fill) {
+  Volume v;
+  v.nx = nx, v.ny = ny, v.nz = 1;
+  v.voxels.assign(nx * ny, fill);
+  return v;
+}
+
+void rect(Volume& v, int64_t x0, int64_t y0, int64_t x1, int64_t y1, float value) {
+  for (int64_t y = y0; y < y1; ++y)
+    for (int64_t x = x0; x < x1; ++x) v.voxels[y * v.nx + x] = value;
+}
+
+// An infected 20x20 slice: lungs fill [4,16)^2, a lesion (grey 200) in the
+// lungs' top-left quarter [4,10)^2.
+AnnotatedSlice infected_slice() {
+  AnnotatedSlice s{slice(20, 20, 60), slice(20, 20, 0), slice(20, 20, 0)};
+  rect(s.lungs, 4, 4, 16, 16, 1);
+  rect(s.lesion, 4, 4, 10, 10, 1);
+  rect(s.image, 4, 4, 10, 10, 200);
+  return s;
+}
+
+// A healthy 40x30 slice whose lungs fill [10,34) x [6,24): another size and place.
+AnnotatedSlice healthy_slice() {
+  AnnotatedSlice s{slice(40, 30, 220), slice(40, 30, 0), Volume{}};
+  rect(s.lungs, 10, 6, 34, 24, 1);
+  rect(s.image, 10, 6, 34, 24, 50);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("insert_lesions maps the infected lung box onto the healthy lung box") {
+  const auto pair = insert_lesions(infected_slice(), healthy_slice());
+  REQUIRE(pair.has_value());
+  // The lesion covered the top-left quarter of the infected lungs, so it covers
+  // the top-left quarter of the healthy lungs: [10,22) x [6,15).
+  for (int64_t y = 0; y < 30; ++y)
+    for (int64_t x = 0; x < 40; ++x) {
+      const bool in_quarter = x >= 10 && x < 22 && y >= 6 && y < 15;
+      CAPTURE(x);
+      CAPTURE(y);
+      CHECK((pair->mask.voxels[y * 40 + x] == 1) == in_quarter);
+      const float expected = in_quarter ? 200.f : healthy_slice().image.voxels[y * 40 + x];
+      // Bilinear sampling blends the lesion's edge with the lung around it.
+      if (!in_quarter || (x > 10 && x < 21 && y > 6 && y < 14)) CHECK(pair->image.voxels[y * 40 + x] == doctest::Approx(expected));
+    }
+  CHECK(pair->infection_rate == doctest::Approx(12.0 * 9.0 / (24.0 * 18.0)));
+}
+
+TEST_CASE("insert_lesions trims lesions outside the healthy lung and drops tiny infections") {
+  AnnotatedSlice healthy = healthy_slice();
+  // Remove the healthy lung's top-left corner (its box stays the same): the
+  // lesion is trimmed there.
+  rect(healthy.lungs, 10, 6, 16, 10, 0);
+  const auto pair = insert_lesions(infected_slice(), healthy);
+  REQUIRE(pair.has_value());
+  for (int64_t p = 0; p < 40 * 30; ++p)
+    if (pair->mask.voxels[p] != 0) CHECK(healthy.lungs.voxels[p] != 0);
+  // A one-pixel lesion covers two or three healthy pixels of 432: no pair.
+  AnnotatedSlice speck = infected_slice();
+  rect(speck.lesion, 0, 0, 20, 20, 0);
+  rect(speck.lesion, 8, 8, 9, 9, 1);
+  CHECK_FALSE(insert_lesions(speck, healthy_slice()).has_value());
+  // Masks that do not match their image are refused.
+  AnnotatedSlice bad = infected_slice();
+  bad.lesion = slice(19, 20, 0);
+  CHECK_THROWS_AS(insert_lesions(bad, healthy_slice()), Error);
+}
+
+TEST_CASE("synthetic pairs from MedSeg lesions and healthy TCGA lungs") {
+  namespace fs = std::filesystem;
+  const fs::path data = test::data_dir();
+  const auto infected = load_infected_slices((data / "medseg-semiseg" / "train").string(), 12);
+  const auto healthy = load_healthy_slices((data / "ct-healthy-tcga").string());
+  REQUIRE(infected.size() == 12);
+  REQUIRE(healthy.size() >= 10);
+  std::mt19937 rng(7);
+  int made = 0;
+  for (const AnnotatedSlice& source : infected) {
+    const AnnotatedSlice& target = healthy[rng() % healthy.size()];
+    const auto pair = insert_lesions(source, target);
+    if (!pair) continue;
+    ++made;
+    int64_t lesion = 0, lung = 0, changed_outside = 0;
+    for (int64_t p = 0; p < target.image.voxel_count(); ++p) {
+      const bool in_lung = target.lungs.voxels[p] != 0, in_mask = pair->mask.voxels[p] != 0;
+      lung += in_lung;
+      lesion += in_mask;
+      CHECK((!in_mask || in_lung));  // the mask stays inside the healthy lung
+      changed_outside += !in_mask && pair->image.voxels[p] != target.image.voxels[p];
+    }
+    CHECK(changed_outside == 0);  // only masked pixels change
+    CHECK(double(lesion) / double(lung) > 0.01);
+    CHECK(pair->infection_rate == doctest::Approx(double(lesion) / double(lung)));
+  }
+  MESSAGE(made << " of 12 random pairings kept (the rest had infection rate <= 0.01)");
+  CHECK(made >= 8);
+}
