@@ -135,7 +135,12 @@ Header parse_header(const std::string& path, const std::vector<char>& bytes) {
     for (int k = 0; k < 8; ++k) out.dim[k] = h.get<int16_t>(40 + 2 * k);
     for (int k = 0; k < 8; ++k) out.pixdim[k] = h.get<float>(76 + 4 * k);
     out.datatype = h.get<int16_t>(70);
-    out.vox_offset = static_cast<int64_t>(h.get<float>(108));
+    // A float in NIfTI-1; checked before the cast, which is undefined for NaN
+    // or out-of-range values (found by fuzz_nifti).
+    const float offset = h.get<float>(108);
+    CR_CHECK(std::isfinite(offset) && offset >= 0 && offset <= float(1 << 30) && offset == std::floor(offset),
+             path << ": vox_offset " << offset << " is invalid");
+    out.vox_offset = static_cast<int64_t>(offset);
     out.scl_slope = h.get<float>(112);
     out.scl_inter = h.get<float>(116);
     out.qform_code = h.get<int16_t>(252);

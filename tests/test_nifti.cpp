@@ -224,6 +224,8 @@ TEST_CASE("NIfTI broken files fail with an error naming the file") {
   check_fails(patched("rank.nii", 40, {9}), "dim[0]");
   check_fails(patched("negative.nii", 40, {3, -4, 5, 7}), "dim[1]");
   check_fails(patched("type.nii", 70, {128}), "datatype 128");
+  check_fails(patched("nan-offset.nii", 108, {-1, -1}), "vox_offset");  // a NaN float (found by fuzz_nifti)
+  check_fails(patched("small-offset.nii", 108, {0, 0x4300}), "vox_offset");  // 128.0 < 352
   check_fails(dir.file("missing.nii"), "cannot open");
 }
 
