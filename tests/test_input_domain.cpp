@@ -134,8 +134,9 @@ TEST_CASE("MedSeg pictures and mapped DICOM slices agree on lung and soft-tissue
   const float tissue_m = tissue_mode(medseg.tissue), tissue_d = tissue_mode(dicom.tissue);
   MESSAGE("healthy lung median: MedSeg " << lung_m << ", DICOM mapped " << lung_d << "; soft-tissue mode: MedSeg "
                                          << tissue_m << ", DICOM mapped " << tissue_d);
-  // Tolerances: 8 grey levels is 47 HU in this window, less than the spread of
-  // normal lung density between scanners and breath-holds.
-  CHECK(std::abs(lung_m - lung_d) <= 8);
-  CHECK(std::abs(tissue_m - tissue_d) <= 8);
+  // Soft tissue has one density in every patient: within 6 grey levels (36 HU).
+  // Aerated lung density varies between patients, scanners and breath-holds
+  // by about 100 HU: within 12 grey levels (73 HU).
+  CHECK(std::abs(tissue_m - tissue_d) <= 6);
+  CHECK(std::abs(lung_m - lung_d) <= 12);
 }

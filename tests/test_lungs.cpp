@@ -6,8 +6,10 @@
 #include <cmath>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 #include "data/lungs.h"
+#include "data/dicom.h"
 #include "data/morphology.h"
 #include "data/nifti.h"
 #include "nn/error.h"
@@ -147,4 +149,57 @@ TEST_CASE("classical extractor flags slices without lung and refuses empty input
   CHECK(seg.slice_has_lung[0] == 0);
   Volume empty;
   CHECK_THROWS_AS(ClassicalLungExtractor().extract(empty), Error);
+}
+
+namespace {
+// Dice of the classical extraction against an expert mask (label 1 = the
+// patient's right lung, 2 = left, as in ours: checked by their positions).
+std::pair<double, double> dice_against_expert(const std::string& name) {
+  const std::string dir = test::data_dir() + "/lung-masks-zenodo/";
+  const Volume ct = read_nifti(dir + name + "_ct.nii.gz");
+  const Volume expert = read_nifti(dir + name + "_lungs.nii.gz");
+  const LungSegmentation seg = ClassicalLungExtractor().extract(ct);
+  return {dice(seg.labels, expert, kRightLung), dice(seg.labels, expert, kLeftLung)};
+}
+}  // namespace
+
+TEST_CASE("Dice against expert lung masks (Zenodo 3757476)") {
+  // The three coronacases slices are HU; the Radiopaedia slice is an 8-bit
+  // picture in another window, so its floor is lower. docs/data.md has the table.
+  struct Case {
+    const char* name;
+    double floor;
+  };
+  for (const Case c : {Case{"coronacases_001_slice_98", 0.97}, Case{"coronacases_001_slice_110", 0.97},
+                       Case{"coronacases_001_slice_122", 0.97}, Case{"radiopaedia_14_85914_0_slice_0", 0.90}}) {
+    const auto [right, left] = dice_against_expert(c.name);
+    MESSAGE(std::string(c.name) << ": right " << right << ", left " << left);
+    CHECK(right >= c.floor);
+    CHECK(left >= c.floor);
+  }
+  // Known failure, kept visible: a slice below the lungs' bases where the expert
+  // marks two slivers and the largest air is bowel gas, which one slice alone
+  // cannot tell apart (the 3-D check does in a whole volume).
+  const auto [right, left] = dice_against_expert("coronacases_008_slice_26");
+  MESSAGE("coronacases_008_slice_26 (known failure): right " << right << ", left " << left);
+}
+
+TEST_CASE("whole COVID series: lungs in the chest slices, none in the abdomen and neck, plausible volumes") {
+  const Volume ct = read_dicom_series(test::data_dir() + "/ct-covid-ricord");
+  const LungSegmentation seg = ClassicalLungExtractor().extract(ct);
+  REQUIRE(seg.slice_has_lung.size() == size_t(ct.nz));
+  // The flagged slices form one run, with slices without lung at both ends.
+  const auto first = std::find(seg.slice_has_lung.begin(), seg.slice_has_lung.end(), 1);
+  const auto last = std::find(seg.slice_has_lung.rbegin(), seg.slice_has_lung.rend(), 1).base();
+  CHECK(first != seg.slice_has_lung.begin());
+  CHECK(last != seg.slice_has_lung.end());
+  CHECK(std::find(first, last, 0) == last);
+  const double voxel_ml = ct.spacing[0] * ct.spacing[1] * ct.spacing[2] / 1000.0;
+  const double right_ml = double(seg.count(kRightLung)) * voxel_ml, left_ml = double(seg.count(kLeftLung)) * voxel_ml;
+  MESSAGE("right lung " << right_ml << " ml, left lung " << left_ml << " ml");
+  // Adult lungs hold 1 to 4 litres each; the right one is the larger.
+  CHECK(right_ml > 1000);
+  CHECK(right_ml < 4000);
+  CHECK(left_ml > 1000);
+  CHECK(left_ml < right_ml);
 }
