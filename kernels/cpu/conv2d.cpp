@@ -161,8 +161,10 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
   const T* ws = w.data<T>();
   const T* bs = bias ? bias->data<T>() : nullptr;
   T* ys = y.data<T>();
-  // Work items are (image, band) pairs; each thread takes a run of them.
-  const int64_t rows = g.band_rows<T>(num_threads());
+  // Work items are (image, band) pairs; each thread takes a run of them. Small
+  // images get thinner bands, so that every thread still has one.
+  const int64_t per_thread = (x.n() * g.ho + num_threads() - 1) / num_threads();
+  const int64_t rows = std::min(g.band_rows<T>(num_threads()), per_thread);
   const int64_t bands = (g.ho + rows - 1) / rows;
   const int64_t chunks = chunk_count(x.n() * bands, 1);
   const auto band_size = static_cast<size_t>(g.k() * rows * g.wo);
