@@ -1,5 +1,7 @@
 #include "nn/autograd.h"
 
+#include <algorithm>
+
 namespace covidrate::ag {
 
 // ---------------------------------------------------------------- Var
@@ -148,6 +150,11 @@ void Tape::backward(const Var& loss) {
            "inside NoGrad, or on another tape?)");
   CR_CHECK(loss.value().numel() == 1,
            "Tape::backward: the loss must have one element, got " << loss.value().str());
+  const bool recorded_here = std::any_of(nodes_.begin(), nodes_.end(), [&](const Node& n) {
+    return &GradAccess::node(n.out) == &GradAccess::node(loss);
+  });
+  CR_CHECK(recorded_here, "Tape::backward: the loss was not recorded on this tape (did backward "
+                          "already run, or was the loss computed while another tape was current?)");
   GradAccess::seed(loss);
   for (auto it = nodes_.rbegin(); it != nodes_.rend(); ++it) {
     if (it->out.has_grad()) it->backward(it->out.grad());

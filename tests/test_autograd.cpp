@@ -202,4 +202,8 @@ TEST_CASE("misuse is reported") {
   Var constant(test::randn(Shape{1}, 2, DType::F64));
   CHECK_THROWS_WITH_AS(tape.backward(constant), doctest::Contains("nothing that takes a gradient"), Error);
   CHECK_THROWS_WITH_AS(tape.backward(ag::relu(x)), doctest::Contains("one element"), Error);
+  const Tensor target = Tensor::zeros(Shape{1, 2, 2, 2}, DType::F64);
+  Var loss = ag::hybrid_loss(ag::sigmoid(x), target, {});
+  tape.backward(loss);
+  CHECK_THROWS_WITH_AS(tape.backward(loss), doctest::Contains("already run"), Error);
 }
