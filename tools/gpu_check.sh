@@ -262,16 +262,21 @@ run() {
   local exe name
   for exe in "$here"/bin/test_*; do
     name=$(basename "$exe")
-    # The parity test gets the most time: it searches cuDNN algorithms per shape.
-    step "$name" 90 doctest "$exe"
+    # The parity test gets the most time: it times cuDNN's algorithms per shape.
+    step "$name" "$([ "$name" = test_cuda_parity ] && echo 120 || echo 90)" doctest "$exe"
   done
+  # The TF32 path (cuDNN default math, cuBLAS TF32 tensor ops) once, in the runtime test.
+  [ -x "$here/bin/test_cuda_runtime" ] &&
+    step "test_cuda_runtime (COVIDRATE_TF32=1)" 60 doctest env COVIDRATE_TF32=1 "$here/bin/test_cuda_runtime"
 
   local sanitizer
   sanitizer=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
   if [ "$gpu" = 1 ] && [ -n "$sanitizer" ] && [ -x "$here/bin/test_cuda_parity" ]; then
-    # API errors are not reported: cuDNN probes kernels with calls that may fail by design.
-    step "memcheck test_cuda_parity" 150 doctest "$sanitizer" --tool memcheck --error-exitcode 1 \
-         --report-api-errors no "$here/bin/test_cuda_parity"
+    # API errors are not reported: cuDNN probes kernels with calls that may fail
+    # by design. cuDNN's predicted ranking replaces timing every algorithm, which
+    # is very slow under the sanitizer.
+    step "memcheck test_cuda_parity" 150 doctest env COVIDRATE_CUDNN_SEARCH=heuristic "$sanitizer" \
+         --tool memcheck --error-exitcode 1 --report-api-errors no "$here/bin/test_cuda_parity"
   else
     log "-- compute-sanitizer: not run (GPU: $gpu, sanitizer: ${sanitizer:-none})"
     record "compute-sanitizer" "skipped" null 0 0 0 1 "no GPU or no compute-sanitizer"
@@ -303,8 +308,9 @@ run() {
   # racecheck looks at shared memory: our kernels, not cuDNN's (conv cases left
   # out for time). Last, because it is the slowest and the least likely to fail.
   if [ "$gpu" = 1 ] && [ -n "$sanitizer" ] && [ -x "$here/bin/test_cuda_parity" ]; then
-    step "racecheck test_cuda_parity (no conv)" 90 doctest "$sanitizer" --tool racecheck --error-exitcode 1 \
-         --report-api-errors no "$here/bin/test_cuda_parity" --subcase-exclude='conv2d*,block*'
+    step "racecheck test_cuda_parity (no conv)" 90 doctest env COVIDRATE_CUDNN_SEARCH=heuristic "$sanitizer" \
+         --tool racecheck --error-exitcode 1 --report-api-errors no "$here/bin/test_cuda_parity" \
+         --subcase-exclude='conv2d*,block*'
   fi
 
   # summary.json and the table

@@ -4,7 +4,8 @@
 // Per distinct shape (ConvKey) a plan holds the descriptors and, per direction,
 // the algorithm cudnnFind*Ex measured fastest among the DETERMINISTIC ones, so
 // that running the same step twice gives bit-identical results. The search runs
-// once per shape and direction; later calls are a hash lookup plus the cuDNN call.
+// once per shape and direction; later calls are a hash lookup plus the cuDNN
+// call. (COVIDRATE_CUDNN_SEARCH=heuristic ranks by cuDNN's prediction instead.)
 //
 // Math mode: with TF32 off (the default, COVIDRATE_TF32 unset) the descriptors
 // say CUDNN_FMA_MATH, which restricts cuDNN to plain float32 FMA kernels; with
@@ -17,6 +18,8 @@
 #include <climits>
 #include <cstdio>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
 #include <mutex>
@@ -203,15 +206,20 @@ class ScratchOutput {
   void* ptr_;
 };
 
-// The workspace offered to a search: up to half of the free memory, at most
-// 1 GiB. Taken from cudaMalloc directly and returned right after, so that this
-// one-off gigabyte does not stay cached in the allocator's bins.
+// What an algorithm may ask for as workspace: half of the free memory, at most 1 GiB.
+size_t workspace_budget() {
+  size_t free_b = 0, total_b = 0;
+  CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  return std::min<size_t>(free_b / 2, size_t{1} << 30);
+}
+
+// The workspace offered to a measuring search, taken from cudaMalloc directly
+// and returned right after, so that this one-off gigabyte does not stay cached
+// in the allocator's bins. Halves the request until cudaMalloc agrees.
 class SearchWorkspace {
  public:
-  SearchWorkspace() {
-    size_t free_b = 0, total_b = 0;
-    CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
-    for (bytes_ = std::min<size_t>(free_b / 2, size_t{1} << 30); bytes_ >= (1u << 20); bytes_ /= 2) {
+  explicit SearchWorkspace(size_t budget) {
+    for (bytes_ = budget; bytes_ >= (1u << 20); bytes_ /= 2) {
       if (cudaMalloc(&ptr_, bytes_) == cudaSuccess) return;
       (void)cudaGetLastError();  // clear the failed allocation, try half as much
     }
@@ -231,11 +239,24 @@ class SearchWorkspace {
   size_t bytes_ = 0;
 };
 
-// Picks the fastest usable result of a cudnnFind*Ex (results come sorted by time).
+// COVIDRATE_CUDNN_SEARCH=heuristic takes cuDNN's predicted ranking
+// (cudnnGet*_v7) instead of timing every algorithm (cudnnFind*Ex): no start-up
+// cost per shape and the same choice on every run, at some speed. The GPU
+// check uses it under compute-sanitizer, where timing runs are very slow.
+bool measure_algorithms() {
+  static const bool measure = [] {
+    const char* v = std::getenv("COVIDRATE_CUDNN_SEARCH");
+    return !(v && std::strcmp(v, "heuristic") == 0);
+  }();
+  return measure;
+}
+
+// Picks the first usable result (cuDNN sorts them by measured or predicted time).
 template <class Perf>
-Choice pick(const std::vector<Perf>& perf, int returned, const ConvKey& k, Direction dir) {
+Choice pick(const std::vector<Perf>& perf, int returned, size_t max_workspace, const ConvKey& k,
+            Direction dir) {
   const auto usable = [&](const Perf& r, bool need_deterministic) {
-    if (r.status != CUDNN_STATUS_SUCCESS) return false;
+    if (r.status != CUDNN_STATUS_SUCCESS || r.memory > max_workspace) return false;
     if (need_deterministic && r.determinism != CUDNN_DETERMINISTIC) return false;
     // With TF32 off, never run a tensor-core algorithm, whatever cuDNN offers.
     if (!k.tf32 && (r.mathType == CUDNN_TENSOR_OP_MATH ||
@@ -268,17 +289,24 @@ Choice pick(const std::vector<Perf>& perf, int returned, const ConvKey& k, Direc
   throw Error(os.str());
 }
 
-// The algorithm of one direction, searched on first use with the call's real
-// inputs and a scratch output (the search writes its output, which must not
-// clobber a gradient that accumulates). Caller holds cache().mu.
+// The algorithm of one direction, chosen on first use. A measuring search runs
+// the call's real inputs into a scratch output (the search writes its output,
+// which must not clobber a gradient that accumulates). Caller holds cache().mu.
 Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a, const void* in_b,
                const void* out, size_t out_bytes) {
   Choice& c = plan.choice[dir];
   if (c.chosen) return c;
   Context& ctx = context();
-  SearchWorkspace ws;
-  ScratchOutput scratch(out, out_bytes);
-  void* o = scratch.get();
+  const bool measure = measure_algorithms();
+  size_t budget = workspace_budget();
+  std::unique_ptr<SearchWorkspace> ws;
+  std::unique_ptr<ScratchOutput> scratch;
+  if (measure) {
+    ws = std::make_unique<SearchWorkspace>(budget);
+    budget = ws->bytes();
+    scratch = std::make_unique<ScratchOutput>(out, out_bytes);
+  }
+  void* o = measure ? scratch->get() : nullptr;
   int count = 0, returned = 0;
   Choice found;
   CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
@@ -286,11 +314,15 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
     CONV_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(count, 1));
     count = static_cast<int>(perf.size());
-    CONV_CHECK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, in_a, plan.w, in_b, plan.conv,
-                                                      plan.y, o, count, &returned, perf.data(),
-                                                      ws.get(), ws.bytes()),
-               k);
-    found = pick(perf, returned, k, dir);
+    if (measure)
+      CONV_CHECK(cudnnFindConvolutionForwardAlgorithmEx(ctx.cudnn, plan.x, in_a, plan.w, in_b, plan.conv, plan.y,
+                                                        o, count, &returned, perf.data(), ws->get(), budget),
+                 k);
+    else
+      CONV_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.cudnn, plan.x, plan.w, plan.conv, plan.y, count,
+                                                        &returned, perf.data()),
+                 k);
+    found = pick(perf, returned, budget, k, dir);
     CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, found.math), k);
     size_t need = 0;
     CONV_CHECK(cudnnGetConvolutionForwardWorkspaceSize(ctx.cudnn, plan.x, plan.w, plan.conv, plan.y,
@@ -301,11 +333,16 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
     CONV_CHECK(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(std::max(count, 1));
     count = static_cast<int>(perf.size());
-    CONV_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, in_a, plan.y, in_b, plan.conv,
-                                                           plan.x, o, count, &returned, perf.data(),
-                                                           ws.get(), ws.bytes()),
-               k);
-    found = pick(perf, returned, k, dir);
+    if (measure)
+      CONV_CHECK(cudnnFindConvolutionBackwardDataAlgorithmEx(ctx.cudnn, plan.w, in_a, plan.y, in_b, plan.conv,
+                                                             plan.x, o, count, &returned, perf.data(),
+                                                             ws->get(), budget),
+                 k);
+    else
+      CONV_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.cudnn, plan.w, plan.y, plan.conv, plan.x, count,
+                                                             &returned, perf.data()),
+                 k);
+    found = pick(perf, returned, budget, k, dir);
     CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, found.math), k);
     size_t need = 0;
     CONV_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -317,11 +354,16 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
     CONV_CHECK(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(std::max(count, 1));
     count = static_cast<int>(perf.size());
-    CONV_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, in_a, plan.y, in_b,
-                                                             plan.conv, plan.w, o, count, &returned,
-                                                             perf.data(), ws.get(), ws.bytes()),
-               k);
-    found = pick(perf, returned, k, dir);
+    if (measure)
+      CONV_CHECK(cudnnFindConvolutionBackwardFilterAlgorithmEx(ctx.cudnn, plan.x, in_a, plan.y, in_b, plan.conv,
+                                                               plan.w, o, count, &returned, perf.data(),
+                                                               ws->get(), budget),
+                 k);
+    else
+      CONV_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx.cudnn, plan.x, plan.y, plan.conv, plan.w,
+                                                               count, &returned, perf.data()),
+                 k);
+    found = pick(perf, returned, budget, k, dir);
     CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, found.math), k);
     size_t need = 0;
     CONV_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
