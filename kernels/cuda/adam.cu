@@ -65,12 +65,16 @@ void adam_step(Tensor& params, const Tensor& grads, Tensor& m, Tensor& v, const 
   float* mp = m.data<float>();
   float* vp = v.data<float>();
   const bool aligned = aligned16(w) && aligned16(g) && aligned16(mp) && aligned16(vp);
-  const RowPlan plan = plan_rows(1, 1, 0, n, aligned);
-  const auto blocks = static_cast<unsigned>(plan.blocks());
-  if (plan.vec == 4) {
-    adam_kernel<4><<<blocks, kRowThreads, 0, context().stream>>>(plan, k, w, g, mp, vp);
+  const RowLayout flat{1, 1, 0, n};
+  const cudaStream_t s = context().stream;
+  if (vec_width(aligned, flat) == 4) {
+    static const int per_sm = resident_blocks_per_sm(adam_kernel<4>);
+    const RowPlan plan = plan_rows(flat, 4, per_sm);
+    adam_kernel<4><<<static_cast<unsigned>(plan.blocks()), kRowThreads, 0, s>>>(plan, k, w, g, mp, vp);
   } else {
-    adam_kernel<1><<<blocks, kRowThreads, 0, context().stream>>>(plan, k, w, g, mp, vp);
+    static const int per_sm = resident_blocks_per_sm(adam_kernel<1>);
+    const RowPlan plan = plan_rows(flat, 1, per_sm);
+    adam_kernel<1><<<static_cast<unsigned>(plan.blocks()), kRowThreads, 0, s>>>(plan, k, w, g, mp, vp);
   }
   CUDA_CHECK_LAUNCH("adam_kernel");
 }

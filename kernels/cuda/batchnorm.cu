@@ -136,17 +136,15 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
   const int64_t channels = x.c(), hw = x.h() * x.w(), stride = channels * hw;
   const float* in = x.data<float>();
   const Inputs<1> xs{{in}};
-  const RowPlan stats = plan_reduction(xs, channels, x.n(), stride, hw);
-  Tensor partials = partials_buffer(stats, 2);
+  const RowLayout per_channel{channels, x.n(), stride, hw};
   Tensor coef = Tensor::empty(Shape{2 * channels}, DType::F32, Device::CUDA);
-  row_partials<1, 2>(stats, xs, partials.data<double>(), ShiftedMoments{in, hw});
-  row_finish<2>(stats, partials.data<double>(),
+  const Partials partials = row_partials<2>(per_channel, xs, ShiftedMoments{in, hw});
+  row_finish<2>(partials,
                 FinishTrainStats{in, hw, x.n() * hw, gamma.data<float>(), beta.data<float>(),
                                  running_mean.data<float>(), running_var.data<float>(),
                                  save_mean.data<float>(), save_invstd.data<float>(),
                                  coef.data<float>(), p.eps, p.momentum});
-  float* out = y.data<float>();
-  row_map<false>(map_plan(xs, out, channels, x.n(), stride, hw), xs, out, Affine{coef.data<float>()});
+  row_map<false>(per_channel, xs, y.data<float>(), Affine{coef.data<float>()});
 }
 
 void batchnorm_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor& beta,
@@ -161,9 +159,8 @@ void batchnorm_forward_infer(const Tensor& x, const Tensor& gamma, const Tensor&
       gamma.data<float>(), beta.data<float>(), running_mean.data<float>(),
       running_var.data<float>(), p.eps, channels, coef.data<float>());
   CUDA_CHECK_LAUNCH("infer_coef_kernel");
-  const Inputs<1> xs{{x.data<float>()}};
-  float* out = y.data<float>();
-  row_map<false>(map_plan(xs, out, channels, x.n(), stride, hw), xs, out, Affine{coef.data<float>()});
+  row_map<false>(RowLayout{channels, x.n(), stride, hw}, Inputs<1>{{x.data<float>()}}, y.data<float>(),
+                 Affine{coef.data<float>()});
 }
 
 void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
@@ -171,17 +168,14 @@ void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
                         Tensor& dgamma, Tensor& dbeta, bool accumulate) {
   const int64_t channels = x.c(), hw = x.h() * x.w(), stride = channels * hw;
   const Inputs<2> in{{dy.data<float>(), x.data<float>()}};
-  const RowPlan sums = plan_reduction(in, channels, x.n(), stride, hw);
-  Tensor partials = partials_buffer(sums, 2);
+  const RowLayout per_channel{channels, x.n(), stride, hw};
   Tensor coef = Tensor::empty(Shape{4 * channels}, DType::F32, Device::CUDA);
-  row_partials<2, 2>(sums, in, partials.data<double>(),
-                     GradMoments{save_mean.data<float>(), save_invstd.data<float>()});
-  row_finish<2>(sums, partials.data<double>(),
+  const Partials partials =
+      row_partials<2>(per_channel, in, GradMoments{save_mean.data<float>(), save_invstd.data<float>()});
+  row_finish<2>(partials,
                 FinishGrad{gamma.data<float>(), save_mean.data<float>(), save_invstd.data<float>(),
                            x.n() * hw, dgamma.data<float>(), dbeta.data<float>(), coef.data<float>()});
-  float* out = dx.data<float>();
-  row_map_into(accumulate, map_plan(in, out, channels, x.n(), stride, hw), in, out,
-               GradMap{coef.data<float>()});
+  row_map_into(accumulate, per_channel, in, dx.data<float>(), GradMap{coef.data<float>()});
 }
 
 }  // namespace covidrate::cuda

@@ -48,10 +48,8 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
   const int64_t rows = x.n() * x.c(), hw = x.h() * x.w();
   // The reduction runs first, so the op stays correct when a caller reuses dy's buffer as dx.
   const Inputs<2> in{{dy.data<float>(), x.data<float>()}};
-  const RowPlan plan = plan_reduction(in, rows, 1, 0, hw);
-  Tensor partials = partials_buffer(plan, 1);
-  row_partials<2, 1>(plan, in, partials.data<double>(), DotTerm{});
-  row_finish<1>(plan, partials.data<double>(), StoreRowSum{ds.data<float>(), accumulate});
+  const Partials partials = row_partials<1>(RowLayout{rows, 1, 0, hw}, in, DotTerm{});
+  row_finish<1>(partials, StoreRowSum{ds.data<float>(), accumulate});
   row_map_into(accumulate, rows, hw, Inputs<1>{{dy.data<float>()}}, dx.data<float>(),
                ScaleRow{s.data<float>()});
 }

@@ -54,11 +54,10 @@ struct LossGrad {  // v = {p, y}; see the CPU twin for the derivation
 
 LossSums hybrid_loss_forward(const Tensor& p, const Tensor& y, const HybridLossParams& params) {
   const Inputs<2> in{{p.data<float>(), y.data<float>()}};
-  const RowPlan plan = plan_reduction(in, 1, 1, 0, p.numel());
-  Tensor partials = partials_buffer(plan, 4);
   Tensor totals = Tensor::empty(Shape{4}, DType::F64, Device::CUDA);
-  row_partials<2, 4>(plan, in, partials.data<double>(), LossTerms{params.pos_weight, params.eps});
-  row_finish<4>(plan, partials.data<double>(), StoreSums{totals.data<double>()});
+  const Partials partials =
+      row_partials<4>(RowLayout{1, 1, 0, p.numel()}, in, LossTerms{params.pos_weight, params.eps});
+  row_finish<4>(partials, StoreSums{totals.data<double>()});
   double host[4];
   CUDA_CHECK(cudaMemcpyAsync(host, totals.data<double>(), sizeof host, cudaMemcpyDeviceToHost,
                              context().stream));

@@ -30,10 +30,8 @@ struct BroadcastMean {
 void global_avg_pool_forward(const Tensor& x, Tensor& y) {
   const int64_t rows = x.n() * x.c(), hw = x.h() * x.w();
   const Inputs<1> in{{x.data<float>()}};
-  const RowPlan plan = plan_reduction(in, rows, 1, 0, hw);
-  Tensor partials = partials_buffer(plan, 1);
-  row_partials<1, 1>(plan, in, partials.data<double>(), SumTerm{});
-  row_finish<1>(plan, partials.data<double>(), StoreMean{y.data<float>(), static_cast<double>(hw)});
+  const Partials partials = row_partials<1>(RowLayout{rows, 1, 0, hw}, in, SumTerm{});
+  row_finish<1>(partials, StoreMean{y.data<float>(), static_cast<double>(hw)});
 }
 
 void global_avg_pool_backward(const Tensor& dy, Tensor& dx, bool accumulate) {

@@ -14,12 +14,14 @@
 // floats per sample), so what matters is (1) enough independent loads in flight:
 // every block streams one contiguous piece of one row with float4 loads when all
 // pointers are 16-byte aligned and rows are multiples of 4 (checked at run time,
-// scalar loads otherwise); (2) enough blocks to fill every SM: rows are cut into
-// pieces until there are about 8 blocks of 256 threads per SM; (3) no 64-bit
+// scalar loads otherwise); (2) every SM busy until the end: rows are cut into
+// pieces until the grid is one full wave of resident blocks (the occupancy
+// the compiled kernel allows, times the SM count), so no half-empty second
+// wave leaves SMs idle at the tail; (3) no 64-bit
 // integer division per element: the row of a block is decoded once from
 // blockIdx, so per-channel parameters cost one cached load, not a divide.
 //
-// Determinism: a launch's plan depends only on the shape and the SM count, each
+// Determinism: a launch's plan depends only on the shape, the kernel and the GPU, each
 // thread adds its elements in a fixed order, blocks reduce through a fixed
 // shuffle tree, and per-row totals add the block partials in a fixed order.
 // No float atomics anywhere, so reruns are bit-identical.
@@ -37,44 +39,56 @@ template <int N> struct Inputs {
   const float* p[N > 0 ? N : 1];
 };
 
-struct RowPlan {
+// Which elements a launch covers (see the header comment).
+struct RowLayout {
   int64_t rows = 0, segs = 1, seg_stride = 0, len = 0;
+};
+
+struct RowPlan {
+  RowLayout layout;
   int64_t pieces = 1;     // pieces per (row, segment): one block each
   int64_t piece_len = 4;  // a multiple of 4, so float4 pieces stay aligned
   int vec = 1;            // 4: float4 loads and stores, 1: scalar
-  int64_t blocks() const { return rows * segs * pieces; }
-  int64_t partials_per_row() const { return segs * pieces; }
+  int64_t blocks() const { return layout.rows * layout.segs * pieces; }
+  int64_t partials_per_row() const { return layout.segs * pieces; }
 };
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
-// Cuts the rows into pieces (see the header comment). all_aligned: every
-// pointer the kernel touches is 16-byte aligned.
-inline RowPlan plan_rows(int64_t rows, int64_t segs, int64_t seg_stride, int64_t len,
-                         bool all_aligned) {
+// float4 needs every pointer 16-byte aligned and every run a multiple of 4.
+inline int vec_width(bool all_aligned, const RowLayout& l) {
+  return all_aligned && l.len % 4 == 0 && l.seg_stride % 4 == 0 ? 4 : 1;
+}
+
+// How many blocks of kRowThreads threads of `kernel` fit on one SM at once.
+template <class Kernel> int resident_blocks_per_sm(Kernel kernel) {
+  int blocks = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kRowThreads, 0));
+  return blocks > 0 ? blocks : 1;
+}
+
+// Cuts the rows into pieces so that the grid is about one full wave.
+inline RowPlan plan_rows(const RowLayout& l, int vec, int blocks_per_sm) {
   RowPlan p;
-  p.rows = rows;
-  p.segs = segs;
-  p.seg_stride = seg_stride;
-  p.len = len;
-  p.vec = (all_aligned && len % 4 == 0 && seg_stride % 4 == 0) ? 4 : 1;
+  p.layout = l;
+  p.vec = vec;
   const int sms = context().sm_count > 0 ? context().sm_count : 1;
-  const int64_t target_blocks = int64_t{sms} * (2048 / kRowThreads);
+  const int64_t wave = int64_t{sms} * blocks_per_sm;
   // A piece is worth a block when every thread gets at least one float4.
   const int64_t min_piece = int64_t{kRowThreads} * 4;
-  const int64_t units = rows * segs > 0 ? rows * segs : 1;
-  int64_t pieces = (target_blocks + units - 1) / units;
-  const int64_t max_pieces = (len + min_piece - 1) / min_piece;
+  const int64_t units = l.rows * l.segs > 0 ? l.rows * l.segs : 1;
+  int64_t pieces = (wave + units - 1) / units;
+  const int64_t max_pieces = (l.len + min_piece - 1) / min_piece;
   if (pieces > max_pieces) pieces = max_pieces;
   if (pieces < 1) pieces = 1;
-  int64_t piece_len = (len + pieces - 1) / pieces;
+  int64_t piece_len = (l.len + pieces - 1) / pieces;
   piece_len = (piece_len + 3) / 4 * 4;
   if (piece_len < 4) piece_len = 4;
   p.piece_len = piece_len;
-  p.pieces = (len + piece_len - 1) / piece_len;
+  p.pieces = (l.len + piece_len - 1) / piece_len;
   if (p.pieces < 1) p.pieces = 1;
-  CR_CHECK(p.blocks() <= 0x7fffffff, "CUDA row kernel: " << rows << " x " << segs << " rows of "
-                                                          << len << " elements need too many blocks");
+  CR_CHECK(p.blocks() <= 0x7fffffff, "CUDA row kernel: " << l.rows << " x " << l.segs << " rows of "
+                                                          << l.len << " elements need too many blocks");
   return p;
 }
 
@@ -86,11 +100,11 @@ __device__ inline BlockPiece block_piece(const RowPlan& p) {
   const int64_t b = blockIdx.x;
   const int64_t piece = b % p.pieces;
   const int64_t unit = b / p.pieces;
-  const int64_t seg = unit % p.segs;
-  const int64_t row = unit / p.segs;
-  const int64_t base = seg * p.seg_stride + row * p.len;
+  const int64_t seg = unit % p.layout.segs;
+  const int64_t row = unit / p.layout.segs;
+  const int64_t base = seg * p.layout.seg_stride + row * p.layout.len;
   const int64_t start = piece * p.piece_len;
-  const int64_t stop = start + p.piece_len < p.len ? start + p.piece_len : p.len;
+  const int64_t stop = start + p.piece_len < p.layout.len ? start + p.piece_len : p.layout.len;
   return {row, base + start, base + stop};
 }
 
@@ -136,47 +150,47 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// out and the inputs all follow the layout of the plan; build the plan with
-// map_plan so that `out` is part of the alignment check.
-template <bool kReadOut, int N, class F>
-void row_map(const RowPlan& plan, const Inputs<N>& in, float* out, F f) {
-  if (plan.rows * plan.segs * plan.len == 0) return;
-  const cudaStream_t s = context().stream;
-  const auto blocks = static_cast<unsigned>(plan.blocks());
-  if (plan.vec == 4) {
-    row_map_kernel<4, N, kReadOut><<<blocks, kRowThreads, 0, s>>>(plan, in, out, f);
-  } else {
-    row_map_kernel<1, N, kReadOut><<<blocks, kRowThreads, 0, s>>>(plan, in, out, f);
-  }
-  CUDA_CHECK_LAUNCH("row_map_kernel");
+template <int V, int N, bool kReadOut, class F> int map_blocks_per_sm() {
+  static const int blocks = resident_blocks_per_sm(row_map_kernel<V, N, kReadOut, F>);
+  return blocks;
 }
 
-template <int N>
-RowPlan map_plan(const Inputs<N>& in, const float* out, int64_t rows, int64_t segs,
-                 int64_t seg_stride, int64_t len) {
+// out and every input follow `layout`.
+template <bool kReadOut, int N, class F>
+void row_map(const RowLayout& layout, const Inputs<N>& in, float* out, F f) {
+  if (layout.rows * layout.segs * layout.len == 0) return;
   bool aligned = aligned16(out);
   for (int k = 0; k < N; ++k) aligned = aligned && aligned16(in.p[k]);
-  return plan_rows(rows, segs, seg_stride, len, aligned);
+  const int vec = vec_width(aligned, layout);
+  const cudaStream_t s = context().stream;
+  if (vec == 4) {
+    const RowPlan plan = plan_rows(layout, 4, map_blocks_per_sm<4, N, kReadOut, F>());
+    row_map_kernel<4, N, kReadOut><<<static_cast<unsigned>(plan.blocks()), kRowThreads, 0, s>>>(plan, in, out, f);
+  } else {
+    const RowPlan plan = plan_rows(layout, 1, map_blocks_per_sm<1, N, kReadOut, F>());
+    row_map_kernel<1, N, kReadOut><<<static_cast<unsigned>(plan.blocks()), kRowThreads, 0, s>>>(plan, in, out, f);
+  }
+  CUDA_CHECK_LAUNCH("row_map_kernel");
 }
 
 // The common case: `rows` contiguous rows of `len` elements.
 template <bool kReadOut, int N, class F>
 void row_map(int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
-  row_map<kReadOut>(map_plan(in, out, rows, 1, 0, len), in, out, f);
+  row_map<kReadOut>(RowLayout{rows, 1, 0, len}, in, out, f);
 }
 
 // The same op choosing overwrite or accumulate from a run-time flag.
 template <int N, class F>
-void row_map_into(bool accumulate, const RowPlan& plan, const Inputs<N>& in, float* out, F f) {
+void row_map_into(bool accumulate, const RowLayout& layout, const Inputs<N>& in, float* out, F f) {
   if (accumulate) {
-    row_map<true>(plan, in, out, f);
+    row_map<true>(layout, in, out, f);
   } else {
-    row_map<false>(plan, in, out, f);
+    row_map<false>(layout, in, out, f);
   }
 }
 template <int N, class F>
 void row_map_into(bool accumulate, int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
-  row_map_into(accumulate, map_plan(in, out, rows, 1, 0, len), in, out, f);
+  row_map_into(accumulate, RowLayout{rows, 1, 0, len}, in, out, f);
 }
 
 // The logistic function in the stable form of the CPU twin: exp of a
@@ -251,27 +265,44 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-// Launches row_partials_kernel; the caller owns `partials`
-// (plan.rows * plan.partials_per_row() * K doubles, see partials_count).
-template <int N, int K, class F>
-void row_partials(const RowPlan& plan, const Inputs<N>& in, double* partials, F f) {
-  if (plan.blocks() == 0) return;
-  const cudaStream_t s = context().stream;
-  const auto blocks = static_cast<unsigned>(plan.blocks());
-  if (plan.vec == 4) {
-    row_partials_kernel<4, N, K><<<blocks, kRowThreads, 0, s>>>(plan, in, partials, f);
-  } else {
-    row_partials_kernel<1, N, K><<<blocks, kRowThreads, 0, s>>>(plan, in, partials, f);
-  }
-  CUDA_CHECK_LAUNCH("row_partials_kernel");
+// The block partials of a reduction: K doubles per block, the blocks of row r
+// at [r * per_row, (r + 1) * per_row). Device scratch, stream-ordered: freed
+// memory is reused only by later work on the same stream.
+struct Partials {
+  Tensor buffer;  // F64 on the GPU
+  int64_t rows = 0, per_row = 0;
+  const double* data() const { return buffer.data<double>(); }
+};
+
+template <int V, int N, int K, class F> int partials_blocks_per_sm() {
+  static const int blocks = resident_blocks_per_sm(row_partials_kernel<V, N, K, F>);
+  return blocks;
 }
 
-template <int N>
-RowPlan plan_reduction(const Inputs<N>& in, int64_t rows, int64_t segs, int64_t seg_stride,
-                       int64_t len) {
+// Launches row_partials_kernel over `layout` (all inputs follow it).
+template <int K, int N, class F>
+Partials row_partials(const RowLayout& layout, const Inputs<N>& in, F f) {
   bool aligned = true;
   for (int k = 0; k < N; ++k) aligned = aligned && aligned16(in.p[k]);
-  return plan_rows(rows, segs, seg_stride, len, aligned);
+  const int vec = vec_width(aligned, layout);
+  const RowPlan plan = plan_rows(layout, vec, vec == 4 ? partials_blocks_per_sm<4, N, K, F>()
+                                                       : partials_blocks_per_sm<1, N, K, F>());
+  Partials out;
+  out.rows = layout.rows;
+  out.per_row = plan.partials_per_row();
+  const int64_t count = plan.blocks() * K;
+  out.buffer = Tensor::empty(Shape{count > 0 ? count : 1}, DType::F64, Device::CUDA);
+  if (plan.blocks() == 0) return out;
+  const cudaStream_t s = context().stream;
+  const auto blocks = static_cast<unsigned>(plan.blocks());
+  double* dst = out.buffer.data<double>();
+  if (vec == 4) {
+    row_partials_kernel<4, N, K><<<blocks, kRowThreads, 0, s>>>(plan, in, dst, f);
+  } else {
+    row_partials_kernel<1, N, K><<<blocks, kRowThreads, 0, s>>>(plan, in, dst, f);
+  }
+  CUDA_CHECK_LAUNCH("row_partials_kernel");
+  return out;
 }
 
 // The total of one row's partials, called by all 32 lanes of a warp; every lane
@@ -304,20 +335,13 @@ __global__ void row_finish_kernel(const double* __restrict__ partials, int64_t r
 }
 
 template <int K, class Fin>
-void row_finish(const RowPlan& plan, const double* partials, Fin fin) {
-  if (plan.rows == 0) return;
+void row_finish(const Partials& partials, Fin fin) {
+  if (partials.rows == 0) return;
   constexpr int kWarpsPerBlock = 8;
-  const auto blocks = static_cast<unsigned>((plan.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
+  const auto blocks = static_cast<unsigned>((partials.rows + kWarpsPerBlock - 1) / kWarpsPerBlock);
   row_finish_kernel<K><<<blocks, kWarpsPerBlock * 32, 0, context().stream>>>(
-      partials, plan.rows, plan.partials_per_row(), fin);
+      partials.data(), partials.rows, partials.per_row, fin);
   CUDA_CHECK_LAUNCH("row_finish_kernel");
-}
-
-// Device scratch for the partials of a plan (stream-ordered: freed memory is
-// reused only by later work on the same stream).
-inline Tensor partials_buffer(const RowPlan& plan, int k) {
-  const int64_t n = plan.rows * plan.partials_per_row() * k;
-  return Tensor::empty(Shape{n > 0 ? n : 1}, DType::F64, Device::CUDA);
 }
 
 }  // namespace covidrate::cuda

@@ -168,11 +168,9 @@ void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, 
   const size_t smem = fc_shared_bytes("se_forward", c, cr);
   if (batch * c == 0) return;
   const Inputs<1> xs{{x.data<float>()}};
-  const RowPlan plan = plan_reduction(xs, batch * c, 1, 0, hw);
-  Tensor partials = partials_buffer(plan, 1);
-  row_partials<1, 1>(plan, xs, partials.data<double>(), SumTerm{});
+  const Partials partials = row_partials<1>(RowLayout{batch * c, 1, 0, hw}, xs, SumTerm{});
   se_fc_forward_kernel<<<static_cast<unsigned>(batch), kFcThreads, smem, context().stream>>>(
-      partials.data<double>(), plan.partials_per_row(), c, cr, static_cast<double>(hw),
+      partials.data(), partials.per_row, c, cr, static_cast<double>(hw),
       w1.data<float>(), w2.data<float>(), saved.pooled.data<float>(), saved.hidden.data<float>(),
       saved.scale.data<float>());
   CUDA_CHECK_LAUNCH("se_fc_forward_kernel");
@@ -185,16 +183,14 @@ void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tens
   const size_t smem = fc_shared_bytes("se_backward", c, cr);
   if (batch * c == 0) return;
   const Inputs<2> in{{dy.data<float>(), x.data<float>()}};
-  const RowPlan plan = plan_reduction(in, batch * c, 1, 0, hw);
-  Tensor partials = partials_buffer(plan, 1);
-  row_partials<2, 1>(plan, in, partials.data<double>(), DotTerm{});
+  const Partials partials = row_partials<1>(RowLayout{batch * c, 1, 0, hw}, in, DotTerm{});
 
   Tensor da2 = Tensor::empty(Shape{batch, c}, DType::F32, Device::CUDA);
   Tensor da1 = Tensor::empty(Shape{batch, cr > 0 ? cr : 1}, DType::F32, Device::CUDA);
   Tensor dz_over_hw = Tensor::empty(Shape{batch, c}, DType::F32, Device::CUDA);
   const cudaStream_t s = context().stream;
   se_fc_backward_kernel<<<static_cast<unsigned>(batch), kFcThreads, smem, s>>>(
-      partials.data<double>(), plan.partials_per_row(), c, cr, 1.f / static_cast<float>(hw),
+      partials.data(), partials.per_row, c, cr, 1.f / static_cast<float>(hw),
       w1.data<float>(), w2.data<float>(), saved.hidden.data<float>(), saved.scale.data<float>(),
       da2.data<float>(), da1.data<float>(), dz_over_hw.data<float>());
   CUDA_CHECK_LAUNCH("se_fc_backward_kernel");
