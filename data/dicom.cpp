@@ -64,7 +64,7 @@ const Series& choose_series(const std::vector<Series>& all, std::string& why) {
   }
   std::ostringstream os;
   if (all.size() == 1) os << "the only series";
-  else os << "the " << (best->is_ct() ? "CT" : "") << " series with the most slices among " << all.size() << " series";
+  else os << "the " << (best->is_ct() ? "CT " : "") << "series with the most slices among " << all.size() << " series";
   why = os.str();
   return *best;
 }
