@@ -35,9 +35,10 @@ class LungExtractor {
   virtual LungSegmentation extract(const Volume& ct) const = 0;
 };
 
-// Thresholds and sizes of the classical method. Areas are fractions of the
-// slice's body area, so the same numbers serve 0.7 mm DICOM pixels and
-// resized pictures of unknown pixel size.
+// Thresholds and sizes of the classical method. Thresholds are in HU and reach
+// 8-bit pictures through the input domain's window (data/input_domain.h).
+// Areas are fractions of the slice's body area, so the same numbers serve
+// 0.7 mm DICOM pixels and resized pictures of unknown pixel size.
 struct ClassicalLungOptions {
   float body_min_hu = -500;     // body = above this, largest component, holes filled
   float air_max_hu = -400;      // lung candidates = below this, inside the body
