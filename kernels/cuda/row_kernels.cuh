@@ -77,7 +77,8 @@ inline RowPlan plan_rows(const RowLayout& l, int vec, int blocks_per_sm) {
   // A piece is worth a block when every thread gets at least one float4.
   const int64_t min_piece = int64_t{kRowThreads} * 4;
   const int64_t units = l.rows * l.segs > 0 ? l.rows * l.segs : 1;
-  int64_t pieces = (wave + units - 1) / units;
+  // Rounded down: one block too many would start a second, nearly empty wave.
+  int64_t pieces = wave / units;
   const int64_t max_pieces = (l.len + min_piece - 1) / min_piece;
   if (pieces > max_pieces) pieces = max_pieces;
   if (pieces < 1) pieces = 1;
