@@ -133,6 +133,43 @@ TEST_CASE("classical extractor on a drawn chest: sides, trachea, vessel, pleural
   CHECK(dice(seg.labels, p.truth, kLeftLung) > 0.95);
 }
 
+TEST_CASE("classical extractor splits lungs that touch across the midline") {
+  Phantom p = chest_phantom();
+  // An air bridge joins the lungs (as at the anterior junction line).
+  for (int y = 60; y < 64; ++y)
+    for (int x = 56; x < 72; ++x) {
+      p.ct.voxels[y * 128 + x] = -850;
+      p.truth.voxels[y * 128 + x] = x < 64 ? kRightLung : kLeftLung;
+    }
+  const LungSegmentation seg = ClassicalLungExtractor().extract(p.ct);
+  CHECK(seg.labels.at(30, 62, 0) == kRightLung);
+  CHECK(seg.labels.at(98, 62, 0) == kLeftLung);
+  CHECK(dice(seg.labels, p.truth, kRightLung) > 0.95);
+  CHECK(dice(seg.labels, p.truth, kLeftLung) > 0.95);
+}
+
+TEST_CASE("in a volume, gas that no lung connects to in 3-D is not lung") {
+  // Slice 0: abdomen with a gas bubble off the midline (lung-sized in 2-D);
+  // slices 1-3: the chest.
+  const Phantom chest = chest_phantom();
+  Volume ct = chest.ct;
+  ct.nz = 4;
+  ct.voxels.clear();
+  std::vector<float> abdomen = chest.ct.voxels;
+  for (int y = 0; y < 128; ++y)
+    for (int x = 0; x < 128; ++x) {
+      float& v = abdomen[y * 128 + x];
+      if (v != -1000.f || in_ellipse(x, y, 64, 64, 60, 45)) v = 40;
+      if (in_ellipse(x, y, 85, 100, 10, 5)) v = -1000;  // bowel gas, under no lung
+    }
+  ct.voxels.insert(ct.voxels.end(), abdomen.begin(), abdomen.end());
+  for (int z = 1; z < 4; ++z) ct.voxels.insert(ct.voxels.end(), chest.ct.voxels.begin(), chest.ct.voxels.end());
+  const LungSegmentation seg = ClassicalLungExtractor().extract(ct);
+  CHECK(seg.slice_has_lung == std::vector<uint8_t>{0, 1, 1, 1});
+  CHECK(seg.labels.at(85, 100, 0) == kNoLung);
+  CHECK(seg.labels.at(90, 62, 2) == kLeftLung);
+}
+
 TEST_CASE("classical extractor reads the sides from the geometry") {
   Phantom p = chest_phantom();
   p.ct.row_dir = {-1, 0, 0};  // x now runs towards the patient's right
