@@ -23,12 +23,11 @@
 //                    channels and adds them into its own planes of dx;
 //   backward filter  input channels: each thread unrolls the col rows of its
 //                    channels and accumulates its own columns of dW.
-#include <cblas.h>
-
 #include <algorithm>
 #include <cstring>
-#include <vector>
 
+#include "kernels/cpu/conv2d_gemm.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/threads.h"
 
@@ -42,29 +41,6 @@ namespace {
 constexpr int64_t kBandColumns = 512;
 // Upper bound of all column scratch of one call, every thread's band together.
 constexpr size_t kColumnBytes = size_t{64} << 20;
-
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-          int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
-}
-void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-          int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans,
-              static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), alpha, a,
-              static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
-}
-
-// The column scratch of the calling thread, grown on demand and kept between calls.
-template <class T> T* column_buffer(size_t count) {
-  thread_local std::vector<T> buffer;
-  if (buffer.size() < count) {
-    buffer = std::vector<T>();  // release the old one first: peak memory stays one buffer
-    buffer.resize(count);
-  }
-  return buffer.data();
-}
 
 // The sizes of one convolution, per image.
 struct Geometry {
@@ -168,7 +144,7 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
   const int64_t bands = (g.ho + rows - 1) / rows;
   const int64_t chunks = chunk_count(x.n() * bands, 1);
   const auto band_size = static_cast<size_t>(g.k() * rows * g.wo);
-  T* scratch = g.pointwise() ? nullptr : column_buffer<T>(band_size * static_cast<size_t>(chunks));
+  T* scratch = g.pointwise() ? nullptr : scratch_buffer<T>(band_size * static_cast<size_t>(chunks));
   parallel_chunks(x.n() * bands, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
     T* col = scratch + band_size * static_cast<size_t>(chunk);
     for (int64_t item = begin; item < end; ++item) {
@@ -201,7 +177,7 @@ template <class T> void backward_data(const Tensor& dy, const Tensor& w, const C
   const int64_t rows = g.band_rows<T>(1);
   const int64_t chunks = chunk_count(g.cin, 1);
   // One band of dcol; thread `chunk` fills the rows of its channels [c0, c1).
-  T* scratch = g.pointwise() ? nullptr : column_buffer<T>(static_cast<size_t>(g.k() * rows * g.wo));
+  T* scratch = g.pointwise() ? nullptr : scratch_buffer<T>(static_cast<size_t>(g.k() * rows * g.wo));
   parallel_chunks(g.cin, chunks, [&](int64_t, int64_t c0, int64_t c1) {
     // Columns c0*taps .. c1*taps of W are the rows of W^T this thread needs.
     const T* w_rows = ws + c0 * g.taps();
@@ -237,7 +213,7 @@ template <class T> void backward_filter(const Tensor& dy, const Tensor& x, const
   T* dws = dw.data<T>();
   const int64_t rows = g.band_rows<T>(1);
   const int64_t chunks = chunk_count(g.cin, 1);
-  T* scratch = g.pointwise() ? nullptr : column_buffer<T>(static_cast<size_t>(g.k() * rows * g.wo));
+  T* scratch = g.pointwise() ? nullptr : scratch_buffer<T>(static_cast<size_t>(g.k() * rows * g.wo));
   // Thread `chunk` owns the columns c0*taps .. c1*taps of dW.
   parallel_chunks(g.cin, chunks, [&](int64_t, int64_t c0, int64_t c1) {
     const int64_t n = (c1 - c0) * g.taps();
@@ -277,6 +253,7 @@ template <class T> void backward_filter(const Tensor& dy, const Tensor& x, const
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                     Tensor& y) {
+  if (winograd_applies(w, p)) return winograd_forward(x, w, bias, p, y);
   if (x.dtype() == DType::F64) return forward<double>(x, w, bias, p, y);
   forward<float>(x, w, bias, p, y);
 }
