@@ -45,6 +45,17 @@ TEST_CASE("to_input_domain maps HU, keeps pictures, refuses labels") {
   CHECK_THROWS_AS(to_input_domain(mask), Error);
 }
 
+TEST_CASE("domain_stats summarizes the masked values") {
+  const std::vector<float> v = {1, 2, 3, 4, 100};
+  const std::vector<uint8_t> mask = {1, 1, 1, 1, 0};
+  const DomainStats s = domain_stats(v.data(), mask.data(), 5);
+  CHECK(s.count == 4);
+  CHECK(s.mean == doctest::Approx(2.5));
+  CHECK(s.std == doctest::Approx(std::sqrt(1.25)));
+  CHECK(s.p50 == 3);  // the element at rank round(0.5 * 3) = 2 of 1, 2, 3, 4
+  CHECK(domain_stats(v.data(), nullptr, 5).p95 == 100);
+}
+
 TEST_CASE("standardize gives mean 0 and std 1, and leaves a blank slice finite") {
   std::vector<float> v = {10, 20, 30, 40};
   standardize(v.data(), 4);
@@ -93,10 +104,7 @@ void gather(const Volume& domain, const Volume& lungs, const Volume* lesion, int
   }
 }
 
-float median(std::vector<float> v) {
-  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-  return v[v.size() / 2];
-}
+float median(const std::vector<float>& v) { return float(domain_stats(v.data(), nullptr, int64_t(v.size())).p50); }
 
 // The most frequent grey level of soft tissue (fat, muscle, organs), 4-level bins in 150..250.
 float tissue_mode(const std::vector<float>& v) {
