@@ -133,6 +133,16 @@ TEST_CASE("conv2d matches the direct loops when the column matrix is built in se
   compare_with_direct(c, DType::F64, 1e-10);
 }
 
+TEST_CASE("conv2d 3x3 stride 1 (Winograd) stays accurate over many input channels") {
+  // The Winograd transforms add and halve; with 512 channels summed per output
+  // in float, the result must still match the double-precision direct sum.
+  Config c;
+  c.cin = 512, c.cout = 5, c.h = 10, c.w = 13, c.batch = 1;
+  compare_with_direct(c, DType::F32, 1e-4);
+  c.pad = 2;  // the transposed convolution of the backward pass then has padding 0
+  compare_with_direct(c, DType::F32, 1e-4);
+}
+
 TEST_CASE("conv2d 1x1 stride 1 (the gemm without unrolling) matches the direct loops") {
   Config c;
   c.kernel = 1, c.pad = 0, c.cin = 9, c.cout = 3;

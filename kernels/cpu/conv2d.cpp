@@ -260,6 +260,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
 
 void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                           bool accumulate) {
+  if (winograd_applies(w, p)) return winograd_backward_data(dy, w, p, dx, accumulate);
   if (dy.dtype() == DType::F64) return backward_data<double>(dy, w, p, dx, accumulate);
   backward_data<float>(dy, w, p, dx, accumulate);
 }

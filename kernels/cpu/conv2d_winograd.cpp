@@ -44,12 +44,22 @@ struct Tiling {
   int64_t tile_rows, tile_cols;  // ceil(ho/2) x ceil(wo/2)
 };
 
-// u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci].
-template <class T> void transform_filters(const T* w, int64_t filters, T* u) {
+// u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, 3, 3].
+// For the backward data pass, `transposed` reads the filters of the transposed
+// convolution instead: g = w[ci][co] rotated by 180 degrees, w being [cin, cout, 3, 3].
+template <class T>
+void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T* u) {
+  const int64_t filters = cout * cin;
   const int64_t step = position_stride(filters);
   parallel_for(filters, 256, [&](int64_t begin, int64_t end) {
     for (int64_t f = begin; f < end; ++f) {
-      const T* g = w + f * 9;
+      T g[9];
+      if (transposed) {
+        const T* src = w + (f % cin * cout + f / cin) * 9;
+        for (int k = 0; k < 9; ++k) g[k] = src[8 - k];
+      } else {
+        std::copy_n(w + f * 9, 9, g);
+      }
       T gg[4][3];  // G g
       for (int j = 0; j < 3; ++j) {
         gg[0][j] = g[j];
@@ -110,11 +120,11 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, T* ro
   }
 }
 
-// y = (A^T m A) + bias for every tile of tile rows [r0, r1) of one image,
-// m[e][co][t]. Each tile row goes through `rows` (2 x 2*tile_cols values), so
-// an odd-sized output keeps only what fits.
+// y = (A^T m A) + bias, or y += A^T m A when accumulating, for every tile of
+// tile rows [r0, r1) of one image, m[e][co][t]. Each tile row goes through
+// `rows` (2 x 2*tile_cols values), so an odd-sized output keeps only what fits.
 template <class T> void transform_outputs(const Tiling& g, const T* m, const T* bias, int64_t r0,
-                                          int64_t r1, T* rows, T* y) {
+                                          int64_t r1, T* rows, T* y, bool accumulate) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
   const int64_t width = 2 * g.tile_cols;
   const int64_t step = position_stride(g.cout * tiles);
@@ -135,25 +145,31 @@ template <class T> void transform_outputs(const Tiling& g, const T* m, const T* 
         }
       }
       for (int i = 0; i < 2 && 2 * r + i < g.ho; ++i) {
-        std::copy_n(rows + i * width, g.wo, plane + (2 * r + i) * g.wo);
+        T* dst = plane + (2 * r + i) * g.wo;
+        if (accumulate) {
+          for (int64_t q = 0; q < g.wo; ++q) dst[q] += rows[i * width + q];
+        } else {
+          std::copy_n(rows + i * width, g.wo, dst);
+        }
       }
     }
   }
 }
 
-template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* bias,
-                                const ConvParams& p, Tensor& y) {
-  const Tiling g{x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, (y.h() + 1) / 2, (y.w() + 1) / 2};
+// The 3x3 stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
+// (see transform_filters for w and `transposed`).
+template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w,
+                                 bool transposed, const T* bs, T* ys, bool accumulate) {
   const int threads = num_threads();
   // Tile rows per band: about kBandTiles tiles, every thread busy, scratch bounded.
   const auto row_bytes = static_cast<size_t>(kPositions * (g.cin + g.cout) * g.tile_cols) * sizeof(T);
   const int64_t rows = std::clamp<int64_t>(
       std::min({(kBandTiles + g.tile_cols - 1) / g.tile_cols,
-                (x.n() * g.tile_rows + threads - 1) / threads,
+                (batch * g.tile_rows + threads - 1) / threads,
                 static_cast<int64_t>(kScratchBytes / (row_bytes * threads))}),
       1, g.tile_rows);
   const int64_t bands = (g.tile_rows + rows - 1) / rows;
-  const int64_t chunks = chunk_count(x.n() * bands, 1);
+  const int64_t chunks = chunk_count(batch * bands, 1);
   const int64_t filters = g.cout * g.cin;
   const int64_t band_tiles = rows * g.tile_cols;
   const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
@@ -164,12 +180,9 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
   const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
   T* u = scratch_buffer<T>(u_size +
                            chunk_size * static_cast<size_t>(chunks));
-  transform_filters(w.data<T>(), filters, u);
+  transform_filters(w, g.cout, g.cin, transposed, u);
 
-  const T* xs = x.data<T>();
-  const T* bs = bias ? bias->data<T>() : nullptr;
-  T* ys = y.data<T>();
-  parallel_chunks(x.n() * bands, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+  parallel_chunks(batch * bands, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
     T* v = u + u_size + chunk_size * static_cast<size_t>(chunk);
     T* m = v + v_size;
     T* row_buffer = m + m_size;
@@ -182,7 +195,7 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
              v + e * position_stride(g.cin * tiles), tiles, T(0),
              m + e * position_stride(g.cout * tiles), tiles);
       }
-      transform_outputs(g, m, bs, r0, r1, row_buffer, ys + b * g.cout * g.ho * g.wo);
+      transform_outputs(g, m, bs, r0, r1, row_buffer, ys + b * g.cout * g.ho * g.wo, accumulate);
     }
   });
 }
@@ -190,13 +203,33 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
 }  // namespace
 
 bool winograd_applies(const Tensor& w, const ConvParams& p) {
-  return w.h() == 3 && w.w() == 3 && p.stride == 1 && p.dilation == 1;
+  return w.h() == 3 && w.w() == 3 && p.stride == 1 && p.dilation == 1 && p.pad <= 2;
 }
 
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y) {
-  if (x.dtype() == DType::F64) return forward<double>(x, w, bias, p, y);
-  forward<float>(x, w, bias, p, y);
+  const Tiling g{x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, (y.h() + 1) / 2, (y.w() + 1) / 2};
+  if (x.dtype() == DType::F64) {
+    return convolve<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
+                            bias ? bias->data<double>() : nullptr, y.data<double>(), false);
+  }
+  convolve<float>(g, x.n(), x.data<float>(), w.data<float>(), false,
+                  bias ? bias->data<float>() : nullptr, y.data<float>(), false);
+}
+
+// dx is dy convolved with the transposed, 180-degree-rotated filters and
+// padding 2 - pad: every output pixel that read x[ih, iw] through tap (i, j)
+// sends its gradient back through the mirrored tap.
+void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
+                            bool accumulate) {
+  const Tiling g{dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(), 2 - p.pad, (dx.h() + 1) / 2,
+                 (dx.w() + 1) / 2};
+  if (dy.dtype() == DType::F64) {
+    return convolve<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr,
+                            dx.data<double>(), accumulate);
+  }
+  convolve<float>(g, dy.n(), dy.data<float>(), w.data<float>(), true, nullptr, dx.data<float>(),
+                  accumulate);
 }
 
 }  // namespace covidrate::cpu

@@ -6,13 +6,16 @@
 
 namespace covidrate::cpu {
 
-// 3x3 kernel, stride 1, dilation 1 (any padding): the bulk of COVID-Rate's
-// convolutions.
+// 3x3 kernel, stride 1, dilation 1, padding at most 2 (0 to 2 keep the
+// transposed convolution of the backward pass padded too): the bulk of
+// COVID-Rate's convolutions.
 bool winograd_applies(const Tensor& w, const ConvParams& p);
 
-// y = conv(x, w) + bias for a layer where winograd_applies; arguments as checked
-// by ops::conv2d_forward.
+// ops::conv2d_forward and ops::conv2d_backward_data (same contracts, arguments
+// as checked there) for layers where winograd_applies.
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y);
+void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
+                            bool accumulate);
 
 }  // namespace covidrate::cpu
