@@ -124,6 +124,7 @@ RESERVE=10                               # kept for the summary
 STEPS=()                                 # JSON objects, one per step
 ROWS=()                                  # table rows
 ANY_FAILED=0
+GPU_SEEN=0                               # set once nvidia-smi has listed a GPU
 
 log() { echo "$*" | tee -a "$LOG"; }
 
@@ -167,6 +168,10 @@ step() {
   fi
   if [ "$rc" -eq 0 ]; then
     status=passed
+  elif [ "$rc" -eq 77 ] && [ "$GPU_SEEN" = 1 ]; then
+    # nvidia-smi sees a GPU, yet the program could not use it (driver too old
+    # for CUDA 13, a library missing): that is a failure of this check.
+    status=failed; skipped=1; note="skipped although nvidia-smi sees a GPU: $(grep -a -m1 'SKIPPED' "$out" | cut -c1-80)"
   elif [ "$rc" -eq 77 ]; then
     status=skipped; skipped=1; note=$(grep -a -m1 'SKIPPED' "$out" | cut -c1-100)
   elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
@@ -249,6 +254,7 @@ run() {
   # Engine tests run on the GPU; without one they run on the CPU and the CUDA
   # tests report themselves skipped.
   [ "$gpu" = 1 ] && export COVIDRATE_DEVICE=cuda
+  GPU_SEEN=$gpu
   # A missing library would fail every test the same way: say so once, plainly.
   local missing
   missing=$(ldd "$here"/bin/* 2>/dev/null | grep 'not found' | sort -u)
