@@ -21,12 +21,14 @@ void throw_cuda_error(const char* call, const char* file, int line, const char* 
   std::ostringstream os;
   os << "CUDA error: " << call << " failed at " << (slash ? slash : file) << ":" << line << ": "
      << what;
-  // A faulting kernel is reported by whatever call comes next (often a copy or
-  // a synchronize), and every call after it fails the same way: say so.
-  const cudaError_t sticky = cudaPeekAtLastError();
-  if (sticky == cudaErrorIllegalAddress || sticky == cudaErrorMisalignedAddress ||
-      sticky == cudaErrorLaunchFailure || sticky == cudaErrorIllegalInstruction ||
-      sticky == cudaErrorHardwareStackError || sticky == cudaErrorAssert)
+  // The error is reported now, by this exception: clear it, or the next
+  // kernel's launch check would report it again as its own. A faulting kernel
+  // is different: its error sticks, is reported by whatever call comes next
+  // (often a copy or a synchronize), and every call after it fails the same way.
+  const cudaError_t last = cudaGetLastError();
+  if (last == cudaErrorIllegalAddress || last == cudaErrorMisalignedAddress ||
+      last == cudaErrorLaunchFailure || last == cudaErrorIllegalInstruction ||
+      last == cudaErrorHardwareStackError || last == cudaErrorAssert)
     os << " (a kernel queued earlier may be the culprit: rerun with CUDA_LAUNCH_BLOCKING=1 or under "
           "compute-sanitizer to find it)";
   throw Error(os.str());
