@@ -216,6 +216,14 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string fake_file = dir.file("fake");
   test::write_bytes(fake_file, fake);
   check_fails(fake_file, fake_file);
+  // An unknown value representation in the meta header (aborted inside GDCM,
+  // found by fuzz_dicom).
+  std::vector<char> bad_vr = bytes;
+  REQUIRE(std::string(bad_vr.data() + 136, 2) == "UL");  // (0002,0000) group length
+  bad_vr[137] = 'Q';
+  const std::string bad_vr_file = dir.file("bad-vr.dcm");
+  test::write_bytes(bad_vr_file, bad_vr);
+  check_fails(bad_vr_file, bad_vr_file, "value representation 'UQ'");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
