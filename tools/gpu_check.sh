@@ -319,6 +319,10 @@ run() {
          --subcase-exclude='conv2d*,block*'
   fi
 
+  # The unpacked bundle (about 90 MB) goes: .gpucheck must stay small enough to
+  # carry to a GPU machine after a dry run here.
+  rm -rf "$here" .gpucheck/step.out
+
   # summary.json and the table
   local total=$(( SECONDS - START ))
   {
