@@ -103,6 +103,7 @@ class HeaderView {
 // The header fields we use, with NIfTI-1's float/short fields widened.
 struct Header {
   int version = 1;
+  bool swapped = false;  // stored in the other byte order than this machine's
   std::array<int64_t, 8> dim{};
   std::array<double, 8> pixdim{};
   int datatype = 0;
@@ -127,6 +128,7 @@ Header parse_header(const std::string& path, const std::vector<char>& bytes) {
            path << ": not a NIfTI file (header size field is neither 348 nor 540 in either byte order)");
   const HeaderView h(bytes.data(), swap);
   Header out;
+  out.swapped = swap;
   if (size == kNifti1HeaderSize) {
     const std::string magic(bytes.data() + 344, 4);
     CR_CHECK(magic == std::string("n+1\0", 4) || magic == std::string("ni1\0", 4),
@@ -221,11 +223,6 @@ Volume read_nifti(const std::string& path) {
   std::vector<char> bytes;
   file.read(bytes, kNifti2HeaderSize);
   const Header h = parse_header(path, bytes);
-  const bool swap = [&] {
-    int32_t size;
-    std::memcpy(&size, bytes.data(), 4);
-    return size != kNifti1HeaderSize && size != kNifti2HeaderSize;
-  }();
 
   const int64_t rank = h.dim[0];
   CR_CHECK(rank >= 1 && rank <= 7, path << ": dim[0] = " << rank << " is not a rank between 1 and 7");
@@ -267,7 +264,7 @@ Volume read_nifti(const std::string& path) {
   v.voxels.resize(static_cast<size_t>(v.voxel_count()));
   const char* data = bytes.data() + h.vox_offset;
   for (int64_t k = 0; k < v.voxel_count(); ++k) {
-    const double x = voxel_value(data + k * bytes_each, h.datatype, swap) * slope + inter;
+    const double x = voxel_value(data + k * bytes_each, h.datatype, h.swapped) * slope + inter;
     v.voxels[static_cast<size_t>(k)] = std::isfinite(x) ? static_cast<float>(x) : 0.0f;
   }
 
@@ -293,7 +290,7 @@ Volume read_nifti(const std::string& path) {
   v.intensity = guess_intensity(v.voxels, h.datatype);
 
   std::ostringstream d;
-  d << "NIfTI-" << h.version << (swap ? " big-endian" : "") << ", datatype " << h.datatype << ", geometry from "
+  d << "NIfTI-" << h.version << (h.swapped ? " big-endian" : "") << ", datatype " << h.datatype << ", geometry from "
     << geometry;
   if (slope != 1 || inter != 0) d << ", scaled by " << slope << " + " << inter;
   if (volumes > 1) d << "; " << volumes << " volumes in the file, only the first is read";
