@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "tests/cuda/require_gpu.h"
 #include "tests/support/op_cases.h"
 #include "tests/support/test_support.h"
@@ -222,6 +223,47 @@ TEST_CASE("CPU and CUDA agree on every op case, forward and backward, float32") 
       } catch (const std::exception& e) {
         FAIL_CHECK(cases[i].name << " threw: " << e.what());
       }
+    }
+  }
+}
+
+// The table's shapes are tiny. At the size of a real layer cuDNN picks other
+// algorithms (FFT, Winograd, large workspaces), so check those too. The bound
+// on the relative L2 error also proves TF32 stays off by default: TF32 rounds
+// inputs to 10 mantissa bits, which leaves ~3e-4; float32 sums in another order
+// differ by ~1e-6 (1e-5 at worst, for dw's 32768-term sums added one by one).
+TEST_CASE("cuDNN matches the CPU at a COVID-Rate layer size, deterministically, without TF32") {
+  struct Layer {
+    int64_t cin, size, cout;
+    int stride, dilation;
+  };
+  for (const Layer& l : {Layer{32, 128, 32, 1, 1}, Layer{32, 128, 32, 1, 2}, Layer{16, 128, 32, 2, 1}}) {
+    const ConvParams p = ConvParams::same(3, l.stride, l.dilation);
+    const Tensor x = randn({2, l.cin, l.size, l.size}, 31);
+    const Tensor w = randn({l.cout, l.cin, 3, 3}, 32, DType::F32, 0.1);
+    const Tensor b = randn({l.cout}, 33);
+    const Shape ys = conv2d_out_shape(x.shape(), w.shape(), p);
+    const Tensor dy = randn(ys, 34);
+    INFO("input " << x.shape().str() << ", weight " << w.shape().str() << ", stride " << l.stride
+                  << ", dilation " << l.dilation);
+
+    // Forward, backward data, backward filter (+ bias) on one device.
+    const auto run = [&](Device d) {
+      const Tensor xd = x.to(d), wd = w.to(d), bd = b.to(d), dyd = dy.to(d);
+      Tensor y = Tensor::empty(ys, DType::F32, d), dx = Tensor::empty(x.shape(), DType::F32, d);
+      Tensor dw = Tensor::zeros(w.shape(), DType::F32, d), db = Tensor::zeros(b.shape(), DType::F32, d);
+      ops::conv2d_forward(xd, wd, &bd, p, y);
+      ops::conv2d_backward_data(dyd, wd, p, dx, false);
+      ops::conv2d_backward_filter(dyd, xd, p, dw, &db);
+      return Tensors{y, dx, dw, db};
+    };
+    const Tensors cpu = run(Device::CPU), gpu = run(Device::CUDA), again = run(Device::CUDA);
+    const char* names[] = {"y", "dx", "dw", "dbias"};
+    for (size_t i = 0; i < cpu.size(); ++i) {
+      INFO(names[i]);
+      CHECK(count_nonfinite(gpu[i]) == 0);
+      CHECK(rel_l2(gpu[i], cpu[i]) < 5e-5);
+      CHECK(bit_identical(gpu[i], again[i]));
     }
   }
 }
