@@ -33,8 +33,8 @@ double layer_flops(const model::LayerCost& c, int64_t height, int64_t width) {
 }  // namespace
 
 int scaled_channels(int channels, double width) {
-  CR_CHECK(width > 0 && std::isfinite(width), "CovidRateNet: width multiplier " << width
-                                                                                << " must be positive");
+  // 16 bounds the widest layer at 8192 channels (a 3x3 conv of 2.4G parameters).
+  CR_CHECK(width > 0 && width <= 16, "CovidRateNet: width multiplier " << width << " must be in (0, 16]");
   const long rounded = std::lround(channels * width / 8.0) * 8;
   return static_cast<int>(std::max(8L, rounded));
 }

@@ -25,7 +25,7 @@ namespace covidrate {
 
 struct CovidRateConfig {
   // Scales every channel count: round(C * width / 8) * 8, at least 8 (see
-  // scaled_channels). 1.0 is the paper's network; 0.25 trains on a CPU.
+  // scaled_channels), in (0, 16]. 1.0 is the paper's network; 0.25 trains on a CPU.
   double width = 1.0;
   // Context perception boosting. Without it the decoder takes the last
   // encoding block's output directly.

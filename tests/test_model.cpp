@@ -188,6 +188,8 @@ TEST_CASE("model: channel rounding, names, L2 on the CPB kernels") {
   CHECK(scaled_channels(64, 0.3) == 16);   // 19.2 -> 16
   CHECK(scaled_channels(256, 0.75) == 192);
   CHECK_THROWS_AS(scaled_channels(32, 0.0), Error);
+  CHECK_THROWS_AS(scaled_channels(32, NAN), Error);
+  CHECK_THROWS_AS(scaled_channels(32, 1e9), Error);
 
   CovidRateConfig config;
   config.width = 0.25;
