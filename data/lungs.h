@@ -41,7 +41,8 @@ class LungExtractor {
 // 0.7 mm DICOM pixels and resized pictures of unknown pixel size.
 struct ClassicalLungOptions {
   float body_min_hu = -500;     // body = above this, largest component, holes filled
-  float air_max_hu = -400;      // lung candidates = below this, inside the body
+  float air_max_hu = -250;      // lung candidates = below this, inside the body: aerated lung and
+                                // ground glass (-700..-300 HU), not fat (-100) or soft tissue
   double cropped_border_fraction = 0.25;  // a body covering more of the image border than this was cropped
   double min_cut_lung_area = 0.03;  // in a cropped picture, dark regions at the border bigger than this
                                     // fraction of the picture are lungs, smaller ones air in a corner
@@ -50,7 +51,7 @@ struct ClassicalLungOptions {
   double airway_band = 0.12;    // "central": centroid within this fraction of the body width from its middle
   double min_lung_area = 0.004; // a slice holds lung when its lungs cover at least this much
   double min_part_volume = 0.1; // 3-D air components below this fraction of the largest are gas elsewhere
-  double closing_radius = 0.03; // closing of each lung's outline, as a fraction of the body width
+  double closing_radius = 0.04; // closing of each lung's outline, as a fraction of the body width
   double max_hole_area = 0.02;  // holes in a lung up to this size are vessels or lesions and are filled;
                                 // bigger ones are the diaphragm's dome seen through the lung base
   int threads = 0;              // 0: all hardware threads
