@@ -1,7 +1,6 @@
 // What the rest of the engine asks of the CUDA runtime (kernels/cuda/runtime.h).
 #include "kernels/cuda/runtime.h"
 
-#include <memory>
 #include <mutex>
 #include <vector>
 
