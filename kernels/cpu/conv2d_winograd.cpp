@@ -39,9 +39,25 @@ constexpr size_t kScratchBytes = size_t{64} << 20;
 constexpr int64_t kSkew = 16;
 int64_t position_stride(int64_t matrix_size) { return matrix_size + kSkew; }
 
+// How the output is cut into tiles. With dilation d, a tile is the 2x2 outputs
+// (oh, ow), (oh, ow+d), (oh+d, ow), (oh+d, ow+d), reading the 4x4 inputs spaced
+// d apart under them: the same F(2x2, 3x3) on a d-strided grid. Tile row r
+// starts at output row origin(r); the d tile rows of a group interleave to cover
+// 2d output rows (the same for columns).
 struct Tiling {
-  int64_t cin, h, w, cout, ho, wo, pad;
-  int64_t tile_rows, tile_cols;  // ceil(ho/2) x ceil(wo/2)
+  int64_t cin, h, w, cout, ho, wo, pad, dil;
+  int64_t tile_rows = 0, tile_cols = 0;
+
+  Tiling(int64_t cin_, int64_t h_, int64_t w_, int64_t cout_, int64_t ho_, int64_t wo_,
+         int64_t pad_, int64_t dil_)
+      : cin(cin_), h(h_), w(w_), cout(cout_), ho(ho_), wo(wo_), pad(pad_), dil(dil_),
+        tile_rows((ho_ + 2 * dil_ - 1) / (2 * dil_) * dil_),
+        tile_cols((wo_ + 2 * dil_ - 1) / (2 * dil_) * dil_) {}
+
+  int64_t origin(int64_t r) const { return r / dil * 2 * dil + r % dil; }
+  // Padded input row of transform_inputs, output row of transform_outputs.
+  int64_t in_width() const { return 2 * tile_cols + 2 * dil; }
+  int64_t out_width() const { return 2 * tile_cols; }
 };
 
 // u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, 3, 3].
@@ -80,11 +96,11 @@ void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T
 // v[e][ci][t] = (B^T d B)[e] for the 4x4 input patch d under each tile t of
 // tile rows [r0, r1) of one image x (zero outside the image). The four input
 // rows under a tile row are first copied, zero-padded, into `rows`
-// (4 x (2*tile_cols + 2) values), so the transform itself needs no bounds checks.
+// (4 x in_width() values), so the transform itself needs no bounds checks.
 template <class T>
 void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, T* rows, T* v) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
-  const int64_t width = 2 * g.tile_cols + 2;
+  const int64_t width = g.in_width(), dil = g.dil;
   const int64_t step = position_stride(g.cin * tiles);
   // Input columns [0, w) land at [pad, pad + w) of a padded row, clipped to its width.
   const int64_t copy = std::clamp<int64_t>(width - g.pad, 0, g.w);
@@ -93,15 +109,16 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, T* ro
     for (int64_t r = r0; r < r1; ++r) {
       for (int i = 0; i < 4; ++i) {
         T* dst = rows + i * width;
-        const int64_t ih = 2 * r - g.pad + i;
+        const int64_t ih = g.origin(r) - g.pad + i * dil;
         std::fill_n(dst, width, T(0));
         if (ih >= 0 && ih < g.h) std::copy_n(plane + ih * g.w, copy, dst + g.pad);
       }
       T* out = v + ci * tiles + (r - r0) * g.tile_cols;
       for (int64_t tc = 0; tc < g.tile_cols; ++tc) {
+        const T* patch = rows + g.origin(tc);  // padded column of input column origin - pad
         T d[4][4];
         for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) d[i][j] = rows[i * width + 2 * tc + j];
+          for (int j = 0; j < 4; ++j) d[i][j] = patch[i * width + j * dil];
         T bd[4][4];  // B^T d
         for (int j = 0; j < 4; ++j) {
           bd[0][j] = d[0][j] - d[2][j];
@@ -122,11 +139,12 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, T* ro
 
 // y = (A^T m A) + bias, or y += A^T m A when accumulating, for every tile of
 // tile rows [r0, r1) of one image, m[e][co][t]. Each tile row goes through
-// `rows` (2 x 2*tile_cols values), so an odd-sized output keeps only what fits.
+// `rows` (2 x out_width() values), so an output whose size is not a multiple of
+// the tiling keeps only what fits.
 template <class T> void transform_outputs(const Tiling& g, const T* m, const T* bias, int64_t r0,
                                           int64_t r1, T* rows, T* y, bool accumulate) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
-  const int64_t width = 2 * g.tile_cols;
+  const int64_t width = g.out_width();
   const int64_t step = position_stride(g.cout * tiles);
   for (int64_t co = 0; co < g.cout; ++co) {
     T* plane = y + co * g.ho * g.wo;
@@ -139,13 +157,14 @@ template <class T> void transform_outputs(const Tiling& g, const T* m, const T* 
           am[0][j] = in[j * step + tc] + in[(4 + j) * step + tc] + in[(8 + j) * step + tc];
           am[1][j] = in[(4 + j) * step + tc] - in[(8 + j) * step + tc] - in[(12 + j) * step + tc];
         }
+        T* out = rows + g.origin(tc);
         for (int i = 0; i < 2; ++i) {
-          rows[i * width + 2 * tc] = am[i][0] + am[i][1] + am[i][2] + b;
-          rows[i * width + 2 * tc + 1] = am[i][1] - am[i][2] - am[i][3] + b;
+          out[i * width] = am[i][0] + am[i][1] + am[i][2] + b;
+          out[i * width + g.dil] = am[i][1] - am[i][2] - am[i][3] + b;
         }
       }
-      for (int i = 0; i < 2 && 2 * r + i < g.ho; ++i) {
-        T* dst = plane + (2 * r + i) * g.wo;
+      for (int i = 0; i < 2 && g.origin(r) + i * g.dil < g.ho; ++i) {
+        T* dst = plane + (g.origin(r) + i * g.dil) * g.wo;
         if (accumulate) {
           for (int64_t q = 0; q < g.wo; ++q) dst[q] += rows[i * width + q];
         } else {
@@ -174,7 +193,7 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
   const int64_t band_tiles = rows * g.tile_cols;
   const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
   const auto m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
-  const auto rows_size = static_cast<size_t>(4 * (2 * g.tile_cols + 2));
+  const auto rows_size = static_cast<size_t>(4 * g.in_width());
   const size_t chunk_size = v_size + m_size + rows_size;
   // One buffer: the transformed filters, then each chunk's V, M and padded rows.
   const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
@@ -203,12 +222,12 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
 }  // namespace
 
 bool winograd_applies(const Tensor& w, const ConvParams& p) {
-  return w.h() == 3 && w.w() == 3 && p.stride == 1 && p.dilation == 1 && p.pad <= 2;
+  return w.h() == 3 && w.w() == 3 && p.stride == 1 && p.pad <= 2 * p.dilation;
 }
 
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y) {
-  const Tiling g{x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, (y.h() + 1) / 2, (y.w() + 1) / 2};
+  const Tiling g(x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, p.dilation);
   if (x.dtype() == DType::F64) {
     return convolve<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
                             bias ? bias->data<double>() : nullptr, y.data<double>(), false);
@@ -217,13 +236,12 @@ void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, cons
                   bias ? bias->data<float>() : nullptr, y.data<float>(), false);
 }
 
-// dx is dy convolved with the transposed, 180-degree-rotated filters and
-// padding 2 - pad: every output pixel that read x[ih, iw] through tap (i, j)
-// sends its gradient back through the mirrored tap.
+// dx is dy convolved with the transposed, 180-degree-rotated filters, same
+// dilation, padding 2*dilation - pad: every output pixel that read x[ih, iw]
+// through tap (i, j) sends its gradient back through the mirrored tap.
 void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                             bool accumulate) {
-  const Tiling g{dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(), 2 - p.pad, (dx.h() + 1) / 2,
-                 (dx.w() + 1) / 2};
+  const Tiling g(dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(), 2 * p.dilation - p.pad, p.dilation);
   if (dy.dtype() == DType::F64) {
     return convolve<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr,
                             dx.data<double>(), accumulate);

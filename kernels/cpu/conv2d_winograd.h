@@ -6,9 +6,9 @@
 
 namespace covidrate::cpu {
 
-// 3x3 kernel, stride 1, dilation 1, padding at most 2 (0 to 2 keep the
-// transposed convolution of the backward pass padded too): the bulk of
-// COVID-Rate's convolutions.
+// 3x3 kernel, stride 1, any dilation, padding at most 2*dilation (so that the
+// transposed convolution of the backward pass has a padding >= 0 too): the bulk
+// of COVID-Rate's convolutions.
 bool winograd_applies(const Tensor& w, const ConvParams& p);
 
 // ops::conv2d_forward and ops::conv2d_backward_data (same contracts, arguments
