@@ -119,12 +119,12 @@ SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const Classi
 // every pixel to the nearer core along paths inside the component. Falls back
 // to cutting at the midline when it never falls apart (fused lungs).
 void split_merged(const std::vector<uint8_t>& piece, int64_t nx, int64_t ny, const SideAxis& axis, double middle,
-                  uint8_t* out_labels, uint8_t right_label, uint8_t left_label) {
+                  uint8_t* out_labels) {
   const int64_t n = nx * ny;
   auto coord = [&](int64_t p) { return double(axis.along_x ? p % nx : p / nx); };
   auto label_of_side = [&](double c) {
     const bool low = c < middle;
-    return low == axis.right_at_low_index ? right_label : left_label;
+    return uint8_t(low == axis.right_at_low_index ? kRightLung : kLeftLung);
   };
   const auto dist = squared_distance_to_background(piece.data(), nx, ny, true);
   const float deepest = *std::max_element(dist.begin(), dist.end());
@@ -174,25 +174,32 @@ void split_merged(const std::vector<uint8_t>& piece, int64_t nx, int64_t ny, con
     if (piece[p]) out_labels[p] = seeds[p] ? seeds[p] : label_of_side(coord(p));
 }
 
-// Closes one lung's outline and fills its small holes, working on the lung's
-// bounding box plus a margin wider than the closing disk (the same result as on
-// the whole slice, at a fraction of the cost).
-void close_and_fill(const uint8_t* labels, uint8_t side, int64_t nx, int64_t ny, float radius, int64_t max_hole,
-                    std::vector<uint8_t>& lung, int64_t& x0, int64_t& y0, int64_t& w, int64_t& h) {
+// One lung's mask on its bounding box plus a margin wider than the closing disk.
+struct LungPatch {
+  int64_t x0 = 0, y0 = 0, w = 0, h = 0;
+  std::vector<uint8_t> mask;  // w * h
+};
+
+// Closes one lung's outline and fills its small holes on its patch (the same
+// result as on the whole slice, at a fraction of the cost).
+LungPatch close_and_fill(const uint8_t* labels, uint8_t side, int64_t nx, int64_t ny, float radius,
+                         int64_t max_hole) {
   int64_t lx = nx, ly = ny, hx = -1, hy = -1;
   for (int64_t y = 0; y < ny; ++y)
     for (int64_t x = 0; x < nx; ++x)
       if (labels[y * nx + x] == side) lx = std::min(lx, x), hx = std::max(hx, x), ly = std::min(ly, y), hy = std::max(hy, y);
-  w = h = 0;
-  if (hx < 0) return;
+  LungPatch patch;
+  if (hx < 0) return patch;
   const int64_t margin = int64_t(std::ceil(radius)) + 2;
-  x0 = std::max<int64_t>(0, lx - margin), y0 = std::max<int64_t>(0, ly - margin);
-  w = std::min(nx, hx + margin + 1) - x0, h = std::min(ny, hy + margin + 1) - y0;
-  lung.assign(w * h, 0);
-  for (int64_t y = 0; y < h; ++y)
-    for (int64_t x = 0; x < w; ++x) lung[y * w + x] = labels[(y0 + y) * nx + x0 + x] == side;
-  close_disk(lung.data(), w, h, radius);
-  fill_holes_2d(lung.data(), w, h, max_hole);
+  patch.x0 = std::max<int64_t>(0, lx - margin), patch.y0 = std::max<int64_t>(0, ly - margin);
+  patch.w = std::min(nx, hx + margin + 1) - patch.x0, patch.h = std::min(ny, hy + margin + 1) - patch.y0;
+  patch.mask.resize(patch.w * patch.h);
+  for (int64_t y = 0; y < patch.h; ++y)
+    for (int64_t x = 0; x < patch.w; ++x)
+      patch.mask[y * patch.w + x] = labels[(patch.y0 + y) * nx + patch.x0 + x] == side;
+  close_disk(patch.mask.data(), patch.w, patch.h, radius);
+  fill_holes_2d(patch.mask.data(), patch.w, patch.h, max_hole);
+  return patch;
 }
 
 // Second pass on one slice: drop noise and airways, label the sides, then fill
@@ -219,6 +226,8 @@ void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& bo
     if (a < o.min_part_area * area) continue;
     const bool central = std::abs(centroid - body.middle) < o.airway_band * body.width;
     if (central && a < o.airway_max_area * area) continue;
+    // A big piece with at least a tenth of itself on each side of the midline
+    // is both lungs joined.
     const double low_fraction = low_side[k] / a;
     if (low_fraction > 0.1 && low_fraction < 0.9 && a > 4 * o.airway_max_area * area) {
       side_label[k] = 3;
@@ -230,21 +239,19 @@ void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& bo
   for (int32_t k = 1; k <= c.count; ++k) {
     if (side_label[k] != 3) continue;
     for (int64_t p = 0; p < n; ++p) piece[p] = c.label[p] == k;
-    split_merged(piece, nx, ny, axis, body.middle, labels, kRightLung, kLeftLung);
+    split_merged(piece, nx, ny, axis, body.middle, labels);
   }
   for (int64_t p = 0; p < n; ++p)
     if (c.label[p] && side_label[c.label[p]] && side_label[c.label[p]] != 3) labels[p] = side_label[c.label[p]];
 
   const float radius = float(o.closing_radius * body.width);
   const int64_t max_hole = int64_t(o.max_hole_area * double(body.area));
-  std::vector<uint8_t> lung;
   for (uint8_t side : {kRightLung, kLeftLung}) {
-    int64_t x0 = 0, y0 = 0, w = 0, h = 0;
-    close_and_fill(labels, side, nx, ny, radius, max_hole, lung, x0, y0, w, h);
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        uint8_t& l = labels[(y0 + y) * nx + x0 + x];
-        if (lung[y * w + x] && l == 0) l = side;  // never take a pixel from the other lung
+    const LungPatch patch = close_and_fill(labels, side, nx, ny, radius, max_hole);
+    for (int64_t y = 0; y < patch.h; ++y)
+      for (int64_t x = 0; x < patch.w; ++x) {
+        uint8_t& l = labels[(patch.y0 + y) * nx + patch.x0 + x];
+        if (patch.mask[y * patch.w + x] && l == 0) l = side;  // never take a pixel from the other lung
       }
   }
 }
