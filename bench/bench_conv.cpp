@@ -3,6 +3,8 @@
 // backward filter, each reported as GFLOP/s (2*N*Cout*Ho*Wo*Cin*K*K per pass)
 // of wall time, and as GFLOP per second of CPU time of the whole process (all
 // threads), which tells the work done apart from the load of a shared machine.
+// The flop count is the same nominal one for every algorithm (and for PyTorch):
+// where Winograd does fewer multiplications, the rate is an effective one.
 //
 //   COVIDRATE_THREADS=2 build/bench_conv
 //
