@@ -56,9 +56,12 @@ class GuardedAlloc {
         if (guard && v[static_cast<size_t>(i)] != kSentinel) {
           std::ostringstream os;
           os << "allocation " << b << " " << buf.shape.str() << " on " << to_string(buf.whole.device())
-             << ": guard element " << (i < buf.row ? i - buf.row : i - (total - buf.row))
-             << (i < buf.row ? " before the start" : " past the end") << " was overwritten with "
-             << v[static_cast<size_t>(i)];
+             << ": the guard element ";
+          if (i < buf.row)
+            os << buf.row - i << " before its start";
+          else
+            os << i - (total - buf.row) << " after its end";
+          os << " was overwritten with " << v[static_cast<size_t>(i)];
           return os.str();
         }
       }
@@ -152,13 +155,15 @@ struct Run {
 
 // Forward and both backward flavours of one case on one device.
 Run run_case(const OpCase& c, const Tensors& cpu_in, const Tensors& cpu_dys, Device d, uint64_t seed) {
-  const char* dev = to_string(d);
+  const std::string dev = to_string(d);
   const Tensors in = to_device(cpu_in, d);
   Run r;
   GuardedAlloc fwd;
   r.out = c.forward(in, fwd.alloc());
-  INFO("forward on " << dev);
-  CHECK(fwd.violations() == "");
+  {
+    INFO("forward on " << dev);
+    CHECK(fwd.violations() == "");
+  }
   if (!c.backward) return r;
   const Tensors dys = to_device(cpu_dys, d);
   for (int acc = 0; acc < 2; ++acc) {
