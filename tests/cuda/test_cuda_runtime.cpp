@@ -144,3 +144,32 @@ TEST_CASE("a failing CUDA call names the call in the error") {
   Tensor t = Tensor::full({10}, 1.0, DType::F32, Device::CUDA);
   CHECK(t.to_vector()[0] == 1.0f);
 }
+
+TEST_CASE("flipping allow_tf32 takes effect at the next call, and flipping back restores float32") {
+  cuda::Context& ctx = cuda::context();
+  const bool saved = ctx.allow_tf32;
+  const Tensor x = test::randn({64, 512}, 21), w = test::randn({256, 512}, 22);
+  const Tensor xi = test::randn({2, 16, 48, 48}, 23), wi = test::randn({16, 16, 3, 3}, 24);
+  const ConvParams p = ConvParams::same(3);
+  Tensor y_ref = Tensor::empty({64, 256}), c_ref = Tensor::empty({2, 16, 48, 48});
+  ops::linear_forward(x, w, y_ref);
+  ops::conv2d_forward(xi, wi, nullptr, p, c_ref);
+
+  const Tensor xd = x.to(Device::CUDA), wd = w.to(Device::CUDA);
+  const Tensor xid = xi.to(Device::CUDA), wid = wi.to(Device::CUDA);
+  Tensor y = Tensor::empty({64, 256}, DType::F32, Device::CUDA);
+  Tensor c = Tensor::empty({2, 16, 48, 48}, DType::F32, Device::CUDA);
+  for (bool tf32 : {true, false}) {
+    CAPTURE(tf32);
+    ctx.allow_tf32 = tf32;
+    const uint64_t plans = cuda::conv_plan_stats().plans;
+    ops::linear_forward(xd, wd, y);
+    ops::conv2d_forward(xid, wid, nullptr, p, c);
+    // TF32 may or may not be used when allowed; float32 must be exact to rounding.
+    const double bound = tf32 ? 1e-2 : 1e-5;
+    CHECK(test::rel_l2(y, y_ref) < bound);
+    CHECK(test::rel_l2(c, c_ref) < bound);
+    if (tf32) CHECK(cuda::conv_plan_stats().plans == plans + 1);  // TF32 is part of the plan's key
+  }
+  ctx.allow_tf32 = saved;
+}
