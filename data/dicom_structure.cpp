@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <optional>
 #include <string>
 
 #include "nn/error.h"
@@ -52,10 +53,12 @@ class Walker {
   // The meta header: explicit VR little endian elements of group 0002.
   // Returns the position of the data set and sets the transfer syntax.
   size_t meta(size_t pos, std::string& transfer_syntax) {
+    std::optional<size_t> announced_end;  // from the group length (0002,0000), which GDCM trusts
     while (pos + 8 <= size_ && u16(pos, Encoding::ExplicitLittle) == 0x0002) {
       const uint32_t t = read_tag(pos, Encoding::ExplicitLittle);
       const size_t start = pos;
       pos = element(pos, Encoding::ExplicitLittle, 0, t);
+      if (t == tag(0x0002, 0x0000) && pos - start == 12) announced_end = pos + u32(start + 8, Encoding::ExplicitLittle);
       if (t == tag(0x0002, 0x0010)) {
         const size_t header = 8;
         std::string uid(reinterpret_cast<const char*>(data_ + start + header), pos - start - header);
@@ -63,6 +66,11 @@ class Walker {
         transfer_syntax = uid;
       }
     }
+    // A meta header whose elements disagree with its group length aborts
+    // inside GDCM (found by fuzz_dicom).
+    CR_CHECK(!announced_end || *announced_end == pos,
+             file_ << ": the meta header's group length says it ends at byte " << *announced_end
+                   << ", its elements end at byte " << pos);
     return pos;
   }
 
@@ -210,6 +218,7 @@ Structure check_structure(const std::string& file, std::string_view bytes) {
   }
   CR_CHECK(pos < walker.size(), file << ": truncated: no data set after the meta header");
   const size_t end = walker.elements(pos, walker.size(), enc, 0);
+  CR_CHECK(end > pos, file << ": no data set after the meta header");
   return {transfer_syntax, end};
 }
 

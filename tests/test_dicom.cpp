@@ -224,6 +224,12 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string bad_vr_file = dir.file("bad-vr.dcm");
   test::write_bytes(bad_vr_file, bad_vr);
   check_fails(bad_vr_file, bad_vr_file, "value representation 'UQ'");
+  // A meta header longer than its group length says (another GDCM abort).
+  std::vector<char> bad_length = bytes;
+  bad_length[140] = static_cast<char>(bad_length[140] - 2);
+  const std::string bad_length_file = dir.file("bad-group-length.dcm");
+  test::write_bytes(bad_length_file, bad_length);
+  check_fails(bad_length_file, bad_length_file, "group length");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
