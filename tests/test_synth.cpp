@@ -3,11 +3,15 @@
 // TCGA series.
 #include <doctest/doctest.h>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <random>
 #include <string>
 
+#include "data/image2d.h"
 #include "data/synth.h"
+#include "data/synth_set.h"
 #include "nn/error.h"
 #include "tests/support/test_support.h"
 
@@ -84,6 +88,33 @@ TEST_CASE("insert_lesions trims lesions outside the healthy lung and drops tiny 
   AnnotatedSlice bad = infected_slice();
   bad.lesion = slice(19, 20, 0);
   CHECK_THROWS_AS(insert_lesions(bad, healthy_slice()), Error);
+}
+
+TEST_CASE("write_synthetic_set writes ratio x N pairs atomically in the MedSeg layout") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("covidrate_synth_test_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  const std::vector<AnnotatedSlice> infected(3, infected_slice()), healthy(2, healthy_slice());
+  int64_t calls = 0;
+  const SynthSetReport r =
+      write_synthetic_set(infected, healthy, 2.0, 5, dir.string(), [&](int64_t, int64_t) { ++calls; });
+  CHECK(r.wanted == 6);
+  CHECK(r.written == 6);
+  CHECK(calls == 6);
+  CHECK(r.mean_infection_rate == doctest::Approx(12.0 * 9.0 / (24.0 * 18.0)));
+  CHECK_FALSE(fs::exists(dir.string() + ".tmp"));
+  CHECK(fs::exists(dir / "overview.png"));
+  // The healthy lung box [10,34) x [6,24) grows by 10 % (2 and 1 pixels) and is transposed.
+  const Volume image = read_image((dir / "images" / "synth_00005.png").string());
+  const Volume mask = read_image((dir / "masks" / "synth_00005.png").string());
+  CHECK(image.nx == 20);
+  CHECK(image.ny == 28);
+  CHECK(mask.intensity == Intensity::Label);
+  int64_t lesion = 0;
+  for (float v : mask.voxels) lesion += v == 1;
+  CHECK(lesion == 12 * 9);
+  CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string()), Error);
+  fs::remove_all(dir);
 }
 
 TEST_CASE("synthetic pairs from MedSeg lesions and healthy TCGA lungs") {

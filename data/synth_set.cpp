@@ -1,0 +1,101 @@
+#include "data/synth_set.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <random>
+
+#include "data/image2d.h"
+#include "data/input_domain.h"
+#include "data/lungs.h"
+#include "data/overlay.h"
+#include "nn/error.h"
+
+namespace covidrate::data {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+// The pair as it is written: cropped around the healthy lungs with a margin
+// (the MedSeg pictures are cropped around the chest) and laid out like MedSeg.
+struct WrittenPair {
+  Volume image, mask, lungs;
+};
+WrittenPair lay_out(const SyntheticPair& pair, const AnnotatedSlice& healthy) {
+  Box box = nonzero_box(healthy.lungs);
+  const int64_t mx = (box.x1 - box.x0) / 10, my = (box.y1 - box.y0) / 10;
+  box = {box.x0 - mx, box.y0 - my, box.x1 + mx, box.y1 + my};
+  return {medseg_layout(crop(pair.image, box)), medseg_layout(crop(pair.mask, box)),
+          medseg_layout(crop(healthy.lungs, box))};
+}
+
+void write_gray(const fs::path& path, const Volume& v, float scale) {
+  std::vector<uint8_t> px(v.voxels.size());
+  for (size_t i = 0; i < px.size(); ++i) px[i] = uint8_t(std::lround(std::clamp(v.voxels[i] * scale, 0.f, 255.f)));
+  write_png_gray(path.string(), px.data(), v.nx, v.ny);
+}
+
+RgbImage preview(const WrittenPair& w) {
+  RgbImage p = grey_slice(w.image, 0);
+  draw_outline(p, w.lungs, 0, float(kRightLung), kRightLungColour);
+  draw_outline(p, w.lungs, 0, float(kLeftLung), kLeftLungColour);
+  draw_outline(p, w.mask, 0, 1, kLesionColour);
+  return p;
+}
+
+}  // namespace
+
+SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
+                                   const std::vector<AnnotatedSlice>& healthy, double ratio, uint64_t seed,
+                                   const std::string& out_dir,
+                                   const std::function<void(int64_t, int64_t)>& progress) {
+  CR_CHECK(!infected.empty() && !healthy.empty(), "synth: needs infected and healthy slices");
+  CR_CHECK(ratio > 0, "synth: ratio must be positive, got " << ratio);
+  const fs::path out(out_dir), tmp(out_dir + ".tmp");
+  CR_CHECK(!fs::exists(out), out.string() << " already exists; synth writes a new folder");
+  fs::remove_all(tmp);  // a leftover of an interrupted run
+  fs::create_directories(tmp / "images");
+  fs::create_directories(tmp / "masks");
+
+  SynthSetReport r;
+  r.wanted = std::llround(ratio * double(infected.size()));
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<size_t> pick(0, healthy.size() - 1);
+  constexpr int kTriesPerPick = 20;  // healthy slices tried before an infected slice is passed over
+  std::vector<RgbImage> previews;
+  double rate_sum = 0;
+  // Each infected slice in turn; one whose lesions land in no healthy lung with
+  // a rate above 0.01 (tiny lesions) is passed over, so the pick limit only
+  // stops a set in which almost nothing qualifies.
+  for (int64_t picks = 0; r.written < r.wanted && picks < 3 * r.wanted; ++picks) {
+    const AnnotatedSlice& source = infected[size_t(picks) % infected.size()];
+    bool made = false;
+    for (int t = 0; t < kTriesPerPick && !made; ++t) {
+      const AnnotatedSlice& target = healthy[pick(rng)];
+      const auto pair = insert_lesions(source, target);
+      if (!pair) continue;
+      const WrittenPair w = lay_out(*pair, target);
+      char name[32];
+      std::snprintf(name, sizeof name, "synth_%05lld.png", static_cast<long long>(r.written));
+      write_gray(tmp / "images" / name, w.image, 1.f);
+      write_gray(tmp / "masks" / name, w.mask, 255.f);
+      if (previews.size() < 8) previews.push_back(preview(w));
+      rate_sum += pair->infection_rate;
+      ++r.written;
+      made = true;
+    }
+    if (!made) ++r.passed_over;
+    if (progress) progress(r.written, r.wanted);
+  }
+  if (!previews.empty()) {
+    const RgbImage m = montage(previews, 4);
+    write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
+  }
+  fs::rename(tmp, out);
+  r.mean_infection_rate = r.written ? rate_sum / double(r.written) : 0.0;
+  return r;
+}
+
+}  // namespace covidrate::data

@@ -1,0 +1,31 @@
+// A synthetic training set on disk: what `covidrate synth` writes.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/synth.h"
+
+namespace covidrate::data {
+
+struct SynthSetReport {
+  int64_t wanted = 0;       // round(ratio x number of infected slices)
+  int64_t written = 0;      // pairs written (less than wanted only when almost nothing qualifies)
+  int64_t passed_over = 0;  // infected-slice picks whose lesions made no pair with rate > 0.01
+  double mean_infection_rate = 0;
+};
+
+// Pairs each infected slice in turn with randomly drawn healthy slices (seeded)
+// until ratio x N pairs exist, and writes them in the MedSeg layout:
+// out_dir/images/synth_NNNNN.png (grey), out_dir/masks/synth_NNNNN.png (0/255),
+// each cropped around the healthy lungs with a 10 % margin and transposed like
+// the MedSeg pictures, plus out_dir/overview.png (the first eight, outlined).
+// The folder appears atomically: written as out_dir + ".tmp", then renamed; an
+// existing out_dir is refused. `progress(written, wanted)` is called after each pick.
+SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
+                                   const std::vector<AnnotatedSlice>& healthy, double ratio, uint64_t seed,
+                                   const std::string& out_dir,
+                                   const std::function<void(int64_t, int64_t)>& progress = nullptr);
+
+}  // namespace covidrate::data
