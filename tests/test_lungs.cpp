@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <random>
 #include <filesystem>
 #include <string>
 #include <utility>
@@ -93,6 +95,26 @@ TEST_CASE("fill_holes_2d fills enclosed background and nothing open to the borde
   for (int i = 1; i < 6; ++i) m[1 * 7 + i] = m[i * 7 + 1] = m[i * 7 + 5] = 1;  // a U, open at the bottom
   fill_holes_2d(m.data(), 7, 7);
   CHECK(m[3 * 7 + 3] == 0);
+}
+
+TEST_CASE("squared_distance_to_background equals brute force on a random mask") {
+  const int64_t nx = 23, ny = 17;
+  std::mt19937 rng(11);
+  std::vector<uint8_t> m(nx * ny);
+  for (auto& v : m) v = rng() % 5 != 0;  // mostly foreground, scattered background
+  for (bool border : {true, false}) {
+    const auto d = squared_distance_to_background(m.data(), nx, ny, border);
+    for (int64_t y = 0; y < ny; ++y)
+      for (int64_t x = 0; x < nx; ++x) {
+        int64_t best = INT64_MAX;
+        for (int64_t v = 0; v < ny; ++v)
+          for (int64_t u = 0; u < nx; ++u)
+            if (!m[v * nx + u]) best = std::min(best, (u - x) * (u - x) + (v - y) * (v - y));
+        if (border)  // the nearest pixel outside the image
+          best = std::min({best, (x + 1) * (x + 1), (nx - x) * (nx - x), (y + 1) * (y + 1), (ny - y) * (ny - y)});
+        CHECK(d[y * nx + x] == float(best));
+      }
+  }
 }
 
 TEST_CASE("disk morphology matches the Euclidean definition") {
