@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
       benchmark::RegisterBenchmark(("conv/" + layer.key() + "/" + name).c_str(), run, layer, pass)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime()  // the work runs on several threads: CPU time of the caller means little
-          ->MinTime(1.0);
+          ->MinTime(0.3);
     }
   }
   benchmark::RunSpecifiedBenchmarks();

@@ -5,8 +5,9 @@
 #
 # Builds nothing: BUILD_DIR must hold bench_conv (ninja -C BUILD_DIR bench_conv).
 # THREADS defaults to the number of cores, ROUNDS to 2. Each round runs our
-# benchmark, then PyTorch's; each side keeps its best round, so a burst of load
-# from other processes penalizes neither side for good.
+# benchmark, then PyTorch's, each reporting the median of its repetitions; each
+# side keeps its best round, so a burst of load from other processes penalizes
+# neither side for good.
 # Two measures per shape and pass, each as ours, torch and ratio (ours/torch,
 # above 1: we are faster):
 #   wall  GFLOP per second of elapsed time: what a user waits for;
@@ -31,7 +32,8 @@ trap 'rm -rf "$tmp"' EXIT
 export COVIDRATE_THREADS=$threads OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 
 for round in $(seq "$rounds"); do
-  "$build/bench_conv" --benchmark_format=csv >"$tmp/ours.$round.csv" 2>/dev/null
+  "$build/bench_conv" --benchmark_format=csv --benchmark_repetitions=5 \
+    --benchmark_report_aggregates_only=true >"$tmp/ours.$round.csv" 2>/dev/null
   /usr/bin/python3 "$here/torch_conv.py" --threads "$threads" >"$tmp/torch.$round.tsv"
 done
 
@@ -48,7 +50,9 @@ def keep_best(table, key, wall, cpu):
 for r in range(1, rounds + 1):
     with open(f"{tmp}/ours.{r}.csv") as f:
         for row in csv.DictReader(f):
-            # name: conv/<shape>/<pass>/min_time:.../real_time
+            # name: conv/<shape>/<pass>/min_time:.../real_time_median
+            if not row["name"].endswith("_median"):
+                continue
             _, shape, pass_name = row["name"].split("/")[:3]
             keep_best(ours, (shape, pass_name), float(row["GFLOP/s"]), float(row["GFLOP/cpu-s"]))
     with open(f"{tmp}/torch.{r}.tsv") as f:
