@@ -112,7 +112,11 @@ class Walker {
     if (enc == Encoding::ImplicitLittle) {
       length = u32(pos + 4, enc);
       value = pos + 8;
-      sequence = length == kUndefinedLength && t != kPixelData;
+      // Without VRs, a sequence shows itself by an undefined length or by a
+      // value that starts with an item; GDCM knows sequences from its
+      // dictionary and parses them either way, so they are walked too.
+      sequence = t != kPixelData && (length == kUndefinedLength ||
+                                     (length >= 8 && value + 4 <= size_ && read_tag(value, enc) == kItem));
     } else {
       const char vr[2] = {static_cast<char>(data_[pos + 4]), static_cast<char>(data_[pos + 5])};
       const auto is_one_of = [&](std::initializer_list<const char*> list) {
