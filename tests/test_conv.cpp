@@ -143,6 +143,20 @@ TEST_CASE("conv2d 3x3 stride 1 (Winograd) stays accurate over many input channel
   compare_with_direct(c, DType::F32, 1e-4);
 }
 
+TEST_CASE("conv2d handles images smaller than a tile or a kernel") {
+  // 1-pixel and 2-pixel sides: Winograd tiles hanging over every edge, padded
+  // rows wider than the image, im2col rows with no valid column.
+  for (int64_t h : {1, 2, 3}) {
+    for (int k : {3, 7}) {
+      Config c;
+      c.kernel = k, c.h = h, c.w = h + 1, c.pad = k / 2;
+      compare_with_direct(c, DType::F64, 1e-10);
+      c.stride = 2;
+      compare_with_direct(c, DType::F64, 1e-10);
+    }
+  }
+}
+
 TEST_CASE("conv2d 1x1 stride 1 (the gemm without unrolling) matches the direct loops") {
   Config c;
   c.kernel = 1, c.pad = 0, c.cin = 9, c.cout = 3;
