@@ -1,9 +1,12 @@
 // Header fields and pixel decoding of one DICOM file, through GDCM.
 #include "data/dicom_file.h"
 
+#include <gdcmDicts.h>
+#include <gdcmGlobal.h>
 #include <gdcmImage.h>
 #include <gdcmImageReader.h>
 #include <gdcmReader.h>
+#include <gdcmSequenceOfItems.h>
 #include <gdcmStringFilter.h>
 #include <gdcmTrace.h>
 
@@ -109,6 +112,44 @@ std::string read_checked(const std::string& file) {
   return bytes;
 }
 
+// GDCM reads the image attributes through typed accessors that assert the
+// element's value representation matches the dictionary: a file with, say,
+// Columns stored as SS aborts the program (found by fuzz_dicom). Those
+// elements, nested ones included, must carry their dictionary VR. Other
+// elements are left alone: real files get VRs wrong elsewhere (the TCGA series
+// stores (0028,0303) as SH, not CS) and GDCM does not mind there.
+bool read_by_gdcm_image_helper(const gdcm::Tag& t) {
+  static const gdcm::Tag tags[] = {
+      {0x0018, 0x0050}, {0x0018, 0x0088}, {0x0018, 0x1164}, {0x0018, 0x2010}, {0x0018, 0x602c}, {0x0018, 0x602e},
+      {0x0020, 0x0032}, {0x0020, 0x0037}, {0x0028, 0x0002}, {0x0028, 0x0006}, {0x0028, 0x0008}, {0x0028, 0x0009},
+      {0x0028, 0x0010}, {0x0028, 0x0011}, {0x0028, 0x0030}, {0x0028, 0x0034}, {0x0028, 0x0100}, {0x0028, 0x0101},
+      {0x0028, 0x0102}, {0x0028, 0x0103}, {0x0028, 0x0120}, {0x0028, 0x1050}, {0x0028, 0x1051}, {0x0028, 0x1052},
+      {0x0028, 0x1053}, {0x0028, 0x1101}, {0x0028, 0x1102}, {0x0028, 0x1103}, {0x0028, 0x3002}, {0x3002, 0x0011},
+  };
+  return std::find(std::begin(tags), std::end(tags), t) != std::end(tags);
+}
+
+void check_image_vrs(const std::string& file, const gdcm::DataSet& ds, int depth) {
+  CR_CHECK(depth < 16, file << ": sequences nested too deep");
+  const gdcm::Dicts& dicts = gdcm::Global::GetInstance().GetDicts();
+  for (auto it = ds.Begin(); it != ds.End(); ++it) {
+    const gdcm::DataElement& de = *it;
+    const gdcm::Tag& tag = de.GetTag();
+    if (read_by_gdcm_image_helper(tag) && de.GetVR() != gdcm::VR::INVALID) {
+      const gdcm::VR expected = dicts.GetDictEntry(tag).GetVR();
+      CR_CHECK(expected.Compatible(de.GetVR()), file << ": element " << tag << " has value representation "
+                                                     << de.GetVR() << ", the standard says " << expected);
+    }
+    // Functional groups nest these elements; only sequences GDCM has already
+    // parsed are visited, raw bytes are not reinterpreted.
+    const gdcm::Value* value = de.IsEmpty() ? nullptr : &de.GetValue();
+    if (const auto* items = dynamic_cast<const gdcm::SequenceOfItems*>(value)) {
+      for (gdcm::SequenceOfItems::SizeType k = 1; k <= items->GetNumberOfItems(); ++k)
+        check_image_vrs(file, items->GetItem(k).GetNestedDataSet(), depth + 1);
+    }
+  }
+}
+
 }  // namespace
 
 bool has_dicom_magic(const std::string& file) {
@@ -136,6 +177,7 @@ std::optional<FileHeader> read_header(const std::string& file) {
     CR_CHECK(!claims_dicom, file << ": not a readable DICOM file (GDCM cannot parse its header)");
     return std::nullopt;
   }
+  check_image_vrs(file, reader.GetFile().GetDataSet(), 0);
   gdcm::StringFilter sf;
   sf.SetFile(reader.GetFile());
   FileHeader h;

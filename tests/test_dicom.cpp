@@ -230,6 +230,15 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string bad_length_file = dir.file("bad-group-length.dcm");
   test::write_bytes(bad_length_file, bad_length);
   check_fails(bad_length_file, bad_length_file, "group length");
+  // Columns with a signed VR: GDCM's typed read of it aborted (found by fuzz_dicom).
+  std::vector<char> signed_columns = bytes;
+  const std::string columns_us("\x28\x00\x11\x00US", 6);
+  const auto at = std::search(signed_columns.begin(), signed_columns.end(), columns_us.begin(), columns_us.end());
+  REQUIRE(at != signed_columns.end());
+  at[4] = 'S';
+  const std::string signed_columns_file = dir.file("signed-columns.dcm");
+  test::write_bytes(signed_columns_file, signed_columns);
+  check_fails(signed_columns_file, signed_columns_file, "(0028,0011) has value representation SS");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
