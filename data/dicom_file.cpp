@@ -163,6 +163,13 @@ std::optional<FileHeader> read_header(const std::string& file) {
   silence_gdcm();
   const bool claims_dicom = has_dicom_magic(file) ||
                             (file.size() > 4 && (file.ends_with(".dcm") || file.ends_with(".DCM")));
+  if (!claims_dicom) {
+    // Without the preamble, a DICOM stream starts with a tag of group 0002
+    // (meta header) or 0008 (identification); other files are not read at all.
+    unsigned char head[2] = {0xff, 0xff};
+    std::ifstream(file, std::ios::binary).read(reinterpret_cast<char*>(head), 2);
+    if (!((head[0] == 0x02 || head[0] == 0x08) && head[1] == 0x00)) return std::nullopt;
+  }
   std::string bytes;
   try {
     bytes = read_checked(file);
