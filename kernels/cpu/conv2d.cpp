@@ -1,6 +1,6 @@
-// The CPU convolution: im2col + OpenBLAS gemm. The forward and backward-data
-// passes of 3x3 stride-1 layers (most of COVID-Rate) go to Winograd's
-// algorithm instead (conv2d_winograd.cpp), which needs 2.25x fewer flops.
+// The CPU convolution: im2col + OpenBLAS gemm. The three passes of 3x3
+// stride-1 layers (most of COVID-Rate) go to Winograd's algorithm instead
+// (conv2d_winograd.cpp), which needs 2.25x fewer flops.
 //
 // For one image, the convolution is a matrix product once the input is unrolled
 // into the "column" matrix col[(ci, kh, kw)][(oh, ow)] = x[ci, ih, iw] (0 in the
@@ -208,7 +208,7 @@ template <class T> void backward_data(const Tensor& dy, const Tensor& w, const C
 }
 
 template <class T> void backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p,
-                                        Tensor& dw, Tensor* dbias) {
+                                        Tensor& dw) {
   const Geometry g(x.shape(), dw.shape(), dy.shape(), p);
   const T* dys = dy.data<T>();
   const T* xs = x.data<T>();
@@ -238,14 +238,19 @@ template <class T> void backward_filter(const Tensor& dy, const Tensor& x, const
       }
     }
   });
-  if (!dbias) return;
-  // Summed in double: a plane holds up to 65536 values of mixed sign.
-  T* dbs = dbias->data<T>();
-  for (int64_t co = 0; co < g.cout; ++co) {
+}
+
+// dbias[co] += the sum of dy over images and pixels, in double: a plane holds
+// up to 65536 values of mixed sign.
+template <class T> void bias_gradient(const Tensor& dy, Tensor& dbias) {
+  const T* dys = dy.data<T>();
+  T* dbs = dbias.data<T>();
+  const int64_t plane = dy.h() * dy.w();
+  for (int64_t co = 0; co < dy.c(); ++co) {
     double sum = 0;
-    for (int64_t b = 0; b < x.n(); ++b) {
-      const T* plane = dys + (b * g.cout + co) * g.out_plane();
-      for (int64_t q = 0; q < g.out_plane(); ++q) sum += plane[q];
+    for (int64_t b = 0; b < dy.n(); ++b) {
+      const T* values = dys + (b * dy.c() + co) * plane;
+      for (int64_t q = 0; q < plane; ++q) sum += values[q];
     }
     dbs[co] = static_cast<T>(dbs[co] + sum);
   }
@@ -269,8 +274,17 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p
 
 void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw,
                             Tensor* dbias) {
-  if (dy.dtype() == DType::F64) return backward_filter<double>(dy, x, p, dw, dbias);
-  backward_filter<float>(dy, x, p, dw, dbias);
+  const bool f64 = dy.dtype() == DType::F64;
+  if (winograd_applies(dw, p)) {
+    winograd_backward_filter(dy, x, p, dw);
+  } else if (f64) {
+    backward_filter<double>(dy, x, p, dw);
+  } else {
+    backward_filter<float>(dy, x, p, dw);
+  }
+  if (!dbias) return;
+  if (f64) return bias_gradient<double>(dy, *dbias);
+  bias_gradient<float>(dy, *dbias);
 }
 
 }  // namespace covidrate::cpu

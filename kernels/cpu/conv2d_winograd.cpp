@@ -97,18 +97,20 @@ void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T
   });
 }
 
-// v[e][ci][t] = (B^T d B)[e] for the 4x4 input patch d under each tile t of
-// tile rows [r0, r1) of one image x (zero outside the image). The four input
+// v[e][ci - c0][t] = (B^T d B)[e] for the 4x4 input patch d of channel ci in
+// [c0, c1) under each tile t of tile rows [r0, r1) of one image x (zero outside
+// the image). The four input
 // rows under a tile row are first copied, zero-padded, into `rows`
 // (4 x in_width() values), so the transform itself needs no bounds checks.
 template <class T>
-void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, T* rows, T* v) {
+void transform_inputs(const Tiling& g, const T* x, int64_t c0, int64_t c1, int64_t r0, int64_t r1,
+                      T* rows, T* v) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
   const int64_t width = g.in_width(), dil = g.dil;
-  const int64_t step = position_stride(g.cin * tiles);
+  const int64_t step = position_stride((c1 - c0) * tiles);
   // Input columns [0, w) land at [pad, pad + w) of a padded row, clipped to its width.
   const int64_t copy = std::clamp<int64_t>(width - g.pad, 0, g.w);
-  for (int64_t ci = 0; ci < g.cin; ++ci) {
+  for (int64_t ci = c0; ci < c1; ++ci) {
     const T* plane = x + ci * g.h * g.w;
     for (int64_t r = r0; r < r1; ++r) {
       for (int i = 0; i < 4; ++i) {
@@ -117,7 +119,7 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, T* ro
         std::fill_n(dst, width, T(0));
         if (ih >= 0 && ih < g.h) std::copy_n(plane + ih * g.w, copy, dst + g.pad);
       }
-      T* out = v + ci * tiles + (r - r0) * g.tile_cols;
+      T* out = v + (ci - c0) * tiles + (r - r0) * g.tile_cols;
       for (int64_t tc = 0; tc < g.tile_cols; ++tc) {
         const T* patch = rows + g.origin(tc);  // padded column of input column origin - pad
         T d[4][4];
@@ -211,7 +213,7 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / bands, r0 = item % bands * rows, r1 = std::min(g.tile_rows, r0 + rows);
       const int64_t tiles = (r1 - r0) * g.tile_cols;
-      transform_inputs(g, xs + b * g.cin * g.h * g.w, r0, r1, row_buffer, v);
+      transform_inputs(g, xs + b * g.cin * g.h * g.w, 0, g.cin, r0, r1, row_buffer, v);
       for (int e = 0; e < kPositions; ++e) {
         gemm(false, false, g.cout, tiles, g.cin, T(1), u + e * position_stride(filters), g.cin,
              v + e * position_stride(g.cin * tiles), tiles, T(0),
@@ -220,6 +222,114 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
       transform_outputs(g, m, bs, r0, r1, row_buffer, ys + b * g.cout * g.ho * g.wo, accumulate);
     }
   });
+}
+
+// dm[e][co][t] = (A dy A^T)[e] for the 2x2 output gradient under each tile t
+// of tile rows [r0, r1) of one image (zero beyond the output): the adjoint of
+// transform_outputs. Rows of dy go through `rows` (2 x out_width() values).
+template <class T> void transform_gradients(const Tiling& g, const T* dy, int64_t r0, int64_t r1,
+                                            T* rows, T* dm) {
+  const int64_t tiles = (r1 - r0) * g.tile_cols;
+  const int64_t width = g.out_width(), dil = g.dil;
+  const int64_t step = position_stride(g.cout * tiles);
+  for (int64_t co = 0; co < g.cout; ++co) {
+    const T* plane = dy + co * g.ho * g.wo;
+    for (int64_t r = r0; r < r1; ++r) {
+      for (int i = 0; i < 2; ++i) {
+        T* dst = rows + i * width;
+        const int64_t oh = g.origin(r) + i * dil;
+        std::fill_n(dst, width, T(0));
+        if (oh < g.ho) std::copy_n(plane + oh * g.wo, g.wo, dst);
+      }
+      T* out = dm + co * tiles + (r - r0) * g.tile_cols;
+      for (int64_t tc = 0; tc < g.tile_cols; ++tc) {
+        const T* q = rows + g.origin(tc);
+        const T d[2][2] = {{q[0], q[dil]}, {q[width], q[width + dil]}};
+        T ad[4][2];  // A d, A = (A^T)^T = [1 0; 1 1; 1 -1; 0 -1]
+        for (int j = 0; j < 2; ++j) {
+          ad[0][j] = d[0][j];
+          ad[1][j] = d[0][j] + d[1][j];
+          ad[2][j] = d[0][j] - d[1][j];
+          ad[3][j] = -d[1][j];
+        }
+        for (int i = 0; i < 4; ++i) {  // (A d) A^T
+          out[(i * 4 + 0) * step + tc] = ad[i][0];
+          out[(i * 4 + 1) * step + tc] = ad[i][0] + ad[i][1];
+          out[(i * 4 + 2) * step + tc] = ad[i][0] - ad[i][1];
+          out[(i * 4 + 3) * step + tc] = -ad[i][1];
+        }
+      }
+    }
+  }
+}
+
+// dw[co][ci] += G^T du[co][ci] G, the adjoint of transform_filters.
+template <class T> void untransform_filter_gradients(const T* du, int64_t filters, T* dw) {
+  const int64_t step = position_stride(filters);
+  parallel_for(filters, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t f = begin; f < end; ++f) {
+      T gu[3][4];  // G^T du
+      for (int j = 0; j < 4; ++j) {
+        const T u0 = du[j * step + f], u1 = du[(4 + j) * step + f];
+        const T u2 = du[(8 + j) * step + f], u3 = du[(12 + j) * step + f];
+        gu[0][j] = u0 + T(0.5) * (u1 + u2);
+        gu[1][j] = T(0.5) * (u1 - u2);
+        gu[2][j] = T(0.5) * (u1 + u2) + u3;
+      }
+      T* out = dw + f * 9;
+      for (int a = 0; a < 3; ++a) {  // (G^T du) G
+        out[a * 3 + 0] += gu[a][0] + T(0.5) * (gu[a][1] + gu[a][2]);
+        out[a * 3 + 1] += T(0.5) * (gu[a][1] - gu[a][2]);
+        out[a * 3 + 2] += T(0.5) * (gu[a][1] + gu[a][2]) + gu[a][3];
+      }
+    }
+  });
+}
+
+// dw += the filter gradient, summed in the Winograd domain:
+//   dU[e][co][ci] = sum_t dM[e][co][t] * V[e][ci][t],  then dw += G^T dU G.
+// Threads split the 16 positions e: each owns dU[e] of its positions, and
+// transforms input and gradient itself (the transforms cost a few percent of
+// the gemms, cheaper than sharing them through a barrier per band).
+template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T* dys, const T* xs,
+                                        T* dw) {
+  const int64_t chunks = chunk_count(kPositions, 1);
+  const auto row_bytes =
+      static_cast<size_t>(kPositions * (g.cin + g.cout) * g.tile_cols * chunks) * sizeof(T);
+  const int64_t rows = std::clamp<int64_t>(
+      std::min((kBandTiles + g.tile_cols - 1) / g.tile_cols,
+               static_cast<int64_t>(kScratchBytes / row_bytes)),
+      1, g.tile_rows);
+  const int64_t filters = g.cout * g.cin;
+  const int64_t band_tiles = rows * g.tile_cols;
+  const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
+  const auto m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
+  const auto rows_size = static_cast<size_t>(4 * g.in_width());
+  const size_t chunk_size = v_size + m_size + rows_size;
+  // One buffer: dU, then each chunk's V, dM and padded rows.
+  const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
+  T* du = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
+
+  parallel_chunks(kPositions, chunks, [&](int64_t chunk, int64_t e0, int64_t e1) {
+    T* v = du + u_size + chunk_size * static_cast<size_t>(chunk);
+    T* dm = v + v_size;
+    T* row_buffer = dm + m_size;
+    bool first = true;  // the first product of each dU[e] overwrites it
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t r0 = 0; r0 < g.tile_rows; r0 += rows, first = false) {
+        const int64_t r1 = std::min(g.tile_rows, r0 + rows);
+        const int64_t tiles = (r1 - r0) * g.tile_cols;
+        transform_inputs(g, xs + b * g.cin * g.h * g.w, 0, g.cin, r0, r1, row_buffer, v);
+        transform_gradients(g, dys + b * g.cout * g.ho * g.wo, r0, r1, row_buffer, dm);
+        for (int64_t e = e0; e < e1; ++e) {
+          gemm(false, true, g.cout, g.cin, tiles, T(1), dm + e * position_stride(g.cout * tiles),
+               tiles, v + e * position_stride(g.cin * tiles), tiles, first ? T(0) : T(1),
+               du + e * position_stride(filters), g.cin);
+        }
+      }
+    }
+  });
+  untransform_filter_gradients(du, filters, dw);
 }
 
 }  // namespace
@@ -251,6 +361,14 @@ void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams&
   }
   convolve<float>(g, dy.n(), dy.data<float>(), w.data<float>(), true, nullptr, dx.data<float>(),
                   accumulate);
+}
+
+void winograd_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw) {
+  const Tiling g(x.c(), x.h(), x.w(), dy.c(), dy.h(), dy.w(), p.pad, p.dilation);
+  if (x.dtype() == DType::F64) {
+    return filter_gradient<double>(g, x.n(), dy.data<double>(), x.data<double>(), dw.data<double>());
+  }
+  filter_gradient<float>(g, x.n(), dy.data<float>(), x.data<float>(), dw.data<float>());
 }
 
 }  // namespace covidrate::cpu

@@ -11,11 +11,13 @@ namespace covidrate::cpu {
 // of COVID-Rate's convolutions.
 bool winograd_applies(const Tensor& w, const ConvParams& p);
 
-// ops::conv2d_forward and ops::conv2d_backward_data (same contracts, arguments
-// as checked there) for layers where winograd_applies.
+// The three passes of ops::conv2d_* (same contracts, arguments as checked
+// there) for layers where winograd_applies.
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y);
 void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                             bool accumulate);
+// dw += the weight gradient (the bias gradient is not computed here).
+void winograd_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw);
 
 }  // namespace covidrate::cpu
