@@ -19,6 +19,7 @@
 #include <sstream>
 #include <vector>
 
+#include "data/dicom_codestream.h"
 #include "data/dicom_structure.h"
 #include "nn/error.h"
 
@@ -102,14 +103,20 @@ struct SampleReader {
 };
 
 // The whole file, checked to be a complete DICOM stream before GDCM sees it
-// (see dicom_structure.h for why).
-std::string read_checked(const std::string& file) {
+// (see dicom_structure.h for why), cut after its last element.
+struct CheckedFile {
+  std::string bytes;
+  Structure structure;
+};
+CheckedFile read_checked(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   CR_CHECK(in, file << ": cannot open");
-  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CheckedFile f;
+  f.bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
   CR_CHECK(!in.bad(), file << ": read error");
-  bytes.resize(check_structure(file, bytes).end);
-  return bytes;
+  f.structure = check_structure(file, f.bytes);
+  f.bytes.resize(f.structure.end);
+  return f;
 }
 
 // GDCM reads the image attributes through typed accessors that assert the
@@ -172,7 +179,7 @@ std::optional<FileHeader> read_header(const std::string& file) {
   }
   std::string bytes;
   try {
-    bytes = read_checked(file);
+    bytes = read_checked(file).bytes;
   } catch (const Error&) {
     if (claims_dicom) throw;
     return std::nullopt;  // some other kind of file beside the series
@@ -205,6 +212,9 @@ std::optional<FileHeader> read_header(const std::string& file) {
            file << ": implausible image size " << h.columns << " x " << h.rows);
   h.frames = integer(0x0028, 0x0008, "NumberOfFrames", 1);
   CR_CHECK(h.frames >= 1 && h.frames <= 100000, file << ": implausible NumberOfFrames " << h.frames);
+  h.bits_allocated = integer(0x0028, 0x0100, "BitsAllocated", 16);
+  CR_CHECK(h.bits_allocated == 8 || h.bits_allocated == 16 || h.bits_allocated == 32,
+           file << ": BitsAllocated " << h.bits_allocated << " is not supported (8, 16 or 32)");
   h.samples_per_pixel = integer(0x0028, 0x0002, "SamplesPerPixel", 1);
   CR_CHECK(h.samples_per_pixel == 1 || h.samples_per_pixel == 3,
            file << ": SamplesPerPixel " << h.samples_per_pixel << " is not supported (1 or 3)");
@@ -237,7 +247,12 @@ std::optional<FileHeader> read_header(const std::string& file) {
 
 FrameGeometry decode_pixels(const FileHeader& h, float* out) {
   silence_gdcm();
-  std::istringstream stream(read_checked(h.file));
+  CheckedFile checked = read_checked(h.file);
+  // Before GDCM touches the pixel data (it decodes some already while reading).
+  const ExpectedImage expected{h.columns, h.rows, h.samples_per_pixel, h.bits_allocated};
+  for (const auto& [offset, length] : checked.structure.fragments)
+    check_codestream(h.file, std::string_view(checked.bytes).substr(offset, length), expected);
+  std::istringstream stream(std::move(checked.bytes));
   gdcm::ImageReader reader;
   reader.SetStream(stream);
   const bool parsed = reader.Read();

@@ -18,6 +18,7 @@ struct FileHeader {
   std::string transfer_syntax;     // (0002,0010)
   int64_t rows = 0, columns = 0, frames = 1;
   int64_t samples_per_pixel = 1;
+  int64_t bits_allocated = 16;
   std::optional<std::array<double, 3>> position;     // ImagePositionPatient, mm, LPS
   std::optional<std::array<double, 6>> orientation;  // ImageOrientationPatient: row dir, column dir
   // PixelSpacing in DICOM order: [0] between rows (along a column), [1] between columns.

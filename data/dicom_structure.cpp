@@ -75,6 +75,7 @@ class Walker {
   }
 
   size_t size() const { return size_; }
+  std::vector<std::pair<size_t, size_t>>& pixel_fragments() { return fragments_; }
   const unsigned char* data() const { return data_; }
 
  private:
@@ -145,7 +146,7 @@ class Walker {
     if (sequence) return items(value, length, enc, depth);
     if (length == kUndefinedLength) {
       CR_CHECK(t == kPixelData, file_ << ": undefined length on a non-sequence element at byte " << pos);
-      return fragments(value, enc);
+      return fragments(value, enc, depth);
     }
     need(value, length, "an element's value");
     return value + length;
@@ -179,8 +180,8 @@ class Walker {
 
   // Encapsulated (compressed) pixel data: an offset table and fragments, each
   // an item of defined length, closed by a sequence delimiter.
-  size_t fragments(size_t pos, Encoding enc) {
-    while (true) {
+  size_t fragments(size_t pos, Encoding enc, int depth) {
+    for (bool offset_table = true;; offset_table = false) {
       const uint32_t t = read_tag(pos, enc);
       const uint32_t length = u32(pos + 4, enc);
       pos += 8;
@@ -188,6 +189,7 @@ class Walker {
       CR_CHECK(t == kItem && length != kUndefinedLength,
                file_ << ": malformed encapsulated pixel data at byte " << pos - 8);
       need(pos, length, "a pixel data fragment");
+      if (depth == 0 && !offset_table) fragments_.emplace_back(pos, length);
       pos += length;
     }
   }
@@ -195,6 +197,7 @@ class Walker {
   std::string file_;
   const unsigned char* data_;
   size_t size_;
+  std::vector<std::pair<size_t, size_t>> fragments_;
 };
 
 }  // namespace
@@ -223,7 +226,7 @@ Structure check_structure(const std::string& file, std::string_view bytes) {
   CR_CHECK(pos < walker.size(), file << ": truncated: no data set after the meta header");
   const size_t end = walker.elements(pos, walker.size(), enc, 0);
   CR_CHECK(end > pos, file << ": no data set after the meta header");
-  return {transfer_syntax, end};
+  return {transfer_syntax, end, std::move(walker.pixel_fragments())};
 }
 
 }  // namespace covidrate::data::dicom

@@ -7,6 +7,8 @@
 #pragma once
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace covidrate::data::dicom {
 
@@ -15,6 +17,9 @@ struct Structure {
   // Where the last top-level element ends. Zero bytes may pad a file beyond
   // it; GDCM must not be shown them (six of them trip one of its assertions).
   size_t end = 0;
+  // Offset and length of each fragment of the top-level encapsulated pixel
+  // data (the basic offset table excluded); empty for uncompressed data.
+  std::vector<std::pair<size_t, size_t>> fragments;
 };
 
 // Throws covidrate::Error naming `file` when `bytes` is not a complete DICOM

@@ -239,6 +239,21 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string signed_columns_file = dir.file("signed-columns.dcm");
   test::write_bytes(signed_columns_file, signed_columns);
   check_fails(signed_columns_file, signed_columns_file, "(0028,0011) has value representation SS");
+  // Compressed data declaring a wider image than the header: GDCM's JPEG 2000
+  // codec overran its buffer (found by fuzz_dicom); JPEG is checked alike.
+  const auto widen = [&](const std::string& source, const std::string& marker, size_t width_offset) {
+    std::vector<char> data = test::read_bytes(source);
+    const auto found = std::search(data.begin(), data.end(), marker.begin(), marker.end());
+    REQUIRE(found != data.end());
+    found[static_cast<std::ptrdiff_t>(width_offset)] = static_cast<char>(0x88);  // high byte of the width
+    const std::string file = dir.file("wide-" + std::filesystem::path(source).filename().string());
+    test::write_bytes(file, data);
+    return file;
+  };
+  const std::string wide_j2k = widen(samples() + "JPEG2000.dcm", std::string("\xff\x4f\xff\x51", 4), 10);
+  check_fails(wide_j2k, wide_j2k, "JPEG 2000 data is 34816 x 1024");
+  const std::string wide_jpeg = widen(test::data_dir() + "/ct-covid-ricord/1-100.dcm", std::string("\xff\xc3", 2), 7);
+  check_fails(wide_jpeg, wide_jpeg, "JPEG data is 34816 x 512");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;

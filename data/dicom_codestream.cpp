@@ -1,0 +1,84 @@
+// JPEG 2000 SIZ (ISO 15444-1 A.5.1) and JPEG / JPEG-LS SOF (ISO 10918-1 B.2.2,
+// ISO 14495-1 C.2.2) headers, read just far enough to learn the image size.
+#include "data/dicom_codestream.h"
+
+#include "nn/error.h"
+
+namespace covidrate::data::dicom {
+namespace {
+
+uint32_t big16(std::string_view b, size_t at) {
+  return uint32_t(uint8_t(b[at])) << 8 | uint8_t(b[at + 1]);
+}
+uint32_t big32(std::string_view b, size_t at) { return big16(b, at) << 16 | big16(b, at + 2); }
+
+void check_size(const std::string& file, const char* codec, int64_t columns, int64_t rows, int64_t samples,
+                int64_t precision, const ExpectedImage& e) {
+  CR_CHECK(columns == e.columns && rows == e.rows && samples == e.samples && precision >= 1 &&
+               precision <= e.bits_allocated,
+           file << ": the " << codec << " data is " << columns << " x " << rows << " with " << samples
+                << " component(s) of " << precision << " bits, the header says " << e.columns << " x " << e.rows
+                << " with " << e.samples << " of at most " << e.bits_allocated << " bits");
+}
+
+// A raw JPEG 2000 codestream starting at `at`: SOC, then SIZ.
+bool check_j2k(const std::string& file, std::string_view b, size_t at, const ExpectedImage& e) {
+  CR_CHECK(b.size() >= at + 43, file << ": truncated JPEG 2000 header");
+  CR_CHECK(big16(b, at + 2) == 0xff51, file << ": JPEG 2000 codestream without its SIZ marker");
+  const size_t siz = at + 4;  // Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz, tiles..., Csiz
+  const int64_t x = big32(b, siz + 4), y = big32(b, siz + 8), x0 = big32(b, siz + 12), y0 = big32(b, siz + 16);
+  const int64_t components = big16(b, siz + 36);
+  CR_CHECK(components >= 1 && b.size() >= siz + 38 + 3 * size_t(components),
+           file << ": malformed JPEG 2000 SIZ marker");
+  for (int64_t c = 0; c < components; ++c) {
+    const size_t comp = siz + 38 + 3 * size_t(c);  // Ssiz, XRsiz, YRsiz
+    CR_CHECK(uint8_t(b[comp + 1]) == 1 && uint8_t(b[comp + 2]) == 1,
+             file << ": subsampled JPEG 2000 components are not supported");
+    check_size(file, "JPEG 2000", x - x0, y - y0, components, (uint8_t(b[comp]) & 0x7f) + 1, e);
+  }
+  return true;
+}
+
+// JPEG and JPEG-LS: walk the markers up to the first start-of-frame.
+bool check_jpeg(const std::string& file, std::string_view b, const ExpectedImage& e) {
+  size_t at = 2;  // after SOI
+  while (at + 4 <= b.size()) {
+    if (uint8_t(b[at]) != 0xff) return false;  // not a marker: leave it to the decoder
+    const uint8_t marker = uint8_t(b[at + 1]);
+    if (marker == 0xff) {  // fill byte
+      ++at;
+      continue;
+    }
+    const size_t length = big16(b, at + 2);
+    const bool sof = (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc) ||
+                     marker == 0xf7;  // SOF55: JPEG-LS
+    if (sof) {
+      CR_CHECK(length >= 8 && at + 2 + length <= b.size(), file << ": truncated JPEG frame header");
+      const int64_t precision = uint8_t(b[at + 4]), rows = big16(b, at + 5), columns = big16(b, at + 7);
+      const int64_t components = uint8_t(b[at + 9]);
+      // A JPEG may leave its height to a later DNL marker (rows = 0).
+      check_size(file, marker == 0xf7 ? "JPEG-LS" : "JPEG", columns, rows == 0 ? e.rows : rows, components,
+                 precision, e);
+      return true;
+    }
+    if (marker == 0xda || length < 2) return false;  // scan data before a frame header: malformed, decoder's call
+    at += 2 + length;
+  }
+  return false;
+}
+
+}  // namespace
+
+bool check_codestream(const std::string& file, std::string_view b, const ExpectedImage& e) {
+  if (b.size() >= 4 && big16(b, 0) == 0xff4f) return check_j2k(file, b, 0, e);
+  if (b.size() >= 12 && big32(b, 0) == 12 && b.substr(4, 4) == "jP  ") {
+    // JP2 file format: the codestream is the content of the 'jp2c' box.
+    const size_t box = b.find("jp2c");
+    CR_CHECK(box != std::string_view::npos, file << ": JP2 data without a codestream box");
+    return check_j2k(file, b, box + 4, e);
+  }
+  if (b.size() >= 4 && big16(b, 0) == 0xffd8) return check_jpeg(file, b, e);
+  return false;
+}
+
+}  // namespace covidrate::data::dicom
