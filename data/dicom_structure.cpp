@@ -206,12 +206,22 @@ Structure check_structure(const std::string& file, std::string_view bytes) {
   Walker walker(file, bytes);
   size_t pos = 0;
   std::string transfer_syntax;
+  // GDCM guesses the byte order of a stream without a transfer syntax from its
+  // first tag, and may guess otherwise than this walk (a 2 GiB "length" came
+  // out of one such file; found by fuzz_dicom). So a meta header must name its
+  // transfer syntax, and a bare data set must start with group 0008 in little
+  // endian, where both agree.
+  bool meta = false;
   if (bytes.size() >= 132 && std::memcmp(bytes.data() + 128, "DICM", 4) == 0) {
     pos = walker.meta(132, transfer_syntax);
+    meta = true;
   } else {
     CR_CHECK(bytes.size() >= 8, file << ": too short for DICOM (" << bytes.size() << " bytes)");
-    if (bytes[0] == 0x02 && bytes[1] == 0x00) pos = walker.meta(0, transfer_syntax);  // meta header, no preamble
+    meta = bytes[0] == 0x02 && bytes[1] == 0x00;
+    if (meta) pos = walker.meta(0, transfer_syntax);  // meta header without the preamble
+    else CR_CHECK(bytes[0] == 0x08 && bytes[1] == 0x00, file << ": does not start like a DICOM data set");
   }
+  CR_CHECK(!meta || !transfer_syntax.empty(), file << ": the meta header names no transfer syntax");
   CR_CHECK(transfer_syntax != "1.2.840.10008.1.2.1.99",
            file << ": the deflated transfer syntax is not supported; decompress it first (e.g. gdcmconv --raw)");
   Encoding enc = Encoding::ExplicitLittle;

@@ -254,6 +254,13 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   check_fails(wide_j2k, wide_j2k, "JPEG 2000 data is 34816 x 1024");
   const std::string wide_jpeg = widen(test::data_dir() + "/ct-covid-ricord/1-100.dcm", std::string("\xff\xc3", 2), 7);
   check_fails(wide_jpeg, wide_jpeg, "JPEG data is 34816 x 512");
+  // The magic but no recognisable meta header: GDCM would guess the byte order
+  // (and once allocated 2 GiB doing so; found by fuzz_dicom).
+  std::vector<char> no_meta = bytes;
+  no_meta[133] = 0x08;
+  const std::string no_meta_file = dir.file("no-meta.dcm");
+  test::write_bytes(no_meta_file, no_meta);
+  check_fails(no_meta_file, no_meta_file, "names no transfer syntax");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
