@@ -1,6 +1,10 @@
 // Header fields and pixel decoding of one DICOM file, through GDCM.
 #include "data/dicom_file.h"
 
+#if !COVIDRATE_HAVE_GDCM
+#error "the DICOM reader needs GDCM: install libgdcm-dev (tools/setup.sh) and re-run cmake"
+#endif
+
 #include <gdcmDicts.h>
 #include <gdcmGlobal.h>
 #include <gdcmImage.h>
