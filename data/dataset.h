@@ -2,7 +2,8 @@
 // lesion masks, laid out like /work/shared/data/medseg-semiseg/train:
 //
 //   images/<stem>.jpg   8-bit grey slice (PNG or JPG)
-//   masks/<stem>.png    lesion mask, 0 / 255 (or 0 / 1)
+//   masks/<stem>.png    lesion mask, 0 / 255 (or 0 / 1; a palette PNG's
+//                       classes 1.. all count as lesion)
 //
 // Pairs are matched by file stem; the whole set is read into memory (the
 // MedSeg training set is 50 slices of at most 487 x 487). Splits are lists
