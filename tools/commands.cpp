@@ -7,6 +7,7 @@ int cmd_info(int argc, char** argv);
 int cmd_model(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 int cmd_synth(int argc, char** argv);
+int cmd_train(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -15,6 +16,7 @@ const std::vector<Command>& commands() {
       {"model", "the COVID-Rate network: parameters, forward GFLOP per slice, per-stage table", cmd_model},
       {"demo", "train a tiny network on synthetic blobs, save and reload it (engine demo)", cmd_demo},
       {"synth", "paste training lesions into healthy lungs: synthetic image/mask pairs (augmentation)", cmd_synth},
+      {"train", "train COVID-Rate on image/mask folders: early stopping, checkpoints, resume, k-fold", cmd_train},
   };
   return table;
 }

@@ -1,0 +1,356 @@
+#include "model/trainer.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <sstream>
+
+#include "kernels/cpu/threads.h"
+#include "model/checkpoint.h"
+#include "nn/adam.h"
+#include "nn/json.h"
+
+namespace covidrate {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Slices `indices` of `set` stacked into [B, 1, S, S] image and mask tensors on
+// `device`, each transformed by a fresh random augmentation when `rng` is given.
+void make_batch(const std::vector<data::PreparedSlice>& set, const std::vector<int64_t>& indices,
+                int64_t size, const data::AugmentOptions* augmentation, std::mt19937_64* rng, Device device,
+                Tensor& images, Tensor& masks) {
+  const int64_t pixels = size * size, n = static_cast<int64_t>(indices.size());
+  std::vector<float> image_data(static_cast<size_t>(n * pixels)), mask_data(image_data.size());
+  for (int64_t b = 0; b < n; ++b) {
+    const data::PreparedSlice& s = set[static_cast<size_t>(indices[b])];
+    float* image_out = image_data.data() + b * pixels;
+    float* mask_out = mask_data.data() + b * pixels;
+    if (augmentation) {
+      const data::AffineTransform t = data::random_transform(*augmentation, size, *rng);
+      data::apply_transform(t, size, s.image.data(), image_out, s.mask.data(), mask_out);
+    } else {
+      std::copy(s.image.begin(), s.image.end(), image_out);
+      std::copy(s.mask.begin(), s.mask.end(), mask_out);
+    }
+  }
+  const Shape shape{n, 1, size, size};
+  images = Tensor::from_vector(shape, image_data).to(device);
+  masks = Tensor::from_vector(shape, mask_data).to(device);
+}
+
+std::vector<int64_t> shuffled(int64_t count, std::mt19937_64& rng) {
+  std::vector<int64_t> order(static_cast<size_t>(count));
+  std::iota(order.begin(), order.end(), 0);
+  for (int64_t i = count - 1; i > 0; --i) std::swap(order[i], order[rng() % static_cast<uint64_t>(i + 1)]);
+  return order;
+}
+
+std::string clock_text(double seconds) {
+  const auto s = static_cast<long long>(std::max(0.0, seconds) + 0.5);
+  char text[32];
+  std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
+  return text;
+}
+
+// "epoch 3/100 [=========>          ] 12/25 loss 0.4312 8.1 img/s ETA 0:00:14", redrawn in place.
+void draw_progress(int epoch, int epochs, int64_t step, int64_t steps, double loss, double images_per_second,
+                   double eta) {
+  constexpr int kWidth = 24;
+  const int filled = static_cast<int>(kWidth * step / std::max<int64_t>(steps, 1));
+  std::string bar(kWidth, ' ');
+  std::fill(bar.begin(), bar.begin() + filled, '=');
+  if (filled < kWidth) bar[filled] = '>';
+  std::fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld loss %.4f %.1f img/s ETA %s ", epoch, epochs, bar.c_str(),
+               static_cast<long long>(step), static_cast<long long>(steps), loss, images_per_second,
+               clock_text(eta).c_str());
+  std::fflush(stderr);
+}
+
+// A JSON number, or null for NaN (no validation set: no validation Dice).
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  std::ostringstream os;
+  os.precision(9);
+  os << v;
+  return os.str();
+}
+
+std::string log_line(const EpochRecord& r) {
+  return "{\"epoch\": " + std::to_string(r.epoch) + ", \"train_loss\": " + json_number(r.train_loss) +
+         ", \"val_loss\": " + json_number(r.val_loss) + ", \"val_dice\": " + json_number(r.val_dice) +
+         ", \"lr\": " + json_number(r.lr) + ", \"seconds\": " + json_number(r.seconds) +
+         ", \"images_per_second\": " + json_number(r.images_per_second) + "}\n";
+}
+
+double log_number(const json::Value& line, const char* key) {
+  const json::Value* v = line.find(key);
+  if (!v || v->kind != json::Value::Kind::Number) return std::numeric_limits<double>::quiet_NaN();
+  return std::stod(v->text);
+}
+
+// The records of an existing log (a resumed run reports its whole history).
+std::vector<EpochRecord> read_log(const std::string& path) {
+  std::vector<EpochRecord> records;
+  std::ifstream in(path);
+  for (std::string text; std::getline(in, text);) {
+    if (text.empty()) continue;
+    const json::Value line = json::parse(text);
+    EpochRecord r;
+    r.epoch = static_cast<int>(log_number(line, "epoch"));
+    r.train_loss = log_number(line, "train_loss");
+    r.val_loss = log_number(line, "val_loss");
+    r.val_dice = log_number(line, "val_dice");
+    r.lr = log_number(line, "lr");
+    r.seconds = log_number(line, "seconds");
+    r.images_per_second = log_number(line, "images_per_second");
+    records.push_back(r);
+  }
+  return records;
+}
+
+// Cuts the log back to what the checkpoint knew: lines of an epoch that was
+// killed before its checkpoint are dropped, so each epoch appears once.
+void truncate_log(const std::string& path, uint64_t bytes) {
+  if (!fs::exists(path)) {
+    CR_CHECK(bytes == 0, "train --resume: " << path << " is missing");
+    std::ofstream(path, std::ios::binary).flush();
+    return;
+  }
+  CR_CHECK(fs::file_size(path) >= bytes, "train --resume: " << path << " is shorter than its checkpoint says");
+  fs::resize_file(path, bytes);
+}
+
+// Appends a line and returns the log's new length.
+uint64_t append_log(const std::string& path, const std::string& line) {
+  std::ofstream out(path, std::ios::binary | std::ios::app);
+  out << line;
+  out.flush();
+  CR_CHECK(out, "train: cannot write " << path);
+  out.close();
+  return fs::file_size(path);
+}
+
+// What must match between a checkpoint and the run that resumes it: anything
+// that changes the arithmetic (the epoch limit and patience may change).
+std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedSlice>& train_set,
+                        const std::vector<data::PreparedSlice>& validation) {
+  std::ostringstream os;
+  os.precision(17);
+  os << "width " << o.model.width << " cpb " << o.model.cpb << " init_seed " << o.model.seed << " size "
+     << o.size << " batch " << o.batch << " lr " << o.adam.lr << " decay " << o.adam.decay << " loss "
+     << to_string(o.loss) << " pos_weight " << o.pos_weight << " augment " << o.augment << " seed " << o.seed
+     << " train " << train_set.size() << " validation " << validation.size();
+  // The data itself, cheaply: a sum over every prepared pixel.
+  double checksum = 0;
+  for (const auto* set : {&train_set, &validation})
+    for (const data::PreparedSlice& s : *set)
+      for (size_t i = 0; i < s.image.size(); i += 7) checksum += s.image[i] * static_cast<double>(i % 13 + 1) + s.mask[i];
+  os << " data " << checksum;
+  return os.str();
+}
+
+}  // namespace
+
+LossKind parse_loss_kind(const std::string& name) {
+  if (name == "hybrid") return LossKind::Hybrid;
+  if (name == "wbce") return LossKind::WeightedBce;
+  if (name == "ftl") return LossKind::FocalTversky;
+  CR_FAIL("loss: unknown loss '" << name << "' (expected hybrid, wbce or ftl)");
+}
+
+const char* to_string(LossKind kind) {
+  switch (kind) {
+    case LossKind::Hybrid: return "hybrid";
+    case LossKind::WeightedBce: return "wbce";
+    case LossKind::FocalTversky: return "ftl";
+  }
+  return "?";
+}
+
+HybridLossParams loss_params(LossKind kind, double pos_weight) {
+  CR_CHECK(pos_weight >= 0 && std::isfinite(pos_weight), "loss: pos_weight must be >= 0, got " << pos_weight);
+  HybridLossParams p;
+  p.pos_weight = pos_weight;
+  if (kind == LossKind::WeightedBce) p.kappa = 0;
+  if (kind == LossKind::FocalTversky) p.bce_weight = 0;
+  return p;
+}
+
+double dice_at_half(const float* probabilities, const float* mask, int64_t n) {
+  double both = 0, total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double predicted = probabilities[i] > 0.5f ? 1.0 : 0.0, truth = mask[i] != 0.f ? 1.0 : 0.0;
+    both += predicted * truth;
+    total += predicted + truth;
+  }
+  return total > 0 ? 2.0 * both / total : 1.0;
+}
+
+Evaluation evaluate(CovidRateNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
+                    const HybridLossParams& loss, bool batch_statistics) {
+  CR_CHECK(!set.empty(), "evaluate: empty set");
+  CR_CHECK(batch > 0, "evaluate: batch " << batch);
+  const bool was_training = net.training();
+  net.set_training(batch_statistics);
+  ag::NoGrad no_grad;
+  const int64_t size = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(set[0].image.size()))));
+  const Device device = net.parameters().device();
+  Evaluation out;
+  for (size_t begin = 0; begin < set.size(); begin += static_cast<size_t>(batch)) {
+    std::vector<int64_t> indices;
+    for (size_t i = begin; i < std::min(set.size(), begin + static_cast<size_t>(batch)); ++i)
+      indices.push_back(static_cast<int64_t>(i));
+    Tensor images, masks;
+    make_batch(set, indices, size, nullptr, nullptr, device, images, masks);
+    const ag::Var probabilities = net.forward(ag::Var(images));
+    LossSums sums;
+    ag::hybrid_loss(probabilities, masks, loss, &sums);
+    out.loss += sums.loss * static_cast<double>(indices.size());
+    const std::vector<float> p = probabilities.value().to_vector();
+    for (size_t b = 0; b < indices.size(); ++b) {
+      const data::PreparedSlice& s = set[static_cast<size_t>(indices[b])];
+      out.dice.push_back(dice_at_half(p.data() + b * s.mask.size(), s.mask.data(), static_cast<int64_t>(s.mask.size())));
+    }
+  }
+  out.loss /= static_cast<double>(set.size());
+  out.mean_dice = std::accumulate(out.dice.begin(), out.dice.end(), 0.0) / static_cast<double>(out.dice.size());
+  net.set_training(was_training);
+  return out;
+}
+
+TrainResult train(const std::vector<data::PreparedSlice>& train_set,
+                  const std::vector<data::PreparedSlice>& validation, const TrainOptions& o,
+                  const std::function<bool(const EpochRecord&)>& on_epoch) {
+  CR_CHECK(!train_set.empty(), "train: no training slices");
+  CR_CHECK(o.size > 0 && o.size % 16 == 0, "train: size must be a positive multiple of 16, got " << o.size);
+  CR_CHECK(o.batch > 0, "train: batch must be positive, got " << o.batch);
+  CR_CHECK(o.epochs > 0 && o.patience > 0, "train: epochs " << o.epochs << " and patience " << o.patience
+                                                            << " must be positive");
+  CR_CHECK(!o.out_dir.empty(), "train: no output folder");
+  for (const auto* set : {&train_set, &validation})
+    for (const data::PreparedSlice& s : *set)
+      CR_CHECK(static_cast<int64_t>(s.image.size()) == o.size * o.size && s.mask.size() == s.image.size(),
+               "train: a prepared slice has " << s.image.size() << " pixels and " << s.mask.size()
+                                              << " mask pixels; expected " << o.size << " x " << o.size);
+  fs::create_directories(o.out_dir);
+
+  CovidRateNet net(o.model);
+  net.parameters().to(o.device);
+  Adam adam(net.parameters(), o.adam);
+  const HybridLossParams loss = loss_params(o.loss, o.pos_weight);
+  std::mt19937_64 rng(o.seed);
+
+  CheckpointState state;
+  state.fingerprint = fingerprint(o, train_set, validation);
+  state.threads = cpu::num_threads();
+  state.device = to_string(o.device);
+  const std::string log_path = (fs::path(o.out_dir) / "log.jsonl").string();
+  TrainResult result;
+  if (o.resume) {
+    state = load_checkpoint(o.out_dir, state, o.deterministic, net.parameters(), adam, rng);
+    truncate_log(log_path, state.log_bytes);
+    result.epochs = read_log(log_path);
+  } else {
+    CR_CHECK(!checkpoint_exists(o.out_dir), "train: " << o.out_dir
+                                                      << " already holds a checkpoint; pass --resume to continue it "
+                                                         "or choose another output folder");
+    truncate_log(log_path, 0);
+  }
+  result.best_epoch = state.best_epoch;
+  result.best_val_loss = state.best_val_loss;
+  result.best_val_dice = state.best_val_dice;
+  result.stopped_early = state.stopped_early;
+  if (state.stopped_early) return result;
+
+  const int64_t steps = (static_cast<int64_t>(train_set.size()) + o.batch - 1) / o.batch;
+  const bool tty = o.progress && ::isatty(STDERR_FILENO);
+  for (int epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
+    const Clock::time_point start = Clock::now();
+    net.set_training(true);
+    const std::vector<int64_t> order = shuffled(static_cast<int64_t>(train_set.size()), rng);
+    double loss_sum = 0;
+    int64_t seen = 0;
+    for (int64_t step = 0; step < steps; ++step) {
+      const auto first = order.begin() + step * o.batch;
+      const std::vector<int64_t> indices(first, std::min(order.end(), first + o.batch));
+      Tensor images, masks;
+      make_batch(train_set, indices, o.size, o.augment ? &o.augmentation : nullptr, &rng, o.device, images, masks);
+      adam.zero_grad();
+      LossSums sums;
+      {
+        ag::Tape tape;
+        const ag::Var batch_loss = ag::hybrid_loss(net.forward(ag::Var(images)), masks, loss, &sums);
+        tape.backward(batch_loss);
+      }
+      adam.step();
+      CR_CHECK(std::isfinite(sums.loss), "train: the loss became " << sums.loss << " at epoch " << epoch
+                                                                   << ", step " << step + 1
+                                                                   << " (try a lower learning rate)");
+      loss_sum += sums.loss * static_cast<double>(indices.size());
+      seen += static_cast<int64_t>(indices.size());
+      if (tty) {
+        const double elapsed = seconds_since(start);
+        draw_progress(epoch, o.epochs, step + 1, steps, loss_sum / static_cast<double>(seen),
+                      static_cast<double>(seen) / elapsed, elapsed / static_cast<double>(step + 1) *
+                                                               static_cast<double>(steps - step - 1));
+      }
+    }
+    EpochRecord record;
+    record.epoch = epoch;
+    record.train_loss = loss_sum / static_cast<double>(seen);
+    record.images_per_second = static_cast<double>(seen) / seconds_since(start);
+    if (!validation.empty()) {
+      const Evaluation v = evaluate(net, validation, o.batch, loss);
+      record.val_loss = v.loss;
+      record.val_dice = v.mean_dice;
+    } else {
+      record.val_loss = record.train_loss;
+      record.val_dice = std::numeric_limits<double>::quiet_NaN();
+    }
+    record.lr = o.adam.lr / (1.0 + o.adam.decay * static_cast<double>(adam.steps()));
+    record.seconds = seconds_since(start);
+    if (tty) std::fprintf(stderr, "\n");
+
+    if (state.best_epoch == 0 || record.val_loss < state.best_val_loss) {
+      state.best_epoch = epoch;
+      state.best_val_loss = record.val_loss;
+      state.best_val_dice = record.val_dice;
+      state.epochs_without_improvement = 0;
+      net.parameters().save((fs::path(o.out_dir) / "best.safetensors").string(),
+                            {{"epoch", std::to_string(epoch)}, {"val_loss", std::to_string(record.val_loss)},
+                             {"width", std::to_string(o.model.width)}, {"cpb", o.model.cpb ? "1" : "0"},
+                             {"size", std::to_string(o.size)}});
+    } else {
+      ++state.epochs_without_improvement;
+    }
+    state.stopped_early = state.epochs_without_improvement >= o.patience;
+    state.epoch = epoch;
+    state.log_bytes = append_log(log_path, log_line(record));
+    save_checkpoint(o.out_dir, state, net.parameters(), adam, rng);
+
+    result.epochs.push_back(record);
+    result.best_epoch = state.best_epoch;
+    result.best_val_loss = state.best_val_loss;
+    result.best_val_dice = state.best_val_dice;
+    result.stopped_early = state.stopped_early;
+    if (on_epoch && !on_epoch(record)) break;
+    if (state.stopped_early) break;
+  }
+  return result;
+}
+
+}  // namespace covidrate

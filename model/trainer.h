@@ -1,0 +1,106 @@
+// Training COVID-Rate: the loop of the authors' Keras code, with what a long
+// run on shared machines needs on top.
+//
+//   every epoch:  shuffle the training slices; for each mini-batch draw a fresh
+//                 augmentation per slice (data/augment.h), forward, hybrid loss,
+//                 backward, Adam step (lr 1e-3 with Keras' decay);
+//                 then the validation loss and Dice with BN's running averages;
+//   keep:         best.safetensors, the weights of the lowest validation loss;
+//   stop:         when the validation loss has not improved for `patience`
+//                 epochs (Keras EarlyStopping, min_delta 0), or after `epochs`;
+//   checkpoint:   after every epoch, checkpoint/ in the output folder holds the
+//                 weights, Adam's moments and step, the epoch, the generator's
+//                 state and the length of the log, replaced atomically, so a run
+//                 killed at any moment resumes (`resume`) from the last finished
+//                 epoch and, in deterministic mode, ends with the same bits as a
+//                 run never interrupted;
+//   log:          log.jsonl, one JSON object per epoch (epoch, train_loss,
+//                 val_loss, val_dice, lr, seconds, images_per_second).
+//
+// One generator (mt19937_64, seeded by `seed`) draws the shuffles and the
+// augmentations; the weights are drawn from the model's own seed. The engine's
+// ops are deterministic for a fixed device and thread count (fixed work split
+// on the CPU, deterministic cuDNN algorithms on CUDA), so `deterministic`
+// records the thread count and refuses to resume under another one.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "data/augment.h"
+#include "data/prepare.h"
+#include "model/covidrate_net.h"
+
+namespace covidrate {
+
+enum class LossKind { Hybrid, WeightedBce, FocalTversky };
+// "hybrid", "wbce", "ftl"; throws for anything else.
+LossKind parse_loss_kind(const std::string& name);
+const char* to_string(LossKind kind);
+// The loss terms of a kind: hybrid = wBCE + focal Tversky, or one of them alone.
+HybridLossParams loss_params(LossKind kind, double pos_weight);
+
+// Lesions cover a few per cent of a slice: pos_weight 2 weighs a lesion pixel
+// 3x in the BCE term. Moderate on purpose, as the focal Tversky term (alpha 0.7
+// on the false negatives) already pushes towards recall.
+inline constexpr double kDefaultPosWeight = 2.0;
+
+struct TrainOptions {
+  CovidRateConfig model;  // width, CPB, initial-weight seed
+  int64_t size = 512;     // the network's input side S (a multiple of 16)
+  int64_t batch = 4;
+  int epochs = 100;
+  int patience = 10;
+  AdamParams adam{};      // lr 1e-3; decay set by the caller (cmd_train: lr / epochs)
+  LossKind loss = LossKind::Hybrid;
+  double pos_weight = kDefaultPosWeight;
+  bool augment = true;
+  data::AugmentOptions augmentation{};
+  uint64_t seed = 0;      // shuffles and augmentations
+  bool deterministic = false;
+  Device device = Device::CPU;
+  std::string out_dir;    // created if missing; holds best.safetensors, checkpoint/, log.jsonl
+  bool resume = false;
+  bool progress = true;   // the per-epoch progress bar on stderr
+};
+
+struct EpochRecord {
+  int epoch = 0;  // 1-based
+  double train_loss = 0, val_loss = 0, val_dice = 0;
+  double lr = 0;  // Keras' decayed learning rate at the end of the epoch
+  double seconds = 0, images_per_second = 0;
+};
+
+struct TrainResult {
+  std::vector<EpochRecord> epochs;  // the whole log, resumed epochs included
+  int best_epoch = 0;
+  double best_val_loss = 0, best_val_dice = 0;
+  bool stopped_early = false;
+};
+
+// Validation of a set in evaluation mode (no tape).
+struct Evaluation {
+  double loss = 0;                 // the loss of each batch, weighted by its size
+  double mean_dice = 0;            // per image at threshold 0.5, averaged
+  std::vector<double> dice;        // per image (1 when mask and prediction are both empty)
+};
+
+// The loop. `train_set` and `validation` hold prepared slices of side
+// options.size (data::prepare_sample). With an empty validation set the
+// training loss stands in for the validation loss. `on_epoch`, called after
+// each epoch's checkpoint, may return false to stop there (as a kill would).
+TrainResult train(const std::vector<data::PreparedSlice>& train_set,
+                  const std::vector<data::PreparedSlice>& validation, const TrainOptions& options,
+                  const std::function<bool(const EpochRecord&)>& on_epoch = nullptr);
+
+// Loss and Dice of `net` on `set`, in batches of `batch`, in evaluation mode,
+// or with batch statistics when `batch_statistics` (which also moves BN's
+// running averages). Restores the network's training flag.
+Evaluation evaluate(CovidRateNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
+                    const HybridLossParams& loss, bool batch_statistics = false);
+
+// Dice of a probability map thresholded at 0.5 against a 0/1 mask.
+double dice_at_half(const float* probabilities, const float* mask, int64_t n);
+
+}  // namespace covidrate

@@ -1,0 +1,257 @@
+// covidrate train: fits COVID-Rate to a folder of slices and lesion masks, or
+// cross-validates it with --folds K. The loop itself is model/trainer.h.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "data/prepare.h"
+#include "model/trainer.h"
+#include "nn/json.h"
+
+namespace covidrate::tools {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: covidrate train --images DIR --masks DIR --out DIR [options]\n\n"
+               "Trains COVID-Rate on image/mask pairs matched by file name (MedSeg layout).\n"
+               "DIR/best.safetensors holds the weights of the lowest validation loss,\n"
+               "DIR/checkpoint/ the last epoch (for --resume), DIR/log.jsonl one line per epoch,\n"
+               "DIR/split.json the slices of each side of the split.\n\n"
+               "  --width W         channel width multiplier (default 1: the paper's network)\n"
+               "  --size S          network input side, a multiple of 16 (default 512)\n"
+               "  --batch B         mini-batch size (default 4)\n"
+               "  --epochs E        at most E epochs (default 100)\n"
+               "  --patience P      stop after P epochs without a lower validation loss (default 10)\n"
+               "  --val-fraction F  share of the slices held out for validation (default 0.2)\n"
+               "  --folds K         K-fold cross-validation: DIR/fold-1 .. fold-K and DIR/folds.json\n"
+               "  --seed N          seeds the weights, the split, the shuffles, the augmentation (default 0)\n"
+               "  --deterministic   record the CPU thread count and refuse to resume under another\n"
+               "  --resume          continue the run in DIR from its last checkpoint\n"
+               "  --device D        cpu or cuda (default: cuda when present)\n"
+               "  --no-cpb          without context perception boosting\n"
+               "  --loss L          hybrid (default), wbce or ftl\n"
+               "  --pos-weight X    weight of lesion pixels in the BCE term: 1 + X (default %.0f)\n"
+               "  --lungs           zero everything outside the lungs (classical lung extraction)\n"
+               "  --lr X            Adam's learning rate (default 0.001)\n"
+               "  --decay X         Keras' learning-rate decay per step (default lr / epochs)\n"
+               "  --no-augment      train on the slices as they are\n",
+               kDefaultPosWeight);
+}
+
+// A number for JSON and messages; null when there is none (NaN).
+std::string json_text(double v) {
+  if (!std::isfinite(v)) return "null";
+  char text[32];
+  std::snprintf(text, sizeof text, "%.6g", v);
+  return text;
+}
+
+// A bad command line: reported with the usage, exit code 2.
+struct UsageError {
+  std::string message;
+};
+
+double parse_number(const std::string& option, const std::string& text, double lo, double hi) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(text, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (used == 0 || used != text.size() || !std::isfinite(v) || v < lo || v > hi)
+    throw UsageError{option + " expects a number in [" + json_text(lo) + ", " + json_text(hi) + "], got '" +
+                     text + "'"};
+  return v;
+}
+
+int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
+  const double v = parse_number(option, text, static_cast<double>(lo), static_cast<double>(hi));
+  if (v != std::floor(v)) throw UsageError{option + " expects an integer, got '" + text + "'"};
+  return static_cast<int64_t>(v);
+}
+
+struct Settings {
+  std::string images, masks, out;
+  TrainOptions train;
+  double val_fraction = 0.2;
+  int folds = 0;
+  bool lungs = false;
+  bool decay_given = false;
+};
+
+Settings parse(int argc, char** argv) {
+  Settings s;
+  s.train.device = default_device();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) throw UsageError{a + " needs a value"};
+      return argv[++i];
+    };
+    if (a == "--images") s.images = value();
+    else if (a == "--masks") s.masks = value();
+    else if (a == "--out") s.out = value();
+    else if (a == "--width") s.train.model.width = parse_number(a, value(), 1e-3, 16);
+    else if (a == "--size") s.train.size = parse_integer(a, value(), 16, 4096);
+    else if (a == "--batch") s.train.batch = parse_integer(a, value(), 1, 4096);
+    else if (a == "--epochs") s.train.epochs = static_cast<int>(parse_integer(a, value(), 1, 1000000));
+    else if (a == "--patience") s.train.patience = static_cast<int>(parse_integer(a, value(), 1, 1000000));
+    else if (a == "--val-fraction") s.val_fraction = parse_number(a, value(), 0, 0.95);
+    else if (a == "--folds") s.folds = static_cast<int>(parse_integer(a, value(), 2, 1000));
+    else if (a == "--seed") s.train.seed = static_cast<uint64_t>(parse_integer(a, value(), 0, 1e15));
+    else if (a == "--deterministic") s.train.deterministic = true;
+    else if (a == "--resume") s.train.resume = true;
+    else if (a == "--no-cpb") s.train.model.cpb = false;
+    else if (a == "--lungs") s.lungs = true;
+    else if (a == "--no-augment") s.train.augment = false;
+    else if (a == "--pos-weight") s.train.pos_weight = parse_number(a, value(), 0, 1e6);
+    else if (a == "--lr") s.train.adam.lr = parse_number(a, value(), 1e-12, 10);
+    else if (a == "--decay") {
+      s.train.adam.decay = parse_number(a, value(), 0, 1e6);
+      s.decay_given = true;
+    } else if (a == "--loss") {
+      const std::string name = value();
+      if (name != "hybrid" && name != "wbce" && name != "ftl")
+        throw UsageError{"--loss expects hybrid, wbce or ftl, got '" + name + "'"};
+      s.train.loss = parse_loss_kind(name);
+    } else if (a == "--device") {
+      const std::string name = value();
+      if (name != "cpu" && name != "cuda") throw UsageError{"--device expects cpu or cuda, got '" + name + "'"};
+      s.train.device = parse_device(name);
+    } else {
+      throw UsageError{"unknown option '" + a + "'"};
+    }
+  }
+  if (s.images.empty() || s.masks.empty() || s.out.empty())
+    throw UsageError{"--images, --masks and --out are required"};
+  if (s.train.size % 16 != 0) throw UsageError{"--size must be a multiple of 16, got " + std::to_string(s.train.size)};
+  // The common Keras 2 recipe, Adam(lr, decay=lr / epochs); the paper does not state its decay.
+  if (!s.decay_given) s.train.adam.decay = s.train.adam.lr / s.train.epochs;
+  s.train.model.seed = s.train.seed;
+  return s;
+}
+
+// Writes text to path atomically (temporary file, then rename).
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string temporary = path + ".tmp";
+  {
+    std::ofstream out(temporary, std::ios::binary);
+    out << text;
+    out.flush();
+    CR_CHECK(out, "train: cannot write " << temporary);
+  }
+  fs::rename(temporary, path);
+}
+
+std::string names_json(const data::Dataset& set, const std::vector<int64_t>& indices) {
+  std::string out = "[";
+  for (size_t i = 0; i < indices.size(); ++i)
+    out += (i ? ", " : "") + json::quote(set.samples[static_cast<size_t>(indices[i])].name);
+  return out + "]";
+}
+
+std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& all, const std::vector<int64_t>& idx) {
+  std::vector<data::PreparedSlice> out;
+  for (int64_t i : idx) out.push_back(all[static_cast<size_t>(i)]);
+  return out;
+}
+
+TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
+                    const data::Split& split, TrainOptions options, const std::string& out_dir) {
+  options.out_dir = out_dir;
+  fs::create_directories(out_dir);
+  write_atomically((fs::path(out_dir) / "split.json").string(),
+                   "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
+                       names_json(set, split.validation) + "}\n");
+  std::printf("training on %zu slices, validating on %zu, %s -> %s\n", split.train.size(), split.validation.size(),
+              to_string(options.device), out_dir.c_str());
+  std::fflush(stdout);
+  return train(pick(prepared, split.train), pick(prepared, split.validation), options, [](const EpochRecord& r) {
+    std::printf("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f, lr %.3g, %.1f s, %.2f images/s\n",
+                r.epoch, r.train_loss, r.val_loss, r.val_dice, r.lr, r.seconds, r.images_per_second);
+    std::fflush(stdout);
+    return true;
+  });
+}
+
+void mean_std(const std::vector<double>& v, double& mean, double& std) {
+  mean = 0;
+  for (double x : v) mean += x;
+  mean /= static_cast<double>(v.size());
+  double squares = 0;
+  for (double x : v) squares += (x - mean) * (x - mean);
+  std = v.size() > 1 ? std::sqrt(squares / static_cast<double>(v.size() - 1)) : 0.0;  // sample std
+}
+
+int cross_validate(const Settings& s, const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared) {
+  const std::vector<data::Split> splits = data::k_fold_splits(set.size(), s.folds, s.train.seed);
+  std::vector<double> losses, dices;
+  std::string rows;
+  for (int f = 0; f < s.folds; ++f) {
+    std::printf("fold %d/%d\n", f + 1, s.folds);
+    const TrainResult r = run_one(set, prepared, splits[f], s.train,
+                                  (fs::path(s.out) / ("fold-" + std::to_string(f + 1))).string());
+    losses.push_back(r.best_val_loss);
+    dices.push_back(r.best_val_dice);
+    rows += std::string(f ? ",\n  " : "  ") + "{\"fold\": " + std::to_string(f + 1) + ", \"best_epoch\": " +
+            std::to_string(r.best_epoch) + ", \"val_loss\": " + json_text(r.best_val_loss) +
+            ", \"val_dice\": " + json_text(r.best_val_dice) + "}";
+  }
+  double loss_mean, loss_std, dice_mean, dice_std;
+  mean_std(losses, loss_mean, loss_std);
+  mean_std(dices, dice_mean, dice_std);
+  std::printf("\n%-6s %10s %10s\n", "fold", "val loss", "val Dice");
+  for (int f = 0; f < s.folds; ++f) std::printf("%-6d %10.4f %10.4f\n", f + 1, losses[f], dices[f]);
+  std::printf("%-6s %4.4f ± %.4f %4.4f ± %.4f\n", "mean", loss_mean, loss_std, dice_mean, dice_std);
+  write_atomically((fs::path(s.out) / "folds.json").string(),
+                   "{\"folds\": [\n" + rows + "\n ],\n \"val_loss\": {\"mean\": " + json_text(loss_mean) +
+                       ", \"std\": " + json_text(loss_std) + "},\n \"val_dice\": {\"mean\": " + json_text(dice_mean) +
+                       ", \"std\": " + json_text(dice_std) + "}}\n");
+  std::printf("wrote %s\n", (fs::path(s.out) / "folds.json").string().c_str());
+  return 0;
+}
+
+}  // namespace
+
+int cmd_train(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+      usage(stdout);
+      return 0;
+    }
+  Settings s;
+  try {
+    s = parse(argc, argv);
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "covidrate train: %s\n\n", e.message.c_str());
+    usage(stderr);
+    return 2;
+  }
+  const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
+  std::vector<data::PreparedSlice> prepared;
+  for (const data::Sample& sample : set.samples) prepared.push_back(data::prepare_sample(sample, s.train.size));
+  std::printf("%lld slices from %s, prepared at %lld x %lld%s\n", static_cast<long long>(set.size()),
+              s.images.c_str(), static_cast<long long>(s.train.size), static_cast<long long>(s.train.size),
+              s.lungs ? ", lungs only" : "");
+  if (s.folds > 0) {
+    CR_CHECK(s.folds <= set.size(), "train: " << s.folds << " folds but only " << set.size() << " slices");
+    return cross_validate(s, set, prepared);
+  }
+  const data::Split split = data::train_validation_split(set.size(), s.val_fraction, s.train.seed);
+  const TrainResult r = run_one(set, prepared, split, s.train, s.out);
+  std::printf("best epoch %d: val loss %.4f, val Dice %.4f%s; weights in %s\n", r.best_epoch, r.best_val_loss,
+              r.best_val_dice, r.stopped_early ? " (stopped early)" : "",
+              (fs::path(s.out) / "best.safetensors").string().c_str());
+  return 0;
+}
+
+}  // namespace covidrate::tools
