@@ -110,6 +110,7 @@ class Walker {
     size_t value;
     bool sequence = false;
     bool implicit_sequence = false;  // UN holding a sequence: always implicit VR (PS3.5 6.2.2)
+    bool may_be_encapsulated = true;  // explicit VR: only OB, OW or UN pixel data (GDCM asserts so)
     if (enc == Encoding::ImplicitLittle) {
       length = u32(pos + 4, enc);
       value = pos + 8;
@@ -140,12 +141,15 @@ class Walker {
         value = pos + 8;
       }
       sequence = vr[0] == 'S' && vr[1] == 'Q';
+      may_be_encapsulated = is_one_of({"OB", "OW", "UN"});
       implicit_sequence = vr[0] == 'U' && vr[1] == 'N' && length == kUndefinedLength && t != kPixelData;
     }
     if (implicit_sequence) return items(value, length, Encoding::ImplicitLittle, depth);
     if (sequence) return items(value, length, enc, depth);
     if (length == kUndefinedLength) {
-      CR_CHECK(t == kPixelData, file_ << ": undefined length on a non-sequence element at byte " << pos);
+      CR_CHECK(t == kPixelData && may_be_encapsulated,
+               file_ << ": undefined length on an element that is neither a sequence nor OB/OW pixel data, at byte "
+                     << pos);
       return fragments(value, enc, depth);
     }
     need(value, length, "an element's value");

@@ -261,6 +261,15 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string no_meta_file = dir.file("no-meta.dcm");
   test::write_bytes(no_meta_file, no_meta);
   check_fails(no_meta_file, no_meta_file, "names no transfer syntax");
+  // Encapsulated pixel data with a VR other than OB/OW (GDCM asserts; found by fuzz_dicom).
+  std::vector<char> of_pixels = test::read_bytes(test::data_dir() + "/ct-covid-ricord/1-100.dcm");
+  const std::string pixel_ob("\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff", 12);
+  const auto pixel_tag = std::search(of_pixels.begin(), of_pixels.end(), pixel_ob.begin(), pixel_ob.end());
+  REQUIRE(pixel_tag != of_pixels.end());
+  pixel_tag[5] = 'F';
+  const std::string of_pixels_file = dir.file("of-pixels.dcm");
+  test::write_bytes(of_pixels_file, of_pixels);
+  check_fails(of_pixels_file, of_pixels_file, "undefined length");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
