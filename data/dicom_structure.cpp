@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstring>
 #include <initializer_list>
+#include <iterator>
 #include <optional>
 #include <string>
 
@@ -60,6 +61,8 @@ class Walker {
       pos = element(pos, Encoding::ExplicitLittle, 0, t);
       if (t == tag(0x0002, 0x0000) && pos - start == 12) announced_end = pos + u32(start + 8, Encoding::ExplicitLittle);
       if (t == tag(0x0002, 0x0010)) {
+        CR_CHECK(data_[start + 4] == 'U' && data_[start + 5] == 'I',
+                 file_ << ": the transfer syntax element is not a UID (UI)");
         const size_t header = 8;
         std::string uid(reinterpret_cast<const char*>(data_ + start + header), pos - start - header);
         while (!uid.empty() && (uid.back() == '\0' || uid.back() == ' ')) uid.pop_back();
@@ -226,6 +229,18 @@ Structure check_structure(const std::string& file, std::string_view bytes) {
     else CR_CHECK(bytes[0] == 0x08 && bytes[1] == 0x00, file << ": does not start like a DICOM data set");
   }
   CR_CHECK(!meta || !transfer_syntax.empty(), file << ": the meta header names no transfer syntax");
+  // Only syntaxes GDCM decodes here; for any other it would guess the encoding.
+  static const char* const supported[] = {
+      "1.2.840.10008.1.2",      "1.2.840.10008.1.2.1",    "1.2.840.10008.1.2.2",    // uncompressed
+      "1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",  // JPEG
+      "1.2.840.10008.1.2.4.70",                                                      // JPEG Lossless SV1
+      "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81",                            // JPEG-LS
+      "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",                            // JPEG 2000
+      "1.2.840.10008.1.2.5",                                                         // RLE
+  };
+  CR_CHECK(!meta || std::find(std::begin(supported), std::end(supported), transfer_syntax) != std::end(supported),
+           file << ": transfer syntax " << transfer_syntax
+                << " is not supported (uncompressed, JPEG, JPEG Lossless, JPEG-LS, JPEG 2000 or RLE)");
   CR_CHECK(transfer_syntax != "1.2.840.10008.1.2.1.99",
            file << ": the deflated transfer syntax is not supported; decompress it first (e.g. gdcmconv --raw)");
   Encoding enc = Encoding::ExplicitLittle;

@@ -270,6 +270,15 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string of_pixels_file = dir.file("of-pixels.dcm");
   test::write_bytes(of_pixels_file, of_pixels);
   check_fails(of_pixels_file, of_pixels_file, "undefined length");
+  // A transfer syntax we do not decode.
+  std::vector<char> unknown_syntax = bytes;
+  const std::string explicit_le("1.2.840.10008.1.2.1", 19);
+  const auto syntax = std::search(unknown_syntax.begin(), unknown_syntax.end(), explicit_le.begin(), explicit_le.end());
+  REQUIRE(syntax != unknown_syntax.end());
+  syntax[18] = '9';
+  const std::string unknown_syntax_file = dir.file("unknown-syntax.dcm");
+  test::write_bytes(unknown_syntax_file, unknown_syntax);
+  check_fails(unknown_syntax_file, unknown_syntax_file, "transfer syntax 1.2.840.10008.1.2.9 is not supported");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
