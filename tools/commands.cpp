@@ -8,6 +8,7 @@ int cmd_model(int argc, char** argv);
 int cmd_demo(int argc, char** argv);
 int cmd_synth(int argc, char** argv);
 int cmd_train(int argc, char** argv);
+int cmd_eval(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -17,6 +18,7 @@ const std::vector<Command>& commands() {
       {"demo", "train a tiny network on synthetic blobs, save and reload it (engine demo)", cmd_demo},
       {"synth", "paste training lesions into healthy lungs: synthetic image/mask pairs (augmentation)", cmd_synth},
       {"train", "train COVID-Rate on image/mask folders: early stopping, checkpoints, resume, k-fold", cmd_train},
+      {"eval", "score trained weights on images + masks: Dice, sensitivity, specificity, MAE, groups A/B", cmd_eval},
   };
   return table;
 }

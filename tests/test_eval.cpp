@@ -1,0 +1,201 @@
+// `covidrate eval` end to end on three real MedSeg slices: a tiny network with
+// freshly initialized weights (no training: the scores mean nothing, the report
+// must still be complete and well-formed), the JSON report, the saved masks at
+// each image's own size, and the command's errors and exit codes.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "data/dataset.h"
+#include "data/image2d.h"
+#include "model/covidrate_net.h"
+#include "model/metrics.h"
+#include "nn/json.h"
+#include "support/test_support.h"
+#include "temp_files.h"
+
+using namespace covidrate;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const kStems[] = {"0", "1", "10"};
+
+// The covidrate program is built beside the test programs.
+std::string covidrate_program() {
+  const fs::path program = fs::read_symlink("/proc/self/exe").parent_path() / "covidrate";
+  REQUIRE_MESSAGE(fs::exists(program), program << " is missing: build the covidrate target first");
+  return program.string();
+}
+
+struct Run {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+Run run_eval(const test::TempDir& dir, const std::string& args) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const int status = std::system((covidrate_program() + " eval " + args + " > " + out + " 2> " + err).c_str());
+  REQUIRE(WIFEXITED(status));
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+  };
+  return {WEXITSTATUS(status), slurp(out), slurp(err)};
+}
+
+// Three slices of the MedSeg training set in images/ and masks/ of `dir`, and
+// the weights of a width-1/16 network saved as train saves them (with the
+// architecture in the metadata).
+void set_up(const test::TempDir& dir) {
+  const fs::path medseg = fs::path(test::data_dir()) / "medseg-semiseg" / "train";
+  fs::create_directories(dir.file("images"));
+  fs::create_directories(dir.file("masks"));
+  for (const char* stem : kStems) {
+    fs::copy_file(medseg / "images" / (std::string(stem) + ".jpg"), fs::path(dir.file("images")) / (std::string(stem) + ".jpg"));
+    fs::copy_file(medseg / "masks" / (std::string(stem) + ".png"), fs::path(dir.file("masks")) / (std::string(stem) + ".png"));
+  }
+  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  net.parameters().save(dir.file("weights.safetensors"), {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
+}
+
+std::string data_args(const test::TempDir& dir) {
+  return "--weights " + dir.file("weights.safetensors") + " --images " + dir.file("images") + " --masks " +
+         dir.file("masks");
+}
+
+void check_distribution(const json::Value& d) {
+  for (const char* stat : {"mean", "std", "median", "q1", "q3"}) {
+    const json::Value* v = d.find(stat);
+    REQUIRE_MESSAGE(v, "missing " << stat);
+    if (v->kind == json::Value::Kind::Null) continue;  // an empty group
+    REQUIRE(v->kind == json::Value::Kind::Number);
+    const double x = std::stod(v->text);
+    CHECK(x >= 0.0);
+    CHECK(x <= 1.0);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("eval writes a complete report and one mask per image at its own size") {
+  test::TempDir dir;
+  set_up(dir);
+  const Run run = run_eval(dir, data_args(dir) + " --json " + dir.file("report.json") + " --save-masks " +
+                                    dir.file("predicted"));
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.err.find("images/s") != std::string::npos);
+  for (const char* word : {"dice", "sensitivity", "specificity", "mae", "A (small)", "B (large)"})
+    CHECK_MESSAGE(run.out.find(word) != std::string::npos, word << " missing from the table:\n" << run.out);
+
+  std::ifstream in(dir.file("report.json"));
+  std::stringstream text;
+  text << in.rdbuf();
+  const json::Value report = json::parse(text.str());
+  int64_t grouped = 0;
+  for (const char* group : {"overall", "group_a", "group_b"}) {
+    const json::Value* g = report.find(group);
+    REQUIRE_MESSAGE(g, "missing " << group);
+    REQUIRE(g->find("images"));
+    if (std::string(group) != "overall") grouped += std::stoll(g->find("images")->text);
+    for (const char* metric : {"dice", "sensitivity", "specificity", "mae"}) {
+      REQUIRE_MESSAGE(g->find(metric), "missing " << group << "." << metric);
+      check_distribution(*g->find(metric));
+    }
+  }
+  CHECK(report.find("overall")->find("images")->text == "3");
+  CHECK(grouped == 3);
+  REQUIRE(report.find("images")->items.size() == 3);
+  for (const json::Value& image : report.find("images")->items) {
+    for (const char* metric : {"dice", "sensitivity", "specificity", "mae", "infection_rate"}) {
+      REQUIRE_MESSAGE(image.find(metric), "missing " << metric);
+      const double x = std::stod(image.find(metric)->text);
+      CHECK(x >= 0.0);
+      CHECK(x <= 1.0);
+    }
+  }
+
+  CHECK_FALSE(fs::exists(dir.file("predicted.tmp")));
+  int pngs = 0;
+  for (const auto& entry : fs::directory_iterator(dir.file("predicted"))) {
+    (void)entry;
+    ++pngs;
+  }
+  CHECK(pngs == 3);
+  for (const char* stem : kStems) {
+    const data::Volume image = data::read_image(dir.file("images/" + std::string(stem) + ".jpg"));
+    const data::Volume mask = data::read_image(dir.file("predicted/" + std::string(stem) + ".png"));
+    CHECK(mask.nx == image.nx);
+    CHECK(mask.ny == image.ny);
+    // read_image gives a 0/255 PNG as 0/1 labels (an all-black one as 0s).
+    int64_t other = 0;
+    for (float v : mask.voxels) other += v != 0.f && v != 1.f;
+    CHECK(other == 0);
+  }
+}
+
+TEST_CASE("eval: JSON on stdout, explicit options, errors and exit codes") {
+  test::TempDir dir;
+  set_up(dir);
+  SUBCASE("--json alone prints only JSON") {
+    const Run run = run_eval(dir, data_args(dir) + " --width 0.0625 --size 64 --threshold 0.3 --batch 2 --json");
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+    const json::Value report = json::parse(run.out);
+    CHECK(report.find("threshold")->text == "0.3");
+    CHECK(report.find("images")->items.size() == 3);
+  }
+  SUBCASE("an architecture that does not match the weights") {
+    const Run run = run_eval(dir, data_args(dir) + " --width 0.5");
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("weights.safetensors") != std::string::npos);
+  }
+  SUBCASE("an unknown option") {
+    const Run run = run_eval(dir, data_args(dir) + " --frobnicate");
+    CHECK(run.exit_code == 2);
+    CHECK(run.err.find("--frobnicate") != std::string::npos);
+  }
+  SUBCASE("missing weights") {
+    const Run run = run_eval(dir, "--weights " + dir.file("none.safetensors") + " --images " + dir.file("images") +
+                                      " --masks " + dir.file("masks"));
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("none.safetensors") != std::string::npos);
+  }
+  SUBCASE("a mask folder without the images' masks") {
+    fs::remove(dir.file("masks/1.png"));
+    const Run run = run_eval(dir, data_args(dir));
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("1.jpg") != std::string::npos);
+  }
+  SUBCASE("--save-masks into an existing folder is refused") {
+    fs::create_directories(dir.file("exists"));
+    const Run run = run_eval(dir, data_args(dir) + " --save-masks " + dir.file("exists"));
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("already exists") != std::string::npos);
+  }
+}
+
+TEST_CASE("the ground truth scored against itself: Dice 1, MAE 0") {
+  const fs::path medseg = fs::path(test::data_dir()) / "medseg-semiseg" / "train";
+  const data::Dataset set = data::load_dataset((medseg / "images").string(), (medseg / "masks").string());
+  REQUIRE(set.size() >= 3);
+  for (int64_t i = 0; i < 3; ++i) {
+    const data::Volume& mask = set.samples[i].mask;
+    std::vector<float> p(mask.voxels.begin(), mask.voxels.end());
+    std::vector<uint8_t> y(p.size());
+    for (size_t k = 0; k < p.size(); ++k) y[k] = p[k] != 0.f;
+    const metrics::ImageMetrics m =
+        metrics::score_image(p.data(), y.data(), static_cast<int64_t>(p.size()), 0.5);
+    CHECK(m.dice == 1.0);
+    CHECK(m.sensitivity == 1.0);
+    CHECK(m.specificity == 1.0);
+    CHECK(m.mae == 0.0);
+    CHECK(m.infection_rate > 0.0);
+  }
+}

@@ -1,0 +1,279 @@
+// covidrate eval: the paper's test protocol for a trained network. Every slice
+// is prepared as in training (data/prepare.h), segmented in batches in
+// evaluation mode, mapped back onto its own grid, and scored there against its
+// ground-truth mask (model/metrics.h; definitions in docs/metrics.md).
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "data/dataset.h"
+#include "data/image2d.h"
+#include "data/prepare.h"
+#include "model/covidrate_net.h"
+#include "model/metrics.h"
+#include "nn/autograd.h"
+#include "nn/error.h"
+#include "nn/safetensors.h"
+
+namespace covidrate::tools {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct EvalOptions {
+  std::string weights, images, masks;
+  std::optional<double> width;  // unset: from the weights' metadata, else 1
+  std::optional<int64_t> size;  // unset: from the weights' metadata, else 512
+  bool no_cpb = false;
+  double threshold = 0.5;
+  int64_t batch = 4;
+  Device device = Device::CPU;
+  bool json = false;
+  std::string json_file;  // empty with json: stdout
+  std::string save_masks;
+  bool lungs = false;
+};
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: covidrate eval --weights FILE --images DIR --masks DIR [options]\n\n"
+               "Segments every image of DIR with the trained network and scores it against its mask\n"
+               "(matched by file stem) at the image's own resolution: Dice, sensitivity, specificity\n"
+               "and MAE per image, summarized overall and for groups A (infection rate < 0.015) and B.\n\n"
+               "  --weights FILE     safetensors written by 'covidrate train'\n"
+               "  --images DIR       slices (PNG or JPG)\n"
+               "  --masks DIR        lesion masks, 0/255 PNG\n"
+               "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
+               "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
+               "  --no-cpb           the network was trained without context perception boosting\n"
+               "  --threshold T      a pixel is lesion when its probability is above T (default 0.5)\n"
+               "  --batch N          slices per forward pass (default 4)\n"
+               "  --device cpu|cuda  where the network runs (default cpu)\n"
+               "  --lungs            feed the network the lungs alone (for weights trained with --lungs)\n"
+               "  --json [FILE]      the report as JSON, on stdout instead of the table, or into FILE\n"
+               "  --save-masks DIR   write each predicted mask as DIR/<stem>.png (0/255, the image's size);\n"
+               "                     DIR must not exist, and appears only once every mask is written\n\n"
+               "The infection rate is the ground-truth lesion area over the lung area found by the\n"
+               "classical lung extractor (over the whole image when it finds no lung).\n");
+}
+
+double parse_number(const std::string& option, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v), option << " needs a number, got '" << text << "'");
+  return v;
+}
+
+int64_t parse_positive_int(const std::string& option, const std::string& text) {
+  const double v = parse_number(option, text);
+  CR_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
+  return static_cast<int64_t>(v);
+}
+
+// Returns 0 when the options are complete, else the exit code (0 for --help
+// is signalled through `help`).
+int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    auto value = [&]() -> std::string {
+      CR_CHECK(has_value, a << " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      help = true;
+      return 0;
+    } else if (a == "--weights") {
+      o.weights = value();
+    } else if (a == "--images") {
+      o.images = value();
+    } else if (a == "--masks") {
+      o.masks = value();
+    } else if (a == "--width") {
+      o.width = parse_number(a, value());
+    } else if (a == "--size") {
+      o.size = parse_positive_int(a, value());
+    } else if (a == "--no-cpb") {
+      o.no_cpb = true;
+    } else if (a == "--threshold") {
+      o.threshold = parse_number(a, value());
+      CR_CHECK(o.threshold >= 0 && o.threshold < 1, "--threshold must be in [0, 1), got " << o.threshold);
+    } else if (a == "--batch") {
+      o.batch = parse_positive_int(a, value());
+    } else if (a == "--device") {
+      o.device = parse_device(value());
+    } else if (a == "--lungs") {
+      o.lungs = true;
+    } else if (a == "--json") {
+      o.json = true;
+      // An optional file name: the next argument unless it is another option.
+      if (has_value && argv[i + 1][0] != '-') o.json_file = argv[++i];
+    } else if (a == "--save-masks") {
+      o.save_masks = value();
+    } else {
+      std::fprintf(stderr, "covidrate eval: unknown option '%s'\n\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (o.weights.empty() || o.images.empty() || o.masks.empty()) {
+    std::fprintf(stderr, "covidrate eval: --weights, --images and --masks are required\n\n");
+    usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+// The architecture: explicit options win; otherwise what train recorded in
+// the file. A mismatch is reported by ParameterStore::load, naming every
+// tensor whose shape differs.
+CovidRateConfig model_config(const EvalOptions& o, const std::map<std::string, std::string>& metadata,
+                             int64_t& size) {
+  CovidRateConfig config;
+  auto recorded = [&](const char* key) -> const std::string* {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? nullptr : &it->second;
+  };
+  if (o.width) {
+    config.width = *o.width;
+  } else if (const std::string* w = recorded("width")) {
+    config.width = parse_number(o.weights + " metadata 'width'", *w);
+  }
+  if (o.no_cpb) {
+    config.cpb = false;
+  } else if (const std::string* c = recorded("cpb")) {
+    config.cpb = *c != "0";
+  }
+  size = 512;
+  if (o.size) {
+    size = *o.size;
+  } else if (const std::string* s = recorded("size")) {
+    size = parse_positive_int(o.weights + " metadata 'size'", *s);
+  }
+  CR_CHECK(size % 16 == 0, "--size must be a multiple of 16, got " << size);
+  return config;
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    CR_CHECK(out, "cannot write " << tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+std::vector<uint8_t> nonzero(const data::Volume& v) {
+  std::vector<uint8_t> out(v.voxels.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = v.voxels[i] != 0.f;
+  return out;
+}
+
+}  // namespace
+
+int cmd_eval(int argc, char** argv) {
+  EvalOptions o;
+  bool help = false;
+  if (int code = parse_options(argc, argv, o, help); code != 0 || help) {
+    if (help) usage(stdout);
+    return code;
+  }
+  CR_CHECK(fs::is_regular_file(o.weights), "weights file " << o.weights << " not found");
+  // Refused before the slow part, not after it.
+  CR_CHECK(o.save_masks.empty() || !fs::exists(o.save_masks),
+           o.save_masks << " already exists; --save-masks writes a new folder");
+
+  int64_t size = 0;
+  const CovidRateConfig config = model_config(o, safetensors::load_metadata(o.weights), size);
+  CovidRateNet net(config);
+  net.parameters().load(o.weights);
+  net.parameters().to(o.device);
+  net.set_training(false);
+
+  // Lungs are always extracted: the infection rate that splits the groups is
+  // over the lung. They reach the network only with --lungs.
+  const data::Dataset set = data::load_dataset(o.images, o.masks, data::DatasetOptions{.lungs = true});
+  std::fprintf(stderr, "eval: %lld slices, width %g%s, input %lld x %lld, %s\n",
+               static_cast<long long>(set.size()), config.width, config.cpb ? "" : " without CPB",
+               static_cast<long long>(size), static_cast<long long>(size), to_string(o.device));
+
+  const std::string masks_tmp = o.save_masks.empty() ? "" : o.save_masks + ".tmp";
+  if (!masks_tmp.empty()) {
+    fs::remove_all(masks_tmp);  // left by a killed run
+    fs::create_directories(masks_tmp);
+  }
+
+  std::vector<metrics::ImageMetrics> scores;
+  const bool tty = ::isatty(::fileno(stderr));
+  const auto start = std::chrono::steady_clock::now();
+  for (int64_t first = 0; first < set.size(); first += o.batch) {
+    const int64_t count = std::min(o.batch, set.size() - first);
+    std::vector<data::PreparedSlice> prepared;
+    std::vector<float> batch;
+    for (int64_t k = 0; k < count; ++k) {
+      const data::Sample& s = set.samples[first + k];
+      prepared.push_back(data::prepare_slice(s.image, nullptr, o.lungs ? &s.lungs : nullptr, size));
+      batch.insert(batch.end(), prepared.back().image.begin(), prepared.back().image.end());
+    }
+    std::vector<float> probabilities;
+    {
+      ag::NoGrad no_grad;
+      const Tensor input = Tensor::from_vector({count, 1, size, size}, batch).to(o.device);
+      probabilities = net.forward(ag::Var(input)).value().to_vector();
+    }
+    for (int64_t k = 0; k < count; ++k) {
+      const data::Sample& s = set.samples[first + k];
+      std::vector<float> p = data::to_original_grid(probabilities.data() + k * size * size, prepared[k].placement);
+      // Bilinear weights sum to 1 only up to rounding.
+      for (float& v : p) v = std::clamp(v, 0.f, 1.f);
+      const std::vector<uint8_t> truth = nonzero(s.mask), lung = nonzero(s.lungs);
+      metrics::ImageMetrics m =
+          metrics::score_image(p.data(), truth.data(), static_cast<int64_t>(p.size()), o.threshold, lung.data());
+      m.name = s.name;
+      scores.push_back(m);
+      if (!masks_tmp.empty()) {
+        std::vector<uint8_t> png(p.size());
+        for (size_t i = 0; i < p.size(); ++i) png[i] = p[i] > o.threshold ? 255 : 0;
+        data::write_png_gray((fs::path(masks_tmp) / (s.name + ".png")).string(), png.data(), s.image.nx,
+                             s.image.ny);
+      }
+    }
+    const int64_t done = first + count;
+    // A terminal gets a line that updates in place; a log file only the last one.
+    if (tty || done == set.size()) {
+      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::fprintf(stderr, "%seval: %lld/%lld slices, %.1f images/s%s", tty ? "\r" : "",
+                   static_cast<long long>(done), static_cast<long long>(set.size()),
+                   static_cast<double>(done) / seconds, done == set.size() ? "\n" : "");
+    }
+  }
+  if (!masks_tmp.empty()) fs::rename(masks_tmp, o.save_masks);
+
+  const metrics::Summary summary = metrics::summarize(scores);
+  if (o.json) {
+    const std::string text = metrics::to_json(summary, scores, o.threshold);
+    if (o.json_file.empty()) {
+      std::fputs(text.c_str(), stdout);
+      return 0;
+    }
+    write_text_atomically(o.json_file, text);
+  }
+  std::printf("covidrate eval: %s on %s (threshold %g)\n%s", o.weights.c_str(), o.images.c_str(), o.threshold,
+              metrics::format_table(summary).c_str());
+  return 0;
+}
+
+}  // namespace covidrate::tools
