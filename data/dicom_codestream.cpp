@@ -2,6 +2,8 @@
 // ISO 14495-1 C.2.2) headers, read just far enough to learn the image size.
 #include "data/dicom_codestream.h"
 
+#include <ios>
+
 #include "nn/error.h"
 
 namespace covidrate::data::dicom {
@@ -39,32 +41,46 @@ bool check_j2k(const std::string& file, std::string_view b, size_t at, const Exp
   return true;
 }
 
-// JPEG and JPEG-LS: walk the markers up to the first start-of-frame.
+// JPEG and JPEG-LS: the marker segments from SOI to the first scan must be
+// contiguous and complete. libjpeg only warns about stray bytes between
+// markers, an unknown JFIF version or Adobe transform, and GDCM turns any
+// warning while reading the header into an assertion (found by fuzz_dicom).
 bool check_jpeg(const std::string& file, std::string_view b, const ExpectedImage& e) {
-  size_t at = 2;  // after SOI
-  while (at + 4 <= b.size()) {
-    if (uint8_t(b[at]) != 0xff) return false;  // not a marker: leave it to the decoder
+  bool frame = false;
+  for (size_t at = 2;;) {  // after SOI
+    CR_CHECK(at + 4 <= b.size(), file << ": truncated JPEG header");
+    CR_CHECK(uint8_t(b[at]) == 0xff, file << ": stray bytes between JPEG markers at byte " << at << " of its data");
     const uint8_t marker = uint8_t(b[at + 1]);
-    if (marker == 0xff) {  // fill byte
+    if (marker == 0xff) {  // fill byte before a marker
       ++at;
       continue;
     }
+    CR_CHECK(marker != 0x00 && marker != 0x01 && !(marker >= 0xd0 && marker <= 0xd9),
+             file << ": unexpected JPEG marker 0xff" << std::hex << int(marker) << " before the first scan");
     const size_t length = big16(b, at + 2);
+    CR_CHECK(length >= 2 && at + 2 + length <= b.size(), file << ": truncated JPEG marker segment");
+    const std::string_view segment = b.substr(at + 4, length - 2);
     const bool sof = (marker >= 0xc0 && marker <= 0xcf && marker != 0xc4 && marker != 0xc8 && marker != 0xcc) ||
                      marker == 0xf7;  // SOF55: JPEG-LS
     if (sof) {
-      CR_CHECK(length >= 8 && at + 2 + length <= b.size(), file << ": truncated JPEG frame header");
-      const int64_t precision = uint8_t(b[at + 4]), rows = big16(b, at + 5), columns = big16(b, at + 7);
-      const int64_t components = uint8_t(b[at + 9]);
+      CR_CHECK(!frame && segment.size() >= 6, file << ": malformed JPEG frame header");
+      const int64_t precision = uint8_t(segment[0]), rows = big16(segment, 1), columns = big16(segment, 3);
+      const int64_t components = uint8_t(segment[5]);
       // A JPEG may leave its height to a later DNL marker (rows = 0).
       check_size(file, marker == 0xf7 ? "JPEG-LS" : "JPEG", columns, rows == 0 ? e.rows : rows, components,
                  precision, e);
+      frame = true;
+    }
+    if (marker == 0xe0 && segment.size() >= 6 && segment.substr(0, 5) == std::string_view("JFIF\0", 5))
+      CR_CHECK(uint8_t(segment[5]) == 1, file << ": unknown JFIF version in the JPEG data");
+    if (marker == 0xee && segment.size() >= 12 && segment.substr(0, 5) == "Adobe")
+      CR_CHECK(uint8_t(segment[11]) <= 2, file << ": unknown Adobe colour transform in the JPEG data");
+    if (marker == 0xda) {
+      CR_CHECK(frame, file << ": a JPEG scan before its frame header");
       return true;
     }
-    if (marker == 0xda || length < 2) return false;  // scan data before a frame header: malformed, decoder's call
     at += 2 + length;
   }
-  return false;
 }
 
 }  // namespace

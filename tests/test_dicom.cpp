@@ -279,6 +279,16 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string unknown_syntax_file = dir.file("unknown-syntax.dcm");
   test::write_bytes(unknown_syntax_file, unknown_syntax);
   check_fails(unknown_syntax_file, unknown_syntax_file, "transfer syntax 1.2.840.10008.1.2.9 is not supported");
+  // Stray bytes between JPEG markers: libjpeg warns, GDCM asserts on the
+  // warning (found by fuzz_dicom).
+  std::vector<char> stray = test::read_bytes(samples() + "JPGExtended.dcm");
+  const std::string dqt("\xff\xdb", 2);
+  const auto table = std::search(stray.begin(), stray.end(), dqt.begin(), dqt.end());
+  REQUIRE(table != stray.end());
+  table[0] = 0x00;
+  const std::string stray_file = dir.file("stray.dcm");
+  test::write_bytes(stray_file, stray);
+  check_fails(stray_file, stray_file, "stray bytes between JPEG markers");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
