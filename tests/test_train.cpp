@@ -1,0 +1,324 @@
+// Training: the data set and its splits, input preparation and its inverse,
+// augmentation alignment, overfitting real slices, and resume after a kill
+// giving the same bits as a run never interrupted.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <string>
+
+#include "data/augment.h"
+#include "data/dataset.h"
+#include "data/image2d.h"
+#include "data/prepare.h"
+#include "model/trainer.h"
+#include "nn/error.h"
+#include "nn/safetensors.h"
+#include "tests/support/test_support.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string medseg(const char* sub) { return test::data_dir() + "/medseg-semiseg/train/" + sub; }
+
+Volume picture(int64_t nx, int64_t ny, float fill, Intensity intensity) {
+  Volume v;
+  v.nx = nx, v.ny = ny, v.nz = 1;
+  v.voxels.assign(static_cast<size_t>(nx * ny), fill);
+  v.intensity = intensity;
+  return v;
+}
+
+void rect(std::vector<float>& v, int64_t nx, int64_t x0, int64_t y0, int64_t x1, int64_t y1, float value) {
+  for (int64_t y = y0; y < y1; ++y)
+    for (int64_t x = x0; x < x1; ++x) v[static_cast<size_t>(y * nx + x)] = value;
+}
+
+void write_gray(const std::string& path, int64_t n, uint8_t value) {
+  std::vector<uint8_t> pixels(static_cast<size_t>(n * n), value);
+  pixels[0] = 0;  // two values: a mask when value is 255
+  write_png_gray(path, pixels.data(), n, n);
+}
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+double dice(const std::vector<float>& a, const std::vector<float>& b) {
+  double both = 0, total = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    both += (a[i] > 0.5f) * (b[i] > 0.5f);
+    total += (a[i] > 0.5f) + (b[i] > 0.5f);
+  }
+  return total > 0 ? 2 * both / total : 1;
+}
+
+bool same_bits(const std::map<std::string, Tensor>& a, const std::map<std::string, Tensor>& b) {
+  if (a.size() != b.size()) return false;
+  for (const auto& [name, t] : a) {
+    const auto it = b.find(name);
+    if (it == b.end() || it->second.shape() != t.shape()) return false;
+    const std::vector<float> x = t.to_vector(), y = it->second.to_vector();
+    if (std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) != 0) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("dataset: the MedSeg training folder loads as 50 matched pairs") {
+  const Dataset set = load_dataset(medseg("images"), medseg("masks"));
+  REQUIRE(set.size() == 50);
+  CHECK(set.samples[0].name == "0");
+  CHECK(set.samples[2].name == "2");  // numeric order, not "10" after "1"
+  for (const Sample& s : set.samples) {
+    CHECK(s.image.nx == s.mask.nx);
+    CHECK(s.image.ny == s.mask.ny);
+    CHECK(s.mask.intensity == Intensity::Label);
+    CHECK(!s.has_lungs());
+    CHECK(std::all_of(s.mask.voxels.begin(), s.mask.voxels.end(), [](float v) { return v == 0.f || v == 1.f; }));
+  }
+}
+
+TEST_CASE("dataset: errors name the file") {
+  test::TempDir dir;
+  const std::string images = dir.file("images"), masks = dir.file("masks");
+  fs::create_directories(images);
+  fs::create_directories(masks);
+  write_gray(images + "/a.png", 16, 100);
+  write_gray(masks + "/a.png", 16, 255);
+
+  write_gray(images + "/b.png", 16, 100);  // no mask
+  std::string message = error_of([&] { load_dataset(images, masks); });
+  CHECK(message.find("b.png") != std::string::npos);
+  CHECK(message.find("no mask") != std::string::npos);
+  fs::remove(images + "/b.png");
+
+  write_gray(masks + "/c.png", 16, 255);  // no image
+  message = error_of([&] { load_dataset(images, masks); });
+  CHECK(message.find("c.png") != std::string::npos);
+  CHECK(message.find("no image") != std::string::npos);
+
+  test::write_bytes(images + "/c.jpg", test::garbage(300, 1));  // unreadable image
+  message = error_of([&] { load_dataset(images, masks); });
+  CHECK(message.find("c.jpg") != std::string::npos);
+  fs::remove(images + "/c.jpg");
+  fs::remove(masks + "/c.png");
+
+  write_gray(images + "/d.png", 16, 100);  // grey, not binary, mask
+  write_gray(masks + "/d.png", 16, 100);
+  message = error_of([&] { load_dataset(images, masks); });
+  CHECK(message.find("d.png") != std::string::npos);
+  CHECK(message.find("not binary") != std::string::npos);
+  fs::remove(masks + "/d.png");
+  write_gray(masks + "/d.png", 20, 255);  // wrong size
+  message = error_of([&] { load_dataset(images, masks); });
+  CHECK(message.find("d.png") != std::string::npos);
+  CHECK(message.find("20 x 20") != std::string::npos);
+
+  CHECK(error_of([&] { load_dataset(dir.file("nowhere"), masks); }).find("nowhere") != std::string::npos);
+}
+
+TEST_CASE("dataset: seeded splits are disjoint, complete and reproducible") {
+  const Split s = train_validation_split(50, 0.2, 7);
+  CHECK(s.validation.size() == 10);
+  CHECK(s.train.size() == 40);
+  std::set<int64_t> all(s.train.begin(), s.train.end());
+  all.insert(s.validation.begin(), s.validation.end());
+  CHECK(all.size() == 50);
+  CHECK(train_validation_split(50, 0.2, 7).validation == s.validation);
+  CHECK(train_validation_split(50, 0.2, 8).validation != s.validation);
+  CHECK(train_validation_split(5, 0.01, 0).validation.size() == 1);  // at least one
+
+  const std::vector<Split> folds = k_fold_splits(11, 3, 1);
+  REQUIRE(folds.size() == 3);
+  std::multiset<int64_t> validated;
+  for (const Split& f : folds) {
+    CHECK(f.train.size() + f.validation.size() == 11);
+    CHECK((f.validation.size() == 3 || f.validation.size() == 4));
+    validated.insert(f.validation.begin(), f.validation.end());
+  }
+  CHECK(validated.size() == 11);
+  CHECK(std::set<int64_t>(validated.begin(), validated.end()).size() == 11);  // each once
+  CHECK_THROWS_AS(k_fold_splits(3, 4, 0), Error);
+}
+
+TEST_CASE("prepare: pad, resize, standardize; the inverse puts a mask back on its grid") {
+  // A 150 x 90 slice with a lesion rectangle: padded to 150 x 150 (30 rows above).
+  Volume image = picture(150, 90, 50, Intensity::Picture8Bit);
+  Volume mask = picture(150, 90, 0, Intensity::Label);
+  rect(image.voxels, 150, 40, 20, 100, 60, 200);
+  rect(mask.voxels, 150, 40, 20, 100, 60, 1);
+  const PreparedSlice p = prepare_slice(image, &mask, nullptr, 64);
+  CHECK(p.placement.side == 150);
+  CHECK(p.placement.pad_x == 0);
+  CHECK(p.placement.pad_y == 30);
+  REQUIRE(p.image.size() == 64 * 64);
+  double mean = 0, squares = 0;
+  for (float v : p.image) mean += v;
+  mean /= 4096;
+  for (float v : p.image) squares += (v - mean) * (v - mean);
+  CHECK(mean == doctest::Approx(0).epsilon(1e-4));
+  CHECK(std::sqrt(squares / 4096) == doctest::Approx(1).epsilon(1e-3));
+  CHECK(std::all_of(p.mask.begin(), p.mask.end(), [](float v) { return v == 0.f || v == 1.f; }));
+  // The lesion's row 40 of the square is row 40 * 64 / 150 = 17 of the input; its top is at (20+30)*64/150 = 21.3.
+  CHECK(p.mask[22 * 64 + 30] == 1.f);
+  CHECK(p.mask[19 * 64 + 30] == 0.f);
+
+  const std::vector<float> back = to_original_grid(p.mask.data(), p.placement);
+  REQUIRE(back.size() == mask.voxels.size());
+  CHECK(dice(back, mask.voxels) > 0.95);  // 150 -> 64 -> 150 quantizes the edges
+
+  // Lung masking zeroes what lies outside the lungs before standardizing.
+  Volume lungs = picture(150, 90, 0, Intensity::Label);
+  rect(lungs.voxels, 150, 30, 10, 120, 80, 1);
+  const PreparedSlice masked = prepare_slice(image, &mask, &lungs, 64);
+  const float outside = masked.image[0];
+  CHECK(masked.image[5 * 64 + 5] == outside);  // padding and non-lung: one value
+  CHECK(masked.image[28 * 64 + 32] > outside);
+
+  // A real slice: its own mask survives the round trip at the network's size.
+  const Dataset set = load_dataset(medseg("images"), medseg("masks"));
+  const Sample& s = set.samples[3];
+  const PreparedSlice real = prepare_sample(s, 256);
+  CHECK(dice(to_original_grid(real.mask.data(), real.placement), s.mask.voxels) > 0.9);
+
+  Volume wrong = picture(10, 10, 0, Intensity::Label);
+  CHECK(error_of([&] { prepare_slice(image, &wrong, nullptr, 64); }).find("mask") != std::string::npos);
+}
+
+TEST_CASE("augment: image and mask move together") {
+  constexpr int64_t n = 64;
+  std::vector<float> image(n * n, 0.f), mask(n * n, 0.f), image_out(n * n), mask_out(n * n);
+  rect(image, n, 20, 24, 36, 40, 1.f);
+  rect(mask, n, 20, 24, 36, 40, 1.f);
+  AugmentOptions options;
+  options.rotation_degrees = 20;
+  options.horizontal_flip = options.vertical_flip = true;
+  std::mt19937_64 rng(5);
+  int moved = 0;
+  for (int trial = 0; trial < 20; ++trial) {
+    const AffineTransform t = random_transform(options, n, rng);
+    apply_transform(t, n, image.data(), image_out.data(), mask.data(), mask_out.data());
+    CHECK(std::all_of(mask_out.begin(), mask_out.end(), [](float v) { return v == 0.f || v == 1.f; }));
+    double cx_i = 0, cy_i = 0, cx_m = 0, cy_m = 0, wi = 0, wm = 0;
+    for (int64_t y = 0; y < n; ++y)
+      for (int64_t x = 0; x < n; ++x) {
+        const float a = image_out[y * n + x], b = mask_out[y * n + x];
+        cx_i += a * x, cy_i += a * y, wi += a;
+        cx_m += b * x, cy_m += b * y, wm += b;
+      }
+    REQUIRE(wi > 0);
+    REQUIRE(wm > 0);
+    CHECK(std::abs(cx_i / wi - cx_m / wm) < 0.75);
+    CHECK(std::abs(cy_i / wi - cy_m / wm) < 0.75);
+    CHECK(dice(image_out, mask_out) > 0.93);
+    if (std::abs(cx_m / wm - 27.5) > 2 || std::abs(cy_m / wm - 31.5) > 2) ++moved;
+  }
+  CHECK(moved >= 10);  // the transforms do move things
+
+  // The identity leaves both untouched.
+  apply_transform(AffineTransform{}, n, image.data(), image_out.data(), mask.data(), mask_out.data());
+  CHECK(image_out == image);
+  CHECK(mask_out == mask);
+}
+
+TEST_CASE("train: a width-0.25 network overfits four real slices") {
+  const Dataset set = load_dataset(medseg("images"), medseg("masks"));
+  // Four slices with clearly visible lesions (over 2% of the slice).
+  std::vector<PreparedSlice> four;
+  for (const Sample& s : set.samples) {
+    double lesion = 0;
+    for (float v : s.mask.voxels) lesion += v;
+    if (lesion / static_cast<double>(s.mask.voxels.size()) > 0.02 && four.size() < 4)
+      four.push_back(prepare_sample(s, 128));
+  }
+  REQUIRE(four.size() == 4);
+  test::TempDir dir;
+  TrainOptions o;
+  o.model.width = 0.25;
+  o.size = 128;
+  o.batch = 4;
+  o.epochs = 60;  // one step each: the whole run is ~15 s on 2 idle cores
+  o.patience = 1000;
+  o.augment = false;
+  o.adam.lr = 3e-3;
+  o.out_dir = dir.path();
+  o.progress = false;
+  const TrainResult r = train(four, {}, o);
+  REQUIRE(r.epochs.size() == 60);
+  CHECK(r.epochs.back().train_loss < 0.5 * r.epochs.front().train_loss);
+
+  // Fitting is judged with the batch statistics the steps trained with. BN's
+  // running averages (Keras' momentum 0.99) lag ~100 steps behind weights that
+  // change this fast, so the evaluation-mode Dice is reported, not asserted.
+  CovidRateNet net(o.model);
+  net.parameters().load(dir.file("checkpoint/weights.safetensors"));
+  const HybridLossParams loss = loss_params(o.loss, o.pos_weight);
+  const Evaluation running = evaluate(net, four, 4, loss, /*batch_statistics=*/false);
+  const Evaluation fitted = evaluate(net, four, 4, loss, /*batch_statistics=*/true);
+  MESSAGE("after 60 steps: train loss ", r.epochs.back().train_loss, ", Dice ", fitted.mean_dice,
+          " with batch statistics, ", running.mean_dice, " with running averages");
+  CHECK(fitted.mean_dice > 0.9);
+}
+
+TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run") {
+  const Dataset set = load_dataset(medseg("images"), medseg("masks"));
+  std::vector<PreparedSlice> train_set, validation;
+  for (int i = 0; i < 6; ++i) train_set.push_back(prepare_sample(set.samples[static_cast<size_t>(i)], 32));
+  for (int i = 6; i < 8; ++i) validation.push_back(prepare_sample(set.samples[static_cast<size_t>(i)], 32));
+  TrainOptions o;
+  o.model.width = 0.125;
+  o.size = 32;
+  o.batch = 4;  // 6 slices: a full batch and a partial one each epoch
+  o.epochs = 3;
+  o.seed = 11;
+  o.model.seed = 11;
+  o.adam.decay = 0.01;
+  o.deterministic = true;
+  o.progress = false;
+
+  test::TempDir whole, interrupted;
+  o.out_dir = whole.path();
+  const TrainResult a = train(train_set, validation, o);
+  REQUIRE(a.epochs.size() == 3);
+
+  o.out_dir = interrupted.path();
+  train(train_set, validation, o, [](const EpochRecord& r) { return r.epoch < 1; });  // "killed" after epoch 1
+  // A kill between the checkpoint's two renames leaves only checkpoint.old/.
+  fs::rename(interrupted.file("checkpoint"), interrupted.file("checkpoint.old"));
+  CHECK_THROWS_AS(train(train_set, validation, o), Error);  // refuses to overwrite without --resume
+  o.resume = true;
+  const TrainResult b = train(train_set, validation, o);
+  REQUIRE(b.epochs.size() == 3);
+
+  CHECK(same_bits(safetensors::load(whole.file("checkpoint/weights.safetensors")),
+                  safetensors::load(interrupted.file("checkpoint/weights.safetensors"))));
+  CHECK(same_bits(safetensors::load(whole.file("checkpoint/adam.safetensors")),
+                  safetensors::load(interrupted.file("checkpoint/adam.safetensors"))));
+  CHECK(same_bits(safetensors::load(whole.file("best.safetensors")),
+                  safetensors::load(interrupted.file("best.safetensors"))));
+  for (int e = 0; e < 3; ++e) {  // epoch 1 of b comes back from the log, written to 9 digits
+    CHECK(a.epochs[e].train_loss == doctest::Approx(b.epochs[e].train_loss).epsilon(1e-8));
+    CHECK(a.epochs[e].val_loss == doctest::Approx(b.epochs[e].val_loss).epsilon(1e-8));
+  }
+  CHECK(a.epochs[2].train_loss == b.epochs[2].train_loss);
+  CHECK(test::read_bytes(whole.file("log.jsonl")).size() > 0);
+  CHECK(!fs::exists(interrupted.file("checkpoint.old")));
+
+  // Another setting is refused on resume.
+  o.batch = 2;
+  CHECK(error_of([&] { train(train_set, validation, o); }).find("other settings") != std::string::npos);
+}
