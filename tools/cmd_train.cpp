@@ -9,6 +9,7 @@
 
 #include "data/dataset.h"
 #include "data/prepare.h"
+#include "model/checkpoint.h"
 #include "model/trainer.h"
 #include "nn/json.h"
 
@@ -41,7 +42,7 @@ void usage(FILE* out) {
                "  --pos-weight X    weight of lesion pixels in the BCE term: 1 + X (default %.0f)\n"
                "  --lungs           zero everything outside the lungs (classical lung extraction)\n"
                "  --lr X            Adam's learning rate (default 0.001)\n"
-               "  --decay X         Keras' learning-rate decay per step (default lr / epochs)\n"
+               "  --decay X         Keras' learning-rate decay per step (default lr / 100)\n"
                "  --no-augment      train on the slices as they are\n",
                kDefaultPosWeight);
 }
@@ -134,8 +135,10 @@ Settings parse(int argc, char** argv) {
   if (s.images.empty() || s.masks.empty() || s.out.empty())
     throw UsageError{"--images, --masks and --out are required"};
   if (s.train.size % 16 != 0) throw UsageError{"--size must be a multiple of 16, got " + std::to_string(s.train.size)};
-  // The common Keras 2 recipe, Adam(lr, decay=lr / epochs); the paper does not state its decay.
-  if (!s.decay_given) s.train.adam.decay = s.train.adam.lr / s.train.epochs;
+  // The common Keras 2 recipe Adam(lr, decay=lr / epochs) with the paper's 100
+  // epochs (the paper does not state its decay). Tied to 100, not to --epochs,
+  // so that a run resumed with a higher --epochs keeps its schedule.
+  if (!s.decay_given) s.train.adam.decay = s.train.adam.lr / 100.0;
   s.train.model.seed = s.train.seed;
   return s;
 }
@@ -198,8 +201,11 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
   std::string rows;
   for (int f = 0; f < s.folds; ++f) {
     std::printf("fold %d/%d\n", f + 1, s.folds);
-    const TrainResult r = run_one(set, prepared, splits[f], s.train,
-                                  (fs::path(s.out) / ("fold-" + std::to_string(f + 1))).string());
+    const std::string fold_dir = (fs::path(s.out) / ("fold-" + std::to_string(f + 1))).string();
+    TrainOptions options = s.train;
+    // A cross-validation killed in fold f resumes fold f; later folds start afresh.
+    options.resume = s.train.resume && checkpoint_exists(fold_dir);
+    const TrainResult r = run_one(set, prepared, splits[f], options, fold_dir);
     losses.push_back(r.best_val_loss);
     dices.push_back(r.best_val_dice);
     rows += std::string(f ? ",\n  " : "  ") + "{\"fold\": " + std::to_string(f + 1) + ", \"best_epoch\": " +
