@@ -257,6 +257,7 @@ TEST_CASE("train: a width-0.25 network overfits four real slices") {
   o.adam.lr = 3e-3;
   o.out_dir = dir.path();
   o.progress = false;
+  o.device = default_device();  // COVIDRATE_DEVICE=cuda runs it on the GPU
   const TrainResult r = train(four, {}, o);
   REQUIRE(r.epochs.size() == 60);
   CHECK(r.epochs.back().train_loss < 0.5 * r.epochs.front().train_loss);
@@ -289,6 +290,7 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
   o.adam.decay = 0.01;
   o.deterministic = true;
   o.progress = false;
+  o.device = default_device();
 
   test::TempDir whole, interrupted;
   o.out_dir = whole.path();

@@ -36,7 +36,7 @@ void usage(FILE* out) {
                "  --seed N          seeds the weights, the split, the shuffles, the augmentation (default 0)\n"
                "  --deterministic   record the CPU thread count and refuse to resume under another\n"
                "  --resume          continue the run in DIR from its last checkpoint\n"
-               "  --device D        cpu or cuda (default: cuda when present)\n"
+               "  --device D        cpu or cuda (default: $COVIDRATE_DEVICE, else cpu)\n"
                "  --no-cpb          without context perception boosting\n"
                "  --loss L          hybrid (default), wbce or ftl\n"
                "  --pos-weight X    weight of lesion pixels in the BCE term: 1 + X (default %.0f)\n"
