@@ -9,6 +9,7 @@ int cmd_demo(int argc, char** argv);
 int cmd_synth(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
+int cmd_segment(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -19,6 +20,7 @@ const std::vector<Command>& commands() {
       {"synth", "paste training lesions into healthy lungs: synthetic image/mask pairs (augmentation)", cmd_synth},
       {"train", "train COVID-Rate on image/mask folders: early stopping, checkpoints, resume, k-fold", cmd_train},
       {"eval", "score trained weights on images + masks: Dice, sensitivity, specificity, MAE, groups A/B", cmd_eval},
+      {"segment", "a chest CT to lesion masks, opacity per lung, infected slices and an HTML report", cmd_segment},
   };
   return table;
 }

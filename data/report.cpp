@@ -1,0 +1,272 @@
+#include "data/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <numeric>
+#include <sstream>
+
+#include "data/lungs.h"
+#include "nn/error.h"
+#include "nn/json.h"
+
+namespace covidrate::data {
+
+namespace {
+
+std::string number(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.6g", std::isfinite(v) ? v : 0.0);
+  return text;
+}
+
+std::string percent(double v) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.2f%%", v);
+  return text;
+}
+
+void finish(LungFigures& f, double voxel_ml) {
+  f.lesion_ml = static_cast<double>(f.lesion_voxels) * voxel_ml;
+  f.lung_ml = static_cast<double>(f.lung_voxels) * voxel_ml;
+  f.opacity_percent = f.lung_voxels > 0 ? 100.0 * static_cast<double>(f.lesion_voxels) / f.lung_voxels : 0.0;
+}
+
+std::string lung_json(const LungFigures& f) {
+  return "{\"opacity_percent\": " + number(f.opacity_percent) + ", \"lesion_ml\": " + number(f.lesion_ml) +
+         ", \"lung_ml\": " + number(f.lung_ml) + ", \"lesion_voxels\": " + std::to_string(f.lesion_voxels) +
+         ", \"lung_voxels\": " + std::to_string(f.lung_voxels) + "}";
+}
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+void fill_rect(RgbImage& img, int64_t x0, int64_t y0, int64_t x1, int64_t y1, Rgb c) {
+  x0 = std::max<int64_t>(x0, 0), y0 = std::max<int64_t>(y0, 0);
+  x1 = std::min(x1, img.width), y1 = std::min(y1, img.height);
+  for (int64_t y = y0; y < y1; ++y)
+    for (int64_t x = x0; x < x1; ++x) std::copy(c.begin(), c.end(), img.rgb.begin() + (y * img.width + x) * 3);
+}
+
+}  // namespace
+
+StudyFigures measure(const Volume& lesions, const Volume& lungs) {
+  CR_CHECK(lesions.nx == lungs.nx && lesions.ny == lungs.ny && lesions.nz == lungs.nz,
+           "measure: lesion mask and lung labels have different grids");
+  const double pixel_mm2 = lesions.spacing[0] * lesions.spacing[1];
+  const double voxel_ml = pixel_mm2 * lesions.spacing[2] / 1000.0;
+  StudyFigures f;
+  const int64_t pixels = lesions.nx * lesions.ny;
+  for (int64_t z = 0; z < lesions.nz; ++z) {
+    SliceFigures s;
+    s.index = z;
+    const float* lesion = lesions.slice(z);
+    const float* lung = lungs.slice(z);
+    for (int64_t i = 0; i < pixels; ++i) {
+      const bool is_lesion = lesion[i] != 0.f;
+      LungFigures* side = lung[i] == float{kRightLung} ? &f.right : lung[i] == float{kLeftLung} ? &f.left : nullptr;
+      s.lesion_pixels += is_lesion;
+      if (side) {
+        ++s.lung_pixels;
+        ++side->lung_voxels;
+        side->lesion_voxels += is_lesion;
+      }
+    }
+    s.lesion_mm2 = static_cast<double>(s.lesion_pixels) * pixel_mm2;
+    s.lung_mm2 = static_cast<double>(s.lung_pixels) * pixel_mm2;
+    s.infection_rate = s.lung_pixels > 0 ? static_cast<double>(s.lesion_pixels) / s.lung_pixels : 0.0;
+    s.infected = s.infection_rate > kInfectedSliceRate;
+    f.infected_slices += s.infected;
+    f.slices.push_back(s);
+  }
+  f.both.lesion_voxels = f.right.lesion_voxels + f.left.lesion_voxels;
+  f.both.lung_voxels = f.right.lung_voxels + f.left.lung_voxels;
+  finish(f.right, voxel_ml);
+  finish(f.left, voxel_ml);
+  finish(f.both, voxel_ml);
+  return f;
+}
+
+std::string file_fnv1a64(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  CR_CHECK(in, "cannot read " << path);
+  uint64_t hash = 14695981039346656037ull;
+  std::vector<char> buffer(1 << 16);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    for (std::streamsize i = 0; i < in.gcount(); ++i) {
+      hash ^= static_cast<uint8_t>(buffer[i]);
+      hash *= 1099511628211ull;
+    }
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+std::string report_json(const StudyFigures& f, const RunInfo& run) {
+  std::ostringstream o;
+  const double slices_per_s = run.total_s > 0 ? run.nz / run.total_s : 0.0;
+  o << "{\n  \"study\": " << json::quote(run.study) << ",\n  \"input\": {\"path\": " << json::quote(run.input)
+    << ", \"kind\": " << json::quote(run.input_kind) << ", \"description\": " << json::quote(run.description)
+    << ", \"size\": [" << run.nx << ", " << run.ny << ", " << run.nz << "], \"spacing_mm\": ["
+    << number(run.spacing[0]) << ", " << number(run.spacing[1]) << ", " << number(run.spacing[2])
+    << "], \"spacing_known\": " << (run.spacing_known ? "true" : "false") << "},\n";
+  o << "  \"weights\": {\"path\": " << json::quote(run.weights) << ", \"fnv1a64\": " << json::quote(run.weights_fnv1a64)
+    << ", \"width\": " << number(run.width) << ", \"cpb\": " << (run.cpb ? "true" : "false")
+    << ", \"size\": " << run.size << ", \"metadata\": {";
+  bool first = true;
+  for (const auto& [key, value] : run.weights_metadata) {
+    o << (first ? "" : ", ") << json::quote(key) << ": " << json::quote(value);
+    first = false;
+  }
+  o << "}},\n  \"device\": " << json::quote(run.device) << ",\n  \"threshold\": " << number(run.threshold)
+    << ",\n  \"batch\": " << run.batch << ",\n";
+  o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both) << ",\n    \"left_lung\": " << lung_json(f.left)
+    << ",\n    \"right_lung\": " << lung_json(f.right) << ",\n    \"slices\": " << f.slices.size()
+    << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices
+    << ", \"infected_slice_rate\": " << number(kInfectedSliceRate) << "},\n";
+  o << "  \"timings_s\": {\"read\": " << number(run.read_s) << ", \"lungs\": " << number(run.lungs_s)
+    << ", \"network\": " << number(run.network_s) << ", \"write\": " << number(run.write_s)
+    << ", \"total\": " << number(run.total_s)
+    << ", \"slices_per_s\": " << number(slices_per_s) << "},\n  \"outputs\": [";
+  for (size_t i = 0; i < run.outputs.size(); ++i) o << (i ? ", " : "") << json::quote(run.outputs[i]);
+  o << "],\n  \"slices\": [";
+  for (size_t i = 0; i < f.slices.size(); ++i) {
+    const SliceFigures& s = f.slices[i];
+    o << (i ? "," : "") << "\n    {\"index\": " << s.index << ", \"lesion_px\": " << s.lesion_pixels
+      << ", \"lesion_mm2\": " << number(s.lesion_mm2) << ", \"lung_px\": " << s.lung_pixels
+      << ", \"lung_mm2\": " << number(s.lung_mm2) << ", \"infection_rate\": " << number(s.infection_rate)
+      << ", \"infected\": " << (s.infected ? "true" : "false") << "}";
+  }
+  o << "\n  ]\n}\n";
+  return o.str();
+}
+
+std::string summary_line(const StudyFigures& f, const RunInfo& run) {
+  char text[512];
+  std::snprintf(text, sizeof text,
+                "%s: opacity %.2f%% (left %.2f%%, right %.2f%%), %lld/%lld slices infected, %.1f slices/s",
+                run.study.c_str(), f.both.opacity_percent, f.left.opacity_percent, f.right.opacity_percent,
+                static_cast<long long>(f.infected_slices), static_cast<long long>(f.slices.size()),
+                run.total_s > 0 ? run.nz / run.total_s : 0.0);
+  return text;
+}
+
+double plot_max_rate(const StudyFigures& f) {
+  double top = 0;
+  for (const SliceFigures& s : f.slices) top = std::max(top, s.infection_rate);
+  // Round up to a tenth of a power of ten (0.02, 0.3, 1...) and never below
+  // twice the infected line, so that the line is always visible.
+  top = std::max(top, 2 * kInfectedSliceRate);
+  const double step = std::pow(10.0, std::floor(std::log10(top)) - 1);
+  return std::min(1.0, std::ceil(top / step - 1e-9) * step);
+}
+
+RgbImage infection_rate_plot(const StudyFigures& f, int64_t width, int64_t height) {
+  CR_CHECK(width >= 64 && height >= 48, "infection_rate_plot: " << width << " x " << height << " is too small");
+  RgbImage img{width, height, std::vector<uint8_t>(width * height * 3, 255)};
+  const int64_t left = 40, right = width - 10, top = 10, bottom = height - 30;
+  const double y_max = plot_max_rate(f);
+  auto y_of = [&](double rate) { return bottom - static_cast<int64_t>(std::lround(rate / y_max * (bottom - top))); };
+  // Grid at every fifth of the axis.
+  for (int k = 1; k <= 5; ++k) fill_rect(img, left, y_of(y_max * k / 5), right, y_of(y_max * k / 5) + 1, {225, 225, 225});
+  const int64_t n = static_cast<int64_t>(f.slices.size());
+  const double bar = n > 0 ? static_cast<double>(right - left) / n : 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const SliceFigures& s = f.slices[i];
+    const int64_t x0 = left + static_cast<int64_t>(std::floor(i * bar));
+    const int64_t x1 = std::max(x0 + 1, left + static_cast<int64_t>(std::floor((i + 1) * bar)) - (bar >= 4 ? 1 : 0));
+    fill_rect(img, x0, y_of(s.infection_rate), x1, bottom, s.infected ? Rgb{220, 40, 40} : Rgb{120, 120, 120});
+  }
+  // The infected-slice line, dashed.
+  const int64_t y_line = y_of(kInfectedSliceRate);
+  for (int64_t x = left; x < right; x += 8) fill_rect(img, x, y_line, x + 4, y_line + 1, {0, 90, 200});
+  // Axes with ticks: every fifth of the rate, every tenth of the slices.
+  fill_rect(img, left - 1, top, left, bottom + 1, {0, 0, 0});
+  fill_rect(img, left - 1, bottom, right, bottom + 1, {0, 0, 0});
+  for (int k = 0; k <= 5; ++k) fill_rect(img, left - 6, y_of(y_max * k / 5), left - 1, y_of(y_max * k / 5) + 1, {0, 0, 0});
+  for (int k = 0; k <= 10; ++k) {
+    const int64_t x = left + (right - left) * k / 10;
+    fill_rect(img, x, bottom, x + 1, bottom + 6, {0, 0, 0});
+  }
+  return img;
+}
+
+std::vector<int64_t> most_affected_slices(const StudyFigures& f, int64_t count) {
+  std::vector<int64_t> order(f.slices.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return f.slices[a].lesion_pixels > f.slices[b].lesion_pixels; });
+  std::vector<int64_t> chosen;
+  for (int64_t z : order) {
+    if (static_cast<int64_t>(chosen.size()) == count || f.slices[z].lesion_pixels == 0) break;
+    chosen.push_back(z);
+  }
+  std::sort(chosen.begin(), chosen.end());
+  return chosen;
+}
+
+RgbImage affected_tile(const Volume& ct, const Volume& lungs, const Volume& lesions, int64_t z) {
+  RgbImage tile = grey_slice(ct, z);
+  draw_outline(tile, lungs, z, kRightLung, kRightLungColour);
+  draw_outline(tile, lungs, z, kLeftLung, kLeftLungColour);
+  draw_outline(tile, lesions, z, 1.f, kLesionColour);
+  return tile;
+}
+
+std::string report_html(const StudyFigures& f, const RunInfo& run) {
+  std::ostringstream o;
+  const std::vector<int64_t> shown = most_affected_slices(f, 6);
+  o << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>covidrate segment: " << html_escape(run.study)
+    << "</title>\n<style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
+       "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+       "img{max-width:100%}</style></head><body>\n";
+  o << "<h1>Lesion report: " << html_escape(run.study) << "</h1>\n<p>Input <code>" << html_escape(run.input)
+    << "</code> (" << html_escape(run.input_kind) << ", " << run.nx << " &times; " << run.ny << " &times; " << run.nz
+    << ", spacing " << number(run.spacing[0]) << " &times; " << number(run.spacing[1]) << " &times; "
+    << number(run.spacing[2]) << " mm" << (run.spacing_known ? "" : " assumed: pictures carry no spacing")
+    << ").</p>\n";
+  o << "<table><tr><th></th><th>opacity</th><th>lesion (mL)</th><th>lung (mL)</th></tr>\n";
+  const std::pair<const char*, const LungFigures*> rows[] = {{"both lungs", &f.both}, {"left lung", &f.left},
+                                                             {"right lung", &f.right}};
+  for (const auto& [name, lung] : rows)
+    o << "<tr><th>" << name << "</th><td>" << percent(lung->opacity_percent) << "</td><td>" << number(lung->lesion_ml)
+      << "</td><td>" << number(lung->lung_ml) << "</td></tr>\n";
+  o << "</table>\n<p>" << f.infected_slices << " of " << f.slices.size()
+    << " slices infected (lesions over more than " << number(100 * kInfectedSliceRate) << "% of the slice's lung); "
+    << run.slices_segmented << " slices hold lung.</p>\n";
+  o << "<h2>Infection rate per slice</h2>\n<img src=\"infection_rate.png\" alt=\"infection rate per slice\">\n"
+    << "<p>Bars: lesion area over lung area per slice, slice 0 at the left (red: infected). y axis 0 to "
+    << percent(100 * plot_max_rate(f)) << ", grid every fifth; dashed line: " << percent(100 * kInfectedSliceRate)
+    << ".</p>\n";
+  o << "<h2>Most affected slices</h2>\n";
+  if (shown.empty()) {
+    o << "<p>No lesion found.</p>\n";
+  } else {
+    o << "<img src=\"most_affected.png\" alt=\"most affected slices\">\n<p>Slices";
+    for (int64_t z : shown) o << ' ' << z << " (" << percent(100 * f.slices[z].infection_rate) << ")";
+    o << ", left to right, top to bottom. Red: lesion; green: right lung; blue: left lung.</p>\n";
+  }
+  o << "<h2>Run</h2>\n<p>Weights <code>" << html_escape(run.weights) << "</code> (FNV-1a " << run.weights_fnv1a64
+    << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB") << ", input " << run.size << ") on "
+    << html_escape(run.device) << ", threshold " << number(run.threshold) << ". Read " << number(run.read_s)
+    << " s, lungs " << number(run.lungs_s) << " s, network " << number(run.network_s) << " s, writing "
+    << number(run.write_s) << " s, total "
+    << number(run.total_s) << " s.</p>\n<p>Research software, not a medical device.</p>\n</body></html>\n";
+  return o.str();
+}
+
+}  // namespace covidrate::data

@@ -1,0 +1,83 @@
+// What `covidrate segment` tells about one study: figures per slice and per
+// lung, report.json, the infection-rate plot (drawn here into an RGB buffer,
+// no plotting library), the montage of the most affected slices and report.html.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/overlay.h"
+#include "data/volume.h"
+
+namespace covidrate::data {
+
+// The paper counts a slice as infected when lesions cover more than 0.5% of its lung.
+inline constexpr double kInfectedSliceRate = 0.005;
+
+struct SliceFigures {
+  int64_t index = 0;
+  int64_t lesion_pixels = 0, lung_pixels = 0;
+  double lesion_mm2 = 0, lung_mm2 = 0;
+  double infection_rate = 0;  // lesion / lung pixels; 0 when the slice holds no lung
+  bool infected = false;      // infection_rate > kInfectedSliceRate
+};
+
+// Lesion and lung of one lung (or both), in voxels and millilitres.
+struct LungFigures {
+  int64_t lesion_voxels = 0, lung_voxels = 0;
+  double lesion_ml = 0, lung_ml = 0;
+  double opacity_percent = 0;  // 100 * lesion / lung volume; 0 without lung
+};
+
+struct StudyFigures {
+  std::vector<SliceFigures> slices;
+  LungFigures right, left, both;
+  int64_t infected_slices = 0;
+};
+
+// Figures from the lesion mask (non-zero = lesion) and the lung labels
+// (1 right, 2 left) of one grid; sizes from its spacing.
+StudyFigures measure(const Volume& lesions, const Volume& lungs);
+
+// Everything report.json and report.html say besides the figures.
+struct RunInfo {
+  std::string study, input, input_kind, description;
+  int64_t nx = 0, ny = 0, nz = 0;
+  std::array<double, 3> spacing{1, 1, 1};
+  bool spacing_known = true;  // false for pictures: sizes in mm and mL then assume 1 mm pixels
+  std::string weights, weights_fnv1a64;
+  std::map<std::string, std::string> weights_metadata;
+  double width = 1;
+  bool cpb = true;
+  int64_t size = 512, batch = 1;
+  std::string device;
+  double threshold = 0.5;
+  int64_t slices_segmented = 0;
+  double read_s = 0, lungs_s = 0, network_s = 0, write_s = 0, total_s = 0;  // total: all of them
+  std::vector<std::string> outputs;  // file names written into the study folder
+};
+
+// FNV-1a 64-bit hash of a file's bytes as 16 hex digits: a cheap fingerprint
+// that tells two weights files apart (not a cryptographic checksum).
+std::string file_fnv1a64(const std::string& path);
+
+std::string report_json(const StudyFigures& figures, const RunInfo& run);
+std::string report_html(const StudyFigures& figures, const RunInfo& run);
+// One line for the terminal: study, opacity both/left/right, infected slices, slices/s.
+std::string summary_line(const StudyFigures& figures, const RunInfo& run);
+
+// Infection rate per slice as bars (red: infected), the 0.5% line dashed,
+// the y axis from 0 to plot_max_rate(figures).
+RgbImage infection_rate_plot(const StudyFigures& figures, int64_t width = 800, int64_t height = 260);
+double plot_max_rate(const StudyFigures& figures);
+
+// The slices with the largest lesion area (at most `count`, in slice order;
+// none when there is no lesion).
+std::vector<int64_t> most_affected_slices(const StudyFigures& figures, int64_t count);
+// Slice z in the lung window with lung outlines (green right, blue left) and
+// lesion outlines (red): one tile of the most-affected montage.
+RgbImage affected_tile(const Volume& ct, const Volume& lungs, const Volume& lesions, int64_t z);
+
+}  // namespace covidrate::data

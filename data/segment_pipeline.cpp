@@ -1,0 +1,123 @@
+#include "data/segment_pipeline.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "data/input_domain.h"
+#include "data/lungs.h"
+#include "data/prepare.h"
+#include "nn/autograd.h"
+#include "nn/error.h"
+
+namespace covidrate::data {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// A volume of the same grid and geometry as `v`, filled with zeros.
+Volume zeros_like(const Volume& v, Intensity intensity) {
+  Volume out = v;
+  out.voxels.assign(v.voxels.size(), 0.f);
+  out.intensity = intensity;
+  return out;
+}
+
+}  // namespace
+
+std::vector<int64_t> network_layout_order(const Volume& v, int64_t& out_nx, int64_t& out_ny) {
+  // Pixel indices below 2^24 are exact in float32 (a 4096 x 4096 slice).
+  CR_CHECK(v.nx * v.ny < (int64_t{1} << 24), "segment: slice of " << v.nx << " x " << v.ny << " is too large");
+  Volume index = v;
+  index.nz = 1;
+  index.voxels.resize(v.nx * v.ny);
+  for (int64_t i = 0; i < v.nx * v.ny; ++i) index.voxels[i] = static_cast<float>(i);
+  const Volume laid_out = medseg_layout(radiological_slice(index, 0));
+  out_nx = laid_out.nx;
+  out_ny = laid_out.ny;
+  std::vector<int64_t> order(laid_out.voxels.size());
+  for (size_t p = 0; p < order.size(); ++p) order[p] = static_cast<int64_t>(laid_out.voxels[p]);
+  return order;
+}
+
+Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options) {
+  CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxels.size() == static_cast<size_t>(ct.voxel_count()),
+           "segment: " << ct.source << " holds no image");
+  CR_CHECK(options.threshold >= 0 && options.threshold <= 1,
+           "segment: threshold must be in [0, 1], got " << options.threshold);
+  CR_CHECK(options.batch >= 1, "segment: batch must be at least 1, got " << options.batch);
+  const Volume domain = to_input_domain(ct);  // refuses labels and scanner units
+
+  Segmentation result;
+  auto start = Clock::now();
+  LungSegmentation lungs = ClassicalLungExtractor().extract(ct);
+  result.lungs = std::move(lungs.labels);
+  result.slice_has_lung = std::move(lungs.slice_has_lung);
+  result.seconds.lungs = seconds_since(start);
+
+  result.probability = zeros_like(ct, Intensity::Picture8Bit);
+  result.probability.description = "lesion probability";
+  result.lesions = zeros_like(ct, Intensity::Label);
+  result.lesions.description = "lesion mask";
+
+  std::vector<int64_t> todo;
+  for (int64_t z = 0; z < ct.nz; ++z)
+    if (result.slice_has_lung[z]) todo.push_back(z);
+  result.slices_segmented = static_cast<int64_t>(todo.size());
+
+  // Every slice of a volume shares the grid, so one permutation serves all.
+  int64_t lnx = 0, lny = 0;
+  const std::vector<int64_t> order = network_layout_order(ct, lnx, lny);
+  const int64_t pixels = ct.nx * ct.ny, size = options.size;
+
+  start = Clock::now();
+  if (options.progress) options.progress(0, result.slices_segmented);
+  for (size_t first = 0; first < todo.size(); first += options.batch) {
+    const int64_t count = std::min<int64_t>(options.batch, static_cast<int64_t>(todo.size() - first));
+    std::vector<Placement> placements;
+    std::vector<float> batch;
+    batch.reserve(count * size * size);
+    for (int64_t k = 0; k < count; ++k) {
+      const float* slice = domain.slice(todo[first + k]);
+      Volume picture;  // the slice as the network saw its training pictures
+      picture.nx = lnx;
+      picture.ny = lny;
+      picture.nz = 1;
+      picture.intensity = Intensity::Picture8Bit;
+      picture.voxels.resize(pixels);
+      for (int64_t p = 0; p < pixels; ++p) picture.voxels[p] = slice[order[p]];
+      PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
+      batch.insert(batch.end(), prepared.image.begin(), prepared.image.end());
+      placements.push_back(prepared.placement);
+    }
+    std::vector<float> probabilities;
+    {
+      ag::NoGrad no_grad;
+      const Tensor input = Tensor::from_vector({count, 1, size, size}, batch).to(options.device);
+      probabilities = net.forward(ag::Var(input)).value().to_vector();
+    }
+    for (int64_t k = 0; k < count; ++k) {
+      const int64_t z = todo[first + k];
+      const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, placements[k]);
+      float* prob = result.probability.slice(z);
+      float* lesion = result.lesions.slice(z);
+      const float* lung = result.lungs.slice(z);
+      for (int64_t q = 0; q < pixels; ++q) {
+        // Bilinear weights sum to 1 only up to rounding.
+        const float v = std::clamp(p[q], 0.f, 1.f);
+        const int64_t i = order[q];
+        prob[i] = v;
+        lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
+      }
+    }
+    if (options.progress) options.progress(static_cast<int64_t>(first) + count, result.slices_segmented);
+  }
+  result.seconds.network = seconds_since(start);
+  return result;
+}
+
+}  // namespace covidrate::data

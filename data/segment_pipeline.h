@@ -1,0 +1,56 @@
+// From a chest CT to lesion masks: the pipeline behind `covidrate segment`,
+// as a library function so that tests (and other programs) can call it.
+//
+//   volume (HU or 8-bit pictures)
+//     -> input domain (data/input_domain.h: one lung window for every source)
+//     -> lung extraction (data/lungs.h: right/left labels, slices that hold lung)
+//     -> each slice with lung: turned to the layout the network was trained on
+//        (the MedSeg pictures' transpose), prepared (data/prepare.h), segmented
+//        in batches in evaluation mode, mapped back onto its own grid
+//     -> probability map -> lesion mask (probability > threshold, inside the lungs)
+//
+// Slices without lung are not sent to the network: their probability is 0.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "data/volume.h"
+#include "model/covidrate_net.h"
+
+namespace covidrate::data {
+
+struct SegmentOptions {
+  double threshold = 0.5;  // a voxel is lesion when its probability is above this
+  int64_t batch = 4;       // slices per forward pass
+  int64_t size = 512;      // the network's input side
+  Device device = Device::CPU;
+  // Called after each batch with (slices done, slices to segment); may print progress.
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct StageSeconds {
+  double lungs = 0, network = 0;
+};
+
+struct Segmentation {
+  Volume lungs;        // Label: 0, 1 = right lung, 2 = left lung (the input's grid and geometry)
+  Volume probability;  // lesion probability in [0, 1], 0 outside segmented slices
+  Volume lesions;      // Label: 1 where probability > threshold and inside a lung
+  std::vector<uint8_t> slice_has_lung;
+  int64_t slices_segmented = 0;  // slices sent to the network
+  StageSeconds seconds;
+};
+
+// Segments every slice of `ct` (HU or Picture8Bit; anything else is an Error
+// from the input domain). The network must be in evaluation mode on
+// options.device. Outputs share `ct`'s grid and geometry exactly.
+Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options);
+
+// The pixel permutation between slice z's own grid and the layout the network
+// was trained on: network-layout pixel p holds slice pixel `result[p]`. Built by
+// sending pixel indices through radiological_slice and medseg_layout, so it
+// follows the volume's direction vectors exactly (flips and transposes only).
+std::vector<int64_t> network_layout_order(const Volume& v, int64_t& out_nx, int64_t& out_ny);
+
+}  // namespace covidrate::data

@@ -1,0 +1,332 @@
+#include "data/segment_study.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "data/image2d.h"
+#include "data/input_domain.h"
+#include "data/nifti.h"
+#include "data/read_any.h"
+#include "nn/error.h"
+
+namespace covidrate::data {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// "case_01.nii.gz" -> "case_01"; "1-001.jpg" -> "1-001"; a folder keeps its name.
+std::string study_name(const fs::path& p) {
+  std::string name = p.filename().string();
+  if (name.empty()) name = p.parent_path().filename().string();  // "dir/"
+  for (const char* ext : {".nii.gz", ".nii", ".NII.GZ", ".NII", ".png", ".jpg", ".jpeg", ".PNG", ".JPG", ".JPEG"}) {
+    const std::string e = ext;
+    if (name.size() > e.size() && name.compare(name.size() - e.size(), e.size(), e) == 0)
+      return name.substr(0, name.size() - e.size());
+  }
+  return name;
+}
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.flush();
+  CR_CHECK(out, "cannot write " << path.string());
+}
+
+// A picture is taken to be laid out like the training pictures (MedSeg), so
+// that the network sees it as it is and the lungs' sides come out right.
+Volume read_picture(const std::string& path) {
+  Volume v = read_image(path);
+  set_medseg_picture_orientation(v);
+  return v;
+}
+
+// One picture's mask, probability or lung labels as an 8-bit PNG of its own size.
+void write_slice_png(const fs::path& path, const Volume& v, int64_t z, float scale) {
+  std::vector<uint8_t> pixels(v.nx * v.ny);
+  const float* s = v.slice(z);
+  for (size_t i = 0; i < pixels.size(); ++i)
+    pixels[i] = static_cast<uint8_t>(std::clamp(std::lround(s[i] * scale), 0l, 255l));
+  write_png_gray(path.string(), pixels.data(), v.nx, v.ny);
+}
+
+// The pieces of a study that share one grid: a DICOM or NIfTI volume, or
+// pictures of one size stacked; pictures of different sizes are one part each.
+struct Part {
+  Volume ct;
+  Segmentation seg;
+  std::vector<std::string> stems;  // pictures: the stem of each slice
+};
+
+// The parts' figures as one study: slices renumbered in order, volumes summed.
+StudyFigures combine(const std::vector<StudyFigures>& parts) {
+  StudyFigures all;
+  for (size_t k = 0; k < parts.size(); ++k) {
+    for (SliceFigures s : parts[k].slices) {
+      s.index = static_cast<int64_t>(all.slices.size());
+      all.slices.push_back(s);
+    }
+    all.infected_slices += parts[k].infected_slices;
+    for (auto [sum, part] : {std::pair{&all.right, &parts[k].right}, std::pair{&all.left, &parts[k].left},
+                             std::pair{&all.both, &parts[k].both}}) {
+      sum->lesion_voxels += part->lesion_voxels;
+      sum->lung_voxels += part->lung_voxels;
+      sum->lesion_ml += part->lesion_ml;
+      sum->lung_ml += part->lung_ml;
+    }
+  }
+  for (LungFigures* f : {&all.right, &all.left, &all.both})
+    f->opacity_percent = f->lung_voxels > 0 ? 100.0 * static_cast<double>(f->lesion_voxels) / f->lung_voxels : 0.0;
+  return all;
+}
+
+std::vector<Part> read_parts(const StudyInput& study) {
+  std::vector<Part> parts;
+  if (study.kind != StudyKind::Pictures) {
+    CR_CHECK(study.paths.size() == 1, "segment: a " << to_string(study.kind) << " study has one path");
+    Part p;
+    p.ct = read_any(study.paths[0]);  // by content: a file of unknown kind may still be DICOM
+    parts.push_back(std::move(p));
+    return parts;
+  }
+  for (const std::string& path : study.paths) {
+    Volume v = read_picture(path);
+    const std::string stem = study_name(path);
+    if (!parts.empty() && parts.back().ct.nx == v.nx && parts.back().ct.ny == v.ny &&
+        parts.back().ct.intensity == v.intensity) {
+      Volume& stack = parts.back().ct;
+      stack.voxels.insert(stack.voxels.end(), v.voxels.begin(), v.voxels.end());
+      ++stack.nz;
+      parts.back().stems.push_back(stem);
+    } else {
+      Part p;
+      p.ct = std::move(v);
+      p.ct.source = path;
+      p.stems.push_back(stem);
+      parts.push_back(std::move(p));
+    }
+  }
+  return parts;
+}
+
+void write_outputs(const StudyInput& study, const std::vector<Part>& parts, const StudyOptions& o,
+                   const fs::path& dir, std::vector<std::string>& outputs) {
+  const bool pictures = study.kind == StudyKind::Pictures;
+  // One NIfTI per study needs one grid: all volumes, pictures of one size.
+  if (parts.size() == 1) {
+    const Part& p = parts[0];
+    write_nifti((dir / "lesion_mask.nii.gz").string(), p.seg.lesions, NiftiType::UInt8);
+    outputs.push_back("lesion_mask.nii.gz");
+    if (o.save_probability) {
+      write_nifti((dir / "probability.nii.gz").string(), p.seg.probability, NiftiType::Float32);
+      outputs.push_back("probability.nii.gz");
+    }
+    if (o.save_lungs) {
+      write_nifti((dir / "lungs.nii.gz").string(), p.seg.lungs, NiftiType::UInt8);
+      outputs.push_back("lungs.nii.gz");
+    }
+  }
+  if (!pictures) return;
+  fs::create_directories(dir / "masks");
+  for (const Part& p : parts)
+    for (int64_t z = 0; z < p.ct.nz; ++z) {
+      const std::string stem = p.stems[z];
+      write_slice_png(dir / "masks" / (stem + ".png"), p.seg.lesions, z, 255.f);
+      outputs.push_back("masks/" + stem + ".png");
+      if (o.save_probability) {
+        write_slice_png(dir / "masks" / (stem + "_probability.png"), p.seg.probability, z, 255.f);
+        outputs.push_back("masks/" + stem + "_probability.png");
+      }
+      if (o.save_lungs) {  // 0 background, 100 right lung, 200 left lung
+        write_slice_png(dir / "masks" / (stem + "_lungs.png"), p.seg.lungs, z, 100.f);
+        outputs.push_back("masks/" + stem + "_lungs.png");
+      }
+    }
+}
+
+}  // namespace
+
+const char* to_string(StudyKind kind) {
+  switch (kind) {
+    case StudyKind::DicomSeries: return "dicom-series";
+    case StudyKind::Nifti: return "nifti";
+    case StudyKind::Pictures: return "pictures";
+  }
+  return "unknown";
+}
+
+InputPlan plan_inputs(const std::vector<std::string>& paths) {
+  CR_CHECK(!paths.empty(), "segment: no input given");
+  InputPlan plan;
+  // Several paths: pictures, one study.
+  if (paths.size() > 1) {
+    StudyInput s{study_name(paths[0]), StudyKind::Pictures, {}};
+    for (const std::string& p : paths) {
+      CR_CHECK(fs::is_regular_file(p), "segment: " << p << " is not a file");
+      CR_CHECK(input_kind(p) == InputKind::Picture,
+               "segment: " << p << " is not a PNG or JPG (several inputs must all be pictures)");
+      s.paths.push_back(p);
+    }
+    plan.studies.push_back(std::move(s));
+    return plan;
+  }
+  const fs::path path = paths[0];
+  CR_CHECK(fs::exists(path), "segment: " << path.string() << " not found");
+  if (!fs::is_directory(path)) {
+    const InputKind kind = input_kind(path.string());
+    const StudyKind study_kind = kind == InputKind::Nifti     ? StudyKind::Nifti
+                                 : kind == InputKind::Picture ? StudyKind::Pictures
+                                                              : StudyKind::DicomSeries;  // the reader judges
+    plan.studies.push_back({study_name(path), study_kind, {path.string()}});
+    return plan;
+  }
+  std::vector<std::string> dicom, pictures, nifti, folders;
+  for (const auto& entry : fs::directory_iterator(path)) {
+    const std::string p = entry.path().string();
+    if (entry.is_directory()) {
+      folders.push_back(p);
+    } else if (entry.is_regular_file()) {
+      switch (input_kind(p)) {
+        case InputKind::DicomSeries: dicom.push_back(p); break;
+        case InputKind::Picture: pictures.push_back(p); break;
+        case InputKind::Nifti: nifti.push_back(p); break;
+        case InputKind::Unknown: break;  // README, DICOMDIR index and the like
+      }
+    }
+  }
+  for (auto* list : {&pictures, &nifti, &folders}) std::sort(list->begin(), list->end());
+  if (!dicom.empty()) {
+    plan.studies.push_back({study_name(path), StudyKind::DicomSeries, {path.string()}});
+  } else if (!pictures.empty()) {
+    plan.studies.push_back({study_name(path), StudyKind::Pictures, pictures});
+  } else {
+    CR_CHECK(!nifti.empty() || !folders.empty(),
+             "segment: " << path.string() << " holds no DICOM, NIfTI, PNG or JPG file and no study folder");
+    plan.batch = true;
+    for (const std::string& f : folders) plan.studies.push_back({study_name(f), StudyKind::DicomSeries, {f}});
+    for (const std::string& f : nifti) plan.studies.push_back({study_name(f), StudyKind::Nifti, {f}});
+    std::sort(plan.studies.begin(), plan.studies.end(),
+              [](const StudyInput& a, const StudyInput& b) { return a.name < b.name; });
+    for (size_t i = 1; i < plan.studies.size(); ++i)
+      CR_CHECK(plan.studies[i].name != plan.studies[i - 1].name,
+               "segment: two studies in " << path.string() << " are both named '" << plan.studies[i].name << "'");
+  }
+  return plan;
+}
+
+StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const StudyOptions& o,
+                      const std::string& out_dir) {
+  CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");
+  const fs::path tmp = out_dir + ".tmp";
+  fs::remove_all(tmp);  // left by an interrupted run
+  try {
+    const auto start = Clock::now();
+    std::vector<Part> parts = read_parts(study);
+    StudyResult r;
+    r.run.read_s = seconds_since(start);
+    fs::create_directories(tmp);
+
+    std::vector<StudyFigures> figures;
+    for (Part& p : parts) {
+      p.seg = segment_volume(p.ct, net, o.segment);
+      r.run.lungs_s += p.seg.seconds.lungs;
+      r.run.network_s += p.seg.seconds.network;
+      r.run.slices_segmented += p.seg.slices_segmented;
+      figures.push_back(measure(p.seg.lesions, p.seg.lungs));
+    }
+    r.figures = combine(figures);
+
+    RunInfo& run = r.run;
+    const Volume& first = parts[0].ct;
+    run.study = study.name;
+    run.input = study.paths.size() == 1 ? study.paths[0] : fs::path(study.paths[0]).parent_path().string();
+    run.input_kind = to_string(study.kind);
+    run.description = parts.size() == 1 ? first.description : std::to_string(study.paths.size()) + " pictures";
+    run.nx = first.nx;
+    run.ny = first.ny;
+    for (const Part& p : parts) {
+      run.nx = std::max(run.nx, p.ct.nx);
+      run.ny = std::max(run.ny, p.ct.ny);
+      run.nz += p.ct.nz;
+    }
+    run.spacing = first.spacing;
+    run.spacing_known = study.kind != StudyKind::Pictures;
+    run.weights = o.weights;
+    run.weights_fnv1a64 = o.weights_hash;
+    run.weights_metadata = o.weights_metadata;
+    run.width = o.width;
+    run.cpb = o.cpb;
+    run.size = o.segment.size;
+    run.batch = o.segment.batch;
+    run.device = covidrate::to_string(o.segment.device);
+    run.threshold = o.segment.threshold;
+
+    const auto writing = Clock::now();
+    write_outputs(study, parts, o, tmp, run.outputs);
+    const RgbImage plot = infection_rate_plot(r.figures);
+    write_png_rgb((tmp / "infection_rate.png").string(), plot.rgb.data(), plot.width, plot.height);
+    run.outputs.push_back("infection_rate.png");
+    std::vector<RgbImage> tiles;
+    for (int64_t index : most_affected_slices(r.figures, 6)) {
+      int64_t z = index;  // the global slice index -> its part and slice
+      for (const Part& p : parts) {
+        if (z < p.ct.nz) {
+          tiles.push_back(affected_tile(p.ct, p.seg.lungs, p.seg.lesions, z));
+          break;
+        }
+        z -= p.ct.nz;
+      }
+    }
+    if (!tiles.empty()) {
+      const RgbImage m = montage(tiles, std::min<int>(3, static_cast<int>(tiles.size())));
+      write_png_rgb((tmp / "most_affected.png").string(), m.rgb.data(), m.width, m.height);
+      run.outputs.push_back("most_affected.png");
+    }
+    run.outputs.insert(run.outputs.end(), {"report.json", "report.html", "summary.csv"});
+    // Timings end here: what is left is writing three small text files.
+    run.write_s = seconds_since(writing);
+    run.total_s = seconds_since(start);
+    write_text(tmp / "report.json", report_json(r.figures, run));
+    write_text(tmp / "report.html", report_html(r.figures, run));
+    write_text(tmp / "summary.csv", summary_csv_header() + summary_csv_row(r.figures, run));
+    fs::rename(tmp, out_dir);
+    return r;
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+}
+
+std::string summary_csv_header() {
+  return "study,input,slices,slices_with_lung,infected_slices,opacity_percent,opacity_left_percent,"
+         "opacity_right_percent,lesion_ml,lung_ml,total_s,slices_per_s\n";
+}
+
+std::string summary_csv_row(const StudyFigures& f, const RunInfo& run) {
+  // Names with commas or quotes are quoted (RFC 4180).
+  auto field = [](const std::string& s) {
+    if (s.find_first_of(",\"\n") == std::string::npos) return s;
+    std::string q = "\"";
+    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
+    return q + "\"";
+  };
+  char numbers[256];
+  std::snprintf(numbers, sizeof numbers, "%lld,%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.2f\n",
+                static_cast<long long>(run.nz), static_cast<long long>(run.slices_segmented),
+                static_cast<long long>(f.infected_slices), f.both.opacity_percent, f.left.opacity_percent,
+                f.right.opacity_percent, f.both.lesion_ml, f.both.lung_ml, run.total_s,
+                run.total_s > 0 ? run.nz / run.total_s : 0.0);
+  return field(run.study) + "," + field(run.input) + "," + numbers;
+}
+
+}  // namespace covidrate::data

@@ -1,0 +1,61 @@
+#include "model/load_weights.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+
+#include "nn/error.h"
+
+namespace covidrate {
+
+namespace {
+
+double metadata_number(const std::string& path, const char* key, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v),
+           path << " metadata '" << key << "' is not a number: '" << text << "'");
+  return v;
+}
+
+}  // namespace
+
+ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std::string, std::string>& metadata,
+                             const ArchitectureOverrides& overrides) {
+  ModelSpec spec;
+  auto recorded = [&](const char* key) -> const std::string* {
+    auto it = metadata.find(key);
+    return it == metadata.end() ? nullptr : &it->second;
+  };
+  if (overrides.width) {
+    spec.config.width = *overrides.width;
+  } else if (const std::string* w = recorded("width")) {
+    spec.config.width = metadata_number(weights_path, "width", *w);
+  }
+  if (overrides.no_cpb) {
+    spec.config.cpb = false;
+  } else if (const std::string* c = recorded("cpb")) {
+    spec.config.cpb = *c != "0";
+  }
+  if (overrides.size) {
+    spec.size = *overrides.size;
+  } else if (const std::string* s = recorded("size")) {
+    const double v = metadata_number(weights_path, "size", *s);
+    CR_CHECK(v >= 16 && v == std::floor(v) && v < 1e6, weights_path << " metadata 'size' is not a valid side: " << *s);
+    spec.size = static_cast<int64_t>(v);
+  }
+  CR_CHECK(spec.size > 0 && spec.size % 16 == 0, "--size must be a multiple of 16, got " << spec.size);
+  return spec;
+}
+
+std::unique_ptr<CovidRateNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
+                                                 Device device) {
+  CR_CHECK(std::filesystem::is_regular_file(weights_path), "weights file " << weights_path << " not found");
+  auto net = std::make_unique<CovidRateNet>(spec.config);
+  net->parameters().load(weights_path);
+  net->parameters().to(device);
+  net->set_training(false);
+  return net;
+}
+
+}  // namespace covidrate

@@ -1,0 +1,40 @@
+// Trained weights on disk -> a network ready for inference. Shared by every
+// command that runs a trained COVID-Rate (eval, segment), so that the
+// architecture is always resolved the same way: explicit options first, then
+// what `covidrate train` recorded in the file's metadata, then the paper's.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "model/covidrate_net.h"
+#include "nn/device.h"
+
+namespace covidrate {
+
+// What the user asked for on the command line; unset = from the file.
+struct ArchitectureOverrides {
+  std::optional<double> width;  // unset: metadata 'width', else 1
+  std::optional<int64_t> size;  // unset: metadata 'size', else 512
+  bool no_cpb = false;          // false: metadata 'cpb', else with CPB
+};
+
+struct ModelSpec {
+  CovidRateConfig config;
+  int64_t size = 512;  // network input side, a multiple of 16
+};
+
+// Resolves the architecture for `weights_path` from its metadata and the
+// overrides. Throws covidrate::Error for unreadable metadata values or a size
+// that is not a multiple of 16.
+ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std::string, std::string>& metadata,
+                             const ArchitectureOverrides& overrides);
+
+// Builds the network of `spec`, loads the weights (a shape mismatch names every
+// differing tensor), moves it to `device` and puts it in evaluation mode.
+std::unique_ptr<CovidRateNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
+                                                 Device device);
+
+}  // namespace covidrate

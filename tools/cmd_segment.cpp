@@ -1,0 +1,258 @@
+// covidrate segment: from a chest CT (DICOM series, NIfTI, PNG/JPG slices, or a
+// folder of studies) to lesion masks, severity figures and a visual report.
+// The pipeline is data/segment_pipeline.h; the study folder data/segment_study.h;
+// the figures and pictures data/report.h; docs/segment.md describes the outputs.
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "data/segment_study.h"
+#include "model/load_weights.h"
+#include "nn/error.h"
+#include "nn/safetensors.h"
+
+namespace covidrate::tools {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct SegmentCommandOptions {
+  std::vector<std::string> inputs;
+  std::string out, weights;
+  ArchitectureOverrides architecture;
+  double threshold = 0.5;
+  int64_t batch = 4;
+  Device device = Device::CPU;
+  bool save_probability = false, save_lungs = false;
+};
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: covidrate segment INPUT... --out DIR [options]\n\n"
+               "Segments COVID-19 lesions in a chest CT and reports their extent per slice and per lung.\n"
+               "INPUT is a DICOM folder or file, a NIfTI file, one or more PNG/JPG slices, or a folder of\n"
+               "studies (sub-folders and/or NIfTI files): then DIR gets one folder per study and summary.csv.\n\n"
+               "  --out DIR          output folder (per study: lesion_mask.nii.gz, report.json, report.html,\n"
+               "                     infection_rate.png, most_affected.png, summary.csv; docs/segment.md)\n"
+               "  --weights FILE     safetensors written by 'covidrate train' (default: $COVIDRATE_WEIGHTS,\n"
+               "                     else the newest best.safetensors under weights/ of the source tree)\n"
+               "  --device cpu|cuda  where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
+               "  --threshold T      a voxel is lesion when its probability is above T (default 0.5)\n"
+               "  --batch N          slices per forward pass (default 4)\n"
+               "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
+               "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
+               "  --no-cpb           the network was trained without context perception boosting\n"
+               "  --save-prob        also write the lesion probability map (probability.nii.gz)\n"
+               "  --save-lungs       also write the lung labels (lungs.nii.gz: 1 right, 2 left)\n\n"
+               "A study's folder appears only once complete (it is written as DIR.tmp first). In batch mode\n"
+               "studies whose folder exists are skipped, so an interrupted batch resumes where it stopped.\n"
+               "Research software, not a medical device.\n");
+}
+
+double parse_number(const std::string& option, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v), option << " needs a number, got '" << text << "'");
+  return v;
+}
+
+int64_t parse_positive_int(const std::string& option, const std::string& text) {
+  const double v = parse_number(option, text);
+  CR_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
+  return static_cast<int64_t>(v);
+}
+
+// 0 when the options are complete, else the exit code; `help` for --help.
+int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
+  o.device = default_device();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      CR_CHECK(i + 1 < argc, a << " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      help = true;
+      return 0;
+    } else if (a == "--out") {
+      o.out = value();
+    } else if (a == "--weights") {
+      o.weights = value();
+    } else if (a == "--device") {
+      o.device = parse_device(value());
+    } else if (a == "--threshold") {
+      o.threshold = parse_number(a, value());
+      CR_CHECK(o.threshold >= 0 && o.threshold <= 1, "--threshold must be in [0, 1], got " << o.threshold);
+    } else if (a == "--batch") {
+      o.batch = parse_positive_int(a, value());
+    } else if (a == "--width") {
+      o.architecture.width = parse_number(a, value());
+    } else if (a == "--size") {
+      o.architecture.size = parse_positive_int(a, value());
+    } else if (a == "--no-cpb") {
+      o.architecture.no_cpb = true;
+    } else if (a == "--save-prob") {
+      o.save_probability = true;
+    } else if (a == "--save-lungs") {
+      o.save_lungs = true;
+    } else if (!a.empty() && a[0] == '-') {
+      std::fprintf(stderr, "covidrate segment: unknown option '%s'\n\n", a.c_str());
+      usage(stderr);
+      return 2;
+    } else {
+      o.inputs.push_back(a);
+    }
+  }
+  if (o.inputs.empty() || o.out.empty()) {
+    std::fprintf(stderr, "covidrate segment: an INPUT and --out are required\n\n");
+    usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+// The best weights of a folder: its own best.safetensors, else the newest
+// best.safetensors of a training run below it.
+std::optional<fs::path> best_weights_in(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return std::nullopt;
+  if (fs::is_regular_file(dir / "best.safetensors")) return dir / "best.safetensors";
+  std::optional<fs::path> newest;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::recursive_directory_iterator();
+       it.increment(ec)) {
+    if (it->path().filename() != "best.safetensors" || !it->is_regular_file()) continue;
+    if (!newest || fs::last_write_time(it->path()) > fs::last_write_time(*newest)) newest = it->path();
+  }
+  return newest;
+}
+
+std::string default_weights() {
+  std::vector<fs::path> searched;
+  if (const char* env = std::getenv("COVIDRATE_WEIGHTS"); env && *env) {
+    if (fs::is_regular_file(env)) return env;
+    if (auto found = best_weights_in(env)) return found->string();
+    searched.push_back(env);
+  }
+  // build/covidrate -> the source tree's weights/ (and the current folder's).
+  const fs::path exe = fs::read_symlink("/proc/self/exe");
+  for (const fs::path& dir : {exe.parent_path().parent_path() / "weights", fs::current_path() / "weights"}) {
+    if (auto found = best_weights_in(dir)) return found->string();
+    searched.push_back(dir);
+  }
+  std::ostringstream where;
+  for (const fs::path& p : searched) where << "\n  " << p.string();
+  CR_FAIL("segment: no trained weights found; looked in:" << where.str()
+          << "\nTrain them first, e.g. covidrate train --images IMAGES --masks MASKS --out weights/run1"
+          << " (docs/segment.md), or pass --weights FILE");
+}
+
+// Slices/s and the remaining time, in place on a terminal.
+class Progress {
+ public:
+  explicit Progress(std::string study) : study_(std::move(study)), tty_(::isatty(::fileno(stderr))) {}
+  void operator()(int64_t done, int64_t total) {
+    if (done == 0) {
+      start_ = Clock::now();
+      return;
+    }
+    if (!tty_ || total < 2) return;
+    const double s = std::chrono::duration<double>(Clock::now() - start_).count();
+    const double rate = done / std::max(s, 1e-9);
+    std::fprintf(stderr, "\rsegment %s: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", study_.c_str(),
+                 static_cast<long long>(done), static_cast<long long>(total), rate, (total - done) / rate,
+                 done == total ? "\n" : "");
+  }
+
+ private:
+  std::string study_;
+  bool tty_;
+  Clock::time_point start_;
+};
+
+}  // namespace
+
+int cmd_segment(int argc, char** argv) {
+  SegmentCommandOptions o;
+  bool help = false;
+  if (int code = parse_options(argc, argv, o, help); code != 0 || help) {
+    if (help) usage(stdout);
+    return code;
+  }
+  const data::InputPlan plan = data::plan_inputs(o.inputs);
+  // A single study's folder is never replaced; a batch resumes into its folder.
+  CR_CHECK(plan.batch || !fs::exists(o.out), "segment: " << o.out << " already exists; choose another --out");
+  if (o.weights.empty()) o.weights = default_weights();
+
+  data::StudyOptions study_options;
+  study_options.weights_metadata = safetensors::load_metadata(o.weights);
+  const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.architecture);
+  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.device);
+  study_options.segment = {.threshold = o.threshold, .batch = o.batch, .size = spec.size, .device = o.device, .progress = {}};
+  study_options.save_probability = o.save_probability;
+  study_options.save_lungs = o.save_lungs;
+  study_options.weights = o.weights;
+  study_options.weights_hash = data::file_fnv1a64(o.weights);
+  study_options.width = spec.config.width;
+  study_options.cpb = spec.config.cpb;
+  std::fprintf(stderr, "segment: %zu stud%s, weights %s (width %g%s, input %lld), %s\n", plan.studies.size(),
+               plan.studies.size() == 1 ? "y" : "ies", o.weights.c_str(), spec.config.width,
+               spec.config.cpb ? "" : ", no CPB", static_cast<long long>(spec.size), to_string(o.device));
+
+  if (!plan.batch) {
+    Progress progress(plan.studies[0].name);
+    study_options.segment.progress = std::ref(progress);
+    const data::StudyResult r = data::run_study(plan.studies[0], *net, study_options, o.out);
+    std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
+    return 0;
+  }
+
+  fs::create_directories(o.out);
+  std::string csv = data::summary_csv_header();
+  int failed = 0;
+  for (const data::StudyInput& study : plan.studies) {
+    const fs::path dir = fs::path(o.out) / study.name;
+    if (fs::exists(dir)) {  // complete: folders appear only at the end of a study
+      std::fprintf(stderr, "segment: %s already done, skipped\n", study.name.c_str());
+      std::ifstream in(dir / "summary.csv");
+      std::string header, row;
+      if (std::getline(in, header) && std::getline(in, row)) csv += row + "\n";
+      continue;
+    }
+    try {
+      Progress progress(study.name);
+      study_options.segment.progress = std::ref(progress);
+      const data::StudyResult r = data::run_study(study, *net, study_options, dir.string());
+      std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
+      std::fflush(stdout);
+      csv += data::summary_csv_row(r.figures, r.run);
+    } catch (const Error& e) {
+      // One unreadable study must not cost the others.
+      std::fprintf(stderr, "segment: %s failed: %s\n", study.name.c_str(), e.what());
+      ++failed;
+    }
+  }
+  const fs::path summary = fs::path(o.out) / "summary.csv";
+  {
+    std::ofstream out(summary.string() + ".tmp", std::ios::binary | std::ios::trunc);
+    out << csv;
+    out.flush();
+    CR_CHECK(out, "cannot write " << summary.string() << ".tmp");
+  }
+  fs::rename(summary.string() + ".tmp", summary);
+  std::fprintf(stderr, "segment: %zu studies, %d failed; summary in %s\n", plan.studies.size(), failed,
+               summary.string().c_str());
+  return failed == 0 ? 0 : 1;
+}
+
+}  // namespace covidrate::tools
