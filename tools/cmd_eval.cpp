@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -20,6 +19,7 @@
 #include "data/image2d.h"
 #include "data/prepare.h"
 #include "model/covidrate_net.h"
+#include "model/load_weights.h"
 #include "model/metrics.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
@@ -135,36 +135,6 @@ int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
   return 0;
 }
 
-// The architecture: explicit options win; otherwise what train recorded in
-// the file. A mismatch is reported by ParameterStore::load, naming every
-// tensor whose shape differs.
-CovidRateConfig model_config(const EvalOptions& o, const std::map<std::string, std::string>& metadata,
-                             int64_t& size) {
-  CovidRateConfig config;
-  auto recorded = [&](const char* key) -> const std::string* {
-    auto it = metadata.find(key);
-    return it == metadata.end() ? nullptr : &it->second;
-  };
-  if (o.width) {
-    config.width = *o.width;
-  } else if (const std::string* w = recorded("width")) {
-    config.width = parse_number(o.weights + " metadata 'width'", *w);
-  }
-  if (o.no_cpb) {
-    config.cpb = false;
-  } else if (const std::string* c = recorded("cpb")) {
-    config.cpb = *c != "0";
-  }
-  size = 512;
-  if (o.size) {
-    size = *o.size;
-  } else if (const std::string* s = recorded("size")) {
-    size = parse_positive_int(o.weights + " metadata 'size'", *s);
-  }
-  CR_CHECK(size % 16 == 0, "--size must be a multiple of 16, got " << size);
-  return config;
-}
-
 void write_text_atomically(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
   {
@@ -196,12 +166,12 @@ int cmd_eval(int argc, char** argv) {
   CR_CHECK(o.save_masks.empty() || !fs::exists(o.save_masks),
            o.save_masks << " already exists; --save-masks writes a new folder");
 
-  int64_t size = 0;
-  const CovidRateConfig config = model_config(o, safetensors::load_metadata(o.weights), size);
-  CovidRateNet net(config);
-  net.parameters().load(o.weights);
-  net.parameters().to(o.device);
-  net.set_training(false);
+  const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights),
+                                            ArchitectureOverrides{o.width, o.size, o.no_cpb});
+  const CovidRateConfig& config = spec.config;
+  const int64_t size = spec.size;
+  const std::unique_ptr<CovidRateNet> network = load_for_inference(o.weights, spec, o.device);
+  const CovidRateNet& net = *network;
 
   // Lungs are always extracted: the infection rate that splits the groups is
   // over the lung. They reach the network only with --lungs.
