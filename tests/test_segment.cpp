@@ -1,0 +1,381 @@
+// `covidrate segment` end to end on real CT: a DICOM series (10 slices of the
+// RICORD volume), a NIfTI slice, MedSeg pictures and a batch folder. The
+// network is a width-1/16 COVID-Rate with its deterministic initial weights:
+// these tests check plumbing, alignment with the input and the figures'
+// consistency, not accuracy. Plus the figures, the plot and the pipeline's
+// layout permutation on synthetic volumes.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "data/dicom.h"
+#include "data/image2d.h"
+#include "data/input_domain.h"
+#include "data/lungs.h"
+#include "data/nifti.h"
+#include "data/report.h"
+#include "data/segment_pipeline.h"
+#include "data/segment_study.h"
+#include "model/covidrate_net.h"
+#include "nn/json.h"
+#include "support/test_support.h"
+#include "temp_files.h"
+
+using namespace covidrate;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string covidrate_program() {
+  const fs::path program = fs::read_symlink("/proc/self/exe").parent_path() / "covidrate";
+  REQUIRE_MESSAGE(fs::exists(program), program << " is missing: build the covidrate target first");
+  return program.string();
+}
+
+struct Run {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Run run_segment(const test::TempDir& dir, const std::string& args) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const int status = std::system((covidrate_program() + " segment " + args + " > " + out + " 2> " + err).c_str());
+  REQUIRE(WIFEXITED(status));
+  return {WEXITSTATUS(status), slurp(out), slurp(err)};
+}
+
+// Weights as train writes them: a tiny network, its architecture in the metadata.
+std::string tiny_weights(const test::TempDir& dir) {
+  const std::string path = dir.file("weights.safetensors");
+  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  net.parameters().save(path, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
+  return path;
+}
+
+// Ten consecutive slices from the middle of the RICORD series (lungs in all).
+std::string ricord_subset(const test::TempDir& dir) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(fs::path(test::data_dir()) / "ct-covid-ricord"))
+    if (e.path().extension() == ".dcm") files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  REQUIRE(files.size() > 140);
+  const std::string series = dir.file("ricord10");
+  fs::create_directories(series);
+  for (size_t i = 120; i < 130; ++i) fs::copy_file(files[i], fs::path(series) / files[i].filename());
+  return series;
+}
+
+void check_same_geometry(const data::Volume& a, const data::Volume& b) {
+  CHECK(a.nx == b.nx);
+  CHECK(a.ny == b.ny);
+  CHECK(a.nz == b.nz);
+  for (int k = 0; k < 3; ++k) {
+    CHECK(a.spacing[k] == doctest::Approx(b.spacing[k]).epsilon(1e-5));
+    CHECK(a.origin[k] == doctest::Approx(b.origin[k]).epsilon(1e-5));
+    CHECK(a.row_dir[k] == doctest::Approx(b.row_dir[k]).epsilon(1e-5));
+    CHECK(a.col_dir[k] == doctest::Approx(b.col_dir[k]).epsilon(1e-5));
+    CHECK(a.slice_dir[k] == doctest::Approx(b.slice_dir[k]).epsilon(1e-5));
+  }
+}
+
+const json::Value& member(const json::Value& v, const char* key) {
+  const json::Value* m = v.find(key);
+  REQUIRE_MESSAGE(m, "report.json lacks '" << key << "'");
+  return *m;
+}
+
+double number(const json::Value& v, const char* key) { return std::stod(member(v, key).text); }
+
+// Checks report.json's fields against the mask and lungs written beside it.
+void check_report(const json::Value& r, const data::Volume& lesions, const data::Volume& lungs) {
+  for (const char* key : {"study", "input", "weights", "device", "threshold", "study_figures", "timings_s", "outputs"})
+    member(r, key);
+  CHECK(member(member(r, "weights"), "fnv1a64").text.size() == 16);
+  CHECK(member(member(r, "weights"), "metadata").find("width"));
+  const json::Value& t = member(r, "timings_s");
+  for (const char* key : {"read", "lungs", "network", "write", "total", "slices_per_s"}) CHECK(number(t, key) >= 0);
+  CHECK(number(t, "total") >= number(t, "network"));
+  const json::Value& slices = member(r, "slices");
+  REQUIRE(static_cast<int64_t>(slices.items.size()) == lesions.nz);
+  int64_t lesion_total = 0, infected = 0;
+  const int64_t pixels = lesions.nx * lesions.ny;
+  for (int64_t z = 0; z < lesions.nz; ++z) {
+    const json::Value& s = slices.items[z];
+    CHECK(number(s, "index") == z);
+    int64_t lesion = 0, lung = 0;
+    for (int64_t i = 0; i < pixels; ++i) {
+      lesion += lesions.slice(z)[i] != 0.f;
+      lung += lungs.slice(z)[i] != 0.f;
+    }
+    CHECK(number(s, "lesion_px") == lesion);
+    CHECK(number(s, "lung_px") == lung);
+    CHECK(number(s, "lesion_mm2") == doctest::Approx(lesion * lesions.spacing[0] * lesions.spacing[1]).epsilon(1e-4));
+    const double rate = lung > 0 ? static_cast<double>(lesion) / lung : 0.0;
+    CHECK(number(s, "infection_rate") == doctest::Approx(rate).epsilon(1e-4));
+    const bool is_infected = member(s, "infected").boolean;
+    CHECK(is_infected == (rate > data::kInfectedSliceRate));
+    infected += is_infected;
+    lesion_total += lesion;
+  }
+  const json::Value& f = member(r, "study_figures");
+  CHECK(number(f, "infected_slices") == infected);
+  const json::Value& both = member(f, "both_lungs");
+  CHECK(number(both, "lesion_voxels") == lesion_total);
+  const double voxel_ml = lesions.spacing[0] * lesions.spacing[1] * lesions.spacing[2] / 1000;
+  CHECK(number(both, "lesion_ml") == doctest::Approx(lesion_total * voxel_ml).epsilon(1e-4));
+  CHECK(number(both, "lung_voxels") ==
+        number(member(f, "left_lung"), "lung_voxels") + number(member(f, "right_lung"), "lung_voxels"));
+  for (const char* side : {"both_lungs", "left_lung", "right_lung"}) {
+    const double opacity = number(member(f, side), "opacity_percent");
+    CHECK(opacity >= 0);
+    CHECK(opacity <= 100);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("segment a DICOM series: outputs aligned with the input, every report field consistent") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), series = ricord_subset(dir), out = dir.file("out");
+  // A low threshold so that the untrained network marks some lesion.
+  const Run run = run_segment(dir, series + " --out " + out + " --weights " + weights +
+                                       " --threshold 0.05 --save-prob --save-lungs --batch 3");
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.out.find("opacity") != std::string::npos);
+  CHECK(run.out.find("slices/s") != std::string::npos);
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+
+  const data::Volume input = data::read_dicom_series(series);
+  const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
+  const data::Volume lungs = data::read_nifti(out + "/lungs.nii.gz");
+  const data::Volume probability = data::read_nifti(out + "/probability.nii.gz");
+  check_same_geometry(lesions, input);
+  check_same_geometry(lungs, input);
+  check_same_geometry(probability, input);
+  // The mask is the probability above the threshold, inside the lungs.
+  int64_t lesion_voxels = 0, wrong = 0, out_of_range = 0;
+  for (size_t i = 0; i < lesions.voxels.size(); ++i) {
+    const bool expected = probability.voxels[i] > 0.05f && lungs.voxels[i] != 0.f;
+    wrong += (lesions.voxels[i] != 0.f) != expected;
+    lesion_voxels += lesions.voxels[i] != 0.f;
+    out_of_range += !(probability.voxels[i] >= 0.f && probability.voxels[i] <= 1.f);
+  }
+  CHECK(wrong == 0);
+  CHECK(out_of_range == 0);
+  CHECK(lesion_voxels > 0);
+
+  const json::Value report = json::parse(slurp(out + "/report.json"));
+  check_report(report, lesions, lungs);
+  CHECK(member(report, "input").find("kind")->text == "dicom-series");
+  for (const char* file : {"report.html", "infection_rate.png", "most_affected.png", "summary.csv"})
+    CHECK_MESSAGE(fs::exists(out + "/" + file), file);
+  const std::string html = slurp(out + "/report.html");
+  CHECK(html.find("infection_rate.png") != std::string::npos);
+  CHECK(html.find("most_affected.png") != std::string::npos);
+
+  SUBCASE("an existing output folder is refused") {
+    const Run again = run_segment(dir, series + " --out " + out + " --weights " + weights);
+    CHECK(again.exit_code == 1);
+    CHECK(again.err.find("already exists") != std::string::npos);
+  }
+}
+
+TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; threshold 1 gives no lesion") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), out = dir.file("out");
+  const std::string nifti =
+      (fs::path(test::data_dir()) / "lung-masks-zenodo" / "coronacases_001_slice_110_ct.nii.gz").string();
+  const Run run = run_segment(dir, nifti + " --out " + out + " --weights " + weights + " --threshold 1 --save-lungs");
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
+  check_same_geometry(lesions, data::read_nifti(nifti));
+  CHECK(std::all_of(lesions.voxels.begin(), lesions.voxels.end(), [](float v) { return v == 0.f; }));
+  const data::Volume lungs = data::read_nifti(out + "/lungs.nii.gz");
+  const json::Value report = json::parse(slurp(out + "/report.json"));
+  check_report(report, lesions, lungs);
+  const json::Value& both = member(member(report, "study_figures"), "both_lungs");
+  CHECK(number(both, "opacity_percent") == 0);
+  CHECK(number(both, "lung_voxels") > 0);
+  CHECK_FALSE(fs::exists(out + "/most_affected.png"));  // nothing to show
+  CHECK(fs::exists(out + "/infection_rate.png"));
+}
+
+TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), out = dir.file("out");
+  const fs::path images = fs::path(test::data_dir()) / "medseg-semiseg" / "train" / "images";
+  const std::vector<std::string> stems = {"0", "1", "10"};
+  std::string inputs;
+  for (const std::string& s : stems) inputs += (images / (s + ".jpg")).string() + " ";
+  const Run run = run_segment(dir, inputs + "--out " + out + " --weights " + weights + " --save-prob");
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  const json::Value report = json::parse(slurp(out + "/report.json"));
+  CHECK(member(report, "slices").items.size() == stems.size());
+  CHECK(member(member(report, "input"), "kind").text == "pictures");
+  for (const std::string& s : stems) {
+    const data::Volume picture = data::read_image((images / (s + ".jpg")).string());
+    for (const std::string& name : {s + ".png", s + "_probability.png"}) {
+      REQUIRE_MESSAGE(fs::exists(out + "/masks/" + name), name);
+      const data::Volume mask = data::read_image(out + "/masks/" + name);
+      CHECK(mask.nx == picture.nx);
+      CHECK(mask.ny == picture.ny);
+    }
+  }
+}
+
+TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), out = dir.file("out");
+  fs::create_directories(dir.file("broken"));
+  std::vector<char> bytes = test::read_bytes(
+      (fs::path(test::data_dir()) / "ct-lungdx" / fs::directory_iterator(fs::path(test::data_dir()) / "ct-lungdx")->path().filename()).string());
+  bytes.resize(bytes.size() / 3);  // truncated inside the pixel data
+  test::write_bytes(dir.file("broken/slice.dcm"), bytes);
+  const Run run = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + weights);
+  CHECK(run.exit_code != 0);
+  CHECK(run.err.find("slice.dcm") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+
+  SUBCASE("a missing input and missing weights") {
+    CHECK(run_segment(dir, dir.file("nothing") + " --out " + out + " --weights " + weights).exit_code == 1);
+    const Run no_weights = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + dir.file("none"));
+    CHECK(no_weights.exit_code == 1);
+    CHECK(no_weights.err.find("none") != std::string::npos);
+    CHECK(run_segment(dir, "--out " + out).exit_code == 2);
+  }
+}
+
+TEST_CASE("batch: one folder per study, a summary for all, resume skips finished studies") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), out = dir.file("out"), studies = dir.file("studies");
+  fs::create_directories(studies);
+  const fs::path zenodo = fs::path(test::data_dir()) / "lung-masks-zenodo";
+  fs::copy_file(zenodo / "coronacases_001_slice_98_ct.nii.gz", fs::path(studies) / "a.nii.gz");
+  fs::copy_file(zenodo / "coronacases_008_slice_26_ct.nii.gz", fs::path(studies) / "b.nii.gz");
+  test::write_bytes(dir.file("studies/c.nii.gz"), test::garbage(4000, 7));  // a corrupt study
+  const std::string args = studies + " --out " + out + " --weights " + weights;
+  Run run = run_segment(dir, args);
+  CHECK(run.exit_code == 1);  // c failed, a and b are done
+  CHECK(run.err.find("c failed") != std::string::npos);
+  CHECK(fs::exists(out + "/a/report.json"));
+  CHECK(fs::exists(out + "/b/lesion_mask.nii.gz"));
+  CHECK_FALSE(fs::exists(out + "/c"));
+  CHECK_FALSE(fs::exists(out + "/c.tmp"));
+  auto rows = [&] {
+    std::ifstream in(out + "/summary.csv");
+    std::vector<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(line);
+    return lines;
+  };
+  REQUIRE(rows().size() == 3);
+  CHECK(rows()[1].rfind("a,", 0) == 0);
+  CHECK(rows()[2].rfind("b,", 0) == 0);
+
+  // An interrupted run: b's folder never appeared, its .tmp did.
+  fs::remove_all(out + "/b");
+  fs::create_directories(out + "/b.tmp");
+  test::write_bytes(out + "/b.tmp/report.json", {'{'});
+  fs::remove(dir.file("studies/c.nii.gz"));
+  const auto a_time = fs::last_write_time(out + "/a/report.json");
+  run = run_segment(dir, args);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.err.find("a already done, skipped") != std::string::npos);
+  CHECK(fs::last_write_time(out + "/a/report.json") == a_time);
+  CHECK(fs::exists(out + "/b/report.json"));
+  CHECK_FALSE(fs::exists(out + "/b.tmp"));
+  CHECK(rows().size() == 3);
+}
+
+TEST_CASE("a slice without lung is not segmented and gets an empty mask") {
+  // Two slices: air everywhere, and a disc of soft tissue (a body without lungs).
+  data::Volume ct;
+  ct.nx = ct.ny = 96;
+  ct.nz = 2;
+  ct.voxels.assign(ct.voxel_count(), -1000.f);
+  for (int64_t y = 0; y < ct.ny; ++y)
+    for (int64_t x = 0; x < ct.nx; ++x)
+      if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 40 * 40) ct.at(x, y, 1) = 40.f;
+  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  net.set_training(false);
+  const data::Segmentation seg = data::segment_volume(ct, net, {.threshold = 0.0, .batch = 2, .size = 64, .device = Device::CPU, .progress = {}});
+  CHECK(seg.slices_segmented == 0);
+  CHECK(std::all_of(seg.lesions.voxels.begin(), seg.lesions.voxels.end(), [](float v) { return v == 0.f; }));
+  const data::StudyFigures f = data::measure(seg.lesions, seg.lungs);
+  CHECK(f.both.opacity_percent == 0);
+  CHECK(f.infected_slices == 0);
+}
+
+TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule") {
+  data::Volume lungs, lesions;
+  for (data::Volume* v : {&lungs, &lesions}) {
+    v->nx = 10, v->ny = 10, v->nz = 2;
+    v->spacing = {0.5, 0.5, 2.0};
+    v->voxels.assign(200, 0.f);
+  }
+  // Slice 0: 40 px right lung, 40 px left lung; 2 lesion px in the right lung (2.5%).
+  // Slice 1: 100 px left lung; no lesion.
+  for (int64_t i = 0; i < 40; ++i) lungs.voxels[i] = data::kRightLung, lungs.voxels[60 + i] = data::kLeftLung;
+  for (int64_t i = 100; i < 200; ++i) lungs.voxels[i] = data::kLeftLung;
+  lesions.voxels[3] = lesions.voxels[4] = 1.f;
+  const data::StudyFigures f = data::measure(lesions, lungs);
+  REQUIRE(f.slices.size() == 2);
+  CHECK(f.slices[0].lesion_pixels == 2);
+  CHECK(f.slices[0].lung_pixels == 80);
+  CHECK(f.slices[0].lesion_mm2 == doctest::Approx(0.5));
+  CHECK(f.slices[0].infection_rate == doctest::Approx(2.0 / 80));
+  CHECK(f.slices[0].infected);
+  CHECK_FALSE(f.slices[1].infected);
+  CHECK(f.infected_slices == 1);
+  CHECK(f.right.opacity_percent == doctest::Approx(5.0));
+  CHECK(f.left.opacity_percent == 0);
+  CHECK(f.both.opacity_percent == doctest::Approx(100.0 * 2 / 180));
+  CHECK(f.both.lung_ml == doctest::Approx(180 * 0.5 * 0.5 * 2.0 / 1000));
+  CHECK(data::most_affected_slices(f, 6) == std::vector<int64_t>{0});
+
+  const data::RgbImage plot = data::infection_rate_plot(f, 200, 100);
+  CHECK(plot.width == 200);
+  CHECK(plot.height == 100);
+  // The infected slice's bar is red somewhere in the left half.
+  bool red = false;
+  for (int64_t y = 0; y < plot.height; ++y)
+    for (int64_t x = 0; x < plot.width / 2; ++x) {
+      const uint8_t* p = &plot.rgb[(y * plot.width + x) * 3];
+      red |= p[0] > 200 && p[1] < 80 && p[2] < 80;
+    }
+  CHECK(red);
+}
+
+TEST_CASE("the network layout permutation follows the direction vectors") {
+  data::Volume v;
+  v.nx = 4, v.ny = 3, v.nz = 1;
+  v.voxels.assign(12, 0.f);
+  int64_t nx = 0, ny = 0;
+  SUBCASE("a radiological axial slice is transposed, as the training pictures are") {
+    const std::vector<int64_t> order = data::network_layout_order(v, nx, ny);
+    CHECK(nx == 3);
+    CHECK(ny == 4);
+    CHECK(order[1] == 4);  // network (x=1, y=0) = slice (x=0, y=1)
+    CHECK(std::set<int64_t>(order.begin(), order.end()).size() == 12);
+  }
+  SUBCASE("a picture in the training layout is left as it is") {
+    data::set_medseg_picture_orientation(v);
+    const std::vector<int64_t> order = data::network_layout_order(v, nx, ny);
+    CHECK(nx == 4);
+    for (int64_t p = 0; p < 12; ++p) CHECK(order[p] == p);
+  }
+}
