@@ -60,6 +60,24 @@ void fill_rect(RgbImage& img, int64_t x0, int64_t y0, int64_t x1, int64_t y1, Rg
     for (int64_t x = x0; x < x1; ++x) std::copy(c.begin(), c.end(), img.rgb.begin() + (y * img.width + x) * 3);
 }
 
+// A 3 x 5 pixel font for the plot's numbers: rows top to bottom, 3 bits each
+// (4 = left column). Enough for "0".."9", "." and "%".
+void draw_text(RgbImage& img, int64_t x, int64_t y, const std::string& text, int64_t scale, Rgb c) {
+  static const uint8_t digits[10][5] = {{7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7},
+                                        {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1},
+                                        {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}};
+  static const uint8_t dot[5] = {0, 0, 0, 0, 2}, percent_sign[5] = {5, 1, 2, 4, 5};
+  for (char ch : text) {
+    const uint8_t* rows = ch >= '0' && ch <= '9' ? digits[ch - '0'] : ch == '.' ? dot : ch == '%' ? percent_sign : nullptr;
+    if (rows)
+      for (int r = 0; r < 5; ++r)
+        for (int col = 0; col < 3; ++col)
+          if (rows[r] & (4 >> col))
+            fill_rect(img, x + col * scale, y + r * scale, x + (col + 1) * scale, y + (r + 1) * scale, c);
+    x += 4 * scale;
+  }
+}
+
 }  // namespace
 
 StudyFigures measure(const Volume& lesions, const Volume& lungs) {
@@ -178,7 +196,7 @@ double plot_max_rate(const StudyFigures& f) {
 RgbImage infection_rate_plot(const StudyFigures& f, int64_t width, int64_t height) {
   CR_CHECK(width >= 64 && height >= 48, "infection_rate_plot: " << width << " x " << height << " is too small");
   RgbImage img{width, height, std::vector<uint8_t>(width * height * 3, 255)};
-  const int64_t left = 40, right = width - 10, top = 10, bottom = height - 30;
+  const int64_t left = 52, right = width - 10, top = 10, bottom = height - 30;
   const double y_max = plot_max_rate(f);
   auto y_of = [&](double rate) { return bottom - static_cast<int64_t>(std::lround(rate / y_max * (bottom - top))); };
   // Grid at every fifth of the axis.
@@ -201,6 +219,16 @@ RgbImage infection_rate_plot(const StudyFigures& f, int64_t width, int64_t heigh
   for (int k = 0; k <= 10; ++k) {
     const int64_t x = left + (right - left) * k / 10;
     fill_rect(img, x, bottom, x + 1, bottom + 6, {0, 0, 0});
+  }
+  // Labels: the rate at the top of the axis, the first and last slice index.
+  char top_label[32];
+  std::snprintf(top_label, sizeof top_label, "%g%%", 100 * y_max);
+  draw_text(img, 2, top + 3, top_label, 2, {0, 0, 0});
+  draw_text(img, left - 12, bottom - 10, "0", 2, {0, 0, 0});
+  draw_text(img, left, bottom + 10, "0", 2, {0, 0, 0});
+  if (n > 1) {
+    const std::string last = std::to_string(n - 1);
+    draw_text(img, right - 8 * static_cast<int64_t>(last.size()), bottom + 10, last, 2, {0, 0, 0});
   }
   return img;
 }

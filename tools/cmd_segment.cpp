@@ -157,26 +157,33 @@ std::string default_weights() {
           << " (docs/segment.md), or pass --weights FILE");
 }
 
-// Slices/s and the remaining time, in place on a terminal.
+// Slices/s and the remaining time of the network stage: in place on a
+// terminal, a line per quarter in a log.
 class Progress {
  public:
   explicit Progress(std::string study) : study_(std::move(study)), tty_(::isatty(::fileno(stderr))) {}
   void operator()(int64_t done, int64_t total) {
     if (done == 0) {
       start_ = Clock::now();
+      quarter_ = 0;
       return;
     }
-    if (!tty_ || total < 2) return;
+    if (total < 2) return;  // one picture: nothing to wait for
+    if (!tty_) {
+      if (done * 4 / total == quarter_) return;
+      quarter_ = done * 4 / total;
+    }
     const double s = std::chrono::duration<double>(Clock::now() - start_).count();
     const double rate = done / std::max(s, 1e-9);
-    std::fprintf(stderr, "\rsegment %s: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", study_.c_str(),
-                 static_cast<long long>(done), static_cast<long long>(total), rate, (total - done) / rate,
-                 done == total ? "\n" : "");
+    std::fprintf(stderr, "%ssegment %s: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", tty_ ? "\r" : "",
+                 study_.c_str(), static_cast<long long>(done), static_cast<long long>(total), rate,
+                 (total - done) / rate, tty_ && done < total ? "" : "\n");
   }
 
  private:
   std::string study_;
   bool tty_;
+  int64_t quarter_ = 0;
   Clock::time_point start_;
 };
 
