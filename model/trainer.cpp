@@ -152,7 +152,7 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
   os.precision(17);
   os << "width " << o.model.width << " cpb " << o.model.cpb << " init_seed " << o.model.seed << " size "
      << o.size << " batch " << o.batch << " lr " << o.adam.lr << " decay " << o.adam.decay << " loss "
-     << to_string(o.loss) << " pos_weight " << o.pos_weight << " augment " << o.augment << " seed " << o.seed
+     << to_string(o.loss) << " pos_weight " << o.pos_weight << " augment " << o.augment << " precise_bn " << o.precise_bn << " seed " << o.seed
      << " train " << train_set.size() << " validation " << validation.size();
   // The data itself, cheaply: a sum over every prepared pixel.
   double checksum = 0;
@@ -161,6 +161,44 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
       for (size_t i = 0; i < s.image.size(); i += 7) checksum += s.image[i] * static_cast<double>(i % 13 + 1) + s.mask[i];
   os << " data " << checksum;
   return os.str();
+}
+
+// Precise BN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): sets
+// every BN layer's running mean and variance to the average of its batch
+// statistics over `set`, computed with the current weights. The model's
+// momentum update r = (1 - m) r + m b, started from r = 0, leaves m b after one
+// batch, so each batch statistic is read back as r / m.
+void recalibrate_batchnorm(CovidRateNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch) {
+  ParameterStore& store = net.parameters();
+  const double momentum = BatchNormParams{}.momentum;  // what the model's BN layers use
+  std::vector<Tensor> running;
+  for (const ParameterStore::Buffer& b : store.buffers())
+    if (b.name.ends_with(".running_mean") || b.name.ends_with(".running_var")) running.push_back(b.value);
+  std::vector<std::vector<double>> sums(running.size());
+  for (size_t i = 0; i < running.size(); ++i) sums[i].assign(static_cast<size_t>(running[i].numel()), 0.0);
+  const bool was_training = net.training();
+  net.set_training(true);
+  ag::NoGrad no_grad;
+  const int64_t size = static_cast<int64_t>(std::lround(std::sqrt(static_cast<double>(set[0].image.size()))));
+  for (size_t begin = 0; begin < set.size(); begin += static_cast<size_t>(batch)) {
+    std::vector<int64_t> indices;
+    for (size_t i = begin; i < std::min(set.size(), begin + static_cast<size_t>(batch)); ++i)
+      indices.push_back(static_cast<int64_t>(i));
+    for (Tensor& r : running) r.fill_(0.0);
+    Tensor images, masks;
+    make_batch(set, indices, size, nullptr, nullptr, store.device(), images, masks);
+    net.forward(ag::Var(images));
+    const double weight = static_cast<double>(indices.size()) / momentum;
+    for (size_t i = 0; i < running.size(); ++i) {
+      const std::vector<double> v = running[i].to_vector_f64();
+      for (size_t k = 0; k < v.size(); ++k) sums[i][k] += v[k] * weight;
+    }
+  }
+  for (size_t i = 0; i < running.size(); ++i) {
+    for (double& v : sums[i]) v /= static_cast<double>(set.size());
+    running[i].copy_from(Tensor::from_vector(running[i].shape(), sums[i]).to(store.dtype()));
+  }
+  net.set_training(was_training);
 }
 
 }  // namespace
@@ -309,6 +347,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
                                                                static_cast<double>(steps - step - 1));
       }
     }
+    if (o.precise_bn) recalibrate_batchnorm(net, train_set, o.batch);
     EpochRecord record;
     record.epoch = epoch;
     record.train_loss = loss_sum / static_cast<double>(seen);

@@ -4,7 +4,9 @@
 //   every epoch:  shuffle the training slices; for each mini-batch draw a fresh
 //                 augmentation per slice (data/augment.h), forward, hybrid loss,
 //                 backward, Adam step (lr 1e-3 with Keras' decay);
-//                 then the validation loss and Dice with BN's running averages;
+//                 then BN's running statistics recomputed on the training
+//                 slices ("precise BN", see TrainOptions::precise_bn) and the
+//                 validation loss and Dice with them;
 //   keep:         best.safetensors, the weights of the lowest validation loss;
 //   stop:         when the validation loss has not improved for `patience`
 //                 epochs (Keras EarlyStopping, min_delta 0), or after `epochs`;
@@ -57,6 +59,13 @@ struct TrainOptions {
   double pos_weight = kDefaultPosWeight;
   bool augment = true;
   data::AugmentOptions augmentation{};
+  // Before each validation, set BN's running statistics to the average batch
+  // statistics of the (unaugmented) training slices. Keras' momentum 0.99 makes
+  // them lag ~100 steps behind the weights; on 40 slices (10 steps an epoch)
+  // that made the validation loss climb for 10 epochs and early stopping end a
+  // run at epoch 12 with the weights of epoch 2 (docs/training.md). Costs one
+  // forward pass over the training set per epoch. false: Keras' behaviour.
+  bool precise_bn = true;
   uint64_t seed = 0;      // shuffles and augmentations
   bool deterministic = false;
   Device device = Device::CPU;

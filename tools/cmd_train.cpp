@@ -43,7 +43,9 @@ void usage(FILE* out) {
                "  --lungs           zero everything outside the lungs (classical lung extraction)\n"
                "  --lr X            Adam's learning rate (default 0.001)\n"
                "  --decay X         Keras' learning-rate decay per step (default lr / 100)\n"
-               "  --no-augment      train on the slices as they are\n",
+               "  --no-augment      train on the slices as they are\n"
+               "  --keras-bn        validate with BN's momentum averages as Keras does, not with\n"
+               "                    statistics recomputed on the training slices each epoch\n",
                kDefaultPosWeight);
 }
 
@@ -114,6 +116,7 @@ Settings parse(int argc, char** argv) {
     else if (a == "--no-cpb") s.train.model.cpb = false;
     else if (a == "--lungs") s.lungs = true;
     else if (a == "--no-augment") s.train.augment = false;
+    else if (a == "--keras-bn") s.train.precise_bn = false;
     else if (a == "--pos-weight") s.train.pos_weight = parse_number(a, value(), 0, 1e6);
     else if (a == "--lr") s.train.adam.lr = parse_number(a, value(), 1e-12, 10);
     else if (a == "--decay") {
