@@ -92,6 +92,27 @@ TEST_CASE("dataset: the MedSeg training folder loads as 50 matched pairs") {
   }
 }
 
+TEST_CASE("dataset: optional lung masks, and preparation keeps only the lungs") {
+  const Dataset set = load_dataset(medseg("images"), medseg("masks"), {.lungs = true});
+  const Sample& s = set.samples[5];
+  REQUIRE(s.has_lungs());
+  REQUIRE(s.lungs.voxels.size() == s.image.voxels.size());
+  double lung = 0, lesion_in_lung = 0, lesion = 0;
+  for (size_t i = 0; i < s.lungs.voxels.size(); ++i) {
+    lung += s.lungs.voxels[i];
+    lesion += s.mask.voxels[i];
+    lesion_in_lung += s.mask.voxels[i] * s.lungs.voxels[i];
+  }
+  const double fraction = lung / static_cast<double>(s.lungs.voxels.size());
+  MESSAGE("slice 5: lungs cover ", fraction, ", ", lesion_in_lung / lesion, " of the lesion inside them");
+  CHECK(fraction > 0.1);
+  CHECK(fraction < 0.8);
+  // Outside the lungs every prepared pixel holds one value (0 before standardizing).
+  const PreparedSlice p = prepare_sample(s, 64);
+  CHECK(p.image[0] == p.image[63]);
+  CHECK(p.image[0] < *std::max_element(p.image.begin(), p.image.end()));
+}
+
 TEST_CASE("dataset: errors name the file") {
   test::TempDir dir;
   const std::string images = dir.file("images"), masks = dir.file("masks");
