@@ -68,7 +68,10 @@ void draw_text(RgbImage& img, int64_t x, int64_t y, const std::string& text, int
                                         {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}};
   static const uint8_t dot[5] = {0, 0, 0, 0, 2}, percent_sign[5] = {5, 1, 2, 4, 5};
   for (char ch : text) {
-    const uint8_t* rows = ch >= '0' && ch <= '9' ? digits[ch - '0'] : ch == '.' ? dot : ch == '%' ? percent_sign : nullptr;
+    const uint8_t* rows = ch >= '0' && ch <= '9' ? digits[ch - '0']
+                          : ch == '.'             ? dot
+                          : ch == '%'             ? percent_sign
+                                                  : nullptr;
     if (rows)
       for (int r = 0; r < 5; ++r)
         for (int col = 0; col < 3; ++col)
@@ -200,7 +203,10 @@ RgbImage infection_rate_plot(const StudyFigures& f, int64_t width, int64_t heigh
   const double y_max = plot_max_rate(f);
   auto y_of = [&](double rate) { return bottom - static_cast<int64_t>(std::lround(rate / y_max * (bottom - top))); };
   // Grid at every fifth of the axis.
-  for (int k = 1; k <= 5; ++k) fill_rect(img, left, y_of(y_max * k / 5), right, y_of(y_max * k / 5) + 1, {225, 225, 225});
+  for (int k = 1; k <= 5; ++k) {
+    const int64_t y = y_of(y_max * k / 5);
+    fill_rect(img, left, y, right, y + 1, {225, 225, 225});
+  }
   const int64_t n = static_cast<int64_t>(f.slices.size());
   const double bar = n > 0 ? static_cast<double>(right - left) / n : 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -215,7 +221,10 @@ RgbImage infection_rate_plot(const StudyFigures& f, int64_t width, int64_t heigh
   // Axes with ticks: every fifth of the rate, every tenth of the slices.
   fill_rect(img, left - 1, top, left, bottom + 1, {0, 0, 0});
   fill_rect(img, left - 1, bottom, right, bottom + 1, {0, 0, 0});
-  for (int k = 0; k <= 5; ++k) fill_rect(img, left - 6, y_of(y_max * k / 5), left - 1, y_of(y_max * k / 5) + 1, {0, 0, 0});
+  for (int k = 0; k <= 5; ++k) {
+    const int64_t y = y_of(y_max * k / 5);
+    fill_rect(img, left - 6, y, left - 1, y + 1, {0, 0, 0});
+  }
   for (int k = 0; k <= 10; ++k) {
     const int64_t x = left + (right - left) * k / 10;
     fill_rect(img, x, bottom, x + 1, bottom + 6, {0, 0, 0});

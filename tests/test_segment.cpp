@@ -241,8 +241,8 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   test::TempDir dir;
   const std::string weights = tiny_weights(dir), out = dir.file("out");
   fs::create_directories(dir.file("broken"));
-  std::vector<char> bytes = test::read_bytes(
-      (fs::path(test::data_dir()) / "ct-lungdx" / fs::directory_iterator(fs::path(test::data_dir()) / "ct-lungdx")->path().filename()).string());
+  const fs::path lungdx = fs::path(test::data_dir()) / "ct-lungdx";
+  std::vector<char> bytes = test::read_bytes((lungdx / "1-01.dcm").string());
   bytes.resize(bytes.size() / 3);  // truncated inside the pixel data
   test::write_bytes(dir.file("broken/slice.dcm"), bytes);
   const Run run = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + weights);
@@ -312,7 +312,9 @@ TEST_CASE("a slice without lung is not segmented and gets an empty mask") {
       if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 40 * 40) ct.at(x, y, 1) = 40.f;
   CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
-  const data::Segmentation seg = data::segment_volume(ct, net, {.threshold = 0.0, .batch = 2, .size = 64, .device = Device::CPU, .progress = {}});
+  const data::SegmentOptions options{
+      .threshold = 0.0, .batch = 2, .size = 64, .device = Device::CPU, .progress = {}};
+  const data::Segmentation seg = data::segment_volume(ct, net, options);
   CHECK(seg.slices_segmented == 0);
   CHECK(std::all_of(seg.lesions.voxels.begin(), seg.lesions.voxels.end(), [](float v) { return v == 0.f; }));
   const data::StudyFigures f = data::measure(seg.lesions, seg.lungs);

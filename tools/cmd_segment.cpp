@@ -205,7 +205,8 @@ int cmd_segment(int argc, char** argv) {
   study_options.weights_metadata = safetensors::load_metadata(o.weights);
   const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.architecture);
   const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.device);
-  study_options.segment = {.threshold = o.threshold, .batch = o.batch, .size = spec.size, .device = o.device, .progress = {}};
+  study_options.segment = {
+      .threshold = o.threshold, .batch = o.batch, .size = spec.size, .device = o.device, .progress = {}};
   study_options.save_probability = o.save_probability;
   study_options.save_lungs = o.save_lungs;
   study_options.weights = o.weights;
