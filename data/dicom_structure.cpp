@@ -41,7 +41,7 @@ class Walker {
       if (depth == 0 && std::all_of(data_ + pos, data_ + end, [](unsigned char b) { return b == 0; })) return pos;
       const uint32_t t = read_tag(pos, enc);
       if (stop_tag && t == stop_tag) {
-        need(pos, 8, "item delimiter");
+        delimiter(pos, enc);
         return pos + 8;
       }
       pos = element(pos, enc, depth, t);
@@ -97,6 +97,11 @@ class Walker {
     const unsigned char* p = data_ + pos;
     return enc == Encoding::ExplicitBig ? uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]
                                         : uint32_t(p[3]) << 24 | uint32_t(p[2]) << 16 | uint32_t(p[1]) << 8 | p[0];
+  }
+  // An item or sequence delimiter: its length field must be zero (GDCM reads
+  // a non-zero one as the size of a fragment to allocate; found by fuzz_dicom).
+  void delimiter(size_t pos, Encoding enc) const {
+    CR_CHECK(u32(pos + 4, enc) == 0, file_ << ": a delimiter with a non-zero length at byte " << pos);
   }
   uint32_t read_tag(size_t pos, Encoding enc) const {
     // Item and delimiter tags use the data set's byte order too.
@@ -167,7 +172,7 @@ class Walker {
     while (pos < end) {
       const uint32_t t = read_tag(pos, enc);
       if (!defined && t == kSequenceEnd) {
-        need(pos, 8, "a sequence delimiter");
+        delimiter(pos, enc);
         return pos + 8;
       }
       CR_CHECK(t == kItem, file_ << ": expected an item inside a sequence at byte " << pos);
@@ -190,9 +195,12 @@ class Walker {
   size_t fragments(size_t pos, Encoding enc, int depth) {
     for (bool offset_table = true;; offset_table = false) {
       const uint32_t t = read_tag(pos, enc);
+      if (t == kSequenceEnd) {
+        delimiter(pos, enc);
+        return pos + 8;
+      }
       const uint32_t length = u32(pos + 4, enc);
       pos += 8;
-      if (t == kSequenceEnd) return pos;
       CR_CHECK(t == kItem && length != kUndefinedLength,
                file_ << ": malformed encapsulated pixel data at byte " << pos - 8);
       need(pos, length, "a pixel data fragment");

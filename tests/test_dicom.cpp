@@ -289,6 +289,15 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string stray_file = dir.file("stray.dcm");
   test::write_bytes(stray_file, stray);
   check_fails(stray_file, stray_file, "stray bytes between JPEG markers");
+  // A sequence delimiter with a length: GDCM allocated it (found by fuzz_dicom).
+  std::vector<char> delimited = test::read_bytes(samples() + "MR_small_jpeg_ls_lossless.dcm");
+  const std::string end_of_fragments("\xfe\xff\xdd\xe0\x00\x00\x00\x00", 8);
+  const auto delimiter = std::find_end(delimited.begin(), delimited.end(), end_of_fragments.begin(), end_of_fragments.end());
+  REQUIRE(delimiter != delimited.end());
+  delimiter[7] = static_cast<char>(0xff);
+  const std::string delimited_file = dir.file("delimiter-length.dcm");
+  test::write_bytes(delimited_file, delimited);
+  check_fails(delimited_file, delimited_file, "non-zero length");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
