@@ -16,6 +16,9 @@
 #       whole half keeps within 8 minutes. Writes $OUT/summary.json and
 #       $OUT/gpu_check.log, prints a table last, exits non-zero if a step
 #       failed (77 when there is no GPU at all).
+#   tools/gpu_check.sh exec CMD...  THERE: one command with the bundle's
+#       programs (covidrate, tests, benches) on PATH and its libraries and data
+#       set up as for `run`: training or timing the whole network on the GPU.
 #
 # Environment: GPU_CHECK_BUILD (build folder, default build-gpu), GPU_CHECK_JOBS
 # (parallel build jobs, default 2), OUT (where results go, default .gpucheck/out).
@@ -59,7 +62,7 @@ prepare() {
 
   local exe src
   # Every test program; of the benchmarks only the GPU ones (bench_cuda_*).
-  for exe in "$build"/test_* "$build"/bench_cuda_*; do
+  for exe in "$build"/test_* "$build"/bench_cuda_* "$build"/covidrate; do
     [ -x "$exe" ] && [ -f "$exe" ] || continue
     src=$(ls tests/"$(basename "$exe")".cpp tests/cuda/"$(basename "$exe")".cpp bench/"$(basename "$exe")".cpp 2>/dev/null | head -1)
     if [ -n "$src" ] && grep -Eq "$LEFT_DATA_PATTERN" "$src"; then
@@ -198,17 +201,14 @@ lib_dirs_for() {
   done
 }
 
-run() {
-  OUT=${OUT:-$ROOT/.gpucheck/out}
-  mkdir -p "$OUT"
-  LOG=$OUT/gpu_check.log
-  : >"$LOG"
-  log "gpu_check run, $(date -u +%FT%TZ), $(hostname)"
+# Unpacks the bundle into .gpucheck/run and points LD_LIBRARY_PATH and
+# COVIDRATE_DATA at what it holds. Sets `here`.
+unpack_and_set_paths() {
   if [ ! -f "$BUNDLE" ]; then
     log "error: $BUNDLE is missing: run 'tools/gpu_check.sh prepare' on the build machine and carry .gpucheck"
     exit 1
   fi
-  local here=.gpucheck/run
+  here=.gpucheck/run
   rm -rf "$here" && mkdir -p "$here"
   if command -v xz >/dev/null; then
     tar -C "$here" -xJf "$BUNDLE"
@@ -241,6 +241,15 @@ run() {
   export LD_LIBRARY_PATH=$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$ROOT/$here/lib-fallback
   export COVIDRATE_DATA=$ROOT/$here/data COVIDRATE_SOURCE=$ROOT
   log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+}
+
+run() {
+  OUT=${OUT:-$ROOT/.gpucheck/out}
+  mkdir -p "$OUT"
+  LOG=$OUT/gpu_check.log
+  : >"$LOG"
+  log "gpu_check run, $(date -u +%FT%TZ), $(hostname)"
+  unpack_and_set_paths
 
   local gpu=1
   if command -v nvidia-smi >/dev/null; then
@@ -351,8 +360,22 @@ run() {
   exit "$ANY_FAILED"
 }
 
+# Runs one command with the bundle's programs and libraries (training or timing
+# the whole network on the GPU): tools/gpu_check.sh exec covidrate train ...
+# The bundle's bin/ is put first on PATH.
+exec_in_bundle() {
+  OUT=${OUT:-$ROOT/.gpucheck/out}
+  mkdir -p "$OUT"
+  LOG=$OUT/gpu_check.log
+  : >"$LOG"
+  unpack_and_set_paths
+  export PATH=$ROOT/$here/bin:$PATH
+  "$@"
+}
+
 case "${1:-}" in
   prepare) prepare ;;
   run) run ;;
-  *) echo "usage: $0 prepare|run" >&2; exit 2 ;;
+  exec) shift; exec_in_bundle "$@" ;;
+  *) echo "usage: $0 prepare | run | exec COMMAND [ARGS...]" >&2; exit 2 ;;
 esac
