@@ -347,11 +347,11 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
                                                                static_cast<double>(steps - step - 1));
       }
     }
-    if (o.precise_bn) recalibrate_batchnorm(net, train_set, o.batch);
     EpochRecord record;
     record.epoch = epoch;
     record.train_loss = loss_sum / static_cast<double>(seen);
-    record.images_per_second = static_cast<double>(seen) / seconds_since(start);
+    record.images_per_second = static_cast<double>(seen) / seconds_since(start);  // the steps alone
+    if (o.precise_bn) recalibrate_batchnorm(net, train_set, o.batch);
     if (!validation.empty()) {
       const Evaluation v = evaluate(net, validation, o.batch, loss);
       record.val_loss = v.loss;
