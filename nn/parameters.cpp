@@ -10,6 +10,10 @@ namespace {
 
 constexpr int64_t kAlignElements = 64;
 
+// Shipped weights are stored in f16 or bf16 (half the file); they widen exactly
+// to the store's f32/f64. Any other difference of dtype is a mismatch.
+bool loadable_as(DType file, DType store) { return file == store || file == DType::F16 || file == DType::BF16; }
+
 int64_t align_up(int64_t n) { return (n + kAlignElements - 1) / kAlignElements * kAlignElements; }
 
 // A view of count elements at offset inside a rank-1 flat buffer, shaped as shape.
@@ -129,7 +133,7 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
     auto it = tensors.find(name);
     if (it == tensors.end()) {
       problems.push_back("missing '" + name + "'");
-    } else if (it->second.shape() != t.shape() || it->second.dtype() != t.dtype()) {
+    } else if (it->second.shape() != t.shape() || !loadable_as(it->second.dtype(), t.dtype())) {
       problems.push_back("'" + name + "' is " + to_string(it->second.dtype()) + it->second.shape().str() +
                          ", the model expects " + to_string(t.dtype()) + t.shape().str());
     }
@@ -144,7 +148,10 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
     if (problems.size() > 20) os << "; ...";
     CR_FAIL(os.str());
   }
-  for (auto& [name, t] : mine) t.copy_from(tensors.at(name));
+  for (auto& [name, t] : mine) {
+    const Tensor& source_tensor = tensors.at(name);
+    t.copy_from(source_tensor.dtype() == t.dtype() ? source_tensor : source_tensor.to(t.dtype()));
+  }
 }
 
 void ParameterStore::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {

@@ -82,8 +82,8 @@ class ParameterStore {
   // Parameters and buffers by name (views: copy before changing them).
   std::map<std::string, Tensor> named_tensors() const;
   // Copies every tensor in from `tensors`, which must name exactly the
-  // parameters and buffers of this store with their shapes and dtype;
-  // otherwise throws an Error listing every problem. source names the origin
+  // parameters and buffers of this store with their shapes and dtype (or
+  // F16/BF16, widened exactly); otherwise throws an Error listing every problem. source names the origin
   // (a file) in messages.
   void load(const std::map<std::string, Tensor>& tensors, const std::string& source = "");
   // The same through a .safetensors file.

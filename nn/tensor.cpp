@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "kernels/ops.h"
+#include "nn/half.h"
 
 namespace covidrate {
 
@@ -207,6 +208,16 @@ Tensor Tensor::to(Device device) const {
   return t;
 }
 
+namespace {
+
+bool is_16_bit(DType t) { return t == DType::F16 || t == DType::BF16; }
+uint16_t narrow_to_16_bits(float x, DType t) { return t == DType::F16 ? float_to_half_bits(x) : float_to_bf16_bits(x); }
+float widen_from_16_bits(uint16_t bits, DType t) {
+  return t == DType::F16 ? half_bits_to_float(bits) : bf16_bits_to_float(bits);
+}
+
+}  // namespace
+
 Tensor Tensor::to(DType dtype) const {
   CR_CHECK(device_ == Device::CPU, "Tensor::to(dtype): only CPU tensors convert, this is " << str());
   if (dtype == dtype_) return clone();
@@ -220,6 +231,26 @@ Tensor Tensor::to(DType dtype) const {
     const double* s = data<double>();
     float* d = t.data<float>();
     for (int64_t i = 0; i < count; ++i) d[i] = static_cast<float>(s[i]);
+  } else if (is_16_bit(dtype) && (dtype_ == DType::F32 || dtype_ == DType::F64)) {
+    uint16_t* d = static_cast<uint16_t*>(t.raw());
+    if (dtype_ == DType::F32) {
+      const float* s = data<float>();
+      for (int64_t i = 0; i < count; ++i) d[i] = narrow_to_16_bits(s[i], dtype);
+    } else {  // f64 rounds once: through an f32 rounded to odd (nn/half.h)
+      const double* s = data<double>();
+      for (int64_t i = 0; i < count; ++i) d[i] = narrow_to_16_bits(double_to_float_round_to_odd(s[i]), dtype);
+    }
+  } else if (is_16_bit(dtype_) && (dtype == DType::F32 || dtype == DType::F64)) {
+    const uint16_t* s = static_cast<const uint16_t*>(raw());
+    if (dtype == DType::F32) {
+      float* d = t.data<float>();
+      for (int64_t i = 0; i < count; ++i) d[i] = widen_from_16_bits(s[i], dtype_);
+    } else {
+      double* d = t.data<double>();
+      for (int64_t i = 0; i < count; ++i) d[i] = widen_from_16_bits(s[i], dtype_);
+    }
+  } else if (is_16_bit(dtype_) && is_16_bit(dtype)) {
+    return to(DType::F32).to(dtype);  // the widening is exact, so this rounds once
   } else {
     CR_FAIL("Tensor::to: no conversion from " << to_string(dtype_) << " to " << to_string(dtype));
   }

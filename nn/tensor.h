@@ -104,7 +104,8 @@ class Tensor {
   Tensor clone() const;
   // A deep copy on another device (or the same handle if already there).
   Tensor to(Device device) const;
-  // A CPU copy converted to another dtype (F32 <-> F64).
+  // A CPU copy converted to another dtype: F32 <-> F64, and F32/F64 <-> F16/BF16
+  // (narrowing rounds to nearest even, widening is exact; see nn/half.h).
   Tensor to(DType dtype) const;
   // Copies the elements of src (same shape and dtype, any device) into this tensor.
   void copy_from(const Tensor& src);

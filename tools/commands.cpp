@@ -10,6 +10,7 @@ int cmd_synth(int argc, char** argv);
 int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_segment(int argc, char** argv);
+int cmd_weights(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -21,6 +22,7 @@ const std::vector<Command>& commands() {
       {"train", "train COVID-Rate on image/mask folders: early stopping, checkpoints, resume, k-fold", cmd_train},
       {"eval", "score trained weights on images + masks: Dice, sensitivity, specificity, MAE, groups A/B", cmd_eval},
       {"segment", "a chest CT to lesion masks, opacity per lung, infected slices and an HTML report", cmd_segment},
+      {"weights", "a .safetensors weights file: info, or convert to f16/bf16/f32 (shipped as f16)", cmd_weights},
   };
   return table;
 }
