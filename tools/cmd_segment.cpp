@@ -123,7 +123,9 @@ int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
 }
 
 // The best weights of a folder: its own best.safetensors, else the newest
-// best.safetensors of a training run below it.
+// best.safetensors of a training run below it (a run the user made beats what
+// was shipped), else a shipped file directly in the folder (weights/*.safetensors,
+// the first by name when there are several; weights/README.md is their card).
 std::optional<fs::path> best_weights_in(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) return std::nullopt;
@@ -134,7 +136,13 @@ std::optional<fs::path> best_weights_in(const fs::path& dir) {
     if (it->path().filename() != "best.safetensors" || !it->is_regular_file()) continue;
     if (!newest || fs::last_write_time(it->path()) > fs::last_write_time(*newest)) newest = it->path();
   }
-  return newest;
+  if (newest) return newest;
+  std::optional<fs::path> shipped;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    if (!entry.is_regular_file() || entry.path().extension() != ".safetensors") continue;
+    if (!shipped || entry.path().filename() < shipped->filename()) shipped = entry.path();
+  }
+  return shipped;
 }
 
 std::string default_weights() {
