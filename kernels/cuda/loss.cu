@@ -13,6 +13,7 @@
 
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/row_kernels.cuh"
+#include "kernels/loss_terms.h"
 
 namespace covidrate::cuda {
 
@@ -38,7 +39,7 @@ struct StoreSums {
   }
 };
 
-struct LossGrad {  // v = {p, y}; see the CPU twin for the derivation
+struct LossGrad {  // v = {p, y}; coefficients and derivation in kernels/loss_terms.h
   double ftl_slope, dti_pos, dti_neg, bce_scale, pos_weight, eps, dloss;
   __device__ float operator()(int64_t, const float (&v)[2], float old) const {
     const double p = v[0], y = v[1];
@@ -69,31 +70,14 @@ LossSums hybrid_loss_forward(const Tensor& p, const Tensor& y, const HybridLossP
   s.fp = host[2];
   s.bce_sum = host[3];
   s.count = p.numel();
-  const double ti = (s.tp + params.smooth) /
-                    (s.tp + params.alpha * s.fn + params.beta * s.fp + params.smooth);
-  s.loss = params.bce_weight * s.bce_sum / static_cast<double>(s.count) +
-           params.kappa * std::pow(std::max(1.0 - ti, 0.0), 1.0 / params.gamma);
+  s.loss = hybrid_loss_value(params, s);  // the CPU twin's expression (kernels/loss_terms.h)
   return s;
 }
 
 void hybrid_loss_backward(const Tensor& p, const Tensor& y, const HybridLossParams& params,
                           const LossSums& sums, double dloss, Tensor& dp, bool accumulate) {
-  const double num = sums.tp + params.smooth;
-  const double den = sums.tp + params.alpha * sums.fn + params.beta * sums.fp + params.smooth;
-  const double one_minus_ti = 1.0 - num / den;
-  // At TI = 1 the power's derivative is infinite for gamma > 1: 0 there, as
-  // the CPU twin does; for gamma <= 1 it is finite and used as is.
-  const bool finite_slope = one_minus_ti > 0 || params.gamma <= 1;
-  const double ftl_slope =
-      finite_slope ? -params.kappa / params.gamma * std::pow(one_minus_ti, 1.0 / params.gamma - 1.0)
-                   : 0.0;
-  const LossGrad grad{ftl_slope,
-                      (den - num * (1.0 - params.alpha)) / (den * den),
-                      -num * params.beta / (den * den),
-                      params.bce_weight / static_cast<double>(sums.count),
-                      params.pos_weight,
-                      params.eps,
-                      dloss};
+  const HybridLossCoefficients c = hybrid_loss_coefficients(params, sums);  // shared with the CPU twin
+  const LossGrad grad{c.ftl_slope, c.dti_pos, c.dti_neg, c.bce_scale, params.pos_weight, params.eps, dloss};
   row_map_into(accumulate, 1, p.numel(), Inputs<2>{{p.data<float>(), y.data<float>()}},
                dp.data<float>(), grad);
 }
