@@ -24,6 +24,7 @@
 #include "nn/autograd.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 
@@ -66,19 +67,6 @@ void usage(FILE* out) {
                "                     DIR must not exist, and appears only once every mask is written\n\n"
                "The infection rate is the ground-truth lesion area over the lung area found by the\n"
                "classical lung extractor (over the whole image when it finds no lung).\n");
-}
-
-double parse_number(const std::string& option, const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v), option << " needs a number, got '" << text << "'");
-  return v;
-}
-
-int64_t parse_positive_int(const std::string& option, const std::string& text) {
-  const double v = parse_number(option, text);
-  CR_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
-  return static_cast<int64_t>(v);
 }
 
 // Returns 0 when the options are complete, else the exit code (0 for --help

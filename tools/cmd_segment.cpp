@@ -19,6 +19,7 @@
 #include "model/load_weights.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 
@@ -58,19 +59,6 @@ void usage(FILE* out) {
                "A study's folder appears only once complete (it is written as DIR.tmp first). In batch mode\n"
                "studies whose folder exists are skipped, so an interrupted batch resumes where it stopped.\n"
                "Research software, not a medical device.\n");
-}
-
-double parse_number(const std::string& option, const std::string& text) {
-  char* end = nullptr;
-  const double v = std::strtod(text.c_str(), &end);
-  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v), option << " needs a number, got '" << text << "'");
-  return v;
-}
-
-int64_t parse_positive_int(const std::string& option, const std::string& text) {
-  const double v = parse_number(option, text);
-  CR_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
-  return static_cast<int64_t>(v);
 }
 
 // 0 when the options are complete, else the exit code; `help` for --help.

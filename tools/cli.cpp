@@ -1,0 +1,23 @@
+#include "tools/cli.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "nn/error.h"
+
+namespace covidrate::tools {
+
+double parse_number(const std::string& option, const std::string& text) {
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v), option << " needs a number, got '" << text << "'");
+  return v;
+}
+
+int64_t parse_positive_int(const std::string& option, const std::string& text) {
+  const double v = parse_number(option, text);
+  CR_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
+  return static_cast<int64_t>(v);
+}
+
+}  // namespace covidrate::tools
