@@ -11,6 +11,7 @@ int cmd_train(int argc, char** argv);
 int cmd_eval(int argc, char** argv);
 int cmd_segment(int argc, char** argv);
 int cmd_weights(int argc, char** argv);
+int cmd_lungs(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -18,6 +19,7 @@ const std::vector<Command>& commands() {
       {"info", "describe a DICOM series, NIfTI file or PNG/JPG: size, spacing, orientation, values", cmd_info},
       {"model", "the COVID-Rate network: parameters, forward GFLOP per slice, per-stage table", cmd_model},
       {"demo", "train a tiny network on synthetic blobs, save and reload it (engine demo)", cmd_demo},
+      {"lungs", "extract the right and left lungs of a CT or picture: labels, contour picture, volumes", cmd_lungs},
       {"synth", "paste training lesions into healthy lungs: synthetic image/mask pairs (augmentation)", cmd_synth},
       {"train", "train COVID-Rate on image/mask folders: early stopping, checkpoints, resume, k-fold", cmd_train},
       {"eval", "score trained weights on images + masks: Dice, sensitivity, specificity, MAE, groups A/B", cmd_eval},

@@ -1,0 +1,127 @@
+// `covidrate lungs` end to end: on a real CT slice with expert lung masks
+// (Zenodo 3757476) the labels come back on the input's grid and geometry with
+// both lungs present, the overlay is written and --json reports the Dice; on a
+// corrupt file the command fails without leaving a folder behind.
+#include <doctest/doctest.h>
+
+#include <sys/wait.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "data/image2d.h"
+#include "data/nifti.h"
+#include "nn/json.h"
+#include "support/test_support.h"
+#include "temp_files.h"
+
+using namespace covidrate;
+namespace fs = std::filesystem;
+
+namespace {
+
+// The covidrate program is built beside the test programs.
+std::string covidrate_program() {
+  const fs::path program = fs::read_symlink("/proc/self/exe").parent_path() / "covidrate";
+  REQUIRE_MESSAGE(fs::exists(program), program << " is missing: build the covidrate target first");
+  return program.string();
+}
+
+struct Run {
+  int exit_code = -1;
+  std::string out, err;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+Run run_lungs(const test::TempDir& dir, const std::string& args) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
+  const int status = std::system((covidrate_program() + " lungs " + args + " > " + out + " 2> " + err).c_str());
+  REQUIRE(WIFEXITED(status));
+  return {WEXITSTATUS(status), slurp(out), slurp(err)};
+}
+
+std::string zenodo(const std::string& name) {
+  return (fs::path(test::data_dir()) / "lung-masks-zenodo" / name).string();
+}
+
+}  // namespace
+
+TEST_CASE("covidrate lungs on a Zenodo CT slice: labels on the input's geometry, overlay, Dice") {
+  test::TempDir dir;
+  const std::string ct_path = zenodo("coronacases_001_slice_110_ct.nii.gz");
+  const std::string out = dir.file("out");
+  const Run r = run_lungs(dir, ct_path + " --out " + out + " --json --reference " +
+                                   zenodo("coronacases_001_slice_110_lungs.nii.gz"));
+  REQUIRE_MESSAGE(r.exit_code == 0, r.err);
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+
+  const data::Volume ct = data::read_nifti(ct_path);
+  const data::Volume labels = data::read_nifti(out + "/lungs.nii.gz");
+  CHECK(labels.nx == ct.nx);
+  CHECK(labels.ny == ct.ny);
+  CHECK(labels.nz == ct.nz);
+  for (int k = 0; k < 3; ++k) {
+    CHECK(labels.spacing[k] == doctest::Approx(ct.spacing[k]).epsilon(1e-5));
+    CHECK(labels.origin[k] == doctest::Approx(ct.origin[k]).epsilon(1e-5));
+    for (const auto d : {&data::Volume::row_dir, &data::Volume::col_dir, &data::Volume::slice_dir})
+      CHECK((labels.*d)[k] == doctest::Approx((ct.*d)[k]).epsilon(1e-5));
+  }
+  int64_t right = 0, left = 0, other = 0;
+  for (const float v : labels.voxels) {
+    right += v == 1.f;
+    left += v == 2.f;
+    other += v != 0.f && v != 1.f && v != 2.f;
+  }
+  CHECK(right > 1000);
+  CHECK(left > 1000);
+  CHECK(other == 0);
+
+  const data::Volume overlay = data::read_image(out + "/lungs_overlay.png");
+  CHECK(overlay.nx >= ct.nx);
+  CHECK(overlay.ny >= ct.ny);
+
+  // The numbers: one slice, so areas in mm^2; Dice as test_lungs measures it.
+  const json::Value report = json::parse(r.out);
+  REQUIRE(report.find("unit"));
+  CHECK(report.find("unit")->text == "mm2");
+  const double voxel_mm2 = ct.spacing[0] * ct.spacing[1];
+  CHECK(std::stod(report.find("right")->text) == doctest::Approx(right * voxel_mm2).epsilon(1e-4));
+  CHECK(std::stod(report.find("slices_with_lung")->text) == 1);
+  CHECK(std::stod(report.find("dice_right")->text) >= 0.95);
+  CHECK(std::stod(report.find("dice_left")->text) >= 0.95);
+
+  // The folder is new every time: a second run into it is refused.
+  const Run again = run_lungs(dir, ct_path + " --out " + out);
+  CHECK(again.exit_code == 1);
+  CHECK(again.err.find("already exists") != std::string::npos);
+}
+
+TEST_CASE("covidrate lungs: a corrupt file fails with a message and leaves no folder; usage errors exit 2") {
+  test::TempDir dir;
+  const std::vector<char> bytes = test::read_bytes(zenodo("radiopaedia_14_85914_0_slice_0_ct.nii.gz"));
+  const std::string corrupt = dir.file("corrupt.nii.gz");
+  {
+    std::ofstream f(corrupt, std::ios::binary);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 3));  // a truncated download
+  }
+  const std::string out = dir.file("out");
+  const Run r = run_lungs(dir, corrupt + " --out " + out);
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.find("corrupt.nii.gz") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+
+  CHECK(run_lungs(dir, corrupt).exit_code == 2);                      // no --out
+  CHECK(run_lungs(dir, "--out " + out).exit_code == 2);              // no input
+  CHECK(run_lungs(dir, corrupt + " --out " + out + " --bogus").exit_code == 2);
+  CHECK_FALSE(fs::exists(out));
+}
