@@ -1,0 +1,151 @@
+// The whole COVID-Rate network on the CPU, batch 1, float32:
+//   train  one training step: forward (batch statistics), hybrid loss,
+//          backward, Adam step, at 352 x 352;
+//   infer  evaluation mode without a tape (running statistics), at 512 x 512
+//          (the size segment runs at) and 352 x 352;
+// each at width 0.25 (the CPU training width) and 1 (the paper's network).
+//
+//   COVIDRATE_THREADS=2 build/bench_network [--benchmark_min_time=0.1]
+//
+// Counters:
+//   images/s      batch images per second of wall time;
+//   GFLOP/s       CovidRateNet::forward_flops per image per second; a training
+//                 step counts 3x the forward (forward, backward data, backward
+//                 filter), the usual convention;
+//   alloc_MB      peak bytes held by cpu_allocator() over the steps: every
+//                 tensor, the weights, gradients and Adam's moments included;
+//   rss_MB        growth of the process's peak resident set over the steps
+//                 (VmHWM, reset through /proc/self/clear_refs, minus the
+//                 resident set before them): what the operating system sees,
+//                 malloc's retained free blocks included, and the measure
+//                 bench/torch_network.py takes for PyTorch. Meaningful for
+//                 the first case of a process only (malloc keeps what earlier
+//                 cases freed): run one case per process with
+//                 --benchmark_filter, as bench/compare_network_cpu.sh does.
+// Each run first does one untimed step (and the measures of memory cover it:
+// our Adam allocates nothing lazily, PyTorch's does). Steps take up to
+// seconds, so a run takes one or a few iterations: set --benchmark_min_time
+// to trade time for precision.
+//
+// Names are network/<pass>/w<width>/<size>; bench/torch_network.py prints the
+// same keys and bench/compare_network_cpu.sh puts the two side by side.
+#include <benchmark/benchmark.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/threads.h"
+#include "model/covidrate_net.h"
+#include "nn/adam.h"
+#include "nn/allocator.h"
+#include "nn/autograd.h"
+
+using namespace covidrate;
+
+namespace {
+
+enum class Pass { Train, Infer };
+
+struct Case {
+  Pass pass;
+  double width;
+  int64_t size;
+  std::string key() const {
+    std::ostringstream s;
+    s << (pass == Pass::Train ? "train" : "infer") << "/w" << width << "/" << size;
+    return s.str();
+  }
+};
+
+// Keep in sync with CASES in bench/torch_network.py.
+const std::vector<Case> kCases = {
+    {Pass::Train, 0.25, 352}, {Pass::Train, 1.0, 352},  {Pass::Infer, 0.25, 512},
+    {Pass::Infer, 1.0, 512},  {Pass::Infer, 0.25, 352}, {Pass::Infer, 1.0, 352},
+};
+
+// A field of /proc/self/status ("VmRSS", "VmHWM") in bytes; 0 where absent.
+double proc_status_bytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return 1024.0 * std::stod(line.substr(field.size() + 1));
+  }
+  return 0;
+}
+
+// Sets the peak resident set (VmHWM) to the current one (Linux >= 4.0).
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// A CT-like image in [0, 1] and a disk as the lesion mask.
+void make_batch(int64_t size, Tensor& image, Tensor& mask) {
+  std::mt19937 rng(1);
+  std::uniform_real_distribution<float> u(0.f, 1.f);
+  std::vector<float> pixels(static_cast<size_t>(size * size)), lesion(pixels.size());
+  for (int64_t y = 0; y < size; ++y) {
+    for (int64_t x = 0; x < size; ++x) {
+      const int64_t dy = y - size / 2, dx = x - size / 3;
+      pixels[static_cast<size_t>(y * size + x)] = u(rng);
+      lesion[static_cast<size_t>(y * size + x)] = dy * dy + dx * dx < size * size / 25 ? 1.f : 0.f;
+    }
+  }
+  image = Tensor::from_vector({1, 1, size, size}, pixels);
+  mask = Tensor::from_vector({1, 1, size, size}, lesion);
+}
+
+void run(benchmark::State& state, Case c) {
+  CovidRateConfig config;
+  config.width = c.width;
+  CovidRateNet net(config);
+  Tensor image, mask;
+  make_batch(c.size, image, mask);
+  Adam adam(net.parameters(), AdamParams{});
+  net.set_training(c.pass == Pass::Train);
+
+  const auto step = [&] {
+    if (c.pass == Pass::Infer) {
+      ag::NoGrad no_grad;
+      benchmark::DoNotOptimize(net.forward(ag::Var(image)).value().raw());
+      return;
+    }
+    adam.zero_grad();
+    {
+      ag::Tape tape;
+      tape.backward(ag::hybrid_loss(net.forward(ag::Var(image)), mask, HybridLossParams{}));
+    }
+    adam.step();
+  };
+
+  const double rss_before = proc_status_bytes("VmRSS");
+  reset_peak_rss();
+  cpu_allocator().reset_peak();
+  step();  // warm-up: first-touch of the buffers, lazily built tables
+  for (auto _ : state) step();
+
+  const double flops_per_image =
+      net.forward_flops(c.size, c.size) * (c.pass == Pass::Train ? 3.0 : 1.0);
+  const auto images = static_cast<double>(state.iterations());
+  state.counters["images/s"] = benchmark::Counter(images, benchmark::Counter::kIsRate);
+  state.counters["GFLOP/s"] =
+      benchmark::Counter(1e-9 * flops_per_image * images, benchmark::Counter::kIsRate);
+  state.counters["alloc_MB"] = 1e-6 * static_cast<double>(cpu_allocator().stats().peak);
+  state.counters["rss_MB"] = 1e-6 * (proc_status_bytes("VmHWM") - rss_before);
+  state.counters["threads"] = cpu::num_threads();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  for (const Case& c : kCases) {
+    benchmark::RegisterBenchmark(("network/" + c.key()).c_str(), run, c)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime()  // the work runs on several threads: the caller's CPU time means little
+        ->MinTime(0.1);  // one timed step for all but the smallest cases
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
