@@ -14,6 +14,9 @@
 # neither side for good. Columns:
 #   img/s     images per second of wall time, ours and torch; ratio ours/torch
 #             (above 1: we are faster);
+#   cpu ms/img  process CPU time (all threads) per image, ours and torch, ratio
+#             torch/ours (above 1: we do less work): nearly independent of the
+#             load of a shared machine;
 #   GFLOP/s   ours, CovidRateNet::forward_flops per image (x3 for a training step);
 #   alloc MB  peak of our CPU allocator: every tensor, weights and optimizer state included;
 #   rss MB    growth of the peak resident set over the steps, ours and torch
@@ -42,7 +45,7 @@ echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$rounds"); do
   for key in $cases; do
     "$build/bench_network" --benchmark_filter="^network/${key//./\\.}/" --benchmark_format=csv \
-      2>/dev/null | grep '^"network/' >>"$tmp/ours.$round.csv"
+      2>/dev/null >>"$tmp/ours.$round.csv"
     /usr/bin/python3 "$here/torch_network.py" --threads "$threads" --repeats 1 --case "$key" \
       >>"$tmp/torch.$round.tsv"
   done
@@ -59,27 +62,31 @@ def keep_best(table, key, row):
     if key not in table or row["images/s"] > table[key]["images/s"]:
         table[key] = row
 
-# bench_network's CSV has no header here (grep kept the rows): name first,
-# then iterations, real_time, cpu_time, time_unit, bytes_per_second,
-# items_per_second, label, error_occurred, error_message, then the counters
-# in alphabetical order: GFLOP/s, alloc_MB, images/s, rss_MB, threads.
+# bench_network's CSV: a header line before each case's row.
 for r in range(1, rounds + 1):
     with open(f"{tmp}/ours.{r}.csv") as f:
         for fields in csv.reader(f):
+            if fields[0] == "name":
+                header = fields
+                continue
+            row = dict(zip(header, fields))
             # name: network/<pass>/w<width>/<size>/min_time:.../real_time
-            key = "/".join(fields[0].split("/")[1:4])
-            gflops, alloc, images, rss = (float(v) for v in fields[10:14])
-            keep_best(ours, key, {"images/s": images, "GFLOP/s": gflops, "alloc": alloc, "rss": rss})
+            key = "/".join(row["name"].split("/")[1:4])
+            keep_best(ours, key, {"images/s": float(row["images/s"]), "GFLOP/s": float(row["GFLOP/s"]),
+                                  "cpu_ms": float(row["cpu_ms/image"]),
+                                  "alloc": float(row["alloc_MB"]), "rss": float(row["rss_MB"])})
     with open(f"{tmp}/torch.{r}.tsv") as f:
         for line in f:
-            key, _, images, rss = line.split("\t")
-            keep_best(torch, key, {"images/s": float(images), "rss": float(rss)})
+            key, _, images, cpu_ms, rss = line.split("\t")
+            keep_best(torch, key, {"images/s": float(images), "cpu_ms": float(cpu_ms), "rss": float(rss)})
 
 print(f"threads {threads}, best of {rounds} rounds, batch 1, float32")
 print(f"{'case':<17} {'img/s: ours':>11} {'torch':>7} {'ratio':>6} {'GFLOP/s':>8}"
+      f"   {'cpu ms/img: ours':>16} {'torch':>7} {'ratio':>6}"
       f"   {'alloc MB':>8}   {'rss MB: ours':>12} {'torch':>6}")
 for key, o in ours.items():
-    t = torch.get(key, {"images/s": float("nan"), "rss": float("nan")})
+    t = torch.get(key, {"images/s": float("nan"), "cpu_ms": float("nan"), "rss": float("nan")})
     print(f"{key:<17} {o['images/s']:11.3f} {t['images/s']:7.3f} {o['images/s'] / t['images/s']:6.2f}"
-          f" {o['GFLOP/s']:8.1f}   {o['alloc']:8.0f}   {o['rss']:12.0f} {t['rss']:6.0f}")
+          f" {o['GFLOP/s']:8.1f}   {o['cpu_ms']:16.0f} {t['cpu_ms']:7.0f} {t['cpu_ms'] / o['cpu_ms']:6.2f}"
+          f"   {o['alloc']:8.0f}   {o['rss']:12.0f} {t['rss']:6.0f}")
 EOF

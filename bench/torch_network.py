@@ -10,7 +10,8 @@ float32, batch 1, PyTorch's default initialization and memory layout (NCHW):
     infer  eval() under torch.no_grad().
 Prints one line per case, tab-separated: key (as bench_network's
 network/<key>), median wall ms of --repeats steps after two warm-up steps,
-images/s, and rss_MB: the growth of the peak
+images/s, median process CPU ms (all threads: the work done, nearly
+independent of other load), and rss_MB: the growth of the peak
 resident set over the steps (VmHWM reset through /proc/self/clear_refs, minus
 VmRSS before them), the same measure as bench_network's rss_MB; each case
 runs in a process of its own. PyTorch's CPU
@@ -62,7 +63,7 @@ def key_of(pass_name, width, size):
 
 
 def run_case(pass_name, width, size, repeats):
-    """Median wall seconds of one step, and the peak resident-set growth in bytes."""
+    """Median wall and process CPU seconds of one step, and the peak resident-set growth in bytes."""
     net = reference.CovidRate(width)
     image, mask = make_batch(size)
     if pass_name == "train":
@@ -86,12 +87,13 @@ def run_case(pass_name, width, size, repeats):
     # its second still 1.5x a settled one (oneDNN building its kernels).
     step()
     step()
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start_wall, start_cpu = time.perf_counter(), time.process_time()
         step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), proc_status_bytes("VmHWM") - rss_before
+        wall.append(time.perf_counter() - start_wall)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu), proc_status_bytes("VmHWM") - rss_before
 
 
 def main():
@@ -111,8 +113,9 @@ def main():
             subprocess.run([sys.executable, __file__, "--threads", str(args.threads),
                             "--repeats", str(args.repeats), "--case", key], check=True)
         elif args.case == key:
-            seconds, rss = run_case(pass_name, width, size, args.repeats)
-            print(f"{key}\t{seconds * 1e3:.1f}\t{1 / seconds:.3f}\t{rss * 1e-6:.0f}", flush=True)
+            seconds, cpu_seconds, rss = run_case(pass_name, width, size, args.repeats)
+            print(f"{key}\t{seconds * 1e3:.1f}\t{1 / seconds:.3f}\t{cpu_seconds * 1e3:.1f}\t"
+                  f"{rss * 1e-6:.0f}", flush=True)
 
 
 if __name__ == "__main__":
