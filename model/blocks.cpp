@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "nn/fold_batchnorm.h"
+
 namespace covidrate::model {
 
 Conv2d make_conv(const BlockSite& site, const std::string& name, int in_channels, int out_channels,
@@ -26,7 +28,12 @@ ConvBnRelu::ConvBnRelu(const BlockSite& site, const std::string& conv_name, cons
       conv_(make_conv(site, conv_name, in_channels, out_channels, kernel, options)),
       bn_(site.store, site.name + "." + bn_name, out_channels) {}
 
-ag::Var ConvBnRelu::forward(const ag::Var& x) const { return ag::relu(bn_.forward(conv_.forward(x))); }
+ag::Var ConvBnRelu::forward(const ag::Var& x) const {
+  // Evaluation: BN folded into the conv's kernel (nn/fold_batchnorm.h), one
+  // pass fewer over the output.
+  if (!training()) return ag::relu(conv_bn_eval(conv_, bn_, x));
+  return ag::relu(bn_.forward(conv_.forward(x)));
+}
 
 void ConvBnRelu::set_training(bool training) {
   Module::set_training(training);
@@ -61,7 +68,9 @@ EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channel
 
 ag::Var EncoderUnit::forward(const ag::Var& x) const {
   const ag::Var residual = se_.forward(second_.forward(first_.forward(x)));
-  const ag::Var shortcut = shortcut_ ? shortcut_bn_->forward(shortcut_->forward(x)) : x;
+  if (!shortcut_) return ag::add(residual, x);
+  const ag::Var shortcut = training() ? shortcut_bn_->forward(shortcut_->forward(x))
+                                      : conv_bn_eval(*shortcut_, *shortcut_bn_, x);
   return ag::add(residual, shortcut);
 }
 

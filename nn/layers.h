@@ -48,6 +48,9 @@ class Conv2d : public Module {
   Conv2d(ParameterStore& store, const std::string& name, int in_channels, int out_channels, int kernel)
       : Conv2d(store, name, in_channels, out_channels, kernel, Options{}) {}
   ag::Var forward(const ag::Var& x) const;
+  const ag::Var& weight() const { return weight_; }
+  const ag::Var& bias() const { return bias_; }
+  const ConvParams& params() const { return params_; }
 
  private:
   ConvParams params_;
@@ -61,6 +64,11 @@ class BatchNorm2d : public Module {
   // Training: batch statistics, running averages updated. Evaluation: running
   // averages (no backward: call it inside NoGrad).
   ag::Var forward(const ag::Var& x) const;
+  const ag::Var& gamma() const { return gamma_; }
+  const ag::Var& beta() const { return beta_; }
+  const Tensor& running_mean() const { return *running_mean_; }
+  const Tensor& running_var() const { return *running_var_; }
+  const BatchNormParams& params() const { return params_; }
 
  private:
   BatchNormParams params_;
