@@ -21,6 +21,16 @@ SqueezeExcite make_se(const BlockSite& site, const std::string& name, int channe
   return SqueezeExcite(site.store, path, channels, 16);
 }
 
+// Evaluation on the CPU folds BN into the conv before it (nn/fold_batchnorm.h):
+// one memory-bound pass fewer over the output. Not on CUDA: folding reads the
+// per-channel factors back to the host, synchronous copies at every layer that
+// were not measured to pay for the BN kernel they save.
+namespace {
+bool folds_batchnorm(const Module& block, const ag::Var& x) {
+  return !block.training() && !x.value().is_cuda();
+}
+}  // namespace
+
 // ---------------------------------------------------------------- ConvBnRelu
 ConvBnRelu::ConvBnRelu(const BlockSite& site, const std::string& conv_name, const std::string& bn_name,
                        int in_channels, int out_channels, int kernel, const Conv2d::Options& options)
@@ -29,9 +39,7 @@ ConvBnRelu::ConvBnRelu(const BlockSite& site, const std::string& conv_name, cons
       bn_(site.store, site.name + "." + bn_name, out_channels) {}
 
 ag::Var ConvBnRelu::forward(const ag::Var& x) const {
-  // Evaluation: BN folded into the conv's kernel (nn/fold_batchnorm.h), one
-  // pass fewer over the output.
-  if (!training()) return ag::relu(conv_bn_eval(conv_, bn_, x));
+  if (folds_batchnorm(*this, x)) return ag::relu(conv_bn_eval(conv_, bn_, x));
   return ag::relu(bn_.forward(conv_.forward(x)));
 }
 
@@ -69,8 +77,8 @@ EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channel
 ag::Var EncoderUnit::forward(const ag::Var& x) const {
   const ag::Var residual = se_.forward(second_.forward(first_.forward(x)));
   if (!shortcut_) return ag::add(residual, x);
-  const ag::Var shortcut = training() ? shortcut_bn_->forward(shortcut_->forward(x))
-                                      : conv_bn_eval(*shortcut_, *shortcut_bn_, x);
+  const ag::Var shortcut = folds_batchnorm(*this, x) ? conv_bn_eval(*shortcut_, *shortcut_bn_, x)
+                                                     : shortcut_bn_->forward(shortcut_->forward(x));
   return ag::add(residual, shortcut);
 }
 
