@@ -17,6 +17,7 @@
 #include "model/metrics.h"
 #include "nn/json.h"
 #include "support/test_support.h"
+#include "support/run_covidrate.h"
 #include "temp_files.h"
 
 using namespace covidrate;
@@ -26,29 +27,8 @@ namespace {
 
 const char* const kStems[] = {"0", "1", "10"};
 
-// The covidrate program is built beside the test programs.
-std::string covidrate_program() {
-  const fs::path program = fs::read_symlink("/proc/self/exe").parent_path() / "covidrate";
-  REQUIRE_MESSAGE(fs::exists(program), program << " is missing: build the covidrate target first");
-  return program.string();
-}
-
-struct Run {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-Run run_eval(const test::TempDir& dir, const std::string& args) {
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const int status = std::system((covidrate_program() + " eval " + args + " > " + out + " 2> " + err).c_str());
-  REQUIRE(WIFEXITED(status));
-  auto slurp = [](const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-  };
-  return {WEXITSTATUS(status), slurp(out), slurp(err)};
+test::ProgramRun run_eval(const test::TempDir& dir, const std::string& args) {
+  return test::run_covidrate(dir, "eval " + args);
 }
 
 // Three slices of the MedSeg training set in images/ and masks/ of `dir`, and
@@ -88,7 +68,7 @@ void check_distribution(const json::Value& d) {
 TEST_CASE("eval writes a complete report and one mask per image at its own size") {
   test::TempDir dir;
   set_up(dir);
-  const Run run = run_eval(dir, data_args(dir) + " --json " + dir.file("report.json") + " --save-masks " +
+  const test::ProgramRun run = run_eval(dir, data_args(dir) + " --json " + dir.file("report.json") + " --save-masks " +
                                     dir.file("predicted"));
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.err.find("images/s") != std::string::npos);
@@ -145,37 +125,37 @@ TEST_CASE("eval: JSON on stdout, explicit options, errors and exit codes") {
   test::TempDir dir;
   set_up(dir);
   SUBCASE("--json alone prints only JSON") {
-    const Run run = run_eval(dir, data_args(dir) + " --width 0.0625 --size 64 --threshold 0.3 --batch 2 --json");
+    const test::ProgramRun run = run_eval(dir, data_args(dir) + " --width 0.0625 --size 64 --threshold 0.3 --batch 2 --json");
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
     const json::Value report = json::parse(run.out);
     CHECK(report.find("threshold")->text == "0.3");
     CHECK(report.find("images")->items.size() == 3);
   }
   SUBCASE("an architecture that does not match the weights") {
-    const Run run = run_eval(dir, data_args(dir) + " --width 0.5");
+    const test::ProgramRun run = run_eval(dir, data_args(dir) + " --width 0.5");
     CHECK(run.exit_code == 1);
     CHECK(run.err.find("weights.safetensors") != std::string::npos);
   }
   SUBCASE("an unknown option") {
-    const Run run = run_eval(dir, data_args(dir) + " --frobnicate");
+    const test::ProgramRun run = run_eval(dir, data_args(dir) + " --frobnicate");
     CHECK(run.exit_code == 2);
     CHECK(run.err.find("--frobnicate") != std::string::npos);
   }
   SUBCASE("missing weights") {
-    const Run run = run_eval(dir, "--weights " + dir.file("none.safetensors") + " --images " + dir.file("images") +
+    const test::ProgramRun run = run_eval(dir, "--weights " + dir.file("none.safetensors") + " --images " + dir.file("images") +
                                       " --masks " + dir.file("masks"));
     CHECK(run.exit_code == 1);
     CHECK(run.err.find("none.safetensors") != std::string::npos);
   }
   SUBCASE("a mask folder without the images' masks") {
     fs::remove(dir.file("masks/1.png"));
-    const Run run = run_eval(dir, data_args(dir));
+    const test::ProgramRun run = run_eval(dir, data_args(dir));
     CHECK(run.exit_code == 1);
     CHECK(run.err.find("1.jpg") != std::string::npos);
   }
   SUBCASE("--save-masks into an existing folder is refused") {
     fs::create_directories(dir.file("exists"));
-    const Run run = run_eval(dir, data_args(dir) + " --save-masks " + dir.file("exists"));
+    const test::ProgramRun run = run_eval(dir, data_args(dir) + " --save-masks " + dir.file("exists"));
     CHECK(run.exit_code == 1);
     CHECK(run.err.find("already exists") != std::string::npos);
   }

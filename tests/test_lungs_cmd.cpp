@@ -16,6 +16,7 @@
 #include "data/nifti.h"
 #include "nn/json.h"
 #include "support/test_support.h"
+#include "support/run_covidrate.h"
 #include "temp_files.h"
 
 using namespace covidrate;
@@ -23,30 +24,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The covidrate program is built beside the test programs.
-std::string covidrate_program() {
-  const fs::path program = fs::read_symlink("/proc/self/exe").parent_path() / "covidrate";
-  REQUIRE_MESSAGE(fs::exists(program), program << " is missing: build the covidrate target first");
-  return program.string();
-}
-
-struct Run {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Run run_lungs(const test::TempDir& dir, const std::string& args) {
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const int status = std::system((covidrate_program() + " lungs " + args + " > " + out + " 2> " + err).c_str());
-  REQUIRE(WIFEXITED(status));
-  return {WEXITSTATUS(status), slurp(out), slurp(err)};
+test::ProgramRun run_lungs(const test::TempDir& dir, const std::string& args) {
+  return test::run_covidrate(dir, "lungs " + args);
 }
 
 std::string zenodo(const std::string& name) {
@@ -59,7 +38,7 @@ TEST_CASE("covidrate lungs on a Zenodo CT slice: labels on the input's geometry,
   test::TempDir dir;
   const std::string ct_path = zenodo("coronacases_001_slice_110_ct.nii.gz");
   const std::string out = dir.file("out");
-  const Run r = run_lungs(dir, ct_path + " --out " + out + " --json --reference " +
+  const test::ProgramRun r = run_lungs(dir, ct_path + " --out " + out + " --json --reference " +
                                    zenodo("coronacases_001_slice_110_lungs.nii.gz"));
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK_FALSE(fs::exists(out + ".tmp"));
@@ -100,7 +79,7 @@ TEST_CASE("covidrate lungs on a Zenodo CT slice: labels on the input's geometry,
   CHECK(std::stod(report.find("dice_left")->text) >= 0.95);
 
   // The folder is new every time: a second run into it is refused.
-  const Run again = run_lungs(dir, ct_path + " --out " + out);
+  const test::ProgramRun again = run_lungs(dir, ct_path + " --out " + out);
   CHECK(again.exit_code == 1);
   CHECK(again.err.find("already exists") != std::string::npos);
 }
@@ -114,7 +93,7 @@ TEST_CASE("covidrate lungs: a corrupt file fails with a message and leaves no fo
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size() / 3));  // a truncated download
   }
   const std::string out = dir.file("out");
-  const Run r = run_lungs(dir, corrupt + " --out " + out);
+  const test::ProgramRun r = run_lungs(dir, corrupt + " --out " + out);
   CHECK(r.exit_code == 1);
   CHECK(r.err.find("corrupt.nii.gz") != std::string::npos);
   CHECK_FALSE(fs::exists(out));

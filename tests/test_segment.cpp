@@ -26,6 +26,7 @@
 #include "model/covidrate_net.h"
 #include "nn/json.h"
 #include "support/test_support.h"
+#include "support/run_covidrate.h"
 #include "temp_files.h"
 
 using namespace covidrate;
@@ -33,29 +34,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-std::string covidrate_program() {
-  const fs::path program = fs::read_symlink("/proc/self/exe").parent_path() / "covidrate";
-  REQUIRE_MESSAGE(fs::exists(program), program << " is missing: build the covidrate target first");
-  return program.string();
-}
-
-struct Run {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-Run run_segment(const test::TempDir& dir, const std::string& args) {
-  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const int status = std::system((covidrate_program() + " segment " + args + " > " + out + " 2> " + err).c_str());
-  REQUIRE(WIFEXITED(status));
-  return {WEXITSTATUS(status), slurp(out), slurp(err)};
+test::ProgramRun run_segment(const test::TempDir& dir, const std::string& args) {
+  return test::run_covidrate(dir, "segment " + args);
 }
 
 // Weights as train writes them: a tiny network, its architecture in the metadata.
@@ -152,7 +132,7 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
   test::TempDir dir;
   const std::string weights = tiny_weights(dir), series = ricord_subset(dir), out = dir.file("out");
   // A low threshold so that the untrained network marks some lesion.
-  const Run run = run_segment(dir, series + " --out " + out + " --weights " + weights +
+  const test::ProgramRun run = run_segment(dir, series + " --out " + out + " --weights " + weights +
                                        " --threshold 0.05 --save-prob --save-lungs --batch 3");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.out.find("opacity") != std::string::npos);
@@ -178,17 +158,17 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
   CHECK(out_of_range == 0);
   CHECK(lesion_voxels > 0);
 
-  const json::Value report = json::parse(slurp(out + "/report.json"));
+  const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
   check_report(report, lesions, lungs);
   CHECK(member(report, "input").find("kind")->text == "dicom-series");
   for (const char* file : {"report.html", "infection_rate.png", "most_affected.png", "summary.csv"})
     CHECK_MESSAGE(fs::exists(out + "/" + file), file);
-  const std::string html = slurp(out + "/report.html");
+  const std::string html = test::read_text_file(out + "/report.html");
   CHECK(html.find("infection_rate.png") != std::string::npos);
   CHECK(html.find("most_affected.png") != std::string::npos);
 
   SUBCASE("an existing output folder is refused") {
-    const Run again = run_segment(dir, series + " --out " + out + " --weights " + weights);
+    const test::ProgramRun again = run_segment(dir, series + " --out " + out + " --weights " + weights);
     CHECK(again.exit_code == 1);
     CHECK(again.err.find("already exists") != std::string::npos);
   }
@@ -199,13 +179,13 @@ TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; threshold 1
   const std::string weights = tiny_weights(dir), out = dir.file("out");
   const std::string nifti =
       (fs::path(test::data_dir()) / "lung-masks-zenodo" / "coronacases_001_slice_110_ct.nii.gz").string();
-  const Run run = run_segment(dir, nifti + " --out " + out + " --weights " + weights + " --threshold 1 --save-lungs");
+  const test::ProgramRun run = run_segment(dir, nifti + " --out " + out + " --weights " + weights + " --threshold 1 --save-lungs");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
   check_same_geometry(lesions, data::read_nifti(nifti));
   CHECK(std::all_of(lesions.voxels.begin(), lesions.voxels.end(), [](float v) { return v == 0.f; }));
   const data::Volume lungs = data::read_nifti(out + "/lungs.nii.gz");
-  const json::Value report = json::parse(slurp(out + "/report.json"));
+  const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
   check_report(report, lesions, lungs);
   const json::Value& both = member(member(report, "study_figures"), "both_lungs");
   CHECK(number(both, "opacity_percent") == 0);
@@ -221,9 +201,9 @@ TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
   const std::vector<std::string> stems = {"0", "1", "10"};
   std::string inputs;
   for (const std::string& s : stems) inputs += (images / (s + ".jpg")).string() + " ";
-  const Run run = run_segment(dir, inputs + "--out " + out + " --weights " + weights + " --save-prob");
+  const test::ProgramRun run = run_segment(dir, inputs + "--out " + out + " --weights " + weights + " --save-prob");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
-  const json::Value report = json::parse(slurp(out + "/report.json"));
+  const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
   CHECK(member(report, "slices").items.size() == stems.size());
   CHECK(member(member(report, "input"), "kind").text == "pictures");
   for (const std::string& s : stems) {
@@ -245,7 +225,7 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   std::vector<char> bytes = test::read_bytes((lungdx / "1-01.dcm").string());
   bytes.resize(bytes.size() / 3);  // truncated inside the pixel data
   test::write_bytes(dir.file("broken/slice.dcm"), bytes);
-  const Run run = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + weights);
+  const test::ProgramRun run = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + weights);
   CHECK(run.exit_code != 0);
   CHECK(run.err.find("slice.dcm") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
@@ -253,7 +233,7 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
 
   SUBCASE("a missing input and missing weights") {
     CHECK(run_segment(dir, dir.file("nothing") + " --out " + out + " --weights " + weights).exit_code == 1);
-    const Run no_weights = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + dir.file("none"));
+    const test::ProgramRun no_weights = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + dir.file("none"));
     CHECK(no_weights.exit_code == 1);
     CHECK(no_weights.err.find("none") != std::string::npos);
     CHECK(run_segment(dir, "--out " + out).exit_code == 2);
@@ -269,7 +249,7 @@ TEST_CASE("batch: one folder per study, a summary for all, resume skips finished
   fs::copy_file(zenodo / "coronacases_008_slice_26_ct.nii.gz", fs::path(studies) / "b.nii.gz");
   test::write_bytes(dir.file("studies/c.nii.gz"), test::garbage(4000, 7));  // a corrupt study
   const std::string args = studies + " --out " + out + " --weights " + weights;
-  Run run = run_segment(dir, args);
+  test::ProgramRun run = run_segment(dir, args);
   CHECK(run.exit_code == 1);  // c failed, a and b are done
   CHECK(run.err.find("c failed") != std::string::npos);
   CHECK(fs::exists(out + "/a/report.json"));
