@@ -221,35 +221,28 @@ Var batchnorm(const Var& x, const Var& gamma, const Var& beta, Tensor& running_m
   return out;
 }
 
-Var relu(const Var& x) {
+namespace {
+// An activation whose backward needs only its output y (relu, sigmoid).
+template <class Forward, class Backward>
+Var activation_from_output(const Var& x, Forward forward, Backward backward) {
   Tensor y = empty_like(x.value(), x.value().shape());
-  ops::relu_forward(x.value(), y);
+  forward(x.value(), y);
   Tape* tape = recording({&x});
   Var out(y, tape != nullptr);
   if (tape) {
-    tape->record(out, [x, y](const Tensor& dy) {
+    tape->record(out, [x, y, backward](const Tensor& dy) {
       bool accumulate = false;
       Tensor dx = GradAccess::activation(x, &accumulate);
-      ops::relu_backward(dy, y, dx, accumulate);
+      backward(dy, y, dx, accumulate);
     });
   }
   return out;
 }
+}  // namespace
 
-Var sigmoid(const Var& x) {
-  Tensor y = empty_like(x.value(), x.value().shape());
-  ops::sigmoid_forward(x.value(), y);
-  Tape* tape = recording({&x});
-  Var out(y, tape != nullptr);
-  if (tape) {
-    tape->record(out, [x, y](const Tensor& dy) {
-      bool accumulate = false;
-      Tensor dx = GradAccess::activation(x, &accumulate);
-      ops::sigmoid_backward(dy, y, dx, accumulate);
-    });
-  }
-  return out;
-}
+Var relu(const Var& x) { return activation_from_output(x, ops::relu_forward, ops::relu_backward); }
+
+Var sigmoid(const Var& x) { return activation_from_output(x, ops::sigmoid_forward, ops::sigmoid_backward); }
 
 Var add(const Var& a, const Var& b) {
   Tensor y = empty_like(a.value(), a.value().shape());
