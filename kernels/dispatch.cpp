@@ -66,6 +66,22 @@ void check_float(const char* op, const Tensor& t) {
   const bool ok = t.dtype() == DType::F32 || (t.dtype() == DType::F64 && !t.is_cuda());
   CR_CHECK(ok, op << ": unsupported dtype " << to_string(t.dtype()) << " on " << dev(t));
 }
+// The forward ops of inference also take BF16, on both devices; every tensor
+// of one call then is BF16 (check_like), only cast mixes dtypes. Numerics:
+// bf16 is the STORAGE format, arithmetic and accumulation are float32
+// everywhere. The CPU twin is the reference: it widens the inputs to f32,
+// runs the f32 code and rounds the result once, to nearest even
+// (kernels/cpu/bf16_reference.h). The CUDA twins load bf16, compute in f32
+// and store with the same rounding; cuDNN runs bf16 tensors and filters with
+// a float compute type. They differ from the reference only in the order of
+// the f32 sums (see tests/cuda/test_cuda_parity.cpp for the tolerances).
+void check_forward_float(const char* op, const Tensor& t) {
+  check_defined(op, "input", t);
+  if (t.dtype() == DType::BF16) return;
+  CR_CHECK(t.dtype() != DType::F16, op << ": f16 tensors are storage only (cast them to f32 or bf16), got "
+                                       << t.str());
+  check_float(op, t);
+}
 void check_shape(const char* op, const char* name, const Tensor& t, const Shape& want) {
   CR_CHECK(t.shape() == want, op << ": " << name << " has shape " << t.shape().str()
                                  << ", expected " << want.str());
@@ -84,7 +100,7 @@ namespace ops {
 
 // ---------------------------------------------------------------- memory
 void fill(Tensor& y, double value) {
-  check_float("fill", y);
+  check_forward_float("fill", y);
   ON_DEVICE(y, fill(y, value));
 }
 
@@ -102,10 +118,22 @@ void axpy(double alpha, const Tensor& x, Tensor& y) {
   ON_DEVICE(x, axpy(alpha, x, y));
 }
 
+void cast(const Tensor& x, Tensor& y) {
+  check_defined("cast", "input", x);
+  check_defined("cast", "output", y);
+  CR_CHECK(y.device() == x.device(), "cast: output " << y.str() << " is on " << dev(y) << ", input on " << dev(x));
+  check_shape("cast", "output", y, x.shape());
+  const auto is_16_bit = [](DType t) { return t == DType::BF16 || t == DType::F16; };
+  CR_CHECK((x.dtype() == DType::F32 && is_16_bit(y.dtype())) || (is_16_bit(x.dtype()) && y.dtype() == DType::F32),
+           "cast: converts f32 to bf16/f16 and back, not " << to_string(x.dtype()) << " to "
+                                                           << to_string(y.dtype()));
+  ON_DEVICE(x, cast(x, y));
+}
+
 // ---------------------------------------------------------------- convolution
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                     Tensor& y) {
-  check_float("conv2d_forward", x);
+  check_forward_float("conv2d_forward", x);
   check_like("conv2d_forward", "weight", w, x);
   const Shape out = conv2d_out_shape(x.shape(), w.shape(), p);
   if (bias) {
@@ -204,7 +232,7 @@ void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
 // ---------------------------------------------------------------- activations
 namespace {
 void check_unary(const char* op, const Tensor& x, const Tensor& y) {
-  check_float(op, x);
+  check_forward_float(op, x);
   check_like(op, "output", y, x);
   check_shape(op, "output", y, x.shape());
 }
@@ -236,7 +264,7 @@ void sigmoid_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumu
 
 // ---------------------------------------------------------------- elementwise
 void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
-  check_float("add_forward", a);
+  check_forward_float("add_forward", a);
   check_like("add_forward", "b", b, a);
   check_shape("add_forward", "b", b, a.shape());
   check_like("add_forward", "output", y, a);
@@ -245,7 +273,7 @@ void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void mul_channel_forward(const Tensor& x, const Tensor& s, Tensor& y) {
-  check_float("mul_channel_forward", x);
+  check_forward_float("mul_channel_forward", x);
   check_like("mul_channel_forward", "scale", s, x);
   CR_CHECK(s.n() == x.n() && s.c() == x.c() && s.numel() == x.n() * x.c(),
            "mul_channel_forward: scale " << s.shape().str() << " must be [N, C] of input "
@@ -272,9 +300,13 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
 
 // ---------------------------------------------------------------- shape ops
 namespace {
-void check_concat(const char* op, const std::vector<Tensor>& xs, const Tensor& y) {
+void check_concat(const char* op, const std::vector<Tensor>& xs, const Tensor& y, bool forward) {
   CR_CHECK(!xs.empty(), op << ": no tensors to concatenate");
-  check_float(op, y);
+  if (forward) {
+    check_forward_float(op, y);
+  } else {
+    check_float(op, y);
+  }
   check_rank4(op, "output", y);
   int64_t channels = 0;
   for (size_t i = 0; i < xs.size(); ++i) {
@@ -291,16 +323,16 @@ void check_concat(const char* op, const std::vector<Tensor>& xs, const Tensor& y
 }  // namespace
 
 void concat_channels_forward(const std::vector<Tensor>& xs, Tensor& y) {
-  check_concat("concat_channels_forward", xs, y);
+  check_concat("concat_channels_forward", xs, y, /*forward=*/true);
   ON_DEVICE(y, concat_channels_forward(xs, y));
 }
 void concat_channels_backward(const Tensor& dy, std::vector<Tensor>& dxs, bool accumulate) {
-  check_concat("concat_channels_backward", dxs, dy);
+  check_concat("concat_channels_backward", dxs, dy, /*forward=*/false);
   ON_DEVICE(dy, concat_channels_backward(dy, dxs, accumulate));
 }
 
 void upsample2x_forward(const Tensor& x, Tensor& y) {
-  check_float("upsample2x_forward", x);
+  check_forward_float("upsample2x_forward", x);
   check_rank4("upsample2x_forward", "input", x);
   check_like("upsample2x_forward", "output", y, x);
   check_shape("upsample2x_forward", "output", y, Shape{x.n(), x.c(), 2 * x.h(), 2 * x.w()});
@@ -336,7 +368,7 @@ void maxpool2x2_backward(const Tensor& dy, const Tensor& x, Tensor& dx, bool acc
 }
 
 void global_avg_pool_forward(const Tensor& x, Tensor& y) {
-  check_float("global_avg_pool_forward", x);
+  check_forward_float("global_avg_pool_forward", x);
   check_rank4("global_avg_pool_forward", "input", x);
   check_like("global_avg_pool_forward", "output", y, x);
   check_numel("global_avg_pool_forward", "output", y, x.n() * x.c());
@@ -352,7 +384,7 @@ void global_avg_pool_backward(const Tensor& dy, Tensor& dx, bool accumulate) {
 
 // ---------------------------------------------------------------- fully connected
 void linear_forward(const Tensor& x, const Tensor& w, Tensor& y) {
-  check_float("linear_forward", x);
+  check_forward_float("linear_forward", x);
   check_like("linear_forward", "weight", w, x);
   CR_CHECK(w.shape().rank() == 2, "linear_forward: weight " << w.shape().str() << " must be [Out, In]");
   CR_CHECK(x.numel() == x.n() * w.c(), "linear_forward: input " << x.shape().str()
@@ -384,8 +416,12 @@ void linear_backward_weight(const Tensor& dy, const Tensor& x, Tensor& dw) {
 
 // ---------------------------------------------------------------- squeeze-and-excitation
 namespace {
-void check_se(const char* op, const Tensor& x, const Tensor& w1, const Tensor& w2) {
-  check_float(op, x);
+void check_se(const char* op, const Tensor& x, const Tensor& w1, const Tensor& w2, bool forward) {
+  if (forward) {
+    check_forward_float(op, x);
+  } else {
+    check_float(op, x);
+  }
   check_rank4(op, "input", x);
   check_like(op, "w1", w1, x);
   check_like(op, "w2", w2, x);
@@ -398,7 +434,7 @@ void check_se(const char* op, const Tensor& x, const Tensor& w1, const Tensor& w
 
 void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, SeSaved& saved) {
   const char* op = "se_forward";
-  check_se(op, x, w1, w2);
+  check_se(op, x, w1, w2, /*forward=*/true);
   check_like(op, "output", y, x);
   check_shape(op, "output", y, x.shape());
   check_like(op, "saved.pooled", saved.pooled, x);
@@ -413,7 +449,7 @@ void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, 
 void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tensor& w2,
                  const SeSaved& saved, Tensor& dx, Tensor& dw1, Tensor& dw2, bool accumulate) {
   const char* op = "se_backward";
-  check_se(op, x, w1, w2);
+  check_se(op, x, w1, w2, /*forward=*/false);
   check_like(op, "dy", dy, x);
   check_shape(op, "dy", dy, x.shape());
   check_like(op, "dx", dx, x);

@@ -8,6 +8,12 @@
 // line on the device of the tensors (kernels/dispatch.cpp). All tensors of one
 // call live on one device; outputs are allocated by the caller.
 //
+// bfloat16: the forward ops of inference (conv2d, relu, sigmoid, add,
+// mul_channel, concat, upsample2x, global_avg_pool, linear, se) and fill also
+// take BF16 tensors on both devices, all tensors of a call in BF16; cast
+// converts between F32 and BF16/F16. bf16 is storage only: the arithmetic is
+// float32 and results are rounded to nearest even (numerics in dispatch.cpp).
+//
 // Backward contract (as in llm.c and dlib):
 //   - gradients of PARAMETERS (weights, biases, BN gamma/beta) always accumulate:
 //     dW += ...; callers zero them before a step;

@@ -55,9 +55,10 @@ TEST_CASE("activations reject mismatched dtypes and shapes") {
   Tensor dy = f32({2, 5}), y = f32({5, 2}), dx = f32({2, 5});
   expect_error([&] { ops::sigmoid_backward(dy, y, dx, false); },
                {"sigmoid_backward", "[5, 2]", "[2, 5]"});
+  // bf16 runs the forward (inference), never the backward.
   Tensor half = Tensor::empty({2, 5}, DType::BF16), out = Tensor::empty({2, 5}, DType::BF16);
-  expect_error([&] { ops::sigmoid_forward(half, out); },
-               {"sigmoid_forward", "unsupported dtype bf16"});
+  expect_error([&] { ops::sigmoid_backward(half, half, out, false); },
+               {"sigmoid_backward", "unsupported dtype bf16"});
 }
 
 TEST_CASE("elementwise ops reject mismatched shapes and scales") {

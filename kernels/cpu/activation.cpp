@@ -2,12 +2,14 @@
 // determines the derivative, and it is what the forward keeps anyway.
 #include <cmath>
 
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void relu_forward(const Tensor& x, Tensor& y) {
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { relu_forward(widened(x), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();
@@ -26,6 +28,7 @@ void relu_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulat
 }
 
 void sigmoid_forward(const Tensor& x, Tensor& y) {
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { sigmoid_forward(widened(x), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();

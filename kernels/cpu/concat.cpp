@@ -2,12 +2,18 @@
 // block of C*H*W values, so both directions are block copies per sample.
 #include <algorithm>
 
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void concat_channels_forward(const std::vector<Tensor>& xs, Tensor& y) {
+  if (is_bf16(y)) {
+    std::vector<Tensor> wide;
+    for (const Tensor& x : xs) wide.push_back(widened(x));
+    return bf16_via_f32(y, [&](Tensor& y32) { concat_channels_forward(wide, y32); });
+  }
   with_dtype(y, [&]<class T>() {
     T* out = y.data<T>();
     const int64_t hw = y.h() * y.w(), out_block = y.c() * hw;

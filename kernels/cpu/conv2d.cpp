@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/conv2d_gemm.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_ops.h"
@@ -260,6 +261,12 @@ template <class T> void bias_gradient(const Tensor& dy, Tensor& dbias) {
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                     Tensor& y) {
+  if (is_bf16(x)) {
+    const Tensor bias32 = widened(bias);
+    return bf16_via_f32(y, [&](Tensor& y32) {
+      conv2d_forward(widened(x), widened(w), bias ? &bias32 : nullptr, p, y32);
+    });
+  }
   if (winograd_applies(w, p)) return winograd_forward(x, w, bias, p, y);
   if (x.dtype() == DType::F64) return forward<double>(x, w, bias, p, y);
   forward<float>(x, w, bias, p, y);

@@ -1,11 +1,13 @@
 // Elementwise sum and per-channel scaling (the multiply of squeeze-and-excitation
 // and of any learned channel gate).
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
+  if (is_bf16(a)) return bf16_via_f32(y, [&](Tensor& y32) { add_forward(widened(a), widened(b), y32); });
   with_dtype(a, [&]<class T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
@@ -15,6 +17,8 @@ void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
 }
 
 void mul_channel_forward(const Tensor& x, const Tensor& s, Tensor& y) {
+  if (is_bf16(x))
+    return bf16_via_f32(y, [&](Tensor& y32) { mul_channel_forward(widened(x), widened(s), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     const T* scale = s.data<T>();

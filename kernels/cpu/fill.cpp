@@ -2,6 +2,7 @@
 #include <algorithm>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "nn/half.h"
 
 namespace covidrate::cpu {
 
@@ -29,6 +30,11 @@ template <class T> void axpy_impl(double alpha, const Tensor& x, Tensor& y) {
 
 void fill(Tensor& y, double value) {
   if (y.dtype() == DType::F64) return fill_impl<double>(y, value);
+  if (y.dtype() == DType::BF16) {  // through f32 rounded to odd: value is rounded once (nn/half.h)
+    const uint16_t bits = float_to_bf16_bits(double_to_float_round_to_odd(value));
+    std::fill_n(static_cast<uint16_t*>(y.raw()), y.numel(), bits);
+    return;
+  }
   fill_impl<float>(y, value);
 }
 void add_into(const Tensor& src, Tensor& dst, bool accumulate) {

@@ -1,11 +1,13 @@
 // Fully connected layer without bias, y = x w^T. The sizes in COVID-Rate are
 // tiny (the SE block's C -> C/r -> C), so plain loops beat a BLAS call's overhead.
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void linear_forward(const Tensor& x, const Tensor& w, Tensor& y) {
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { linear_forward(widened(x), widened(w), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     const T* wt = w.data<T>();

@@ -1,10 +1,12 @@
 // Global average pooling [N, C, H, W] -> [N, C], the squeeze of squeeze-and-excitation.
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void global_avg_pool_forward(const Tensor& x, Tensor& y) {
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { global_avg_pool_forward(widened(x), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();

@@ -2,12 +2,22 @@
 //   z = gap(x);  h = relu(z w1^T);  s = sigmoid(h w2^T);  y = x*s + x = x*(1 + s)
 // The backward runs the chain in reverse; the only non-primitive steps are the
 // fused first and last loops over x.
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, SeSaved& saved) {
+  if (is_bf16(x)) {  // the saved z, h, s are outputs too: each is rounded once from f32
+    SeSaved saved32{Tensor::empty(saved.pooled.shape()), Tensor::empty(saved.hidden.shape()),
+                    Tensor::empty(saved.scale.shape())};
+    bf16_via_f32(y, [&](Tensor& y32) { se_forward(widened(x), widened(w1), widened(w2), y32, saved32); });
+    cast(saved32.pooled, saved.pooled);
+    cast(saved32.hidden, saved.hidden);
+    cast(saved32.scale, saved.scale);
+    return;
+  }
   global_avg_pool_forward(x, saved.pooled);
   linear_forward(saved.pooled, w1, saved.hidden);
   relu_forward(saved.hidden, saved.hidden);  // elementwise: in place is safe

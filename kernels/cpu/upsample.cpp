@@ -1,11 +1,13 @@
 // 2x nearest-neighbour upsampling, the decoder's way back to full resolution.
 // Each input pixel feeds a 2x2 output block, so its gradient is that block's sum.
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 
 namespace covidrate::cpu {
 
 void upsample2x_forward(const Tensor& x, Tensor& y) {
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { upsample2x_forward(widened(x), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();
