@@ -11,7 +11,10 @@
 #       .gpucheck/ carried along): finds cuDNN/cuBLAS/cudart (system CUDA or
 #       PyTorch's nvidia-* wheels), prints nvidia-smi, runs every test program
 #       with COVIDRATE_DEVICE=cuda, compute-sanitizer memcheck (and racecheck)
-#       over the parity test, the CUDA benchmarks and bench/torch_*_gpu.py.
+#       over the parity test, the CUDA benchmarks and bench/torch_*_gpu.py
+#       (kernels; the whole network's training step and inference), and a whole
+#       volume through `covidrate segment --device cuda` (f32, bf16) beside
+#       PyTorch's network over as many slices ($OUT/volume.txt).
 #       Every step has its own timeout, a failure never stops the run, and the
 #       whole half keeps within 8 minutes. Writes $OUT/summary.json and
 #       $OUT/gpu_check.log, prints a table last, exits non-zero if a step
@@ -32,6 +35,7 @@ MAX_BUNDLE_MB=55
 # (ct-covid-ricord, ct-healthy-tcga, ct-lungdx) and the 1600 unlabeled slices
 # stay behind: tests that read them check file formats, not the GPU.
 CARRIED_DATA=(README.md dicom-samples lung-masks-zenodo nifti-samples medseg-semiseg/train)
+VOLUME=ct-covid-ricord-half  # the volume `segment` runs on there (see prepare)
 LEFT_DATA_PATTERN='ct-covid-ricord|ct-healthy-tcga|ct-lungdx|unlabeled'
 # Libraries the GPU machine supplies itself (its glibc, its driver, its CUDA libraries).
 SYSTEM_LIBS='linux-vdso|ld-linux|/libc\.so|/libm\.so|/libdl\.so|/libpthread\.so|/librt\.so|libcuda\.so|libnvidia|libcudnn|libcublas|libcudart'
@@ -107,6 +111,15 @@ prepare() {
     fi
   done
 
+  # Every second slice of the RICORD series (128 of 255, 2.5 mm apart, ~26 MB):
+  # a whole chest for `segment` on the GPU; the full series would not fit the
+  # 64 MB the GPU machine accepts.
+  if [ -d "$data/ct-covid-ricord" ]; then
+    mkdir -p "$stage/data/$VOLUME"
+    find "$data/ct-covid-ricord" -name '*.dcm' | sort | awk 'NR % 2 == 1' | xargs -r cp -t "$stage/data/$VOLUME"
+    echo "data: $VOLUME ($(ls "$stage/data/$VOLUME" | wc -l) slices of ct-covid-ricord)" >>"$manifest"
+  fi
+
   echo "== pack"
   tar -C "$stage" -cf - . | xz -T"$jobs" -6 >"$BUNDLE" || return 1
   rm -rf "$stage"
@@ -118,6 +131,30 @@ prepare() {
     return 1
   fi
   echo "ready: run 'tools/gpu_check.sh run' on the GPU machine with .gpucheck carried along"
+}
+
+# A whole volume: `covidrate segment --device cuda` on the carried RICORD half
+# in float32 and bf16, beside PyTorch running the network over as many slices
+# (bench/torch_volume.py: f32, tf32, eager bf16, AMP). Segment's outputs stay in
+# .gpucheck; $OUT/volume.txt gets both sides' numbers and the ratios.
+whole_volume() {
+  local vol=$here/data/$VOLUME work=.gpucheck/volume precision slices
+  [ -d "$vol" ] || { record "whole volume" "skipped" null 0 0 0 1 "$VOLUME not in the bundle"; return 0; }
+  slices=$(ls "$vol" | wc -l)
+  rm -rf "$work" && mkdir -p "$work"
+  for precision in f32 bf16; do
+    step "segment $VOLUME cuda $precision" 120 plain "$here/bin/covidrate" segment "$vol" \
+         --out "$work/segment-$precision" --device cuda --batch 16 --precision "$precision"
+  done
+  if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
+    for precision in f32 tf32 bf16 amp; do
+      step "torch_volume cuda $precision" 90 plain env -u LD_LIBRARY_PATH python3 bench/torch_volume.py \
+           --device cuda --precision "$precision" --slices "$slices" --batch 16
+      grep -a "^cuda" .gpucheck/step.out >>"$work/torch.tsv"
+    done
+  fi
+  python3 bench/compare_volume_gpu.py "$work" >"$OUT/volume.txt" 2>&1
+  tee -a "$LOG" <"$OUT/volume.txt"
 }
 
 # ============================================================================ run
@@ -311,15 +348,17 @@ run() {
       ours=$OUT/bench_cuda_$(basename "$py" _gpu.py | sed 's/^torch_//').json
       # PyTorch loads its own cuDNN: the one our programs found may be older.
       if [ -f "$ours" ]; then
-        step "$(basename "$py")" 90 plain env -u LD_LIBRARY_PATH python3 "$py" --covidrate-json "$ours"
+        step "$(basename "$py")" 180 plain env -u LD_LIBRARY_PATH python3 "$py" --covidrate-json "$ours"
       else
-        step "$(basename "$py")" 90 plain env -u LD_LIBRARY_PATH python3 "$py"
+        step "$(basename "$py")" 180 plain env -u LD_LIBRARY_PATH python3 "$py"
       fi
       cp .gpucheck/step.out "$OUT/$(basename "$py" .py).txt"
     else
       record "$(basename "$py")" "skipped" null 0 0 0 1 "no python3 with torch"
     fi
   done
+
+  [ "$gpu" = 1 ] && whole_volume
 
   # racecheck looks at shared memory: our kernels, not cuDNN's (conv cases left
   # out for time). Last, because it is the slowest and the least likely to fail.
@@ -331,7 +370,7 @@ run() {
 
   # The unpacked bundle (about 90 MB) goes: .gpucheck must stay small enough to
   # carry to a GPU machine after a dry run here.
-  rm -rf "$here" .gpucheck/step.out
+  rm -rf "$here" .gpucheck/step.out .gpucheck/volume
 
   # summary.json and the table
   local total=$(( SECONDS - START ))
