@@ -32,14 +32,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools", "dev"))
 import make_model_golden as reference  # noqa: E402  (the network)
-
-
-def proc_status_bytes(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return 1024.0 * float(line.split()[1])
-    return 0.0
+from torch_network import proc_status_bytes, reset_peak_rss  # noqa: E402  (the CPU memory measure)
 
 
 def main():
@@ -87,8 +80,7 @@ def main():
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     else:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
+        reset_peak_rss()
     start_wall, start_cpu = time.perf_counter(), time.process_time()
     for first in range(0, args.slices, args.batch):
         run(first, min(args.batch, args.slices - first))
