@@ -16,6 +16,9 @@
 //                 nearly independent of other load on a shared machine;
 //   alloc_MB      peak bytes held by cpu_allocator() over the steps: every
 //                 tensor, the weights, gradients and Adam's moments included;
+//   reserved_MB   bytes cpu_allocator() holds from the system at the end,
+//                 its cache of freed blocks included (the caching allocator
+//                 never shrinks on its own: this is its peak);
 //   rss_MB        growth of the process's peak resident set over the steps
 //                 (VmHWM, reset through /proc/self/clear_refs, minus the
 //                 resident set before them): what the operating system sees,
@@ -143,6 +146,7 @@ void run(benchmark::State& state, Case c) {
       benchmark::Counter(1e-9 * flops_per_image * images, benchmark::Counter::kIsRate);
   state.counters["cpu_ms/image"] = 1e3 * cpu_seconds / images;
   state.counters["alloc_MB"] = 1e-6 * static_cast<double>(cpu_allocator().stats().peak);
+  state.counters["reserved_MB"] = 1e-6 * static_cast<double>(cpu_allocator().stats().reserved);
   state.counters["rss_MB"] = 1e-6 * (proc_status_bytes("VmHWM") - rss_before);
   state.counters["threads"] = cpu::num_threads();
 }

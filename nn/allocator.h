@@ -1,6 +1,7 @@
 // Allocators hand out raw bytes on one device and count what they hold.
-// The CPU allocator is a thin aligned malloc; the CUDA backend supplies a
-// caching allocator (kernels/cuda/caching_allocator.*) behind the same interface.
+// Both devices cache freed blocks by size: the CPU in nn/cpu_allocator.*
+// (COVIDRATE_CPU_ALLOCATOR=malloc turns its cache off), the CUDA backend in
+// kernels/cuda/caching_allocator.*.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -2,7 +2,6 @@
 
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <sstream>
 
 #include "kernels/ops.h"
@@ -72,50 +71,6 @@ bool Shape::operator==(const Shape& o) const {
   for (int i = 0; i < rank_; ++i)
     if (dims_[i] != o.dims_[i]) return false;
   return true;
-}
-
-// ------------------------------------------------------------------ CPU allocator
-namespace {
-class CpuAllocator final : public Allocator {
- public:
-  void* allocate(size_t bytes) override {
-    // 64-byte alignment for SIMD loads; aligned_alloc needs a multiple of the alignment.
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-    CR_CHECK(p || rounded == 0, "CPU allocator: out of memory allocating " << bytes << " bytes");
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.in_use += bytes;
-    stats_.reserved += bytes;
-    stats_.peak = std::max(stats_.peak, stats_.in_use);
-    ++stats_.allocations;
-    ++stats_.system_allocations;
-    return p;
-  }
-  void deallocate(void* ptr, size_t bytes) override {
-    std::free(ptr);
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.in_use -= bytes;
-    stats_.reserved -= bytes;
-  }
-  AllocatorStats stats() const override {
-    std::lock_guard<std::mutex> lock(mu_);
-    return stats_;
-  }
-  void reset_peak() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    stats_.peak = stats_.in_use;
-  }
-  Device device() const override { return Device::CPU; }
-
- private:
-  mutable std::mutex mu_;
-  AllocatorStats stats_;
-};
-}  // namespace
-
-Allocator& cpu_allocator() {
-  static CpuAllocator alloc;
-  return alloc;
 }
 
 // ------------------------------------------------------------------ storage
