@@ -63,6 +63,7 @@ struct SliceBody {
   int64_t area = 0;        // body pixels
   double middle = 0;       // body centroid along the left-right axis (index units)
   double width = 0;        // body extent along the left-right axis (pixels)
+  double cx = 0, cy = 0;   // body centroid (pixels): the centre the chest wall is seen from
 };
 
 // Body mask (largest bright component, holes filled) and the air inside it.
@@ -99,7 +100,7 @@ SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const Classi
   fill_holes_2d(body.data(), nx, ny);
 
   SliceBody s;
-  double sum = 0;
+  double sum = 0, sum_x = 0, sum_y = 0;
   int64_t lo = INT64_MAX, hi = -1;
   for (int64_t p = 0; p < n; ++p) {
     air[p] = body[p] && domain[p] < air_level;
@@ -107,10 +108,15 @@ SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const Classi
     const int64_t c = axis.along_x ? p % nx : p / nx;
     ++s.area;
     sum += double(c);
+    sum_x += double(p % nx);
+    sum_y += double(p / nx);
     lo = std::min(lo, c);
     hi = std::max(hi, c);
   }
-  if (s.area) s.middle = sum / double(s.area), s.width = double(hi - lo + 1);
+  if (s.area) {
+    s.middle = sum / double(s.area), s.width = double(hi - lo + 1);
+    s.cx = sum_x / double(s.area), s.cy = sum_y / double(s.area);
+  }
   return s;
 }
 
@@ -202,9 +208,72 @@ LungPatch close_and_fill(const uint8_t* labels, uint8_t side, int64_t nx, int64_
   return patch;
 }
 
+// Dense lung against the chest wall (consolidation wider than the closing disk)
+// is above the air threshold and leaves a dent in the lung's outer outline. It
+// is taken back from the convex hull of each lung piece, but only where it sits
+// on the chest-wall side: farther from the body's centre than every pixel of the
+// lung in its direction (a sector of kWallSectors around the centre). What a
+// lung wraps around lies nearer the centre than the lung and stays out: the
+// liver's or spleen's dome inside a basal crescent, the heart and hilum in the
+// medial concavity. Soft tissue in the band around the midline is sternum, spine
+// or mediastinum, so nothing is added there, and dents smaller than
+// min_dent_area are outline jitter that the closing has already dealt with.
+constexpr int kWallSectors = 360;
+
+void add_pleural_dents(uint8_t side, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
+                       const SideAxis& axis, uint8_t* labels) {
+  // Hulls and dents lie inside the lung's bounding box: work there only.
+  int64_t x0 = nx, y0 = ny, x1 = -1, y1 = -1;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x)
+      if (labels[y * nx + x] == side) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+  if (x1 < 0) return;
+  const int64_t w = x1 - x0 + 1, h = y1 - y0 + 1, n = w * h;
+  auto at = [&](int64_t i) -> uint8_t& { return labels[(y0 + i / w) * nx + x0 + i % w]; };
+  auto sector = [&](int64_t i) {
+    // Pseudo-angle in [0, 4): monotonic in the true angle, without atan2.
+    const double dx = double(x0 + i % w) - body.cx, dy = double(y0 + i / w) - body.cy, l1 = std::abs(dx) + std::abs(dy);
+    if (l1 == 0) return 0;
+    double a = dy / l1;
+    if (dx < 0) a = 2 - a;
+    else if (dy < 0) a = 4 + a;
+    return std::min(kWallSectors - 1, int(a / 4 * kWallSectors));
+  };
+  auto radius2 = [&](int64_t i) {
+    const double dx = double(x0 + i % w) - body.cx, dy = double(y0 + i / w) - body.cy;
+    return dx * dx + dy * dy;
+  };
+  std::vector<uint8_t> lung(n);
+  std::vector<double> reach(kWallSectors, -1.0);  // the lung's farthest squared radius per sector
+  for (int64_t i = 0; i < n; ++i) {
+    lung[i] = at(i) == side;
+    if (lung[i]) reach[sector(i)] = std::max(reach[sector(i)], radius2(i));
+  }
+  // Hulls of separate pieces: one hull over all would bridge organ between a
+  // lung's pieces, such as the liver between the anterior and posterior recesses.
+  const Components pieces = components_2d(lung.data(), w, h);
+  std::vector<uint8_t> dent(n, 0), piece(n), hull(n);
+  const double band = o.mediastinum_band * body.width;
+  for (int32_t k = 1; k <= pieces.count; ++k) {
+    for (int64_t i = 0; i < n; ++i) piece[i] = pieces.label[i] == k;
+    convex_hull_2d(piece.data(), w, h, hull.data());
+    for (int64_t i = 0; i < n; ++i) {
+      if (!hull[i] || at(i)) continue;
+      const double c = double(axis.along_x ? x0 + i % w : y0 + i / w);
+      const double lung_reach = reach[sector(i)];
+      dent[i] = lung_reach >= 0 && radius2(i) > lung_reach && std::abs(c - body.middle) >= band;
+    }
+  }
+  const Components dents = components_2d(dent.data(), w, h);
+  const double min_dent = o.min_dent_area * double(body.area);
+  for (int64_t i = 0; i < n; ++i)
+    if (dents.label[i] && double(dents.size[dents.label[i]]) >= min_dent) at(i) = side;
+}
+
 // Second pass on one slice: drop noise and airways, label the sides, then fill
-// each lung's holes (vessels, nodules) and close its outline so that dense
-// lesions against the pleura stay inside the lung.
+// each lung's holes (vessels, nodules), close its outline and take back its
+// dents on the chest-wall side, so that dense lesions against the pleura stay
+// inside the lung.
 void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
                  const SideAxis& axis, uint8_t* labels) {
   const int64_t n = nx * ny;
@@ -254,6 +323,7 @@ void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& bo
         if (patch.mask[y * patch.w + x] && l == 0) l = side;  // never take a pixel from the other lung
       }
   }
+  for (uint8_t side : {kRightLung, kLeftLung}) add_pleural_dents(side, nx, ny, body, o, axis, labels);
 }
 
 }  // namespace

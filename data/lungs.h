@@ -54,11 +54,16 @@ struct ClassicalLungOptions {
   double closing_radius = 0.04; // closing of each lung's outline, as a fraction of the body width
   double max_hole_area = 0.02;  // holes in a lung up to this size are vessels or lesions and are filled;
                                 // bigger ones are the diaphragm's dome seen through the lung base
+  double min_dent_area = 0.0002;   // dents on a lung's chest-wall side at least this big are dense lung
+                                   // (consolidation) and are added back; smaller ones are outline jitter
+  double mediastinum_band = 0.08;  // ... except within this fraction of the body width from its middle:
+                                   // soft tissue there is sternum, spine or mediastinum
   int threads = 0;              // 0: all hardware threads
 };
 
-// Thresholding, body and airway removal, left/right split, hole filling and
-// closing, slice by slice, with a 3-D component check in volumes. Measured in
+// Thresholding, body and airway removal, left/right split, hole filling,
+// closing and chest-wall-side dents, slice by slice, with a 3-D component check
+// in volumes. Measured in
 // docs/data.md against expert masks.
 class ClassicalLungExtractor final : public LungExtractor {
  public:

@@ -1,6 +1,7 @@
 #include "data/morphology.h"
 
 #include <algorithm>
+#include <cmath>
 #include <limits>
 
 namespace covidrate::data {
@@ -151,6 +152,59 @@ void erode(uint8_t* mask, int64_t nx, int64_t ny, float radius, bool border_is_b
   for (int64_t p = 0; p < nx * ny; ++p) mask[p] = d[p] > r2 ? 1 : 0;
 }
 }  // namespace
+
+void convex_hull_2d(const uint8_t* mask, int64_t nx, int64_t ny, uint8_t* hull) {
+  std::fill(hull, hull + nx * ny, uint8_t(0));
+  // Only each row's first and last pixel can be hull vertices; taking them in
+  // row order sorts the points by (y, x), as Andrew's monotone chain needs.
+  struct Point {
+    int64_t x, y;
+  };
+  std::vector<Point> points;
+  for (int64_t y = 0; y < ny; ++y) {
+    const uint8_t* row = mask + y * nx;
+    int64_t first = 0, last = nx - 1;
+    while (first < nx && !row[first]) ++first;
+    if (first == nx) continue;
+    while (!row[last]) --last;
+    points.push_back({first, y});
+    if (last != first) points.push_back({last, y});
+  }
+  if (points.empty()) return;
+  // Cross product of (a - o) x (b - o): > 0 when o -> a -> b turns counter-clockwise.
+  auto cross = [](Point o, Point a, Point b) { return (a.x - o.x) * (b.y - o.y) - (a.y - o.y) * (b.x - o.x); };
+  std::vector<Point> chain(2 * points.size());
+  size_t k = 0;
+  for (size_t i = 0; i < points.size(); ++i) {  // one side, then back along the other
+    while (k >= 2 && cross(chain[k - 2], chain[k - 1], points[i]) <= 0) --k;
+    chain[k++] = points[i];
+  }
+  for (size_t i = points.size() - 1, lower = k + 1; i-- > 0;) {
+    while (k >= lower && cross(chain[k - 2], chain[k - 1], points[i]) <= 0) --k;
+    chain[k++] = points[i];
+  }
+  chain.resize(std::max<size_t>(1, k - 1));
+  // Every row between the hull's top and bottom is one span [left, right],
+  // bounded by the edges that cross it.
+  std::vector<double> left(ny, std::numeric_limits<double>::infinity()), right(ny, -left[0]);
+  for (size_t i = 0; i < chain.size(); ++i) {
+    Point a = chain[i], b = chain[(i + 1) % chain.size()];
+    if (a.y > b.y) std::swap(a, b);
+    for (int64_t y = a.y; y <= b.y; ++y) {
+      const double t = a.y == b.y ? 0.0 : double(y - a.y) / double(b.y - a.y);
+      const double x0 = double(a.x) + t * double(b.x - a.x), x1 = a.y == b.y ? double(b.x) : x0;
+      left[y] = std::min({left[y], x0, x1});
+      right[y] = std::max({right[y], x0, x1});
+    }
+  }
+  for (int64_t y = 0; y < ny; ++y) {
+    if (left[y] > right[y]) continue;
+    // The small tolerance keeps pixels exactly on a slanted edge despite rounding.
+    const int64_t x0 = std::max<int64_t>(0, int64_t(std::ceil(left[y] - 1e-9)));
+    const int64_t x1 = std::min<int64_t>(nx - 1, int64_t(std::floor(right[y] + 1e-9)));
+    for (int64_t x = x0; x <= x1; ++x) hull[y * nx + x] = 1;
+  }
+}
 
 void dilate_disk(uint8_t* mask, int64_t nx, int64_t ny, float radius) {
   // Dilating the mask is eroding its complement.

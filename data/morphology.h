@@ -36,6 +36,10 @@ void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny, int64_t max_hole_pixel
 std::vector<float> squared_distance_to_background(const uint8_t* mask, int64_t nx, int64_t ny,
                                                   bool border_is_background);
 
+// Convex hull of the foreground pixels' centres: hull[p] = 1 for every pixel
+// whose centre lies inside or on it, 0 elsewhere (all 0 for an empty mask).
+void convex_hull_2d(const uint8_t* mask, int64_t nx, int64_t ny, uint8_t* hull);
+
 // Disk-shaped dilation, erosion and closing of radius `radius` pixels, in place.
 void dilate_disk(uint8_t* mask, int64_t nx, int64_t ny, float radius);
 void erode_disk(uint8_t* mask, int64_t nx, int64_t ny, float radius);
