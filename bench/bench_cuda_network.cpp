@@ -5,7 +5,10 @@
 //   infer  evaluation mode without a tape, at 512 x 512, batch 16 (as
 //          `covidrate segment --device cuda --batch 16` runs it);
 // each in float32 with TF32 off (exact float32 arithmetic) and on (TF32 tensor
-// cores in cuDNN and cuBLAS; COVIDRATE_TF32=1 in the programs).
+// cores in cuDNN and cuBLAS; COVIDRATE_TF32=1 in the programs); and inference
+// in the inference form (CovidRateNet::prepare_inference: BN folded once,
+// weights cast), as `covidrate segment` runs it: f32-prepared, and bf16 (bf16
+// storage, f32 arithmetic; the peer of PyTorch's eager bf16).
 //
 //   build-gpu/bench_cuda_network [--benchmark_format=json]
 //
@@ -26,6 +29,7 @@
 #if COVIDRATE_HAVE_CUDA
 #include <cuda_runtime.h>
 
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -46,9 +50,13 @@ struct Case {
   Pass pass;
   int64_t size, batch;
   bool tf32;
+  std::optional<DType> prepared = std::nullopt;  // inference only: the inference form in this dtype
   std::string name() const {
+    const std::string precision = !prepared                  ? (tf32 ? "/tf32" : "/f32")
+                                  : *prepared == DType::BF16 ? "/bf16"
+                                                             : "/f32-prepared";
     return std::string("network/") + (pass == Pass::Train ? "train" : "infer") + "/w1/" + std::to_string(size) +
-           "/b" + std::to_string(batch) + (tf32 ? "/tf32" : "/f32");
+           "/b" + std::to_string(batch) + precision;
   }
 };
 
@@ -56,6 +64,7 @@ struct Case {
 const std::vector<Case> kCases = {
     {Pass::Train, 352, 4, false}, {Pass::Train, 352, 4, true},
     {Pass::Infer, 512, 16, false}, {Pass::Infer, 512, 16, true},
+    {Pass::Infer, 512, 16, false, DType::F32}, {Pass::Infer, 512, 16, false, DType::BF16},
 };
 
 // A CT-like batch in [0, 1] and a disk as the lesion mask, on the GPU.
@@ -82,6 +91,7 @@ void run(benchmark::State& state, Case c) {
   make_batch(c.batch, c.size, image, mask);
   Adam adam(net.parameters(), AdamParams{});
   net.set_training(c.pass == Pass::Train);
+  if (c.prepared) net.prepare_inference(*c.prepared);
 
   const auto step = [&] {
     if (c.pass == Pass::Infer) {

@@ -3,7 +3,11 @@
 //          backward, Adam step, at 352 x 352;
 //   infer  evaluation mode without a tape (running statistics), at 512 x 512
 //          (the size segment runs at) and 352 x 352;
-// each at width 0.25 (the CPU training width) and 1 (the paper's network).
+// each at width 0.25 (the CPU training width) and 1 (the paper's network); and
+//   infer-prepared  the inference form in f32 (CovidRateNet::prepare_inference:
+//          BN folded once, not at every call), what `covidrate segment` runs,
+//          at width 1, 512 x 512 (no PyTorch peer: compare it with infer/w1/512).
+// bench/bench_cuda_network.cpp has the GPU cases, bf16 included.
 //
 //   COVIDRATE_THREADS=2 build/bench_network [--benchmark_min_time=0.1]
 //
@@ -53,7 +57,7 @@ using namespace covidrate;
 
 namespace {
 
-enum class Pass { Train, Infer };
+enum class Pass { Train, Infer, InferPrepared };
 
 struct Case {
   Pass pass;
@@ -61,7 +65,8 @@ struct Case {
   int64_t size;
   std::string key() const {
     std::ostringstream s;
-    s << (pass == Pass::Train ? "train" : "infer") << "/w" << width << "/" << size;
+    s << (pass == Pass::Train ? "train" : pass == Pass::Infer ? "infer" : "infer-prepared") << "/w" << width << "/"
+      << size;
     return s.str();
   }
 };
@@ -70,6 +75,7 @@ struct Case {
 const std::vector<Case> kCases = {
     {Pass::Train, 0.25, 352}, {Pass::Train, 1.0, 352},  {Pass::Infer, 0.25, 512},
     {Pass::Infer, 1.0, 512},  {Pass::Infer, 0.25, 352}, {Pass::Infer, 1.0, 352},
+    {Pass::InferPrepared, 1.0, 512},  // ours only
 };
 
 // A field of /proc/self/status ("VmRSS", "VmHWM") in bytes; 0 where absent.
@@ -115,9 +121,10 @@ void run(benchmark::State& state, Case c) {
   make_batch(c.size, image, mask);
   Adam adam(net.parameters(), AdamParams{});
   net.set_training(c.pass == Pass::Train);
+  if (c.pass == Pass::InferPrepared) net.prepare_inference(DType::F32);
 
   const auto step = [&] {
-    if (c.pass == Pass::Infer) {
+    if (c.pass != Pass::Train) {
       ag::NoGrad no_grad;
       benchmark::DoNotOptimize(net.forward(ag::Var(image)).value().raw());
       return;

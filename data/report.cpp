@@ -153,8 +153,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     o << (first ? "" : ", ") << json::quote(key) << ": " << json::quote(value);
     first = false;
   }
-  o << "}},\n  \"device\": " << json::quote(run.device) << ",\n  \"threshold\": " << number(run.threshold)
-    << ",\n  \"batch\": " << run.batch << ",\n";
+  o << "}},\n  \"device\": " << json::quote(run.device) << ",\n  \"precision\": " << json::quote(run.precision)
+    << ",\n  \"threshold\": " << number(run.threshold) << ",\n  \"batch\": " << run.batch << ",\n";
   o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both) << ",\n    \"left_lung\": " << lung_json(f.left)
     << ",\n    \"right_lung\": " << lung_json(f.right) << ",\n    \"slices\": " << f.slices.size()
     << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices
@@ -299,7 +299,8 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
   }
   o << "<h2>Run</h2>\n<p>Weights <code>" << html_escape(run.weights) << "</code> (FNV-1a " << run.weights_fnv1a64
     << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB") << ", input " << run.size << ") on "
-    << html_escape(run.device) << ", threshold " << number(run.threshold) << ". Read " << number(run.read_s)
+    << html_escape(run.device) << " in " << html_escape(run.precision) << ", threshold " << number(run.threshold)
+    << ". Read " << number(run.read_s)
     << " s, lungs " << number(run.lungs_s) << " s, network " << number(run.network_s) << " s, writing "
     << number(run.write_s) << " s, total "
     << number(run.total_s) << " s.</p>\n<p>Research software, not a medical device.</p>\n</body></html>\n";

@@ -53,6 +53,7 @@ struct RunInfo {
   bool cpb = true;
   int64_t size = 512, batch = 1;
   std::string device;
+  std::string precision = "f32";  // the dtype the network computed in
   double threshold = 0.5;
   int64_t slices_segmented = 0;
   double read_s = 0, lungs_s = 0, network_s = 0, write_s = 0, total_s = 0;  // total: all of them

@@ -50,6 +50,10 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
   CR_CHECK(options.threshold >= 0 && options.threshold <= 1,
            "segment: threshold must be in [0, 1], got " << options.threshold);
   CR_CHECK(options.batch >= 1, "segment: batch must be at least 1, got " << options.batch);
+  CR_CHECK(net.compute_dtype() == options.precision,
+           "segment: the network computes in " << to_string(net.compute_dtype()) << ", the options ask for "
+                                               << to_string(options.precision)
+                                               << " (prepare its inference form in that precision)");
   const Volume domain = to_input_domain(ct);  // refuses labels and scanner units
 
   Segmentation result;

@@ -25,6 +25,9 @@ struct SegmentOptions {
   int64_t batch = 4;       // slices per forward pass
   int64_t size = 512;      // the network's input side
   Device device = Device::CPU;
+  // The dtype the network computes in (CovidRateNet::compute_dtype): F32, or
+  // BF16 with its inference form prepared in bf16.
+  DType precision = DType::F32;
   // Called after each batch with (slices done, slices to segment); may print progress.
   std::function<void(int64_t, int64_t)> progress;
 };

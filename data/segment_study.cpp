@@ -268,6 +268,7 @@ StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const St
     run.size = o.segment.size;
     run.batch = o.segment.batch;
     run.device = covidrate::to_string(o.segment.device);
+    run.precision = covidrate::to_string(o.segment.precision);
     run.threshold = o.segment.threshold;
 
     const auto writing = Clock::now();

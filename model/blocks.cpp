@@ -24,10 +24,25 @@ SqueezeExcite make_se(const BlockSite& site, const std::string& name, int channe
 // Evaluation on the CPU folds BN into the conv before it (nn/fold_batchnorm.h):
 // one memory-bound pass fewer over the output. Not on CUDA: folding reads the
 // per-channel factors back to the host, synchronous copies at every layer that
-// were not measured to pay for the BN kernel they save.
+// were not measured to pay for the BN kernel they save. (The inference form
+// folds once, on either device; blocks that hold it never get here.)
 namespace {
 bool folds_batchnorm(const Module& block, const ag::Var& x) {
   return !block.training() && !x.value().is_cuda();
+}
+
+// The sum of several convolutions of one input (Conv2d or InferenceConv).
+template <class Conv> ag::Var sum_of(const std::vector<Conv>& convs, const ag::Var& x) {
+  ag::Var sum = convs.front().forward(x);
+  for (size_t i = 1; i < convs.size(); ++i) sum = ag::add(sum, convs[i].forward(x));
+  return sum;
+}
+
+// The one conv of a conv (+ BN) in the inference form.
+InferenceConv fold_one(const Conv2d& conv, const BatchNorm2d* bn, DType compute) {
+  if (!bn) return fold_for_inference({&conv}, nullptr, compute).front();
+  const ChannelAffine affine = batchnorm_affine(*bn);
+  return fold_for_inference({&conv}, &affine, compute).front();
 }
 }  // namespace
 
@@ -39,6 +54,7 @@ ConvBnRelu::ConvBnRelu(const BlockSite& site, const std::string& conv_name, cons
       bn_(site.store, site.name + "." + bn_name, out_channels) {}
 
 ag::Var ConvBnRelu::forward(const ag::Var& x) const {
+  if (inference_) return ag::relu(inference_->forward(x));
   if (folds_batchnorm(*this, x)) return ag::relu(conv_bn_eval(conv_, bn_, x));
   return ag::relu(bn_.forward(conv_.forward(x)));
 }
@@ -46,7 +62,10 @@ ag::Var ConvBnRelu::forward(const ag::Var& x) const {
 void ConvBnRelu::set_training(bool training) {
   Module::set_training(training);
   bn_.set_training(training);
+  if (training) inference_.reset();
 }
+
+void ConvBnRelu::prepare_inference(DType compute) { inference_ = fold_one(conv_, &bn_, compute); }
 
 // ---------------------------------------------------------------- EncoderUnit
 namespace {
@@ -75,10 +94,12 @@ EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channel
 }
 
 ag::Var EncoderUnit::forward(const ag::Var& x) const {
-  const ag::Var residual = se_.forward(second_.forward(first_.forward(x)));
+  const ag::Var convs = second_.forward(first_.forward(x));
+  const ag::Var residual = inference_ ? inference_->se.forward(convs) : se_.forward(convs);
   if (!shortcut_) return ag::add(residual, x);
-  const ag::Var shortcut = folds_batchnorm(*this, x) ? conv_bn_eval(*shortcut_, *shortcut_bn_, x)
-                                                     : shortcut_bn_->forward(shortcut_->forward(x));
+  const ag::Var shortcut = inference_                    ? inference_->shortcut->forward(x)
+                           : folds_batchnorm(*this, x) ? conv_bn_eval(*shortcut_, *shortcut_bn_, x)
+                                                       : shortcut_bn_->forward(shortcut_->forward(x));
   return ag::add(residual, shortcut);
 }
 
@@ -87,6 +108,14 @@ void EncoderUnit::set_training(bool training) {
   first_.set_training(training);
   second_.set_training(training);
   if (shortcut_bn_) shortcut_bn_->set_training(training);
+  if (training) inference_.reset();
+}
+
+void EncoderUnit::prepare_inference(DType compute) {
+  first_.prepare_inference(compute);
+  second_.prepare_inference(compute);
+  inference_ = Inference{cast_for_inference(se_, compute), std::nullopt};
+  if (shortcut_) inference_->shortcut = fold_one(*shortcut_, &*shortcut_bn_, compute);
 }
 
 // ---------------------------------------------------------------- EncoderBlock
@@ -103,6 +132,11 @@ void EncoderBlock::set_training(bool training) {
   unit2_.set_training(training);
 }
 
+void EncoderBlock::prepare_inference(DType compute) {
+  unit1_.prepare_inference(compute);
+  unit2_.prepare_inference(compute);
+}
+
 // ---------------------------------------------------------------- CPB
 ContextPerceptionBoosting::ContextPerceptionBoosting(const BlockSite& site, int in_channels,
                                                      int out_channels)
@@ -114,14 +148,21 @@ ContextPerceptionBoosting::ContextPerceptionBoosting(const BlockSite& site, int 
 }
 
 ag::Var ContextPerceptionBoosting::forward(const ag::Var& x) const {
-  ag::Var sum = branches_.front().forward(x);
-  for (size_t i = 1; i < branches_.size(); ++i) sum = ag::add(sum, branches_[i].forward(x));
-  return ag::relu(bn_.forward(sum));
+  if (inference_) return ag::relu(sum_of(*inference_, x));  // BN is inside the branches
+  return ag::relu(bn_.forward(sum_of(branches_, x)));
 }
 
 void ContextPerceptionBoosting::set_training(bool training) {
   Module::set_training(training);
   bn_.set_training(training);
+  if (training) inference_.reset();
+}
+
+void ContextPerceptionBoosting::prepare_inference(DType compute) {
+  std::vector<const Conv2d*> branches;
+  for (const Conv2d& b : branches_) branches.push_back(&b);
+  const ChannelAffine affine = batchnorm_affine(bn_);
+  inference_ = fold_for_inference(branches, &affine, compute);
 }
 
 // ---------------------------------------------------------------- DecoderBlock
@@ -137,14 +178,22 @@ ag::Var DecoderBlock::forward(const ag::Var& x, const ag::Var& skip) const {
   CR_CHECK(up.value().h() == skip.value().h() && up.value().w() == skip.value().w(),
            "DecoderBlock '" << name() << "': upsampled path " << up.value().shape().str()
                             << " and skip " << skip.value().shape().str() << " differ in size");
-  const ag::Var transition = ag::relu(transition_.forward(skip));
-  return se_.forward(fuse_.forward(ag::concat({up, transition})));
+  const ag::Var transition = ag::relu(inference_ ? inference_->transition.forward(skip) : transition_.forward(skip));
+  const ag::Var fused = fuse_.forward(ag::concat({up, transition}));
+  return inference_ ? inference_->se.forward(fused) : se_.forward(fused);
 }
 
 void DecoderBlock::set_training(bool training) {
   Module::set_training(training);
   up_.set_training(training);
   fuse_.set_training(training);
+  if (training) inference_.reset();
+}
+
+void DecoderBlock::prepare_inference(DType compute) {
+  up_.prepare_inference(compute);
+  fuse_.prepare_inference(compute);
+  inference_ = Inference{fold_one(transition_, nullptr, compute), cast_for_inference(se_, compute)};
 }
 
 }  // namespace covidrate::model

@@ -7,11 +7,16 @@
 // Every block also writes the arithmetic of its layers into a CostLedger, so
 // the FLOP count of `covidrate model` comes from the same code that builds the
 // network and cannot drift from it.
+//
+// prepare_inference(compute) builds a block's inference form (model/
+// inference_form.h: BN folded, weights cast), which forward then runs instead
+// of the layers; set_training(true) drops it. CovidRateNet calls both.
 #pragma once
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "model/inference_form.h"
 #include "nn/layers.h"
 
 namespace covidrate::model {
@@ -52,10 +57,12 @@ class ConvBnRelu : public Module {
              int in_channels, int out_channels, int kernel, const Conv2d::Options& options = {});
   ag::Var forward(const ag::Var& x) const;
   void set_training(bool training) override;
+  void prepare_inference(DType compute);
 
  private:
   Conv2d conv_;
   BatchNorm2d bn_;
+  std::optional<InferenceConv> inference_;
 };
 
 // An encoding unit: two 3x3 convs (the first with the unit's stride, the second
@@ -68,6 +75,7 @@ class EncoderUnit : public Module {
   EncoderUnit(const BlockSite& site, int in_channels, int out_channels, int stride);
   ag::Var forward(const ag::Var& x) const;
   void set_training(bool training) override;
+  void prepare_inference(DType compute);
 
  private:
   ConvBnRelu first_, second_;
@@ -75,6 +83,11 @@ class EncoderUnit : public Module {
   // Unit 1 only: the projection shortcut (absent: identity).
   std::optional<Conv2d> shortcut_;
   std::optional<BatchNorm2d> shortcut_bn_;
+  struct Inference {
+    InferenceSe se;
+    std::optional<InferenceConv> shortcut;
+  };
+  std::optional<Inference> inference_;
 };
 
 // An encoding block: unit 1 (stride 2, projection shortcut) then unit 2.
@@ -83,6 +96,7 @@ class EncoderBlock : public Module {
   EncoderBlock(const BlockSite& site, int in_channels, int out_channels);
   ag::Var forward(const ag::Var& x) const;
   void set_training(bool training) override;
+  void prepare_inference(DType compute);
 
  private:
   EncoderUnit unit1_, unit2_;
@@ -90,17 +104,20 @@ class EncoderBlock : public Module {
 
 // Context perception boosting: a 1x1 conv and 3x3 convs with dilation 1, 2, 4
 // and 8 on the same input, summed, then BN and ReLU. The five kernels carry
-// the L2 penalty of the paper (0.01).
+// the L2 penalty of the paper (0.01). Its inference form folds BN's scale into
+// every branch and its shift into the first branch's bias.
 class ContextPerceptionBoosting : public Module {
  public:
   static constexpr double kL2 = 0.01;
   ContextPerceptionBoosting(const BlockSite& site, int in_channels, int out_channels);
   ag::Var forward(const ag::Var& x) const;
   void set_training(bool training) override;
+  void prepare_inference(DType compute);
 
  private:
   std::vector<Conv2d> branches_;
   BatchNorm2d bn_;
+  std::optional<std::vector<InferenceConv>> inference_;
 };
 
 // A decoding block: 2x nearest upsampling -> 3x3 conv -> BN -> ReLU; the skip
@@ -112,12 +129,18 @@ class DecoderBlock : public Module {
   DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels);
   ag::Var forward(const ag::Var& x, const ag::Var& skip) const;
   void set_training(bool training) override;
+  void prepare_inference(DType compute);
 
  private:
   ConvBnRelu up_;
   Conv2d transition_;
   ConvBnRelu fuse_;
   SqueezeExcite se_;
+  struct Inference {
+    InferenceConv transition;
+    InferenceSe se;
+  };
+  std::optional<Inference> inference_;
 };
 
 }  // namespace covidrate::model

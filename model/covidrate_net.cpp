@@ -85,7 +85,25 @@ void CovidRateNet::set_training(bool training) {
   for (auto& e : encoders_) e.set_training(training);
   if (cpb_) cpb_->set_training(training);
   for (auto& d : decoders_) d.set_training(training);
+  if (training) inference_.reset();
 }
+
+void CovidRateNet::prepare_inference(DType compute) {
+  CR_CHECK(!training(), "CovidRateNet::prepare_inference: call set_training(false) first (the inference form "
+                        "folds BN's running statistics)");
+  const DType params = store_->dtype();
+  CR_CHECK(compute == params || (params == DType::F32 && compute == DType::BF16),
+           "CovidRateNet::prepare_inference: cannot compute in " << to_string(compute) << " with "
+               << to_string(params) << " parameters (f32 parameters compute in f32 or bf16)");
+  stem_->prepare_inference(compute);
+  for (auto& e : encoders_) e.prepare_inference(compute);
+  if (cpb_) cpb_->prepare_inference(compute);
+  for (auto& d : decoders_) d.prepare_inference(compute);
+  inference_ = InferenceForm{compute, store_->values_version(),
+                             model::fold_for_inference({&*head_}, nullptr, compute).front()};
+}
+
+DType CovidRateNet::compute_dtype() const { return inference_ ? inference_->compute : store_->dtype(); }
 
 ag::Var CovidRateNet::forward(const ag::Var& image) const {
   const Shape& s = image.value().shape();
@@ -97,11 +115,14 @@ ag::Var CovidRateNet::forward(const ag::Var& image) const {
                                               << to_string(store_->dtype()) << " on "
                                               << to_string(store_->device()));
 
+  CR_CHECK(!inference_ || inference_->values_version == store_->values_version(),
+           "CovidRateNet::forward: the parameters were loaded or moved after prepare_inference; call it again");
+
   // Evaluation: no tape (BN with running statistics has no backward).
   std::optional<ag::NoGrad> no_grad;
   if (!training()) no_grad.emplace();
 
-  ag::Var x = stem_->forward(image);
+  ag::Var x = stem_->forward(inference_ ? ag::Var(model::cast_to(image.value(), inference_->compute)) : image);
   std::vector<ag::Var> skips;
   for (const auto& encoder : encoders_) {
     skips.push_back(x);
@@ -109,7 +130,9 @@ ag::Var CovidRateNet::forward(const ag::Var& image) const {
   }
   if (cpb_) x = cpb_->forward(x);
   for (size_t i = 0; i < decoders_.size(); ++i) x = decoders_[i].forward(x, skips[skips.size() - 1 - i]);
-  return ag::sigmoid(head_->forward(x));
+  if (!inference_) return ag::sigmoid(head_->forward(x));
+  // The sigmoid of the widened logits: no bf16 rounding of the probabilities.
+  return ag::sigmoid(ag::Var(model::cast_to(inference_->head.forward(x).value(), image.value().dtype())));
 }
 
 int64_t CovidRateNet::param_count() const {

@@ -59,8 +59,25 @@ class CovidRateNet : public Module {
   // In training mode BN uses batch statistics and the ops record onto the
   // current tape; in evaluation mode BN uses its running averages and the
   // forward runs without a tape (BN's evaluation mode has no backward).
+  // The image has the parameters' dtype, and so do the probabilities.
   ag::Var forward(const ag::Var& image) const;
+  // set_training(true) also drops the inference form.
   void set_training(bool training) override;
+
+  // For deployment, in evaluation mode: builds ONCE the inference form
+  // (model/inference_form.h), every BN folded into the convolutions before it
+  // and every weight cast to `compute` (the parameters' dtype, or BF16 over F32
+  // parameters), on the parameters' device. forward then runs it: the image
+  // is cast to `compute` first, the last layer's output back to the image's
+  // dtype before the sigmoid. It cannot go stale: set_training(true) drops it,
+  // and forward refuses it once the parameters were loaded or moved since
+  // (ParameterStore::values_version); call this again after either.
+  // Without this call, evaluation folds BN at every call on the CPU and runs
+  // BN's kernel on CUDA, exactly as before.
+  void prepare_inference(DType compute);
+  bool has_inference_form() const { return inference_.has_value(); }
+  // The dtype the layers compute in: the inference form's, else the parameters'.
+  DType compute_dtype() const;
 
   const CovidRateConfig& config() const { return config_; }
   ParameterStore& parameters() { return *store_; }
@@ -91,6 +108,12 @@ class CovidRateNet : public Module {
   std::optional<model::ContextPerceptionBoosting> cpb_;
   std::vector<model::DecoderBlock> decoders_;
   std::optional<Conv2d> head_;
+  struct InferenceForm {
+    DType compute;
+    uint64_t values_version;  // the store's when it was built
+    model::InferenceConv head;
+  };
+  std::optional<InferenceForm> inference_;  // the blocks hold theirs
 };
 
 }  // namespace covidrate

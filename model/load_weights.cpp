@@ -49,12 +49,13 @@ ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std
 }
 
 std::unique_ptr<CovidRateNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
-                                                 Device device) {
+                                                 Device device, DType compute) {
   CR_CHECK(std::filesystem::is_regular_file(weights_path), "weights file " << weights_path << " not found");
   auto net = std::make_unique<CovidRateNet>(spec.config);
   net->parameters().load(weights_path);
   net->parameters().to(device);
   net->set_training(false);
+  net->prepare_inference(compute);
   return net;
 }
 

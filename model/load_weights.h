@@ -33,8 +33,10 @@ ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std
                              const ArchitectureOverrides& overrides);
 
 // Builds the network of `spec`, loads the weights (a shape mismatch names every
-// differing tensor), moves it to `device` and puts it in evaluation mode.
+// differing tensor), moves it to `device`, puts it in evaluation mode and
+// prepares its inference form computing in `compute` (F32 or BF16: BN folded
+// once, weights cast; CovidRateNet::prepare_inference).
 std::unique_ptr<CovidRateNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
-                                                 Device device);
+                                                 Device device, DType compute = DType::F32);
 
 }  // namespace covidrate

@@ -7,23 +7,31 @@
 
 namespace covidrate {
 
+ChannelAffine batchnorm_affine(const BatchNorm2d& bn) {
+  const std::vector<double> gamma = bn.gamma().value().to_vector_f64();
+  const std::vector<double> beta = bn.beta().value().to_vector_f64();
+  const std::vector<double> mean = bn.running_mean().to_vector_f64();
+  const std::vector<double> var = bn.running_var().to_vector_f64();
+  ChannelAffine affine{std::vector<double>(gamma.size()), std::vector<double>(gamma.size())};
+  for (size_t o = 0; o < gamma.size(); ++o) {
+    affine.scale[o] = gamma[o] / std::sqrt(var[o] + bn.params().eps);
+    affine.shift[o] = beta[o] - affine.scale[o] * mean[o];
+  }
+  return affine;
+}
+
 FoldedConv fold_batchnorm(const Conv2d& conv, const BatchNorm2d& bn) {
   const Tensor& w = conv.weight().value();
   const int64_t out = w.shape()[0];
   CR_CHECK(bn.gamma().value().numel() == out,
            "fold_batchnorm: conv '" << conv.name() << "' has " << out << " output channels, BN '"
                                     << bn.name() << "' " << bn.gamma().value().numel());
-  const std::vector<double> gamma = bn.gamma().value().to_vector_f64();
-  const std::vector<double> beta = bn.beta().value().to_vector_f64();
-  const std::vector<double> mean = bn.running_mean().to_vector_f64();
-  const std::vector<double> var = bn.running_var().to_vector_f64();
-  const std::vector<double> bias =
-      conv.bias().defined() ? conv.bias().value().to_vector_f64() : std::vector<double>(out, 0.0);
-
-  std::vector<double> scale(out), shift(out);
-  for (int64_t o = 0; o < out; ++o) {
-    scale[o] = gamma[o] / std::sqrt(var[o] + bn.params().eps);
-    shift[o] = scale[o] * (bias[o] - mean[o]) + beta[o];
+  const ChannelAffine affine = batchnorm_affine(bn);
+  const std::vector<double>& scale = affine.scale;
+  std::vector<double> shift = affine.shift;
+  if (conv.bias().defined()) {
+    const std::vector<double> bias = conv.bias().value().to_vector_f64();
+    for (int64_t o = 0; o < out; ++o) shift[o] += scale[o] * bias[o];
   }
   FoldedConv folded{Tensor::empty(w.shape(), w.dtype(), w.device()),
                     Tensor::from_vector(Shape{out}, shift, w.dtype()).to(w.device())};

@@ -10,9 +10,18 @@
 // kernel is recomputed at every call rather than cached, so it can never go
 // stale after a training step or a load of weights.
 #pragma once
+#include <vector>
+
 #include "nn/layers.h"
 
 namespace covidrate {
+
+// BN in evaluation mode as an affine map per channel, in float64 on the host:
+// bn(z)_o = scale_o z_o + shift_o.
+struct ChannelAffine {
+  std::vector<double> scale, shift;
+};
+ChannelAffine batchnorm_affine(const BatchNorm2d& bn);
 
 struct FoldedConv {
   Tensor weight;  // [out, in, k, k]

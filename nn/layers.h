@@ -83,6 +83,8 @@ class SqueezeExcite : public Module {
  public:
   SqueezeExcite(ParameterStore& store, const std::string& name, int channels, int ratio = 16);
   ag::Var forward(const ag::Var& x) const;
+  const ag::Var& fc1_weight() const { return w1_; }
+  const ag::Var& fc2_weight() const { return w2_; }
 
  private:
   ag::Var w1_, w2_;  // [C/ratio, C] and [C, C/ratio]

@@ -91,6 +91,7 @@ void ParameterStore::to(Device device) {
 }
 
 void ParameterStore::rebind_views() {
+  ++values_version_;
   for (auto& p : parameters_) p.var.rebind_parameter(view(params_, p), view(grads_, p));
   for (auto& b : buffers_) b.value = flat_view(state_, b.offset, b.value.shape());
 }
@@ -152,6 +153,7 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
     const Tensor& source_tensor = tensors.at(name);
     t.copy_from(source_tensor.dtype() == t.dtype() ? source_tensor : source_tensor.to(t.dtype()));
   }
+  ++values_version_;
 }
 
 void ParameterStore::save(const std::string& path, const std::map<std::string, std::string>& metadata) const {

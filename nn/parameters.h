@@ -90,6 +90,14 @@ class ParameterStore {
   void save(const std::string& path, const std::map<std::string, std::string>& metadata = {}) const;
   void load(const std::string& path);
 
+  // Advances whenever allocate(), to() or load() replace or move the values.
+  // Whatever is derived from them once (a network's inference form: folded,
+  // cast weights) records it and, when it has moved on, knows it is stale.
+  // Writes into a parameter's tensor by other means do not advance it; the
+  // usual one, an optimizer step, runs in training mode, and a network drops
+  // its inference form when set to training.
+  uint64_t values_version() const { return values_version_; }
+
  private:
   void check_new_name(const std::string& name, const Tensor& initial) const;
   void rebind_views();
@@ -100,6 +108,7 @@ class ParameterStore {
   std::deque<Parameter> parameters_;  // deque: references stay valid as it grows
   std::deque<Buffer> buffers_;
   Tensor params_, grads_, m_, v_, state_;
+  uint64_t values_version_ = 0;
 };
 
 }  // namespace covidrate

@@ -20,4 +20,10 @@ int64_t parse_positive_int(const std::string& option, const std::string& text) {
   return static_cast<int64_t>(v);
 }
 
+DType parse_precision(const std::string& option, const std::string& text) {
+  if (text == "f32") return DType::F32;
+  if (text == "bf16") return DType::BF16;
+  CR_FAIL(option << " must be f32 or bf16, got '" << text << "'");
+}
+
 }  // namespace covidrate::tools

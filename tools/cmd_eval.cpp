@@ -40,6 +40,7 @@ struct EvalOptions {
   double threshold = 0.5;
   int64_t batch = 4;
   Device device = Device::CPU;
+  DType precision = DType::F32;
   bool json = false;
   std::string json_file;  // empty with json: stdout
   std::string save_masks;
@@ -61,6 +62,7 @@ void usage(FILE* out) {
                "  --threshold T      a pixel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 4)\n"
                "  --device cpu|cuda  where the network runs (default cpu)\n"
+               "  --precision f32|bf16  what the network computes in (default f32; bf16 is for CUDA)\n"
                "  --lungs            feed the network the lungs alone (for weights trained with --lungs)\n"
                "  --json [FILE]      the report as JSON, on stdout instead of the table, or into FILE\n"
                "  --save-masks DIR   write each predicted mask as DIR/<stem>.png (0/255, the image's size);\n"
@@ -101,6 +103,8 @@ int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
       o.batch = parse_positive_int(a, value());
     } else if (a == "--device") {
       o.device = parse_device(value());
+    } else if (a == "--precision") {
+      o.precision = parse_precision(a, value());
     } else if (a == "--lungs") {
       o.lungs = true;
     } else if (a == "--json") {
@@ -158,15 +162,16 @@ int cmd_eval(int argc, char** argv) {
                                             ArchitectureOverrides{o.width, o.size, o.no_cpb});
   const CovidRateConfig& config = spec.config;
   const int64_t size = spec.size;
-  const std::unique_ptr<CovidRateNet> network = load_for_inference(o.weights, spec, o.device);
+  const std::unique_ptr<CovidRateNet> network = load_for_inference(o.weights, spec, o.device, o.precision);
   const CovidRateNet& net = *network;
 
   // Lungs are always extracted: the infection rate that splits the groups is
   // over the lung. They reach the network only with --lungs.
   const data::Dataset set = data::load_dataset(o.images, o.masks, data::DatasetOptions{.lungs = true});
-  std::fprintf(stderr, "eval: %lld slices, width %g%s, input %lld x %lld, %s\n",
+  std::fprintf(stderr, "eval: %lld slices, width %g%s, input %lld x %lld, %s, %s\n",
                static_cast<long long>(set.size()), config.width, config.cpb ? "" : " without CPB",
-               static_cast<long long>(size), static_cast<long long>(size), to_string(o.device));
+               static_cast<long long>(size), static_cast<long long>(size), to_string(o.device),
+               to_string(o.precision));
 
   const std::string masks_tmp = o.save_masks.empty() ? "" : o.save_masks + ".tmp";
   if (!masks_tmp.empty()) {

@@ -35,6 +35,7 @@ struct SegmentCommandOptions {
   double threshold = 0.5;
   int64_t batch = 4;
   Device device = Device::CPU;
+  DType precision = DType::F32;
   bool save_probability = false, save_lungs = false;
 };
 
@@ -49,6 +50,8 @@ void usage(FILE* out) {
                "  --weights FILE     safetensors written by 'covidrate train' (default: $COVIDRATE_WEIGHTS,\n"
                "                     else the newest best.safetensors under weights/ of the source tree)\n"
                "  --device cpu|cuda  where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
+               "  --precision f32|bf16  what the network computes in (default f32); bf16 is for CUDA\n"
+               "                     (on the CPU it runs the slow reference path)\n"
                "  --threshold T      a voxel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 4)\n"
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
@@ -79,6 +82,8 @@ int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
       o.weights = value();
     } else if (a == "--device") {
       o.device = parse_device(value());
+    } else if (a == "--precision") {
+      o.precision = parse_precision(a, value());
     } else if (a == "--threshold") {
       o.threshold = parse_number(a, value());
       CR_CHECK(o.threshold >= 0 && o.threshold <= 1, "--threshold must be in [0, 1], got " << o.threshold);
@@ -200,18 +205,26 @@ int cmd_segment(int argc, char** argv) {
   data::StudyOptions study_options;
   study_options.weights_metadata = safetensors::load_metadata(o.weights);
   const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.architecture);
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.device);
-  study_options.segment = {
-      .threshold = o.threshold, .batch = o.batch, .size = spec.size, .device = o.device, .progress = {}};
+  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.device, o.precision);
+  study_options.segment = {.threshold = o.threshold,
+                           .batch = o.batch,
+                           .size = spec.size,
+                           .device = o.device,
+                           .precision = o.precision,
+                           .progress = {}};
   study_options.save_probability = o.save_probability;
   study_options.save_lungs = o.save_lungs;
   study_options.weights = o.weights;
   study_options.weights_hash = data::file_fnv1a64(o.weights);
   study_options.width = spec.config.width;
   study_options.cpb = spec.config.cpb;
-  std::fprintf(stderr, "segment: %zu stud%s, weights %s (width %g%s, input %lld), %s\n", plan.studies.size(),
+  std::fprintf(stderr, "segment: %zu stud%s, weights %s (width %g%s, input %lld), %s, %s\n", plan.studies.size(),
                plan.studies.size() == 1 ? "y" : "ies", o.weights.c_str(), spec.config.width,
-               spec.config.cpb ? "" : ", no CPB", static_cast<long long>(spec.size), to_string(o.device));
+               spec.config.cpb ? "" : ", no CPB", static_cast<long long>(spec.size), to_string(o.device),
+               to_string(o.precision));
+  if (o.precision == DType::BF16 && o.device == Device::CPU)
+    std::fprintf(stderr, "segment: note: bf16 on the CPU is the reference path (each op widens to f32 and rounds "
+                         "back), slower than f32; it is there to check GPU results\n");
 
   if (!plan.batch) {
     Progress progress(plan.studies[0].name);

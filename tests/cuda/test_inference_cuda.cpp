@@ -1,0 +1,114 @@
+// The inference form on the GPU (CovidRateNet::prepare_inference: BN folded
+// once, weights cast): the shipped full-width network segments the eight
+// slices of examples/ricord-sample through the whole pipeline,
+//   CUDA f32 form  against CUDA evaluation mode (BN kernel, nothing folded),
+//   CUDA bf16 form against the CPU bf16 reference (the same rounding points;
+//                  only summation order and cuDNN's algorithms differ),
+//   CUDA bf16 form against CUDA f32 (what bf16 costs in agreement).
+// Skipped without a GPU.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+
+#include "data/read_any.h"
+#include "data/segment_pipeline.h"
+#include "model/load_weights.h"
+#include "nn/safetensors.h"
+#include "tests/cuda/require_gpu.h"
+#include "tests/support/test_support.h"
+
+using namespace covidrate;
+
+namespace {
+
+struct Agreement {
+  double dice = 0;      // of the two lesion masks
+  double max_diff = 0;  // max |p_a - p_b| over every voxel
+  double mean_diff = 0;
+  int64_t lesion_voxels = 0;  // in b
+  int64_t nonfinite = 0;      // probabilities of a that are NaN or Inf
+};
+
+Agreement compare(const data::Segmentation& a, const data::Segmentation& b) {
+  Agreement r;
+  int64_t both = 0, only_a = 0, only_b = 0;
+  double sum = 0;
+  for (size_t i = 0; i < a.lesions.voxels.size(); ++i) {
+    const bool in_a = a.lesions.voxels[i] > 0, in_b = b.lesions.voxels[i] > 0;
+    both += in_a && in_b;
+    only_a += in_a && !in_b;
+    only_b += in_b && !in_a;
+    r.nonfinite += !std::isfinite(a.probability.voxels[i]);
+    const double d = std::abs(double{a.probability.voxels[i]} - double{b.probability.voxels[i]});
+    r.max_diff = std::max(r.max_diff, d);
+    sum += d;
+  }
+  r.dice = 2.0 * both / std::max<double>(1, 2.0 * both + only_a + only_b);
+  r.mean_diff = sum / static_cast<double>(a.probability.voxels.size());
+  r.lesion_voxels = both + only_b;
+  return r;
+}
+
+struct Setup {
+  data::Volume ct = data::read_any(test::source_dir() + "/examples/ricord-sample");
+  std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
+  ModelSpec spec = resolve_model_spec(weights, safetensors::load_metadata(weights), {});
+
+  // The sample through segment_volume, on `device`, computing in `precision`;
+  // prepared = false: plain evaluation mode (only for f32).
+  data::Segmentation segment(Device device, DType precision, bool prepared = true) const {
+    const std::unique_ptr<CovidRateNet> net = load_for_inference(weights, spec, device, precision);
+    if (!prepared) {
+      net->set_training(true);  // drops the inference form
+      net->set_training(false);
+    }
+    data::SegmentOptions options;
+    options.size = spec.size;
+    options.device = device;
+    options.precision = precision;
+    return data::segment_volume(ct, *net, options);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("the CUDA inference form agrees with evaluation mode, the CPU bf16 reference and f32") {
+  const Setup s;
+  REQUIRE(s.ct.nz == 8);
+  const data::Segmentation cuda_eval = s.segment(Device::CUDA, DType::F32, false);
+  const data::Segmentation cuda_f32 = s.segment(Device::CUDA, DType::F32);
+  const data::Segmentation cuda_bf16 = s.segment(Device::CUDA, DType::BF16);
+  const data::Segmentation cpu_bf16 = s.segment(Device::CPU, DType::BF16);
+  REQUIRE(cuda_bf16.slices_segmented == 8);
+
+  const auto report = [](const char* what, const Agreement& a) {
+    MESSAGE(what << ": Dice " << a.dice << " over " << a.lesion_voxels << " lesion voxels, |dp| max " << a.max_diff
+                 << ", mean " << a.mean_diff);
+  };
+  // Folding BN changes only the rounding of f32 arithmetic (on the CPU:
+  // max |dp| 9e-7 on a MedSeg slice, test_inference_form).
+  const Agreement folded = compare(cuda_f32, cuda_eval);
+  report("CUDA f32 form vs CUDA evaluation mode", folded);
+  CHECK(folded.nonfinite == 0);
+  CHECK(folded.lesion_voxels > 10000);
+  CHECK(folded.dice >= 0.999);
+  CHECK(folded.max_diff <= 1e-3);
+
+  // Both round every op's output to bf16; a sum in another order can round to
+  // the neighbouring bf16 value (2^-8 relative), and ~30 layers carry that
+  // along, so probabilities differ by up to a few 1e-2 at the outlines
+  // (f32 vs bf16 on the CPU: max 0.035), while the masks stay the same.
+  const Agreement reference = compare(cuda_bf16, cpu_bf16);
+  report("CUDA bf16 vs CPU bf16 reference", reference);
+  CHECK(reference.nonfinite == 0);
+  CHECK(reference.dice >= 0.99);
+  CHECK(reference.mean_diff <= 1e-3);
+
+  // What the CPU measures between bf16 and f32 (Dice 0.9991), with a margin.
+  const Agreement precision = compare(cuda_bf16, cuda_f32);
+  report("CUDA bf16 vs CUDA f32", precision);
+  CHECK(precision.dice >= 0.98);
+  CHECK(precision.max_diff > 0);  // bf16 really ran
+}

@@ -1,0 +1,168 @@
+// The inference form of COVID-Rate (CovidRateNet::prepare_inference): BN folded
+// once, weights cast. In f32 it must compute what evaluation mode computes; it
+// must never run with weights older than the parameters.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <map>
+#include <string>
+
+#include "data/image2d.h"
+#include "data/input_domain.h"
+#include "data/prepare.h"
+#include "model/covidrate_net.h"
+#include "model/inference_form.h"
+#include "tests/support/test_support.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+
+namespace {
+
+// Running statistics and affine parameters of BN "bn" far from its initial
+// ones, and biases for convs "a" and "b", so a fold that ignored any would show.
+void randomize(ParameterStore& store, uint64_t seed) {
+  std::map<std::string, Tensor> t = store.named_tensors();  // views of the parameters
+  const Shape shape = t.at("bn.weight").shape();
+  t.at("bn.weight").copy_from(test::uniform(shape, seed, 0.5, 2.0, DType::F64));
+  t.at("bn.bias").copy_from(test::randn(shape, seed + 1, DType::F64));
+  t.at("bn.running_mean").copy_from(test::randn(shape, seed + 2, DType::F64));
+  t.at("bn.running_var").copy_from(test::uniform(shape, seed + 3, 0.2, 3.0, DType::F64));
+  t.at("a.bias").copy_from(test::randn(shape, seed + 4, DType::F64));
+  t.at("b.bias").copy_from(test::randn(shape, seed + 5, DType::F64));
+}
+
+// A MedSeg training slice with lesions, prepared as segment and eval prepare it.
+Tensor medseg_slice(int64_t size) {
+  const std::string path = test::data_dir() + "/medseg-semiseg/train/images/0.jpg";
+  const data::PreparedSlice prepared =
+      data::prepare_slice(data::to_input_domain(data::read_image(path)), nullptr, nullptr, size);
+  return Tensor::from_vector(Shape{1, 1, size, size}, prepared.image);
+}
+
+CovidRateNet small_net(uint64_t seed) {
+  return CovidRateNet(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = seed});
+}
+
+}  // namespace
+
+TEST_CASE("fold_for_inference: a sum of convolutions then BN equals the folded convolutions' sum") {
+  // CPB's case: five branches (one 1x1, dilated 3x3s, with biases) summed, one
+  // BN after the sum. Float64: only rounding separates the two.
+  ParameterStore store(DType::F64, 7);
+  Conv2d a(store, "a", 3, 4, 1), b(store, "b", 3, 4, 3, {.dilation = 2}), c(store, "c", 3, 4, 3, {.bias = false});
+  Conv2d wide(store, "wide", 3, 5, 1);
+  BatchNorm2d bn(store, "bn", 4);
+  store.allocate(Device::CPU);
+  randomize(store, 11);
+  bn.set_training(false);
+
+  const ag::Var x(test::randn(Shape{2, 3, 9, 9}, 5, DType::F64));
+  ag::NoGrad no_grad;
+  const Tensor expected = bn.forward(ag::add(ag::add(a.forward(x), b.forward(x)), c.forward(x))).value();
+  const ChannelAffine affine = batchnorm_affine(bn);
+  const std::vector<model::InferenceConv> folded = model::fold_for_inference({&a, &b, &c}, &affine, DType::F64);
+  REQUIRE(folded.size() == 3);
+  CHECK(folded[0].bias.defined());  // the shift is added once, by the first branch
+  CHECK_FALSE(folded[1].bias.defined());
+  CHECK_FALSE(folded[2].bias.defined());
+  const Tensor actual =
+      ag::add(ag::add(folded[0].forward(x), folded[1].forward(x)), folded[2].forward(x)).value();
+  CHECK(test::closeness(actual, expected, 1e-12, 1e-12) <= 1);
+
+  CHECK_THROWS_WITH_AS(model::fold_for_inference({&a, &wide}, nullptr, DType::F64),
+                       doctest::Contains("'wide' has 5 output channels, 'a' 4"), Error);
+}
+
+TEST_CASE("the f32 inference form equals evaluation mode on a real MedSeg slice (shipped full-width weights)") {
+  // The shipped network at width 1 and 512 x 512, as `covidrate segment` runs
+  // it. Evaluation mode folds BN per call except in CPB (BN after the branch
+  // sum) and runs the head and transitions from the parameters; the inference
+  // form folds CPB into its branches too and rounds every f64 fold once, so
+  // the two differ by f32 rounding only.
+  const std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
+  REQUIRE(std::filesystem::is_regular_file(weights));
+  CovidRateNet net(CovidRateConfig{.width = 1.0});
+  net.parameters().load(weights);
+  net.set_training(false);
+  const ag::Var image(medseg_slice(512));
+  const Tensor expected = net.forward(image).value();
+
+  net.prepare_inference(DType::F32);
+  REQUIRE(net.has_inference_form());
+  CHECK(net.compute_dtype() == DType::F32);
+  const Tensor actual = net.forward(image).value();
+  REQUIRE(actual.dtype() == DType::F32);
+  REQUIRE(actual.shape() == expected.shape());
+
+  int64_t lesion = 0, disagree = 0;
+  const std::vector<float> p = actual.to_vector(), q = expected.to_vector();
+  for (size_t i = 0; i < p.size(); ++i) {
+    lesion += q[i] > 0.5f;
+    disagree += (p[i] > 0.5f) != (q[i] > 0.5f);
+  }
+  const double max_diff = test::closeness(actual, expected, 0, 1.0);
+  MESSAGE("width 1, 512 x 512, MedSeg train 0.jpg: " << lesion << " lesion pixels, max |p_form - p_eval| = "
+                                                     << max_diff << ", rel L2 " << test::rel_l2(actual, expected)
+                                                     << ", " << disagree << " pixels change side of 0.5");
+  CHECK(lesion > 1000);  // the slice has lesions for the network to find
+  CHECK(test::closeness(actual, expected, 1e-5, 1e-6) <= 1);
+  CHECK(disagree == 0);
+}
+
+TEST_CASE("the inference form is dropped by training and rebuilt from the new weights") {
+  CovidRateNet net = small_net(3);
+  const ag::Var image(test::randn(Shape{2, 1, 64, 64}, 4));
+  net.set_training(false);
+  net.prepare_inference(DType::F32);
+  const Tensor before = net.forward(image).value();
+
+  // A training forward moves every BN's running statistics: the old folded
+  // weights are now wrong.
+  net.set_training(true);
+  CHECK_FALSE(net.has_inference_form());
+  CHECK(net.compute_dtype() == DType::F32);
+  {
+    ag::NoGrad no_grad;
+    for (int i = 0; i < 3; ++i) net.forward(image);
+  }
+  net.set_training(false);
+  CHECK_FALSE(net.has_inference_form());  // not rebuilt behind the caller's back
+  const Tensor evaluation = net.forward(image).value();  // per-call folding: always current
+  CHECK(test::closeness(evaluation, before, 0, 1e-4) > 1);
+
+  net.prepare_inference(DType::F32);
+  const Tensor rebuilt = net.forward(image).value();
+  CHECK(test::closeness(rebuilt, evaluation, 1e-5, 1e-6) <= 1);
+}
+
+TEST_CASE("a load or a move after prepare_inference is refused until it is prepared again") {
+  test::TempDir dir;
+  CovidRateNet other = small_net(8);
+  other.parameters().save(dir.file("other.safetensors"));
+
+  CovidRateNet net = small_net(3);
+  const ag::Var image(test::randn(Shape{1, 1, 32, 32}, 4));
+  net.set_training(false);
+  net.prepare_inference(DType::F32);
+  net.parameters().load(dir.file("other.safetensors"));
+  CHECK_THROWS_WITH_AS(net.forward(image), doctest::Contains("loaded or moved after prepare_inference"), Error);
+
+  net.prepare_inference(DType::F32);
+  other.set_training(false);
+  CHECK(test::closeness(net.forward(image).value(), other.forward(image).value(), 1e-5, 1e-6) <= 1);
+}
+
+TEST_CASE("prepare_inference refuses training mode and dtypes the parameters cannot compute in") {
+  CovidRateNet net = small_net(3);
+  CHECK_THROWS_WITH_AS(net.prepare_inference(DType::F32), doctest::Contains("set_training(false) first"), Error);
+  net.set_training(false);
+  CHECK_THROWS_WITH_AS(net.prepare_inference(DType::F64), doctest::Contains("cannot compute in f64 with f32"),
+                       Error);
+  CHECK_FALSE(net.has_inference_form());
+
+  CovidRateNet f64(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3, .dtype = DType::F64});
+  f64.set_training(false);
+  CHECK_THROWS_WITH_AS(f64.prepare_inference(DType::BF16), doctest::Contains("cannot compute in bf16 with f64"),
+                       Error);
+}
