@@ -82,7 +82,8 @@ double number(const json::Value& v, const char* key) { return std::stod(member(v
 
 // Checks report.json's fields against the mask and lungs written beside it.
 void check_report(const json::Value& r, const data::Volume& lesions, const data::Volume& lungs) {
-  for (const char* key : {"study", "input", "weights", "device", "threshold", "study_figures", "timings_s", "outputs"})
+  for (const char* key :
+       {"study", "input", "weights", "device", "precision", "threshold", "study_figures", "timings_s", "outputs"})
     member(r, key);
   CHECK(member(member(r, "weights"), "fnv1a64").text.size() == 16);
   CHECK(member(member(r, "weights"), "metadata").find("width"));
@@ -192,6 +193,28 @@ TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; threshold 1
   CHECK(number(both, "lung_voxels") > 0);
   CHECK_FALSE(fs::exists(out + "/most_affected.png"));  // nothing to show
   CHECK(fs::exists(out + "/infection_rate.png"));
+}
+
+TEST_CASE("segment --precision: f32 by default, bf16 on request (a note on the CPU), nothing else") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir);
+  const std::string nifti =
+      (fs::path(test::data_dir()) / "lung-masks-zenodo" / "coronacases_001_slice_110_ct.nii.gz").string();
+  const auto precision_of = [&](const std::string& out) {
+    return member(json::parse(test::read_text_file(out + "/report.json")), "precision").text;
+  };
+  test::ProgramRun run = run_segment(dir, nifti + " --out " + dir.file("f32") + " --weights " + weights);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(precision_of(dir.file("f32")) == "f32");
+
+  run = run_segment(dir, nifti + " --out " + dir.file("bf16") + " --weights " + weights + " --precision bf16");
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(precision_of(dir.file("bf16")) == "bf16");
+  CHECK(run.err.find("bf16 on the CPU is the reference path") != std::string::npos);
+
+  run = run_segment(dir, nifti + " --out " + dir.file("f16") + " --weights " + weights + " --precision f16");
+  CHECK(run.exit_code != 0);
+  CHECK(run.err.find("--precision must be f32 or bf16, got 'f16'") != std::string::npos);
 }
 
 TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
