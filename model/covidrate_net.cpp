@@ -95,12 +95,20 @@ void CovidRateNet::prepare_inference(DType compute) {
   CR_CHECK(compute == params || (params == DType::F32 && compute == DType::BF16),
            "CovidRateNet::prepare_inference: cannot compute in " << to_string(compute) << " with "
                << to_string(params) << " parameters (f32 parameters compute in f32 or bf16)");
-  stem_->prepare_inference(compute);
-  for (auto& e : encoders_) e.prepare_inference(compute);
-  if (cpb_) cpb_->prepare_inference(compute);
-  for (auto& d : decoders_) d.prepare_inference(compute);
-  inference_ = InferenceForm{compute, store_->values_version(),
-                             model::fold_for_inference({&*head_}, nullptr, compute).front()};
+  try {
+    stem_->prepare_inference(compute);
+    for (auto& e : encoders_) e.prepare_inference(compute);
+    if (cpb_) cpb_->prepare_inference(compute);
+    for (auto& d : decoders_) d.prepare_inference(compute);
+    inference_ = InferenceForm{compute, store_->values_version(),
+                               model::fold_for_inference({&*head_}, nullptr, compute).front()};
+  } catch (...) {
+    // No block may keep a form built before the failure (possibly from older
+    // weights): passing through training mode drops them all.
+    set_training(true);
+    set_training(false);
+    throw;
+  }
 }
 
 DType CovidRateNet::compute_dtype() const { return inference_ ? inference_->compute : store_->dtype(); }
