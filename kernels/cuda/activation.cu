@@ -1,6 +1,7 @@
 // ReLU and sigmoid, forward and backward. Parallel strategy: flat streaming
-// maps (row_map over one row of numel elements, float4 when aligned); the
-// backward reads y, not x, so the forward input need not be kept.
+// maps (row_map over one row of numel elements, four elements per access when
+// aligned); the backward reads y, not x, so the forward input need not be kept.
+// The forwards also run on bf16 (f32 math, see row_kernels.cuh).
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/row_kernels.cuh"
 
@@ -28,7 +29,9 @@ struct SigmoidGrad {  // v = {dy, y}
 }  // namespace
 
 void relu_forward(const Tensor& x, Tensor& y) {
-  row_map<false>(1, x.numel(), Inputs<1>{{x.data<float>()}}, y.data<float>(), Relu{});
+  with_element_type(x, [&]<class T>() {
+    row_map<false>(1, x.numel(), Inputs<1, T>{{elements<T>(x)}}, elements<T>(y), Relu{});
+  });
 }
 
 void relu_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulate) {
@@ -37,7 +40,9 @@ void relu_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulat
 }
 
 void sigmoid_forward(const Tensor& x, Tensor& y) {
-  row_map<false>(1, x.numel(), Inputs<1>{{x.data<float>()}}, y.data<float>(), Sigmoid{});
+  with_element_type(x, [&]<class T>() {
+    row_map<false>(1, x.numel(), Inputs<1, T>{{elements<T>(x)}}, elements<T>(y), Sigmoid{});
+  });
 }
 
 void sigmoid_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulate) {

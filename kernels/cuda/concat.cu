@@ -2,8 +2,8 @@
 // run of C_k*H*W floats inside y's sample n (at channel offset c0). Parallel
 // strategy: one launch per part, a 2-D grid (x: pieces of the run, y: samples
 // folded into a grid-stride loop); float4 when the run, both strides and both
-// pointers allow it. Forward copies part -> slice, backward copies or adds
-// slice -> part.
+// pointers allow it. Forward copies part -> slice (f32 or bf16: four elements
+// per access either way), backward copies or adds slice -> part.
 #include <algorithm>
 
 #include "kernels/cuda/cuda_ops.h"
@@ -14,16 +14,24 @@ namespace covidrate::cuda {
 namespace {
 
 // dst[n * dst_stride + j] (+)= src[n * src_stride + j] for n < rows, j < run.
-template <int V, bool kAccumulate>
+// 16-bit types only copy (accumulating is a backward, float only).
+template <int V, bool kAccumulate, class T>
 __global__ void __launch_bounds__(kRowThreads)
-    strided_copy_kernel(const float* __restrict__ src, int64_t src_stride, float* __restrict__ dst,
+    strided_copy_kernel(const T* __restrict__ src, int64_t src_stride, T* __restrict__ dst,
                         int64_t dst_stride, int64_t rows, int64_t run) {
+  static_assert(std::is_same_v<T, float> || !kAccumulate, "strided_copy: only float accumulates");
   const int64_t step = int64_t{gridDim.x} * blockDim.x * V;
   for (int64_t n = blockIdx.y; n < rows; n += gridDim.y) {
-    const float* s = src + n * src_stride;
-    float* d = dst + n * dst_stride;
+    const T* s = src + n * src_stride;
+    T* d = dst + n * dst_stride;
     for (int64_t j = (int64_t{blockIdx.x} * blockDim.x + threadIdx.x) * V; j < run; j += step) {
-      if constexpr (V == 4) {
+      if constexpr (!std::is_same_v<T, float>) {
+        if constexpr (V == 4) {
+          *reinterpret_cast<Quad<T>*>(d + j) = *reinterpret_cast<const Quad<T>*>(s + j);
+        } else {
+          d[j] = s[j];
+        }
+      } else if constexpr (V == 4) {
         float4 v = *reinterpret_cast<const float4*>(s + j);
         if constexpr (kAccumulate) {
           const float4 o = *reinterpret_cast<const float4*>(d + j);
@@ -37,11 +45,11 @@ __global__ void __launch_bounds__(kRowThreads)
   }
 }
 
-template <bool kAccumulate>
-void strided_copy(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows,
+template <bool kAccumulate, class T>
+void strided_copy(const T* src, int64_t src_stride, T* dst, int64_t dst_stride, int64_t rows,
                   int64_t run) {
   if (rows == 0 || run == 0) return;
-  const bool vec = aligned16(src) && aligned16(dst) && run % 4 == 0 && src_stride % 4 == 0 &&
+  const bool vec = quad_aligned(src) && quad_aligned(dst) && run % 4 == 0 && src_stride % 4 == 0 &&
                    dst_stride % 4 == 0;
   const int v = vec ? 4 : 1;
   // About 8 blocks per SM in all, spread over the samples first.
@@ -63,12 +71,14 @@ void strided_copy(const float* src, int64_t src_stride, float* dst, int64_t dst_
 
 void concat_channels_forward(const std::vector<Tensor>& xs, Tensor& y) {
   const int64_t hw = y.h() * y.w(), y_stride = y.c() * hw;
-  int64_t c0 = 0;
-  for (const Tensor& x : xs) {
-    const int64_t run = x.c() * hw;
-    strided_copy<false>(x.data<float>(), run, y.data<float>() + c0 * hw, y_stride, y.n(), run);
-    c0 += x.c();
-  }
+  with_element_type(y, [&]<class T>() {
+    int64_t c0 = 0;
+    for (const Tensor& x : xs) {
+      const int64_t run = x.c() * hw;
+      strided_copy<false>(elements<T>(x), run, elements<T>(y) + c0 * hw, y_stride, y.n(), run);
+      c0 += x.c();
+    }
+  });
 }
 
 void concat_channels_backward(const Tensor& dy, std::vector<Tensor>& dxs, bool accumulate) {

@@ -1,4 +1,4 @@
-// The CUDA twins (float32). Only compiled when COVIDRATE_HAVE_CUDA.
+// The CUDA twins (float32; the inference forwards also bf16). Only compiled when COVIDRATE_HAVE_CUDA.
 #pragma once
 #include "kernels/ops.h"
 

@@ -12,6 +12,13 @@
 // TF32 on they say CUDNN_DEFAULT_MATH, which lets Hopper use TF32 tensor cores.
 // (CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION would also allow converting to FP16,
 // which is more than TF32 promises.)
+//
+// bf16 (forward only, for inference): tensors and filters are
+// CUDNN_DATA_BFLOAT16, the convolution's compute type stays CUDNN_DATA_FLOAT
+// (products summed in float32), and the math mode is CUDNN_DEFAULT_MATH, so
+// tensor-core algorithms are allowed: they are what bf16 is for. The TF32
+// flag does not apply to bf16 plans. The bias is added by our own kernel
+// (conv_bias.cu), after cuDNN has stored the convolution rounded to bf16.
 #include "kernels/cuda/cudnn_conv.h"
 
 #include <algorithm>
@@ -28,6 +35,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/cuda/conv_bias.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/runtime.h"
@@ -46,13 +54,18 @@ struct ConvKey {
   // buffers may be illegal for a view that starts mid-allocation.
   int alignment = 16;
   bool tf32 = false;
+  bool bf16 = false;  // bf16 tensors and filters (float compute); else float32
   bool operator==(const ConvKey&) const = default;
+
+  // TF32 for float32 when asked, always for bf16; plain FMA kernels otherwise.
+  bool tensor_cores() const { return tf32 || bf16; }
+  cudnnDataType_t data_type() const { return bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
 
   std::string str() const {
     std::ostringstream os;
     os << "x [" << n << ", " << c << ", " << h << ", " << w << "], w [" << k << ", " << c << ", "
        << kh << ", " << kw << "], stride " << stride << ", pad " << pad << ", dilation " << dilation
-       << ", alignment " << alignment << ", tf32 " << (tf32 ? "on" : "off");
+       << ", alignment " << alignment << ", " << (bf16 ? "bf16" : tf32 ? "f32, tf32 on" : "f32, tf32 off");
     return os.str();
   }
 };
@@ -61,7 +74,7 @@ struct ConvKeyHash {
   size_t operator()(const ConvKey& k) const {
     size_t h = 0;
     for (int v : {k.device, k.n, k.c, k.h, k.w, k.k, k.kh, k.kw, k.stride, k.pad, k.dilation,
-                  k.alignment, static_cast<int>(k.tf32)})
+                  k.alignment, static_cast<int>(k.tf32), static_cast<int>(k.bf16)})
       h = h * 1000003u ^ std::hash<int>()(v);
     return h;
   }
@@ -127,7 +140,7 @@ int alignment_of(std::initializer_list<const void*> ptrs) {
   return static_cast<int>(bits & (~bits + 1));  // lowest set bit
 }
 
-ConvKey make_key(const Shape& x, const Shape& w, const ConvParams& p,
+ConvKey make_key(const Shape& x, const Shape& w, const ConvParams& p, DType dtype,
                  std::initializer_list<const void*> ptrs) {
   ConvKey k;
   CUDA_CHECK(cudaGetDevice(&k.device));
@@ -148,7 +161,8 @@ ConvKey make_key(const Shape& x, const Shape& w, const ConvParams& p,
   k.pad = p.pad;
   k.dilation = p.dilation;
   k.alignment = alignment_of(ptrs);
-  k.tf32 = context().allow_tf32;
+  k.bf16 = dtype == DType::BF16;
+  k.tf32 = !k.bf16 && context().allow_tf32;
   return k;
 }
 
@@ -159,17 +173,17 @@ std::unique_ptr<ConvPlan> build_plan(const ConvKey& k) {
   CONV_CHECK(cudnnCreateTensorDescriptor(&plan->bias), k);
   CONV_CHECK(cudnnCreateFilterDescriptor(&plan->w), k);
   CONV_CHECK(cudnnCreateConvolutionDescriptor(&plan->conv), k);
-  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, k.n, k.c, k.h, k.w), k);
-  CONV_CHECK(cudnnSetFilter4dDescriptor(plan->w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, k.k, k.c, k.kh, k.kw), k);
-  // Cross-correlation, as PyTorch and Keras define "convolution".
+  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->x, CUDNN_TENSOR_NCHW, k.data_type(), k.n, k.c, k.h, k.w), k);
+  CONV_CHECK(cudnnSetFilter4dDescriptor(plan->w, k.data_type(), CUDNN_TENSOR_NCHW, k.k, k.c, k.kh, k.kw), k);
+  // Cross-correlation, as PyTorch and Keras define "convolution"; float compute for both data types.
   CONV_CHECK(cudnnSetConvolution2dDescriptor(plan->conv, k.pad, k.pad, k.stride, k.stride, k.dilation,
                                              k.dilation, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
              k);
-  CONV_CHECK(cudnnSetConvolutionMathType(plan->conv, k.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan->conv, k.tensor_cores() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
   int on = 0, oc = 0, oh = 0, ow = 0;
   CONV_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &on, &oc, &oh, &ow), k);
-  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, on, oc, oh, ow), k);
-  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, k.k, 1, 1), k);
+  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, k.data_type(), on, oc, oh, ow), k);
+  CONV_CHECK(cudnnSetTensor4dDescriptor(plan->bias, CUDNN_TENSOR_NCHW, k.data_type(), 1, k.k, 1, 1), k);
   return plan;
 }
 
@@ -258,8 +272,8 @@ Choice pick(const std::vector<Perf>& perf, int returned, size_t max_workspace, c
   const auto usable = [&](const Perf& r, bool need_deterministic) {
     if (r.status != CUDNN_STATUS_SUCCESS || r.memory > max_workspace) return false;
     if (need_deterministic && r.determinism != CUDNN_DETERMINISTIC) return false;
-    // With TF32 off, never run a tensor-core algorithm, whatever cuDNN offers.
-    if (!k.tf32 && (r.mathType == CUDNN_TENSOR_OP_MATH ||
+    // Float32 with TF32 off never runs a tensor-core algorithm, whatever cuDNN offers.
+    if (!k.tensor_cores() && (r.mathType == CUDNN_TENSOR_OP_MATH ||
                     r.mathType == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION))
       return false;
     return true;
@@ -277,7 +291,7 @@ Choice pick(const std::vector<Perf>& perf, int returned, size_t max_workspace, c
       Choice c;
       c.chosen = true;
       c.algo = static_cast<int>(perf[i].algo);
-      c.math = k.tf32 ? perf[i].mathType : CUDNN_FMA_MATH;
+      c.math = k.tensor_cores() ? perf[i].mathType : CUDNN_FMA_MATH;
       c.workspace_bytes = perf[i].memory;
       return c;
     }
@@ -309,7 +323,7 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
   void* o = measure ? scratch->get() : nullptr;
   int count = 0, returned = 0;
   Choice found;
-  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.tensor_cores() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
   if (dir == kForward) {
     CONV_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(count, 1));
@@ -388,7 +402,7 @@ ConvPlanStats conv_plan_stats() {
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p, Tensor& y) {
   if (y.numel() == 0) return;
-  const ConvKey k = make_key(x.shape(), w.shape(), p, {x.raw(), w.raw(), y.raw()});
+  const ConvKey k = make_key(x.shape(), w.shape(), p, x.dtype(), {x.raw(), w.raw(), y.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);
   const Choice& c = choose(plan, k, kForward, x.raw(), w.raw(), y.raw(), y.nbytes());
@@ -400,13 +414,14 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
                                      c.workspace_bytes, &kZero, plan.y, y.raw()),
              k);
   // y += bias broadcast over N, H, W.
-  if (bias) CONV_CHECK(cudnnAddTensor(ctx.cudnn, &kOne, plan.bias, bias->raw(), &kOne, plan.y, y.raw()), k);
+  if (bias && k.bf16) add_channel_bias(*bias, y);
+  if (bias && !k.bf16) CONV_CHECK(cudnnAddTensor(ctx.cudnn, &kOne, plan.bias, bias->raw(), &kOne, plan.y, y.raw()), k);
 }
 
 void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                           bool accumulate) {
   if (dx.numel() == 0) return;
-  const ConvKey k = make_key(dx.shape(), w.shape(), p, {dy.raw(), w.raw(), dx.raw()});
+  const ConvKey k = make_key(dx.shape(), w.shape(), p, dy.dtype(), {dy.raw(), w.raw(), dx.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);
   const Choice& c = choose(plan, k, kBackwardData, w.raw(), dy.raw(), dx.raw(), dx.nbytes());
@@ -423,7 +438,7 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p
 void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw,
                             Tensor* dbias) {
   if (x.numel() == 0) return;  // an empty batch contributes nothing to accumulate
-  const ConvKey k = make_key(x.shape(), dw.shape(), p, {dy.raw(), x.raw(), dw.raw()});
+  const ConvKey k = make_key(x.shape(), dw.shape(), p, dy.dtype(), {dy.raw(), x.raw(), dw.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);
   const Choice& c = choose(plan, k, kBackwardFilter, x.raw(), dy.raw(), dw.raw(), dw.nbytes());

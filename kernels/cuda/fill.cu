@@ -3,6 +3,7 @@
 // about 8 blocks per SM each streaming one contiguous piece); see row_kernels.cuh.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/row_kernels.cuh"
+#include "nn/half.h"
 
 namespace covidrate::cuda {
 
@@ -23,6 +24,12 @@ struct Axpy {
 }  // namespace
 
 void fill(Tensor& y, double value) {
+  if (y.dtype() == DType::BF16) {
+    // Rounded once on the host, as the CPU twin does; the kernel's f32 -> bf16 is then exact.
+    const float exact = bf16_bits_to_float(float_to_bf16_bits(double_to_float_round_to_odd(value)));
+    row_map<false>(1, y.numel(), Inputs<0, __nv_bfloat16>{}, elements<__nv_bfloat16>(y), Constant{exact});
+    return;
+  }
   row_map<false>(1, y.numel(), Inputs<0>{}, y.data<float>(), Constant{static_cast<float>(value)});
 }
 

@@ -1,4 +1,5 @@
-// Fully connected layers (no bias) through cuBLAS sgemm.
+// Fully connected layers (no bias) through cuBLAS sgemm; the bf16 forward
+// through cublasGemmEx with bf16 matrices and float32 compute (accumulation).
 //
 // Row-major versus column-major: cuBLAS reads matrices column-major. A
 // row-major [R, C] buffer read column-major is the [C, R] matrix, its
@@ -42,6 +43,20 @@ void sgemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, in
                                             << ") failed: " << cublasGetStatusString(st));
 }
 
+// C = op(A) op(B), column-major, all three bf16, products summed in float32.
+void bf16_gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+               const void* a, int lda, const void* b, int ldb, void* c, int ldc) {
+  if (m == 0 || n == 0) return;
+  const float alpha = 1.0f, beta = 0.0f;
+  const cublasStatus_t st =
+      cublasGemmEx(context().cublas, ta, tb, m, n, k, &alpha, a, CUDA_R_16BF, std::max(lda, 1), b, CUDA_R_16BF,
+                   std::max(ldb, 1), &beta, c, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+  CR_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuBLAS error: cublasGemmEx (bf16) for " << op << " (m " << m << ", n "
+                                                                                 << n << ", k " << k
+                                                                                 << ") failed: "
+                                                                                 << cublasGetStatusString(st));
+}
+
 }  // namespace
 
 // y^T [Out, N] = (w^T)^T [Out, In] * x^T [In, N]
@@ -50,6 +65,8 @@ void linear_forward(const Tensor& x, const Tensor& w, Tensor& y) {
   const int n = gemm_dim(x.n(), op, "batch", x);
   const int in = gemm_dim(w.c(), op, "features", w);
   const int out = gemm_dim(w.n(), op, "outputs", w);
+  if (x.dtype() == DType::BF16)
+    return bf16_gemm(op, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, w.raw(), in, x.raw(), in, y.raw(), out);
   sgemm(op, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in, w.data<float>(), in, x.data<float>(), in, 0.0f,
         y.data<float>(), out);
 }

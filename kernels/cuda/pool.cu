@@ -1,4 +1,5 @@
-// Global average pooling [N, C, H, W] -> [N, C]. Parallel strategy: the
+// Global average pooling [N, C, H, W] -> [N, C] (forward in f32 or bf16,
+// summed in double either way). Parallel strategy: the
 // forward is a deterministic two-level row reduction over rows = N*C of H*W
 // elements (block partials in double, then a fixed-order total per row); the
 // backward is a row map that broadcasts dy[n, c] / (H*W) over its row.
@@ -11,11 +12,11 @@ namespace {
 struct SumTerm {
   __device__ void operator()(int64_t, const float (&v)[1], double (&acc)[1]) const { acc[0] += v[0]; }
 };
-struct StoreMean {
-  float* y;
+template <class T> struct StoreMean {
+  T* y;
   double count;
   __device__ void operator()(int64_t row, const double (&sums)[1]) const {
-    y[row] = static_cast<float>(sums[0] / count);
+    y[row] = from_float<T>(static_cast<float>(sums[0] / count));
   }
 };
 struct BroadcastMean {
@@ -29,9 +30,11 @@ struct BroadcastMean {
 
 void global_avg_pool_forward(const Tensor& x, Tensor& y) {
   const int64_t rows = x.n() * x.c(), hw = x.h() * x.w();
-  const Inputs<1> in{{x.data<float>()}};
-  const Partials partials = row_partials<1>(RowLayout{rows, 1, 0, hw}, in, SumTerm{});
-  row_finish<1>(partials, StoreMean{y.data<float>(), static_cast<double>(hw)});
+  with_element_type(x, [&]<class T>() {
+    const Inputs<1, T> in{{elements<T>(x)}};
+    const Partials partials = row_partials<1>(RowLayout{rows, 1, 0, hw}, in, SumTerm{});
+    row_finish<1>(partials, StoreMean<T>{elements<T>(y), static_cast<double>(hw)});
+  });
 }
 
 void global_avg_pool_backward(const Tensor& dy, Tensor& dx, bool accumulate) {

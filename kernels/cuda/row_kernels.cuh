@@ -21,12 +21,21 @@
 // integer division per element: the row of a block is decoded once from
 // blockIdx, so per-channel parameters cost one cached load, not a divide.
 //
+// Element types: inputs and output are float or a 16-bit storage type
+// (__nv_bfloat16, __half); the functors always see and return float, so a
+// 16-bit op loads, computes in f32, and stores rounded to nearest even. Four
+// elements move as one 16-byte (float) or 8-byte (16-bit) access.
+//
 // Determinism: a launch's plan depends only on the shape, the kernel and the GPU, each
 // thread adds its elements in a fixed order, blocks reduce through a fixed
 // shuffle tree, and per-row totals add the block partials in a fixed order.
 // No float atomics anywhere, so reruns are bit-identical.
 #pragma once
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "kernels/cuda/cuda_common.h"
 #include "nn/tensor.h"
@@ -35,9 +44,70 @@ namespace covidrate::cuda {
 
 constexpr int kRowThreads = 256;
 
-template <int N> struct Inputs {
-  const float* p[N > 0 ? N : 1];
+template <int N, class T = float> struct Inputs {
+  const T* p[N > 0 ? N : 1];
 };
+
+// ---------------------------------------------------------------- element types
+// The device type of a tensor's elements (the dtype must match: ops::* checked it).
+template <class T> T* elements(Tensor& t) {
+  if constexpr (std::is_same_v<T, float>) {
+    return t.data<float>();
+  } else {
+    constexpr DType want = std::is_same_v<T, __nv_bfloat16> ? DType::BF16 : DType::F16;
+    CR_CHECK(t.dtype() == want, "CUDA kernel: tensor " << t.str() << " is not " << to_string(want));
+    return static_cast<T*>(t.raw());
+  }
+}
+template <class T> const T* elements(const Tensor& t) { return elements<T>(const_cast<Tensor&>(t)); }
+
+// Runs fn.template operator()<T>() with T = __nv_bfloat16 for a BF16 tensor,
+// float otherwise (ops::* accepts only these two on the GPU).
+template <class Fn> void with_element_type(const Tensor& t, Fn&& fn) {
+  if (t.dtype() == DType::BF16) {
+    fn.template operator()<__nv_bfloat16>();
+  } else {
+    fn.template operator()<float>();
+  }
+}
+
+__device__ inline float to_float(float v) { return v; }
+__device__ inline float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ inline float to_float(__half v) { return __half2float(v); }
+template <class T> __device__ inline T from_float(float v) {
+  if constexpr (std::is_same_v<T, float>) {
+    return v;
+  } else if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    return __float2bfloat16_rn(v);
+  } else {
+    return __float2half_rn(v);
+  }
+}
+
+// Four consecutive elements as one aligned access.
+template <class T> struct alignas(4 * sizeof(T)) Quad {
+  T v[4];
+};
+template <class T> __device__ inline void load4(const T* p, float (&out)[4]) {
+  if constexpr (std::is_same_v<T, float>) {
+    const float4 q = *reinterpret_cast<const float4*>(p);
+    out[0] = q.x; out[1] = q.y; out[2] = q.z; out[3] = q.w;
+  } else {
+    const Quad<T> q = *reinterpret_cast<const Quad<T>*>(p);
+#pragma unroll
+    for (int l = 0; l < 4; ++l) out[l] = to_float(q.v[l]);
+  }
+}
+template <class T> __device__ inline void store4(T* p, const float (&in)[4]) {
+  if constexpr (std::is_same_v<T, float>) {
+    *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
+  } else {
+    Quad<T> q;
+#pragma unroll
+    for (int l = 0; l < 4; ++l) q.v[l] = from_float<T>(in[l]);
+    *reinterpret_cast<Quad<T>*>(p) = q;
+  }
+}
 
 // Which elements a launch covers (see the header comment).
 struct RowLayout {
@@ -54,8 +124,10 @@ struct RowPlan {
 };
 
 inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+// Whether p can be read four elements at a time.
+template <class T> bool quad_aligned(const T* p) { return reinterpret_cast<uintptr_t>(p) % (4 * sizeof(T)) == 0; }
 
-// float4 needs every pointer 16-byte aligned and every run a multiple of 4.
+// Four-element accesses need every pointer aligned to four elements and every run a multiple of 4.
 inline int vec_width(bool all_aligned, const RowLayout& l) {
   return all_aligned && l.len % 4 == 0 && l.seg_stride % 4 == 0 ? 4 : 1;
 }
@@ -114,26 +186,25 @@ __device__ inline BlockPiece block_piece(const RowPlan& p) {
 // `old` is out[i] when kReadOut, else 0 (out is never read then: it may be uninitialized).
 // out may be one of the inputs (in place): each element is read, then written,
 // by the same thread, so `out` is deliberately not __restrict__.
-template <int V, int N, bool kReadOut, class F>
+template <int V, int N, bool kReadOut, class In, class Out, class F>
 __global__ void __launch_bounds__(kRowThreads)
-    row_map_kernel(RowPlan plan, Inputs<N> in, float* out, F f) {
+    row_map_kernel(RowPlan plan, Inputs<N, In> in, Out* out, F f) {
   const BlockPiece bp = block_piece(plan);
   for (int64_t i = bp.begin + int64_t{threadIdx.x} * V; i < bp.end; i += int64_t{blockDim.x} * V) {
     float v[V][N > 0 ? N : 1];
-    float old[V];
+    float old[V] = {};
     if constexpr (V == 4) {
 #pragma unroll
       for (int k = 0; k < N; ++k) {
-        const float4 q = *reinterpret_cast<const float4*>(in.p[k] + i);
-        v[0][k] = q.x; v[1][k] = q.y; v[2][k] = q.z; v[3][k] = q.w;
+        float q[4];
+        load4(in.p[k] + i, q);
+        v[0][k] = q[0]; v[1][k] = q[1]; v[2][k] = q[2]; v[3][k] = q[3];
       }
-      float4 o = make_float4(0.f, 0.f, 0.f, 0.f);
-      if constexpr (kReadOut) o = *reinterpret_cast<const float4*>(out + i);
-      old[0] = o.x; old[1] = o.y; old[2] = o.z; old[3] = o.w;
+      if constexpr (kReadOut) load4(out + i, old);
     } else {
 #pragma unroll
-      for (int k = 0; k < N; ++k) v[0][k] = in.p[k][i];
-      old[0] = kReadOut ? out[i] : 0.f;
+      for (int k = 0; k < N; ++k) v[0][k] = to_float(in.p[k][i]);
+      if constexpr (kReadOut) old[0] = to_float(out[i]);
     }
     float r[V];
 #pragma unroll
@@ -144,39 +215,39 @@ __global__ void __launch_bounds__(kRowThreads)
       r[l] = f(bp.row, lane_in, old[l]);
     }
     if constexpr (V == 4) {
-      *reinterpret_cast<float4*>(out + i) = make_float4(r[0], r[1], r[2], r[3]);
+      store4(out + i, r);
     } else {
-      out[i] = r[0];
+      out[i] = from_float<Out>(r[0]);
     }
   }
 }
 
-template <int V, int N, bool kReadOut, class F> int map_blocks_per_sm() {
-  static const int blocks = resident_blocks_per_sm(row_map_kernel<V, N, kReadOut, F>);
+template <int V, int N, bool kReadOut, class In, class Out, class F> int map_blocks_per_sm() {
+  static const int blocks = resident_blocks_per_sm(row_map_kernel<V, N, kReadOut, In, Out, F>);
   return blocks;
 }
 
 // out and every input follow `layout`.
-template <bool kReadOut, int N, class F>
-void row_map(const RowLayout& layout, const Inputs<N>& in, float* out, F f) {
+template <bool kReadOut, int N, class In, class Out, class F>
+void row_map(const RowLayout& layout, const Inputs<N, In>& in, Out* out, F f) {
   if (layout.rows * layout.segs * layout.len == 0) return;
-  bool aligned = aligned16(out);
-  for (int k = 0; k < N; ++k) aligned = aligned && aligned16(in.p[k]);
+  bool aligned = quad_aligned(out);
+  for (int k = 0; k < N; ++k) aligned = aligned && quad_aligned(in.p[k]);
   const int vec = vec_width(aligned, layout);
   const cudaStream_t s = context().stream;
   if (vec == 4) {
-    const RowPlan plan = plan_rows(layout, 4, map_blocks_per_sm<4, N, kReadOut, F>());
+    const RowPlan plan = plan_rows(layout, 4, map_blocks_per_sm<4, N, kReadOut, In, Out, F>());
     row_map_kernel<4, N, kReadOut><<<static_cast<unsigned>(plan.blocks()), kRowThreads, 0, s>>>(plan, in, out, f);
   } else {
-    const RowPlan plan = plan_rows(layout, 1, map_blocks_per_sm<1, N, kReadOut, F>());
+    const RowPlan plan = plan_rows(layout, 1, map_blocks_per_sm<1, N, kReadOut, In, Out, F>());
     row_map_kernel<1, N, kReadOut><<<static_cast<unsigned>(plan.blocks()), kRowThreads, 0, s>>>(plan, in, out, f);
   }
   CUDA_CHECK_LAUNCH("row_map_kernel");
 }
 
 // The common case: `rows` contiguous rows of `len` elements.
-template <bool kReadOut, int N, class F>
-void row_map(int64_t rows, int64_t len, const Inputs<N>& in, float* out, F f) {
+template <bool kReadOut, int N, class In, class Out, class F>
+void row_map(int64_t rows, int64_t len, const Inputs<N, In>& in, Out* out, F f) {
   row_map<kReadOut>(RowLayout{rows, 1, 0, len}, in, out, f);
 }
 
@@ -231,9 +302,9 @@ template <int K> __device__ inline void block_sum(double (&a)[K]) {
 
 // F: __device__ void operator()(int64_t row, const float (&v)[N], double (&acc)[K]) const.
 // Writes partials[(row * partials_per_row + block-of-row) * K + k].
-template <int V, int N, int K, class F>
+template <int V, int N, int K, class In, class F>
 __global__ void __launch_bounds__(kRowThreads)
-    row_partials_kernel(RowPlan plan, Inputs<N> in, double* __restrict__ partials, F f) {
+    row_partials_kernel(RowPlan plan, Inputs<N, In> in, double* __restrict__ partials, F f) {
   const BlockPiece bp = block_piece(plan);
   double acc[K];
 #pragma unroll
@@ -243,12 +314,13 @@ __global__ void __launch_bounds__(kRowThreads)
     if constexpr (V == 4) {
 #pragma unroll
       for (int k = 0; k < N; ++k) {
-        const float4 q = *reinterpret_cast<const float4*>(in.p[k] + i);
-        v[0][k] = q.x; v[1][k] = q.y; v[2][k] = q.z; v[3][k] = q.w;
+        float q[4];
+        load4(in.p[k] + i, q);
+        v[0][k] = q[0]; v[1][k] = q[1]; v[2][k] = q[2]; v[3][k] = q[3];
       }
     } else {
 #pragma unroll
-      for (int k = 0; k < N; ++k) v[0][k] = in.p[k][i];
+      for (int k = 0; k < N; ++k) v[0][k] = to_float(in.p[k][i]);
     }
 #pragma unroll
     for (int l = 0; l < V; ++l) {
@@ -275,19 +347,19 @@ struct Partials {
   const double* data() const { return buffer.data<double>(); }
 };
 
-template <int V, int N, int K, class F> int partials_blocks_per_sm() {
-  static const int blocks = resident_blocks_per_sm(row_partials_kernel<V, N, K, F>);
+template <int V, int N, int K, class In, class F> int partials_blocks_per_sm() {
+  static const int blocks = resident_blocks_per_sm(row_partials_kernel<V, N, K, In, F>);
   return blocks;
 }
 
 // Launches row_partials_kernel over `layout` (all inputs follow it).
-template <int K, int N, class F>
-Partials row_partials(const RowLayout& layout, const Inputs<N>& in, F f) {
+template <int K, int N, class In, class F>
+Partials row_partials(const RowLayout& layout, const Inputs<N, In>& in, F f) {
   bool aligned = true;
-  for (int k = 0; k < N; ++k) aligned = aligned && aligned16(in.p[k]);
+  for (int k = 0; k < N; ++k) aligned = aligned && quad_aligned(in.p[k]);
   const int vec = vec_width(aligned, layout);
-  const RowPlan plan = plan_rows(layout, vec, vec == 4 ? partials_blocks_per_sm<4, N, K, F>()
-                                                       : partials_blocks_per_sm<1, N, K, F>());
+  const RowPlan plan = plan_rows(layout, vec, vec == 4 ? partials_blocks_per_sm<4, N, K, In, F>()
+                                                       : partials_blocks_per_sm<1, N, K, In, F>());
   Partials out;
   out.rows = layout.rows;
   out.per_row = plan.partials_per_row();

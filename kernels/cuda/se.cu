@@ -16,6 +16,10 @@
 //                added in order (deterministic, no atomics)
 //             4. streaming map dx = dy*(1 + s) + dz/HW          (reads dy, writes dx)
 // Every dot product is summed in a fixed order: reruns are bit-identical.
+// The forward also runs on bf16 tensors (x, w1, w2, y and the saved z, h, s):
+// the pooling sums in double and the FC chain runs in f32 from shared memory;
+// only what is stored is rounded. y reads the stored (rounded) s, within one
+// bf16 ulp of using the f32 s (the relative error of 1 + s is at most 2^-10).
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/row_kernels.cuh"
 
@@ -28,10 +32,11 @@ constexpr int kFcWarps = kFcThreads / 32;
 
 // Lane-strided dot product of a[0..n) and b[0..n) over a warp, reduced in a
 // fixed shuffle order; every lane gets the result.
-__device__ inline float warp_dot(const float* a, int64_t a_stride, const float* b, int64_t n) {
+template <class A>
+__device__ inline float warp_dot(const A* a, int64_t a_stride, const float* b, int64_t n) {
   const int lane = threadIdx.x % 32;
   float sum = 0.f;
-  for (int64_t k = lane; k < n; k += 32) sum += a[k * a_stride] * b[k];
+  for (int64_t k = lane; k < n; k += 32) sum += to_float(a[k * a_stride]) * b[k];
   for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
   return sum;
 }
@@ -45,12 +50,13 @@ struct DotTerm {
   }
 };
 
-// One block per sample n. Shared memory: z[C], h[Cr].
+// One block per sample n. Shared memory: z[C], h[Cr], in f32 whatever T is.
+template <class T>
 __global__ void __launch_bounds__(kFcThreads)
     se_fc_forward_kernel(const double* __restrict__ partials, int64_t per_row, int64_t c_count,
-                         int64_t cr_count, double hw, const float* __restrict__ w1,
-                         const float* __restrict__ w2, float* __restrict__ pooled,
-                         float* __restrict__ hidden, float* __restrict__ scale) {
+                         int64_t cr_count, double hw, const T* __restrict__ w1,
+                         const T* __restrict__ w2, T* __restrict__ pooled,
+                         T* __restrict__ hidden, T* __restrict__ scale) {
   extern __shared__ float smem[];
   float* z = smem;
   float* h = smem + c_count;
@@ -61,7 +67,7 @@ __global__ void __launch_bounds__(kFcThreads)
     warp_row_total(partials, n * c_count + c, per_row, total);
     if (lane == 0) {
       z[c] = static_cast<float>(total[0] / hw);
-      pooled[n * c_count + c] = z[c];
+      pooled[n * c_count + c] = from_float<T>(z[c]);
     }
   }
   __syncthreads();
@@ -69,14 +75,14 @@ __global__ void __launch_bounds__(kFcThreads)
     const float a = warp_dot(w1 + j * c_count, 1, z, c_count);
     if (lane == 0) {
       h[j] = a > 0.f ? a : 0.f;
-      hidden[n * cr_count + j] = h[j];
+      hidden[n * cr_count + j] = from_float<T>(h[j]);
     }
   }
   __syncthreads();
   for (int64_t c = threadIdx.x; c < c_count; c += blockDim.x) {  // s = sigmoid(w2 h), w2 is [C, Cr]
     float a = 0.f;
-    for (int64_t j = 0; j < cr_count; ++j) a += w2[c * cr_count + j] * h[j];
-    scale[n * c_count + c] = sigmoid(a);
+    for (int64_t j = 0; j < cr_count; ++j) a += to_float(w2[c * cr_count + j]) * h[j];
+    scale[n * c_count + c] = from_float<T>(sigmoid(a));
   }
 }
 
@@ -140,10 +146,10 @@ __global__ void se_weight_grad_kernel(int64_t batch, int64_t c_count, int64_t cr
   }
 }
 
-struct ScaleResidual {  // y = x * (1 + s[row])
-  const float* s;
+template <class T> struct ScaleResidual {  // y = x * (1 + s[row])
+  const T* s;
   __device__ float operator()(int64_t row, const float (&v)[1], float) const {
-    return v[0] * (1.f + s[row]);
+    return v[0] * (1.f + to_float(s[row]));
   }
 };
 struct GradMap {  // dx = dy * (1 + s[row]) + dz[row]/HW
@@ -167,14 +173,15 @@ void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, 
   const int64_t batch = x.n(), c = x.c(), cr = w1.n(), hw = x.h() * x.w();
   const size_t smem = fc_shared_bytes("se_forward", c, cr);
   if (batch * c == 0) return;
-  const Inputs<1> xs{{x.data<float>()}};
-  const Partials partials = row_partials<1>(RowLayout{batch * c, 1, 0, hw}, xs, SumTerm{});
-  se_fc_forward_kernel<<<static_cast<unsigned>(batch), kFcThreads, smem, context().stream>>>(
-      partials.data(), partials.per_row, c, cr, static_cast<double>(hw),
-      w1.data<float>(), w2.data<float>(), saved.pooled.data<float>(), saved.hidden.data<float>(),
-      saved.scale.data<float>());
-  CUDA_CHECK_LAUNCH("se_fc_forward_kernel");
-  row_map<false>(batch * c, hw, xs, y.data<float>(), ScaleResidual{saved.scale.data<float>()});
+  with_element_type(x, [&]<class T>() {
+    const Inputs<1, T> xs{{elements<T>(x)}};
+    const Partials partials = row_partials<1>(RowLayout{batch * c, 1, 0, hw}, xs, SumTerm{});
+    se_fc_forward_kernel<<<static_cast<unsigned>(batch), kFcThreads, smem, context().stream>>>(
+        partials.data(), partials.per_row, c, cr, static_cast<double>(hw), elements<T>(w1),
+        elements<T>(w2), elements<T>(saved.pooled), elements<T>(saved.hidden), elements<T>(saved.scale));
+    CUDA_CHECK_LAUNCH("se_fc_forward_kernel");
+    row_map<false>(batch * c, hw, xs, elements<T>(y), ScaleResidual<T>{elements<T>(saved.scale)});
+  });
 }
 
 void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tensor& w2,

@@ -4,27 +4,34 @@
 // when there are more than 65535 row blocks); each thread owns one input
 // element and its 2x2 output block, moved as float2 pairs when aligned.
 // The backward sums the 2x2 block in a fixed order: deterministic.
+// The forward, a pure copy, also runs on bf16 (exact: no arithmetic).
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/grid2d.cuh"
+#include "kernels/cuda/row_kernels.cuh"
 
 namespace covidrate::cuda {
 
 namespace {
 
-template <bool kVec2>
-__global__ void upsample2x_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
+// Two neighbouring elements as one aligned store.
+template <class T> struct alignas(2 * sizeof(T)) Pair {
+  T a, b;
+};
+
+template <bool kVec2, class T>
+__global__ void upsample2x_forward_kernel(const T* __restrict__ x, T* __restrict__ y,
                                           int64_t rows, int64_t w) {
   const int64_t j = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (j >= w) return;
   const int64_t w2 = 2 * w;
   for (int64_t r = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r < rows;
        r += int64_t{gridDim.y} * blockDim.y) {
-    const float v = x[r * w + j];
-    float* top = y + (2 * r) * w2 + 2 * j;
-    float* bottom = top + w2;
+    const T v = x[r * w + j];
+    T* top = y + (2 * r) * w2 + 2 * j;
+    T* bottom = top + w2;
     if constexpr (kVec2) {
-      *reinterpret_cast<float2*>(top) = make_float2(v, v);
-      *reinterpret_cast<float2*>(bottom) = make_float2(v, v);
+      *reinterpret_cast<Pair<T>*>(top) = Pair<T>{v, v};
+      *reinterpret_cast<Pair<T>*>(bottom) = Pair<T>{v, v};
     } else {
       top[0] = v; top[1] = v;
       bottom[0] = v; bottom[1] = v;
@@ -62,12 +69,15 @@ void upsample2x_forward(const Tensor& x, Tensor& y) {
   const int64_t rows = x.n() * x.c() * x.h(), w = x.w();
   if (rows * w == 0) return;
   const Grid2d g = grid2d(rows, w);
-  float* out = y.data<float>();
-  if (aligned8(out)) {
-    upsample2x_forward_kernel<true><<<g.grid, g.block, 0, context().stream>>>(x.data<float>(), out, rows, w);
-  } else {
-    upsample2x_forward_kernel<false><<<g.grid, g.block, 0, context().stream>>>(x.data<float>(), out, rows, w);
-  }
+  with_element_type(x, [&]<class T>() {
+    const T* in = elements<T>(x);
+    T* out = elements<T>(y);
+    if (reinterpret_cast<uintptr_t>(out) % sizeof(Pair<T>) == 0) {
+      upsample2x_forward_kernel<true><<<g.grid, g.block, 0, context().stream>>>(in, out, rows, w);
+    } else {
+      upsample2x_forward_kernel<false><<<g.grid, g.block, 0, context().stream>>>(in, out, rows, w);
+    }
+  });
   CUDA_CHECK_LAUNCH("upsample2x_forward_kernel");
 }
 

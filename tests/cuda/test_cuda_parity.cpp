@@ -11,6 +11,10 @@
 //     accumulate == true start from the same random values on both devices;
 //   - CUDA runs each case twice and must give bit-identical results (no
 //     atomics-order or algorithm-choice nondeterminism).
+// The cases marked bf16 (the inference ops) run their forward once more on
+// bf16 tensors: CUDA against the CPU reference (f32 op on the bf16 values,
+// rounded once), within the case's tolerance in bf16 ulps, with the same
+// guards, NaN/Inf and determinism checks.
 // Skipped (exit 77) without a GPU.
 #include <doctest/doctest.h>
 
@@ -34,7 +38,7 @@ using namespace covidrate::test;
 namespace {
 
 using Tensors = std::vector<Tensor>;
-constexpr float kSentinel = -7777.0f;
+constexpr float kSentinel = -7680.0f;  // exact in f32 and bf16 (-1.875 * 2^12)
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
 // Hands out views [1, n+1) of sentinel-filled [n+2, ...] buffers and checks
@@ -49,7 +53,7 @@ class GuardedAlloc {
   std::string violations() const {
     for (size_t b = 0; b < buffers_.size(); ++b) {
       const Buffer& buf = buffers_[b];
-      const std::vector<float> v = buf.whole.to_vector();
+      const std::vector<float> v = buf.whole.to(Device::CPU).to(DType::F32).to_vector();
       const int64_t total = static_cast<int64_t>(v.size());
       for (int64_t i = 0; i < total; ++i) {
         const bool guard = i < buf.row || i >= total - buf.row;
@@ -77,7 +81,8 @@ class GuardedAlloc {
   };
 
   Tensor make(const Shape& s, DType t, Device d) {
-    CR_CHECK(t == DType::F32, "parity test: cases must allocate f32, asked for " << to_string(t));
+    CR_CHECK(t == DType::F32 || t == DType::BF16,
+             "parity test: cases must allocate f32 or bf16, asked for " << to_string(t));
     // A rank-0 tensor is guarded as one row of one element.
     std::vector<int64_t> dims = s.rank() > 0 ? s.dims() : std::vector<int64_t>{1};
     const int64_t n = dims[0];
@@ -269,6 +274,137 @@ TEST_CASE("cuDNN matches the CPU at a COVID-Rate layer size, deterministically, 
       CHECK(count_nonfinite(gpu[i]) == 0);
       CHECK(rel_l2(gpu[i], cpu[i]) < 5e-5);
       CHECK(bit_identical(gpu[i], again[i]));
+    }
+  }
+}
+
+// ---------------------------------------------------------------- bf16 forward
+namespace {
+
+Tensor host_f32(const Tensor& t) { return t.to(Device::CPU).to(DType::F32); }
+
+// The spacing of bf16 values at |v| (7 fraction bits); the subnormal spacing near 0.
+double bf16_ulp(double v) {
+  const double a = std::fabs(v);
+  const double min_normal = std::ldexp(1.0, -126);
+  if (a < min_normal) return std::ldexp(1.0, -133);
+  return std::ldexp(1.0, std::ilogb(a) - 7);
+}
+
+// Worst |cuda - cpu| / (ulps * ulp(cpu) + scale_ulps * ulp(max |cpu|)); <= 1 passes.
+// An exact case (both 0) passes only on equal values.
+double bf16_closeness(const Tensor& cuda, const Tensor& cpu, double ulps, double scale_ulps) {
+  const std::vector<float> a = host_f32(cuda).to_vector(), b = host_f32(cpu).to_vector();
+  double largest = 0;
+  for (float v : b) largest = std::max(largest, static_cast<double>(std::fabs(v)));
+  double worst = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i]) || !std::isfinite(b[i])) return std::numeric_limits<double>::infinity();
+    const double diff = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (diff == 0) continue;
+    const double tolerance = ulps * bf16_ulp(b[i]) + scale_ulps * bf16_ulp(largest);
+    worst = std::max(worst, tolerance > 0 ? diff / tolerance : std::numeric_limits<double>::infinity());
+  }
+  return worst;
+}
+
+Tensors run_forward(const OpCase& c, const Tensors& cpu_in, Device d) {
+  const Tensors in = to_device(cpu_in, d);
+  GuardedAlloc guard;
+  Tensors out = c.forward(in, guard.alloc());
+  INFO("bf16 forward on " << to_string(d));
+  CHECK(guard.violations() == "");
+  return out;
+}
+
+void check_bf16_case(const OpCase& c, uint64_t seed) {
+  Tensors in;
+  for (size_t i = 0; i < c.inputs.size(); ++i)
+    in.push_back(make_input(c.inputs[i], seed + 101 * i).to(DType::BF16));
+  const Tensors cpu = run_forward(c, in, Device::CPU);
+  const Tensors gpu = run_forward(c, in, Device::CUDA);
+  const Tensors again = run_forward(c, in, Device::CUDA);
+  REQUIRE(cpu.size() == gpu.size());
+  double worst = 0;
+  bool deterministic = true;
+  for (size_t k = 0; k < cpu.size(); ++k) {
+    INFO("output " << k << ": cpu " << cpu[k].str() << ", cuda " << gpu[k].str());
+    REQUIRE(gpu[k].dtype() == DType::BF16);
+    CHECK(count_nonfinite(host_f32(cpu[k])) == 0);
+    CHECK(count_nonfinite(host_f32(gpu[k])) == 0);
+    const double r = bf16_closeness(gpu[k], cpu[k], c.bf16_ulps, c.bf16_scale_ulps);
+    INFO("worst |cuda - cpu| / tolerance = " << r << " (" << c.bf16_ulps << " ulps + " << c.bf16_scale_ulps
+                                             << " ulps of the largest value)");
+    CHECK(r <= 1.0);
+    worst = std::max(worst, r);
+    deterministic = deterministic && bit_identical(host_f32(gpu[k]), host_f32(again[k]));
+  }
+  INFO("two CUDA runs of the same case must be bit-identical");
+  CHECK(deterministic);
+  std::printf("parity bf16 %-29s worst/tolerance: forward %.3g; %s\n", c.name.c_str(), worst,
+              deterministic ? "deterministic" : "NOT deterministic");
+}
+
+}  // namespace
+
+TEST_CASE("CUDA's bf16 forward ops agree with the CPU reference") {
+  const std::vector<OpCase>& cases = op_cases();
+  int checked = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    if (!cases[i].bf16) continue;
+    ++checked;
+    SUBCASE(cases[i].name.c_str()) {
+      try {
+        check_bf16_case(cases[i], 4000 + 37 * i);
+      } catch (const std::exception& e) {
+        FAIL_CHECK(cases[i].name << " threw: " << e.what());
+      }
+    }
+  }
+  CHECK(checked >= 10);
+}
+
+// At a real layer size cuDNN runs its bf16 tensor-core algorithms, with a
+// 288-term reduction per output: the table's tolerance (2 ulps + 1 ulp of the
+// largest value, see conv_case) must still hold, and the cast round trip of
+// the whole activation must equal the CPU's.
+TEST_CASE("bf16 convolution and cast at a COVID-Rate layer size match the CPU reference") {
+  const ConvParams p = ConvParams::same(3, 1, 2);
+  const Tensor x = randn({2, 32, 96, 96}, 61).to(DType::BF16);
+  const Tensor w = randn({32, 32, 3, 3}, 62, DType::F32, 0.06).to(DType::BF16);
+  const Tensor b = randn({32}, 63).to(DType::BF16);
+  const Shape ys = conv2d_out_shape(x.shape(), w.shape(), p);
+  const auto run = [&](Device d) {
+    const Tensor xd = x.to(d), wd = w.to(d), bd = b.to(d);
+    Tensor y = Tensor::empty(ys, DType::BF16, d);
+    ops::conv2d_forward(xd, wd, &bd, p, y);
+    Tensor wide = Tensor::empty(ys, DType::F32, d), narrow = Tensor::empty(ys, DType::BF16, d);
+    ops::cast(y, wide);
+    ops::cast(wide, narrow);
+    return Tensors{y, wide, narrow};
+  };
+  const Tensors cpu = run(Device::CPU), gpu = run(Device::CUDA), again = run(Device::CUDA);
+  CHECK(count_nonfinite(host_f32(gpu[0])) == 0);
+  CHECK(bf16_closeness(gpu[0], cpu[0], 2, 1) <= 1.0);
+  CHECK(bit_identical(host_f32(gpu[0]), host_f32(again[0])));
+  // The casts are exact here (bf16 -> f32 -> bf16): the same bits as the input on both devices.
+  CHECK(bit_identical(gpu[1], host_f32(gpu[0])));
+  CHECK(bit_identical(host_f32(gpu[2]), host_f32(gpu[0])));
+
+  // f32 -> bf16 rounding on the GPU equals the CPU's, ties, infinities and NaN included.
+  std::vector<float> values = randn({4096}, 64, DType::F32, 1000.0).to_vector();
+  values.insert(values.end(), {1.0f + std::ldexp(1.0f, -8), 1.0f + 3 * std::ldexp(1.0f, -8), 3.4e38f,
+                               -std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()});
+  const Tensor f = Tensor::from_vector({static_cast<int64_t>(values.size())}, values);
+  Tensor on_gpu = Tensor::empty(f.shape(), DType::BF16, Device::CUDA);
+  ops::cast(f.to(Device::CUDA), on_gpu);
+  const std::vector<float> got = host_f32(on_gpu).to_vector(), want = host_f32(f.to(DType::BF16)).to_vector();
+  for (size_t i = 0; i < values.size(); ++i) {
+    INFO("value " << values[i] << ": cuda " << got[i] << ", cpu " << want[i]);
+    if (std::isnan(want[i])) {
+      CHECK(std::isnan(got[i]));
+    } else {
+      CHECK(got[i] == want[i]);
     }
   }
 }

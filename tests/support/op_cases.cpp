@@ -44,6 +44,14 @@ OpCase conv_case(int kernel, int stride, int dilation, int64_t size) {
   };
   c.parity_rtol = 1e-4;
   c.parity_atol = 1e-4;  // sums of up to 3*7*7 products in float32
+  // bf16: both sides sum exact products in f32, in different orders (cuDNN's
+  // tensor cores), and CUDA rounds twice: the convolution to bf16, then the
+  // sum with the bias. Where the bias cancels much of the convolution, the
+  // first rounding (half an ulp of the convolution) can be several ulps of the
+  // result; it is at most about one ulp of the output's largest value.
+  c.bf16 = true;
+  c.bf16_ulps = 2;
+  c.bf16_scale_ulps = 1;
   return c;
 }
 
@@ -110,6 +118,7 @@ OpCase relu_case() {
                   bool accumulate, const Alloc&) {
     ops::relu_backward(dys[0], out[0], grads[0], accumulate);
   };
+  c.bf16 = true;  // a comparison: exact
   return c;
 }
 
@@ -126,6 +135,8 @@ OpCase sigmoid_case() {
                   bool accumulate, const Alloc&) {
     ops::sigmoid_backward(dys[0], out[0], grads[0], accumulate);
   };
+  c.bf16 = true;
+  c.bf16_ulps = 1;  // expf differs from std::exp in the last f32 bits: a rounding may flip
   return c;
 }
 
@@ -144,6 +155,7 @@ OpCase add_case() {
     ops::add_into(dys[0], grads[0], accumulate);
     ops::add_into(dys[0], grads[1], accumulate);
   };
+  c.bf16 = true;  // one f32 add, one rounding: exact
   return c;
 }
 
@@ -160,6 +172,7 @@ OpCase mul_channel_case() {
                   bool accumulate, const Alloc&) {
     ops::mul_channel_backward(dys[0], in[0], in[1], grads[0], grads[1], accumulate);
   };
+  c.bf16 = true;  // one f32 multiply, one rounding: exact
   return c;
 }
 
@@ -181,6 +194,7 @@ OpCase concat_case(const std::vector<int64_t>& channels) {
                   bool accumulate, const Alloc&) {
     ops::concat_channels_backward(dys[0], grads, accumulate);
   };
+  c.bf16 = true;  // copies: exact
   return c;
 }
 
@@ -198,6 +212,7 @@ OpCase upsample_case() {
                   bool accumulate, const Alloc&) {
     ops::upsample2x_backward(dys[0], grads[0], accumulate);
   };
+  c.bf16 = true;  // copies: exact
   return c;
 }
 
@@ -232,6 +247,8 @@ OpCase gap_case() {
                   bool accumulate, const Alloc&) {
     ops::global_avg_pool_backward(dys[0], grads[0], accumulate);
   };
+  c.bf16 = true;
+  c.bf16_ulps = 1;  // double sums in another order: the f32 mean may differ in its last bit
   return c;
 }
 
@@ -250,6 +267,9 @@ OpCase linear_case() {
     ops::linear_backward_data(dys[0], in[1], grads[0], accumulate);
     ops::linear_backward_weight(dys[0], in[0], grads[1]);
   };
+  c.bf16 = true;  // cuBLAS sums the 6 exact products in f32 in its own order
+  c.bf16_ulps = 1;
+  c.bf16_scale_ulps = 0.25;
   return c;
 }
 
@@ -271,6 +291,12 @@ OpCase se_case() {
     const SeSaved saved{out[1], out[2], out[3]};
     ops::se_backward(dys[0], in[0], in[1], in[2], saved, grads[0], grads[1], grads[2], accumulate);
   };
+  // bf16: the FC dot products sum in another order (h, s may flip a rounding;
+  // h can come out of cancellation), and CUDA's y reads the rounded s, at most
+  // about one more ulp (kernels/cuda/se.cu).
+  c.bf16 = true;
+  c.bf16_ulps = 2;
+  c.bf16_scale_ulps = 0.5;
   return c;
 }
 

@@ -3,7 +3,9 @@
 //   - tests/test_op_gradients.cpp: finite-difference gradient checks in double
 //     precision on the CPU, plus the overwrite/accumulate contract;
 //   - tests/cuda/test_cuda_parity.cpp: CPU versus CUDA, forward and backward,
-//     float32, with NaN/Inf checks and guard values around every output.
+//     float32, with NaN/Inf checks and guard values around every output; and
+//     for the inference ops (bf16 == true) the forward again in bfloat16, CUDA
+//     versus the CPU reference.
 #pragma once
 #include <functional>
 #include <string>
@@ -55,6 +57,13 @@ struct OpCase {
   double grad_eps = 1e-6;     // finite-difference step
   double parity_rtol = 1e-4;  // CPU vs CUDA, float32
   double parity_atol = 1e-5;
+  // The forward also runs on bf16 tensors (inference ops). CUDA passes when, per
+  // element, |cuda - cpu| <= bf16_ulps * ulp(cpu) + bf16_scale_ulps * ulp(max |cpu|),
+  // ulps of bf16 (2^-7 relative), max over that output: the second term is for
+  // values that come out of cancellation, whose own ulp says nothing of the error.
+  bool bf16 = false;
+  double bf16_ulps = 0;
+  double bf16_scale_ulps = 0;
 };
 
 // Every case, in a fixed order. Shapes are small enough for the whole table to
