@@ -145,6 +145,32 @@ TEST_CASE("disk morphology matches the Euclidean definition") {
   for (int64_t p = 0; p < n * n; ++p) CHECK(g[p] >= before[p]);
 }
 
+TEST_CASE("convex_hull_2d fills between the outermost pixels and nothing beyond") {
+  // A U: the hull is its bounding rectangle, open side included.
+  const int64_t nx = 12, ny = 8;
+  std::vector<uint8_t> m(nx * ny, 0), h(nx * ny, 7);
+  for (int64_t y = 1; y < 7; ++y) m[y * nx + 2] = m[y * nx + 9] = 1;
+  for (int64_t x = 2; x < 10; ++x) m[6 * nx + x] = 1;
+  convex_hull_2d(m.data(), nx, ny, h.data());
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) CHECK(h[y * nx + x] == (y >= 1 && y <= 6 && x >= 2 && x <= 9 ? 1 : 0));
+  // A triangle: (0,0), (8,0), (0,8); pixel centres on the slanted edge count as inside.
+  std::fill(m.begin(), m.end(), uint8_t(0));
+  m[0] = m[8] = m[7 * nx + 0] = 1;
+  convex_hull_2d(m.data(), nx, ny, h.data());
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) CHECK(h[y * nx + x] == (x + y * 8 / 7.0 <= 8 + 1e-9 && x <= 8 ? 1 : 0));
+  // One pixel is its own hull; an empty mask has none.
+  std::fill(m.begin(), m.end(), uint8_t(0));
+  m[3 * nx + 4] = 1;
+  convex_hull_2d(m.data(), nx, ny, h.data());
+  CHECK(std::count(h.begin(), h.end(), 1) == 1);
+  CHECK(h[3 * nx + 4] == 1);
+  m[3 * nx + 4] = 0;
+  convex_hull_2d(m.data(), nx, ny, h.data());
+  CHECK(std::count(h.begin(), h.end(), 0) == nx * ny);
+}
+
 TEST_CASE("classical extractor on a drawn chest: sides, trachea, vessel, pleural consolidation") {
   const Phantom p = chest_phantom();
   const LungSegmentation seg = ClassicalLungExtractor().extract(p.ct);
@@ -155,6 +181,32 @@ TEST_CASE("classical extractor on a drawn chest: sides, trachea, vessel, pleural
   CHECK(seg.labels.at(109, 62, 0) == kLeftLung);  // plaque kept by the closing
   CHECK(dice(seg.labels, p.truth, kRightLung) > 0.97);
   CHECK(dice(seg.labels, p.truth, kLeftLung) > 0.95);
+}
+
+TEST_CASE("consolidation wider than the closing disk against the chest wall is lung; a dome inside a crescent is not") {
+  Phantom p = chest_phantom();
+  // Left lung: its outer third turned to soft tissue over 24 rows, far wider than
+  // the closing disk (4 % of the body width, about 5 px).
+  for (int y = 50; y < 74; ++y)
+    for (int x = 100; x < 128; ++x)
+      if (p.truth.voxels[y * 128 + x] == float(kLeftLung)) p.ct.voxels[y * 128 + x] = 30;
+  // Right lung: a basal crescent wrapped around a soft-tissue dome on its inner
+  // side, towards the body centre (the liver seen through the lung base).
+  for (int y = 0; y < 128; ++y)
+    for (int x = 0; x < 128; ++x)
+      if (p.truth.voxels[y * 128 + x] == float(kRightLung) && in_ellipse(x, y, 52, 62, 18, 20)) {
+        p.ct.voxels[y * 128 + x] = 50;
+        p.truth.voxels[y * 128 + x] = kNoLung;
+      }
+  const LungSegmentation seg = ClassicalLungExtractor().extract(p.ct);
+  CHECK(seg.labels.at(104, 62, 0) == kLeftLung);  // the consolidation's middle
+  CHECK(seg.labels.at(44, 62, 0) == kNoLung);     // the dome stays out
+  CHECK(dice(seg.labels, p.truth, kLeftLung) > 0.97);
+  CHECK(dice(seg.labels, p.truth, kRightLung) > 0.95);
+  // Without the dent step the consolidation is left out: the closing alone cannot reach it.
+  ClassicalLungOptions no_dents;
+  no_dents.min_dent_area = 1;
+  CHECK(ClassicalLungExtractor(no_dents).extract(p.ct).labels.at(104, 62, 0) == kNoLung);
 }
 
 TEST_CASE("classical extractor splits lungs that touch across the midline") {
@@ -225,18 +277,19 @@ std::pair<double, double> dice_against_expert(const std::string& name) {
 }  // namespace
 
 TEST_CASE("Dice against expert lung masks (Zenodo 3757476)") {
-  // The three coronacases slices are HU; the Radiopaedia slice is an 8-bit
-  // picture in another window, so its floor is lower. docs/data.md has the table.
+  // Floors are the measured values (docs/data.md) less about 0.005. The
+  // Radiopaedia slice is an 8-bit picture in another window with thin crescents.
   struct Case {
     const char* name;
-    double floor;
+    double right_floor, left_floor;
   };
-  for (const Case c : {Case{"coronacases_001_slice_98", 0.95}, Case{"coronacases_001_slice_110", 0.95},
-                       Case{"coronacases_001_slice_122", 0.95}, Case{"radiopaedia_14_85914_0_slice_0", 0.92}}) {
+  for (const Case c : {Case{"coronacases_001_slice_98", 0.956, 0.977}, Case{"coronacases_001_slice_110", 0.981, 0.982},
+                       Case{"coronacases_001_slice_122", 0.987, 0.983},
+                       Case{"radiopaedia_14_85914_0_slice_0", 0.950, 0.936}}) {
     const auto [right, left] = dice_against_expert(c.name);
     MESSAGE(std::string(c.name) << ": right " << right << ", left " << left);
-    CHECK(right >= c.floor);
-    CHECK(left >= c.floor);
+    CHECK(right >= c.right_floor);
+    CHECK(left >= c.left_floor);
   }
   // Known failure, kept visible: a slice below the lungs' bases where the expert
   // marks two slivers and the largest air is bowel gas, which one slice alone
@@ -267,7 +320,7 @@ TEST_CASE("whole COVID series: lungs in the chest slices, none in the abdomen an
 
 TEST_CASE("MedSeg training pictures: the extracted lungs hold most expert-marked lesion pixels") {
   // Dense consolidation against the chest wall is the classical method's blind
-  // spot; this measures how much lesion it leaves outside (docs/data.md).
+  // spot; this measures how much lesion it leaves outside (docs/data.md: 92.7 %).
   namespace fs = std::filesystem;
   const fs::path train = fs::path(test::data_dir()) / "medseg-semiseg" / "train";
   int64_t inside = 0, lesion = 0;
@@ -282,5 +335,5 @@ TEST_CASE("MedSeg training pictures: the extracted lungs hold most expert-marked
   REQUIRE(lesion > 0);
   const double covered = double(inside) / double(lesion);
   MESSAGE("lesion pixels inside the extracted lungs: " << covered);
-  CHECK(covered >= 0.87);
+  CHECK(covered >= 0.92);
 }
