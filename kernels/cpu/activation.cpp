@@ -5,6 +5,7 @@
 #include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -13,7 +14,9 @@ void relu_forward(const Tensor& x, Tensor& y) {
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) out[i] = in[i] > T(0) ? in[i] : T(0);
+    parallel_for(x.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = in[i] > T(0) ? in[i] : T(0);
+    });
   });
 }
 
@@ -22,8 +25,14 @@ void relu_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumulat
     const T* g = dy.data<T>();
     const T* out = y.data<T>();
     T* d = dx.data<T>();
-    for (int64_t i = 0, n = dy.numel(); i < n; ++i)
-      store_grad(d[i], out[i] > T(0) ? g[i] : T(0), accumulate);
+    parallel_for(dy.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      // g[i] is read whatever the sign, so the choice is a select, not a branch:
+      // the signs of a ReLU's outputs are a coin toss that no predictor learns.
+      store_grads(d, begin, end, accumulate, [&](int64_t i) {
+        const T grad = g[i];
+        return out[i] > T(0) ? grad : T(0);
+      });
+    });
   });
 }
 
@@ -32,11 +41,13 @@ void sigmoid_forward(const Tensor& x, Tensor& y) {
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();
-    for (int64_t i = 0, n = x.numel(); i < n; ++i) {
-      // exp of a non-positive number only: no overflow for large |x|.
-      const T e = std::exp(-std::abs(in[i]));
-      out[i] = in[i] >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
-    }
+    parallel_for(x.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        // exp of a non-positive number only: no overflow for large |x|.
+        const T e = std::exp(-std::abs(in[i]));
+        out[i] = in[i] >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e);
+      }
+    });
   });
 }
 
@@ -45,8 +56,10 @@ void sigmoid_backward(const Tensor& dy, const Tensor& y, Tensor& dx, bool accumu
     const T* g = dy.data<T>();
     const T* out = y.data<T>();
     T* d = dx.data<T>();
-    for (int64_t i = 0, n = dy.numel(); i < n; ++i)
-      store_grad(d[i], g[i] * out[i] * (T(1) - out[i]), accumulate);
+    parallel_for(dy.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      store_grads(d, begin, end, accumulate,
+                  [&](int64_t i) { return g[i] * out[i] * (T(1) - out[i]); });
+    });
   });
 }
 

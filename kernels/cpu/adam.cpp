@@ -5,6 +5,7 @@
 
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -23,11 +24,13 @@ void adam_step(Tensor& params, const Tensor& grads, Tensor& m, Tensor& v, const 
     const T one_minus_b1 = static_cast<T>(1.0 - p.beta1),
             one_minus_b2 = static_cast<T>(1.0 - p.beta2);
     const T step_size = static_cast<T>(lr_t), eps = static_cast<T>(p.eps);
-    for (int64_t i = 0, n = params.numel(); i < n; ++i) {
-      mp[i] = b1 * mp[i] + one_minus_b1 * g[i];
-      vp[i] = b2 * vp[i] + one_minus_b2 * g[i] * g[i];
-      w[i] -= step_size * mp[i] / (std::sqrt(vp[i]) + eps);
-    }
+    parallel_for(params.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        mp[i] = b1 * mp[i] + one_minus_b1 * g[i];
+        vp[i] = b2 * vp[i] + one_minus_b2 * g[i] * g[i];
+        w[i] -= step_size * mp[i] / (std::sqrt(vp[i]) + eps);
+      }
+    });
   });
 }
 

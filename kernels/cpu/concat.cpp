@@ -5,6 +5,7 @@
 #include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -21,8 +22,12 @@ void concat_channels_forward(const std::vector<Tensor>& xs, Tensor& y) {
     for (const Tensor& x : xs) {
       const T* in = x.data<T>();
       const int64_t block = x.c() * hw;
-      for (int64_t n = 0; n < y.n(); ++n)
-        std::copy_n(in + n * block, block, out + n * out_block + channel_offset * hw);
+      for (int64_t n = 0; n < y.n(); ++n) {
+        T* dst = out + n * out_block + channel_offset * hw;
+        parallel_for(block, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+          std::copy(in + n * block + begin, in + n * block + end, dst + begin);
+        });
+      }
       channel_offset += x.c();
     }
   });
@@ -38,7 +43,10 @@ void concat_channels_backward(const Tensor& dy, std::vector<Tensor>& dxs, bool a
       const int64_t block = dx.c() * hw;
       for (int64_t n = 0; n < dy.n(); ++n) {
         const T* src = g + n * dy_block + channel_offset * hw;
-        for (int64_t i = 0; i < block; ++i) store_grad(d[n * block + i], src[i], accumulate);
+        T* dst = d + n * block;
+        parallel_for(block, kElementwiseGrain, [&](int64_t begin, int64_t end) {
+          store_grads(dst, begin, end, accumulate, [&](int64_t i) { return src[i]; });
+        });
       }
       channel_offset += dx.c();
     }

@@ -32,6 +32,7 @@
 #include "kernels/cpu/conv2d_gemm.h"
 #include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
@@ -247,14 +248,17 @@ template <class T> void bias_gradient(const Tensor& dy, Tensor& dbias) {
   const T* dys = dy.data<T>();
   T* dbs = dbias.data<T>();
   const int64_t plane = dy.h() * dy.w();
-  for (int64_t co = 0; co < dy.c(); ++co) {
-    double sum = 0;
-    for (int64_t b = 0; b < dy.n(); ++b) {
-      const T* values = dys + (b * dy.c() + co) * plane;
-      for (int64_t q = 0; q < plane; ++q) sum += values[q];
+  // Each channel's sum stays on one thread: the same bits for any thread count.
+  parallel_for(dy.c(), units_per_grain(dy.n() * plane), [&](int64_t begin, int64_t end) {
+    for (int64_t co = begin; co < end; ++co) {
+      double sum = 0;
+      for (int64_t b = 0; b < dy.n(); ++b) {
+        const T* values = dys + (b * dy.c() + co) * plane;
+        for (int64_t q = 0; q < plane; ++q) sum += values[q];
+      }
+      dbs[co] = static_cast<T>(dbs[co] + sum);
     }
-    dbs[co] = static_cast<T>(dbs[co] + sum);
-  }
+  });
 }
 
 }  // namespace

@@ -1,6 +1,9 @@
-// Small helpers shared by the CPU twins: the dtype switch at each entry point
-// and the overwrite/accumulate store of activation gradients.
+// Small helpers shared by the CPU twins: the dtype switch at each entry point,
+// the overwrite/accumulate store of activation gradients, and the grain of
+// elementwise loops spread over threads.
 #pragma once
+#include <algorithm>
+
 #include "nn/tensor.h"
 
 namespace covidrate::cpu {
@@ -19,6 +22,26 @@ template <class Fn> void with_dtype(const Tensor& t, Fn&& fn) {
 // never reads dst, so a NaN-poisoned buffer stays harmless.
 template <class T> inline void store_grad(T& dst, T value, bool accumulate) {
   dst = accumulate ? dst + value : value;
+}
+
+// store_grad over dst[begin, end) with value(i): the flag is tested once, outside
+// the loops, so that each of them vectorizes (a test per element kept GCC from it).
+template <class T, class Value>
+inline void store_grads(T* dst, int64_t begin, int64_t end, bool accumulate, Value value) {
+  if (accumulate) {
+    for (int64_t i = begin; i < end; ++i) dst[i] += value(i);
+  } else {
+    for (int64_t i = begin; i < end; ++i) dst[i] = value(i);
+  }
+}
+
+// Memory-bound loops give each thread at least this many values (128 KiB of
+// floats): below it, handing work to a thread costs more than it saves.
+constexpr int64_t kElementwiseGrain = int64_t{1} << 15;
+
+// The grain of a loop over units (planes, channels) of unit_size values each.
+constexpr int64_t units_per_grain(int64_t unit_size) {
+  return unit_size > 0 ? std::max<int64_t>(1, kElementwiseGrain / unit_size) : 1;
 }
 
 }  // namespace covidrate::cpu

@@ -3,6 +3,7 @@
 #include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -12,7 +13,9 @@ void add_forward(const Tensor& a, const Tensor& b, Tensor& y) {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* out = y.data<T>();
-    for (int64_t i = 0, n = a.numel(); i < n; ++i) out[i] = pa[i] + pb[i];
+    parallel_for(a.numel(), kElementwiseGrain, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) out[i] = pa[i] + pb[i];
+    });
   });
 }
 
@@ -24,8 +27,10 @@ void mul_channel_forward(const Tensor& x, const Tensor& s, Tensor& y) {
     const T* scale = s.data<T>();
     T* out = y.data<T>();
     const int64_t planes = x.n() * x.c(), hw = x.h() * x.w();
-    for (int64_t p = 0; p < planes; ++p)
-      for (int64_t i = 0; i < hw; ++i) out[p * hw + i] = in[p * hw + i] * scale[p];
+    parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        for (int64_t i = 0; i < hw; ++i) out[p * hw + i] = in[p * hw + i] * scale[p];
+    });
   });
 }
 
@@ -38,14 +43,17 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
     T* d = dx.data<T>();
     T* dscale = ds.data<T>();
     const int64_t planes = x.n() * x.c(), hw = x.h() * x.w();
-    for (int64_t p = 0; p < planes; ++p) {
-      double sum = 0;  // a whole plane: sum in double even for float
-      for (int64_t i = 0; i < hw; ++i) {
-        store_grad(d[p * hw + i], g[p * hw + i] * scale[p], accumulate);
-        sum += static_cast<double>(g[p * hw + i]) * in[p * hw + i];
+    // Each plane's sum stays on one thread: the same bits for any thread count.
+    parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T* gp = g + p * hw;
+        const T* xp = in + p * hw;
+        store_grads(d + p * hw, 0, hw, accumulate, [&](int64_t i) { return gp[i] * scale[p]; });
+        double sum = 0;  // a whole plane: sum in double even for float
+        for (int64_t i = 0; i < hw; ++i) sum += static_cast<double>(gp[i]) * xp[i];
+        store_grad(dscale[p], static_cast<T>(sum), accumulate);
       }
-      store_grad(dscale[p], static_cast<T>(sum), accumulate);
-    }
+    });
   });
 }
 

@@ -2,6 +2,7 @@
 #include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -11,11 +12,14 @@ void global_avg_pool_forward(const Tensor& x, Tensor& y) {
     const T* in = x.data<T>();
     T* out = y.data<T>();
     const int64_t planes = x.n() * x.c(), hw = x.h() * x.w();
-    for (int64_t p = 0; p < planes; ++p) {
-      double sum = 0;  // whole planes of a CT slice: sum in double even for float
-      for (int64_t i = 0; i < hw; ++i) sum += in[p * hw + i];
-      out[p] = static_cast<T>(sum / static_cast<double>(hw));
-    }
+    // Each plane's sum stays on one thread: the same bits for any thread count.
+    parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        double sum = 0;  // whole planes of a CT slice: sum in double even for float
+        for (int64_t i = 0; i < hw; ++i) sum += in[p * hw + i];
+        out[p] = static_cast<T>(sum / static_cast<double>(hw));
+      }
+    });
   });
 }
 
@@ -25,8 +29,10 @@ void global_avg_pool_backward(const Tensor& dy, Tensor& dx, bool accumulate) {
     T* d = dx.data<T>();
     const int64_t planes = dx.n() * dx.c(), hw = dx.h() * dx.w();
     const T inv_hw = T(1) / static_cast<T>(hw);
-    for (int64_t p = 0; p < planes; ++p)
-      for (int64_t i = 0; i < hw; ++i) store_grad(d[p * hw + i], g[p] * inv_hw, accumulate);
+    parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        store_grads(d + p * hw, 0, hw, accumulate, [&](int64_t) { return g[p] * inv_hw; });
+    });
   });
 }
 

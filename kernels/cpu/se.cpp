@@ -5,6 +5,7 @@
 #include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -28,8 +29,10 @@ void se_forward(const Tensor& x, const Tensor& w1, const Tensor& w2, Tensor& y, 
     const T* s = saved.scale.data<T>();
     T* out = y.data<T>();
     const int64_t planes = x.n() * x.c(), hw = x.h() * x.w();
-    for (int64_t p = 0; p < planes; ++p)
-      for (int64_t i = 0; i < hw; ++i) out[p * hw + i] = in[p * hw + i] * (T(1) + s[p]);
+    parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        for (int64_t i = 0; i < hw; ++i) out[p * hw + i] = in[p * hw + i] * (T(1) + s[p]);
+    });
   });
 }
 
@@ -45,11 +48,14 @@ void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tens
     const T* s = saved.scale.data<T>();
     T* d = ds.data<T>();
     const int64_t hw = x.h() * x.w();
-    for (int64_t p = 0; p < n * c; ++p) {
-      double sum = 0;
-      for (int64_t i = 0; i < hw; ++i) sum += static_cast<double>(g[p * hw + i]) * in[p * hw + i];
-      d[p] = static_cast<T>(sum) * s[p] * (T(1) - s[p]);
-    }
+    // Each plane's sum stays on one thread: the same bits for any thread count.
+    parallel_for(n * c, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        double sum = 0;
+        for (int64_t i = 0; i < hw; ++i) sum += static_cast<double>(g[p * hw + i]) * in[p * hw + i];
+        d[p] = static_cast<T>(sum) * s[p] * (T(1) - s[p]);
+      }
+    });
   });
   linear_backward_weight(ds, saved.hidden, dw2);
   Tensor dh = Tensor::empty(ncr, x.dtype());
@@ -66,9 +72,13 @@ void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tens
     T* d = dx.data<T>();
     const int64_t hw = x.h() * x.w();
     const T inv_hw = T(1) / static_cast<T>(hw);
-    for (int64_t p = 0; p < n * c; ++p)
-      for (int64_t i = 0; i < hw; ++i)
-        store_grad(d[p * hw + i], g[p * hw + i] * (T(1) + s[p]) + dzp[p] * inv_hw, accumulate);
+    parallel_for(n * c, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T* gp = g + p * hw;
+        store_grads(d + p * hw, 0, hw, accumulate,
+                    [&](int64_t i) { return gp[i] * (T(1) + s[p]) + dzp[p] * inv_hw; });
+      }
+    });
   });
 }
 
