@@ -181,6 +181,16 @@ TEST_CASE("cast: f32 -> bf16/f16 rounds to nearest even, back is exact, NaN and 
   }
 }
 
+TEST_CASE("bf16 fill rounds the value once; Tensor::zeros and full work for bf16") {
+  const double third = 1.0 / 3.0;
+  const Tensor t = Tensor::full({5}, third, DType::BF16);
+  const uint16_t want = float_to_bf16_bits(double_to_float_round_to_odd(third));
+  const auto* bits = static_cast<const uint16_t*>(t.raw());
+  for (int i = 0; i < 5; ++i) CHECK(bits[i] == want);
+  const std::vector<float> zeros = Tensor::zeros({4}, DType::BF16).to(DType::F32).to_vector();
+  CHECK(zeros == std::vector<float>(4, 0.0f));
+}
+
 namespace {
 void check_throws_naming(const std::function<void()>& fn, const std::vector<std::string>& words) {
   try {
