@@ -14,7 +14,7 @@ namespace covidrate::cpu {
 
 namespace {
 // Runs body(c) for every channel, several channels per thread when channels are
-// small, so that a thread start (~20 us) is paid only for real work.
+// small, so that waking a worker is paid only for real work.
 template <class Body> void for_each_channel(int64_t channels, int64_t per_channel, Body body) {
   const int64_t min_channels =
       std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(1, per_channel));

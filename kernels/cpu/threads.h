@@ -20,14 +20,17 @@ int num_threads();
 int64_t chunk_count(int64_t n, int64_t min_chunk);
 
 // Calls body(chunk, begin, end) for `chunks` contiguous, near-equal chunks of
-// [0, n), each on its own thread (the caller runs chunk 0). The chunk index lets
-// the body use per-chunk scratch space. body must not throw.
+// [0, n), spread over the calling thread and a pool of num_threads() - 1
+// workers that sleep between calls; returns when every chunk is done. The chunk
+// index lets the body use per-chunk scratch space. A call from inside a chunk,
+// or while another thread's call holds the pool, runs its chunks serially on the
+// calling thread. body must not throw.
 void parallel_chunks(int64_t n, int64_t chunks,
                      const std::function<void(int64_t chunk, int64_t begin, int64_t end)>& body);
 
 // Calls body(begin, end) on up to num_threads() contiguous chunks of [0, n),
-// none smaller than min_chunk items (so tiny loops run serially, without thread
-// starts). body must not throw.
+// none smaller than min_chunk items (so tiny loops run serially, without waking
+// workers). body must not throw.
 void parallel_for(int64_t n, int64_t min_chunk,
                   const std::function<void(int64_t begin, int64_t end)>& body);
 
