@@ -4,10 +4,11 @@
 // class and hands them out again, in the spirit of the CUDA backend's
 // kernels/cuda/caching_allocator.*. Why a CPU needs one: glibc gives large
 // freed blocks back to the kernel (mmap'ed chunks, and the top of the heap
-// past its trim threshold), so every training step would fault its
-// activations in again, a page at a time, each page zeroed by the kernel. At
-// width 0.25 that was about 40 000 minor faults per step. Cached blocks stay
-// mapped, so a steady training loop faults nothing after its first step.
+// past its trim threshold), so training steps fault their activations in
+// again, a page at a time, each page zeroed by the kernel. At width 0.25 the
+// second step (bench_network's timed one) took 37 000 minor faults and 90 ms of
+// system time; glibc's adaptive thresholds calm down after a few steps, but
+// not to zero. Cached blocks stay mapped: no faults after the first step.
 //
 // MallocCpuAllocator is the thin aligned malloc, chosen with
 // COVIDRATE_CPU_ALLOCATOR=malloc: it lets a benchmark show the cache's effect
@@ -29,10 +30,10 @@ class CachingCpuAllocator final : public Allocator {
   static constexpr size_t kAlignment = 64;
   // Requests up to kSmallLimit are rounded to kAlignment. Above it, each
   // doubling of size is cut into kClassesPerDoubling classes, so a block
-  // wastes at most 1/kClassesPerDoubling of its bytes (1/8: 12.5 %) while
+  // wastes at most 1/kClassesPerDoubling of its bytes (1/16: 6.25 %) while
   // tensors of nearby sizes still share a free list.
   static constexpr size_t kSmallLimit = 4096;
-  static constexpr size_t kClassesPerDoubling = 8;
+  static constexpr size_t kClassesPerDoubling = 16;
   // The size class (bytes actually held) of a request of `bytes`.
   static size_t size_class(size_t bytes);
 
