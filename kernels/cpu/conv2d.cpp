@@ -252,10 +252,7 @@ template <class T> void bias_gradient(const Tensor& dy, Tensor& dbias) {
   parallel_for(dy.c(), units_per_grain(dy.n() * plane), [&](int64_t begin, int64_t end) {
     for (int64_t co = begin; co < end; ++co) {
       double sum = 0;
-      for (int64_t b = 0; b < dy.n(); ++b) {
-        const T* values = dys + (b * dy.c() + co) * plane;
-        for (int64_t q = 0; q < plane; ++q) sum += values[q];
-      }
+      for (int64_t b = 0; b < dy.n(); ++b) sum += sum_in_double(dys + (b * dy.c() + co) * plane, plane);
       dbs[co] = static_cast<T>(dbs[co] + sum);
     }
   });

@@ -49,9 +49,7 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
         const T* gp = g + p * hw;
         const T* xp = in + p * hw;
         store_grads(d + p * hw, 0, hw, accumulate, [&](int64_t i) { return gp[i] * scale[p]; });
-        double sum = 0;  // a whole plane: sum in double even for float
-        for (int64_t i = 0; i < hw; ++i) sum += static_cast<double>(gp[i]) * xp[i];
-        store_grad(dscale[p], static_cast<T>(sum), accumulate);
+        store_grad(dscale[p], static_cast<T>(dot_in_double(gp, xp, hw)), accumulate);
       }
     });
   });

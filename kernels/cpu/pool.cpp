@@ -15,9 +15,7 @@ void global_avg_pool_forward(const Tensor& x, Tensor& y) {
     // Each plane's sum stays on one thread: the same bits for any thread count.
     parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        double sum = 0;  // whole planes of a CT slice: sum in double even for float
-        for (int64_t i = 0; i < hw; ++i) sum += in[p * hw + i];
-        out[p] = static_cast<T>(sum / static_cast<double>(hw));
+        out[p] = static_cast<T>(sum_in_double(in + p * hw, hw) / static_cast<double>(hw));
       }
     });
   });

@@ -51,8 +51,7 @@ void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tens
     // Each plane's sum stays on one thread: the same bits for any thread count.
     parallel_for(n * c, units_per_grain(hw), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        double sum = 0;
-        for (int64_t i = 0; i < hw; ++i) sum += static_cast<double>(g[p * hw + i]) * in[p * hw + i];
+        const double sum = dot_in_double(g + p * hw, in + p * hw, hw);
         d[p] = static_cast<T>(sum) * s[p] * (T(1) - s[p]);
       }
     });
