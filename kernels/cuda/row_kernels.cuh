@@ -102,10 +102,20 @@ template <class T> __device__ inline void store4(T* p, const float (&in)[4]) {
   if constexpr (std::is_same_v<T, float>) {
     *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
   } else {
-    Quad<T> q;
-#pragma unroll
-    for (int l = 0; l < 4; ++l) q.v[l] = from_float<T>(in[l]);
-    *reinterpret_cast<Quad<T>*>(p) = q;
+    // Rounded in pairs (one cvt.rn.bf16x2.f32 each), then one 64-bit store: per
+    // element, or through a uint2, nvcc emits four or two narrower stores (read in the PTX).
+    using Pair2 = std::conditional_t<std::is_same_v<T, __nv_bfloat16>, __nv_bfloat162, __half2>;
+    Pair2 pair[2];
+    if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+      pair[0] = __floats2bfloat162_rn(in[0], in[1]);
+      pair[1] = __floats2bfloat162_rn(in[2], in[3]);
+    } else {
+      pair[0] = __floats2half2_rn(in[0], in[1]);
+      pair[1] = __floats2half2_rn(in[2], in[3]);
+    }
+    const unsigned long long lo = *reinterpret_cast<const unsigned*>(&pair[0]);
+    const unsigned long long hi = *reinterpret_cast<const unsigned*>(&pair[1]);
+    *reinterpret_cast<unsigned long long*>(p) = lo | (hi << 32);  // little-endian: pair[0] first
   }
 }
 
