@@ -55,9 +55,11 @@ lungs ricord "$data/ct-covid-ricord"
 lungs tcga "$data/ct-healthy-tcga" --tiles 4
 "$tile" --out "$img/lungs_tcga.png" --shrink 2 "$work/tcga/lungs_overlay.png"
 
-# 4. MedSeg training pictures with their expert lesion masks (red).
+# 4. MedSeg training pictures with their expert lesion masks (red): two with
+# scattered lesions, one whose posterior consolidation the dent step takes back
+# (35) and the remaining limit, consolidation reaching past the aerated lung (23).
 medseg_tiles=()
-for n in 0 10 25 40; do
+for n in 0 25 35 23; do
   lungs "medseg$n-lesions" "$medseg/images/$n.jpg" --lesions "$medseg/masks/$n.png"
   medseg_tiles+=("$work/medseg$n-lesions/lungs_overlay.png")
 done
