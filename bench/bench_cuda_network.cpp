@@ -2,8 +2,8 @@
 // segments at:
 //   train  one training step: forward (batch statistics), hybrid loss, backward,
 //          Adam, at 352 x 352, batch 4;
-//   infer  evaluation mode without a tape, at 512 x 512, batch 16 (as
-//          `covidrate segment --device cuda --batch 16` runs it);
+//   infer  evaluation mode without a tape, at 512 x 512, batch 16 (the batch
+//          of `covidrate segment --device cuda --batch 16`);
 // each in float32 with TF32 off (exact float32 arithmetic) and on (TF32 tensor
 // cores in cuDNN and cuBLAS; COVIDRATE_TF32=1 in the programs); and inference
 // in the inference form (CovidRateNet::prepare_inference: BN folded once,
