@@ -15,9 +15,11 @@
 //
 // bf16 (forward only, for inference): tensors and filters are
 // CUDNN_DATA_BFLOAT16, the convolution's compute type stays CUDNN_DATA_FLOAT
-// (products summed in float32), and the math mode is CUDNN_DEFAULT_MATH, so
-// tensor-core algorithms are allowed: they are what bf16 is for. The TF32
-// flag does not apply to bf16 plans. The bias is added by our own kernel
+// (products summed in float32), and the math mode is CUDNN_TENSOR_OP_MATH:
+// cuDNN's legacy API runs tensor-core kernels only when the descriptor says
+// TENSOR_OP_MATH (or _ALLOW_CONVERSION), and tensor cores are what bf16 is
+// for. (PyTorch sets the same for its bf16 convolutions.) The TF32 flag does
+// not apply to bf16 plans. The bias is added by our own kernel
 // (conv_bias.cu), after cuDNN has stored the convolution rounded to bf16.
 #include "kernels/cuda/cudnn_conv.h"
 
@@ -59,6 +61,10 @@ struct ConvKey {
 
   // TF32 for float32 when asked, always for bf16; plain FMA kernels otherwise.
   bool tensor_cores() const { return tf32 || bf16; }
+  // The math mode the descriptor offers the algorithm search (see the header comment).
+  cudnnMathType_t search_math() const {
+    return bf16 ? CUDNN_TENSOR_OP_MATH : tf32 ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH;
+  }
   cudnnDataType_t data_type() const { return bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT; }
 
   std::string str() const {
@@ -179,7 +185,7 @@ std::unique_ptr<ConvPlan> build_plan(const ConvKey& k) {
   CONV_CHECK(cudnnSetConvolution2dDescriptor(plan->conv, k.pad, k.pad, k.stride, k.stride, k.dilation,
                                              k.dilation, CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT),
              k);
-  CONV_CHECK(cudnnSetConvolutionMathType(plan->conv, k.tensor_cores() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan->conv, k.search_math()), k);
   int on = 0, oc = 0, oh = 0, ow = 0;
   CONV_CHECK(cudnnGetConvolution2dForwardOutputDim(plan->conv, plan->x, plan->w, &on, &oc, &oh, &ow), k);
   CONV_CHECK(cudnnSetTensor4dDescriptor(plan->y, CUDNN_TENSOR_NCHW, k.data_type(), on, oc, oh, ow), k);
@@ -323,7 +329,7 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
   void* o = measure ? scratch->get() : nullptr;
   int count = 0, returned = 0;
   Choice found;
-  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.tensor_cores() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH), k);
+  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, k.search_math()), k);
   if (dir == kForward) {
     CONV_CHECK(cudnnGetConvolutionForwardAlgorithmMaxCount(ctx.cudnn, &count), k);
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(count, 1));
