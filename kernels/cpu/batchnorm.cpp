@@ -40,15 +40,19 @@ void batchnorm_forward_train(const Tensor& x, const Tensor& gamma, const Tensor&
     for_each_channel(channels, count, [&](int64_t c) {
       // Two passes (mean, then squared deviations): no cancellation as in E[x^2] - E[x]^2.
       double sum = 0;
-      for (int64_t n = 0; n < x.n(); ++n)
-        for (int64_t i = 0; i < hw; ++i) sum += in[(n * channels + c) * hw + i];
+      for (int64_t n = 0; n < x.n(); ++n) {
+        const T* plane = in + (n * channels + c) * hw;
+        sum += sum_in_double(hw, [&](int64_t i) { return double{plane[i]}; });
+      }
       const double mean = sum / static_cast<double>(count);
       double sq = 0;
-      for (int64_t n = 0; n < x.n(); ++n)
-        for (int64_t i = 0; i < hw; ++i) {
-          const double d = in[(n * channels + c) * hw + i] - mean;
-          sq += d * d;
-        }
+      for (int64_t n = 0; n < x.n(); ++n) {
+        const T* plane = in + (n * channels + c) * hw;
+        sq += sum_in_double(hw, [&](int64_t i) {
+          const double d = plane[i] - mean;
+          return d * d;
+        });
+      }
       const double var = sq / static_cast<double>(count);  // biased: what normalizes
       const double invstd = 1.0 / std::sqrt(var + p.eps);
       const double scale = g[c] * invstd, shift = b[c] - mean * scale;
@@ -108,22 +112,23 @@ void batchnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& gamma,
     const int64_t channels = x.c(), hw = x.h() * x.w(), count = x.n() * hw;
     for_each_channel(channels, count, [&](int64_t c) {
       const double mean = sm[c], invstd = si[c];
-      double sum_dy = 0, sum_dy_xhat = 0;
-      for (int64_t n = 0; n < x.n(); ++n)
-        for (int64_t i = 0; i < hw; ++i) {
-          const int64_t k = (n * channels + c) * hw + i;
-          sum_dy += g[k];
-          sum_dy_xhat += g[k] * (in[k] - mean) * invstd;
-        }
+      double sum_dy = 0, sum_dy_centered = 0;
+      for (int64_t n = 0; n < x.n(); ++n) {
+        const T* gp = g + (n * channels + c) * hw;
+        const T* xp = in + (n * channels + c) * hw;
+        sum_dy += sum_in_double(hw, [&](int64_t i) { return double{gp[i]}; });
+        sum_dy_centered += sum_in_double(hw, [&](int64_t i) { return gp[i] * (xp[i] - mean); });
+      }
+      const double sum_dy_xhat = sum_dy_centered * invstd;
       const double m = static_cast<double>(count);
       const double factor = gm[c] * invstd / m;
-      for (int64_t n = 0; n < x.n(); ++n)
-        for (int64_t i = 0; i < hw; ++i) {
-          const int64_t k = (n * channels + c) * hw + i;
-          const double xhat = (in[k] - mean) * invstd;
-          store_grad(d[k], static_cast<T>(factor * (m * g[k] - sum_dy - xhat * sum_dy_xhat)),
-                     accumulate);
-        }
+      for (int64_t n = 0; n < x.n(); ++n) {
+        const int64_t base = (n * channels + c) * hw;
+        store_grads(d + base, 0, hw, accumulate, [&](int64_t i) {
+          const double xhat = (in[base + i] - mean) * invstd;
+          return static_cast<T>(factor * (m * g[base + i] - sum_dy - xhat * sum_dy_xhat));
+        });
+      }
       dg[c] += static_cast<T>(sum_dy_xhat);  // parameter gradients: always accumulate
       db[c] += static_cast<T>(sum_dy);
     });

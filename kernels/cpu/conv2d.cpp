@@ -252,7 +252,10 @@ template <class T> void bias_gradient(const Tensor& dy, Tensor& dbias) {
   parallel_for(dy.c(), units_per_grain(dy.n() * plane), [&](int64_t begin, int64_t end) {
     for (int64_t co = begin; co < end; ++co) {
       double sum = 0;
-      for (int64_t b = 0; b < dy.n(); ++b) sum += sum_in_double(dys + (b * dy.c() + co) * plane, plane);
+      for (int64_t b = 0; b < dy.n(); ++b) {
+        const T* values = dys + (b * dy.c() + co) * plane;
+        sum += sum_in_double(plane, [&](int64_t q) { return double{values[q]}; });
+      }
       dbs[co] = static_cast<T>(dbs[co] + sum);
     }
   });

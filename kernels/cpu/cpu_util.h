@@ -35,33 +35,21 @@ inline void store_grads(T* dst, int64_t begin, int64_t end, bool accumulate, Val
   }
 }
 
-// Sums of whole planes (up to millions of values) in double, also for float
-// data. Four interleaved partial sums: a single running sum waits for each add
-// to finish, four keep the adder busy (the plane sums of SE and pooling ran
-// at a quarter of the memory's speed).
-template <class T> double sum_in_double(const T* a, int64_t n) {
+// The sum of term(i) (a double) over [0, n): the plane and channel sums of
+// pooling, SE, batch norm and bias gradients, up to millions of values, so in
+// double also for float data. Four interleaved partial sums: a single running
+// sum waits for each add to finish, four keep the adder busy (the plane sums
+// ran at a quarter of the memory's speed).
+template <class Term> double sum_in_double(int64_t n, Term term) {
   double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
   int64_t i = 0;
   for (; i + 4 <= n; i += 4) {
-    s0 += a[i];
-    s1 += a[i + 1];
-    s2 += a[i + 2];
-    s3 += a[i + 3];
+    s0 += term(i);
+    s1 += term(i + 1);
+    s2 += term(i + 2);
+    s3 += term(i + 3);
   }
-  for (; i < n; ++i) s0 += a[i];
-  return (s0 + s1) + (s2 + s3);
-}
-// sum of a[i] * b[i], each product formed in double.
-template <class T> double dot_in_double(const T* a, const T* b, int64_t n) {
-  double s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-  int64_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    s0 += static_cast<double>(a[i]) * b[i];
-    s1 += static_cast<double>(a[i + 1]) * b[i + 1];
-    s2 += static_cast<double>(a[i + 2]) * b[i + 2];
-    s3 += static_cast<double>(a[i + 3]) * b[i + 3];
-  }
-  for (; i < n; ++i) s0 += static_cast<double>(a[i]) * b[i];
+  for (; i < n; ++i) s0 += term(i);
   return (s0 + s1) + (s2 + s3);
 }
 

@@ -49,7 +49,8 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
         const T* gp = g + p * hw;
         const T* xp = in + p * hw;
         store_grads(d + p * hw, 0, hw, accumulate, [&](int64_t i) { return gp[i] * scale[p]; });
-        store_grad(dscale[p], static_cast<T>(dot_in_double(gp, xp, hw)), accumulate);
+        const double sum = sum_in_double(hw, [&](int64_t i) { return double{gp[i]} * xp[i]; });
+        store_grad(dscale[p], static_cast<T>(sum), accumulate);
       }
     });
   });

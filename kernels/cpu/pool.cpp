@@ -15,7 +15,7 @@ void global_avg_pool_forward(const Tensor& x, Tensor& y) {
     // Each plane's sum stays on one thread: the same bits for any thread count.
     parallel_for(planes, units_per_grain(hw), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        out[p] = static_cast<T>(sum_in_double(in + p * hw, hw) / static_cast<double>(hw));
+        out[p] = static_cast<T>(sum_in_double(hw, [&](int64_t i) { return double{in[p * hw + i]}; }) / static_cast<double>(hw));
       }
     });
   });

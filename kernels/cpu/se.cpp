@@ -51,7 +51,9 @@ void se_backward(const Tensor& dy, const Tensor& x, const Tensor& w1, const Tens
     // Each plane's sum stays on one thread: the same bits for any thread count.
     parallel_for(n * c, units_per_grain(hw), [&](int64_t begin, int64_t end) {
       for (int64_t p = begin; p < end; ++p) {
-        const double sum = dot_in_double(g + p * hw, in + p * hw, hw);
+        const T* gp = g + p * hw;
+        const T* xp = in + p * hw;
+        const double sum = sum_in_double(hw, [&](int64_t i) { return double{gp[i]} * xp[i]; });
         d[p] = static_cast<T>(sum) * s[p] * (T(1) - s[p]);
       }
     });
