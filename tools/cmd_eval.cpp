@@ -62,7 +62,7 @@ void usage(FILE* out) {
                "  --threshold T      a pixel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 4)\n"
                "  --device cpu|cuda  where the network runs (default cpu)\n"
-               "  --precision f32|bf16  what the network computes in (default f32; bf16 is for CUDA)\n"
+               "  --precision P      f32 (default) or bf16: what the network computes in (bf16: for CUDA)\n"
                "  --lungs            feed the network the lungs alone (for weights trained with --lungs)\n"
                "  --json [FILE]      the report as JSON, on stdout instead of the table, or into FILE\n"
                "  --save-masks DIR   write each predicted mask as DIR/<stem>.png (0/255, the image's size);\n"
