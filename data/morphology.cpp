@@ -186,7 +186,8 @@ void convex_hull_2d(const uint8_t* mask, int64_t nx, int64_t ny, uint8_t* hull) 
   chain.resize(std::max<size_t>(1, k - 1));
   // Every row between the hull's top and bottom is one span [left, right],
   // bounded by the edges that cross it.
-  std::vector<double> left(ny, std::numeric_limits<double>::infinity()), right(ny, -left[0]);
+  constexpr double kInf = std::numeric_limits<double>::infinity();
+  std::vector<double> left(ny, kInf), right(ny, -kInf);
   for (size_t i = 0; i < chain.size(); ++i) {
     Point a = chain[i], b = chain[(i + 1) % chain.size()];
     if (a.y > b.y) std::swap(a, b);
