@@ -3,10 +3,10 @@
 
     python3 bench/compare_volume_gpu.py WORK
 
-WORK (tools/gpu_check.sh whole_volume) holds segment-f32/ and segment-bf16/ (segment's output
-folders) and torch.tsv (torch_volume.py lines). Ours is the whole command: read, lung
-extraction (on the CPU), the network on the slices with lung, writing; PyTorch runs the
-network alone over every slice. Prints both and the ratios (above 1: we are faster).
+WORK (tools/gpu_check.sh whole_volume) holds segment-f32/, segment-bf16/ and
+segment-bf16-heuristic/ (segment's output folders) and torch.tsv (torch_volume.py
+lines). Ours is the whole command: read, lung extraction (on the CPU), the network
+on the slices with lung, writing; PyTorch runs the network alone over every slice. Prints both and the ratios (above 1: we are faster).
 """
 import json, os, sys
 work = sys.argv[1]
@@ -17,7 +17,9 @@ if os.path.exists(f"{work}/torch.tsv"):
         torch[precision] = (int(slices), float(seconds))
 print("whole volume on the GPU: ours = the whole `covidrate segment` command (read, lungs on the CPU,")
 print("network on the slices with lung, write); torch = the network alone over every slice")
-for precision in ["f32", "bf16"]:
+print("(our network time includes cuDNN's algorithm search on the first batch of each shape; the")
+print("'heuristic' run takes cuDNN's predicted ranking instead, with no search)")
+for precision in ["f32", "bf16", "bf16-heuristic"]:
     path = f"{work}/segment-{precision}/report.json"
     if not os.path.exists(path):
         print(f"ours {precision}: no report (the step failed)")

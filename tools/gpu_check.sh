@@ -146,6 +146,12 @@ whole_volume() {
     step "segment $VOLUME cuda $precision" 120 plain "$here/bin/covidrate" segment "$vol" \
          --out "$work/segment-$precision" --device cuda --batch 16 --precision "$precision"
   done
+  # Segment's network time includes cuDNN's timed algorithm search, once per
+  # shape (the last, partial batch is a shape of its own); PyTorch's warm-up
+  # batches hide its search. cuDNN's predicted ranking costs no search.
+  step "segment $VOLUME cuda bf16 (heuristic)" 120 plain env COVIDRATE_CUDNN_SEARCH=heuristic \
+       "$here/bin/covidrate" segment "$vol" --out "$work/segment-bf16-heuristic" --device cuda --batch 16 \
+       --precision bf16
   if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
     for precision in f32 tf32 bf16 amp; do
       step "torch_volume cuda $precision" 90 plain env -u LD_LIBRARY_PATH python3 bench/torch_volume.py \
