@@ -16,6 +16,7 @@
 // would hide a use after free behind a block that stays mapped).
 #pragma once
 #include <cstddef>
+#include <map>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
@@ -34,7 +35,11 @@ class CachingCpuAllocator final : public Allocator {
   // tensors of nearby sizes still share a free list.
   static constexpr size_t kSmallLimit = 4096;
   static constexpr size_t kClassesPerDoubling = 16;
-  // The size class (bytes actually held) of a request of `bytes`.
+  // A request whose class has no cached block takes the smallest cached block
+  // up to kMaxOversize times its class; failing that, it frees cached blocks
+  // smaller than itself before asking the system (see release_smaller_than).
+  static constexpr size_t kMaxOversize = 2;
+  // The size class of a request of `bytes`: the smallest block it can get.
   static size_t size_class(size_t bytes);
 
   CachingCpuAllocator() = default;
@@ -44,7 +49,7 @@ class CachingCpuAllocator final : public Allocator {
 
   void* allocate(size_t bytes) override;
   void deallocate(void* ptr, size_t bytes) override;
-  // in_use and peak count whole size classes (what the blocks really hold);
+  // in_use and peak count whole blocks (what the tensors really hold);
   // reserved adds the cached free blocks.
   AllocatorStats stats() const override;
   void reset_peak() override;
@@ -55,10 +60,11 @@ class CachingCpuAllocator final : public Allocator {
  private:
   void* system_allocate(size_t size);  // aligned_alloc, retried once after releasing the cache
   void release_cached_locked();
+  void release_smaller_than(size_t size);  // frees up to size bytes of smaller cached blocks
 
   mutable std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_blocks_;  // size class -> cached blocks
-  std::unordered_map<void*, size_t> live_;                      // handed-out block -> size class
+  std::map<size_t, std::vector<void*>> free_blocks_;  // size -> cached blocks, never an empty list
+  std::unordered_map<void*, size_t> live_;            // handed-out block -> its size
   AllocatorStats stats_;
 };
 
