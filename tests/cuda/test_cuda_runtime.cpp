@@ -66,6 +66,26 @@ TEST_CASE("tensors on the GPU come from the caching allocator") {
   CHECK(alloc.stats().in_use == before);
 }
 
+TEST_CASE("the device allocator follows the block cache's two memory rules") {
+  Allocator& alloc = cuda::device_allocator();
+  alloc.release_cached();
+  constexpr size_t kMiB = 1 << 20;
+  void* four = alloc.allocate(4 * kMiB);
+  alloc.deallocate(four, 4 * kMiB);
+  const AllocatorStats before = alloc.stats();
+  // Rule 1: the 2 MiB class is empty; the cached 4 MiB block is at most twice it.
+  void* borrowed = alloc.allocate(3 * kMiB / 2);
+  CHECK(borrowed == four);
+  CHECK(alloc.stats().in_use == before.in_use + 4 * kMiB);
+  CHECK(alloc.stats().system_allocations == before.system_allocations);
+  alloc.deallocate(borrowed, 3 * kMiB / 2);
+  // Rule 2: nothing cached in [16, 32] MiB; the smaller 4 MiB block goes back before the cudaMalloc.
+  void* big = alloc.allocate(16 * kMiB);
+  CHECK(alloc.stats().reserved == before.reserved - 4 * kMiB + 16 * kMiB);
+  alloc.deallocate(big, 16 * kMiB);
+  alloc.release_cached();
+}
+
 TEST_CASE("freeing a pointer the allocator did not hand out is an error") {
   int on_host = 0;
   CHECK_THROWS_WITH_AS(cuda::device_allocator().deallocate(&on_host, 4),
@@ -130,7 +150,7 @@ TEST_CASE("an impossible allocation throws an error naming the size, and the GPU
   } catch (const Error& e) {
     const std::string msg = e.what();
     INFO(msg);
-    CHECK(msg.find("cudaMalloc of " + std::to_string(absurd) + " bytes") != std::string::npos);
+    CHECK(msg.find("out of memory allocating " + std::to_string(absurd) + " bytes") != std::string::npos);
     CHECK(msg.find("MiB in use") != std::string::npos);
   }
   // The failed cudaMalloc must not be reported by the next kernel launch check.
