@@ -1,6 +1,7 @@
 // The caching CPU allocator: size classes, reuse of freed blocks, the
 // accounting that bench_network and training logs report, and its use from
-// several threads at once.
+// several threads at once. The memory rules of the BlockCache it is built on
+// are tested in test_block_cache.cpp.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -50,40 +51,6 @@ TEST_CASE("a freed block is handed out again to a request of the same class") {
   CHECK(alloc.stats().system_allocations == 2);
   alloc.deallocate(b, 1000000 - 100);
   alloc.deallocate(c, 3000000);
-}
-
-TEST_CASE("an empty class borrows a cached block of up to twice its size, not more") {
-  Caching alloc;
-  const size_t big = Caching::size_class(1000000);
-  void* a = alloc.allocate(1000000);
-  alloc.deallocate(a, 1000000);
-  void* b = alloc.allocate(600000);  // its class is empty; the cached block is < 2x
-  CHECK(b == a);
-  CHECK(alloc.stats().in_use == big);  // the whole block is held
-  CHECK(alloc.stats().system_allocations == 1);
-  alloc.deallocate(b, 600000);  // freed under the size it was asked for
-  CHECK(alloc.stats().in_use == 0);
-  void* c = alloc.allocate(400000);  // the cached block is > 2x: a new one
-  CHECK(c != a);
-  CHECK(alloc.stats().system_allocations == 2);
-  CHECK(alloc.stats().reserved == big + Caching::size_class(400000));
-  alloc.deallocate(c, 400000);
-}
-
-TEST_CASE("a request the cache cannot serve first frees smaller cached blocks") {
-  Caching alloc;
-  void* a = alloc.allocate(100000);
-  void* b = alloc.allocate(100000);
-  void* keep = alloc.allocate(5000000);  // larger than the request below: stays cached
-  alloc.deallocate(a, 100000);
-  alloc.deallocate(b, 100000);
-  alloc.deallocate(keep, 5000000);
-  void* c = alloc.allocate(150000);  // no cached block in [150000, 300000]
-  const AllocatorStats st = alloc.stats();
-  CHECK(st.system_allocations == 4);
-  // Both 100000-byte blocks went back to malloc; the 5 MB one is still cached.
-  CHECK(st.reserved == Caching::size_class(150000) + Caching::size_class(5000000));
-  alloc.deallocate(c, 150000);
 }
 
 TEST_CASE("stats: in_use and peak count size classes, reserved keeps the cache") {
