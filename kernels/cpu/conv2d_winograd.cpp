@@ -21,6 +21,7 @@
 #include "kernels/cpu/conv2d_winograd.h"
 
 #include <algorithm>
+#include <type_traits>
 
 #include "kernels/cpu/conv2d_gemm.h"
 #include "kernels/cpu/threads.h"
@@ -47,7 +48,14 @@ int64_t position_stride(int64_t matrix_size) { return matrix_size + kSkew; }
 // (oh, ow), (oh, ow+d), (oh+d, ow), (oh+d, ow+d), reading the 4x4 inputs spaced
 // d apart under them: the same F(2x2, 3x3) on a d-strided grid. Tile row r
 // starts at output row origin(r); the d tile rows of a group interleave to cover
-// 2d output rows (the same for columns).
+// 2d output rows.
+// Within a tile row, tiles are numbered phase-major: tile c = s K + k
+// (K = phase_tiles(), phase s < d) starts at column 2 d k + s. The transforms
+// keep their rows of inputs and outputs phase-major too (column x of a row of
+// n values at (x % d) (n / d) + x / d), so that tile c reads or writes
+// columns 2k, 2k+1, ... of its phase's sub-row, adjacent tiles adjacent values:
+// loops over tiles then vectorize for any dilation (with d = 1 all of this is
+// the natural order).
 struct Tiling {
   int64_t cin, h, w, cout, ho, wo, pad, dil;
   int64_t tile_rows = 0, tile_cols = 0;
@@ -59,10 +67,43 @@ struct Tiling {
         tile_cols((wo_ + 2 * dil_ - 1) / (2 * dil_) * dil_) {}
 
   int64_t origin(int64_t r) const { return r / dil * 2 * dil + r % dil; }
-  // Padded input row of transform_inputs, output row of transform_outputs.
+  int64_t phase_tiles() const { return tile_cols / dil; }
+  // Padded input row of transform_inputs, output row of transform_outputs and
+  // transform_gradients; both multiples of d.
   int64_t in_width() const { return 2 * tile_cols + 2 * dil; }
   int64_t out_width() const { return 2 * tile_cols; }
 };
+
+// The first `count` columns of the natural row `src` into the phase-major row
+// `dst` of n values (n / dil per phase), and back (phase_to_natural, adding
+// when accumulating). kDil: the dilation if known at compile time, else 0.
+// The loops run over natural columns, d at a time, so that a compile-time d
+// vectorizes into contiguous loads and stores interleaved by shuffles; the
+// columns of a last, incomplete group of d follow one by one.
+template <int kDil, class T>
+void natural_to_phase(const T* __restrict src, int64_t count, int64_t n, int64_t dil,
+                      T* __restrict dst) {
+  if (kDil) dil = kDil;
+  const int64_t len = n / dil, groups = count / dil;
+  for (int64_t m = 0; m < groups; ++m)
+    for (int64_t s = 0; s < dil; ++s) dst[s * len + m] = src[m * dil + s];
+  for (int64_t x = groups * dil; x < count; ++x) dst[x % dil * len + x / dil] = src[x];
+}
+template <int kDil, class T>
+void phase_to_natural(const T* __restrict src, int64_t count, int64_t n, int64_t dil,
+                      bool accumulate, T* __restrict dst) {
+  if (kDil) dil = kDil;
+  const int64_t len = n / dil, groups = count / dil;
+  if (accumulate) {
+    for (int64_t m = 0; m < groups; ++m)
+      for (int64_t s = 0; s < dil; ++s) dst[m * dil + s] += src[s * len + m];
+    for (int64_t x = groups * dil; x < count; ++x) dst[x] += src[x % dil * len + x / dil];
+  } else {
+    for (int64_t m = 0; m < groups; ++m)
+      for (int64_t s = 0; s < dil; ++s) dst[m * dil + s] = src[s * len + m];
+    for (int64_t x = groups * dil; x < count; ++x) dst[x] = src[x % dil * len + x / dil];
+  }
+}
 
 // u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, 3, 3].
 // For the backward data pass, `transposed` reads the filters of the transposed
@@ -97,88 +138,141 @@ void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T
   });
 }
 
-// v[e][ci - c0][t] = (B^T d B)[e] for the 4x4 input patch d of channel ci in
-// [c0, c1) under each tile t of tile rows [r0, r1) of one image x (zero outside
-// the image). The four input
-// rows under a tile row are first copied, zero-padded, into `rows`
-// (4 x in_width() values), so the transform itself needs no bounds checks.
+// The two passes of transform_inputs as functions of their own: GCC trusts
+// __restrict on parameters (not on locals), and vectorizes these loops only
+// when it knows that the rows do not overlap.
+// Pass 1, n columns: b_i = (B^T d)[i] for the input rows d = d0..d3, whose
+// columns are `stride` apart.
+template <int kStride, class T>
+void transpose_b_columns(const T* __restrict d0, const T* __restrict d1, const T* __restrict d2,
+                         const T* __restrict d3, int64_t stride, int64_t n, T* __restrict b0,
+                         T* __restrict b1, T* __restrict b2, T* __restrict b3) {
+  if (kStride) stride = kStride;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t q = k * stride;
+    b0[k] = d0[q] - d2[q];
+    b1[k] = d1[q] + d2[q];
+    b2[k] = d2[q] - d1[q];
+    b3[k] = d1[q] - d3[q];
+  }
+}
+// Pass 2, n tiles: o_j[k] = (p B)[j] for the four values p[2k..2k+3] of tile k.
 template <class T>
-void transform_inputs(const Tiling& g, const T* x, int64_t c0, int64_t c1, int64_t r0, int64_t r1,
-                      T* rows, T* v) {
-  const int64_t tiles = (r1 - r0) * g.tile_cols;
-  const int64_t width = g.in_width(), dil = g.dil;
-  const int64_t step = position_stride((c1 - c0) * tiles);
+void b_rows(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1, T* __restrict o2,
+            T* __restrict o3) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T* c = p + 2 * k;
+    o0[k] = c[0] - c[2];
+    o1[k] = c[1] + c[2];
+    o2[k] = c[2] - c[1];
+    o3[k] = c[1] - c[3];
+  }
+}
+
+// v[e][ci][t] = (B^T d B)[e] for the 4x4 input patch d of channel ci under
+// each tile t of tile rows [r0, r1) of one image x (zero outside the image), for
+// the positions e in [e0, e1) (the filter gradient's threads each need only
+// their own). B^T d B is computed in two passes, each a loop over contiguous
+// values that the compiler vectorizes, rather than tile by tile (whose 16
+// scalar stores per tile made this the costliest part of a narrow network's
+// training step):
+//   1. B^T down the columns: the four input rows under a tile row, read in place
+//      (rows outside the image read `zeros`), combine into four phase-major
+//      padded rows bt[i] of in_width() values, zero where the padding is;
+//   2. B along the rows: the four columns of bt[i] under each tile give the
+//      positions 4i..4i+3, written as contiguous runs of tiles.
+// `rows` holds 4 in_width() + w values.
+template <int kDil, class T>
+void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, int e0, int e1, T* rows,
+                      T* v) {
+  const int64_t tiles = (r1 - r0) * g.tile_cols, phase_tiles = g.phase_tiles();
+  const int64_t width = g.in_width(), dil = kDil ? kDil : g.dil, phase_len = width / dil;
+  const int64_t step = position_stride(g.cin * tiles);
   // Input columns [0, w) land at [pad, pad + w) of a padded row, clipped to its width.
   const int64_t copy = std::clamp<int64_t>(width - g.pad, 0, g.w);
-  for (int64_t ci = c0; ci < c1; ++ci) {
+  T* const bt[4] = {rows, rows + width, rows + 2 * width, rows + 3 * width};
+  T* const zeros = rows + 4 * width;
+  std::fill_n(rows, 4 * width + g.w, T(0));  // pass 1 writes only inside the image
+  const int i0 = e0 / 4, i1 = (e1 + 3) / 4;  // the rows bt[i] that positions [e0, e1) need
+  for (int64_t ci = 0; ci < g.cin; ++ci) {
     const T* plane = x + ci * g.h * g.w;
     for (int64_t r = r0; r < r1; ++r) {
+      const T* d[4];
       for (int i = 0; i < 4; ++i) {
-        T* dst = rows + i * width;
         const int64_t ih = g.origin(r) - g.pad + i * dil;
-        std::fill_n(dst, width, T(0));
-        if (ih >= 0 && ih < g.h) std::copy_n(plane + ih * g.w, copy, dst + g.pad);
+        d[i] = ih >= 0 && ih < g.h ? plane + ih * g.w : zeros;
       }
-      T* out = v + (ci - c0) * tiles + (r - r0) * g.tile_cols;
-      for (int64_t tc = 0; tc < g.tile_cols; ++tc) {
-        const T* patch = rows + g.origin(tc);  // padded column of input column origin - pad
-        T d[4][4];
-        for (int i = 0; i < 4; ++i)
-          for (int j = 0; j < 4; ++j) d[i][j] = patch[i * width + j * dil];
-        T bd[4][4];  // B^T d
-        for (int j = 0; j < 4; ++j) {
-          bd[0][j] = d[0][j] - d[2][j];
-          bd[1][j] = d[1][j] + d[2][j];
-          bd[2][j] = d[2][j] - d[1][j];
-          bd[3][j] = d[1][j] - d[3][j];
-        }
-        for (int i = 0; i < 4; ++i) {  // (B^T d) B
-          out[(i * 4 + 0) * step + tc] = bd[i][0] - bd[i][2];
-          out[(i * 4 + 1) * step + tc] = bd[i][1] + bd[i][2];
-          out[(i * 4 + 2) * step + tc] = bd[i][2] - bd[i][1];
-          out[(i * 4 + 3) * step + tc] = bd[i][1] - bd[i][3];
+      for (int64_t s = 0; s < dil; ++s) {
+        // Padded column dil m + s of this phase is input column dil m + s - pad.
+        const int64_t m0 = (std::max<int64_t>(g.pad - s, 0) + dil - 1) / dil;
+        const int64_t m1 = (std::max<int64_t>(g.pad + copy - s, 0) + dil - 1) / dil;
+        const int64_t q0 = m0 * dil + s - g.pad;
+        const int64_t at = s * phase_len + m0;
+        transpose_b_columns<kDil>(d[0] + q0, d[1] + q0, d[2] + q0, d[3] + q0, dil, m1 - m0,
+                                  bt[0] + at, bt[1] + at, bt[2] + at, bt[3] + at);
+      }
+      T* const out = v + ci * tiles + (r - r0) * g.tile_cols;
+      for (int i = i0; i < i1; ++i) {
+        for (int64_t s = 0; s < dil; ++s) {
+          T* const o = out + i * 4 * step + s * phase_tiles;
+          b_rows(bt[i] + s * phase_len, phase_tiles, o, o + step, o + 2 * step, o + 3 * step);
         }
       }
     }
   }
 }
 
+// The tile loop of transform_outputs (parameters __restrict, as for b_rows):
+// for the n tiles of a tile row, m[e][k] at m + e step + k, the 2x2 output
+// A^T m A + bias of tile k into columns 2k, 2k+1 of top and bottom.
+template <class T>
+void a_transpose_tiles(const T* __restrict m, int64_t step, int64_t n, T bias, T* __restrict top,
+                       T* __restrict bottom) {
+  for (int64_t k = 0; k < n; ++k) {
+    T am[2][4];  // A^T m
+    for (int j = 0; j < 4; ++j) {
+      am[0][j] = m[j * step + k] + m[(4 + j) * step + k] + m[(8 + j) * step + k];
+      am[1][j] = m[(4 + j) * step + k] - m[(8 + j) * step + k] - m[(12 + j) * step + k];
+    }
+    top[2 * k] = am[0][0] + am[0][1] + am[0][2] + bias;
+    top[2 * k + 1] = am[0][1] - am[0][2] - am[0][3] + bias;
+    bottom[2 * k] = am[1][0] + am[1][1] + am[1][2] + bias;
+    bottom[2 * k + 1] = am[1][1] - am[1][2] - am[1][3] + bias;
+  }
+}
+
 // y = (A^T m A) + bias, or y += A^T m A when accumulating, for every tile of
 // tile rows [r0, r1) of one image, m[e][co][t]. Each tile row goes through
-// `rows` (2 x out_width() values), so an output whose size is not a multiple of
-// the tiling keeps only what fits.
-template <class T> void transform_outputs(const Tiling& g, const T* m, const T* bias, int64_t r0,
-                                          int64_t r1, T* rows, T* y, bool accumulate) {
+// two phase-major rows in `rows` (2 out_width() values), so an output whose
+// size is not a multiple of the tiling keeps only what fits.
+template <int kDil, class T>
+void transform_outputs(const Tiling& g, const T* m, const T* bias, int64_t r0, int64_t r1, T* rows,
+                       T* y, bool accumulate) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
-  const int64_t width = g.out_width();
+  const int64_t width = g.out_width(), dil = kDil ? kDil : g.dil;
   const int64_t step = position_stride(g.cout * tiles);
   for (int64_t co = 0; co < g.cout; ++co) {
     T* plane = y + co * g.ho * g.wo;
     const T b = bias ? bias[co] : T(0);
     for (int64_t r = r0; r < r1; ++r) {
-      const T* in = m + co * tiles + (r - r0) * g.tile_cols;
-      for (int64_t tc = 0; tc < g.tile_cols; ++tc) {
-        T am[2][4];  // A^T m
-        for (int j = 0; j < 4; ++j) {
-          am[0][j] = in[j * step + tc] + in[(4 + j) * step + tc] + in[(8 + j) * step + tc];
-          am[1][j] = in[(4 + j) * step + tc] - in[(8 + j) * step + tc] - in[(12 + j) * step + tc];
-        }
-        T* out = rows + g.origin(tc);
-        for (int i = 0; i < 2; ++i) {
-          out[i * width] = am[i][0] + am[i][1] + am[i][2] + b;
-          out[i * width + g.dil] = am[i][1] - am[i][2] - am[i][3] + b;
-        }
-      }
-      for (int i = 0; i < 2 && g.origin(r) + i * g.dil < g.ho; ++i) {
-        T* dst = plane + (g.origin(r) + i * g.dil) * g.wo;
-        if (accumulate) {
-          for (int64_t q = 0; q < g.wo; ++q) dst[q] += rows[i * width + q];
-        } else {
-          std::copy_n(rows + i * width, g.wo, dst);
-        }
+      a_transpose_tiles(m + co * tiles + (r - r0) * g.tile_cols, step, g.tile_cols, b, rows,
+                        rows + width);
+      for (int i = 0; i < 2 && g.origin(r) + i * dil < g.ho; ++i) {
+        phase_to_natural<kDil>(rows + i * width, g.wo, width, dil, accumulate,
+                                        plane + (g.origin(r) + i * dil) * g.wo);
       }
     }
   }
+}
+
+// Calls f(std::integral_constant<int, d>) with d the dilation dil when it is 1
+// or 2 (COVID-Rate's common ones: the transforms' strides are then constants,
+// which the vectorizer turns into contiguous loads and shuffles), else d = 0
+// (the transforms read dil at run time).
+template <class F> void with_dilation(int64_t dil, F&& f) {
+  if (dil == 1) return f(std::integral_constant<int, 1>{});
+  if (dil == 2) return f(std::integral_constant<int, 2>{});
+  f(std::integral_constant<int, 0>{});
 }
 
 // The 3x3 stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
@@ -199,7 +293,7 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
   const int64_t band_tiles = rows * g.tile_cols;
   const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
   const auto m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
-  const auto rows_size = static_cast<size_t>(4 * g.in_width());
+  const auto rows_size = static_cast<size_t>(4 * g.in_width() + g.w);
   const size_t chunk_size = v_size + m_size + rows_size;
   // One buffer: the transformed filters, then each chunk's V, M and padded rows.
   const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
@@ -213,51 +307,70 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / bands, r0 = item % bands * rows, r1 = std::min(g.tile_rows, r0 + rows);
       const int64_t tiles = (r1 - r0) * g.tile_cols;
-      transform_inputs(g, xs + b * g.cin * g.h * g.w, 0, g.cin, r0, r1, row_buffer, v);
+      const T* x = xs + b * g.cin * g.h * g.w;
+      T* y = ys + b * g.cout * g.ho * g.wo;
+      with_dilation(g.dil, [&](auto dil) {
+        transform_inputs<dil()>(g, x, r0, r1, 0, kPositions, row_buffer, v);
+      });
       for (int e = 0; e < kPositions; ++e) {
         gemm(false, false, g.cout, tiles, g.cin, T(1), u + e * position_stride(filters), g.cin,
              v + e * position_stride(g.cin * tiles), tiles, T(0),
              m + e * position_stride(g.cout * tiles), tiles);
       }
-      transform_outputs(g, m, bs, r0, r1, row_buffer, ys + b * g.cout * g.ho * g.wo, accumulate);
+      with_dilation(g.dil, [&](auto dil) {
+        transform_outputs<dil()>(g, m, bs, r0, r1, row_buffer, y, accumulate);
+      });
     }
   });
 }
 
+// The tile loop of transform_gradients: for the n tiles of a tile row, whose
+// 2x2 gradients d are columns 2k, 2k+1 of top and bottom, row i of A d A^T
+// into o0..o3, given row i of A as (a0, a1): (A d)[i][j] = a0 d[0][j] + a1 d[1][j]
+// (exact, the coefficients being 0 and +-1), branch-free for every row.
+template <class T>
+void a_tiles(const T* __restrict top, const T* __restrict bottom, T a0, T a1, int64_t n,
+             T* __restrict o0, T* __restrict o1, T* __restrict o2, T* __restrict o3) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T ad0 = a0 * top[2 * k] + a1 * bottom[2 * k];
+    const T ad1 = a0 * top[2 * k + 1] + a1 * bottom[2 * k + 1];
+    o0[k] = ad0;
+    o1[k] = ad0 + ad1;
+    o2[k] = ad0 - ad1;
+    o3[k] = -ad1;
+  }
+}
+
 // dm[e][co][t] = (A dy A^T)[e] for the 2x2 output gradient under each tile t
-// of tile rows [r0, r1) of one image (zero beyond the output): the adjoint of
-// transform_outputs. Rows of dy go through `rows` (2 x out_width() values).
-template <class T> void transform_gradients(const Tiling& g, const T* dy, int64_t r0, int64_t r1,
-                                            T* rows, T* dm) {
+// of tile rows [r0, r1) of one image (zero beyond the output), for the
+// positions e in [e0, e1): the adjoint of transform_outputs. Rows of dy go
+// through two phase-major rows in `rows` (2 out_width() values).
+template <int kDil, class T>
+void transform_gradients(const Tiling& g, const T* dy, int64_t r0, int64_t r1, int e0, int e1,
+                         T* rows, T* dm) {
+  // A = (A^T)^T, one row i of A d A^T at a time (see a_tiles).
+  static constexpr T kA[4][2] = {{1, 0}, {1, 1}, {1, -1}, {0, -1}};
   const int64_t tiles = (r1 - r0) * g.tile_cols;
-  const int64_t width = g.out_width(), dil = g.dil;
+  const int64_t width = g.out_width(), dil = kDil ? kDil : g.dil;
   const int64_t step = position_stride(g.cout * tiles);
+  const int i0 = e0 / 4, i1 = (e1 + 3) / 4;
+  std::fill_n(rows, 2 * width, T(0));  // columns past wo stay zero
   for (int64_t co = 0; co < g.cout; ++co) {
     const T* plane = dy + co * g.ho * g.wo;
     for (int64_t r = r0; r < r1; ++r) {
       for (int i = 0; i < 2; ++i) {
-        T* dst = rows + i * width;
         const int64_t oh = g.origin(r) + i * dil;
-        std::fill_n(dst, width, T(0));
-        if (oh < g.ho) std::copy_n(plane + oh * g.wo, g.wo, dst);
+        if (oh < g.ho) {
+          natural_to_phase<kDil>(plane + oh * g.wo, g.wo, width, dil, rows + i * width);
+        } else {
+          std::fill_n(rows + i * width, width, T(0));
+        }
       }
-      T* out = dm + co * tiles + (r - r0) * g.tile_cols;
-      for (int64_t tc = 0; tc < g.tile_cols; ++tc) {
-        const T* q = rows + g.origin(tc);
-        const T d[2][2] = {{q[0], q[dil]}, {q[width], q[width + dil]}};
-        T ad[4][2];  // A d, A = (A^T)^T = [1 0; 1 1; 1 -1; 0 -1]
-        for (int j = 0; j < 2; ++j) {
-          ad[0][j] = d[0][j];
-          ad[1][j] = d[0][j] + d[1][j];
-          ad[2][j] = d[0][j] - d[1][j];
-          ad[3][j] = -d[1][j];
-        }
-        for (int i = 0; i < 4; ++i) {  // (A d) A^T
-          out[(i * 4 + 0) * step + tc] = ad[i][0];
-          out[(i * 4 + 1) * step + tc] = ad[i][0] + ad[i][1];
-          out[(i * 4 + 2) * step + tc] = ad[i][0] - ad[i][1];
-          out[(i * 4 + 3) * step + tc] = -ad[i][1];
-        }
+      T* const out = dm + co * tiles + (r - r0) * g.tile_cols;
+      for (int i = i0; i < i1; ++i) {
+        T* const o = out + i * 4 * step;
+        a_tiles(rows, rows + width, kA[i][0], kA[i][1], g.tile_cols, o, o + step, o + 2 * step,
+                o + 3 * step);
       }
     }
   }
@@ -289,8 +402,8 @@ template <class T> void untransform_filter_gradients(const T* du, int64_t filter
 // dw += the filter gradient, summed in the Winograd domain:
 //   dU[e][co][ci] = sum_t dM[e][co][t] * V[e][ci][t],  then dw += G^T dU G.
 // Threads split the 16 positions e: each owns dU[e] of its positions, and
-// transforms input and gradient itself (the transforms cost a few percent of
-// the gemms, cheaper than sharing them through a barrier per band).
+// transforms input and gradient itself, for its own positions only (cheaper
+// than sharing the transforms through a barrier per band).
 template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T* dys, const T* xs,
                                         T* dw) {
   const int64_t chunks = chunk_count(kPositions, 1);
@@ -304,7 +417,7 @@ template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T*
   const int64_t band_tiles = rows * g.tile_cols;
   const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
   const auto m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
-  const auto rows_size = static_cast<size_t>(4 * g.in_width());
+  const auto rows_size = static_cast<size_t>(4 * g.in_width() + g.w);
   const size_t chunk_size = v_size + m_size + rows_size;
   // One buffer: dU, then each chunk's V, dM and padded rows.
   const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
@@ -319,8 +432,13 @@ template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T*
       for (int64_t r0 = 0; r0 < g.tile_rows; r0 += rows, first = false) {
         const int64_t r1 = std::min(g.tile_rows, r0 + rows);
         const int64_t tiles = (r1 - r0) * g.tile_cols;
-        transform_inputs(g, xs + b * g.cin * g.h * g.w, 0, g.cin, r0, r1, row_buffer, v);
-        transform_gradients(g, dys + b * g.cout * g.ho * g.wo, r0, r1, row_buffer, dm);
+        const T* x = xs + b * g.cin * g.h * g.w;
+        const T* dy = dys + b * g.cout * g.ho * g.wo;
+        const int p0 = static_cast<int>(e0), p1 = static_cast<int>(e1);
+        with_dilation(g.dil, [&](auto dil) {
+          transform_inputs<dil()>(g, x, r0, r1, p0, p1, row_buffer, v);
+          transform_gradients<dil()>(g, dy, r0, r1, p0, p1, row_buffer, dm);
+        });
         for (int64_t e = e0; e < e1; ++e) {
           gemm(false, true, g.cout, g.cin, tiles, T(1), dm + e * position_stride(g.cout * tiles),
                tiles, v + e * position_stride(g.cin * tiles), tiles, first ? T(0) : T(1),
