@@ -17,6 +17,7 @@
 #include "nn/json.h"
 #include "support/test_support.h"
 #include "support/run_covidrate.h"
+#include "support/volume_checks.h"
 #include "temp_files.h"
 
 using namespace covidrate;
@@ -45,15 +46,7 @@ TEST_CASE("covidrate lungs on a Zenodo CT slice: labels on the input's geometry,
 
   const data::Volume ct = data::read_nifti(ct_path);
   const data::Volume labels = data::read_nifti(out + "/lungs.nii.gz");
-  CHECK(labels.nx == ct.nx);
-  CHECK(labels.ny == ct.ny);
-  CHECK(labels.nz == ct.nz);
-  for (int k = 0; k < 3; ++k) {
-    CHECK(labels.spacing[k] == doctest::Approx(ct.spacing[k]).epsilon(1e-5));
-    CHECK(labels.origin[k] == doctest::Approx(ct.origin[k]).epsilon(1e-5));
-    for (const auto d : {&data::Volume::row_dir, &data::Volume::col_dir, &data::Volume::slice_dir})
-      CHECK((labels.*d)[k] == doctest::Approx((ct.*d)[k]).epsilon(1e-5));
-  }
+  test::check_same_geometry(labels, ct);
   int64_t right = 0, left = 0, other = 0;
   for (const float v : labels.voxels) {
     right += v == 1.f;

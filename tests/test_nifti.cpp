@@ -14,6 +14,7 @@
 #include "data/read_any.h"
 #include "nn/error.h"
 #include "tests/support/test_support.h"
+#include "tests/support/volume_checks.h"
 #include "tests/temp_files.h"
 
 using namespace covidrate;
@@ -39,19 +40,6 @@ Volume oblique_volume(bool left_handed) {
   v.voxels.resize(static_cast<size_t>(v.voxel_count()));
   for (size_t k = 0; k < v.voxels.size(); ++k) v.voxels[k] = static_cast<float>(k % 200) - 20.0f + 0.25f;
   return v;
-}
-
-void check_same_geometry(const Volume& a, const Volume& b) {
-  CHECK(a.nx == b.nx);
-  CHECK(a.ny == b.ny);
-  CHECK(a.nz == b.nz);
-  for (int k = 0; k < 3; ++k) {
-    CHECK(a.spacing[k] == doctest::Approx(b.spacing[k]).epsilon(1e-5));
-    CHECK(a.origin[k] == doctest::Approx(b.origin[k]).epsilon(1e-5));
-    CHECK(a.row_dir[k] == doctest::Approx(b.row_dir[k]).epsilon(1e-5));
-    CHECK(a.col_dir[k] == doctest::Approx(b.col_dir[k]).epsilon(1e-5));
-    CHECK(a.slice_dir[k] == doctest::Approx(b.slice_dir[k]).epsilon(1e-5));
-  }
 }
 
 // The stored value of x for each written type.
@@ -96,7 +84,7 @@ TEST_CASE("NIfTI round trip keeps geometry and voxels: uint8, int16, float32; .n
         CAPTURE(left_handed);
         write_nifti(path, v, type);
         const Volume back = read_nifti(path);
-        check_same_geometry(back, v);
+        test::check_same_geometry(back, v);
         bool same = true;
         for (size_t k = 0; k < v.voxels.size(); ++k) same = same && back.voxels[k] == stored(v.voxels[k], type);
         CHECK(same);
@@ -134,7 +122,7 @@ TEST_CASE("NIfTI real lesion mask: 512x512 masks read as labels and round-trip e
   test::TempDir dir;
   write_nifti(dir.file("m.nii.gz"), v, NiftiType::UInt8);
   const Volume back = read_nifti(dir.file("m.nii.gz"));
-  check_same_geometry(back, v);
+  test::check_same_geometry(back, v);
   CHECK(back.voxels == v.voxels);
 }
 
@@ -144,7 +132,7 @@ TEST_CASE("NIfTI CT slice with its lung mask: HU and labels on the same grid") {
   const Volume lungs = read_any(base + "lungs.nii.gz");
   CHECK(ct.intensity == Intensity::HounsfieldUnits);
   CHECK(lungs.intensity == Intensity::Label);
-  check_same_geometry(ct, lungs);
+  test::check_same_geometry(ct, lungs);
   CHECK(*std::min_element(ct.voxels.begin(), ct.voxels.end()) < -900.0f);
   CHECK(*std::max_element(lungs.voxels.begin(), lungs.voxels.end()) == 2.0f);
   // Lung voxels are mostly air-filled.

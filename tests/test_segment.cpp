@@ -27,6 +27,7 @@
 #include "nn/json.h"
 #include "support/test_support.h"
 #include "support/run_covidrate.h"
+#include "support/volume_checks.h"
 #include "temp_files.h"
 
 using namespace covidrate;
@@ -57,19 +58,6 @@ std::string ricord_subset(const test::TempDir& dir) {
   fs::create_directories(series);
   for (size_t i = 120; i < 130; ++i) fs::copy_file(files[i], fs::path(series) / files[i].filename());
   return series;
-}
-
-void check_same_geometry(const data::Volume& a, const data::Volume& b) {
-  CHECK(a.nx == b.nx);
-  CHECK(a.ny == b.ny);
-  CHECK(a.nz == b.nz);
-  for (int k = 0; k < 3; ++k) {
-    CHECK(a.spacing[k] == doctest::Approx(b.spacing[k]).epsilon(1e-5));
-    CHECK(a.origin[k] == doctest::Approx(b.origin[k]).epsilon(1e-5));
-    CHECK(a.row_dir[k] == doctest::Approx(b.row_dir[k]).epsilon(1e-5));
-    CHECK(a.col_dir[k] == doctest::Approx(b.col_dir[k]).epsilon(1e-5));
-    CHECK(a.slice_dir[k] == doctest::Approx(b.slice_dir[k]).epsilon(1e-5));
-  }
 }
 
 const json::Value& member(const json::Value& v, const char* key) {
@@ -144,9 +132,9 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
   const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
   const data::Volume lungs = data::read_nifti(out + "/lungs.nii.gz");
   const data::Volume probability = data::read_nifti(out + "/probability.nii.gz");
-  check_same_geometry(lesions, input);
-  check_same_geometry(lungs, input);
-  check_same_geometry(probability, input);
+  test::check_same_geometry(lesions, input);
+  test::check_same_geometry(lungs, input);
+  test::check_same_geometry(probability, input);
   // The mask is the probability above the threshold, inside the lungs.
   int64_t lesion_voxels = 0, wrong = 0, out_of_range = 0;
   for (size_t i = 0; i < lesions.voxels.size(); ++i) {
@@ -183,7 +171,7 @@ TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; threshold 1
   const test::ProgramRun run = run_segment(dir, nifti + " --out " + out + " --weights " + weights + " --threshold 1 --save-lungs");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
-  check_same_geometry(lesions, data::read_nifti(nifti));
+  test::check_same_geometry(lesions, data::read_nifti(nifti));
   CHECK(std::all_of(lesions.voxels.begin(), lesions.voxels.end(), [](float v) { return v == 0.f; }));
   const data::Volume lungs = data::read_nifti(out + "/lungs.nii.gz");
   const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
