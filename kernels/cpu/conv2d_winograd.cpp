@@ -275,6 +275,26 @@ template <class F> void with_dilation(int64_t dil, F&& f) {
   f(std::integral_constant<int, 0>{});
 }
 
+// The one scratch buffer of a call: the filters' 16 position matrices U (or
+// their gradients dU), then per chunk of work its V (transformed inputs), M
+// (products, or transformed output gradients) for a band of `rows` tile rows,
+// and the padded input rows the transforms read.
+template <class T> struct BandScratch {
+  size_t u_size, v_size, m_size, chunk_size;
+  T* u;
+  BandScratch(const Tiling& g, int64_t rows, int64_t chunks) {
+    const int64_t band_tiles = rows * g.tile_cols;
+    u_size = static_cast<size_t>(kPositions * position_stride(g.cout * g.cin));
+    v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
+    m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
+    chunk_size = v_size + m_size + static_cast<size_t>(4 * g.in_width() + g.w);
+    u = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
+  }
+  T* v(int64_t chunk) const { return u + u_size + chunk_size * static_cast<size_t>(chunk); }
+  T* m(int64_t chunk) const { return v(chunk) + v_size; }
+  T* row_buffer(int64_t chunk) const { return m(chunk) + m_size; }
+};
+
 // The 3x3 stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
 // (see transform_filters for w and `transposed`).
 template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w,
@@ -290,20 +310,14 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
   const int64_t bands = (g.tile_rows + rows - 1) / rows;
   const int64_t chunks = chunk_count(batch * bands, 1);
   const int64_t filters = g.cout * g.cin;
-  const int64_t band_tiles = rows * g.tile_cols;
-  const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
-  const auto m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
-  const auto rows_size = static_cast<size_t>(4 * g.in_width() + g.w);
-  const size_t chunk_size = v_size + m_size + rows_size;
-  // One buffer: the transformed filters, then each chunk's V, M and padded rows.
-  const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
-  T* u = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
+  const BandScratch<T> scratch(g, rows, chunks);
+  T* u = scratch.u;
   transform_filters(w, g.cout, g.cin, transposed, u);
 
   parallel_chunks(batch * bands, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
-    T* v = u + u_size + chunk_size * static_cast<size_t>(chunk);
-    T* m = v + v_size;
-    T* row_buffer = m + m_size;
+    T* v = scratch.v(chunk);
+    T* m = scratch.m(chunk);
+    T* row_buffer = scratch.row_buffer(chunk);
     for (int64_t item = begin; item < end; ++item) {
       const int64_t b = item / bands, r0 = item % bands * rows, r1 = std::min(g.tile_rows, r0 + rows);
       const int64_t tiles = (r1 - r0) * g.tile_cols;
@@ -414,19 +428,13 @@ template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T*
                static_cast<int64_t>(kScratchBytes / row_bytes)),
       1, g.tile_rows);
   const int64_t filters = g.cout * g.cin;
-  const int64_t band_tiles = rows * g.tile_cols;
-  const auto v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
-  const auto m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
-  const auto rows_size = static_cast<size_t>(4 * g.in_width() + g.w);
-  const size_t chunk_size = v_size + m_size + rows_size;
-  // One buffer: dU, then each chunk's V, dM and padded rows.
-  const auto u_size = static_cast<size_t>(kPositions * position_stride(filters));
-  T* du = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
+  const BandScratch<T> scratch(g, rows, chunks);
+  T* du = scratch.u;
 
   parallel_chunks(kPositions, chunks, [&](int64_t chunk, int64_t e0, int64_t e1) {
-    T* v = du + u_size + chunk_size * static_cast<size_t>(chunk);
-    T* dm = v + v_size;
-    T* row_buffer = dm + m_size;
+    T* v = scratch.v(chunk);
+    T* dm = scratch.m(chunk);
+    T* row_buffer = scratch.row_buffer(chunk);
     bool first = true;  // the first product of each dU[e] overwrites it
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t r0 = 0; r0 < g.tile_rows; r0 += rows, first = false) {
