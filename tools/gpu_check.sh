@@ -286,11 +286,16 @@ unpack_and_set_paths() {
   log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 }
 
-run() {
+# $OUT (created) and its log gpu_check.log (emptied): where run and exec write.
+open_out() {
   OUT=${OUT:-$ROOT/.gpucheck/out}
   mkdir -p "$OUT"
   LOG=$OUT/gpu_check.log
   : >"$LOG"
+}
+
+run() {
+  open_out
   log "gpu_check run, $(date -u +%FT%TZ), $(hostname)"
   unpack_and_set_paths
 
@@ -409,10 +414,7 @@ run() {
 # the whole network on the GPU): tools/gpu_check.sh exec covidrate train ...
 # The bundle's bin/ is put first on PATH.
 exec_in_bundle() {
-  OUT=${OUT:-$ROOT/.gpucheck/out}
-  mkdir -p "$OUT"
-  LOG=$OUT/gpu_check.log
-  : >"$LOG"
+  open_out
   unpack_and_set_paths
   export PATH=$ROOT/$here/bin:$PATH
   "$@"
