@@ -153,7 +153,7 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
   os << "width " << o.model.width << " cpb " << o.model.cpb << " init_seed " << o.model.seed << " size "
      << o.size << " batch " << o.batch << " lr " << o.adam.lr << " decay " << o.adam.decay << " loss "
      << to_string(o.loss) << " pos_weight " << o.pos_weight << " augment " << o.augment << " precise_bn " << o.precise_bn << " seed " << o.seed
-     << " train " << train_set.size() << " validation " << validation.size();
+     << " init '" << o.init_weights << "' train " << train_set.size() << " validation " << validation.size();
   // The data itself, cheaply: a sum over every prepared pixel.
   double checksum = 0;
   for (const auto* set : {&train_set, &validation})
@@ -287,6 +287,8 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   fs::create_directories(o.out_dir);
 
   CovidRateNet net(o.model);
+  // Loaded on the CPU before the move; a resume then overwrites them with the checkpoint's.
+  if (!o.init_weights.empty()) net.parameters().load(o.init_weights);
   net.parameters().to(o.device);
   Adam adam(net.parameters(), o.adam);
   const HybridLossParams loss = loss_params(o.loss, o.pos_weight);

@@ -69,6 +69,9 @@ struct TrainOptions {
   uint64_t seed = 0;      // shuffles and augmentations
   bool deterministic = false;
   Device device = Device::CPU;
+  // Start from these weights (a .safetensors of the same architecture) instead
+  // of a random draw: fine-tuning. Empty: the model's seeded initialization.
+  std::string init_weights;
   std::string out_dir;    // created if missing; holds best.safetensors, checkpoint/, log.jsonl
   bool resume = false;
   bool progress = true;   // the per-epoch progress bar on stderr

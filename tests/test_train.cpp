@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <string>
 
@@ -17,6 +18,7 @@
 #include "model/trainer.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
+#include "tests/support/run_covidrate.h"
 #include "tests/support/test_support.h"
 #include "tests/temp_files.h"
 
@@ -344,4 +346,89 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
   // Another setting is refused on resume.
   o.batch = 2;
   CHECK(error_of([&] { train(train_set, validation, o); }).find("other settings") != std::string::npos);
+}
+
+TEST_CASE("train: --init starts from the given weights, not from the seeded draw") {
+  const Dataset set = load_dataset(medseg("images"), medseg("masks"));
+  std::vector<PreparedSlice> train_set{prepare_sample(set.samples[0], 32), prepare_sample(set.samples[1], 32)};
+  test::TempDir dir, with_init, without_init;
+  const std::string init = dir.file("init.safetensors");
+  CovidRateNet(CovidRateConfig{.width = 0.125, .cpb = true, .seed = 5}).parameters().save(init, {});
+  TrainOptions o;
+  o.model = {.width = 0.125, .cpb = true, .seed = 11};
+  o.size = 32;
+  o.batch = 2;
+  o.epochs = 1;
+  o.adam.lr = 1e-12;  // a step that moves nothing visibly
+  o.augment = false;
+  o.progress = false;
+  o.device = default_device();
+  o.init_weights = init;
+  o.out_dir = with_init.path();
+  train(train_set, {}, o);
+  o.init_weights.clear();
+  o.out_dir = without_init.path();
+  train(train_set, {}, o);
+
+  const auto start = safetensors::load(init);
+  const auto tuned = safetensors::load(with_init.file("best.safetensors"));
+  const auto fresh = safetensors::load(without_init.file("best.safetensors"));
+  int compared = 0;
+  for (const auto& [name, t] : start) {
+    if (name.find("running") != std::string::npos) continue;  // BN statistics are re-estimated each epoch
+    REQUIRE(tuned.count(name));
+    const std::vector<float> a = t.to_vector(), b = tuned.at(name).to_vector(), c = fresh.at(name).to_vector();
+    double from_init = 0, from_fresh = 0;
+    for (size_t i = 0; i < a.size(); ++i) {
+      from_init = std::max(from_init, double(std::abs(a[i] - b[i])));
+      from_fresh = std::max(from_fresh, double(std::abs(a[i] - c[i])));
+    }
+    CHECK_MESSAGE(from_init < 1e-6, name);
+    if (name.find("conv") != std::string::npos && name.find("weight") != std::string::npos)
+      CHECK_MESSAGE(from_fresh > 1e-3, name);  // seed 11's draw is another network
+    ++compared;
+  }
+  CHECK(compared > 50);
+
+  o.init_weights = dir.file("missing.safetensors");
+  o.out_dir = dir.file("run3");
+  CHECK(error_of([&] { train(train_set, {}, o); }).find("missing.safetensors") != std::string::npos);
+}
+
+TEST_CASE("covidrate train --split and --synthetic: the named split, extra pairs on the training side only") {
+  test::TempDir dir;
+  const fs::path images = dir.file("images"), masks = dir.file("masks"), synthetic = dir.file("synthetic");
+  for (const fs::path& p : {images, masks, synthetic / "images", synthetic / "masks"}) fs::create_directories(p);
+  for (const char* n : {"0", "1", "2", "3", "4"}) {
+    fs::copy_file(medseg("images") + "/" + n + ".jpg", images / (std::string(n) + ".jpg"));
+    fs::copy_file(medseg("masks") + "/" + n + ".png", masks / (std::string(n) + ".png"));
+  }
+  for (const char* n : {"10", "11"}) {  // stand-ins for 'covidrate synth' output
+    fs::copy_file(medseg("images") + "/" + n + ".jpg", synthetic / "images" / (std::string("s") + n + ".jpg"));
+    fs::copy_file(medseg("masks") + "/" + n + ".png", synthetic / "masks" / (std::string("s") + n + ".png"));
+  }
+  const std::string split = dir.file("split.json");
+  std::ofstream(split) << "{\"train\": [\"0\", \"2\", \"3\"], \"validation\": [\"4\"]}\n";
+  const std::string common = "train --images " + images.string() + " --masks " + masks.string() +
+                             " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
+  const test::ProgramRun run = test::run_covidrate(
+      dir, common + "--split " + split + " --synthetic " + synthetic.string() + " --out " + dir.file("run"));
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.out.find("2 synthetic slices") != std::string::npos);
+  CHECK(run.out.find("training on 5 slices (2 synthetic), validating on 1") != std::string::npos);
+  const std::string written = test::read_text_file(dir.file("run/split.json"));
+  CHECK(written.find("\"train\": [\"0\", \"2\", \"3\"]") != std::string::npos);
+  CHECK(written.find("\"validation\": [\"4\"]") != std::string::npos);
+
+  // A split naming a slice that is not there, or one on both sides: the file and the name in the error.
+  std::ofstream(split) << "{\"train\": [\"0\", \"9\"], \"validation\": [\"4\"]}\n";
+  test::ProgramRun bad = test::run_covidrate(dir, common + "--split " + split + " --out " + dir.file("bad1"));
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("split.json names slice '9'") != std::string::npos);
+  std::ofstream(split) << "{\"train\": [\"0\", \"4\"], \"validation\": [\"4\"]}\n";
+  bad = test::run_covidrate(dir, common + "--split " + split + " --out " + dir.file("bad2"));
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("'4' twice") != std::string::npos);
+  bad = test::run_covidrate(dir, common + "--split " + split + " --folds 2 --out " + dir.file("bad3"));
+  CHECK(bad.exit_code == 2);
 }

@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <map>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -11,6 +14,7 @@
 #include "data/prepare.h"
 #include "model/checkpoint.h"
 #include "model/trainer.h"
+#include "nn/error.h"
 #include "nn/json.h"
 
 namespace covidrate::tools {
@@ -45,7 +49,13 @@ void usage(FILE* out) {
                "  --decay X         Keras' learning-rate decay per step (default lr / 100)\n"
                "  --no-augment      train on the slices as they are\n"
                "  --keras-bn        validate with BN's momentum averages as Keras does, not with\n"
-               "                    statistics recomputed on the training slices each epoch\n",
+               "                    statistics recomputed on the training slices each epoch\n"
+               "  --synthetic DIR   also train on DIR/images + DIR/masks ('covidrate synth'): added to the\n"
+               "                    training side of every split, never validated on. Make them from the\n"
+               "                    training side's slices only, or validation lesions leak into training\n"
+               "  --split FILE      train and validate on the slices a split.json names (an earlier\n"
+               "                    run's), instead of a fresh seeded split\n"
+               "  --init FILE       start from these weights (same architecture): fine-tuning\n",
                kDefaultPosWeight);
 }
 
@@ -84,6 +94,7 @@ int64_t parse_integer(const std::string& option, const std::string& text, int64_
 
 struct Settings {
   std::string images, masks, out;
+  std::string synthetic, split_file;
   TrainOptions train;
   double val_fraction = 0.2;
   int folds = 0;
@@ -115,6 +126,9 @@ Settings parse(int argc, char** argv) {
     else if (a == "--resume") s.train.resume = true;
     else if (a == "--no-cpb") s.train.model.cpb = false;
     else if (a == "--lungs") s.lungs = true;
+    else if (a == "--synthetic") s.synthetic = value();
+    else if (a == "--split") s.split_file = value();
+    else if (a == "--init") s.train.init_weights = value();
     else if (a == "--no-augment") s.train.augment = false;
     else if (a == "--keras-bn") s.train.precise_bn = false;
     else if (a == "--pos-weight") s.train.pos_weight = parse_number(a, value(), 0, 1e6);
@@ -137,6 +151,7 @@ Settings parse(int argc, char** argv) {
   }
   if (s.images.empty() || s.masks.empty() || s.out.empty())
     throw UsageError{"--images, --masks and --out are required"};
+  if (!s.split_file.empty() && s.folds > 0) throw UsageError{"--split and --folds exclude each other"};
   if (s.train.size % 16 != 0) throw UsageError{"--size must be a multiple of 16, got " + std::to_string(s.train.size)};
   // The common Keras 2 recipe Adam(lr, decay=lr / epochs) with the paper's 100
   // epochs (the paper does not state its decay). Tied to 100, not to --epochs,
@@ -172,21 +187,58 @@ std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& al
 }
 
 TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
-                    const data::Split& split, TrainOptions options, const std::string& out_dir) {
+                    const data::Split& split, const std::vector<data::PreparedSlice>& synthetic,
+                    TrainOptions options, const std::string& out_dir) {
   options.out_dir = out_dir;
   fs::create_directories(out_dir);
   write_atomically((fs::path(out_dir) / "split.json").string(),
                    "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
                        names_json(set, split.validation) + "}\n");
-  std::printf("training on %zu slices, validating on %zu, %s -> %s\n", split.train.size(), split.validation.size(),
-              to_string(options.device), out_dir.c_str());
+  std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
+  train_side.insert(train_side.end(), synthetic.begin(), synthetic.end());
+  std::printf("training on %zu slices (%zu synthetic), validating on %zu, %s -> %s\n", train_side.size(),
+              synthetic.size(), split.validation.size(), to_string(options.device), out_dir.c_str());
   std::fflush(stdout);
-  return train(pick(prepared, split.train), pick(prepared, split.validation), options, [](const EpochRecord& r) {
+  return train(train_side, pick(prepared, split.validation), options, [](const EpochRecord& r) {
     std::printf("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f, lr %.3g, %.1f s, %.2f images/s\n",
                 r.epoch, r.train_loss, r.val_loss, r.val_dice, r.lr, r.seconds, r.images_per_second);
     std::fflush(stdout);
     return true;
   });
+}
+
+// The split an earlier run wrote (split.json: {"train": [names], "validation": [names]}),
+// as indices into `set`; every name must be one of its slices, and none on both sides.
+data::Split read_split(const std::string& path, const data::Dataset& set) {
+  std::ifstream in(path, std::ios::binary);
+  CR_CHECK(in, "train: cannot read the split file " << path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  json::Value root;
+  try {
+    root = json::parse(text);
+  } catch (const Error& e) {
+    CR_FAIL("train: " << path << " is not a split file: " << e.what());
+  }
+  std::map<std::string, int64_t> index;
+  for (int64_t i = 0; i < set.size(); ++i) index[set.samples[static_cast<size_t>(i)].name] = i;
+  data::Split split;
+  std::vector<int> side(static_cast<size_t>(set.size()), 0);
+  for (const auto& [key, out, mark] : {std::tuple{"train", &split.train, 1}, std::tuple{"validation", &split.validation, 2}}) {
+    const json::Value* names = root.kind == json::Value::Kind::Object ? root.find(key) : nullptr;
+    CR_CHECK(names && names->kind == json::Value::Kind::Array,
+             "train: " << path << " has no \"" << key << "\" list of slice names");
+    for (const json::Value& name : names->items) {
+      CR_CHECK(name.kind == json::Value::Kind::String, "train: " << path << ": \"" << key << "\" holds a non-string");
+      const auto found = index.find(name.text);
+      CR_CHECK(found != index.end(), "train: " << path << " names slice '" << name.text << "', which is not in the images folder");
+      CR_CHECK(side[static_cast<size_t>(found->second)] == 0,
+               "train: " << path << " names slice '" << name.text << "' twice");
+      side[static_cast<size_t>(found->second)] = mark;
+      out->push_back(found->second);
+    }
+  }
+  CR_CHECK(!split.train.empty(), "train: " << path << " names no training slice");
+  return split;
 }
 
 void mean_std(const std::vector<double>& v, double& mean, double& std) {
@@ -198,7 +250,8 @@ void mean_std(const std::vector<double>& v, double& mean, double& std) {
   std = v.size() > 1 ? std::sqrt(squares / static_cast<double>(v.size() - 1)) : 0.0;  // sample std
 }
 
-int cross_validate(const Settings& s, const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared) {
+int cross_validate(const Settings& s, const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
+                   const std::vector<data::PreparedSlice>& synthetic) {
   const std::vector<data::Split> splits = data::k_fold_splits(set.size(), s.folds, s.train.seed);
   std::vector<double> losses, dices;
   std::string rows;
@@ -208,7 +261,7 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
     TrainOptions options = s.train;
     // A cross-validation killed in fold f resumes fold f; later folds start afresh.
     options.resume = s.train.resume && checkpoint_exists(fold_dir);
-    const TrainResult r = run_one(set, prepared, splits[f], options, fold_dir);
+    const TrainResult r = run_one(set, prepared, splits[f], synthetic, options, fold_dir);
     losses.push_back(r.best_val_loss);
     dices.push_back(r.best_val_dice);
     rows += std::string(f ? ",\n  " : "  ") + "{\"fold\": " + std::to_string(f + 1) + ", \"best_epoch\": " +
@@ -251,12 +304,21 @@ int cmd_train(int argc, char** argv) {
   std::printf("%lld slices from %s, prepared at %lld x %lld%s\n", static_cast<long long>(set.size()),
               s.images.c_str(), static_cast<long long>(s.train.size), static_cast<long long>(s.train.size),
               s.lungs ? ", lungs only" : "");
+  std::vector<data::PreparedSlice> synthetic;
+  if (!s.synthetic.empty()) {
+    const fs::path dir(s.synthetic);
+    const data::Dataset extra = data::load_dataset((dir / "images").string(), (dir / "masks").string(), {.lungs = s.lungs});
+    for (const data::Sample& sample : extra.samples) synthetic.push_back(data::prepare_sample(sample, s.train.size));
+    std::printf("%zu synthetic slices from %s, for training only\n", synthetic.size(), s.synthetic.c_str());
+  }
   if (s.folds > 0) {
     CR_CHECK(s.folds <= set.size(), "train: " << s.folds << " folds but only " << set.size() << " slices");
-    return cross_validate(s, set, prepared);
+    return cross_validate(s, set, prepared, synthetic);
   }
-  const data::Split split = data::train_validation_split(set.size(), s.val_fraction, s.train.seed);
-  const TrainResult r = run_one(set, prepared, split, s.train, s.out);
+  const data::Split split = s.split_file.empty()
+                                ? data::train_validation_split(set.size(), s.val_fraction, s.train.seed)
+                                : read_split(s.split_file, set);
+  const TrainResult r = run_one(set, prepared, split, synthetic, s.train, s.out);
   std::printf("best epoch %d: val loss %.4f, val Dice %.4f%s; weights in %s\n", r.best_epoch, r.best_val_loss,
               r.best_val_dice, r.stopped_early ? " (stopped early)" : "",
               (fs::path(s.out) / "best.safetensors").string().c_str());
