@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "data/input_domain.h"
 #include "data/lungs.h"
@@ -27,6 +28,18 @@ Volume zeros_like(const Volume& v, Intensity intensity) {
   return out;
 }
 
+// The box's pixels of a one-slice picture, as a picture of their own.
+Volume crop(const Volume& picture, const CropBox& box) {
+  if (box.x0 == 0 && box.y0 == 0 && box.nx == picture.nx && box.ny == picture.ny) return picture;
+  Volume out = picture;
+  out.nx = box.nx;
+  out.ny = box.ny;
+  out.voxels.resize(box.nx * box.ny);
+  for (int64_t y = 0; y < box.ny; ++y)
+    std::copy_n(picture.voxels.data() + (box.y0 + y) * picture.nx + box.x0, box.nx, out.voxels.data() + y * box.nx);
+  return out;
+}
+
 }  // namespace
 
 std::vector<int64_t> network_layout_order(const Volume& v, int64_t& out_nx, int64_t& out_ny) {
@@ -42,6 +55,23 @@ std::vector<int64_t> network_layout_order(const Volume& v, int64_t& out_nx, int6
   std::vector<int64_t> order(laid_out.voxels.size());
   for (size_t p = 0; p < order.size(); ++p) order[p] = static_cast<int64_t>(laid_out.voxels[p]);
   return order;
+}
+
+CropBox lung_crop_box(const float* lungs, int64_t nx, int64_t ny, double margin) {
+  int64_t x0 = nx, y0 = ny, x1 = -1, y1 = -1;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x)
+      if (lungs[y * nx + x] != 0.f) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+  if (x1 < 0 || margin < 0) return {0, 0, nx, ny};
+  const auto widen = [margin](int64_t lo, int64_t hi, int64_t n, int64_t& out_lo, int64_t& out_n) {
+    const auto extra = static_cast<int64_t>(std::lround(margin * static_cast<double>(hi - lo + 1)));
+    out_lo = std::max<int64_t>(0, lo - extra);
+    out_n = std::min(n, hi + 1 + extra) - out_lo;
+  };
+  CropBox box;
+  widen(x0, x1, nx, box.x0, box.nx);
+  widen(y0, y1, ny, box.y0, box.ny);
+  return box;
 }
 
 Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options) {
@@ -78,6 +108,15 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
   const std::vector<int64_t> order = network_layout_order(ct, lnx, lny);
   const int64_t pixels = ct.nx * ct.ny, size = options.size;
 
+  // One box for the whole volume: where any segmented slice has lung.
+  std::vector<float> lung_layout(pixels, 0.f);
+  for (int64_t z : todo) {
+    const float* lung = result.lungs.slice(z);
+    for (int64_t p = 0; p < pixels; ++p)
+      if (lung[order[p]] != float{kNoLung}) lung_layout[p] = 1.f;
+  }
+  const CropBox box = lung_crop_box(lung_layout.data(), lnx, lny, options.crop_margin);
+
   start = Clock::now();
   if (options.progress) options.progress(0, result.slices_segmented);
   for (size_t first = 0; first < todo.size(); first += options.batch) {
@@ -94,6 +133,7 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
       picture.intensity = Intensity::Picture8Bit;
       picture.voxels.resize(pixels);
       for (int64_t p = 0; p < pixels; ++p) picture.voxels[p] = slice[order[p]];
+      picture = crop(picture, box);
       PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
       batch.insert(batch.end(), prepared.image.begin(), prepared.image.end());
       placements.push_back(prepared.placement);
@@ -110,13 +150,15 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
       float* prob = result.probability.slice(z);
       float* lesion = result.lesions.slice(z);
       const float* lung = result.lungs.slice(z);
-      for (int64_t q = 0; q < pixels; ++q) {
-        // Bilinear weights sum to 1 only up to rounding.
-        const float v = std::clamp(p[q], 0.f, 1.f);
-        const int64_t i = order[q];
-        prob[i] = v;
-        lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
-      }
+      // Outside the box the network saw nothing: probability 0, as on slices without lung.
+      for (int64_t y = 0; y < box.ny; ++y)
+        for (int64_t x = 0; x < box.nx; ++x) {
+          // Bilinear weights sum to 1 only up to rounding.
+          const float v = std::clamp(p[y * box.nx + x], 0.f, 1.f);
+          const int64_t i = order[(box.y0 + y) * lnx + box.x0 + x];
+          prob[i] = v;
+          lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
+        }
     }
     if (options.progress) options.progress(static_cast<int64_t>(first) + count, result.slices_segmented);
   }

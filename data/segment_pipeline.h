@@ -5,8 +5,10 @@
 //     -> input domain (data/input_domain.h: one lung window for every source)
 //     -> lung extraction (data/lungs.h: right/left labels, slices that hold lung)
 //     -> each slice with lung: turned to the layout the network was trained on
-//        (the MedSeg pictures' transpose), prepared (data/prepare.h), segmented
-//        in batches in evaluation mode, mapped back onto its own grid
+//        (the MedSeg pictures' transpose), cut to the box around the lungs of
+//        every slice (the MedSeg pictures are cut to the lungs; lung_crop_box), prepared
+//        (data/prepare.h), segmented in batches in evaluation mode, mapped back
+//        onto its own grid
 //     -> probability map -> lesion mask (probability > threshold, inside the lungs)
 //
 // Slices without lung are not sent to the network: their probability is 0.
@@ -28,6 +30,10 @@ struct SegmentOptions {
   // The dtype the network computes in (CovidRateNet::compute_dtype): F32, or
   // BF16 with its inference form prepared in bf16.
   DType precision = DType::F32;
+  // Cut each slice to its lungs' bounding box, widened by this fraction of the
+  // box on every side, before it goes to the network; negative: no cut (the
+  // whole slice goes in, as before). See lung_crop_box.
+  double crop_margin = 0.02;
   // Called after each batch with (slices done, slices to segment); may print progress.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -49,6 +55,24 @@ struct Segmentation {
 // from the input domain). The network must be in evaluation mode on
 // options.device. Outputs share `ct`'s grid and geometry exactly.
 Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options);
+
+// A rectangle of a slice, in pixels: columns [x0, x0 + nx), rows [y0, y0 + ny).
+struct CropBox {
+  int64_t x0 = 0, y0 = 0, nx = 0, ny = 0;
+};
+
+// Where the network looks (nx x ny, row-major, non-zero = lung). The training
+// pictures (MedSeg) are cut tightly around both lungs: the lungs reach all four
+// edges in 50 of 50 of them. A whole CT slice shows the lungs at about half that
+// scale beside the table, the arms and air, and a network trained on the
+// pictures marks healthy lung as lesion there (65.8% "opacity" on a healthy
+// chest, docs/segment.md). So slices are cut to the lungs' bounding box widened
+// by `margin` of the box's size on each side (clamped to the slice); the whole
+// slice when there is no lung. segment_volume passes the lungs of every slice
+// it segments, so all slices share one box and one scale: a box per slice
+// magnified the thin basal and apical lung sections and the network read
+// their partial-volume haze as ground glass (docs/segment.md, "Why the cut").
+CropBox lung_crop_box(const float* lungs, int64_t nx, int64_t ny, double margin);
 
 // The pixel permutation between slice z's own grid and the layout the network
 // was trained on: network-layout pixel p holds slice pixel `result[p]`. Built by

@@ -372,3 +372,80 @@ TEST_CASE("the network layout permutation follows the direction vectors") {
     for (int64_t p = 0; p < 12; ++p) CHECK(order[p] == p);
   }
 }
+
+TEST_CASE("the network looks at the lungs' bounding box, as the training pictures are cut") {
+  // A 20 x 10 slice with lung at columns 6..13, rows 2..5.
+  std::vector<float> lungs(200, 0.f);
+  for (int64_t y = 2; y <= 5; ++y)
+    for (int64_t x = 6; x <= 13; ++x) lungs[y * 20 + x] = x < 10 ? 1.f : 2.f;
+  SUBCASE("tight") {
+    const data::CropBox b = data::lung_crop_box(lungs.data(), 20, 10, 0.0);
+    CHECK(b.x0 == 6);
+    CHECK(b.nx == 8);
+    CHECK(b.y0 == 2);
+    CHECK(b.ny == 4);
+  }
+  SUBCASE("a margin of a quarter of the box per side, clamped to the slice") {
+    const data::CropBox b = data::lung_crop_box(lungs.data(), 20, 10, 0.25);
+    CHECK(b.x0 == 4);   // 8 * 0.25 = 2 columns
+    CHECK(b.nx == 12);
+    CHECK(b.y0 == 1);   // 4 * 0.25 = 1 row
+    CHECK(b.ny == 6);
+    const data::CropBox wide = data::lung_crop_box(lungs.data(), 20, 10, 1.0);
+    CHECK(wide.x0 == 0);
+    CHECK(wide.nx == 20);
+    CHECK(wide.y0 == 0);
+    CHECK(wide.ny == 10);
+  }
+  SUBCASE("no lung, or a negative margin: the whole slice") {
+    const std::vector<float> none(200, 0.f);
+    for (const data::CropBox& b : {data::lung_crop_box(none.data(), 20, 10, 0.02),
+                                   data::lung_crop_box(lungs.data(), 20, 10, -1.0)}) {
+      CHECK(b.x0 == 0);
+      CHECK(b.y0 == 0);
+      CHECK(b.nx == 20);
+      CHECK(b.ny == 10);
+    }
+  }
+}
+
+TEST_CASE("segment_volume: outside the lungs' box the probability is 0; without the cut it is not") {
+  // A body disc with two dark lungs in its upper half, in a wide field of view.
+  data::Volume ct;
+  ct.nx = ct.ny = 128;
+  ct.nz = 1;
+  ct.voxels.assign(ct.voxel_count(), -1000.f);
+  for (int64_t y = 0; y < ct.ny; ++y)
+    for (int64_t x = 0; x < ct.nx; ++x) {
+      const int64_t dx = x - 64, dy = y - 64;
+      if (dx * dx + dy * dy < 56 * 56) ct.at(x, y, 0) = 40.f;
+      for (int64_t cx : {40, 88})
+        if ((x - cx) * (x - cx) * 4 + (y - 50) * (y - 50) * 9 < 18 * 18 * 4) ct.at(x, y, 0) = -850.f;
+    }
+  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  net.set_training(false);
+  data::SegmentOptions options{.threshold = 0.0, .batch = 1, .size = 64, .device = Device::CPU, .progress = {}};
+  const data::Segmentation cut = data::segment_volume(ct, net, options);
+  REQUIRE(cut.slices_segmented == 1);
+  int64_t nx = 0, ny = 0;
+  const std::vector<int64_t> order = data::network_layout_order(ct, nx, ny);
+  std::vector<float> lung_layout(order.size());
+  for (size_t p = 0; p < order.size(); ++p) lung_layout[p] = cut.lungs.voxels[order[p]];
+  const data::CropBox box = data::lung_crop_box(lung_layout.data(), nx, ny, options.crop_margin);
+  CHECK(box.nx < nx / 2 + 8);  // the cut is much smaller than the slice
+  int64_t outside = 0, outside_nonzero = 0, inside_nonzero = 0;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) {
+      const bool in = x >= box.x0 && x < box.x0 + box.nx && y >= box.y0 && y < box.y0 + box.ny;
+      const float p = cut.probability.voxels[order[y * nx + x]];
+      outside += !in;
+      outside_nonzero += !in && p != 0.f;
+      inside_nonzero += in && p != 0.f;
+    }
+  CHECK(outside > 0);
+  CHECK(outside_nonzero == 0);
+  CHECK(inside_nonzero == box.nx * box.ny);  // a sigmoid is never exactly 0
+  options.crop_margin = -1;
+  const data::Segmentation whole = data::segment_volume(ct, net, options);
+  CHECK(std::count(whole.probability.voxels.begin(), whole.probability.voxels.end(), 0.f) == 0);
+}

@@ -37,6 +37,7 @@ struct SegmentCommandOptions {
   Device device = Device::CPU;
   DType precision = DType::F32;
   bool save_probability = false, save_lungs = false;
+  double crop_margin = data::SegmentOptions{}.crop_margin;
 };
 
 // Slices per forward pass when --batch is not given. On the CPU a bigger batch
@@ -64,6 +65,9 @@ void usage(FILE* out) {
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
                "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
                "  --no-cpb           the network was trained without context perception boosting\n"
+               "  --crop-margin F    each slice goes to the network cut to its lungs' bounding box widened\n"
+               "                     by F of its size per side, as the training pictures are cut (default\n"
+               "                     0.02); 'none' sends the whole slice\n"
                "  --save-prob        also write the lesion probability map (probability.nii.gz)\n"
                "  --save-lungs       also write the lung labels (lungs.nii.gz: 1 right, 2 left)\n\n"
                "A study's folder appears only once complete (it is written as DIR.tmp first). In batch mode\n"
@@ -102,6 +106,10 @@ int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
       o.architecture.size = parse_positive_int(a, value());
     } else if (a == "--no-cpb") {
       o.architecture.no_cpb = true;
+    } else if (a == "--crop-margin") {
+      const std::string v = value();
+      o.crop_margin = v == "none" ? -1.0 : parse_number(a, v);
+      CR_CHECK(o.crop_margin >= 0 || v == "none", "--crop-margin must be 'none' or at least 0, got " << v);
     } else if (a == "--save-prob") {
       o.save_probability = true;
     } else if (a == "--save-lungs") {
@@ -219,6 +227,7 @@ int cmd_segment(int argc, char** argv) {
                            .size = spec.size,
                            .device = o.device,
                            .precision = o.precision,
+                           .crop_margin = o.crop_margin,
                            .progress = {}};
   study_options.save_probability = o.save_probability;
   study_options.save_lungs = o.save_lungs;
