@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <numeric>
 #include <random>
@@ -11,6 +13,7 @@
 #include "data/input_domain.h"
 #include "data/lungs.h"
 #include "nn/error.h"
+#include "nn/json.h"
 
 namespace covidrate::data {
 namespace {
@@ -169,6 +172,28 @@ std::vector<Split> k_fold_splits(int64_t count, int k, uint64_t seed) {
     std::sort(s.validation.begin(), s.validation.end());
   }
   return splits;
+}
+
+SplitNames read_split_names(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  CR_CHECK(in, "cannot read the split file " << path);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  json::Value root;
+  try {
+    root = json::parse(text);
+  } catch (const Error& e) {
+    CR_FAIL(path << " is not a split file: " << e.what());
+  }
+  SplitNames names;
+  for (const auto& [key, out] : {std::pair{"train", &names.train}, std::pair{"validation", &names.validation}}) {
+    const json::Value* list = root.kind == json::Value::Kind::Object ? root.find(key) : nullptr;
+    CR_CHECK(list && list->kind == json::Value::Kind::Array, path << " has no \"" << key << "\" list of slice names");
+    for (const json::Value& name : list->items) {
+      CR_CHECK(name.kind == json::Value::Kind::String, path << ": \"" << key << "\" holds a non-string");
+      out->push_back(name.text);
+    }
+  }
+  return names;
 }
 
 }  // namespace covidrate::data

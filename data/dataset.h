@@ -65,4 +65,12 @@ Split train_validation_split(int64_t count, double validation_fraction, uint64_t
 // the other k - 1. Requires 2 <= k <= count.
 std::vector<Split> k_fold_splits(int64_t count, int k, uint64_t seed);
 
+// The slice names a split.json lists (as `covidrate train` writes it:
+// {"train": [names], "validation": [names]}). Throws covidrate::Error naming
+// the file when it is unreadable, not JSON, lacks a list, or holds a non-string.
+struct SplitNames {
+  std::vector<std::string> train, validation;
+};
+SplitNames read_split_names(const std::string& path);
+
 }  // namespace covidrate::data

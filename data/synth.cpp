@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <set>
 
 #include "data/image2d.h"
 #include "data/input_domain.h"
@@ -96,7 +97,8 @@ std::optional<SyntheticPair> insert_lesions(const AnnotatedSlice& infected, cons
   return out;
 }
 
-std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, int limit) {
+std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, int limit,
+                                                 const std::vector<std::string>& only) {
   namespace fs = std::filesystem;
   const fs::path images = fs::path(train_dir) / "images", masks = fs::path(train_dir) / "masks";
   CR_CHECK(fs::is_directory(images) && fs::is_directory(masks),
@@ -107,6 +109,15 @@ std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, i
     if (ext == ".jpg" || ext == ".jpeg" || ext == ".png") files.push_back(e.path());
   }
   std::sort(files.begin(), files.end());
+  if (!only.empty()) {
+    std::set<std::string> wanted(only.begin(), only.end()), present;
+    std::vector<fs::path> kept;
+    for (const fs::path& f : files)
+      if (wanted.count(f.stem().string())) kept.push_back(f), present.insert(f.stem().string());
+    for (const std::string& name : wanted)
+      CR_CHECK(present.count(name), "synth: no picture named '" << name << "' in " << images.string());
+    files = std::move(kept);
+  }
   if (limit > 0 && int64_t(files.size()) > limit) files.resize(limit);
   CR_CHECK(!files.empty(), "synth: no .jpg or .png pictures in " << images.string());
   const ClassicalLungExtractor extractor;

@@ -56,7 +56,9 @@ Volume crop(const Volume& v, Box box);
 // masks/<same name>.png, lesion > 0), each slice turned radiological, its lungs
 // found by the classical extractor on the 8-bit picture. `limit` > 0 reads only
 // the first `limit` slices (in name order). Files are named in errors.
-std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, int limit = 0);
+// `only`: when not empty, just the pictures with these stems (each must exist).
+std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, int limit = 0,
+                                                 const std::vector<std::string>& only = {});
 
 // The healthy targets: the slices of a HU series (DICOM folder or NIfTI) whose
 // lungs cover at least `min_lung_fraction` of the series' largest lung slice

@@ -146,3 +146,21 @@ TEST_CASE("synthetic pairs from MedSeg lesions and healthy TCGA lungs") {
   MESSAGE(made << " of 12 random pairings kept (the rest had infection rate <= 0.01)");
   CHECK(made >= 8);
 }
+
+TEST_CASE("load_infected_slices keeps only the slices a split names, and each must exist") {
+  const std::string train = test::data_dir() + "/medseg-semiseg/train";
+  const auto picked = load_infected_slices(train, 0, {"12", "3"});
+  REQUIRE(picked.size() == 2);
+  // In file-name order, as without a list: "12" sorts before "3".
+  const auto three = load_infected_slices(train, 0, {"12", "3", "0"});
+  REQUIRE(three.size() == 3);
+  CHECK(three[1].image.voxels == picked[0].image.voxels);
+  CHECK(three[2].image.voxels == picked[1].image.voxels);
+  bool named = false;
+  try {
+    load_infected_slices(train, 0, {"3", "no-such-slice"});
+  } catch (const Error& e) {
+    named = std::string(e.what()).find("'no-such-slice'") != std::string::npos;
+  }
+  CHECK(named);
+}

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "data/synth.h"
+#include "data/dataset.h"
 #include "data/synth_set.h"
 #include "nn/error.h"
 
@@ -19,13 +20,16 @@ using namespace covidrate::data;
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: covidrate synth --ratio R --out DIR [--seed S] [--train DIR] [--healthy SERIES]\n\n"
+               "usage: covidrate synth --ratio R --out DIR [--seed S] [--train DIR] [--split FILE]\n"
+               "                       [--healthy SERIES]\n\n"
                "Pastes the lesions of each training slice into healthy lungs (COVID-Rate's augmentation)\n"
                "and writes R x N pairs for a training set of N slices.\n\n"
                "  --ratio R         synthetic pairs per training slice (e.g. 1, 2, 0.5)\n"
                "  --out DIR         output folder (must not exist): DIR/images, DIR/masks, DIR/overview.png\n"
                "  --seed S          random seed for the pairing (default 1)\n"
                "  --train DIR       infected slices, MedSeg layout (default $COVIDRATE_DATA/medseg-semiseg/train)\n"
+               "  --split FILE      only the slices a split.json lists under \"train\" (so that pairs for\n"
+               "                    'covidrate train --split FILE --synthetic DIR' hold no validation lesion)\n"
                "  --healthy SERIES  healthy CT, DICOM folder or NIfTI (default $COVIDRATE_DATA/ct-healthy-tcga)\n");
 }
 
@@ -38,7 +42,7 @@ std::string default_under_data(const char* sub) {
 
 int cmd_synth(int argc, char** argv) {
   double ratio = -1;
-  std::string out_dir, train = default_under_data("medseg-semiseg/train"),
+  std::string out_dir, split_file, train = default_under_data("medseg-semiseg/train"),
                        healthy_series = default_under_data("ct-healthy-tcga");
   uint64_t seed = 1;
   for (int i = 1; i < argc; ++i) {
@@ -58,6 +62,8 @@ int cmd_synth(int argc, char** argv) {
       seed = std::strtoull(value().c_str(), nullptr, 10);
     } else if (a == "--train") {
       train = value();
+    } else if (a == "--split") {
+      split_file = value();
     } else if (a == "--healthy") {
       healthy_series = value();
     } else {
@@ -75,7 +81,9 @@ int cmd_synth(int argc, char** argv) {
   CR_CHECK(!fs::exists(out_dir), out_dir << " already exists; synth writes a new folder");
 
   std::fprintf(stderr, "synth: reading %s and %s\n", train.c_str(), healthy_series.c_str());
-  const std::vector<AnnotatedSlice> infected = load_infected_slices(train);
+  const std::vector<std::string> only =
+      split_file.empty() ? std::vector<std::string>{} : read_split_names(split_file).train;
+  const std::vector<AnnotatedSlice> infected = load_infected_slices(train, 0, only);
   const std::vector<AnnotatedSlice> healthy = load_healthy_slices(healthy_series);
   std::fprintf(stderr, "synth: %zu infected slices, %zu healthy slices\n", infected.size(), healthy.size());
   const SynthSetReport r =

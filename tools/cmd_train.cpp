@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <tuple>
 #include <string>
@@ -210,29 +209,16 @@ TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSl
 // The split an earlier run wrote (split.json: {"train": [names], "validation": [names]}),
 // as indices into `set`; every name must be one of its slices, and none on both sides.
 data::Split read_split(const std::string& path, const data::Dataset& set) {
-  std::ifstream in(path, std::ios::binary);
-  CR_CHECK(in, "train: cannot read the split file " << path);
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  json::Value root;
-  try {
-    root = json::parse(text);
-  } catch (const Error& e) {
-    CR_FAIL("train: " << path << " is not a split file: " << e.what());
-  }
+  const data::SplitNames names = data::read_split_names(path);
   std::map<std::string, int64_t> index;
   for (int64_t i = 0; i < set.size(); ++i) index[set.samples[static_cast<size_t>(i)].name] = i;
   data::Split split;
   std::vector<int> side(static_cast<size_t>(set.size()), 0);
-  for (const auto& [key, out, mark] : {std::tuple{"train", &split.train, 1}, std::tuple{"validation", &split.validation, 2}}) {
-    const json::Value* names = root.kind == json::Value::Kind::Object ? root.find(key) : nullptr;
-    CR_CHECK(names && names->kind == json::Value::Kind::Array,
-             "train: " << path << " has no \"" << key << "\" list of slice names");
-    for (const json::Value& name : names->items) {
-      CR_CHECK(name.kind == json::Value::Kind::String, "train: " << path << ": \"" << key << "\" holds a non-string");
-      const auto found = index.find(name.text);
-      CR_CHECK(found != index.end(), "train: " << path << " names slice '" << name.text << "', which is not in the images folder");
-      CR_CHECK(side[static_cast<size_t>(found->second)] == 0,
-               "train: " << path << " names slice '" << name.text << "' twice");
+  for (const auto& [list, out, mark] : {std::tuple{&names.train, &split.train, 1}, std::tuple{&names.validation, &split.validation, 2}}) {
+    for (const std::string& name : *list) {
+      const auto found = index.find(name);
+      CR_CHECK(found != index.end(), "train: " << path << " names slice '" << name << "', which is not in the images folder");
+      CR_CHECK(side[static_cast<size_t>(found->second)] == 0, "train: " << path << " names slice '" << name << "' twice");
       side[static_cast<size_t>(found->second)] = mark;
       out->push_back(found->second);
     }
