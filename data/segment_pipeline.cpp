@@ -108,14 +108,22 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
   const std::vector<int64_t> order = network_layout_order(ct, lnx, lny);
   const int64_t pixels = ct.nx * ct.ny, size = options.size;
 
-  // One box for the whole volume: where any segmented slice has lung.
+  // One box for the whole volume: where any segmented slice has lung. Only
+  // when both lungs were found: a box around one lung would magnify it to twice
+  // the training pictures' scale, so then the whole slice goes in, as without the cut.
   std::vector<float> lung_layout(pixels, 0.f);
+  bool right = false, left = false;
   for (int64_t z : todo) {
     const float* lung = result.lungs.slice(z);
-    for (int64_t p = 0; p < pixels; ++p)
-      if (lung[order[p]] != float{kNoLung}) lung_layout[p] = 1.f;
+    for (int64_t p = 0; p < pixels; ++p) {
+      const float label = lung[order[p]];
+      if (label == float{kNoLung}) continue;
+      lung_layout[p] = 1.f;
+      right |= label == float{kRightLung};
+      left |= label == float{kLeftLung};
+    }
   }
-  const CropBox box = lung_crop_box(lung_layout.data(), lnx, lny, options.crop_margin);
+  const CropBox box = lung_crop_box(lung_layout.data(), lnx, lny, right && left ? options.crop_margin : -1.0);
 
   start = Clock::now();
   if (options.progress) options.progress(0, result.slices_segmented);

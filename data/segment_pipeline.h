@@ -30,9 +30,10 @@ struct SegmentOptions {
   // The dtype the network computes in (CovidRateNet::compute_dtype): F32, or
   // BF16 with its inference form prepared in bf16.
   DType precision = DType::F32;
-  // Cut each slice to its lungs' bounding box, widened by this fraction of the
-  // box on every side, before it goes to the network; negative: no cut (the
-  // whole slice goes in, as before). See lung_crop_box.
+  // Cut each slice to the box around the study's lungs, widened by this
+  // fraction of the box on every side, before it goes to the network; negative:
+  // no cut (the whole slice goes in, as before). No cut either when the lung
+  // extraction found only one lung. See lung_crop_box.
   double crop_margin = 0.02;
   // Called after each batch with (slices done, slices to segment); may print progress.
   std::function<void(int64_t, int64_t)> progress;

@@ -438,4 +438,14 @@ TEST_CASE("segment_volume: outside the lungs' box the probability is 0; without 
   options.crop_margin = -1;
   const data::Segmentation whole = data::segment_volume(ct, net, options);
   CHECK(std::count(whole.probability.voxels.begin(), whole.probability.voxels.end(), 0.f) == 0);
+
+  // One lung found (the other filled with tissue): no cut, whatever the margin.
+  for (int64_t y = 0; y < ct.ny; ++y)
+    for (int64_t x = 0; x < 64; ++x)
+      if (ct.at(x, y, 0) == -850.f) ct.at(x, y, 0) = 40.f;
+  options.crop_margin = 0.02;
+  const data::Segmentation one_lung = data::segment_volume(ct, net, options);
+  REQUIRE(one_lung.slices_segmented == 1);
+  CHECK(std::count(one_lung.lungs.voxels.begin(), one_lung.lungs.voxels.end(), 0.f) < ct.voxel_count());
+  CHECK(std::count(one_lung.probability.voxels.begin(), one_lung.probability.voxels.end(), 0.f) == 0);
 }
