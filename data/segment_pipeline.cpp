@@ -28,18 +28,6 @@ Volume zeros_like(const Volume& v, Intensity intensity) {
   return out;
 }
 
-// The box's pixels of a one-slice picture, as a picture of their own.
-Volume crop(const Volume& picture, const CropBox& box) {
-  if (box.x0 == 0 && box.y0 == 0 && box.nx == picture.nx && box.ny == picture.ny) return picture;
-  Volume out = picture;
-  out.nx = box.nx;
-  out.ny = box.ny;
-  out.voxels.resize(box.nx * box.ny);
-  for (int64_t y = 0; y < box.ny; ++y)
-    std::copy_n(picture.voxels.data() + (box.y0 + y) * picture.nx + box.x0, box.nx, out.voxels.data() + y * box.nx);
-  return out;
-}
-
 }  // namespace
 
 std::vector<int64_t> network_layout_order(const Volume& v, int64_t& out_nx, int64_t& out_ny) {
@@ -134,14 +122,15 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
     batch.reserve(count * size * size);
     for (int64_t k = 0; k < count; ++k) {
       const float* slice = domain.slice(todo[first + k]);
-      Volume picture;  // the slice as the network saw its training pictures
-      picture.nx = lnx;
-      picture.ny = lny;
+      Volume picture;  // the box of the slice, as the network saw its training pictures
+      picture.nx = box.nx;
+      picture.ny = box.ny;
       picture.nz = 1;
       picture.intensity = Intensity::Picture8Bit;
-      picture.voxels.resize(pixels);
-      for (int64_t p = 0; p < pixels; ++p) picture.voxels[p] = slice[order[p]];
-      picture = crop(picture, box);
+      picture.voxels.resize(box.nx * box.ny);
+      for (int64_t y = 0; y < box.ny; ++y)
+        for (int64_t x = 0; x < box.nx; ++x)
+          picture.voxels[y * box.nx + x] = slice[order[(box.y0 + y) * lnx + box.x0 + x]];
       PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
       batch.insert(batch.end(), prepared.image.begin(), prepared.image.end());
       placements.push_back(prepared.placement);
