@@ -3,10 +3,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <exception>
+#include <functional>
+#include <future>
+#include <mutex>
 
 #include "data/input_domain.h"
 #include "data/lungs.h"
 #include "data/prepare.h"
+#include "kernels/cpu/threads.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
 
@@ -26,6 +31,25 @@ Volume zeros_like(const Volume& v, Intensity intensity) {
   out.voxels.assign(v.voxels.size(), 0.f);
   out.intensity = intensity;
   return out;
+}
+
+// Runs fn(i) for i in [0, n) on the CPU pool; the first exception any call
+// threw is rethrown here once all are done (the pool's bodies must not throw).
+void for_each_in_parallel(int64_t n, const std::function<void(int64_t)>& fn) {
+  std::mutex mu;
+  std::exception_ptr failure;
+  cpu::parallel_for(n, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      try {
+        fn(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mu);
+        if (!failure) failure = std::current_exception();
+        return;
+      }
+    }
+  });
+  if (failure) std::rethrow_exception(failure);
 }
 
 }  // namespace
@@ -113,14 +137,24 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
   }
   const CropBox box = lung_crop_box(lung_layout.data(), lnx, lny, right && left ? options.crop_margin : -1.0);
 
-  start = Clock::now();
-  if (options.progress) options.progress(0, result.slices_segmented);
-  for (size_t first = 0; first < todo.size(); first += options.batch) {
-    const int64_t count = std::min<int64_t>(options.batch, static_cast<int64_t>(todo.size() - first));
+  // One batch of network inputs: the box of each slice, prepared as the
+  // training pictures were. Slices are independent, so the gather, resize and
+  // standardization run on the CPU pool, and the next batch is prepared on a
+  // second thread while the network runs on the current one (on a GPU the
+  // serial per-slice CPU work took longer than the forward pass itself).
+  struct Batch {
+    size_t first = 0;
+    int64_t count = 0;
+    std::vector<float> input;
     std::vector<Placement> placements;
-    std::vector<float> batch;
-    batch.reserve(count * size * size);
-    for (int64_t k = 0; k < count; ++k) {
+  };
+  const auto prepare_batch = [&](size_t first) {
+    Batch b;
+    b.first = first;
+    b.count = std::min<int64_t>(options.batch, static_cast<int64_t>(todo.size() - first));
+    b.input.resize(b.count * size * size);
+    b.placements.resize(b.count);
+    for_each_in_parallel(b.count, [&](int64_t k) {
       const float* slice = domain.slice(todo[first + k]);
       Volume picture;  // the box of the slice, as the network saw its training pictures
       picture.nx = box.nx;
@@ -131,19 +165,30 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
       for (int64_t y = 0; y < box.ny; ++y)
         for (int64_t x = 0; x < box.nx; ++x)
           picture.voxels[y * box.nx + x] = slice[order[(box.y0 + y) * lnx + box.x0 + x]];
-      PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
-      batch.insert(batch.end(), prepared.image.begin(), prepared.image.end());
-      placements.push_back(prepared.placement);
-    }
+      const PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
+      std::copy(prepared.image.begin(), prepared.image.end(), b.input.begin() + k * size * size);
+      b.placements[k] = prepared.placement;
+    });
+    return b;
+  };
+
+  start = Clock::now();
+  if (options.progress) options.progress(0, result.slices_segmented);
+  std::future<Batch> next;
+  if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
+  while (next.valid()) {
+    Batch b = next.get();  // rethrows what preparing it threw
+    const size_t after = b.first + static_cast<size_t>(b.count);
+    if (after < todo.size()) next = std::async(std::launch::async, prepare_batch, after);
     std::vector<float> probabilities;
     {
       ag::NoGrad no_grad;
-      const Tensor input = Tensor::from_vector({count, 1, size, size}, batch).to(options.device);
+      const Tensor input = Tensor::from_vector({b.count, 1, size, size}, b.input).to(options.device);
       probabilities = net.forward(ag::Var(input)).value().to_vector();
     }
-    for (int64_t k = 0; k < count; ++k) {
-      const int64_t z = todo[first + k];
-      const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, placements[k]);
+    for_each_in_parallel(b.count, [&](int64_t k) {
+      const int64_t z = todo[b.first + k];
+      const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, b.placements[k]);
       float* prob = result.probability.slice(z);
       float* lesion = result.lesions.slice(z);
       const float* lung = result.lungs.slice(z);
@@ -156,8 +201,8 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
           prob[i] = v;
           lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
         }
-    }
-    if (options.progress) options.progress(static_cast<int64_t>(first) + count, result.slices_segmented);
+    });
+    if (options.progress) options.progress(static_cast<int64_t>(after), result.slices_segmented);
   }
   result.seconds.network = seconds_since(start);
   return result;
