@@ -84,7 +84,7 @@ TEST_CASE("the CUDA inference form agrees with evaluation mode, the CPU bf16 ref
   REQUIRE(cuda_bf16.slices_segmented == 8);
 
   const auto report = [](const char* what, const Agreement& a) {
-    MESSAGE(what << ": Dice " << a.dice << " over " << a.lesion_voxels << " lesion voxels, |dp| max " << a.max_diff
+    MESSAGE(std::string(what) << ": Dice " << a.dice << " over " << a.lesion_voxels << " lesion voxels, |dp| max " << a.max_diff
                  << ", mean " << a.mean_diff);
   };
   // Folding BN changes only the rounding of f32 arithmetic (on the CPU:
