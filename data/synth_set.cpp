@@ -23,9 +23,12 @@ namespace fs = std::filesystem;
 struct WrittenPair {
   Volume image, mask, lungs;
 };
-WrittenPair lay_out(const SyntheticPair& pair, const AnnotatedSlice& healthy) {
+WrittenPair lay_out(const SyntheticPair& pair, const AnnotatedSlice& healthy, double margin) {
   Box box = nonzero_box(healthy.lungs);
-  const int64_t mx = (box.x1 - box.x0) / 10, my = (box.y1 - box.y0) / 10;
+  // Rounded down (with a hair of slack for 0.1's binary error), as the integer
+  // division by 10 that wrote version 2's pairs did: the same pairs at 0.10.
+  const auto mx = static_cast<int64_t>(std::floor(margin * double(box.x1 - box.x0) + 1e-9));
+  const auto my = static_cast<int64_t>(std::floor(margin * double(box.y1 - box.y0) + 1e-9));
   box = {box.x0 - mx, box.y0 - my, box.x1 + mx, box.y1 + my};
   return {medseg_layout(crop(pair.image, box)), medseg_layout(crop(pair.mask, box)),
           medseg_layout(crop(healthy.lungs, box))};
@@ -50,9 +53,10 @@ RgbImage preview(const WrittenPair& w) {
 SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
                                    const std::vector<AnnotatedSlice>& healthy, double ratio, uint64_t seed,
                                    const std::string& out_dir,
-                                   const std::function<void(int64_t, int64_t)>& progress) {
+                                   const std::function<void(int64_t, int64_t)>& progress, double margin) {
   CR_CHECK(!infected.empty() && !healthy.empty(), "synth: needs infected and healthy slices");
   CR_CHECK(ratio > 0, "synth: ratio must be positive, got " << ratio);
+  CR_CHECK(margin >= 0 && margin <= 1, "synth: margin must be in [0, 1], got " << margin);
   const fs::path out(out_dir), tmp(out_dir + ".tmp");
   CR_CHECK(!fs::exists(out), out.string() << " already exists; synth writes a new folder");
   fs::remove_all(tmp);  // a leftover of an interrupted run
@@ -76,7 +80,7 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
       const AnnotatedSlice& target = healthy[pick(rng)];
       const auto pair = insert_lesions(source, target);
       if (!pair) continue;
-      const WrittenPair w = lay_out(*pair, target);
+      const WrittenPair w = lay_out(*pair, target, margin);
       char name[32];
       std::snprintf(name, sizeof name, "synth_%05lld.png", static_cast<long long>(r.written));
       write_gray(tmp / "images" / name, w.image, 1.f);

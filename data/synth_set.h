@@ -19,13 +19,15 @@ struct SynthSetReport {
 // Pairs each infected slice in turn with randomly drawn healthy slices (seeded)
 // until ratio x N pairs exist, and writes them in the MedSeg layout:
 // out_dir/images/synth_NNNNN.png (grey), out_dir/masks/synth_NNNNN.png (0/255),
-// each cropped around the healthy lungs with a 10 % margin and transposed like
+// each cropped around the healthy lungs with `margin` (a fraction of the lung
+// box's width and height, added on each side; 0.10 by default) and transposed like
 // the MedSeg pictures, plus out_dir/overview.png (the first eight, outlined).
 // The folder appears atomically: written as out_dir + ".tmp", then renamed; an
 // existing out_dir is refused. `progress(written, wanted)` is called after each pick.
 SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
                                    const std::vector<AnnotatedSlice>& healthy, double ratio, uint64_t seed,
                                    const std::string& out_dir,
-                                   const std::function<void(int64_t, int64_t)>& progress = nullptr);
+                                   const std::function<void(int64_t, int64_t)>& progress = nullptr,
+                                   double margin = 0.10);
 
 }  // namespace covidrate::data

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "data/image2d.h"
 #include "data/synth.h"
@@ -115,6 +116,27 @@ TEST_CASE("write_synthetic_set writes ratio x N pairs atomically in the MedSeg l
   CHECK(lesion == 12 * 9);
   CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string()), Error);
   fs::remove_all(dir);
+}
+
+TEST_CASE("write_synthetic_set's margin sets how far around the healthy lungs a pair is cut") {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("covidrate_synth_margin_" + std::to_string(::getpid()));
+  const std::vector<AnnotatedSlice> infected(1, infected_slice()), healthy(1, healthy_slice());
+  // (margin, picture width, picture height): the lung box [10,34) x [6,24) is 24 x 18,
+  // widened by floor(margin x 24) and floor(margin x 18) on each side, then transposed.
+  for (const auto& [margin, nx, ny] : {std::tuple{0.0, 18, 24}, std::tuple{0.02, 18, 24},
+                                       std::tuple{0.25, 26, 36}}) {
+    CAPTURE(margin);
+    fs::remove_all(dir);
+    write_synthetic_set(infected, healthy, 1.0, 5, dir.string(), nullptr, margin);
+    const Volume image = read_image((dir / "images" / "synth_00000.png").string());
+    CHECK(image.nx == nx);
+    CHECK(image.ny == ny);
+  }
+  fs::remove_all(dir);
+  CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string(), nullptr, -0.1), Error);
+  CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string(), nullptr, 1.5), Error);
+  CHECK_FALSE(fs::exists(dir));
 }
 
 TEST_CASE("synthetic pairs from MedSeg lesions and healthy TCGA lungs") {

@@ -21,7 +21,7 @@ using namespace covidrate::data;
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: covidrate synth --ratio R --out DIR [--seed S] [--train DIR] [--split FILE]\n"
-               "                       [--healthy SERIES]\n\n"
+               "                       [--healthy SERIES] [--margin F]\n\n"
                "Pastes the lesions of each training slice into healthy lungs (COVID-Rate's augmentation)\n"
                "and writes R x N pairs for a training set of N slices.\n\n"
                "  --ratio R         synthetic pairs per training slice (e.g. 1, 2, 0.5)\n"
@@ -30,7 +30,9 @@ void usage(FILE* out) {
                "  --train DIR       infected slices, MedSeg layout (default $COVIDRATE_DATA/medseg-semiseg/train)\n"
                "  --split FILE      only the slices a split.json lists under \"train\" (so that pairs for\n"
                "                    'covidrate train --split FILE --synthetic DIR' hold no validation lesion)\n"
-               "  --healthy SERIES  healthy CT, DICOM folder or NIfTI (default $COVIDRATE_DATA/ct-healthy-tcga)\n");
+               "  --healthy SERIES  healthy CT, DICOM folder or NIfTI (default $COVIDRATE_DATA/ct-healthy-tcga)\n"
+               "  --margin F        each pair is cut around the healthy lungs, widened by F of the lungs'\n"
+               "                    width and height on each side (default 0.10; segment cuts at 0.02)\n");
 }
 
 std::string default_under_data(const char* sub) {
@@ -45,6 +47,7 @@ int cmd_synth(int argc, char** argv) {
   std::string out_dir, split_file, train = default_under_data("medseg-semiseg/train"),
                        healthy_series = default_under_data("ct-healthy-tcga");
   uint64_t seed = 1;
+  double margin = 0.10;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -66,6 +69,11 @@ int cmd_synth(int argc, char** argv) {
       split_file = value();
     } else if (a == "--healthy") {
       healthy_series = value();
+    } else if (a == "--margin") {
+      const std::string v = value();
+      char* end = nullptr;
+      margin = std::strtod(v.c_str(), &end);
+      CR_CHECK(end && *end == '\0' && margin >= 0 && margin <= 1, "--margin: expected a number in [0, 1], got '" << v << "'");
     } else {
       usage(stderr);
       CR_FAIL("unknown option " << a);
@@ -90,7 +98,7 @@ int cmd_synth(int argc, char** argv) {
       write_synthetic_set(infected, healthy, ratio, seed, out_dir, [](int64_t written, int64_t wanted) {
         std::fprintf(stderr, "\rsynth: %lld/%lld pairs", static_cast<long long>(written),
                      static_cast<long long>(wanted));
-      });
+      }, margin);
   std::fprintf(stderr, "\n");
   std::printf("synth: wrote %lld of %lld pairs to %s (mean infection rate %.3f); %lld infected-slice picks gave "
               "no pair with infection rate > 0.01\n",
