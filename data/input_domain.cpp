@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/threads.h"
 #include "nn/error.h"
 
 namespace covidrate::data {
@@ -22,12 +23,13 @@ Volume to_input_domain(const Volume& v, LungWindow w) {
   CR_CHECK(v.intensity == Intensity::HounsfieldUnits || v.intensity == Intensity::Picture8Bit,
            "to_input_domain: " << (v.source.empty() ? "volume" : v.source)
                                << " holds labels or non-CT scanner units, not a CT image");
-  Volume out = v;
-  out.intensity = Intensity::Picture8Bit;
-  if (v.intensity == Intensity::HounsfieldUnits)
-    for (float& x : out.voxels) x = hu_to_domain(x, w);
-  else
-    for (float& x : out.voxels) x = std::clamp(x, 0.f, 255.f);
+  Volume out = same_grid(v, Intensity::Picture8Bit);
+  const bool hu = v.intensity == Intensity::HounsfieldUnits;
+  // Elementwise over up to hundreds of megabytes: on the CPU pool.
+  cpu::parallel_for(static_cast<int64_t>(v.voxels.size()), int64_t{1} << 18, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      out.voxels[i] = hu ? hu_to_domain(v.voxels[i], w) : std::clamp(v.voxels[i], 0.f, 255.f);
+  });
   return out;
 }
 

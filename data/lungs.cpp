@@ -356,8 +356,7 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct) const {
   }
 
   LungSegmentation seg;
-  seg.labels = ct;
-  seg.labels.intensity = Intensity::Label;
+  seg.labels = same_grid(ct, Intensity::Label);
   seg.labels.description = "lungs (" + name() + "): 0 none, 1 right, 2 left";
   seg.slice_has_lung.assign(nz, 0);
   std::vector<uint8_t> labels(plane * nz);
@@ -367,7 +366,9 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct) const {
     const int64_t lung = std::count_if(out, out + plane, [](uint8_t v) { return v != 0; });
     seg.slice_has_lung[z] = body[z].area && double(lung) >= o.min_lung_area * double(body[z].area);
   });
-  for (int64_t p = 0; p < plane * nz; ++p) seg.labels.voxels[p] = labels[p];
+  for_each_slice(nz, o.threads, [&](int64_t z) {
+    std::copy(labels.begin() + z * plane, labels.begin() + (z + 1) * plane, seg.labels.slice(z));
+  });
   return seg;
 }
 

@@ -25,14 +25,6 @@ double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-// A volume of the same grid and geometry as `v`, filled with zeros.
-Volume zeros_like(const Volume& v, Intensity intensity) {
-  Volume out = v;
-  out.voxels.assign(v.voxels.size(), 0.f);
-  out.intensity = intensity;
-  return out;
-}
-
 // Runs fn(i) for i in [0, n) on the CPU pool; the first exception any call
 // threw is rethrown here once all are done (the pool's bodies must not throw).
 void for_each_in_parallel(int64_t n, const std::function<void(int64_t)>& fn) {
@@ -105,9 +97,9 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
   result.slice_has_lung = std::move(lungs.slice_has_lung);
   result.seconds.lungs = seconds_since(start);
 
-  result.probability = zeros_like(ct, Intensity::Picture8Bit);
+  result.probability = same_grid(ct, Intensity::Picture8Bit);
   result.probability.description = "lesion probability";
-  result.lesions = zeros_like(ct, Intensity::Label);
+  result.lesions = same_grid(ct, Intensity::Label);
   result.lesions.description = "lesion mask";
 
   std::vector<int64_t> todo;

@@ -39,4 +39,24 @@ struct Volume {
   float at(int64_t x, int64_t y, int64_t z) const { return voxels[(z * ny + y) * nx + x]; }
 };
 
+// A volume on v's grid and geometry (sizes, spacing, origin, directions, source,
+// description) with every voxel `fill`, made without copying v's voxels first:
+// for a 512 x 512 x 255 study that copy is 267 MB.
+inline Volume same_grid(const Volume& v, Intensity intensity, float fill = 0.f) {
+  Volume out;
+  out.nx = v.nx;
+  out.ny = v.ny;
+  out.nz = v.nz;
+  out.spacing = v.spacing;
+  out.origin = v.origin;
+  out.row_dir = v.row_dir;
+  out.col_dir = v.col_dir;
+  out.slice_dir = v.slice_dir;
+  out.intensity = intensity;
+  out.source = v.source;
+  out.description = v.description;
+  out.voxels.assign(v.voxels.size(), fill);
+  return out;
+}
+
 }  // namespace covidrate::data
