@@ -20,7 +20,9 @@ struct SynthSetReport {
 // until ratio x N pairs exist, and writes them in the MedSeg layout:
 // out_dir/images/synth_NNNNN.png (grey), out_dir/masks/synth_NNNNN.png (0/255),
 // each cropped around the healthy lungs with `margin` (a fraction of the lung
-// box's width and height, added on each side; 0.10 by default) and transposed like
+// box's width and height, added on each side; 0.02 by default, as segment cuts
+// studies, so that the healthy lungs appear at the scale the network sees at
+// inference; version 2 of the shipped weights used 0.10) and transposed like
 // the MedSeg pictures, plus out_dir/overview.png (the first eight, outlined).
 // The folder appears atomically: written as out_dir + ".tmp", then renamed; an
 // existing out_dir is refused. `progress(written, wanted)` is called after each pick.
@@ -28,6 +30,6 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
                                    const std::vector<AnnotatedSlice>& healthy, double ratio, uint64_t seed,
                                    const std::string& out_dir,
                                    const std::function<void(int64_t, int64_t)>& progress = nullptr,
-                                   double margin = 0.10);
+                                   double margin = 0.02);
 
 }  // namespace covidrate::data

@@ -98,7 +98,7 @@ TEST_CASE("write_synthetic_set writes ratio x N pairs atomically in the MedSeg l
   const std::vector<AnnotatedSlice> infected(3, infected_slice()), healthy(2, healthy_slice());
   int64_t calls = 0;
   const SynthSetReport r =
-      write_synthetic_set(infected, healthy, 2.0, 5, dir.string(), [&](int64_t, int64_t) { ++calls; });
+      write_synthetic_set(infected, healthy, 2.0, 5, dir.string(), [&](int64_t, int64_t) { ++calls; }, 0.10);
   CHECK(r.wanted == 6);
   CHECK(r.written == 6);
   CHECK(calls == 6);
@@ -133,6 +133,10 @@ TEST_CASE("write_synthetic_set's margin sets how far around the healthy lungs a 
     CHECK(image.nx == nx);
     CHECK(image.ny == ny);
   }
+  // The default is segment's cut, 0.02.
+  fs::remove_all(dir);
+  write_synthetic_set(infected, healthy, 1.0, 5, dir.string());
+  CHECK(read_image((dir / "images" / "synth_00000.png").string()).nx == 18);
   fs::remove_all(dir);
   CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string(), nullptr, -0.1), Error);
   CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string(), nullptr, 1.5), Error);
