@@ -6,6 +6,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <memory>
 #include <mutex>
 
 #include "data/input_domain.h"
@@ -165,19 +166,8 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
   };
 
   start = Clock::now();
-  if (options.progress) options.progress(0, result.slices_segmented);
-  std::future<Batch> next;
-  if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
-  while (next.valid()) {
-    Batch b = next.get();  // rethrows what preparing it threw
-    const size_t after = b.first + static_cast<size_t>(b.count);
-    if (after < todo.size()) next = std::async(std::launch::async, prepare_batch, after);
-    std::vector<float> probabilities;
-    {
-      ag::NoGrad no_grad;
-      const Tensor input = Tensor::from_vector({b.count, 1, size, size}, b.input).to(options.device);
-      probabilities = net.forward(ag::Var(input)).value().to_vector();
-    }
+  // A batch's probabilities back on the slice grid, thresholded inside the lungs.
+  const auto put_back = [&](const Batch& b, const std::vector<float>& probabilities) {
     for_each_in_parallel(b.count, [&](int64_t k) {
       const int64_t z = todo[b.first + k];
       const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, b.placements[k]);
@@ -194,8 +184,36 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
           lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
         }
     });
-    if (options.progress) options.progress(static_cast<int64_t>(after), result.slices_segmented);
+  };
+
+  // Three stages overlap: batch i + 1 is prepared and batch i - 1 put back on
+  // two other threads while the network runs batch i. Each batch touches only
+  // its own slices, so the stages share nothing but the finished volumes.
+  if (options.progress) options.progress(0, result.slices_segmented);
+  std::future<Batch> next;
+  std::future<size_t> putting_back;  // the slice count done once it finishes
+  const auto finish_put_back = [&] {
+    const size_t done = putting_back.get();  // rethrows what putting back threw
+    if (options.progress) options.progress(static_cast<int64_t>(done), result.slices_segmented);
+  };
+  if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
+  while (next.valid()) {
+    auto b = std::make_shared<Batch>(next.get());  // rethrows what preparing it threw
+    const size_t after = b->first + static_cast<size_t>(b->count);
+    if (after < todo.size()) next = std::async(std::launch::async, prepare_batch, after);
+    auto probabilities = std::make_shared<std::vector<float>>();
+    {
+      ag::NoGrad no_grad;
+      const Tensor input = Tensor::from_vector({b->count, 1, size, size}, b->input).to(options.device);
+      *probabilities = net.forward(ag::Var(input)).value().to_vector();
+    }
+    if (putting_back.valid()) finish_put_back();
+    putting_back = std::async(std::launch::async, [&put_back, b, probabilities, after] {
+      put_back(*b, *probabilities);
+      return after;
+    });
   }
+  if (putting_back.valid()) finish_put_back();
   result.seconds.network = seconds_since(start);
   return result;
 }
