@@ -1,8 +1,12 @@
 #include "data/morphology.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <limits>
+
+#include "kernels/cpu/threads.h"
+#include "nn/error.h"
 
 namespace covidrate::data {
 
@@ -90,17 +94,73 @@ Components components_2d(const uint8_t* mask, int64_t nx, int64_t ny) {
   });
 }
 
+// Slice by slice, then across slices: each slice's 4-connected pieces are
+// labelled in parallel, pieces that touch through a face between neighbouring
+// slices are joined by union-find, and the joined sets are numbered in the
+// order of their first voxel, which is the numbering a 3-D flood fill gives
+// (a set's smallest piece label is its first voxel: pieces are numbered slice
+// by slice, and within a slice in raster order). A 3-D flood fill was the one
+// serial step of lung extraction (0.39 s of 1.7 s for a 512 x 512 x 255 study on
+// two cores).
 Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz) {
   const int64_t plane = nx * ny;
-  return flood_components(mask, plane * nz, [nx, ny, nz, plane](int64_t p, auto&& visit) {
-    const int64_t x = p % nx, y = (p / nx) % ny, z = p / plane;
-    if (x > 0) visit(p - 1);
-    if (x + 1 < nx) visit(p + 1);
-    if (y > 0) visit(p - nx);
-    if (y + 1 < ny) visit(p + nx);
-    if (z > 0) visit(p - plane);
-    if (z + 1 < nz) visit(p + plane);
+  std::vector<Components> pieces(nz);
+  cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {
+    for (int64_t z = z0; z < z1; ++z)
+      pieces[z] = flood_components(mask + z * plane, plane, [nx, ny](int64_t p, auto&& visit) {
+        const int64_t x = p % nx, y = p / nx;
+        if (x > 0) visit(p - 1);
+        if (x + 1 < nx) visit(p + 1);
+        if (y > 0) visit(p - nx);
+        if (y + 1 < ny) visit(p + nx);
+      });
   });
+  std::vector<int64_t> offset(nz + 1, 0);  // piece k of slice z is global piece offset[z] + k
+  for (int64_t z = 0; z < nz; ++z) offset[z + 1] = offset[z] + pieces[z].count;
+  CR_CHECK(offset[nz] < INT32_MAX, "components_3d: more than 2^31 pieces");
+
+  // Union-find over global pieces; the root of a set is its smallest piece.
+  std::vector<int32_t> parent(offset[nz] + 1);
+  for (size_t i = 0; i < parent.size(); ++i) parent[i] = static_cast<int32_t>(i);
+  const auto find = [&parent](int32_t a) {
+    while (parent[a] != a) a = parent[a] = parent[parent[a]];
+    return a;
+  };
+  for (int64_t z = 1; z < nz; ++z) {
+    const std::vector<int32_t>& below = pieces[z - 1].label;
+    const std::vector<int32_t>& here = pieces[z].label;
+    for (int64_t p = 0; p < plane; ++p) {
+      if (!here[p] || !below[p]) continue;
+      const int32_t a = find(static_cast<int32_t>(offset[z] + here[p]));
+      const int32_t b = find(static_cast<int32_t>(offset[z - 1] + below[p]));
+      if (a != b) parent[std::max(a, b)] = std::min(a, b);
+    }
+  }
+  // Final numbers, in the order of each set's smallest piece.
+  Components c;
+  c.size.push_back(0);
+  std::vector<int32_t> number(parent.size(), 0);
+  for (int32_t g = 1; g < static_cast<int32_t>(parent.size()); ++g) {
+    const int32_t root = find(g);
+    if (root == g) {
+      number[g] = ++c.count;
+      c.size.push_back(0);
+    } else {
+      number[g] = number[root];  // root < g: numbered already
+    }
+  }
+  for (int64_t z = 0; z < nz; ++z)
+    for (int32_t k = 1; k <= pieces[z].count; ++k) c.size[number[offset[z] + k]] += pieces[z].size[k];
+  c.label.assign(plane * nz, 0);
+  cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {
+    for (int64_t z = z0; z < z1; ++z) {
+      const std::vector<int32_t>& local = pieces[z].label;
+      int32_t* out = c.label.data() + z * plane;
+      for (int64_t p = 0; p < plane; ++p)
+        if (local[p]) out[p] = number[offset[z] + local[p]];
+    }
+  });
+  return c;
 }
 
 void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny, int64_t max_hole_pixels) {

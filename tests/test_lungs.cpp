@@ -8,6 +8,7 @@
 #include <random>
 #include <filesystem>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "data/lungs.h"
@@ -83,6 +84,58 @@ TEST_CASE("components_3d joins slices by faces only") {
   CHECK(components_3d(m, 2, 2, 2).count == 2);
   m[4 + 1] = 1;      // (1,0,1) now bridges (0,0,1) and (1,1,1)
   CHECK(components_3d(m, 2, 2, 2).count == 1);
+}
+
+// The plain definition: a 6-connected flood fill over the whole volume from
+// each unlabelled voxel in raster order (components numbered in that order).
+static Components flood_3d_reference(const std::vector<uint8_t>& m, int64_t nx, int64_t ny, int64_t nz) {
+  Components c;
+  c.label.assign(m.size(), 0);
+  c.size.push_back(0);
+  std::vector<int64_t> stack;
+  for (int64_t start = 0; start < int64_t(m.size()); ++start) {
+    if (!m[start] || c.label[start]) continue;
+    c.label[start] = ++c.count;
+    c.size.push_back(0);
+    stack.push_back(start);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      ++c.size[c.count];
+      const int64_t x = p % nx, y = (p / nx) % ny, z = p / (nx * ny);
+      const int64_t next[6][4] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
+      for (const auto& q : next) {
+        if (q[0] < 0 || q[0] >= nx || q[1] < 0 || q[1] >= ny || q[2] < 0 || q[2] >= nz) continue;
+        const int64_t i = (q[2] * ny + q[1]) * nx + q[0];
+        if (m[i] && !c.label[i]) {
+          c.label[i] = c.count;
+          stack.push_back(i);
+        }
+      }
+    }
+  }
+  return c;
+}
+
+TEST_CASE("components_3d (slices in parallel, joined by union-find) equals a 3-D flood fill") {
+  std::mt19937 rng(7);
+  // Densities below and above 3-D site percolation (~0.31): many small pieces,
+  // then pieces that wind through many slices and join late.
+  for (const auto& [nx, ny, nz, density] : {std::tuple{7, 5, 9, 0.3}, std::tuple{33, 17, 12, 0.5},
+                                            std::tuple{64, 64, 20, 0.35}, std::tuple{40, 30, 1, 0.6},
+                                            std::tuple{16, 16, 16, 0.0}, std::tuple{16, 16, 16, 1.0}}) {
+    CAPTURE(nx);
+    CAPTURE(nz);
+    CAPTURE(density);
+    std::bernoulli_distribution on(density);
+    std::vector<uint8_t> m(size_t(nx) * ny * nz);
+    for (auto& v : m) v = on(rng);
+    const Components want = flood_3d_reference(m, nx, ny, nz);
+    const Components got = components_3d(m.data(), nx, ny, nz);
+    CHECK(got.count == want.count);
+    CHECK(got.size == want.size);
+    CHECK(got.label == want.label);  // the same numbering, not only the same partition
+  }
 }
 
 TEST_CASE("fill_holes_2d fills enclosed background and nothing open to the border") {
