@@ -79,9 +79,19 @@ CropBox lung_crop_box(const float* lungs, int64_t nx, int64_t ny, double margin)
   return box;
 }
 
-Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options) {
+VolumeLungs extract_volume_lungs(const Volume& ct) {
   CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxels.size() == static_cast<size_t>(ct.voxel_count()),
            "segment: " << ct.source << " holds no image");
+  VolumeLungs out;
+  out.domain = to_input_domain(ct);  // refuses labels and scanner units
+  const auto start = Clock::now();
+  out.lungs = ClassicalLungExtractor().extract(ct);
+  out.seconds = seconds_since(start);
+  return out;
+}
+
+namespace {
+void check_segment_options(const CovidRateNet& net, const SegmentOptions& options) {
   CR_CHECK(options.threshold >= 0 && options.threshold <= 1,
            "segment: threshold must be in [0, 1], got " << options.threshold);
   CR_CHECK(options.batch >= 1, "segment: batch must be at least 1, got " << options.batch);
@@ -89,14 +99,26 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
            "segment: the network computes in " << to_string(net.compute_dtype()) << ", the options ask for "
                                                << to_string(options.precision)
                                                << " (prepare its inference form in that precision)");
-  const Volume domain = to_input_domain(ct);  // refuses labels and scanner units
+}
+}  // namespace
+
+Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options) {
+  check_segment_options(net, options);  // before the lungs' work, not after
+  return segment_volume(ct, extract_volume_lungs(ct), net, options);
+}
+
+Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidRateNet& net,
+                            const SegmentOptions& options) {
+  check_segment_options(net, options);
+  CR_CHECK(prepared.domain.nx == ct.nx && prepared.domain.ny == ct.ny && prepared.domain.nz == ct.nz &&
+               prepared.lungs.labels.voxels.size() == ct.voxels.size(),
+           "segment: the prepared lungs are not those of " << ct.source);
+  const Volume& domain = prepared.domain;
 
   Segmentation result;
-  auto start = Clock::now();
-  LungSegmentation lungs = ClassicalLungExtractor().extract(ct);
-  result.lungs = std::move(lungs.labels);
-  result.slice_has_lung = std::move(lungs.slice_has_lung);
-  result.seconds.lungs = seconds_since(start);
+  result.lungs = std::move(prepared.lungs.labels);
+  result.slice_has_lung = std::move(prepared.lungs.slice_has_lung);
+  result.seconds.lungs = prepared.seconds;
 
   result.probability = same_grid(ct, Intensity::Picture8Bit);
   result.probability.description = "lesion probability";
@@ -158,14 +180,14 @@ Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const Seg
       for (int64_t y = 0; y < box.ny; ++y)
         for (int64_t x = 0; x < box.nx; ++x)
           picture.voxels[y * box.nx + x] = slice[order[(box.y0 + y) * lnx + box.x0 + x]];
-      const PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
-      std::copy(prepared.image.begin(), prepared.image.end(), b.input.begin() + k * size * size);
-      b.placements[k] = prepared.placement;
+      const PreparedSlice slice_input = prepare_slice(picture, nullptr, nullptr, size);
+      std::copy(slice_input.image.begin(), slice_input.image.end(), b.input.begin() + k * size * size);
+      b.placements[k] = slice_input.placement;
     });
     return b;
   };
 
-  start = Clock::now();
+  const auto start = Clock::now();
   // A batch's probabilities back on the slice grid, thresholded inside the lungs.
   const auto put_back = [&](const Batch& b, const std::vector<float>& probabilities) {
     for_each_in_parallel(b.count, [&](int64_t k) {

@@ -17,6 +17,7 @@
 #include <functional>
 #include <vector>
 
+#include "data/lungs.h"
 #include "data/volume.h"
 #include "model/covidrate_net.h"
 
@@ -56,6 +57,18 @@ struct Segmentation {
 // from the input domain). The network must be in evaluation mode on
 // options.device. Outputs share `ct`'s grid and geometry exactly.
 Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options);
+
+// The CPU half of segment_volume: the input domain and the lungs. Apart so that
+// a batch run can prepare the next study while the network runs this one.
+struct VolumeLungs {
+  Volume domain;           // to_input_domain(ct)
+  LungSegmentation lungs;  // ClassicalLungExtractor().extract(ct)
+  double seconds = 0;      // lung extraction
+};
+VolumeLungs extract_volume_lungs(const Volume& ct);
+// segment_volume on what extract_volume_lungs(ct) returned for the same `ct`.
+Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidRateNet& net,
+                            const SegmentOptions& options);
 
 // A rectangle of a slice, in pixels: columns [x0, x0 + nx), rows [y0, y0 + ny).
 struct CropBox {

@@ -60,13 +60,6 @@ void write_slice_png(const fs::path& path, const Volume& v, int64_t z, float sca
   write_png_gray(path.string(), pixels.data(), v.nx, v.ny);
 }
 
-// The pieces of a study that share one grid: a DICOM or NIfTI volume, or
-// pictures of one size stacked; pictures of different sizes are one part each.
-struct Part {
-  Volume ct;
-  Segmentation seg;
-  std::vector<std::string> stems;  // pictures: the stem of each slice
-};
 
 // The parts' figures as one study: slices renumbered in order, volumes summed.
 StudyFigures combine(const std::vector<StudyFigures>& parts) {
@@ -90,11 +83,11 @@ StudyFigures combine(const std::vector<StudyFigures>& parts) {
   return all;
 }
 
-std::vector<Part> read_parts(const StudyInput& study) {
-  std::vector<Part> parts;
+std::vector<StudyPart> read_parts(const StudyInput& study) {
+  std::vector<StudyPart> parts;
   if (study.kind != StudyKind::Pictures) {
     CR_CHECK(study.paths.size() == 1, "segment: a " << to_string(study.kind) << " study has one path");
-    Part p;
+    StudyPart p;
     p.ct = read_any(study.paths[0]);  // by content: a file of unknown kind may still be DICOM
     parts.push_back(std::move(p));
     return parts;
@@ -109,7 +102,7 @@ std::vector<Part> read_parts(const StudyInput& study) {
       ++stack.nz;
       parts.back().stems.push_back(stem);
     } else {
-      Part p;
+      StudyPart p;
       p.ct = std::move(v);
       p.ct.source = path;
       p.stems.push_back(stem);
@@ -119,12 +112,12 @@ std::vector<Part> read_parts(const StudyInput& study) {
   return parts;
 }
 
-void write_outputs(const StudyInput& study, const std::vector<Part>& parts, const StudyOptions& o,
+void write_outputs(const StudyInput& study, const std::vector<StudyPart>& parts, const StudyOptions& o,
                    const fs::path& dir, std::vector<std::string>& outputs) {
   const bool pictures = study.kind == StudyKind::Pictures;
   // One NIfTI per study needs one grid: all volumes, pictures of one size.
   if (parts.size() == 1) {
-    const Part& p = parts[0];
+    const StudyPart& p = parts[0];
     write_nifti((dir / "lesion_mask.nii.gz").string(), p.seg.lesions, NiftiType::UInt8);
     outputs.push_back("lesion_mask.nii.gz");
     if (o.save_probability) {
@@ -138,7 +131,7 @@ void write_outputs(const StudyInput& study, const std::vector<Part>& parts, cons
   }
   if (!pictures) return;
   fs::create_directories(dir / "masks");
-  for (const Part& p : parts)
+  for (const StudyPart& p : parts)
     for (int64_t z = 0; z < p.ct.nz; ++z) {
       const std::string stem = p.stems[z];
       write_slice_png(dir / "masks" / (stem + ".png"), p.seg.lesions, z, 255.f);
@@ -224,21 +217,38 @@ InputPlan plan_inputs(const std::vector<std::string>& paths) {
   return plan;
 }
 
+PreparedStudy prepare_study(const StudyInput& study) {
+  const auto start = Clock::now();
+  PreparedStudy prepared;
+  prepared.study = study;
+  prepared.parts = read_parts(study);
+  prepared.read_s = seconds_since(start);
+  for (StudyPart& p : prepared.parts) p.prepared = extract_volume_lungs(p.ct);
+  return prepared;
+}
+
 StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const StudyOptions& o,
+                      const std::string& out_dir) {
+  CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");  // before the reading
+  return run_study(prepare_study(study), net, o, out_dir);
+}
+
+StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const StudyOptions& o,
                       const std::string& out_dir) {
   CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");
   const fs::path tmp = out_dir + ".tmp";
   fs::remove_all(tmp);  // left by an interrupted run
   try {
     const auto start = Clock::now();
-    std::vector<Part> parts = read_parts(study);
+    const StudyInput& study = prepared.study;
+    std::vector<StudyPart>& parts = prepared.parts;
     StudyResult r;
-    r.run.read_s = seconds_since(start);
+    r.run.read_s = prepared.read_s;
     fs::create_directories(tmp);
 
     std::vector<StudyFigures> figures;
-    for (Part& p : parts) {
-      p.seg = segment_volume(p.ct, net, o.segment);
+    for (StudyPart& p : parts) {
+      p.seg = segment_volume(p.ct, std::move(p.prepared), net, o.segment);
       r.run.lungs_s += p.seg.seconds.lungs;
       r.run.network_s += p.seg.seconds.network;
       r.run.slices_segmented += p.seg.slices_segmented;
@@ -254,7 +264,7 @@ StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const St
     run.description = parts.size() == 1 ? first.description : std::to_string(study.paths.size()) + " pictures";
     run.nx = first.nx;
     run.ny = first.ny;
-    for (const Part& p : parts) {
+    for (const StudyPart& p : parts) {
       run.nx = std::max(run.nx, p.ct.nx);
       run.ny = std::max(run.ny, p.ct.ny);
       run.nz += p.ct.nz;
@@ -287,7 +297,7 @@ StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const St
     std::vector<RgbImage> tiles;
     for (int64_t index : most_affected_slices(r.figures, 6)) {
       int64_t z = index;  // the global slice index -> its part and slice
-      for (const Part& p : parts) {
+      for (const StudyPart& p : parts) {
         if (z < p.ct.nz) {
           tiles.push_back(affected_tile(p.ct, p.seg.lungs, p.seg.lesions, z));
           break;
@@ -306,7 +316,7 @@ StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const St
     run.outputs.insert(run.outputs.end(), {"report.json", "report.html", "summary.csv"});
     // Timings end here: what is left is writing three small text files.
     run.write_s = seconds_since(writing);
-    run.total_s = seconds_since(start);
+    run.total_s = run.read_s + run.lungs_s + seconds_since(start);  // read and lungs came before
     write_text(tmp / "report.json", report_json(r.figures, run));
     write_text(tmp / "report.html", report_html(r.figures, run));
     write_text(tmp / "summary.csv", summary_csv_header() + summary_csv_row(r.figures, run));

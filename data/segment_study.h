@@ -55,10 +55,33 @@ struct StudyResult {
   RunInfo run;
 };
 
+// The pieces of a study that share one grid: a DICOM or NIfTI volume, or
+// pictures of one size stacked; pictures of different sizes are one part each.
+struct StudyPart {
+  Volume ct;
+  VolumeLungs prepared;            // its input domain and lungs (prepare_study)
+  Segmentation seg;                // filled by run_study
+  std::vector<std::string> stems;  // pictures: the stem of each slice
+};
+
+// A study read and its lungs extracted: the CPU half of run_study, which a
+// batch run on a GPU does for the next study while the network runs this one.
+struct PreparedStudy {
+  StudyInput study;
+  std::vector<StudyPart> parts;
+  double read_s = 0;
+};
+PreparedStudy prepare_study(const StudyInput& study);
+
 // Reads, segments and measures the study and writes its folder `out_dir`
 // (through out_dir.tmp; a leftover .tmp is replaced). `out_dir` must not exist.
 // On any error the .tmp folder is removed and the Error propagates.
 StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const StudyOptions& options,
+                      const std::string& out_dir);
+// The same for a study prepare_study has read. Its report's total_s is the sum
+// of the study's own stages (read, lungs, network, write), whether or not they
+// overlapped another study's.
+StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const StudyOptions& options,
                       const std::string& out_dir);
 
 // summary.csv: the header, and one study's row.

@@ -260,7 +260,10 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   }
 }
 
-TEST_CASE("batch: one folder per study, a summary for all, resume skips finished studies") {
+// --prefetch on reads each next study while the current one runs (the default
+// on a GPU): the same folders, failures and summary either way.
+// Returns a's summary row without its input path and timings.
+static std::string check_batch(const std::string& prefetch) {
   test::TempDir dir;
   const std::string weights = tiny_weights(dir), out = dir.file("out"), studies = dir.file("studies");
   fs::create_directories(studies);
@@ -268,7 +271,7 @@ TEST_CASE("batch: one folder per study, a summary for all, resume skips finished
   fs::copy_file(zenodo / "coronacases_001_slice_98_ct.nii.gz", fs::path(studies) / "a.nii.gz");
   fs::copy_file(zenodo / "coronacases_008_slice_26_ct.nii.gz", fs::path(studies) / "b.nii.gz");
   test::write_bytes(dir.file("studies/c.nii.gz"), test::garbage(4000, 7));  // a corrupt study
-  const std::string args = studies + " --out " + out + " --weights " + weights;
+  const std::string args = studies + " --out " + out + " --weights " + weights + " --prefetch " + prefetch;
   test::ProgramRun run = run_segment(dir, args);
   CHECK(run.exit_code == 1);  // c failed, a and b are done
   CHECK(run.err.find("c failed") != std::string::npos);
@@ -285,6 +288,11 @@ TEST_CASE("batch: one folder per study, a summary for all, resume skips finished
   REQUIRE(rows().size() == 3);
   CHECK(rows()[1].rfind("a,", 0) == 0);
   CHECK(rows()[2].rfind("b,", 0) == 0);
+  // slices .. lung_ml: the fields after the input path, before total_s and slices_per_s.
+  std::string figures = rows()[1];
+  figures = figures.substr(figures.find(',', 2) + 1);
+  figures = figures.substr(0, figures.rfind(','));
+  figures = figures.substr(0, figures.rfind(','));
 
   // An interrupted run: b's folder never appeared, its .tmp did.
   fs::remove_all(out + "/b");
@@ -299,6 +307,14 @@ TEST_CASE("batch: one folder per study, a summary for all, resume skips finished
   CHECK(fs::exists(out + "/b/report.json"));
   CHECK_FALSE(fs::exists(out + "/b.tmp"));
   CHECK(rows().size() == 3);
+  return figures;
+}
+
+TEST_CASE("batch: one folder per study, a summary for all, resume skips finished studies") {
+  const std::string one_by_one = check_batch("off");
+  const std::string prefetched = check_batch("on");
+  CHECK(one_by_one.find(",") != std::string::npos);
+  CHECK(prefetched == one_by_one);
 }
 
 TEST_CASE("a slice without lung is not segmented and gets an empty mask") {

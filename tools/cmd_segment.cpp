@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -38,6 +39,7 @@ struct SegmentCommandOptions {
   DType precision = DType::F32;
   bool save_probability = false, save_lungs = false;
   double crop_margin = data::SegmentOptions{}.crop_margin;
+  int prefetch = -1;  // batch mode: read the next study during this one's network; -1: on with CUDA
 };
 
 // Slices per forward pass when --batch is not given. On the CPU a bigger batch
@@ -69,7 +71,10 @@ void usage(FILE* out) {
                "                     widened by F of its size per side, as the training pictures are cut\n"
                "                     (default 0.02; no cut when only one lung is found); 'none': whole slices\n"
                "  --save-prob        also write the lesion probability map (probability.nii.gz)\n"
-               "  --save-lungs       also write the lung labels (lungs.nii.gz: 1 right, 2 left)\n\n"
+               "  --save-lungs       also write the lung labels (lungs.nii.gz: 1 right, 2 left)\n"
+               "  --prefetch on|off  batch mode: read the next study and extract its lungs while the\n"
+               "                     network runs this one (default on with CUDA, off on the CPU, where the\n"
+               "                     network has the cores and it would only hold one more study in memory)\n\n"
                "A study's folder appears only once complete (it is written as DIR.tmp first). In batch mode\n"
                "studies whose folder exists are skipped, so an interrupted batch resumes where it stopped.\n"
                "Research software, not a medical device.\n");
@@ -110,6 +115,10 @@ int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
       const std::string v = value();
       o.crop_margin = v == "none" ? -1.0 : parse_number(a, v);
       CR_CHECK(o.crop_margin >= 0 || v == "none", "--crop-margin must be 'none' or at least 0, got " << v);
+    } else if (a == "--prefetch") {
+      const std::string v = value();
+      CR_CHECK(v == "on" || v == "off", "--prefetch must be 'on' or 'off', got '" << v << "'");
+      o.prefetch = v == "on";
     } else if (a == "--save-prob") {
       o.save_probability = true;
     } else if (a == "--save-lungs") {
@@ -254,19 +263,39 @@ int cmd_segment(int argc, char** argv) {
   fs::create_directories(o.out);
   std::string csv = data::summary_csv_header();
   int failed = 0;
+  // Studies still to do (a folder that exists is complete: folders appear only
+  // at the end of a study). With --prefetch (the default on a GPU) the next one
+  // is read and its lungs extracted on the CPU while the network runs the
+  // current one.
+  std::vector<size_t> todo;
+  for (size_t i = 0; i < plan.studies.size(); ++i)
+    if (!fs::exists(fs::path(o.out) / plan.studies[i].name)) todo.push_back(i);
+  const bool overlap = o.prefetch < 0 ? o.device == Device::CUDA : o.prefetch == 1;
+  std::future<data::PreparedStudy> next;
+  size_t next_todo = 0;  // index into todo of the study `next` prepares
+  const auto prepare_next = [&] {
+    if (overlap && next_todo < todo.size())
+      next = std::async(std::launch::async, data::prepare_study, std::cref(plan.studies[todo[next_todo]]));
+  };
+  prepare_next();
   for (const data::StudyInput& study : plan.studies) {
     const fs::path dir = fs::path(o.out) / study.name;
-    if (fs::exists(dir)) {  // complete: folders appear only at the end of a study
+    if (fs::exists(dir)) {
       std::fprintf(stderr, "segment: %s already done, skipped\n", study.name.c_str());
       std::ifstream in(dir / "summary.csv");
       std::string header, row;
       if (std::getline(in, header) && std::getline(in, row)) csv += row + "\n";
       continue;
     }
+    std::future<data::PreparedStudy> mine = std::move(next);
+    ++next_todo;
+    prepare_next();  // the following study, while this one runs
     try {
       Progress progress(study.name);
       study_options.segment.progress = std::ref(progress);
-      const data::StudyResult r = data::run_study(study, *net, study_options, dir.string());
+      const data::StudyResult r =
+          overlap ? data::run_study(mine.get(), *net, study_options, dir.string())  // get() rethrows a read error
+                  : data::run_study(study, *net, study_options, dir.string());
       std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
       std::fflush(stdout);
       csv += data::summary_csv_row(r.figures, r.run);
