@@ -25,7 +25,7 @@ if os.path.exists(f"{work}/torch.tsv"):
 
 print("whole volumes on the GPU: ours = the whole `covidrate segment` command per study (read, lungs")
 print("on the CPU, network on the slices with lung, write); torch = the network alone over every slice")
-for folder in sorted(glob.glob(f"{work}/segment-*")):
+for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(p)):
     run = os.path.basename(folder)[len("segment-"):]
     reports = sorted(glob.glob(f"{folder}/*/report.json"))
     if not reports:
@@ -49,8 +49,13 @@ for folder in sorted(glob.glob(f"{work}/segment-*")):
     with_lung = sum(r[2] for r in warm)
     total = sum(r[3]["total"] for r in warm)
     network = sum(r[3]["network"] for r in warm)
-    print(f"  warm ({len(warm)} studies): whole command {slices / total:.1f} slices/s, "
-          f"network {with_lung / network:.1f} slices/s")
+    print(f"  warm ({len(warm)} studies): whole command {slices / total:.1f} slices/s "
+          f"(each study's own stages), network {with_lung / network:.1f} slices/s")
+    if os.path.exists(f"{folder}.wall_s"):
+        wall = float(open(f"{folder}.wall_s").read())
+        all_slices = sum(r[1] for r in rows)
+        print(f"  the batch's wall time: {all_slices} slices in {wall:.2f} s = {all_slices / wall:.1f} slices/s "
+              f"(start-up, the first study's search and the overlap of --prefetch included)")
     for peer, (n, seconds) in torch.items():
         print(f"    vs torch {peer}: {n / seconds:.1f} slices/s; ratio whole command {(slices / total) / (n / seconds):.2f}, "
               f"network per slice {(seconds / n) / (network / with_lung):.2f} (above 1: we are faster)")

@@ -164,10 +164,16 @@ whole_volume() {
   slices=$(( $(ls "$vol" | wc -l) * copies ))
   rm -rf "$work" && mkdir -p "$work/studies"
   for i in $(seq 1 "$copies"); do cp -rl "$vol" "$work/studies/study$i"; done
+  local t0
   for precision in f32 bf16; do
+    t0=$EPOCHREALTIME
     step "segment ${copies}x$VOLUME cuda $precision" 120 plain env COVIDRATE_CUDNN_LOG=1 \
          "$here/bin/covidrate" segment "$work/studies" --out "$work/segment-$precision" --device cuda \
          --batch 16 --precision "$precision"
+    # The batch's wall time: with --prefetch (on with CUDA) studies overlap, so
+    # their reports' totals (each study's own stages) add up to more.
+    python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$EPOCHREALTIME" \
+      >"$work/segment-$precision.wall_s"
   done
   [ -f .gpucheck/step.out ] && grep -a -A12 '^cudnn' .gpucheck/step.out >"$OUT/cudnn_choices.txt"
   if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
