@@ -332,8 +332,16 @@ void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& bo
 LungSegmentation ClassicalLungExtractor::extract(const Volume& ct) const {
   CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxel_count() == int64_t(ct.voxels.size()),
            "lung extraction: " << ct.source << " is empty or its size does not match its voxels");
+  return extract(ct, to_input_domain(ct));
+}
+
+LungSegmentation ClassicalLungExtractor::extract(const Volume& ct, const Volume& domain) const {
+  CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxel_count() == int64_t(ct.voxels.size()),
+           "lung extraction: " << ct.source << " is empty or its size does not match its voxels");
+  CR_CHECK(domain.nx == ct.nx && domain.ny == ct.ny && domain.voxels.size() == ct.voxels.size() &&
+               domain.intensity == Intensity::Picture8Bit,
+           "lung extraction: the input domain given is not that of " << ct.source);
   const ClassicalLungOptions& o = options_;
-  const Volume domain = to_input_domain(ct);
   const SideAxis axis = side_axis(ct);
   const int64_t nx = ct.nx, ny = ct.ny, nz = ct.nz, plane = nx * ny;
 

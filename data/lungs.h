@@ -70,6 +70,9 @@ class ClassicalLungExtractor final : public LungExtractor {
   explicit ClassicalLungExtractor(ClassicalLungOptions options = {}) : options_(options) {}
   std::string name() const override { return "classical"; }
   LungSegmentation extract(const Volume& ct) const override;
+  // The same when the caller already holds to_input_domain(ct), as segment
+  // does: the mapping is not done twice.
+  LungSegmentation extract(const Volume& ct, const Volume& domain) const;
 
  private:
   ClassicalLungOptions options_;

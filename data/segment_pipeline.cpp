@@ -6,7 +6,6 @@
 #include <exception>
 #include <functional>
 #include <future>
-#include <memory>
 #include <mutex>
 
 #include "data/input_domain.h"
@@ -85,7 +84,7 @@ VolumeLungs extract_volume_lungs(const Volume& ct) {
   VolumeLungs out;
   out.domain = to_input_domain(ct);  // refuses labels and scanner units
   const auto start = Clock::now();
-  out.lungs = ClassicalLungExtractor().extract(ct);
+  out.lungs = ClassicalLungExtractor().extract(ct, out.domain);
   out.seconds = seconds_since(start);
   return out;
 }
@@ -220,20 +219,21 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   };
   if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
   while (next.valid()) {
-    auto b = std::make_shared<Batch>(next.get());  // rethrows what preparing it threw
-    const size_t after = b->first + static_cast<size_t>(b->count);
+    Batch b = next.get();  // rethrows what preparing it threw
+    const size_t after = b.first + static_cast<size_t>(b.count);
     if (after < todo.size()) next = std::async(std::launch::async, prepare_batch, after);
-    auto probabilities = std::make_shared<std::vector<float>>();
+    std::vector<float> probabilities;
     {
       ag::NoGrad no_grad;
-      const Tensor input = Tensor::from_vector({b->count, 1, size, size}, b->input).to(options.device);
-      *probabilities = net.forward(ag::Var(input)).value().to_vector();
+      const Tensor input = Tensor::from_vector({b.count, 1, size, size}, b.input).to(options.device);
+      probabilities = net.forward(ag::Var(input)).value().to_vector();
     }
     if (putting_back.valid()) finish_put_back();
-    putting_back = std::async(std::launch::async, [&put_back, b, probabilities, after] {
-      put_back(*b, *probabilities);
-      return after;
-    });
+    putting_back = std::async(std::launch::async,
+                              [&put_back, b = std::move(b), probabilities = std::move(probabilities), after] {
+                                put_back(b, probabilities);
+                                return after;
+                              });
   }
   if (putting_back.valid()) finish_put_back();
   result.seconds.network = seconds_since(start);
