@@ -271,31 +271,53 @@ void add_pleural_dents(uint8_t side, int64_t nx, int64_t ny, const SliceBody& bo
     if (dents.label[i] && double(dents.size[dents.label[i]]) >= min_dent) at(i) = side;
 }
 
-// Second pass on one slice: drop noise and airways, label the sides, then fill
-// each lung's holes (vessels, nodules), close its outline and take back its
-// dents on the chest-wall side, so that dense lesions against the pleura stay
-// inside the lung.
-void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
-                 const SideAxis& axis, uint8_t* labels) {
+// Levels in the input domain for the purity rules; -1 turns a rule off (they
+// need HU: a windowed picture may show aerated lung as dark as air).
+struct PureAirLevels {
+  float gas = -1;    // one slice alone: air pieces mostly below this are gas, not lung
+  float lumen = -1;  // the airways' lumen
+};
+
+// "Central": within the airway band around the body's middle.
+bool is_central(double centroid, const SliceBody& body, const ClassicalLungOptions& o) {
+  return std::abs(centroid - body.middle) < o.airway_band * body.width;
+}
+bool is_airway_sized(double a, const SliceBody& body, const ClassicalLungOptions& o) {
+  return a >= o.min_part_area * double(body.area) && a < o.airway_max_area * double(body.area);
+}
+
+// Second pass on one slice, first half: drop noise, airways and (one slice
+// alone) pure gas, and label each remaining air piece with its side, splitting
+// pieces that hold both lungs. Marks the dropped airway pieces in `airway`.
+void label_sides(const uint8_t* air, const float* domain, PureAirLevels levels, int64_t nx, int64_t ny,
+                 const SliceBody& body, const ClassicalLungOptions& o, const SideAxis& axis, uint8_t* labels,
+                 uint8_t* airway) {
   const int64_t n = nx * ny;
   std::fill(labels, labels + n, uint8_t(0));
+  std::fill(airway, airway + n, uint8_t(0));
   if (!body.area) return;
   const Components c = components_2d(air, nx, ny);
   std::vector<double> sum(c.count + 1, 0.0), low_side(c.count + 1, 0.0);
+  std::vector<int64_t> gas(c.count + 1, 0);
   for (int64_t p = 0; p < n; ++p) {
     const int32_t k = c.label[p];
     if (!k) continue;
     const double coord = double(axis.along_x ? p % nx : p / nx);
     sum[k] += coord;
     low_side[k] += coord < body.middle;
+    gas[k] += domain[p] < levels.gas;
   }
   const double area = double(body.area);
   std::vector<uint8_t> side_label(c.count + 1, 0);  // 0 drop, 1/2 a side, 3 straddles the midline
+  std::vector<uint8_t> airway_piece(c.count + 1, 0);
   for (int32_t k = 1; k <= c.count; ++k) {
     const double a = double(c.size[k]), centroid = sum[k] / a;
     if (a < o.min_part_area * area) continue;
-    const bool central = std::abs(centroid - body.middle) < o.airway_band * body.width;
-    if (central && a < o.airway_max_area * area) continue;
+    if (is_central(centroid, body, o) && is_airway_sized(a, body, o)) {
+      airway_piece[k] = 1;
+      continue;
+    }
+    if (double(gas[k]) > o.max_gas_fraction * a) continue;
     // A big piece with at least a tenth of itself on each side of the midline
     // is both lungs joined.
     const double low_fraction = low_side[k] / a;
@@ -311,9 +333,76 @@ void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& bo
     for (int64_t p = 0; p < n; ++p) piece[p] = c.label[p] == k;
     split_merged(piece, nx, ny, axis, body.middle, labels);
   }
-  for (int64_t p = 0; p < n; ++p)
-    if (c.label[p] && side_label[c.label[p]] && side_label[c.label[p]] != 3) labels[p] = side_label[c.label[p]];
+  for (int64_t p = 0; p < n; ++p) {
+    const int32_t k = c.label[p];
+    if (k && side_label[k] && side_label[k] != 3) labels[p] = side_label[k];
+    airway[p] = airway_piece[k];
+  }
+}
 
+// Where the trachea or a main bronchus touches a lung through a wall thinner
+// than a pixel, it is part of that lung's air piece and label_sides cannot drop
+// it. Followed from the slice next to it, where it is a piece of its own: a
+// pure-air core (below `lumen`) of a lung piece that is central, airway-sized
+// and lies at least a quarter on the neighbour's airway is airway too. Only the
+// neighbour airway's surroundings are searched. Slices are visited one after
+// the other, down and then up, so that the airway is followed through any run
+// of merged slices.
+void follow_airways(const float* domain, float lumen, int64_t nx, int64_t ny, int64_t nz,
+                    const std::vector<SliceBody>& body, const ClassicalLungOptions& o, const SideAxis& axis,
+                    const uint8_t* labels, uint8_t* airway) {
+  const int64_t plane = nx * ny;
+  auto follow = [&](int64_t z, int64_t from) {
+    const SliceBody& b = body[z];
+    if (!b.area) return;
+    const uint8_t* seed = airway + from * plane;
+    int64_t x0 = nx, y0 = ny, x1 = -1, y1 = -1;
+    for (int64_t y = 0; y < ny; ++y)
+      for (int64_t x = 0; x < nx; ++x)
+        if (seed[y * nx + x]) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+    if (x1 < 0) return;
+    const int64_t margin = int64_t(std::ceil(o.airway_band * b.width));
+    x0 = std::max<int64_t>(0, x0 - margin), y0 = std::max<int64_t>(0, y0 - margin);
+    const int64_t w = std::min(nx, x1 + margin + 1) - x0, h = std::min(ny, y1 + margin + 1) - y0;
+    std::vector<uint8_t> core(w * h);
+    const float* d = domain + z * plane;
+    const uint8_t* l = labels + z * plane;
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t p = (y0 + y) * nx + x0 + x;
+        core[y * w + x] = l[p] && d[p] < lumen;
+      }
+    const Components cores = components_2d(core.data(), w, h);
+    std::vector<double> sum(cores.count + 1, 0.0);
+    std::vector<int64_t> on_seed(cores.count + 1, 0);
+    for (int64_t i = 0; i < w * h; ++i) {
+      const int32_t k = cores.label[i];
+      if (!k) continue;
+      const int64_t p = (y0 + i / w) * nx + x0 + i % w;
+      sum[k] += double(axis.along_x ? p % nx : p / nx);
+      on_seed[k] += seed[p] != 0;
+    }
+    uint8_t* out = airway + z * plane;
+    for (int64_t i = 0; i < w * h; ++i) {
+      const int32_t k = cores.label[i];
+      if (!k) continue;
+      const double a = double(cores.size[k]);
+      if (4 * on_seed[k] >= cores.size[k] && is_central(sum[k] / a, b, o) && is_airway_sized(a, b, o))
+        out[(y0 + i / w) * nx + x0 + i % w] = 1;
+    }
+  };
+  for (int64_t z = 1; z < nz; ++z) follow(z, z - 1);
+  for (int64_t z = nz - 2; z >= 0; --z) follow(z, z + 1);
+}
+
+// Second half: fill each lung's holes (vessels, nodules), close its outline and
+// take back its dents on the chest-wall side, so that dense lesions against the
+// pleura stay inside the lung. Last, the airways and their wall are cleared
+// again: the closing fills the notch the trachea makes in a lung's medial outline.
+void finish_lungs(int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o, const SideAxis& axis,
+                  uint8_t* labels, uint8_t* airway) {
+  const int64_t n = nx * ny;
+  if (!body.area) return;
   const float radius = float(o.closing_radius * body.width);
   const int64_t max_hole = int64_t(o.max_hole_area * double(body.area));
   for (uint8_t side : {kRightLung, kLeftLung}) {
@@ -325,6 +414,11 @@ void label_lungs(const uint8_t* air, int64_t nx, int64_t ny, const SliceBody& bo
       }
   }
   for (uint8_t side : {kRightLung, kLeftLung}) add_pleural_dents(side, nx, ny, body, o, axis, labels);
+
+  if (std::find(airway, airway + n, uint8_t(1)) == airway + n) return;
+  dilate_disk(airway, nx, ny, float(o.airway_wall * body.width));
+  for (int64_t p = 0; p < n; ++p)
+    if (airway[p]) labels[p] = 0;
 }
 
 }  // namespace
@@ -367,10 +461,23 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct, const Volume&
   seg.labels = same_grid(ct, Intensity::Label);
   seg.labels.description = "lungs (" + name() + "): 0 none, 1 right, 2 left";
   seg.slice_has_lung.assign(nz, 0);
-  std::vector<uint8_t> labels(plane * nz);
+  // Without the 3-D rule (one slice), gas is told from lung by its purity; in a
+  // volume, airways merged with a lung are told by theirs.
+  PureAirLevels levels;
+  if (ct.intensity == Intensity::HounsfieldUnits) {
+    levels.lumen = hu_to_domain(o.airway_max_hu);
+    if (nz == 1) levels.gas = hu_to_domain(o.gas_max_hu);
+  }
+  std::vector<uint8_t> labels(plane * nz), airway(plane * nz);
+  for_each_slice(nz, o.threads, [&](int64_t z) {
+    label_sides(air.data() + z * plane, domain.slice(z), levels, nx, ny, body[z], o, axis, labels.data() + z * plane,
+                airway.data() + z * plane);
+  });
+  if (nz > 1 && levels.lumen >= 0)
+    follow_airways(domain.voxels.data(), levels.lumen, nx, ny, nz, body, o, axis, labels.data(), airway.data());
   for_each_slice(nz, o.threads, [&](int64_t z) {
     uint8_t* out = labels.data() + z * plane;
-    label_lungs(air.data() + z * plane, nx, ny, body[z], o, axis, out);
+    finish_lungs(nx, ny, body[z], o, axis, out, airway.data() + z * plane);
     const int64_t lung = std::count_if(out, out + plane, [](uint8_t v) { return v != 0; });
     seg.slice_has_lung[z] = body[z].area && double(lung) >= o.min_lung_area * double(body[z].area);
   });

@@ -49,6 +49,12 @@ struct ClassicalLungOptions {
   double min_part_area = 0.0008;  // air pieces smaller than this are noise
   double airway_max_area = 0.012; // central air pieces smaller than this are trachea, bronchi or oesophagus
   double airway_band = 0.12;    // "central": centroid within this fraction of the body width from its middle
+  float airway_max_hu = -950;   // the airways' lumen is pure air; aerated lung (-900..-700) seldom is
+  double airway_wall = 0.008;   // the airways' wall (this fraction of the body width, about 3 px at 0.7 mm)
+                                // stays out of the lung when the closing reaches over it
+  float gas_max_hu = -980;      // pure gas reads below this; aerated lung, with its vessels and septa, seldom does
+  double max_gas_fraction = 0.35;  // one HU slice alone (no 3-D rule): an air piece with more of its pixels
+                                   // below gas_max_hu is stomach or bowel gas, not lung (measured in docs/data.md)
   double min_lung_area = 0.004; // a slice holds lung when its lungs cover at least this much
   double min_part_volume = 0.1; // 3-D air components below this fraction of the largest are gas elsewhere
   double closing_radius = 0.04; // closing of each lung's outline, as a fraction of the body width
@@ -63,7 +69,7 @@ struct ClassicalLungOptions {
 
 // Thresholding, body and airway removal, left/right split, hole filling,
 // closing and chest-wall-side dents, slice by slice, with a 3-D component check
-// in volumes. Measured in
+// in volumes (a gas-purity check in single HU slices). Measured in
 // docs/data.md against expert masks.
 class ClassicalLungExtractor final : public LungExtractor {
  public:
