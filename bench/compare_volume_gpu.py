@@ -51,6 +51,17 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
     network = sum(r[3]["network"] for r in warm)
     print(f"  warm ({len(warm)} studies): whole command {slices / total:.1f} slices/s "
           f"(each study's own stages), network {with_lung / network:.1f} slices/s")
+    if all("network_stages" in r[3] for r in warm):
+        # Where the network phase goes (the main thread's time per step, summed):
+        # the forward pass against the copies and the waits for the CPU stages.
+        stages = {}
+        for r in warm:
+            for key, value in r[3]["network_stages"].items():
+                stages[key] = stages.get(key, 0.0) + value
+        parts = ", ".join(f"{key} {1000 * value / with_lung:.2f}" for key, value in stages.items())
+        rest = network - sum(stages.values())
+        print(f"  warm network phase per slice with lung, ms: {parts}, other {1000 * rest / with_lung:.2f} "
+              f"(forward alone: {with_lung / stages.get('forward', float('nan')):.1f} slices/s)")
     if os.path.exists(f"{folder}.wall_s"):
         wall = float(open(f"{folder}.wall_s").read())
         all_slices = sum(r[1] for r in rows)

@@ -160,7 +160,11 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices
     << ", \"infected_slice_rate\": " << number(kInfectedSliceRate) << "},\n";
   o << "  \"timings_s\": {\"read\": " << number(run.read_s) << ", \"lungs\": " << number(run.lungs_s)
-    << ", \"network\": " << number(run.network_s) << ", \"write\": " << number(run.write_s)
+    << ", \"network\": " << number(run.network_s) << ", \"network_stages\": {\"prepare_wait\": "
+    << number(run.network_stages.prepare_wait) << ", \"upload\": " << number(run.network_stages.upload)
+    << ", \"forward\": " << number(run.network_stages.forward) << ", \"download\": "
+    << number(run.network_stages.download) << ", \"put_back_wait\": " << number(run.network_stages.put_back_wait)
+    << "}, \"write\": " << number(run.write_s)
     << ", \"total\": " << number(run.total_s)
     << ", \"slices_per_s\": " << number(slices_per_s) << "},\n  \"outputs\": [";
   for (size_t i = 0; i < run.outputs.size(); ++i) o << (i ? ", " : "") << json::quote(run.outputs[i]);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "data/network_stages.h"
 #include "data/overlay.h"
 #include "data/volume.h"
 
@@ -57,6 +58,7 @@ struct RunInfo {
   double threshold = 0.5;
   int64_t slices_segmented = 0;
   double read_s = 0, lungs_s = 0, network_s = 0, write_s = 0, total_s = 0;  // total: all of them
+  NetworkStages network_stages;  // inside network_s
   std::vector<std::string> outputs;  // file names written into the study folder
 };
 

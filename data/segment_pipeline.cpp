@@ -14,6 +14,7 @@
 #include "kernels/cpu/threads.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
+#include "nn/host_buffer.h"
 
 namespace covidrate::data {
 
@@ -156,17 +157,19 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   // standardization run on the CPU pool, and the next batch is prepared on a
   // second thread while the network runs on the current one (on a GPU the
   // serial per-slice CPU work took longer than the forward pass itself).
+  // Inputs and probabilities cross to the device through staging buffers
+  // (pinned on a GPU; nn/host_buffer.h), written and read in place.
   struct Batch {
     size_t first = 0;
     int64_t count = 0;
-    std::vector<float> input;
+    HostBuffer input;
     std::vector<Placement> placements;
   };
   const auto prepare_batch = [&](size_t first) {
     Batch b;
     b.first = first;
     b.count = std::min<int64_t>(options.batch, static_cast<int64_t>(todo.size() - first));
-    b.input.resize(b.count * size * size);
+    b.input = HostBuffer(b.count * size * size, options.device);
     b.placements.resize(b.count);
     for_each_in_parallel(b.count, [&](int64_t k) {
       const float* slice = domain.slice(todo[first + k]);
@@ -180,7 +183,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
         for (int64_t x = 0; x < box.nx; ++x)
           picture.voxels[y * box.nx + x] = slice[order[(box.y0 + y) * lnx + box.x0 + x]];
       const PreparedSlice slice_input = prepare_slice(picture, nullptr, nullptr, size);
-      std::copy(slice_input.image.begin(), slice_input.image.end(), b.input.begin() + k * size * size);
+      std::copy(slice_input.image.begin(), slice_input.image.end(), b.input.data() + k * size * size);
       b.placements[k] = slice_input.placement;
     });
     return b;
@@ -188,7 +191,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
 
   const auto start = Clock::now();
   // A batch's probabilities back on the slice grid, thresholded inside the lungs.
-  const auto put_back = [&](const Batch& b, const std::vector<float>& probabilities) {
+  const auto put_back = [&](const Batch& b, const HostBuffer& probabilities) {
     for_each_in_parallel(b.count, [&](int64_t k) {
       const int64_t z = todo[b.first + k];
       const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, b.placements[k]);
@@ -217,25 +220,47 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
     const size_t done = putting_back.get();  // rethrows what putting back threw
     if (options.progress) options.progress(static_cast<int64_t>(done), result.slices_segmented);
   };
+  // The main thread's time in each step of the loop, summed over batches
+  // (NetworkStages): where the network phase goes beyond the forward pass.
+  NetworkStages& stages = result.seconds.network_stages;
+  const auto timed = [](double& total, auto&& step) {
+    const auto t = Clock::now();
+    step();
+    total += seconds_since(t);
+  };
   if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
   while (next.valid()) {
-    Batch b = next.get();  // rethrows what preparing it threw
+    Batch b;
+    timed(stages.prepare_wait, [&] { b = next.get(); });  // rethrows what preparing it threw
     const size_t after = b.first + static_cast<size_t>(b.count);
     if (after < todo.size()) next = std::async(std::launch::async, prepare_batch, after);
-    std::vector<float> probabilities;
+    HostBuffer probabilities;
     {
       ag::NoGrad no_grad;
-      const Tensor input = Tensor::from_vector({b.count, 1, size, size}, b.input).to(options.device);
-      probabilities = net.forward(ag::Var(input)).value().to_vector();
+      Tensor input, output;
+      timed(stages.upload, [&] {
+        input = Tensor::empty({b.count, 1, size, size}, DType::F32, options.device);
+        copy_bytes(input.raw(), options.device, b.input.data(), Device::CPU, b.input.bytes());
+      });
+      timed(stages.forward, [&] {
+        output = net.forward(ag::Var(input)).value();
+        synchronize(options.device);
+      });
+      timed(stages.download, [&] {
+        CR_CHECK(output.dtype() == DType::F32 && output.numel() == b.input.size() && output.device() == options.device,
+                 "segment: the network returned " << output.str() << " for a batch of " << b.count);
+        probabilities = HostBuffer(output.numel(), options.device);
+        copy_bytes(probabilities.data(), Device::CPU, output.raw(), options.device, probabilities.bytes());
+      });
     }
-    if (putting_back.valid()) finish_put_back();
+    if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
     putting_back = std::async(std::launch::async,
                               [&put_back, b = std::move(b), probabilities = std::move(probabilities), after] {
                                 put_back(b, probabilities);
                                 return after;
                               });
   }
-  if (putting_back.valid()) finish_put_back();
+  if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
   result.seconds.network = seconds_since(start);
   return result;
 }

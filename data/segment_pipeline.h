@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "data/lungs.h"
+#include "data/network_stages.h"
 #include "data/volume.h"
 #include "model/covidrate_net.h"
 
@@ -42,6 +43,7 @@ struct SegmentOptions {
 
 struct StageSeconds {
   double lungs = 0, network = 0;
+  NetworkStages network_stages;
 };
 
 struct Segmentation {

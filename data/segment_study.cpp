@@ -251,6 +251,7 @@ StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const Stu
       p.seg = segment_volume(p.ct, std::move(p.prepared), net, o.segment);
       r.run.lungs_s += p.seg.seconds.lungs;
       r.run.network_s += p.seg.seconds.network;
+      r.run.network_stages += p.seg.seconds.network_stages;
       r.run.slices_segmented += p.seg.slices_segmented;
       figures.push_back(measure(p.seg.lesions, p.seg.lungs));
     }

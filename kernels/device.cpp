@@ -38,6 +38,25 @@ Allocator& allocator_for(Device device) {
 #endif
 }
 
+Allocator& host_staging_allocator(Device device) {
+  if (device == Device::CPU) return cpu_allocator();
+#if COVIDRATE_HAVE_CUDA
+  CR_CHECK(cuda_available(), "cannot stage host memory for cuda: " << cuda_unavailable_reason());
+  return cuda::pinned_host_allocator();
+#else
+  CR_FAIL("cannot stage host memory for cuda: " << cuda_unavailable_reason());
+#endif
+}
+
+void synchronize(Device device) {
+  if (device == Device::CPU) return;
+#if COVIDRATE_HAVE_CUDA
+  cuda::synchronize();
+#else
+  CR_FAIL("synchronize cuda: " << cuda_unavailable_reason());
+#endif
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

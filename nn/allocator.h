@@ -34,5 +34,8 @@ class Allocator {
 // not built or no GPU is present.
 Allocator& cpu_allocator();
 Allocator& allocator_for(Device device);
+// Host memory for data on its way to or from `device`: page-locked (pinned) for
+// CUDA, so that copies run at the bus's full speed; cpu_allocator() for the CPU.
+Allocator& host_staging_allocator(Device device);
 
 }  // namespace covidrate

@@ -26,4 +26,8 @@ Device parse_device(const std::string& name);
 // The device named by COVIDRATE_DEVICE, else CPU.
 Device default_device();
 
+// Waits until `device` has finished the work queued on it (a no-op on the CPU,
+// which works synchronously). For timing stages; copies to the host already wait.
+void synchronize(Device device);
+
 }  // namespace covidrate

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "nn/cpu_allocator.h"
+#include "nn/host_buffer.h"
 #include "nn/error.h"
 #include "nn/tensor.h"
 
@@ -164,3 +165,26 @@ TEST_CASE("tensors of the process allocator reuse each other's memory") {
   CHECK(u.raw() == first);
   CHECK(alloc.stats().system_allocations == before);
 }
+
+TEST_CASE("host buffers for the CPU come from the CPU allocator and give their block back") {
+  CHECK(&host_staging_allocator(Device::CPU) == &cpu_allocator());
+  Allocator& alloc = cpu_allocator();
+  const size_t in_use = alloc.stats().in_use;
+  HostBuffer a(1000, Device::CPU);
+  REQUIRE(a.data() != nullptr);
+  CHECK(a.size() == 1000);
+  CHECK(a.bytes() == 4000);
+  CHECK(alloc.stats().in_use > in_use);
+  a.data()[999] = 3.f;
+  HostBuffer b = std::move(a);  // the block moves with it; `a` is empty
+  CHECK(a.data() == nullptr);
+  CHECK(a.size() == 0);
+  CHECK(b.data()[999] == 3.f);
+  HostBuffer c(10, Device::CPU);
+  c = std::move(b);  // c's own block goes back, b's is now c's
+  CHECK(c.size() == 1000);
+  CHECK(c.data()[999] == 3.f);
+  c = HostBuffer();
+  CHECK(alloc.stats().in_use == in_use);
+}
+

@@ -87,6 +87,15 @@ void check_report(const json::Value& r, const data::Volume& lesions, const data:
   const json::Value& t = member(r, "timings_s");
   for (const char* key : {"read", "lungs", "network", "write", "total", "slices_per_s"}) CHECK(number(t, key) >= 0);
   CHECK(number(t, "total") >= number(t, "network"));
+  // The network phase's steps (data/network_stages.h) lie inside it.
+  const json::Value& stages = member(t, "network_stages");
+  double inside = 0;
+  for (const char* key : {"prepare_wait", "upload", "forward", "download", "put_back_wait"}) {
+    CHECK(number(stages, key) >= 0);
+    inside += number(stages, key);
+  }
+  CHECK(inside <= number(t, "network") * 1.001 + 1e-6);
+  if (number(member(r, "study_figures"), "slices_with_lung") > 0) CHECK(number(stages, "forward") > 0);
   const json::Value& slices = member(r, "slices");
   REQUIRE(static_cast<int64_t>(slices.items.size()) == lesions.nz);
   int64_t lesion_total = 0, infected = 0;

@@ -57,4 +57,22 @@ CachingAllocator::CachingAllocator(int device)
                   .free = [](void* block) { CUDA_CHECK(cudaFree(block)); },
                   .memory_report = &device_memory_report}) {}
 
+PinnedHostAllocator::PinnedHostAllocator()
+    : BlockCache({.device = Device::CPU,
+                  .name = "CUDA pinned host",
+                  .size_class = &CachingAllocator::rounded_size,
+                  .allocate =
+                      [](size_t size) -> void* {
+                        void* ptr = nullptr;
+                        const cudaError_t err = cudaHostAlloc(&ptr, size, cudaHostAllocDefault);
+                        if (err == cudaSuccess) return ptr;
+                        (void)cudaGetLastError();
+                        CR_CHECK(err == cudaErrorMemoryAllocation,
+                                 "CUDA pinned host allocator: cudaHostAlloc of " << size << " bytes ("
+                                                                                 << mib(size) << " MiB) failed: "
+                                                                                 << cudaGetErrorString(err));
+                        return nullptr;
+                      },
+                  .free = [](void* block) { CUDA_CHECK(cudaFreeHost(block)); }}) {}
+
 }  // namespace covidrate::cuda

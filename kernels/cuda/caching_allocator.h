@@ -30,4 +30,16 @@ class CachingAllocator final : public BlockCache {
   explicit CachingAllocator(int device);
 };
 
+// Page-locked ("pinned") host memory for the copies between host and device:
+// the GPU reads and writes it directly, at the bus's full speed, where pageable
+// memory goes through the driver's own staging buffer (about half the speed, and
+// a copy on the CPU). cudaHostAlloc is slow (it pins every page), so blocks are
+// cached as device blocks are, with the same sizes. The blocks are host memory
+// (device() is CPU). Reuse is safe because copy_bytes waits for every copy that
+// touches host memory before it returns.
+class PinnedHostAllocator final : public BlockCache {
+ public:
+  PinnedHostAllocator();
+};
+
 }  // namespace covidrate::cuda

@@ -37,6 +37,13 @@ Allocator& device_allocator() {
   return *allocators[device];
 }
 
+Allocator& pinned_host_allocator() {
+  static PinnedHostAllocator* allocator = new PinnedHostAllocator();  // never destroyed, as above
+  return *allocator;
+}
+
+void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   Context& ctx = context();

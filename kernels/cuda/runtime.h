@@ -13,6 +13,10 @@ namespace covidrate::cuda {
 bool device_present(std::string* why);
 // The caching allocator of the current device.
 Allocator& device_allocator();
+// Pinned host memory for copies to and from the GPU (caching_allocator.h).
+Allocator& pinned_host_allocator();
+// Waits until the context's stream has run everything queued on it.
+void synchronize();
 // cudaMemcpy between any two of host/device (synchronous with the compute stream).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 

@@ -11,6 +11,7 @@
 #include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/runtime.h"
 #include "kernels/ops.h"
+#include "nn/host_buffer.h"
 #include "tests/cuda/require_gpu.h"
 #include "tests/support/test_support.h"
 
@@ -109,6 +110,34 @@ TEST_CASE("copies host -> device -> device -> host keep every value, also for vi
   const std::vector<float> got = part.to_vector();
   const size_t row = 3 * 5 * 7;
   CHECK(std::memcmp(got.data(), want.data() + row, 2 * row * sizeof(float)) == 0);
+}
+
+TEST_CASE("pinned staging buffers: host memory the GPU copies to and from, cached after the first") {
+  // segment's batches go through these (nn/host_buffer.h): a round trip keeps
+  // every value, the memory is page-locked, and a second buffer of the same
+  // size pins nothing new.
+  Allocator& pinned = host_staging_allocator(Device::CUDA);
+  CHECK(&pinned == &cuda::pinned_host_allocator());
+  CHECK(pinned.device() == Device::CPU);
+  const int64_t count = 3 * 512 * 512 + 7;  // not a multiple of the block sizes
+  const Tensor values = test::randn({count}, 5);
+  uint64_t pinned_after_first = 0;
+  for (int round = 0; round < 2; ++round) {
+    HostBuffer up(count, Device::CUDA), down(count, Device::CUDA);
+    cudaPointerAttributes attributes{};
+    CUDA_CHECK(cudaPointerGetAttributes(&attributes, up.data()));
+    CHECK(attributes.type == cudaMemoryTypeHost);  // page-locked, not pageable (cudaMemoryTypeUnregistered)
+    std::memcpy(up.data(), values.data<float>(), up.bytes());
+    Tensor device = Tensor::empty({count}, DType::F32, Device::CUDA);
+    copy_bytes(device.raw(), Device::CUDA, up.data(), Device::CPU, up.bytes());
+    synchronize(Device::CUDA);
+    std::memset(down.data(), 0xff, down.bytes());
+    copy_bytes(down.data(), Device::CPU, device.raw(), Device::CUDA, down.bytes());
+    CHECK(std::memcmp(down.data(), values.data<float>(), down.bytes()) == 0);
+    if (round == 0) pinned_after_first = pinned.stats().system_allocations;
+  }
+  CHECK(pinned.stats().system_allocations == pinned_after_first);
+  CHECK(pinned.stats().in_use == 0);
 }
 
 TEST_CASE("the TF32 switch follows COVIDRATE_TF32") {

@@ -1,0 +1,21 @@
+// Where segment's network phase spends its time: shared by the pipeline that
+// measures it (data/segment_pipeline.h) and the report that shows it (data/report.h).
+#pragma once
+
+namespace covidrate::data {
+
+// The network phase's loop, as the main thread spends it (seconds summed over
+// batches): waiting for a batch's inputs to be prepared (the first batch is
+// never overlapped), copying them to the device, the forward pass (waited for),
+// copying the probabilities back, and waiting for the previous batch to be put
+// back on the slice grid. The rest of the phase is bookkeeping.
+struct NetworkStages {
+  double prepare_wait = 0, upload = 0, forward = 0, download = 0, put_back_wait = 0;
+  NetworkStages& operator+=(const NetworkStages& o) {
+    prepare_wait += o.prepare_wait, upload += o.upload, forward += o.forward, download += o.download;
+    put_back_wait += o.put_back_wait;
+    return *this;
+  }
+};
+
+}  // namespace covidrate::data
