@@ -3,8 +3,10 @@
 #include "data/image2d.h"
 
 #include <unistd.h>
+#include <zlib.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -21,6 +23,25 @@
 #define STBI_FAILURE_USERMSG
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb_image.h>
+// stb's PNG writer deflates with a small compressor of its own; zlib, linked
+// anyway for .nii.gz, does it faster and smaller. stb frees the result with free().
+namespace {
+// zlib level for PNGs (the montage, overlays, masks): see docs/segment.md for
+// the time and size of each level on a RICORD report.
+constexpr int kPngZlibLevel = 6;
+unsigned char* deflate_with_zlib(unsigned char* data, int length, int* out_length, int /*stb's level*/) {
+  uLongf size = compressBound(static_cast<uLong>(length));
+  auto* out = static_cast<unsigned char*>(std::malloc(size));
+  if (!out) return nullptr;
+  if (compress2(out, &size, data, static_cast<uLong>(length), kPngZlibLevel) != Z_OK) {
+    std::free(out);
+    return nullptr;
+  }
+  *out_length = static_cast<int>(size);
+  return out;
+}
+}  // namespace
+#define STBIW_ZLIB_COMPRESS deflate_with_zlib
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 

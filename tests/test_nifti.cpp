@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <string>
 
@@ -93,6 +94,30 @@ TEST_CASE("NIfTI round trip keeps geometry and voxels: uint8, int16, float32; .n
         for (const auto& e : std::filesystem::directory_iterator(dir.path()))
           CHECK(e.path().string().find(".tmp-") == std::string::npos);
       }
+    }
+  }
+}
+
+TEST_CASE("NIfTI integer output rounds like std::nearbyint, clamps to the type, and writes 0 for NaN and infinities") {
+  test::TempDir dir;
+  const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();
+  const std::vector<float> values = {0.5f,  1.5f,    2.5f,   -0.5f,  -1.5f, 254.5f, 254.51f, 255.5f, 300.f,  -3.f,
+                                     nan,   inf,     -inf,   1e30f,  -1e30f, 0.49999997f, 32766.5f, 32767.5f,
+                                     -32768.5f, -40000.f, 12345.678f, 4194303.5f, 8388609.f};
+  Volume v;
+  v.nx = static_cast<int64_t>(values.size());
+  v.ny = v.nz = 1;
+  v.voxels = values;
+  for (const auto type : {NiftiType::UInt8, NiftiType::Int16}) {
+    const std::string path = dir.file(type == NiftiType::UInt8 ? "u8.nii" : "i16.nii");
+    write_nifti(path, v, type);
+    const Volume back = read_nifti(path);
+    const float lo = type == NiftiType::UInt8 ? 0.f : -32768.f, hi = type == NiftiType::UInt8 ? 255.f : 32767.f;
+    for (size_t k = 0; k < values.size(); ++k) {
+      CAPTURE(values[k]);
+      const float x = values[k];
+      const float want = std::isfinite(x) ? std::nearbyint(std::clamp(x, lo, hi)) : 0.f;
+      CHECK(back.voxels[k] == want);
     }
   }
 }
