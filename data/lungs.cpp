@@ -58,6 +58,26 @@ void for_each_slice(int64_t n, int threads, Fn&& fn) {
   for (auto& t : pool) t.join();
 }
 
+// The smallest rectangle holding every pixel where `holds(value)`, widened by
+// `margin` on each side and clamped to the slice: columns [x0, x0 + w), rows
+// [y0, y0 + h). Empty (w = 0) when no pixel holds.
+struct PixelBox {
+  int64_t x0 = 0, y0 = 0, w = 0, h = 0;
+  bool empty() const { return w == 0; }
+};
+template <typename Holds>
+PixelBox bounding_box(const uint8_t* mask, int64_t nx, int64_t ny, int64_t margin, Holds holds) {
+  int64_t lx = nx, ly = ny, hx = -1, hy = -1;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x)
+      if (holds(mask[y * nx + x])) lx = std::min(lx, x), hx = std::max(hx, x), ly = std::min(ly, y), hy = std::max(hy, y);
+  PixelBox box;
+  if (hx < 0) return box;
+  box.x0 = std::max<int64_t>(0, lx - margin), box.y0 = std::max<int64_t>(0, ly - margin);
+  box.w = std::min(nx, hx + margin + 1) - box.x0, box.h = std::min(ny, hy + margin + 1) - box.y0;
+  return box;
+}
+
 // What the first pass learns about one slice.
 struct SliceBody {
   int64_t area = 0;        // body pixels
@@ -190,15 +210,11 @@ struct LungPatch {
 // result as on the whole slice, at a fraction of the cost).
 LungPatch close_and_fill(const uint8_t* labels, uint8_t side, int64_t nx, int64_t ny, float radius,
                          int64_t max_hole) {
-  int64_t lx = nx, ly = ny, hx = -1, hy = -1;
-  for (int64_t y = 0; y < ny; ++y)
-    for (int64_t x = 0; x < nx; ++x)
-      if (labels[y * nx + x] == side) lx = std::min(lx, x), hx = std::max(hx, x), ly = std::min(ly, y), hy = std::max(hy, y);
+  const PixelBox box =
+      bounding_box(labels, nx, ny, int64_t(std::ceil(radius)) + 2, [side](uint8_t l) { return l == side; });
   LungPatch patch;
-  if (hx < 0) return patch;
-  const int64_t margin = int64_t(std::ceil(radius)) + 2;
-  patch.x0 = std::max<int64_t>(0, lx - margin), patch.y0 = std::max<int64_t>(0, ly - margin);
-  patch.w = std::min(nx, hx + margin + 1) - patch.x0, patch.h = std::min(ny, hy + margin + 1) - patch.y0;
+  if (box.empty()) return patch;
+  patch.x0 = box.x0, patch.y0 = box.y0, patch.w = box.w, patch.h = box.h;
   patch.mask.resize(patch.w * patch.h);
   for (int64_t y = 0; y < patch.h; ++y)
     for (int64_t x = 0; x < patch.w; ++x)
@@ -224,12 +240,9 @@ constexpr int kWallSectors = 360;
 void add_pleural_dents(uint8_t side, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
                        const SideAxis& axis, uint8_t* labels) {
   // Hulls and dents lie inside the lung's bounding box: work there only.
-  int64_t x0 = nx, y0 = ny, x1 = -1, y1 = -1;
-  for (int64_t y = 0; y < ny; ++y)
-    for (int64_t x = 0; x < nx; ++x)
-      if (labels[y * nx + x] == side) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
-  if (x1 < 0) return;
-  const int64_t w = x1 - x0 + 1, h = y1 - y0 + 1, n = w * h;
+  const PixelBox box = bounding_box(labels, nx, ny, 0, [side](uint8_t l) { return l == side; });
+  if (box.empty()) return;
+  const int64_t x0 = box.x0, y0 = box.y0, w = box.w, h = box.h, n = w * h;
   auto at = [&](int64_t i) -> uint8_t& { return labels[(y0 + i / w) * nx + x0 + i % w]; };
   auto sector = [&](int64_t i) {
     // Pseudo-angle in [0, 4): monotonic in the true angle, without atan2.
@@ -356,14 +369,10 @@ void follow_airways(const float* domain, float lumen, int64_t nx, int64_t ny, in
     const SliceBody& b = body[z];
     if (!b.area) return;
     const uint8_t* seed = airway + from * plane;
-    int64_t x0 = nx, y0 = ny, x1 = -1, y1 = -1;
-    for (int64_t y = 0; y < ny; ++y)
-      for (int64_t x = 0; x < nx; ++x)
-        if (seed[y * nx + x]) x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
-    if (x1 < 0) return;
-    const int64_t margin = int64_t(std::ceil(o.airway_band * b.width));
-    x0 = std::max<int64_t>(0, x0 - margin), y0 = std::max<int64_t>(0, y0 - margin);
-    const int64_t w = std::min(nx, x1 + margin + 1) - x0, h = std::min(ny, y1 + margin + 1) - y0;
+    const PixelBox box = bounding_box(seed, nx, ny, int64_t(std::ceil(o.airway_band * b.width)),
+                                      [](uint8_t a) { return a != 0; });
+    if (box.empty()) return;
+    const int64_t x0 = box.x0, y0 = box.y0, w = box.w, h = box.h;
     std::vector<uint8_t> core(w * h);
     const float* d = domain + z * plane;
     const uint8_t* l = labels + z * plane;
@@ -400,8 +409,7 @@ void follow_airways(const float* domain, float lumen, int64_t nx, int64_t ny, in
 // pleura stay inside the lung. Last, the airways and their wall are cleared
 // again: the closing fills the notch the trachea makes in a lung's medial outline.
 void finish_lungs(int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o, const SideAxis& axis,
-                  uint8_t* labels, uint8_t* airway) {
-  const int64_t n = nx * ny;
+                  uint8_t* labels, const uint8_t* airway) {
   if (!body.area) return;
   const float radius = float(o.closing_radius * body.width);
   const int64_t max_hole = int64_t(o.max_hole_area * double(body.area));
@@ -415,10 +423,19 @@ void finish_lungs(int64_t nx, int64_t ny, const SliceBody& body, const Classical
   }
   for (uint8_t side : {kRightLung, kLeftLung}) add_pleural_dents(side, nx, ny, body, o, axis, labels);
 
-  if (std::find(airway, airway + n, uint8_t(1)) == airway + n) return;
-  dilate_disk(airway, nx, ny, float(o.airway_wall * body.width));
-  for (int64_t p = 0; p < n; ++p)
-    if (airway[p]) labels[p] = 0;
+  // The dilation on the airways' box only (a full-slice one cost as much as
+  // all the closings): the disk reaches no farther than its radius.
+  const float wall = float(o.airway_wall * body.width);
+  const PixelBox box =
+      bounding_box(airway, nx, ny, int64_t(std::ceil(wall)) + 1, [](uint8_t a) { return a != 0; });
+  if (box.empty()) return;
+  std::vector<uint8_t> patch(box.w * box.h);
+  for (int64_t y = 0; y < box.h; ++y)
+    for (int64_t x = 0; x < box.w; ++x) patch[y * box.w + x] = airway[(box.y0 + y) * nx + box.x0 + x];
+  dilate_disk(patch.data(), box.w, box.h, wall);
+  for (int64_t y = 0; y < box.h; ++y)
+    for (int64_t x = 0; x < box.w; ++x)
+      if (patch[y * box.w + x]) labels[(box.y0 + y) * nx + box.x0 + x] = 0;
 }
 
 }  // namespace
