@@ -64,7 +64,7 @@ PinnedHostAllocator::PinnedHostAllocator()
                   .allocate =
                       [](size_t size) -> void* {
                         void* ptr = nullptr;
-                        const cudaError_t err = cudaHostAlloc(&ptr, size, cudaHostAllocDefault);
+                        const cudaError_t err = cudaHostAlloc(&ptr, size, cudaHostAllocPortable);
                         if (err == cudaSuccess) return ptr;
                         (void)cudaGetLastError();
                         CR_CHECK(err == cudaErrorMemoryAllocation,

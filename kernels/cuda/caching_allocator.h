@@ -35,8 +35,9 @@ class CachingAllocator final : public BlockCache {
 // memory goes through the driver's own staging buffer (about half the speed, and
 // a copy on the CPU). cudaHostAlloc is slow (it pins every page), so blocks are
 // cached as device blocks are, with the same sizes. The blocks are host memory
-// (device() is CPU). Reuse is safe because copy_bytes waits for every copy that
-// touches host memory before it returns.
+// (device() is CPU), pinned for every CUDA context (cudaHostAllocPortable: segment
+// fills them on other threads than the one that runs the network). Reuse is safe
+// because copy_bytes waits for every copy that touches host memory before it returns.
 class PinnedHostAllocator final : public BlockCache {
  public:
   PinnedHostAllocator();
