@@ -1,0 +1,158 @@
+// The CPU stages of `covidrate segment` around the network, on the real RICORD
+// series (255 slices of 512 x 512, JPEG Lossless DICOM): on a GPU these, not
+// the network, bound a study's time (docs/benchmarks.md, docs/segment.md).
+//   read          read_dicom_series: parse, decode (GDCM), sort, rescale to HU
+//   domain        to_input_domain: HU -> the one lung window
+//   lungs         ClassicalLungExtractor::extract(ct, domain), as segment calls it
+//   write_mask    write_nifti of a uint8 mask, .nii.gz (lesion_mask.nii.gz)
+//   write_prob    write_nifti of a float32 map, .nii.gz (probability.nii.gz, --save-prob)
+//   figures       per-slice figures, the infection-rate plot and the montage of
+//                 the six most affected slices, both written as PNG
+// The mask stands in for the network's: lung voxels above -500 HU (ground
+// glass and denser), so that its size and compressibility are those of a real
+// COVID lesion mask, without weights.
+//
+//   build/bench_pipeline [--benchmark_filter=lungs]
+//
+// Data: $COVIDRATE_DATA, else ../shared/data beside the source tree; without
+// it the program says so and exits 0. Counters: slices/s (wall) and cpu_ms/slice
+// (process CPU time, all threads: the work, nearly independent of other load).
+#include <benchmark/benchmark.h>
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "data/dicom.h"
+#include "data/image2d.h"
+#include "data/input_domain.h"
+#include "data/lungs.h"
+#include "data/nifti.h"
+#include "data/overlay.h"
+#include "data/report.h"
+
+using namespace covidrate;
+using namespace covidrate::data;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string series_path() {
+  const char* env = std::getenv("COVIDRATE_DATA");
+  const std::string root = env && *env ? env : std::string(COVIDRATE_SOURCE_DIR) + "/../shared/data";
+  return root + "/ct-covid-ricord";
+}
+
+// Where the writing stages write; removed at the end.
+const fs::path& scratch() {
+  static const fs::path path = fs::temp_directory_path() / ("covidrate-bench-pipeline-" + std::to_string(::getpid()));
+  return path;
+}
+
+// Everything the stages read, made once.
+struct Study {
+  Volume ct, domain, lesions, probability;
+  LungSegmentation lungs;
+  fs::path scratch;
+};
+
+const Study& study() {
+  static const Study s = [] {
+    Study r;
+    r.ct = read_dicom_series(series_path());
+    r.domain = to_input_domain(r.ct);
+    r.lungs = ClassicalLungExtractor().extract(r.ct, r.domain);
+    r.lesions = same_grid(r.ct, Intensity::Label);
+    r.probability = same_grid(r.ct, Intensity::Label);
+    for (int64_t i = 0; i < r.ct.voxel_count(); ++i) {
+      const bool lung = r.lungs.labels.voxels[i] != float{kNoLung};
+      r.lesions.voxels[i] = lung && r.ct.voxels[i] > -500.f ? 1.f : 0.f;
+      r.probability.voxels[i] = lung ? r.domain.voxels[i] / 255.f : 0.f;
+    }
+    r.scratch = scratch();
+    fs::create_directories(r.scratch);
+    return r;
+  }();
+  return s;
+}
+
+void count(benchmark::State& state, double cpu_seconds) {
+  const double slices = double(study().ct.nz) * double(state.iterations());
+  state.counters["slices/s"] = benchmark::Counter(slices, benchmark::Counter::kIsRate);
+  state.counters["cpu_ms/slice"] = 1000.0 * cpu_seconds / slices;
+}
+
+// Runs `stage` once per iteration and counts its CPU time.
+template <typename Stage>
+void run(benchmark::State& state, Stage stage) {
+  const Study& s = study();
+  double cpu = 0;
+  for (auto _ : state) {
+    const std::clock_t start = std::clock();
+    stage(s);
+    cpu += double(std::clock() - start) / CLOCKS_PER_SEC;
+  }
+  count(state, cpu);
+}
+
+void BM_read(benchmark::State& state) {
+  run(state, [](const Study&) { benchmark::DoNotOptimize(read_dicom_series(series_path())); });
+}
+void BM_domain(benchmark::State& state) {
+  run(state, [](const Study& s) { benchmark::DoNotOptimize(to_input_domain(s.ct)); });
+}
+void BM_lungs(benchmark::State& state) {
+  run(state, [](const Study& s) { benchmark::DoNotOptimize(ClassicalLungExtractor().extract(s.ct, s.domain)); });
+}
+void BM_write_mask(benchmark::State& state) {
+  run(state, [](const Study& s) { write_nifti((s.scratch / "mask.nii.gz").string(), s.lesions, NiftiType::UInt8); });
+  state.counters["file_MB"] = double(fs::file_size(study().scratch / "mask.nii.gz")) / 1e6;
+}
+void BM_write_prob(benchmark::State& state) {
+  run(state, [](const Study& s) {
+    write_nifti((s.scratch / "prob.nii.gz").string(), s.probability, NiftiType::Float32);
+  });
+  state.counters["file_MB"] = double(fs::file_size(study().scratch / "prob.nii.gz")) / 1e6;
+}
+void BM_figures(benchmark::State& state) {
+  run(state, [](const Study& s) {
+    const StudyFigures figures = measure(s.lesions, s.lungs.labels);
+    const RgbImage plot = infection_rate_plot(figures);
+    write_png_rgb((s.scratch / "plot.png").string(), plot.rgb.data(), plot.width, plot.height);
+    std::vector<RgbImage> tiles;
+    for (int64_t z : most_affected_slices(figures, 6)) tiles.push_back(affected_tile(s.ct, s.lungs.labels, s.lesions, z));
+    const RgbImage m = montage(tiles, 3);
+    write_png_rgb((s.scratch / "montage.png").string(), m.rgb.data(), m.width, m.height);
+  });
+  state.counters["montage_MB"] = double(fs::file_size(study().scratch / "montage.png")) / 1e6;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!fs::is_directory(series_path())) {
+    std::printf("bench_pipeline: no RICORD series at %s (set COVIDRATE_DATA); nothing to measure\n",
+                series_path().c_str());
+    return 0;
+  }
+  // One iteration takes 0.1 to 2 s: a few give a stable figure.
+  for (auto [name, fn] : {std::pair{"pipeline/read/ricord", &BM_read}, std::pair{"pipeline/domain/ricord", &BM_domain},
+                          std::pair{"pipeline/lungs/ricord", &BM_lungs},
+                          std::pair{"pipeline/write_mask/ricord", &BM_write_mask},
+                          std::pair{"pipeline/write_prob/ricord", &BM_write_prob},
+                          std::pair{"pipeline/figures/ricord", &BM_figures}})
+    benchmark::RegisterBenchmark(name, fn)->Iterations(3)->Unit(benchmark::kMillisecond)->UseRealTime();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  std::error_code ec;
+  fs::remove_all(scratch(), ec);
+  return 0;
+}
