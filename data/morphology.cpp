@@ -19,32 +19,63 @@ int32_t Components::largest() const {
 
 namespace {
 
-// Flood fill from every unlabeled foreground pixel with an explicit stack; the
-// neighbour offsets decide the connectivity.
-template <typename Neighbours>
-Components flood_components(const uint8_t* mask, int64_t n, Neighbours&& for_each_neighbour) {
-  Components c;
-  c.label.assign(n, 0);
-  c.size.push_back(0);
-  std::vector<int64_t> stack;
-  for (int64_t start = 0; start < n; ++start) {
-    if (!mask[start] || c.label[start]) continue;
-    const int32_t id = ++c.count;
-    int64_t size = 0;
-    c.label[start] = id;
-    stack.push_back(start);
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      ++size;
-      for_each_neighbour(p, [&](int64_t q) {
-        if (mask[q] && !c.label[q]) {
-          c.label[q] = id;
-          stack.push_back(q);
-        }
-      });
+// Connected components of a 2-D mask, by runs. Each row's foreground runs are
+// joined by union-find with the runs of the row above that they touch (that
+// overlap them, or with `eight` also touch them at a corner), then numbered in
+// raster order of their first pixel -- the numbering a flood fill started at
+// every unlabelled pixel in raster order gives. Why runs: the flood fill visited
+// every pixel's neighbours, with a division for its coordinates each time, and
+// was most of the lung extraction's time (docs/data.md).
+Components label_runs(const uint8_t* mask, int64_t nx, int64_t ny, bool eight) {
+  struct Run {
+    int64_t y, x0, x1;  // row y, columns [x0, x1)
+  };
+  std::vector<Run> runs;
+  std::vector<int32_t> parent;  // union-find over runs; a set's root is its first run
+  const auto find = [&parent](int32_t a) {
+    while (parent[a] != a) a = parent[a] = parent[parent[a]];
+    return a;
+  };
+  const int64_t reach = eight ? 1 : 0;  // how far past its ends a run touches the row above
+  size_t above_begin = 0, above_end = 0;  // the previous row's runs
+  for (int64_t y = 0; y < ny; ++y) {
+    const uint8_t* row = mask + y * nx;
+    const size_t row_begin = runs.size();
+    size_t j = above_begin;  // the first run above that may still touch this row's next run
+    for (int64_t x = 0; x < nx;) {
+      if (!row[x]) {
+        ++x;
+        continue;
+      }
+      const int64_t x0 = x;
+      while (x < nx && row[x]) ++x;
+      const int32_t id = static_cast<int32_t>(runs.size());
+      runs.push_back({y, x0, x});
+      parent.push_back(id);
+      while (j < above_end && runs[j].x1 + reach <= x0) ++j;  // wholly left of this run, and of the next
+      for (size_t k = j; k < above_end && runs[k].x0 < x + reach; ++k) {
+        const int32_t a = find(id), b = find(static_cast<int32_t>(k));
+        if (a != b) parent[std::max(a, b)] = std::min(a, b);
+      }
     }
-    c.size.push_back(size);
+    above_begin = row_begin;
+    above_end = runs.size();
+  }
+  Components c;
+  c.label.assign(nx * ny, 0);
+  c.size.push_back(0);
+  std::vector<int32_t> number(runs.size());
+  for (size_t i = 0; i < runs.size(); ++i) {
+    const int32_t root = find(static_cast<int32_t>(i));
+    if (root == static_cast<int32_t>(i)) {
+      number[i] = ++c.count;
+      c.size.push_back(0);
+    } else {
+      number[i] = number[root];  // root < i: numbered already
+    }
+    const Run& r = runs[i];
+    c.size[number[i]] += r.x1 - r.x0;
+    std::fill(c.label.begin() + r.y * nx + r.x0, c.label.begin() + r.y * nx + r.x1, number[i]);
   }
   return c;
 }
@@ -84,14 +115,7 @@ void distance_1d(float* f, int64_t n, int64_t stride, std::vector<float>& buf, s
 }  // namespace
 
 Components components_2d(const uint8_t* mask, int64_t nx, int64_t ny) {
-  return flood_components(mask, nx * ny, [nx, ny](int64_t p, auto&& visit) {
-    const int64_t x = p % nx, y = p / nx;
-    for (int64_t dy = -1; dy <= 1; ++dy)
-      for (int64_t dx = -1; dx <= 1; ++dx) {
-        const int64_t xx = x + dx, yy = y + dy;
-        if ((dx || dy) && xx >= 0 && xx < nx && yy >= 0 && yy < ny) visit(yy * nx + xx);
-      }
-  });
+  return label_runs(mask, nx, ny, /*eight=*/true);
 }
 
 // Slice by slice, then across slices: each slice's 4-connected pieces are
@@ -107,13 +131,7 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
   std::vector<Components> pieces(nz);
   cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {
     for (int64_t z = z0; z < z1; ++z)
-      pieces[z] = flood_components(mask + z * plane, plane, [nx, ny](int64_t p, auto&& visit) {
-        const int64_t x = p % nx, y = p / nx;
-        if (x > 0) visit(p - 1);
-        if (x + 1 < nx) visit(p + 1);
-        if (y > 0) visit(p - nx);
-        if (y + 1 < ny) visit(p + nx);
-      });
+      pieces[z] = label_runs(mask + z * plane, nx, ny, /*eight=*/false);
   });
   std::vector<int64_t> offset(nz + 1, 0);  // piece k of slice z is global piece offset[z] + k
   for (int64_t z = 0; z < nz; ++z) offset[z + 1] = offset[z] + pieces[z].count;
@@ -168,13 +186,7 @@ void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny, int64_t max_hole_pixel
   const int64_t n = nx * ny;
   std::vector<uint8_t> background(n);
   for (int64_t p = 0; p < n; ++p) background[p] = !mask[p];
-  const Components c = flood_components(background.data(), n, [nx, ny](int64_t p, auto&& visit) {
-    const int64_t x = p % nx, y = p / nx;
-    if (x > 0) visit(p - 1);
-    if (x + 1 < nx) visit(p + 1);
-    if (y > 0) visit(p - nx);
-    if (y + 1 < ny) visit(p + nx);
-  });
+  const Components c = label_runs(background.data(), nx, ny, /*eight=*/false);
   std::vector<uint8_t> fill(c.count + 1, 1);
   fill[0] = 0;
   for (int64_t x = 0; x < nx; ++x) fill[c.label[x]] = fill[c.label[(ny - 1) * nx + x]] = 0;

@@ -138,6 +138,76 @@ TEST_CASE("components_3d (slices in parallel, joined by union-find) equals a 3-D
   }
 }
 
+// The plain definition in 2-D: a flood fill from each unlabelled pixel in
+// raster order, through the 4 or 8 neighbours.
+static Components flood_2d_reference(const std::vector<uint8_t>& m, int64_t nx, int64_t ny, bool eight) {
+  Components c;
+  c.label.assign(m.size(), 0);
+  c.size.push_back(0);
+  std::vector<int64_t> stack;
+  for (int64_t start = 0; start < int64_t(m.size()); ++start) {
+    if (!m[start] || c.label[start]) continue;
+    c.label[start] = ++c.count;
+    c.size.push_back(0);
+    stack.push_back(start);
+    while (!stack.empty()) {
+      const int64_t p = stack.back();
+      stack.pop_back();
+      ++c.size[c.count];
+      for (int64_t dy = -1; dy <= 1; ++dy)
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          if ((dx == 0 && dy == 0) || (!eight && dx != 0 && dy != 0)) continue;
+          const int64_t x = p % nx + dx, y = p / nx + dy;
+          if (x < 0 || x >= nx || y < 0 || y >= ny) continue;
+          const int64_t i = y * nx + x;
+          if (m[i] && !c.label[i]) {
+            c.label[i] = c.count;
+            stack.push_back(i);
+          }
+        }
+    }
+  }
+  return c;
+}
+
+TEST_CASE("components_2d (runs joined by union-find) equals an 8-connected flood fill; fill_holes_2d a 4-connected one") {
+  std::mt19937 rng(3);
+  // Around 2-D site percolation (0.41 for 8 neighbours, 0.59 for 4): pieces of
+  // every shape, corner contacts, and runs that join only several rows later.
+  for (const auto& [nx, ny, density] : {std::tuple{1, 1, 1.0}, std::tuple{9, 1, 0.5}, std::tuple{1, 9, 0.5},
+                                        std::tuple{23, 17, 0.3}, std::tuple{64, 48, 0.41}, std::tuple{64, 48, 0.59},
+                                        std::tuple{50, 50, 0.8}, std::tuple{12, 12, 0.0}, std::tuple{12, 12, 1.0}}) {
+    CAPTURE(nx);
+    CAPTURE(ny);
+    CAPTURE(density);
+    std::bernoulli_distribution on(density);
+    std::vector<uint8_t> m(size_t(nx) * ny);
+    for (auto& v : m) v = on(rng);
+    const Components want = flood_2d_reference(m, nx, ny, true);
+    const Components got = components_2d(m.data(), nx, ny);
+    CHECK(got.count == want.count);
+    CHECK(got.size == want.size);
+    CHECK(got.label == want.label);  // the same numbering, not only the same partition
+    // Holes: 4-connected background pieces that touch no border, up to a size.
+    std::vector<uint8_t> background(m.size());
+    for (size_t i = 0; i < m.size(); ++i) background[i] = !m[i];
+    const Components holes = flood_2d_reference(background, nx, ny, false);
+    for (const int64_t max_hole : {int64_t{2}, INT64_MAX}) {
+      std::vector<uint8_t> filled = m, expected = m;
+      fill_holes_2d(filled.data(), nx, ny, max_hole);
+      for (int64_t p = 0; p < int64_t(m.size()); ++p) {
+        const int32_t k = holes.label[p];
+        if (!k || holes.size[k] > max_hole) continue;
+        bool open = false;
+        for (int64_t q = 0; q < int64_t(m.size()); ++q)
+          if (holes.label[q] == k && (q % nx == 0 || q % nx == nx - 1 || q / nx == 0 || q / nx == ny - 1)) open = true;
+        if (!open) expected[p] = 1;
+      }
+      CHECK(filled == expected);
+    }
+  }
+}
+
 TEST_CASE("fill_holes_2d fills enclosed background and nothing open to the border") {
   std::vector<uint8_t> m(7 * 7, 0);
   for (int i = 1; i < 6; ++i) m[1 * 7 + i] = m[5 * 7 + i] = m[i * 7 + 1] = m[i * 7 + 5] = 1;
