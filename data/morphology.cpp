@@ -19,14 +19,16 @@ int32_t Components::largest() const {
 
 namespace {
 
-// Connected components of a 2-D mask, by runs. Each row's foreground runs are
-// joined by union-find with the runs of the row above that they touch (that
-// overlap them, or with `eight` also touch them at a corner), then numbered in
-// raster order of their first pixel -- the numbering a flood fill started at
-// every unlabelled pixel in raster order gives. Why runs: the flood fill visited
-// every pixel's neighbours, with a division for its coordinates each time, and
-// was most of the lung extraction's time (docs/data.md).
-Components label_runs(const uint8_t* mask, int64_t nx, int64_t ny, bool eight) {
+// Connected components of a 2-D mask, by runs, written into `label` (nx * ny
+// values, every one written: 0 off the mask); returns each component's size
+// (sizes[0] = 0 stands for the background). Each row's foreground runs are joined
+// by union-find with the runs of the row above that they touch (that overlap
+// them, or with `eight` also touch them at a corner), then numbered in raster
+// order of their first pixel -- the numbering a flood fill started at every
+// unlabelled pixel in raster order gives. Why runs: the flood fill visited every
+// pixel's neighbours, with a division for its coordinates each time, and was
+// most of the lung extraction's time (docs/data.md).
+std::vector<int64_t> label_runs(const uint8_t* mask, int64_t nx, int64_t ny, bool eight, int32_t* label) {
   struct Run {
     int64_t y, x0, x1;  // row y, columns [x0, x1)
   };
@@ -44,7 +46,7 @@ Components label_runs(const uint8_t* mask, int64_t nx, int64_t ny, bool eight) {
     size_t j = above_begin;  // the first run above that may still touch this row's next run
     for (int64_t x = 0; x < nx;) {
       if (!row[x]) {
-        ++x;
+        label[y * nx + x++] = 0;
         continue;
       }
       const int64_t x0 = x;
@@ -61,22 +63,28 @@ Components label_runs(const uint8_t* mask, int64_t nx, int64_t ny, bool eight) {
     above_begin = row_begin;
     above_end = runs.size();
   }
-  Components c;
-  c.label.assign(nx * ny, 0);
-  c.size.push_back(0);
+  std::vector<int64_t> sizes{0};
   std::vector<int32_t> number(runs.size());
   for (size_t i = 0; i < runs.size(); ++i) {
     const int32_t root = find(static_cast<int32_t>(i));
     if (root == static_cast<int32_t>(i)) {
-      number[i] = ++c.count;
-      c.size.push_back(0);
+      number[i] = static_cast<int32_t>(sizes.size());
+      sizes.push_back(0);
     } else {
       number[i] = number[root];  // root < i: numbered already
     }
     const Run& r = runs[i];
-    c.size[number[i]] += r.x1 - r.x0;
-    std::fill(c.label.begin() + r.y * nx + r.x0, c.label.begin() + r.y * nx + r.x1, number[i]);
+    sizes[number[i]] += r.x1 - r.x0;
+    std::fill(label + r.y * nx + r.x0, label + r.y * nx + r.x1, number[i]);
   }
+  return sizes;
+}
+
+Components components_of(const uint8_t* mask, int64_t nx, int64_t ny, bool eight) {
+  Components c;
+  c.label.resize(nx * ny);
+  c.size = label_runs(mask, nx, ny, eight, c.label.data());
+  c.count = static_cast<int32_t>(c.size.size() - 1);
   return c;
 }
 
@@ -115,7 +123,7 @@ void distance_1d(float* f, int64_t n, int64_t stride, std::vector<float>& buf, s
 }  // namespace
 
 Components components_2d(const uint8_t* mask, int64_t nx, int64_t ny) {
-  return label_runs(mask, nx, ny, /*eight=*/true);
+  return components_of(mask, nx, ny, /*eight=*/true);
 }
 
 // Slice by slice, then across slices: each slice's 4-connected pieces are
@@ -128,13 +136,18 @@ Components components_2d(const uint8_t* mask, int64_t nx, int64_t ny) {
 // two cores).
 Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz) {
   const int64_t plane = nx * ny;
-  std::vector<Components> pieces(nz);
+  // Each slice's pieces are labelled straight into the result (piece k of
+  // slice z holds k there) and renumbered in place at the end: one label
+  // volume, not one per slice beside the result.
+  Components c;
+  c.label.resize(plane * nz);
+  std::vector<std::vector<int64_t>> piece_sizes(nz);
   cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {
     for (int64_t z = z0; z < z1; ++z)
-      pieces[z] = label_runs(mask + z * plane, nx, ny, /*eight=*/false);
+      piece_sizes[z] = label_runs(mask + z * plane, nx, ny, /*eight=*/false, c.label.data() + z * plane);
   });
   std::vector<int64_t> offset(nz + 1, 0);  // piece k of slice z is global piece offset[z] + k
-  for (int64_t z = 0; z < nz; ++z) offset[z + 1] = offset[z] + pieces[z].count;
+  for (int64_t z = 0; z < nz; ++z) offset[z + 1] = offset[z] + static_cast<int64_t>(piece_sizes[z].size()) - 1;
   CR_CHECK(offset[nz] < INT32_MAX, "components_3d: more than 2^31 pieces");
 
   // Union-find over global pieces; the root of a set is its smallest piece.
@@ -145,8 +158,8 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
     return a;
   };
   for (int64_t z = 1; z < nz; ++z) {
-    const std::vector<int32_t>& below = pieces[z - 1].label;
-    const std::vector<int32_t>& here = pieces[z].label;
+    const int32_t* below = c.label.data() + (z - 1) * plane;
+    const int32_t* here = c.label.data() + z * plane;
     for (int64_t p = 0; p < plane; ++p) {
       if (!here[p] || !below[p]) continue;
       const int32_t a = find(static_cast<int32_t>(offset[z] + here[p]));
@@ -155,8 +168,7 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
     }
   }
   // Final numbers, in the order of each set's smallest piece.
-  Components c;
-  c.size.push_back(0);
+  c.size.assign(1, 0);
   std::vector<int32_t> number(parent.size(), 0);
   for (int32_t g = 1; g < static_cast<int32_t>(parent.size()); ++g) {
     const int32_t root = find(g);
@@ -168,14 +180,12 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
     }
   }
   for (int64_t z = 0; z < nz; ++z)
-    for (int32_t k = 1; k <= pieces[z].count; ++k) c.size[number[offset[z] + k]] += pieces[z].size[k];
-  c.label.assign(plane * nz, 0);
+    for (size_t k = 1; k < piece_sizes[z].size(); ++k) c.size[number[offset[z] + k]] += piece_sizes[z][k];
   cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {
     for (int64_t z = z0; z < z1; ++z) {
-      const std::vector<int32_t>& local = pieces[z].label;
-      int32_t* out = c.label.data() + z * plane;
+      int32_t* slice = c.label.data() + z * plane;
       for (int64_t p = 0; p < plane; ++p)
-        if (local[p]) out[p] = number[offset[z] + local[p]];
+        if (slice[p]) slice[p] = number[offset[z] + slice[p]];
     }
   });
   return c;
@@ -186,7 +196,7 @@ void fill_holes_2d(uint8_t* mask, int64_t nx, int64_t ny, int64_t max_hole_pixel
   const int64_t n = nx * ny;
   std::vector<uint8_t> background(n);
   for (int64_t p = 0; p < n; ++p) background[p] = !mask[p];
-  const Components c = label_runs(background.data(), nx, ny, /*eight=*/false);
+  const Components c = components_of(background.data(), nx, ny, /*eight=*/false);
   std::vector<uint8_t> fill(c.count + 1, 1);
   fill[0] = 0;
   for (int64_t x = 0; x < nx; ++x) fill[c.label[x]] = fill[c.label[(ny - 1) * nx + x]] = 0;
