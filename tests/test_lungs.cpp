@@ -86,9 +86,11 @@ TEST_CASE("components_3d joins slices by faces only") {
   CHECK(components_3d(m, 2, 2, 2).count == 1);
 }
 
-// The plain definition: a 6-connected flood fill over the whole volume from
-// each unlabelled voxel in raster order (components numbered in that order).
-static Components flood_3d_reference(const std::vector<uint8_t>& m, int64_t nx, int64_t ny, int64_t nz) {
+// The plain definition of components: a flood fill from each unlabelled pixel
+// in raster order (components numbered in that order); `neighbours(p, visit)`
+// calls visit(q) for each neighbour q of p, which sets the connectivity.
+template <typename Neighbours>
+static Components flood_reference(const std::vector<uint8_t>& m, Neighbours&& neighbours) {
   Components c;
   c.label.assign(m.size(), 0);
   c.size.push_back(0);
@@ -102,19 +104,37 @@ static Components flood_3d_reference(const std::vector<uint8_t>& m, int64_t nx, 
       const int64_t p = stack.back();
       stack.pop_back();
       ++c.size[c.count];
-      const int64_t x = p % nx, y = (p / nx) % ny, z = p / (nx * ny);
-      const int64_t next[6][4] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
-      for (const auto& q : next) {
-        if (q[0] < 0 || q[0] >= nx || q[1] < 0 || q[1] >= ny || q[2] < 0 || q[2] >= nz) continue;
-        const int64_t i = (q[2] * ny + q[1]) * nx + q[0];
+      neighbours(p, [&](int64_t i) {
         if (m[i] && !c.label[i]) {
           c.label[i] = c.count;
           stack.push_back(i);
         }
-      }
+      });
     }
   }
   return c;
+}
+
+// 6-connected, over a whole volume.
+static Components flood_3d_reference(const std::vector<uint8_t>& m, int64_t nx, int64_t ny, int64_t nz) {
+  return flood_reference(m, [&](int64_t p, auto&& visit) {
+    const int64_t x = p % nx, y = (p / nx) % ny, z = p / (nx * ny);
+    const int64_t next[6][3] = {{x - 1, y, z}, {x + 1, y, z}, {x, y - 1, z}, {x, y + 1, z}, {x, y, z - 1}, {x, y, z + 1}};
+    for (const auto& q : next)
+      if (q[0] >= 0 && q[0] < nx && q[1] >= 0 && q[1] < ny && q[2] >= 0 && q[2] < nz) visit((q[2] * ny + q[1]) * nx + q[0]);
+  });
+}
+
+// 4- or 8-connected, in one slice.
+static Components flood_2d_reference(const std::vector<uint8_t>& m, int64_t nx, int64_t ny, bool eight) {
+  return flood_reference(m, [&](int64_t p, auto&& visit) {
+    for (int64_t dy = -1; dy <= 1; ++dy)
+      for (int64_t dx = -1; dx <= 1; ++dx) {
+        if ((dx == 0 && dy == 0) || (!eight && dx != 0 && dy != 0)) continue;
+        const int64_t x = p % nx + dx, y = p / nx + dy;
+        if (x >= 0 && x < nx && y >= 0 && y < ny) visit(y * nx + x);
+      }
+  });
 }
 
 TEST_CASE("components_3d (slices in parallel, joined by union-find) equals a 3-D flood fill") {
@@ -136,38 +156,6 @@ TEST_CASE("components_3d (slices in parallel, joined by union-find) equals a 3-D
     CHECK(got.size == want.size);
     CHECK(got.label == want.label);  // the same numbering, not only the same partition
   }
-}
-
-// The plain definition in 2-D: a flood fill from each unlabelled pixel in
-// raster order, through the 4 or 8 neighbours.
-static Components flood_2d_reference(const std::vector<uint8_t>& m, int64_t nx, int64_t ny, bool eight) {
-  Components c;
-  c.label.assign(m.size(), 0);
-  c.size.push_back(0);
-  std::vector<int64_t> stack;
-  for (int64_t start = 0; start < int64_t(m.size()); ++start) {
-    if (!m[start] || c.label[start]) continue;
-    c.label[start] = ++c.count;
-    c.size.push_back(0);
-    stack.push_back(start);
-    while (!stack.empty()) {
-      const int64_t p = stack.back();
-      stack.pop_back();
-      ++c.size[c.count];
-      for (int64_t dy = -1; dy <= 1; ++dy)
-        for (int64_t dx = -1; dx <= 1; ++dx) {
-          if ((dx == 0 && dy == 0) || (!eight && dx != 0 && dy != 0)) continue;
-          const int64_t x = p % nx + dx, y = p / nx + dy;
-          if (x < 0 || x >= nx || y < 0 || y >= ny) continue;
-          const int64_t i = y * nx + x;
-          if (m[i] && !c.label[i]) {
-            c.label[i] = c.count;
-            stack.push_back(i);
-          }
-        }
-    }
-  }
-  return c;
 }
 
 TEST_CASE("components_2d (runs joined by union-find) equals an 8-connected flood fill; fill_holes_2d a 4-connected one") {
