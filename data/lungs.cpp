@@ -237,32 +237,39 @@ LungPatch close_and_fill(const uint8_t* labels, uint8_t side, int64_t nx, int64_
 // min_dent_area are outline jitter that the closing has already dealt with.
 constexpr int kWallSectors = 360;
 
+// The sector of the direction (dx, dy) from the body's centre: a pseudo-angle in
+// [0, 4), monotonic in the true angle, without atan2, cut into kWallSectors.
+int wall_sector(double dx, double dy) {
+  const double l1 = std::abs(dx) + std::abs(dy);
+  if (l1 == 0) return 0;
+  double a = dy / l1;
+  if (dx < 0) a = 2 - a;
+  else if (dy < 0) a = 4 + a;
+  return std::min(kWallSectors - 1, int(a / 4 * kWallSectors));
+}
+
 void add_pleural_dents(uint8_t side, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
                        const SideAxis& axis, uint8_t* labels) {
-  // Hulls and dents lie inside the lung's bounding box: work there only.
+  // Hulls and dents lie inside the lung's bounding box: work there only, with
+  // each pixel's sector and squared radius from the body's centre worked out once.
   const PixelBox box = bounding_box(labels, nx, ny, 0, [side](uint8_t l) { return l == side; });
   if (box.empty()) return;
   const int64_t x0 = box.x0, y0 = box.y0, w = box.w, h = box.h, n = w * h;
-  auto at = [&](int64_t i) -> uint8_t& { return labels[(y0 + i / w) * nx + x0 + i % w]; };
-  auto sector = [&](int64_t i) {
-    // Pseudo-angle in [0, 4): monotonic in the true angle, without atan2.
-    const double dx = double(x0 + i % w) - body.cx, dy = double(y0 + i / w) - body.cy, l1 = std::abs(dx) + std::abs(dy);
-    if (l1 == 0) return 0;
-    double a = dy / l1;
-    if (dx < 0) a = 2 - a;
-    else if (dy < 0) a = 4 + a;
-    return std::min(kWallSectors - 1, int(a / 4 * kWallSectors));
-  };
-  auto radius2 = [&](int64_t i) {
-    const double dx = double(x0 + i % w) - body.cx, dy = double(y0 + i / w) - body.cy;
-    return dx * dx + dy * dy;
-  };
-  std::vector<uint8_t> lung(n);
+  std::vector<uint8_t> lung(n), occupied(n);  // this lung; either lung
+  std::vector<int16_t> sector(n);
+  std::vector<double> radius2(n);
   std::vector<double> reach(kWallSectors, -1.0);  // the lung's farthest squared radius per sector
-  for (int64_t i = 0; i < n; ++i) {
-    lung[i] = at(i) == side;
-    if (lung[i]) reach[sector(i)] = std::max(reach[sector(i)], radius2(i));
-  }
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      const int64_t i = y * w + x;
+      const uint8_t l = labels[(y0 + y) * nx + x0 + x];
+      const double dx = double(x0 + x) - body.cx, dy = double(y0 + y) - body.cy;
+      sector[i] = static_cast<int16_t>(wall_sector(dx, dy));
+      radius2[i] = dx * dx + dy * dy;
+      lung[i] = l == side;
+      occupied[i] = l != 0;
+      if (lung[i]) reach[sector[i]] = std::max(reach[sector[i]], radius2[i]);
+    }
   // Hulls of separate pieces: one hull over all would bridge organ between a
   // lung's pieces, such as the liver between the anterior and posterior recesses.
   const Components pieces = components_2d(lung.data(), w, h);
@@ -271,17 +278,22 @@ void add_pleural_dents(uint8_t side, int64_t nx, int64_t ny, const SliceBody& bo
   for (int32_t k = 1; k <= pieces.count; ++k) {
     for (int64_t i = 0; i < n; ++i) piece[i] = pieces.label[i] == k;
     convex_hull_2d(piece.data(), w, h, hull.data());
-    for (int64_t i = 0; i < n; ++i) {
-      if (!hull[i] || at(i)) continue;
-      const double c = double(axis.along_x ? x0 + i % w : y0 + i / w);
-      const double lung_reach = reach[sector(i)];
-      dent[i] = lung_reach >= 0 && radius2(i) > lung_reach && std::abs(c - body.middle) >= band;
-    }
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) {
+        const int64_t i = y * w + x;
+        if (!hull[i] || occupied[i]) continue;
+        const double c = double(axis.along_x ? x0 + x : y0 + y);
+        const double lung_reach = reach[sector[i]];
+        dent[i] = lung_reach >= 0 && radius2[i] > lung_reach && std::abs(c - body.middle) >= band;
+      }
   }
   const Components dents = components_2d(dent.data(), w, h);
   const double min_dent = o.min_dent_area * double(body.area);
-  for (int64_t i = 0; i < n; ++i)
-    if (dents.label[i] && double(dents.size[dents.label[i]]) >= min_dent) at(i) = side;
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x) {
+      const int32_t d = dents.label[y * w + x];
+      if (d && double(dents.size[d]) >= min_dent) labels[(y0 + y) * nx + x0 + x] = side;
+    }
 }
 
 // Levels in the input domain for the purity rules; -1 turns a rule off (they
