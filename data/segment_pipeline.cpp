@@ -120,8 +120,10 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   result.slice_has_lung = std::move(prepared.lungs.slice_has_lung);
   result.seconds.lungs = prepared.seconds;
 
-  result.probability = same_grid(ct, Intensity::Picture8Bit);
-  result.probability.description = "lesion probability";
+  if (options.keep_probability) {
+    result.probability = same_grid(ct, Intensity::Picture8Bit);
+    result.probability.description = "lesion probability";
+  }
   result.lesions = same_grid(ct, Intensity::Label);
   result.lesions.description = "lesion mask";
 
@@ -195,7 +197,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
     for_each_in_parallel(b.count, [&](int64_t k) {
       const int64_t z = todo[b.first + k];
       const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, b.placements[k]);
-      float* prob = result.probability.slice(z);
+      float* prob = options.keep_probability ? result.probability.slice(z) : nullptr;
       float* lesion = result.lesions.slice(z);
       const float* lung = result.lungs.slice(z);
       // Outside the box the network saw nothing: probability 0, as on slices without lung.
@@ -204,7 +206,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
           // Bilinear weights sum to 1 only up to rounding.
           const float v = std::clamp(p[y * box.nx + x], 0.f, 1.f);
           const int64_t i = order[(box.y0 + y) * lnx + box.x0 + x];
-          prob[i] = v;
+          if (prob) prob[i] = v;
           lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
         }
     });

@@ -37,6 +37,10 @@ struct SegmentOptions {
   // no cut (the whole slice goes in, as before). No cut either when the lung
   // extraction found only one lung. See lung_crop_box.
   double crop_margin = 0.02;
+  // False: the probability map is thresholded slice by slice and not kept
+  // (Segmentation::probability stays empty), one float volume less in memory;
+  // segment keeps it only for --save-prob.
+  bool keep_probability = true;
   // Called after each batch with (slices done, slices to segment); may print progress.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -48,7 +52,7 @@ struct StageSeconds {
 
 struct Segmentation {
   Volume lungs;        // Label: 0, 1 = right lung, 2 = left lung (the input's grid and geometry)
-  Volume probability;  // lesion probability in [0, 1], 0 outside segmented slices
+  Volume probability;  // lesion probability in [0, 1], 0 outside segmented slices (empty unless kept)
   Volume lesions;      // Label: 1 where probability > threshold and inside a lung
   std::vector<uint8_t> slice_has_lung;
   int64_t slices_segmented = 0;  // slices sent to the network

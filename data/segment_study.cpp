@@ -248,7 +248,9 @@ StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const Stu
 
     std::vector<StudyFigures> figures;
     for (StudyPart& p : parts) {
-      p.seg = segment_volume(p.ct, std::move(p.prepared), net, o.segment);
+      SegmentOptions segment = o.segment;
+      segment.keep_probability = o.save_probability;  // nothing else reads the map
+      p.seg = segment_volume(p.ct, std::move(p.prepared), net, segment);
       r.run.lungs_s += p.seg.seconds.lungs;
       r.run.network_s += p.seg.seconds.network;
       r.run.network_stages += p.seg.seconds.network_stages;
