@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "data/input_domain.h"
+#include "data/lung_passes.h"
 #include "data/morphology.h"
 #include "nn/error.h"
 
@@ -31,11 +32,7 @@ double dice(const Volume& a, const Volume& b, float which) {
 
 namespace {
 
-// How the image axes meet the patient's left-right axis (LPS x).
-struct SideAxis {
-  bool along_x;              // left-right runs along image x (else along y)
-  bool right_at_low_index;   // the patient's right has the smaller index
-};
+using namespace lung_passes;
 
 SideAxis side_axis(const Volume& v) {
   const bool along_x = std::abs(v.row_dir[0]) >= std::abs(v.col_dir[0]);
@@ -57,34 +54,6 @@ void for_each_slice(int64_t n, int threads, Fn&& fn) {
   work();
   for (auto& t : pool) t.join();
 }
-
-// The smallest rectangle holding every pixel where `holds(value)`, widened by
-// `margin` on each side and clamped to the slice: columns [x0, x0 + w), rows
-// [y0, y0 + h). Empty (w = 0) when no pixel holds.
-struct PixelBox {
-  int64_t x0 = 0, y0 = 0, w = 0, h = 0;
-  bool empty() const { return w == 0; }
-};
-template <typename Holds>
-PixelBox bounding_box(const uint8_t* mask, int64_t nx, int64_t ny, int64_t margin, Holds holds) {
-  int64_t lx = nx, ly = ny, hx = -1, hy = -1;
-  for (int64_t y = 0; y < ny; ++y)
-    for (int64_t x = 0; x < nx; ++x)
-      if (holds(mask[y * nx + x])) lx = std::min(lx, x), hx = std::max(hx, x), ly = std::min(ly, y), hy = std::max(hy, y);
-  PixelBox box;
-  if (hx < 0) return box;
-  box.x0 = std::max<int64_t>(0, lx - margin), box.y0 = std::max<int64_t>(0, ly - margin);
-  box.w = std::min(nx, hx + margin + 1) - box.x0, box.h = std::min(ny, hy + margin + 1) - box.y0;
-  return box;
-}
-
-// What the first pass learns about one slice.
-struct SliceBody {
-  int64_t area = 0;        // body pixels
-  double middle = 0;       // body centroid along the left-right axis (index units)
-  double width = 0;        // body extent along the left-right axis (pixels)
-  double cx = 0, cy = 0;   // body centroid (pixels): the centre the chest wall is seen from
-};
 
 // Body mask (largest bright component, holes filled) and the air inside it.
 SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const ClassicalLungOptions& o,
@@ -140,176 +109,12 @@ SliceBody body_and_air(const float* domain, int64_t nx, int64_t ny, const Classi
   return s;
 }
 
-// Splits one component that straddles the midline into two: erode (through the
-// distance transform) until it falls apart into a part on each side, then give
-// every pixel to the nearer core along paths inside the component. Falls back
-// to cutting at the midline when it never falls apart (fused lungs).
-void split_merged(const std::vector<uint8_t>& piece, int64_t nx, int64_t ny, const SideAxis& axis, double middle,
-                  uint8_t* out_labels) {
-  const int64_t n = nx * ny;
-  auto coord = [&](int64_t p) { return double(axis.along_x ? p % nx : p / nx); };
-  auto label_of_side = [&](double c) {
-    const bool low = c < middle;
-    return uint8_t(low == axis.right_at_low_index ? kRightLung : kLeftLung);
-  };
-  const auto dist = squared_distance_to_background(piece.data(), nx, ny, true);
-  const float deepest = *std::max_element(dist.begin(), dist.end());
-  std::vector<uint8_t> core(n);
-  std::vector<uint8_t> seeds(n, 0);
-  bool split = false;
-  for (float r = 1; r * r < deepest && !split; r += 1) {
-    for (int64_t p = 0; p < n; ++p) core[p] = dist[p] > r * r;
-    const Components c = components_2d(core.data(), nx, ny);
-    if (c.count < 2) continue;
-    // The two largest cores, if they lie on opposite sides, are the two lungs.
-    std::vector<int32_t> order(c.count);
-    for (int32_t k = 0; k < c.count; ++k) order[k] = k + 1;
-    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return c.size[a] > c.size[b]; });
-    if (c.size[order[1]] * 20 < c.size[order[0]]) continue;
-    std::vector<double> sum(c.count + 1, 0.0);
-    for (int64_t p = 0; p < n; ++p)
-      if (c.label[p]) sum[c.label[p]] += coord(p);
-    const double c0 = sum[order[0]] / double(c.size[order[0]]), c1 = sum[order[1]] / double(c.size[order[1]]);
-    if ((c0 < middle) == (c1 < middle)) continue;
-    for (int64_t p = 0; p < n; ++p)
-      if (c.label[p] == order[0] || c.label[p] == order[1])
-        seeds[p] = label_of_side(c.label[p] == order[0] ? c0 : c1);
-    split = true;
-  }
-  if (!split) {
-    for (int64_t p = 0; p < n; ++p)
-      if (piece[p]) out_labels[p] = label_of_side(coord(p));
-    return;
-  }
-  // Breadth-first growth of both seeds at once inside the piece.
-  std::vector<int64_t> frontier, next;
-  for (int64_t p = 0; p < n; ++p)
-    if (seeds[p]) frontier.push_back(p);
-  while (!frontier.empty()) {
-    next.clear();
-    for (int64_t p : frontier) {
-      const int64_t x = p % nx, y = p / nx;
-      const int64_t nb[4] = {x > 0 ? p - 1 : -1, x + 1 < nx ? p + 1 : -1, y > 0 ? p - nx : -1,
-                             y + 1 < ny ? p + nx : -1};
-      for (int64_t q : nb)
-        if (q >= 0 && piece[q] && !seeds[q]) seeds[q] = seeds[p], next.push_back(q);
-    }
-    frontier.swap(next);
-  }
-  for (int64_t p = 0; p < n; ++p)
-    if (piece[p]) out_labels[p] = seeds[p] ? seeds[p] : label_of_side(coord(p));
-}
-
-// One lung's mask on its bounding box plus a margin wider than the closing disk.
-struct LungPatch {
-  int64_t x0 = 0, y0 = 0, w = 0, h = 0;
-  std::vector<uint8_t> mask;  // w * h
-};
-
-// Closes one lung's outline and fills its small holes on its patch (the same
-// result as on the whole slice, at a fraction of the cost).
-LungPatch close_and_fill(const uint8_t* labels, uint8_t side, int64_t nx, int64_t ny, float radius,
-                         int64_t max_hole) {
-  const PixelBox box =
-      bounding_box(labels, nx, ny, int64_t(std::ceil(radius)) + 2, [side](uint8_t l) { return l == side; });
-  LungPatch patch;
-  if (box.empty()) return patch;
-  patch.x0 = box.x0, patch.y0 = box.y0, patch.w = box.w, patch.h = box.h;
-  patch.mask.resize(patch.w * patch.h);
-  for (int64_t y = 0; y < patch.h; ++y)
-    for (int64_t x = 0; x < patch.w; ++x)
-      patch.mask[y * patch.w + x] = labels[(patch.y0 + y) * nx + patch.x0 + x] == side;
-  close_disk(patch.mask.data(), patch.w, patch.h, radius);
-  fill_holes_2d(patch.mask.data(), patch.w, patch.h, max_hole);
-  return patch;
-}
-
-// Dense lung against the chest wall (consolidation wider than the closing disk)
-// is above the air threshold and leaves a dent in the lung's outer outline. It
-// is taken back from the convex hull of each lung piece, but only where it sits
-// on the chest-wall side: farther from the body's centre than every pixel of the
-// lung in its direction (one of kWallSectors sectors around the centre, 0.6 to
-// 1.3 degrees wide: finer ones let rays slip past a crescent's tips). What a
-// lung wraps around lies nearer the centre than the lung and stays out: the
-// liver's or spleen's dome inside a basal crescent, the heart and hilum in the
-// medial concavity. Soft tissue in the band around the midline is sternum, spine
-// or mediastinum, so nothing is added there, and dents smaller than
-// min_dent_area are outline jitter that the closing has already dealt with.
-constexpr int kWallSectors = 360;
-
-// The sector of the direction (dx, dy) from the body's centre: a pseudo-angle in
-// [0, 4), monotonic in the true angle, without atan2, cut into kWallSectors.
-int wall_sector(double dx, double dy) {
-  const double l1 = std::abs(dx) + std::abs(dy);
-  if (l1 == 0) return 0;
-  double a = dy / l1;
-  if (dx < 0) a = 2 - a;
-  else if (dy < 0) a = 4 + a;
-  return std::min(kWallSectors - 1, int(a / 4 * kWallSectors));
-}
-
-void add_pleural_dents(uint8_t side, int64_t nx, int64_t ny, const SliceBody& body, const ClassicalLungOptions& o,
-                       const SideAxis& axis, uint8_t* labels) {
-  // Hulls and dents lie inside the lung's bounding box: work there only, with
-  // each pixel's sector and squared radius from the body's centre worked out once.
-  const PixelBox box = bounding_box(labels, nx, ny, 0, [side](uint8_t l) { return l == side; });
-  if (box.empty()) return;
-  const int64_t x0 = box.x0, y0 = box.y0, w = box.w, h = box.h, n = w * h;
-  std::vector<uint8_t> lung(n), occupied(n);  // this lung; either lung
-  std::vector<int16_t> sector(n);
-  std::vector<double> radius2(n);
-  std::vector<double> reach(kWallSectors, -1.0);  // the lung's farthest squared radius per sector
-  for (int64_t y = 0; y < h; ++y)
-    for (int64_t x = 0; x < w; ++x) {
-      const int64_t i = y * w + x;
-      const uint8_t l = labels[(y0 + y) * nx + x0 + x];
-      const double dx = double(x0 + x) - body.cx, dy = double(y0 + y) - body.cy;
-      sector[i] = static_cast<int16_t>(wall_sector(dx, dy));
-      radius2[i] = dx * dx + dy * dy;
-      lung[i] = l == side;
-      occupied[i] = l != 0;
-      if (lung[i]) reach[sector[i]] = std::max(reach[sector[i]], radius2[i]);
-    }
-  // Hulls of separate pieces: one hull over all would bridge organ between a
-  // lung's pieces, such as the liver between the anterior and posterior recesses.
-  const Components pieces = components_2d(lung.data(), w, h);
-  std::vector<uint8_t> dent(n, 0), piece(n), hull(n);
-  const double band = o.mediastinum_band * body.width;
-  for (int32_t k = 1; k <= pieces.count; ++k) {
-    for (int64_t i = 0; i < n; ++i) piece[i] = pieces.label[i] == k;
-    convex_hull_2d(piece.data(), w, h, hull.data());
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t i = y * w + x;
-        if (!hull[i] || occupied[i]) continue;
-        const double c = double(axis.along_x ? x0 + x : y0 + y);
-        const double lung_reach = reach[sector[i]];
-        dent[i] = lung_reach >= 0 && radius2[i] > lung_reach && std::abs(c - body.middle) >= band;
-      }
-  }
-  const Components dents = components_2d(dent.data(), w, h);
-  const double min_dent = o.min_dent_area * double(body.area);
-  for (int64_t y = 0; y < h; ++y)
-    for (int64_t x = 0; x < w; ++x) {
-      const int32_t d = dents.label[y * w + x];
-      if (d && double(dents.size[d]) >= min_dent) labels[(y0 + y) * nx + x0 + x] = side;
-    }
-}
-
 // Levels in the input domain for the purity rules; -1 turns a rule off (they
 // need HU: a windowed picture may show aerated lung as dark as air).
 struct PureAirLevels {
   float gas = -1;    // one slice alone: air pieces mostly below this are gas, not lung
   float lumen = -1;  // the airways' lumen
 };
-
-// "Central": within the airway band around the body's middle.
-bool is_central(double centroid, const SliceBody& body, const ClassicalLungOptions& o) {
-  return std::abs(centroid - body.middle) < o.airway_band * body.width;
-}
-bool is_airway_sized(double a, const SliceBody& body, const ClassicalLungOptions& o) {
-  return a >= o.min_part_area * double(body.area) && a < o.airway_max_area * double(body.area);
-}
 
 // Second pass on one slice, first half: drop noise, airways and (one slice
 // alone) pure gas, and label each remaining air piece with its side, splitting
@@ -363,57 +168,6 @@ void label_sides(const uint8_t* air, const float* domain, PureAirLevels levels, 
     if (k && side_label[k] && side_label[k] != 3) labels[p] = side_label[k];
     airway[p] = airway_piece[k];
   }
-}
-
-// Where the trachea or a main bronchus touches a lung through a wall thinner
-// than a pixel, it is part of that lung's air piece and label_sides cannot drop
-// it. Followed from the slice next to it, where it is a piece of its own: a
-// pure-air core (below `lumen`) of a lung piece that is central, airway-sized
-// and lies at least a quarter on the neighbour's airway is airway too. Only the
-// neighbour airway's surroundings are searched. Slices are visited one after
-// the other, down and then up, so that the airway is followed through any run
-// of merged slices.
-void follow_airways(const float* domain, float lumen, int64_t nx, int64_t ny, int64_t nz,
-                    const std::vector<SliceBody>& body, const ClassicalLungOptions& o, const SideAxis& axis,
-                    const uint8_t* labels, uint8_t* airway) {
-  const int64_t plane = nx * ny;
-  auto follow = [&](int64_t z, int64_t from) {
-    const SliceBody& b = body[z];
-    if (!b.area) return;
-    const uint8_t* seed = airway + from * plane;
-    const PixelBox box = bounding_box(seed, nx, ny, int64_t(std::ceil(o.airway_band * b.width)),
-                                      [](uint8_t a) { return a != 0; });
-    if (box.empty()) return;
-    const int64_t x0 = box.x0, y0 = box.y0, w = box.w, h = box.h;
-    std::vector<uint8_t> core(w * h);
-    const float* d = domain + z * plane;
-    const uint8_t* l = labels + z * plane;
-    for (int64_t y = 0; y < h; ++y)
-      for (int64_t x = 0; x < w; ++x) {
-        const int64_t p = (y0 + y) * nx + x0 + x;
-        core[y * w + x] = l[p] && d[p] < lumen;
-      }
-    const Components cores = components_2d(core.data(), w, h);
-    std::vector<double> sum(cores.count + 1, 0.0);
-    std::vector<int64_t> on_seed(cores.count + 1, 0);
-    for (int64_t i = 0; i < w * h; ++i) {
-      const int32_t k = cores.label[i];
-      if (!k) continue;
-      const int64_t p = (y0 + i / w) * nx + x0 + i % w;
-      sum[k] += double(axis.along_x ? p % nx : p / nx);
-      on_seed[k] += seed[p] != 0;
-    }
-    uint8_t* out = airway + z * plane;
-    for (int64_t i = 0; i < w * h; ++i) {
-      const int32_t k = cores.label[i];
-      if (!k) continue;
-      const double a = double(cores.size[k]);
-      if (4 * on_seed[k] >= cores.size[k] && is_central(sum[k] / a, b, o) && is_airway_sized(a, b, o))
-        out[(y0 + i / w) * nx + x0 + i % w] = 1;
-    }
-  };
-  for (int64_t z = 1; z < nz; ++z) follow(z, z - 1);
-  for (int64_t z = nz - 2; z >= 0; --z) follow(z, z + 1);
 }
 
 // Second half: fill each lung's holes (vessels, nodules), close its outline and
