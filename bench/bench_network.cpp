@@ -47,6 +47,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/process_stats.h"
 #include "kernels/cpu/threads.h"
 #include "model/covidrate_net.h"
 #include "nn/adam.h"
@@ -78,24 +79,9 @@ const std::vector<Case> kCases = {
     {Pass::InferPrepared, 1.0, 512},  // ours only
 };
 
-// A field of /proc/self/status ("VmRSS", "VmHWM") in bytes; 0 where absent.
-double proc_status_bytes(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return 1024.0 * std::stod(line.substr(field.size() + 1));
-  }
-  return 0;
-}
-
-double process_cpu_seconds() {
-  timespec t{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-  return static_cast<double>(t.tv_sec) + 1e-9 * static_cast<double>(t.tv_nsec);
-}
-
-// Sets the peak resident set (VmHWM) to the current one (Linux >= 4.0).
-void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+using bench::proc_status_bytes;
+using bench::process_cpu_seconds;
+using bench::reset_peak_rss;
 
 // A CT-like image in [0, 1] and a disk as the lesion mask.
 void make_batch(int64_t size, Tensor& image, Tensor& mask) {

@@ -15,20 +15,22 @@
 //   build/bench_pipeline [--benchmark_filter=lungs]
 //
 // Data: $COVIDRATE_DATA, else ../shared/data beside the source tree; without
-// it the program says so and exits 0. Counters: slices/s (wall) and cpu_ms/slice
-// (process CPU time, all threads: the work, nearly independent of other load).
+// it the program says so and exits 0. Counters: slices/s (wall), cpu_ms/slice
+// (process CPU time, all threads: the work, nearly independent of other load) and
+// peak_MB (how far the resident set's peak rose above the resident set before the
+// stage: its temporary memory and its result, with the study's volumes already held).
 #include <benchmark/benchmark.h>
 
 #include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <filesystem>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "bench/process_stats.h"
 #include "data/dicom.h"
 #include "data/image2d.h"
 #include "data/input_domain.h"
@@ -82,23 +84,22 @@ const Study& study() {
   return s;
 }
 
-void count(benchmark::State& state, double cpu_seconds) {
-  const double slices = double(study().ct.nz) * double(state.iterations());
-  state.counters["slices/s"] = benchmark::Counter(slices, benchmark::Counter::kIsRate);
-  state.counters["cpu_ms/slice"] = 1000.0 * cpu_seconds / slices;
-}
-
-// Runs `stage` once per iteration and counts its CPU time.
+// Runs `stage` once per iteration and counts its CPU time and peak memory.
 template <typename Stage>
 void run(benchmark::State& state, Stage stage) {
   const Study& s = study();
+  const double rss_before = bench::proc_status_bytes("VmRSS");
+  bench::reset_peak_rss();
   double cpu = 0;
   for (auto _ : state) {
-    const std::clock_t start = std::clock();
+    const double start = bench::process_cpu_seconds();
     stage(s);
-    cpu += double(std::clock() - start) / CLOCKS_PER_SEC;
+    cpu += bench::process_cpu_seconds() - start;
   }
-  count(state, cpu);
+  const double slices = double(s.ct.nz) * double(state.iterations());
+  state.counters["slices/s"] = benchmark::Counter(slices, benchmark::Counter::kIsRate);
+  state.counters["cpu_ms/slice"] = 1000.0 * cpu / slices;
+  state.counters["peak_MB"] = 1e-6 * (bench::proc_status_bytes("VmHWM") - rss_before);
 }
 
 void BM_read(benchmark::State& state) {
