@@ -19,6 +19,43 @@ int32_t Components::largest() const {
 
 namespace {
 
+// Disjoint sets of the members 0..n-1 (union-find with path halving) whose
+// root is always a set's smallest member, so that numbering the sets in the
+// order of their smallest members takes one pass: the numbering of a flood
+// fill, when members are pieces in raster order.
+class SmallestRootSets {
+ public:
+  explicit SmallestRootSets(size_t n = 0) : parent_(n) {
+    for (size_t i = 0; i < n; ++i) parent_[i] = static_cast<int32_t>(i);
+  }
+  int32_t add() {  // a new member in a set of its own
+    parent_.push_back(static_cast<int32_t>(parent_.size()));
+    return parent_.back();
+  }
+  int32_t find(int32_t a) {
+    while (parent_[a] != a) a = parent_[a] = parent_[parent_[a]];
+    return a;
+  }
+  void join(int32_t a, int32_t b) {
+    a = find(a), b = find(b);
+    if (a != b) parent_[std::max(a, b)] = std::min(a, b);
+  }
+  // number[i] for members i >= first: 1, 2, ... per set in the order of the
+  // sets' smallest members (0 for members below `first`); `count` gets the sets.
+  std::vector<int32_t> number_sets(int32_t first, int32_t& count) {
+    std::vector<int32_t> number(parent_.size(), 0);
+    count = 0;
+    for (int32_t i = first; i < static_cast<int32_t>(parent_.size()); ++i) {
+      const int32_t root = find(i);
+      number[i] = root == i ? ++count : number[root];  // root < i: numbered already
+    }
+    return number;
+  }
+
+ private:
+  std::vector<int32_t> parent_;
+};
+
 // Connected components of a 2-D mask, by runs, written into `label` (nx * ny
 // values, every one written: 0 off the mask); returns each component's size
 // (sizes[0] = 0 stands for the background). Each row's foreground runs are joined
@@ -33,11 +70,7 @@ std::vector<int64_t> label_runs(const uint8_t* mask, int64_t nx, int64_t ny, boo
     int64_t y, x0, x1;  // row y, columns [x0, x1)
   };
   std::vector<Run> runs;
-  std::vector<int32_t> parent;  // union-find over runs; a set's root is its first run
-  const auto find = [&parent](int32_t a) {
-    while (parent[a] != a) a = parent[a] = parent[parent[a]];
-    return a;
-  };
+  SmallestRootSets sets;  // over the runs, in raster order
   const int64_t reach = eight ? 1 : 0;  // how far past its ends a run touches the row above
   size_t above_begin = 0, above_end = 0;  // the previous row's runs
   for (int64_t y = 0; y < ny; ++y) {
@@ -51,28 +84,18 @@ std::vector<int64_t> label_runs(const uint8_t* mask, int64_t nx, int64_t ny, boo
       }
       const int64_t x0 = x;
       while (x < nx && row[x]) ++x;
-      const int32_t id = static_cast<int32_t>(runs.size());
       runs.push_back({y, x0, x});
-      parent.push_back(id);
+      const int32_t id = sets.add();
       while (j < above_end && runs[j].x1 + reach <= x0) ++j;  // wholly left of this run, and of the next
-      for (size_t k = j; k < above_end && runs[k].x0 < x + reach; ++k) {
-        const int32_t a = find(id), b = find(static_cast<int32_t>(k));
-        if (a != b) parent[std::max(a, b)] = std::min(a, b);
-      }
+      for (size_t k = j; k < above_end && runs[k].x0 < x + reach; ++k) sets.join(id, static_cast<int32_t>(k));
     }
     above_begin = row_begin;
     above_end = runs.size();
   }
-  std::vector<int64_t> sizes{0};
-  std::vector<int32_t> number(runs.size());
+  int32_t count = 0;
+  const std::vector<int32_t> number = sets.number_sets(0, count);
+  std::vector<int64_t> sizes(count + 1, 0);
   for (size_t i = 0; i < runs.size(); ++i) {
-    const int32_t root = find(static_cast<int32_t>(i));
-    if (root == static_cast<int32_t>(i)) {
-      number[i] = static_cast<int32_t>(sizes.size());
-      sizes.push_back(0);
-    } else {
-      number[i] = number[root];  // root < i: numbered already
-    }
     const Run& r = runs[i];
     sizes[number[i]] += r.x1 - r.x0;
     std::fill(label + r.y * nx + r.x0, label + r.y * nx + r.x1, number[i]);
@@ -150,35 +173,18 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
   for (int64_t z = 0; z < nz; ++z) offset[z + 1] = offset[z] + static_cast<int64_t>(piece_sizes[z].size()) - 1;
   CR_CHECK(offset[nz] < INT32_MAX, "components_3d: more than 2^31 pieces");
 
-  // Union-find over global pieces; the root of a set is its smallest piece.
-  std::vector<int32_t> parent(offset[nz] + 1);
-  for (size_t i = 0; i < parent.size(); ++i) parent[i] = static_cast<int32_t>(i);
-  const auto find = [&parent](int32_t a) {
-    while (parent[a] != a) a = parent[a] = parent[parent[a]];
-    return a;
-  };
+  // Pieces joined through faces between neighbouring slices (global piece 0 is
+  // the background), then numbered in the order of each set's smallest piece.
+  SmallestRootSets sets(static_cast<size_t>(offset[nz]) + 1);
   for (int64_t z = 1; z < nz; ++z) {
     const int32_t* below = c.label.data() + (z - 1) * plane;
     const int32_t* here = c.label.data() + z * plane;
-    for (int64_t p = 0; p < plane; ++p) {
-      if (!here[p] || !below[p]) continue;
-      const int32_t a = find(static_cast<int32_t>(offset[z] + here[p]));
-      const int32_t b = find(static_cast<int32_t>(offset[z - 1] + below[p]));
-      if (a != b) parent[std::max(a, b)] = std::min(a, b);
-    }
+    for (int64_t p = 0; p < plane; ++p)
+      if (here[p] && below[p])
+        sets.join(static_cast<int32_t>(offset[z] + here[p]), static_cast<int32_t>(offset[z - 1] + below[p]));
   }
-  // Final numbers, in the order of each set's smallest piece.
-  c.size.assign(1, 0);
-  std::vector<int32_t> number(parent.size(), 0);
-  for (int32_t g = 1; g < static_cast<int32_t>(parent.size()); ++g) {
-    const int32_t root = find(g);
-    if (root == g) {
-      number[g] = ++c.count;
-      c.size.push_back(0);
-    } else {
-      number[g] = number[root];  // root < g: numbered already
-    }
-  }
+  const std::vector<int32_t> number = sets.number_sets(1, c.count);
+  c.size.assign(c.count + 1, 0);
   for (int64_t z = 0; z < nz; ++z)
     for (size_t k = 1; k < piece_sizes[z].size(); ++k) c.size[number[offset[z] + k]] += piece_sizes[z][k];
   cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {

@@ -16,6 +16,9 @@ struct SynthSetReport {
   double mean_infection_rate = 0;
 };
 
+// The margin of the cut around the healthy lungs (below): segment's cut.
+inline constexpr double kSynthMargin = 0.02;
+
 // Pairs each infected slice in turn with randomly drawn healthy slices (seeded)
 // until ratio x N pairs exist, and writes them in the MedSeg layout:
 // out_dir/images/synth_NNNNN.png (grey), out_dir/masks/synth_NNNNN.png (0/255),
@@ -30,6 +33,6 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
                                    const std::vector<AnnotatedSlice>& healthy, double ratio, uint64_t seed,
                                    const std::string& out_dir,
                                    const std::function<void(int64_t, int64_t)>& progress = nullptr,
-                                   double margin = 0.02);
+                                   double margin = kSynthMargin);
 
 }  // namespace covidrate::data

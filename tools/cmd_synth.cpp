@@ -10,6 +10,7 @@
 #include "data/dataset.h"
 #include "data/synth_set.h"
 #include "nn/error.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 
@@ -48,7 +49,7 @@ int cmd_synth(int argc, char** argv) {
   std::string out_dir, split_file, train = default_under_data("medseg-semiseg/train"),
                        healthy_series = default_under_data("ct-healthy-tcga");
   uint64_t seed = 1;
-  double margin = 0.02;  // segment's cut (see data/synth_set.h)
+  double margin = kSynthMargin;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -72,9 +73,8 @@ int cmd_synth(int argc, char** argv) {
       healthy_series = value();
     } else if (a == "--margin") {
       const std::string v = value();
-      char* end = nullptr;
-      margin = std::strtod(v.c_str(), &end);
-      CR_CHECK(end && *end == '\0' && margin >= 0 && margin <= 1, "--margin: expected a number in [0, 1], got '" << v << "'");
+      margin = parse_number(a, v);
+      CR_CHECK(margin >= 0 && margin <= 1, "--margin: expected a number in [0, 1], got '" << v << "'");
     } else {
       usage(stderr);
       CR_FAIL("unknown option " << a);
