@@ -4,6 +4,7 @@
 #include <climits>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "kernels/cpu/threads.h"
 #include "nn/error.h"
@@ -105,7 +106,7 @@ std::vector<int64_t> label_runs(const uint8_t* mask, int64_t nx, int64_t ny, boo
 
 Components components_of(const uint8_t* mask, int64_t nx, int64_t ny, bool eight) {
   Components c;
-  c.label.resize(nx * ny);
+  c.label.resize(nx * ny);  // uninitialized: label_runs writes every value
   c.size = label_runs(mask, nx, ny, eight, c.label.data());
   c.count = static_cast<int32_t>(c.size.size() - 1);
   return c;
@@ -163,7 +164,7 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
   // slice z holds k there) and renumbered in place at the end: one label
   // volume, not one per slice beside the result.
   Components c;
-  c.label.resize(plane * nz);
+  c.label.resize(plane * nz);  // uninitialized: label_runs writes every value
   std::vector<std::vector<int64_t>> piece_sizes(nz);
   cpu::parallel_for(nz, 1, [&](int64_t z0, int64_t z1) {
     for (int64_t z = z0; z < z1; ++z)
@@ -173,16 +174,28 @@ Components components_3d(const uint8_t* mask, int64_t nx, int64_t ny, int64_t nz
   for (int64_t z = 0; z < nz; ++z) offset[z + 1] = offset[z] + static_cast<int64_t>(piece_sizes[z].size()) - 1;
   CR_CHECK(offset[nz] < INT32_MAX, "components_3d: more than 2^31 pieces");
 
-  // Pieces joined through faces between neighbouring slices (global piece 0 is
-  // the background), then numbered in the order of each set's smallest piece.
+  // The pairs of pieces that touch through the face between slices z - 1 and
+  // z, found for all faces in parallel: the scan reads the whole volume, the
+  // pairs are few (a lung's pixels touch the same piece for long stretches, so
+  // only changes of pair are kept). Pieces are global numbers: global piece 0
+  // is the background.
+  std::vector<std::vector<std::pair<int32_t, int32_t>>> touching(nz);
+  cpu::parallel_for(nz - 1, 1, [&](int64_t f0, int64_t f1) {
+    for (int64_t z = f0 + 1; z <= f1; ++z) {
+      const int32_t* below = c.label.data() + (z - 1) * plane;
+      const int32_t* here = c.label.data() + z * plane;
+      auto& pairs = touching[z];
+      for (int64_t p = 0; p < plane; ++p) {
+        if (!here[p] || !below[p]) continue;
+        const std::pair pair{static_cast<int32_t>(offset[z] + here[p]), static_cast<int32_t>(offset[z - 1] + below[p])};
+        if (pairs.empty() || pairs.back() != pair) pairs.push_back(pair);
+      }
+    }
+  });
+  // Joined, then numbered in the order of each set's smallest piece.
   SmallestRootSets sets(static_cast<size_t>(offset[nz]) + 1);
-  for (int64_t z = 1; z < nz; ++z) {
-    const int32_t* below = c.label.data() + (z - 1) * plane;
-    const int32_t* here = c.label.data() + z * plane;
-    for (int64_t p = 0; p < plane; ++p)
-      if (here[p] && below[p])
-        sets.join(static_cast<int32_t>(offset[z] + here[p]), static_cast<int32_t>(offset[z - 1] + below[p]));
-  }
+  for (const auto& pairs : touching)
+    for (const auto& [here, below] : pairs) sets.join(here, below);
   const std::vector<int32_t> number = sets.number_sets(1, c.count);
   c.size.assign(c.count + 1, 0);
   for (int64_t z = 0; z < nz; ++z)

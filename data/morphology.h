@@ -8,12 +8,14 @@
 #include <cstdint>
 #include <vector>
 
+#include "data/uninitialized.h"
+
 namespace covidrate::data {
 
 // Component labels: 0 = background, 1..count = components; size[k] is the pixel
 // count of component k (size[0] is unused and 0).
 struct Components {
-  std::vector<int32_t> label;
+  UninitializedVector<int32_t> label;  // written whole by whoever labels
   std::vector<int64_t> size;
   int32_t count = 0;
   int32_t largest() const;  // the label of the biggest component, 0 if none
