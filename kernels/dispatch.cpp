@@ -148,6 +148,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
 void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                           bool accumulate) {
   check_float("conv2d_backward_data", dy);
+  CR_CHECK(!p.relu, "conv2d_backward_data: a convolution with its ReLU fused (ConvParams::relu) is forward only");
   check_like("conv2d_backward_data", "weight", w, dy);
   check_like("conv2d_backward_data", "dx", dx, dy);
   check_shape("conv2d_backward_data", "dy", dy, conv2d_out_shape(dx.shape(), w.shape(), p));
@@ -157,6 +158,7 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p
 void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw,
                             Tensor* dbias) {
   check_float("conv2d_backward_filter", dy);
+  CR_CHECK(!p.relu, "conv2d_backward_filter: a convolution with its ReLU fused (ConvParams::relu) is forward only");
   check_like("conv2d_backward_filter", "x", x, dy);
   check_like("conv2d_backward_filter", "dw", dw, dy);
   check_shape("conv2d_backward_filter", "dy", dy, conv2d_out_shape(x.shape(), dw.shape(), p));

@@ -33,6 +33,11 @@ struct ConvParams {
   int stride = 1;
   int pad = 0;
   int dilation = 1;
+  // Forward only (inference): y = max(conv + bias, 0), the ReLU applied as y is
+  // stored instead of by a pass of its own over y (NaN becomes 0, as relu_forward
+  // does). The backward ops refuse it: under training the ReLU is its own op on
+  // the tape.
+  bool relu = false;
   // "same" padding for an odd kernel: keeps H, W at stride 1 and halves them at stride 2.
   static ConvParams same(int kernel, int stride = 1, int dilation = 1) {
     return {stride, dilation * (kernel - 1) / 2, dilation};

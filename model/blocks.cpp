@@ -38,11 +38,18 @@ template <class Conv> ag::Var sum_of(const std::vector<Conv>& convs, const ag::V
   return sum;
 }
 
-// The one conv of a conv (+ BN) in the inference form.
-InferenceConv fold_one(const Conv2d& conv, const BatchNorm2d* bn, DType compute) {
-  if (!bn) return fold_for_inference({&conv}, nullptr, compute).front();
-  const ChannelAffine affine = batchnorm_affine(*bn);
-  return fold_for_inference({&conv}, &affine, compute).front();
+// The one conv of a conv (+ BN) (+ ReLU) in the inference form. The ReLU is
+// fused into the convolution (ConvParams::relu): one pass less over its output.
+InferenceConv fold_one(const Conv2d& conv, const BatchNorm2d* bn, bool relu, DType compute) {
+  InferenceConv folded;
+  if (bn) {
+    const ChannelAffine affine = batchnorm_affine(*bn);
+    folded = fold_for_inference({&conv}, &affine, compute).front();
+  } else {
+    folded = fold_for_inference({&conv}, nullptr, compute).front();
+  }
+  folded.params.relu = relu;
+  return folded;
 }
 }  // namespace
 
@@ -54,7 +61,7 @@ ConvBnRelu::ConvBnRelu(const BlockSite& site, const std::string& conv_name, cons
       bn_(site.store, site.name + "." + bn_name, out_channels) {}
 
 ag::Var ConvBnRelu::forward(const ag::Var& x) const {
-  if (inference_) return ag::relu(inference_->forward(x));
+  if (inference_) return inference_->forward(x);  // BN folded in, ReLU fused
   if (folds_batchnorm(*this, x)) return ag::relu(conv_bn_eval(conv_, bn_, x));
   return ag::relu(bn_.forward(conv_.forward(x)));
 }
@@ -65,7 +72,7 @@ void ConvBnRelu::set_training(bool training) {
   if (training) inference_.reset();
 }
 
-void ConvBnRelu::prepare_inference(DType compute) { inference_ = fold_one(conv_, &bn_, compute); }
+void ConvBnRelu::prepare_inference(DType compute) { inference_ = fold_one(conv_, &bn_, /*relu=*/true, compute); }
 
 // ---------------------------------------------------------------- EncoderUnit
 namespace {
@@ -115,7 +122,7 @@ void EncoderUnit::prepare_inference(DType compute) {
   first_.prepare_inference(compute);
   second_.prepare_inference(compute);
   inference_ = Inference{cast_for_inference(se_, compute), std::nullopt};
-  if (shortcut_) inference_->shortcut = fold_one(*shortcut_, &*shortcut_bn_, compute);
+  if (shortcut_) inference_->shortcut = fold_one(*shortcut_, &*shortcut_bn_, /*relu=*/false, compute);
 }
 
 // ---------------------------------------------------------------- EncoderBlock
@@ -178,7 +185,8 @@ ag::Var DecoderBlock::forward(const ag::Var& x, const ag::Var& skip) const {
   CR_CHECK(up.value().h() == skip.value().h() && up.value().w() == skip.value().w(),
            "DecoderBlock '" << name() << "': upsampled path " << up.value().shape().str()
                             << " and skip " << skip.value().shape().str() << " differ in size");
-  const ag::Var transition = ag::relu(inference_ ? inference_->transition.forward(skip) : transition_.forward(skip));
+  const ag::Var transition =
+      inference_ ? inference_->transition.forward(skip) /* ReLU fused */ : ag::relu(transition_.forward(skip));
   const ag::Var fused = fuse_.forward(ag::concat({up, transition}));
   return inference_ ? inference_->se.forward(fused) : se_.forward(fused);
 }
@@ -193,7 +201,7 @@ void DecoderBlock::set_training(bool training) {
 void DecoderBlock::prepare_inference(DType compute) {
   up_.prepare_inference(compute);
   fuse_.prepare_inference(compute);
-  inference_ = Inference{fold_one(transition_, nullptr, compute), cast_for_inference(se_, compute)};
+  inference_ = Inference{fold_one(transition_, nullptr, /*relu=*/true, compute), cast_for_inference(se_, compute)};
 }
 
 }  // namespace covidrate::model

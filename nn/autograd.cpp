@@ -172,8 +172,10 @@ NoGrad::~NoGrad() { current_tape = saved_; }
 Var conv2d(const Var& x, const Var& w, const Var& b, const ConvParams& p) {
   const Tensor& xv = x.value();
   Tensor y = empty_like(xv, conv2d_out_shape(xv.shape(), w.value().shape(), p));
-  ops::conv2d_forward(xv, w.value(), b.defined() ? &b.value() : nullptr, p, y);
   Tape* tape = recording({&x, &w, &b});
+  CR_CHECK(!p.relu || !tape, "conv2d: a convolution with its ReLU fused (ConvParams::relu) has no backward; "
+                             "use it without a tape (NoGrad, the inference form)");
+  ops::conv2d_forward(xv, w.value(), b.defined() ? &b.value() : nullptr, p, y);
   Var out(y, tape != nullptr);
   if (tape) {
     tape->record(out, [x, w, b, p](const Tensor& dy) {

@@ -13,6 +13,7 @@
 
 #include "kernels/cpu/conv2d_direct.h"
 #include "kernels/ops.h"
+#include "nn/autograd.h"
 #include "tests/support/test_support.h"
 
 using namespace covidrate;
@@ -254,5 +255,67 @@ TEST_CASE("conv2d rejects bad arguments with a message naming the op and the sha
     Tensor y = Tensor::zeros({2, 6, 8, 9});
     check_error([&] { ops::conv2d_forward(x, w64, nullptr, same, y); },
                 {"conv2d_forward", "weight", "f64"});
+  }
+}
+
+// The inference form's fused ReLU (ConvParams::relu) must be exactly relu(conv):
+// the same sums, then max(., 0) as the values are stored, on every CPU path
+// (im2col bands, the 1x1 gemm, Winograd) and in bf16, whose f32 result is
+// rounded after the ReLU instead of before (the same value: rounding keeps sign
+// and zero).
+TEST_CASE("conv2d with a fused ReLU equals relu(conv2d) bit for bit, and has no backward") {
+  for (const Config& c : grid()) {
+    for (const DType dtype : {DType::F32, DType::F64, DType::BF16}) {
+      const std::string what = c.str() + " " + to_string(dtype);
+      INFO(what);
+      ConvParams p = c.params(), fused = p;
+      fused.relu = true;
+      const Tensor x = test::randn(c.x_shape(), 11, DType::F32).to(dtype);
+      const Tensor w = test::randn(c.w_shape(), 12, DType::F32, 0.3).to(dtype);
+      const Tensor bias = test::randn({c.cout}, 13, DType::F32).to(dtype);
+      const Tensor* b = c.bias ? &bias : nullptr;
+      Tensor plain = Tensor::full(c.y_shape(), NAN, dtype), want = Tensor::full(c.y_shape(), NAN, dtype);
+      Tensor got = Tensor::full(c.y_shape(), NAN, dtype);
+      ops::conv2d_forward(x, w, b, p, plain);
+      ops::relu_forward(plain, want);
+      ops::conv2d_forward(x, w, b, fused, got);
+      const std::vector<double> g = got.to(DType::F64).to_vector_f64(), r = want.to(DType::F64).to_vector_f64();
+      CHECK(g == r);
+      CHECK(std::count_if(r.begin(), r.end(), [](double v) { return v == 0; }) > 0);  // the ReLU did cut
+      if (dtype == DType::F64) {  // the reference loops fuse it the same way
+        Tensor direct = Tensor::empty(c.y_shape(), dtype), direct_plain = Tensor::empty(c.y_shape(), dtype);
+        cpu::direct::conv2d_forward(x, w, b, fused, direct);
+        cpu::direct::conv2d_forward(x, w, b, p, direct_plain);
+        std::vector<double> want_direct = direct_plain.to_vector_f64();
+        for (double& v : want_direct) v = v > 0 ? v : 0;
+        CHECK(direct.to_vector_f64() == want_direct);
+      }
+    }
+  }
+
+  SUBCASE("NaN becomes 0, as relu_forward makes it") {
+    Tensor x = Tensor::zeros({1, 1, 6, 6});
+    x.data<float>()[14] = NAN;
+    const Tensor w = Tensor::full({1, 1, 3, 3}, 1.0);
+    ConvParams fused = ConvParams::same(3);
+    fused.relu = true;
+    Tensor y = Tensor::full({1, 1, 6, 6}, -1.0);
+    ops::conv2d_forward(x, w, nullptr, fused, y);
+    for (double v : y.to_vector_f64()) CHECK(v == 0);
+  }
+
+  SUBCASE("the backward ops and the tape refuse it") {
+    ConvParams fused = ConvParams::same(3);
+    fused.relu = true;
+    const Tensor x = test::randn({1, 2, 5, 5}, 1), w = test::randn({3, 2, 3, 3}, 2);
+    Tensor dy = Tensor::zeros({1, 3, 5, 5}), dx = Tensor::zeros({1, 2, 5, 5}), dw = Tensor::zeros({3, 2, 3, 3});
+    check_error([&] { ops::conv2d_backward_data(dy, w, fused, dx, false); }, {"conv2d_backward_data", "forward only"});
+    check_error([&] { ops::conv2d_backward_filter(dy, x, fused, dw, nullptr); },
+                {"conv2d_backward_filter", "forward only"});
+    ag::Tape tape;
+    const ag::Var xv(x, true), wv(w, true);
+    check_error([&] { ag::conv2d(xv, wv, ag::Var(), fused); }, {"conv2d", "no backward"});
+    ag::NoGrad no_grad;  // without a tape it runs
+    CHECK(ag::conv2d(xv, wv, ag::Var(), fused).value().shape() == Shape{1, 3, 5, 5});
   }
 }

@@ -163,10 +163,15 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
         im2col(g, xb, 0, g.cin, r0, r1, col);
         gemm(false, false, g.cout, cols, g.k(), T(1), ws, g.k(), col, cols, T(0), out, g.out_plane());
       }
-      // The bias goes in while this band of y is still in cache.
-      for (int64_t co = 0; bs && co < g.cout; ++co) {
+      // The bias and the fused ReLU go in while this band of y is still in cache.
+      for (int64_t co = 0; (bs || p.relu) && co < g.cout; ++co) {
         T* row = out + co * g.out_plane();
-        for (int64_t q = 0; q < cols; ++q) row[q] += bs[co];
+        const T shift = bs ? bs[co] : T(0);
+        if (p.relu) {
+          for (int64_t q = 0; q < cols; ++q) row[q] = row[q] + shift > T(0) ? row[q] + shift : T(0);
+        } else {
+          for (int64_t q = 0; q < cols; ++q) row[q] += shift;
+        }
       }
     }
   });

@@ -54,7 +54,8 @@ template <class T> void forward(const Tensor& x, const Tensor& w, const Tensor* 
   T* ys = y.data<T>();
   for (int64_t yi = 0; yi < y.numel(); ++yi) {
     const int64_t co = yi / (g.ho * g.wo) % g.cout;
-    ys[yi] = static_cast<T>(acc[yi] + (bias ? double(bias->data<T>()[co]) : 0.0));
+    const double v = acc[yi] + (bias ? double(bias->data<T>()[co]) : 0.0);
+    ys[yi] = static_cast<T>(p.relu && !(v > 0) ? 0.0 : v);
   }
 }
 

@@ -241,13 +241,13 @@ void a_transpose_tiles(const T* __restrict m, int64_t step, int64_t n, T bias, T
   }
 }
 
-// y = (A^T m A) + bias, or y += A^T m A when accumulating, for every tile of
+// y = (A^T m A) + bias (then max(., 0) with relu), or y += A^T m A when accumulating, for every tile of
 // tile rows [r0, r1) of one image, m[e][co][t]. Each tile row goes through
 // two phase-major rows in `rows` (2 out_width() values), so an output whose
 // size is not a multiple of the tiling keeps only what fits.
 template <int kDil, class T>
-void transform_outputs(const Tiling& g, const T* m, const T* bias, int64_t r0, int64_t r1, T* rows,
-                       T* y, bool accumulate) {
+void transform_outputs(const Tiling& g, const T* m, const T* bias, bool relu, int64_t r0, int64_t r1,
+                       T* rows, T* y, bool accumulate) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
   const int64_t width = g.out_width(), dil = kDil ? kDil : g.dil;
   const int64_t step = position_stride(g.cout * tiles);
@@ -257,6 +257,8 @@ void transform_outputs(const Tiling& g, const T* m, const T* bias, int64_t r0, i
     for (int64_t r = r0; r < r1; ++r) {
       a_transpose_tiles(m + co * tiles + (r - r0) * g.tile_cols, step, g.tile_cols, b, rows,
                         rows + width);
+      if (relu)
+        for (int64_t j = 0; j < 2 * width; ++j) rows[j] = rows[j] > T(0) ? rows[j] : T(0);
       for (int i = 0; i < 2 && g.origin(r) + i * dil < g.ho; ++i) {
         phase_to_natural<kDil>(rows + i * width, g.wo, width, dil, accumulate,
                                         plane + (g.origin(r) + i * dil) * g.wo);
@@ -298,7 +300,7 @@ template <class T> struct BandScratch {
 // The 3x3 stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
 // (see transform_filters for w and `transposed`).
 template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w,
-                                 bool transposed, const T* bs, T* ys, bool accumulate) {
+                                 bool transposed, const T* bs, bool relu, T* ys, bool accumulate) {
   const int threads = num_threads();
   // Tile rows per band: about kBandTiles tiles, every thread busy, scratch bounded.
   const auto row_bytes = static_cast<size_t>(kPositions * (g.cin + g.cout) * g.tile_cols) * sizeof(T);
@@ -332,7 +334,7 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
              m + e * position_stride(g.cout * tiles), tiles);
       }
       with_dilation(g.dil, [&](auto dil) {
-        transform_outputs<dil()>(g, m, bs, r0, r1, row_buffer, y, accumulate);
+        transform_outputs<dil()>(g, m, bs, relu, r0, r1, row_buffer, y, accumulate);
       });
     }
   });
@@ -469,10 +471,10 @@ void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, cons
   const Tiling g(x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, p.dilation);
   if (x.dtype() == DType::F64) {
     return convolve<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
-                            bias ? bias->data<double>() : nullptr, y.data<double>(), false);
+                            bias ? bias->data<double>() : nullptr, p.relu, y.data<double>(), false);
   }
   convolve<float>(g, x.n(), x.data<float>(), w.data<float>(), false,
-                  bias ? bias->data<float>() : nullptr, y.data<float>(), false);
+                  bias ? bias->data<float>() : nullptr, p.relu, y.data<float>(), false);
 }
 
 // dx is dy convolved with the transposed, 180-degree-rotated filters, same
@@ -482,10 +484,10 @@ void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams&
                             bool accumulate) {
   const Tiling g(dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(), 2 * p.dilation - p.pad, p.dilation);
   if (dy.dtype() == DType::F64) {
-    return convolve<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr,
+    return convolve<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr, false,
                             dx.data<double>(), accumulate);
   }
-  convolve<float>(g, dy.n(), dy.data<float>(), w.data<float>(), true, nullptr, dx.data<float>(),
+  convolve<float>(g, dy.n(), dy.data<float>(), w.data<float>(), true, nullptr, false, dx.data<float>(),
                   accumulate);
 }
 

@@ -466,9 +466,13 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
                                      static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws,
                                      c.workspace_bytes, &kZero, plan.y, y.raw()),
              k);
-  // y += bias broadcast over N, H, W.
-  if (bias && k.bf16) add_channel_bias(*bias, y);
-  if (bias && !k.bf16) CONV_CHECK(cudnnAddTensor(ctx.cudnn, &kOne, plan.bias, bias->raw(), &kOne, plan.y, y.raw()), k);
+  // y += bias broadcast over N, H, W, then the fused ReLU: our one-pass epilogue
+  // for bf16 and wherever there is a ReLU, cuDNN's AddTensor for a plain f32 bias.
+  if ((bias && k.bf16) || p.relu) {
+    add_channel_bias(bias, y, p.relu);
+  } else if (bias) {
+    CONV_CHECK(cudnnAddTensor(ctx.cudnn, &kOne, plan.bias, bias->raw(), &kOne, plan.y, y.raw()), k);
+  }
 }
 
 void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,

@@ -24,11 +24,13 @@ Tensor copy_of(const Tensor& t, const Alloc& alloc) {
 }
 
 // ---------------------------------------------------------------- convolution
-OpCase conv_case(int kernel, int stride, int dilation, int64_t size) {
-  const ConvParams p = ConvParams::same(kernel, stride, dilation);
+// relu: the inference form's fused ReLU (ConvParams::relu), forward only.
+OpCase conv_case(int kernel, int stride, int dilation, int64_t size, bool relu = false) {
+  ConvParams p = ConvParams::same(kernel, stride, dilation);
+  p.relu = relu;
   OpCase c;
   c.name = "conv2d k" + std::to_string(kernel) + " s" + std::to_string(stride) + " d" +
-           std::to_string(dilation);
+           std::to_string(dilation) + (relu ? " fused relu" : "");
   c.inputs = {{{2, 3, size, size}},
               {{4, 3, kernel, kernel}, Gen::Normal, kParam},
               {{4}, Gen::Normal, kParam}};
@@ -37,11 +39,13 @@ OpCase conv_case(int kernel, int stride, int dilation, int64_t size) {
     ops::conv2d_forward(in[0], in[1], &in[2], p, y);
     return Tensors{y};
   };
-  c.backward = [p](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
-                   bool accumulate, const Alloc&) {
-    ops::conv2d_backward_data(dys[0], in[1], p, grads[0], accumulate);
-    ops::conv2d_backward_filter(dys[0], in[0], p, grads[1], &grads[2]);
-  };
+  if (!relu) {
+    c.backward = [p](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                     bool accumulate, const Alloc&) {
+      ops::conv2d_backward_data(dys[0], in[1], p, grads[0], accumulate);
+      ops::conv2d_backward_filter(dys[0], in[0], p, grads[1], &grads[2]);
+    };
+  }
   c.parity_rtol = 1e-4;
   c.parity_atol = 1e-4;  // sums of up to 3*7*7 products in float32
   // bf16: both sides sum exact products in f32, in different orders (cuDNN's
@@ -417,6 +421,11 @@ std::vector<OpCase> build_cases() {
   cases.push_back(conv_case(3, 1, 8, 9));
   cases.push_back(conv_case(7, 1, 1, 8));
   cases.push_back(conv_case(7, 2, 1, 9));
+  // The inference form's fused ReLU on the CUDA epilogue's two paths (f32 has
+  // cuDNN's own bias add without it) and the CPU's two (Winograd, im2col).
+  cases.push_back(conv_case(3, 1, 2, 7, /*relu=*/true));
+  cases.push_back(conv_case(1, 1, 1, 5, /*relu=*/true));
+  cases.push_back(conv_case(7, 2, 1, 9, /*relu=*/true));
   cases.push_back(bn_train_case());
   cases.push_back(bn_infer_case());
   cases.push_back(relu_case());
