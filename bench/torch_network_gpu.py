@@ -15,6 +15,9 @@ in the precisions
     tf32   float32, TF32 convs and matmuls   (ours: .../tf32)
     amp    float32 weights, torch.autocast(bfloat16)        (mixed precision)
     bf16   model and input cast to bfloat16  (inference only: eager bf16)
+    bf16_nhwc  the same in channels-last memory (NHWC): not a peer of ours (we
+           run NCHW), but what that layout is worth to cuDNN at these shapes,
+           the measurement that says whether an NHWC path would pay
 Each case: two warm-up steps, then steps until half a second has passed (at
 least 5), wall time to a synchronize per step, as bench_cuda_network measures.
 With --covidrate-json (bench_cuda_network's --benchmark_out JSON) it also
@@ -29,7 +32,7 @@ import sys
 import time
 
 # Keep in sync with kCases in bench/bench_cuda_network.cpp: (pass, size, batch, precisions).
-CASES = [("train", 352, 4, ["f32", "tf32", "amp"]), ("infer", 512, 16, ["f32", "tf32", "amp", "bf16"])]
+CASES = [("train", 352, 4, ["f32", "tf32", "amp"]), ("infer", 512, 16, ["f32", "tf32", "amp", "bf16", "bf16_nhwc"])]
 
 
 def run_case(torch, reference, pass_name, size, batch, precision):
@@ -39,9 +42,12 @@ def run_case(torch, reference, pass_name, size, batch, precision):
     torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float32
     net = reference.CovidRate(1.0).cuda().to(dtype)
     image = torch.rand(batch, 1, size, size, device="cuda", dtype=dtype)
+    if precision == "bf16_nhwc":
+        net = net.to(memory_format=torch.channels_last)
+        image = image.contiguous(memory_format=torch.channels_last)
     yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
     disk = (((yy - size // 2) ** 2 + (xx - size // 3) ** 2) < size * size // 25).float()
     mask = disk.expand(batch, 1, size, size).contiguous().cuda()
