@@ -12,10 +12,13 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <sstream>
 #include <vector>
 
+#include "data/gzip_writer.h"
 #include "data/nifti_affine.h"
+#include "kernels/cpu/threads.h"
 #include "nn/error.h"
 
 namespace covidrate::data {
@@ -405,15 +408,16 @@ void write_nifti(const std::string& path, const Volume& v, NiftiType type) {
   // failed write leaves any previous file intact.
   const std::string temp = path + ".tmp-" + std::to_string(::getpid());
   const bool gzip = ends_with_ci(path, ".gz");
+  FILE* file = std::fopen(temp.c_str(), "wb");
   // Level 1: four times faster than zlib's default on a 255-slice mask (0.12 s
-  // against 0.49 s for 67 MB), for a file of 1.2 MB instead of 0.9 MB.
-  gzFile gz = gzip ? gzopen(temp.c_str(), "wb1") : nullptr;
-  FILE* plain = gzip ? nullptr : std::fopen(temp.c_str(), "wb");
+  // against 0.49 s for 67 MB), for a file of 1.2 MB instead of 0.9 MB. Blocks
+  // compressed on all threads (data/gzip_writer.h).
+  std::optional<GzipWriter> gz;
+  if (gzip && file) gz.emplace(file, 1);
   const auto put = [&](const char* bytes, size_t n) {
-    return gz ? gzwrite(gz, bytes, static_cast<unsigned>(n)) == static_cast<int>(n)
-              : std::fwrite(bytes, 1, n, plain) == n;
+    return gz ? gz->write(bytes, n) : std::fwrite(bytes, 1, n, file) == n;
   };
-  bool ok = gz || plain;
+  bool ok = file != nullptr;
   if (ok) {
     const std::vector<char> header = header_bytes(v, type);
     ok = put(header.data(), header.size());
@@ -424,12 +428,14 @@ void write_nifti(const std::string& path, const Volume& v, NiftiType type) {
     std::vector<char> chunk(static_cast<size_t>(std::min(kChunk, v.voxel_count()) * bytes_each));
     for (int64_t at = 0; ok && at < v.voxel_count(); at += kChunk) {
       const int64_t n = std::min(kChunk, v.voxel_count() - at);
-      encode_voxels(v.voxels.data() + at, n, type, chunk.data());
+      cpu::parallel_for(n, int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+        encode_voxels(v.voxels.data() + at + begin, end - begin, type, chunk.data() + begin * bytes_each);
+      });
       ok = put(chunk.data(), static_cast<size_t>(n * bytes_each));
     }
   }
-  if (gz) ok = (gzclose(gz) == Z_OK) && ok;
-  if (plain) ok = (std::fclose(plain) == 0) && ok;
+  if (gz) ok = gz->finish() && ok;
+  if (file) ok = (std::fclose(file) == 0) && ok;
   std::error_code ec;
   if (ok) std::filesystem::rename(temp, path, ec);
   if (!ok || ec) {

@@ -8,9 +8,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <random>
 #include <cstring>
 #include <string>
 
+#include "data/gzip_writer.h"
 #include "data/nifti.h"
 #include "data/read_any.h"
 #include "nn/error.h"
@@ -133,6 +135,67 @@ TEST_CASE("NIfTI .gz output is gzip, .nii is not") {
   CHECK(static_cast<unsigned char>(gz[1]) == 0x8b);
   CHECK(raw.size() == 352 + size_t(v.voxel_count()));
   CHECK(std::memcmp(raw.data() + 344, "n+1", 4) == 0);
+}
+
+// The whole of a gzip file inflated as ONE member (RFC 1952: what every reader
+// accepts): the member must end exactly at the end of the file.
+static std::vector<char> inflate_one_member(const std::vector<char>& file) {
+  z_stream z{};
+  REQUIRE(inflateInit2(&z, 16 + MAX_WBITS) == Z_OK);  // 16: a gzip wrapper, its CRC and length checked
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(file.data()));
+  z.avail_in = static_cast<uInt>(file.size());
+  std::vector<char> out;
+  char buffer[1 << 16];
+  int ret = Z_OK;
+  while (ret == Z_OK) {
+    z.next_out = reinterpret_cast<Bytef*>(buffer);
+    z.avail_out = sizeof buffer;
+    ret = inflate(&z, Z_NO_FLUSH);
+    out.insert(out.end(), buffer, buffer + (sizeof buffer - z.avail_out));
+  }
+  CHECK(ret == Z_STREAM_END);
+  CHECK(z.avail_in == 0);  // nothing after the member
+  inflateEnd(&z);
+  return out;
+}
+
+TEST_CASE("GzipWriter: blocks deflated in parallel make one gzip member with the bytes written") {
+  test::TempDir dir;
+  constexpr size_t kBlock = GzipWriter::kBlockBytes, kGroup = GzipWriter::kGroupBlocks * kBlock;
+  std::mt19937 rng(5);
+  // A random 20 KB pattern repeated: matches that reach back across every
+  // block cut. "Sprinkled" changes about one byte in 97 at random.
+  std::vector<char> pattern(20000);
+  for (char& c : pattern) c = static_cast<char>(rng());
+  for (const bool sprinkled : {false, true}) {
+    for (const size_t size : {size_t{0}, size_t{1}, size_t{32767}, size_t{32768}, kBlock - 1, kBlock, kBlock + 1,
+                              kGroup, kGroup + 1, 2 * kGroup + 12345}) {
+      CAPTURE(sprinkled);
+      CAPTURE(size);
+      std::vector<char> data(size);
+      for (size_t i = 0; i < size; ++i)
+        data[i] = sprinkled && rng() % 97 == 0 ? static_cast<char>(rng()) : pattern[i % pattern.size()];
+      const std::string path = dir.file("t.gz");
+      std::FILE* f = std::fopen(path.c_str(), "wb");
+      REQUIRE(f);
+      {
+        GzipWriter gz(f, 1);
+        for (size_t at = 0; at < size;) {  // pieces of random length, as a caller streams them
+          const size_t n = std::min<size_t>(size - at, 1 + rng() % (3 * kBlock));
+          REQUIRE(gz.write(data.data() + at, n));
+          at += n;
+        }
+        REQUIRE(gz.finish());
+      }
+      REQUIRE(std::fclose(f) == 0);
+      const std::vector<char> file = test::read_bytes(path);
+      CHECK(inflate_one_member(file) == data);
+      // Each block is primed with the 32 KiB before it: without that, every
+      // block would spell the 20 KB pattern out again (640 KB a group). Primed,
+      // all but the first period are matches of at most 258 bytes, a few bytes each.
+      if (!sprinkled && size > kGroup) CHECK(file.size() < size / 258 * 4 + 2 * pattern.size());
+    }
+  }
 }
 
 TEST_CASE("NIfTI real lesion mask: 512x512 masks read as labels and round-trip exactly") {
