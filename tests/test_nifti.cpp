@@ -12,7 +12,7 @@
 #include <cstring>
 #include <string>
 
-#include "data/gzip_writer.h"
+#include "data/parallel_deflate.h"
 #include "data/nifti.h"
 #include "data/read_any.h"
 #include "nn/error.h"
@@ -161,7 +161,7 @@ static std::vector<char> inflate_one_member(const std::vector<char>& file) {
 
 TEST_CASE("GzipWriter: blocks deflated in parallel make one gzip member with the bytes written") {
   test::TempDir dir;
-  constexpr size_t kBlock = GzipWriter::kBlockBytes, kGroup = GzipWriter::kGroupBlocks * kBlock;
+  constexpr size_t kBlock = kDeflateBlockBytes, kGroup = GzipWriter::kGroupBlocks * kBlock;
   std::mt19937 rng(5);
   // A random 20 KB pattern repeated: matches that reach back across every
   // block cut. "Sprinkled" changes about one byte in 97 at random.
@@ -194,6 +194,27 @@ TEST_CASE("GzipWriter: blocks deflated in parallel make one gzip member with the
       // block would spell the 20 KB pattern out again (640 KB a group). Primed,
       // all but the first period are matches of at most 258 bytes, a few bytes each.
       if (!sprinkled && size > kGroup) CHECK(file.size() < size / 258 * 4 + 2 * pattern.size());
+    }
+  }
+}
+
+TEST_CASE("zlib_compress (the PNGs' deflate, in parallel blocks) is a zlib stream of the data") {
+  std::mt19937 rng(9);
+  for (const size_t size : {size_t{0}, size_t{1}, size_t{40000}, kDeflateBlockBytes, 5 * kDeflateBlockBytes + 7}) {
+    for (const int level : {1, 6, 9}) {
+      CAPTURE(size);
+      CAPTURE(level);
+      std::vector<char> data(size);
+      for (size_t i = 0; i < size; ++i) data[i] = static_cast<char>(i % 1000 < 500 ? rng() % 4 : rng());
+      const std::vector<unsigned char> z = zlib_compress(data.data(), size, level);
+      REQUIRE(z.size() >= 6);
+      CHECK((z[0] * 256 + z[1]) % 31 == 0);  // the header's check bits
+      std::vector<char> back(size + 1);
+      uLongf back_size = static_cast<uLongf>(back.size());
+      // uncompress checks the header, that the stream ends, and the Adler-32.
+      CHECK(uncompress(reinterpret_cast<Bytef*>(back.data()), &back_size, z.data(), static_cast<uLong>(z.size())) == Z_OK);
+      back.resize(back_size);
+      CHECK(back == data);
     }
   }
 }
