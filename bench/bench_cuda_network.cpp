@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "kernels/cuda/cuda_common.h"
+#include "kernels/op_profile.h"
 #include "model/covidrate_net.h"
 #include "nn/adam.h"
 #include "nn/allocator.h"
@@ -112,6 +113,7 @@ void run(benchmark::State& state, Case c) {
   device_memory.reset_peak();
   step();  // warm-up: cuDNN's algorithm search per shape, the allocator's first blocks
   step();
+  profile::reset();  // COVIDRATE_PROFILE: the op table covers the timed steps only
   for (auto _ : state) step();
 
   const double flops_per_image = net.forward_flops(c.size, c.size) * (c.pass == Pass::Train ? 3.0 : 1.0);
@@ -140,6 +142,8 @@ int main(int argc, char** argv) {
   }
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
+  // The last case's timed steps (filter one case for a clean table).
+  if (covidrate::profile::enabled()) std::fputs(covidrate::profile::report().c_str(), stderr);
   return 0;
 }
 

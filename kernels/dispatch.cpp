@@ -1,24 +1,34 @@
 // The checked entry points of every op: validate shapes, dtypes and devices with
 // a message that names the op and the shapes, then one line that runs the twin
-// of the tensors' device.
+// of the tensors' device (timed per op when profiling, kernels/op_profile.h).
 #include <algorithm>
 
 #include "kernels/cpu/cpu_ops.h"
+#include "kernels/op_profile.h"
 #include "kernels/ops.h"
 #if COVIDRATE_HAVE_CUDA
 #include "kernels/cuda/cuda_ops.h"
-#define ON_DEVICE(t, call) \
-  do {                     \
-    if ((t).is_cuda()) {   \
-      cuda::call;          \
-    } else {               \
-      cpu::call;           \
-    }                      \
+#define ON_DEVICE(t, call)                          \
+  do {                                              \
+    const profile::OpScope op_scope_(__func__, t);  \
+    if ((t).is_cuda()) {                            \
+      cuda::call;                                   \
+    } else {                                        \
+      cpu::call;                                    \
+    }                                               \
   } while (0)
-#define ON_DEVICE_RETURN(t, call) return (t).is_cuda() ? cuda::call : cpu::call
+#define ON_DEVICE_RETURN(t, call)                 \
+  const profile::OpScope op_scope_(__func__, t); \
+  return (t).is_cuda() ? cuda::call : cpu::call
 #else
-#define ON_DEVICE(t, call) cpu::call
-#define ON_DEVICE_RETURN(t, call) return cpu::call
+#define ON_DEVICE(t, call)                          \
+  do {                                              \
+    const profile::OpScope op_scope_(__func__, t);  \
+    cpu::call;                                      \
+  } while (0)
+#define ON_DEVICE_RETURN(t, call)                 \
+  const profile::OpScope op_scope_(__func__, t); \
+  return cpu::call
 #endif
 
 namespace covidrate {

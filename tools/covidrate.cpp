@@ -4,6 +4,7 @@
 #include <exception>
 #include <string>
 
+#include "kernels/op_profile.h"
 #include "tools/commands.h"
 
 namespace {
@@ -25,7 +26,10 @@ int main(int argc, char** argv) {
   for (const auto& c : covidrate::tools::commands()) {
     if (name == c.name) {
       try {
-        return c.run(argc - 1, argv + 1);
+        const int status = c.run(argc - 1, argv + 1);
+        // COVIDRATE_PROFILE=1: where the command's time inside ops went.
+        if (covidrate::profile::enabled()) std::fputs(covidrate::profile::report().c_str(), stderr);
+        return status;
       } catch (const std::exception& e) {
         std::fprintf(stderr, "covidrate %s: error: %s\n", c.name, e.what());
         return 1;

@@ -378,6 +378,14 @@ run() {
          env COVIDRATE_CUDNN_WORKSPACE_MB="${GPU_CHECK_WORKSPACE_MB:-1024}" \
          "$here/bin/bench_cuda_network" --benchmark_min_time=0.5 \
          --benchmark_out="$OUT/bench_cuda_network_ws.json" --benchmark_out_format=json
+  # Where the bf16 forward's time goes, op by op (COVIDRATE_PROFILE, kernels/
+  # op_profile.h: CUDA events around each dispatched op), for the case the
+  # 1.5x aim is about; the table is the step's stderr.
+  if [ -x "$here/bin/bench_cuda_network" ]; then
+    step "op profile: bf16 inference" 60 plain env COVIDRATE_PROFILE=1 "$here/bin/bench_cuda_network" \
+         --benchmark_filter='infer/w1/512/b16/bf16' --benchmark_min_time=0.5
+    [ -f .gpucheck/step.out ] && cp .gpucheck/step.out "$OUT/op_profile_infer_bf16.txt"
+  fi
   local py ours
   for py in bench/torch_*_gpu.py; do
     [ -f "$py" ] || continue

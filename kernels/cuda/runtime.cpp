@@ -44,6 +44,42 @@ Allocator& pinned_host_allocator() {
 
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
+namespace {
+// Created once and reused: cudaEventCreate costs microseconds, and a profiled
+// forward records two events per op.
+std::mutex event_mu;
+std::vector<cudaEvent_t>& free_events() {
+  static auto* events = new std::vector<cudaEvent_t>();  // never destroyed, as the allocators
+  return *events;
+}
+}  // namespace
+
+void* record_timing_event() {
+  cudaEvent_t e = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(event_mu);
+    if (!free_events().empty()) {
+      e = free_events().back();
+      free_events().pop_back();
+    }
+  }
+  if (!e) CUDA_CHECK(cudaEventCreate(&e));
+  CUDA_CHECK(cudaEventRecord(e, context().stream));
+  return e;
+}
+
+float elapsed_ms_and_release(void* start, void* stop) {
+  auto* a = static_cast<cudaEvent_t>(start);
+  auto* b = static_cast<cudaEvent_t>(stop);
+  CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  std::lock_guard<std::mutex> lock(event_mu);
+  free_events().push_back(a);
+  free_events().push_back(b);
+  return ms;
+}
+
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   Context& ctx = context();

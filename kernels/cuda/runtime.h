@@ -20,4 +20,11 @@ void synchronize();
 // cudaMemcpy between any two of host/device (synchronous with the compute stream).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
+// For the op profiler (kernels/op_profile.h): an event recorded on the
+// context's stream now (taken from a pool), and the milliseconds from `start`
+// to `stop` once `stop` has completed (waits for it), which returns both to
+// the pool.
+void* record_timing_event();
+float elapsed_ms_and_release(void* start, void* stop);
+
 }  // namespace covidrate::cuda

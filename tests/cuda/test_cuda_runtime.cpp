@@ -10,6 +10,7 @@
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/runtime.h"
+#include "kernels/op_profile.h"
 #include "kernels/ops.h"
 #include "nn/host_buffer.h"
 #include "tests/cuda/require_gpu.h"
@@ -221,4 +222,21 @@ TEST_CASE("flipping allow_tf32 takes effect at the next call, and flipping back 
     if (tf32) CHECK(cuda::conv_plan_stats().plans == plans + 1);  // TF32 is part of the plan's key
   }
   ctx.allow_tf32 = saved;
+}
+
+TEST_CASE("the op profiler times CUDA ops by events on the stream") {
+  const Tensor x = test::randn({4, 16, 64, 64}, 1).to(Device::CUDA);
+  Tensor y = Tensor::empty(x.shape(), DType::F32, Device::CUDA);
+  profile::set_enabled(true);
+  profile::reset();
+  for (int i = 0; i < 5; ++i) ops::relu_forward(x, y);
+  profile::set_enabled(false);
+  const std::vector<profile::OpTime> rows = profile::collect();
+  REQUIRE(rows.size() == 1);
+  CHECK(rows[0].op == "relu_forward");
+  CHECK(rows[0].device == Device::CUDA);
+  CHECK(rows[0].calls == 5);
+  CHECK(rows[0].total_ms > 0);
+  CHECK(rows[0].total_ms < 1000);
+  profile::reset();
 }
