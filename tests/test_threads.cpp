@@ -4,6 +4,7 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <thread>
 #include <vector>
@@ -88,4 +89,40 @@ TEST_CASE("thousands of calls in a row: no lost wake-up, every chunk counted") {
   for (int call = 0; call < 20000; ++call)
     cpu::parallel_chunks(2, 2, [&](int64_t, int64_t b, int64_t e) { total.fetch_add(e - b); });
   CHECK(total.load() == 40000);
+}
+
+// While one thread's call is still running (its caller busy in a long chunk), a
+// second thread's call must get the free worker: its two chunks run at the
+// same time. (When the pool took one call at a time, the second ran its chunks
+// one after the other on its own thread, and the first chunk here would wait
+// out its timeout alone.)
+TEST_CASE("a second thread's call gets the free workers while a first call is still running") {
+  if (cpu::num_threads() < 2) {
+    MESSAGE("one CPU thread: no worker to share");
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  std::atomic<bool> a_running{false}, b_done{false};
+  std::thread a([&] {
+    const std::thread::id a_caller = std::this_thread::get_id();
+    cpu::parallel_chunks(2, 2, [&](int64_t, int64_t, int64_t) {
+      if (std::this_thread::get_id() != a_caller) return;  // the worker's chunk is short
+      a_running = true;
+      const auto until = Clock::now() + std::chrono::seconds(10);
+      while (!b_done && Clock::now() < until) std::this_thread::yield();
+    });
+    a_running = true;  // also when the worker took both chunks
+  });
+  while (!a_running) std::this_thread::yield();
+  std::atomic<int> b_started{0};
+  std::atomic<bool> b_overlapped{false};
+  cpu::parallel_chunks(2, 2, [&](int64_t, int64_t, int64_t) {
+    const bool first = b_started++ == 0;
+    const auto until = Clock::now() + std::chrono::seconds(5);
+    while (b_started < 2 && Clock::now() < until) std::this_thread::yield();
+    if (first && b_started == 2) b_overlapped = true;  // the other started while this one ran
+  });
+  b_done = true;
+  a.join();
+  CHECK(b_overlapped);
 }

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -39,6 +40,14 @@ thread_local bool t_inside_job = false;
 // a millisecond or less; starting threads per op cost each one a clone, a stack
 // and its page faults. Sleeping rather than spinning keeps an idle engine from
 // taking cores from the next op's threads or from other processes.
+//
+// Jobs of several threads share the workers: `segment` prepares the next batch
+// on one thread and puts the last one back on another while the network runs,
+// and writes the volumes beside the pictures. When the pool took one job at a
+// time, the second caller ran its whole job alone on its own thread (a batch
+// of 16 slices prepared serially took longer than the GPU's forward pass).
+// Now each worker takes the next chunk of the oldest job that has one left,
+// and each caller works through its own job's chunks.
 class WorkerPool {
  public:
   explicit WorkerPool(int workers) {
@@ -53,62 +62,52 @@ class WorkerPool {
     for (auto& t : threads_) t.join();
   }
 
-  // Runs job(chunk) for every chunk in [0, chunks) on the workers and the
-  // calling thread; returns when all have finished. false, running nothing,
-  // when another thread's job holds the pool.
-  bool try_run(int64_t chunks, const std::function<void(int64_t)>& job) {
-    std::unique_lock<std::mutex> owner(run_mu_, std::try_to_lock);
-    if (!owner.owns_lock()) return false;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      job_ = &job;
-      chunks_ = chunks;
-      next_ = 0;
-      unfinished_ = chunks;
-      ++generation_;
-    }
+  // Runs job(chunk) for every chunk in [0, chunks) on the calling thread and
+  // whichever workers are free; returns when all have finished.
+  void run(int64_t chunks, const std::function<void(int64_t)>& job) {
+    Job j{&job, chunks, 0, chunks, {}};
+    std::unique_lock<std::mutex> lock(mu_);
+    open_.push_back(&j);
     wake_.notify_all();
     t_inside_job = true;
-    std::unique_lock<std::mutex> lock(mu_);
-    run_chunks(lock);
-    finished_.wait(lock, [&] { return unfinished_ == 0; });
-    job_ = nullptr;
+    while (j.next < j.chunks) run_chunk(j, lock);
+    // The job lives on this stack: wait until no worker still runs one of its
+    // chunks (they notify under mu_, so none touches it after this returns).
+    j.done.wait(lock, [&] { return j.unfinished == 0; });
     t_inside_job = false;
-    return true;
   }
 
  private:
+  struct Job {
+    const std::function<void(int64_t)>* fn;
+    int64_t chunks, next, unfinished;
+    std::condition_variable done;
+  };
+
   void work() {
     t_inside_job = true;
-    uint64_t seen = 0;
     std::unique_lock<std::mutex> lock(mu_);
     for (;;) {
-      wake_.wait(lock, [&] { return stopping_ || generation_ != seen; });
+      wake_.wait(lock, [&] { return stopping_ || !open_.empty(); });
       if (stopping_) return;
-      seen = generation_;
-      run_chunks(lock);
+      run_chunk(*open_.front(), lock);
     }
   }
 
-  // Takes chunks of the current job until none is left; lock holds mu_ on
-  // entry and exit, released while a chunk runs.
-  void run_chunks(std::unique_lock<std::mutex>& lock) {
-    while (job_ && next_ < chunks_) {
-      const int64_t chunk = next_++;
-      const std::function<void(int64_t)>& job = *job_;
-      lock.unlock();
-      job(chunk);
-      lock.lock();
-      if (--unfinished_ == 0) finished_.notify_one();
-    }
+  // Hands out the next chunk of j and runs it; lock holds mu_ on entry and
+  // exit, released while the chunk runs. A job leaves open_ with its last chunk.
+  void run_chunk(Job& j, std::unique_lock<std::mutex>& lock) {
+    const int64_t chunk = j.next++;
+    if (j.next == j.chunks) open_.erase(std::find(open_.begin(), open_.end(), &j));
+    lock.unlock();
+    (*j.fn)(chunk);
+    lock.lock();
+    if (--j.unfinished == 0) j.done.notify_all();
   }
 
-  std::mutex run_mu_;  // held by the thread whose job the pool runs
-  std::mutex mu_;      // guards everything below
-  std::condition_variable wake_, finished_;
-  const std::function<void(int64_t)>* job_ = nullptr;
-  int64_t chunks_ = 0, next_ = 0, unfinished_ = 0;
-  uint64_t generation_ = 0;  // counts jobs, so that a worker takes part in each once
+  std::mutex mu_;  // guards everything below and every Job's counters
+  std::condition_variable wake_;
+  std::deque<Job*> open_;  // jobs with chunks not yet handed out, oldest first
   bool stopping_ = false;
   std::vector<std::thread> threads_;
 };
@@ -134,8 +133,8 @@ void parallel_chunks(int64_t n, int64_t chunks,
   if (n <= 0 || chunks <= 0) return;
   auto bound = [&](int64_t i) { return n * i / chunks; };
   const std::function<void(int64_t)> job = [&](int64_t i) { body(i, bound(i), bound(i + 1)); };
-  if (chunks > 1 && !t_inside_job && pool().try_run(chunks, job)) return;
-  // One chunk, a call from inside a chunk, or a pool busy with another thread's job.
+  if (chunks > 1 && !t_inside_job) return pool().run(chunks, job);
+  // One chunk, or a call from inside a chunk (whose workers are busy with the outer job).
   for (int64_t i = 0; i < chunks; ++i) job(i);
 }
 

@@ -22,9 +22,10 @@ int64_t chunk_count(int64_t n, int64_t min_chunk);
 // Calls body(chunk, begin, end) for `chunks` contiguous, near-equal chunks of
 // [0, n), spread over the calling thread and a pool of num_threads() - 1
 // workers that sleep between calls; returns when every chunk is done. The chunk
-// index lets the body use per-chunk scratch space. A call from inside a chunk,
-// or while another thread's call holds the pool, runs its chunks serially on the
-// calling thread. body must not throw.
+// index lets the body use per-chunk scratch space. Calls from several threads
+// at once share the workers (each takes the next chunk of the oldest call); a
+// call from inside a chunk runs its chunks serially on the calling thread.
+// body must not throw.
 void parallel_chunks(int64_t n, int64_t chunks,
                      const std::function<void(int64_t chunk, int64_t begin, int64_t end)>& body);
 
