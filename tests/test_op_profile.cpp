@@ -1,7 +1,7 @@
 // The op profiler (kernels/op_profile.h): every op dispatched while it is on is
 // counted once under (op, first input, device), ops inside a timed op are not
-// counted again, and nothing is recorded while it is off. (Its CUDA path,
-// events on the stream, is in tests/cuda/test_cuda_runtime.cpp.)
+// counted again, and nothing is recorded while it is off. (Its GPU path, events
+// on the stream, is tested with the CUDA runtime's tests.)
 #include <doctest/doctest.h>
 
 #include <string>
