@@ -198,6 +198,23 @@ TEST_CASE("GzipWriter: blocks deflated in parallel make one gzip member with the
   }
 }
 
+TEST_CASE("GzipWriter reports a failed write (a full disk) instead of a complete-looking file") {
+  std::FILE* f = std::fopen("/dev/full", "wb");  // every write fails with ENOSPC once flushed
+  if (!f) {
+    MESSAGE("no /dev/full here");
+    return;
+  }
+  std::vector<char> data(3 * GzipWriter::kGroupBlocks * kDeflateBlockBytes, 'x');
+  bool ok;
+  {
+    GzipWriter gz(f, 1);
+    ok = gz.write(data.data(), data.size());  // its compressed groups overflow stdio's buffer
+    ok = gz.finish() && ok;
+  }
+  std::fclose(f);
+  CHECK_FALSE(ok);  // the writer itself saw it, not only the final fclose
+}
+
 TEST_CASE("zlib_compress (the PNGs' deflate, in parallel blocks) is a zlib stream of the data") {
   std::mt19937 rng(9);
   for (const size_t size : {size_t{0}, size_t{1}, size_t{40000}, kDeflateBlockBytes, 5 * kDeflateBlockBytes + 7}) {
