@@ -135,7 +135,9 @@ prepare() {
   fi
 
   echo "== pack"
-  tar -C "$stage" -cf - . | xz -T"$jobs" -6 >"$BUNDLE" || return 1
+  # -9: 1.1 MiB smaller than -6 (27.8 -> 26.7 MiB, 2026-11-27) for 30 s more here;
+  # the tree and the bundle together must stay under the 64 MiB that travel.
+  tar -C "$stage" -cf - . | xz -T"$jobs" -9 >"$BUNDLE" || return 1
   rm -rf "$stage"
   local bundle_bytes tree_bytes
   bundle_bytes=$(stat -c %s "$BUNDLE")
