@@ -3,7 +3,6 @@
 #include "data/image2d.h"
 
 #include <unistd.h>
-#include <zlib.h>
 
 #include <algorithm>
 #include <cstdlib>

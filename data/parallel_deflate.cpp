@@ -42,11 +42,14 @@ bool deflate_block(const char* data, size_t n, const char* dictionary, size_t di
   return ok;
 }
 
+// The checksum a format carries: gzip's CRC-32 or zlib's Adler-32.
+enum class Checksum { Crc32, Adler32 };
+
 // What deflate_blocks makes of one span: the pieces of the deflate stream and
-// both checksums of each block (a format uses one of them).
+// each block's checksum and length (what crc32_combine / adler32_combine need).
 struct Blocks {
   std::vector<std::vector<unsigned char>> pieces;
-  std::vector<uint32_t> crc, adler;
+  std::vector<uint32_t> check;
   std::vector<size_t> length;
 };
 
@@ -54,11 +57,10 @@ struct Blocks {
 // primed with `dictionary`; `last`: the span ends the stream (an empty span then
 // still makes one piece, the final empty block). False on a zlib error.
 bool deflate_blocks(const char* data, size_t n, const std::vector<char>& dictionary, int level, bool last,
-                    Blocks& b) {
+                    Checksum checksum, Blocks& b) {
   const size_t count = std::max<size_t>(1, (n + kDeflateBlockBytes - 1) / kDeflateBlockBytes);
   b.pieces.assign(count, {});
-  b.crc.assign(count, 0);
-  b.adler.assign(count, 0);
+  b.check.assign(count, 0);
   b.length.assign(count, 0);
   std::atomic<bool> failed{false};
   cpu::parallel_for(static_cast<int64_t>(count), 1, [&](int64_t k0, int64_t k1) {
@@ -72,8 +74,8 @@ bool deflate_blocks(const char* data, size_t n, const std::vector<char>& diction
       if (!deflate_block(block, len, before, before_bytes, level, last && k + 1 == count, b.pieces[k]))
         failed = true;
       const auto* bytes = reinterpret_cast<const Bytef*>(block);
-      b.crc[k] = static_cast<uint32_t>(crc32(0L, bytes, static_cast<uInt>(len)));
-      b.adler[k] = static_cast<uint32_t>(adler32(1L, bytes, static_cast<uInt>(len)));
+      b.check[k] = static_cast<uint32_t>(checksum == Checksum::Crc32 ? crc32(0L, bytes, static_cast<uInt>(len))
+                                                                      : adler32(1L, bytes, static_cast<uInt>(len)));
       b.length[k] = len;
     }
   });
@@ -91,7 +93,7 @@ void put_le32(std::FILE* f, uint32_t v, bool& ok) {
 std::vector<unsigned char> zlib_compress(const char* data, size_t n, int level) {
   level = std::clamp(level, 1, 9);
   Blocks b;
-  if (!deflate_blocks(data, n, {}, level, /*last=*/true, b)) return {};
+  if (!deflate_blocks(data, n, {}, level, /*last=*/true, Checksum::Adler32, b)) return {};
   // CMF: deflate, 32 KiB window; FLG: the level class, and check bits that make
   // CMF * 256 + FLG a multiple of 31.
   const unsigned cmf = 0x78, level_class = level == 1 ? 0 : level < 6 ? 1 : level == 6 ? 2 : 3;
@@ -101,7 +103,7 @@ std::vector<unsigned char> zlib_compress(const char* data, size_t n, int level) 
   uint32_t adler = 1;
   for (size_t k = 0; k < b.pieces.size(); ++k) {
     out.insert(out.end(), b.pieces[k].begin(), b.pieces[k].end());
-    adler = static_cast<uint32_t>(adler32_combine(adler, b.adler[k], static_cast<z_off_t>(b.length[k])));
+    adler = static_cast<uint32_t>(adler32_combine(adler, b.check[k], static_cast<z_off_t>(b.length[k])));
   }
   for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<unsigned char>(adler >> shift));  // big-endian
   return out;
@@ -138,9 +140,9 @@ bool GzipWriter::finish() {
 
 bool GzipWriter::compress_pending(bool last) {
   Blocks b;
-  if (!deflate_blocks(pending_.data(), pending_.size(), dictionary_, level_, last, b)) return false;
+  if (!deflate_blocks(pending_.data(), pending_.size(), dictionary_, level_, last, Checksum::Crc32, b)) return false;
   for (size_t k = 0; k < b.pieces.size(); ++k) {
-    crc_ = static_cast<uint32_t>(crc32_combine(crc_, b.crc[k], static_cast<z_off_t>(b.length[k])));
+    crc_ = static_cast<uint32_t>(crc32_combine(crc_, b.check[k], static_cast<z_off_t>(b.length[k])));
     if (std::fwrite(b.pieces[k].data(), 1, b.pieces[k].size(), file_) != b.pieces[k].size()) return false;
   }
   total_ += pending_.size();

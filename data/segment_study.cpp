@@ -60,7 +60,6 @@ void write_slice_png(const fs::path& path, const Volume& v, int64_t z, float sca
   write_png_gray(path.string(), pixels.data(), v.nx, v.ny);
 }
 
-
 // The parts' figures as one study: slices renumbered in order, volumes summed.
 StudyFigures combine(const std::vector<StudyFigures>& parts) {
   StudyFigures all;
