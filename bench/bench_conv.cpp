@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/cpu/threads.h"
 #include "kernels/ops.h"
 
@@ -42,6 +43,20 @@ const std::vector<Layer> kLayers = {
     {256, 128, 128, 2},  // the dilated variant at 1/2 resolution
 };
 
+// The 3x3 stride-1 layers of the full-width network on a 512x512 slice (the
+// forward's shapes; backward data runs the same tiles), for the Winograd tile
+// comparison: each forced to F(2x2, 3x3) and to F(4x4, 3x3).
+const std::vector<Layer> kWinogradLayers = {
+    {96, 512, 64, 2},   // decoder 4, after the concatenation
+    {128, 512, 64, 1},  // decoder 4, after the upsampling
+    {32, 256, 32, 2},   // encoder 1
+    {64, 128, 64, 2},   // encoder 2
+    {128, 64, 128, 2},  // encoder 3
+    {640, 64, 512, 2},  // decoder 1, after the concatenation
+    {256, 32, 256, 1},  // encoder 4
+    {256, 32, 256, 8},  // context perception boosting, widest dilation
+};
+
 double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
@@ -58,7 +73,9 @@ Tensor random(const Shape& s, uint32_t seed) {
   return Tensor::from_vector(s, v);
 }
 
-void run(benchmark::State& state, Layer layer, Pass pass) {
+// tile: 0 = chosen per layer (what the program runs), 2 or 4 = forced.
+void run(benchmark::State& state, Layer layer, Pass pass, int tile) {
+  cpu::set_winograd_tile(tile);
   const int k = 3;
   const ConvParams p = ConvParams::same(k, 1, layer.dilation);
   const Tensor x = random({1, layer.cin, layer.size, layer.size}, 1);
@@ -80,6 +97,7 @@ void run(benchmark::State& state, Layer layer, Pass pass) {
   state.counters["GFLOP/s"] = benchmark::Counter(gflop, benchmark::Counter::kIsRate);
   state.counters["GFLOP/cpu-s"] = gflop / cpu_seconds;
   state.counters["threads"] = cpu::num_threads();
+  cpu::set_winograd_tile(0);
 }
 
 }  // namespace
@@ -91,9 +109,20 @@ int main(int argc, char** argv) {
       {Pass::BackwardFilter, "backward_filter"}};
   for (const Layer& layer : kLayers) {
     for (const auto& [pass, name] : passes) {
-      benchmark::RegisterBenchmark(("conv/" + layer.key() + "/" + name).c_str(), run, layer, pass)
+      benchmark::RegisterBenchmark(("conv/" + layer.key() + "/" + name).c_str(), run, layer, pass, 0)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime()  // the work runs on several threads: CPU time of the caller means little
+          ->MinTime(0.3);
+    }
+  }
+  // winograd/<shape>/forward/m2|m4: which tile wins where (cpu::winograd_tile's choice).
+  for (const Layer& layer : kWinogradLayers) {
+    for (int tile : {2, 4}) {
+      benchmark::RegisterBenchmark(
+          ("winograd/" + layer.key() + "/forward/m" + std::to_string(tile)).c_str(), run, layer,
+          Pass::Forward, tile)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime()
           ->MinTime(0.3);
     }
   }

@@ -159,6 +159,7 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p
                           bool accumulate) {
   check_float("conv2d_backward_data", dy);
   CR_CHECK(!p.relu, "conv2d_backward_data: a convolution with its ReLU fused (ConvParams::relu) is forward only");
+  CR_CHECK(!p.inference, "conv2d_backward_data: a convolution computed for inference (ConvParams::inference) is forward only");
   check_like("conv2d_backward_data", "weight", w, dy);
   check_like("conv2d_backward_data", "dx", dx, dy);
   check_shape("conv2d_backward_data", "dy", dy, conv2d_out_shape(dx.shape(), w.shape(), p));
@@ -169,6 +170,8 @@ void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams&
                             Tensor* dbias) {
   check_float("conv2d_backward_filter", dy);
   CR_CHECK(!p.relu, "conv2d_backward_filter: a convolution with its ReLU fused (ConvParams::relu) is forward only");
+  CR_CHECK(!p.inference,
+           "conv2d_backward_filter: a convolution computed for inference (ConvParams::inference) is forward only");
   check_like("conv2d_backward_filter", "x", x, dy);
   check_like("conv2d_backward_filter", "dw", dw, dy);
   check_shape("conv2d_backward_filter", "dy", dy, conv2d_out_shape(x.shape(), dw.shape(), p));

@@ -38,6 +38,14 @@ struct ConvParams {
   // does). The backward ops refuse it: under training the ReLU is its own op on
   // the tape.
   bool relu = false;
+  // Forward only: no gradient will be taken through this result (inference,
+  // validation), so the CPU may trade a few float bits for speed: Winograd
+  // F(4x4, 3x3) instead of F(2x2, 3x3) on large maps (kernels/cpu/conv2d_winograd.cpp;
+  // CUDA's cuDNN chooses its algorithms itself). Not for training: the larger
+  // tiles' rounding, carried through the forward's activations, made weight
+  // gradients of the width-0.25 network up to 6x farther from float64's.
+  // ag::conv2d sets it whenever no tape records; the backward ops refuse it.
+  bool inference = false;
   // "same" padding for an odd kernel: keeps H, W at stride 1 and halves them at stride 2.
   static ConvParams same(int kernel, int stride = 1, int dilation = 1) {
     return {stride, dilation * (kernel - 1) / 2, dilation};

@@ -40,7 +40,9 @@ std::vector<InferenceConv> fold_for_inference(const std::vector<const Conv2d*>& 
       for (int64_t o = 0; o < out; ++o) bias[o] += scale[o] * b[o];
       any_bias = true;
     }
-    folded.push_back({ag::Var(rounded_once(w.shape(), kernel, compute, w.device())), ag::Var(), conv->params()});
+    ConvParams params = conv->params();
+    params.inference = true;  // forward only: the CPU's faster Winograd tiles
+    folded.push_back({ag::Var(rounded_once(w.shape(), kernel, compute, w.device())), ag::Var(), params});
   }
   if (any_bias) folded.front().bias = ag::Var(rounded_once(Shape{out}, bias, compute, first.device()));
   return folded;

@@ -175,7 +175,13 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const ConvParams& p) {
   Tape* tape = recording({&x, &w, &b});
   CR_CHECK(!p.relu || !tape, "conv2d: a convolution with its ReLU fused (ConvParams::relu) has no backward; "
                              "use it without a tape (NoGrad, the inference form)");
-  ops::conv2d_forward(xv, w.value(), b.defined() ? &b.value() : nullptr, p, y);
+  CR_CHECK(!p.inference || !tape, "conv2d: a convolution computed for inference (ConvParams::inference) has no "
+                                  "backward; use it without a tape (NoGrad, the inference form)");
+  // Without a tape no gradient will flow back through y: the forward may use
+  // inference arithmetic (ConvParams::inference).
+  ConvParams forward = p;
+  if (!tape) forward.inference = true;
+  ops::conv2d_forward(xv, w.value(), b.defined() ? &b.value() : nullptr, forward, y);
   Var out(y, tape != nullptr);
   if (tape) {
     tape->record(out, [x, w, b, p](const Tensor& dy) {

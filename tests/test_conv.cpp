@@ -12,6 +12,7 @@
 #include <string>
 
 #include "kernels/cpu/conv2d_direct.h"
+#include "kernels/cpu/conv2d_winograd.h"
 #include "kernels/ops.h"
 #include "nn/autograd.h"
 #include "tests/support/test_support.h"
@@ -101,6 +102,20 @@ void compare_with_direct(const Config& c, DType dtype, double rtol) {
   check_close(db, db_ref, rtol, "backward filter dbias");
 }
 
+// Runs `body` with the Winograd layers forced to F(2x2, 3x3), then to F(4x4, 3x3),
+// then choosing per layer (as the program runs), so that every test through
+// a 3x3 stride-1 layer checks both tile sizes.
+void for_each_winograd_tile(const std::function<void()>& body) {
+  struct Reset {
+    ~Reset() { cpu::set_winograd_tile(0); }
+  } reset;
+  for (int m : {2, 4, 0}) {
+    INFO("Winograd tile " << (m ? std::to_string(m) : std::string("chosen per layer")));
+    cpu::set_winograd_tile(m);
+    body();
+  }
+}
+
 // Messages name the op (or "conv2d" for the shared shape rule) and the shapes.
 void check_error(const std::function<void()>& call, const std::vector<std::string>& must_contain) {
   try {
@@ -118,44 +133,97 @@ void check_error(const std::function<void()>& call, const std::vector<std::strin
 }  // namespace
 
 TEST_CASE("conv2d matches the direct loops in float32 and float64") {
-  for (const Config& c : grid()) {
-    compare_with_direct(c, DType::F32, 1e-4);
-    compare_with_direct(c, DType::F64, 1e-10);
-  }
+  for_each_winograd_tile([] {
+    for (const Config& c : grid()) {
+      compare_with_direct(c, DType::F32, 1e-4);
+      compare_with_direct(c, DType::F64, 1e-10);
+    }
+  });
 }
 
 TEST_CASE("conv2d matches the direct loops when the column matrix is built in several bands") {
   // 64 channels at 96x100 unroll to 576 x 9600 values, 22 MB in float: more than
   // one band of the bounded column buffer, so band seams and offsets are tested.
-  Config c;
-  c.cin = 64, c.cout = 7, c.h = 96, c.w = 100, c.batch = 2;
-  compare_with_direct(c, DType::F32, 1e-4);
-  c.stride = 2, c.dilation = 2, c.pad = 2, c.batch = 1;
-  compare_with_direct(c, DType::F64, 1e-10);
+  // The same layer is 3x3 stride 1, so it checks the seams between bands of
+  // Winograd tile rows too (on 2 threads: 4 bands of 4x4 tiles, 8 of 2x2 ones).
+  for_each_winograd_tile([] {
+    Config c;
+    c.cin = 64, c.cout = 7, c.h = 96, c.w = 100, c.batch = 2;
+    compare_with_direct(c, DType::F32, 1e-4);
+    c.stride = 2, c.dilation = 2, c.pad = 2, c.batch = 1;
+    compare_with_direct(c, DType::F64, 1e-10);
+  });
 }
 
 TEST_CASE("conv2d 3x3 stride 1 (Winograd) stays accurate over many input channels") {
   // The Winograd transforms add and halve; with 512 channels summed per output
   // in float, the result must still match the double-precision direct sum.
-  Config c;
-  c.cin = 512, c.cout = 5, c.h = 10, c.w = 13, c.batch = 1;
-  compare_with_direct(c, DType::F32, 1e-4);
-  c.pad = 2;  // the transposed convolution of the backward pass then has padding 0
-  compare_with_direct(c, DType::F32, 1e-4);
+  // F(4x4)'s larger coefficients lose more bits than F(2x2)'s halvings; both
+  // must hold.
+  for_each_winograd_tile([] {
+    Config c;
+    c.cin = 512, c.cout = 5, c.h = 10, c.w = 13, c.batch = 1;
+    compare_with_direct(c, DType::F32, 1e-4);
+    c.pad = 2;  // the transposed convolution of the backward pass then has padding 0
+    compare_with_direct(c, DType::F32, 1e-4);
+  });
+}
+
+TEST_CASE("conv2d 3x3 stride 1 for inference takes F(4x4) on large maps, F(2x2) on small ones and in training") {
+  // The thresholds come from bench_conv's winograd/ family (see choose_tile).
+  CHECK(cpu::winograd_tile(512, 512, 1, true) == 4);
+  CHECK(cpu::winograd_tile(512, 512, 2, true) == 4);
+  CHECK(cpu::winograd_tile(64, 64, 2, true) == 4);  // 1/8 of 512: 16 x 16 tiles, 8 per phase row
+  CHECK(cpu::winograd_tile(40, 40, 1, true) == 4);  // 10 x 10 tiles
+  CHECK(cpu::winograd_tile(32, 32, 1, true) == 2);  // 1/16 of 512: 64 tiles
+  CHECK(cpu::winograd_tile(44, 44, 2, true) == 2);  // 1/8 of 352: 6 tiles per phase row
+  CHECK(cpu::winograd_tile(32, 32, 8, true) == 2);  // one tile per phase row
+  CHECK(cpu::winograd_tile(2, 2, 1, true) == 2);    // one 4x4 tile for 4 outputs: 36 products, not 16
+  CHECK(cpu::winograd_tile(512, 512, 1, false) == 2);  // a gradient will be taken
+  cpu::set_winograd_tile(4);
+  CHECK(cpu::winograd_tile(2, 2, 1, false) == 4);
+  cpu::set_winograd_tile(0);
+  CHECK_THROWS_AS(cpu::set_winograd_tile(3), Error);
+
+  // ag::conv2d computes for inference when no tape records, and the tape
+  // refuses a convolution marked for inference.
+  const Tensor x = test::randn({1, 2, 48, 48}, 1), w = test::randn({3, 2, 3, 3}, 2);
+  ConvParams p = ConvParams::same(3), inference = p;
+  inference.inference = true;
+  Tensor direct = Tensor::empty({1, 3, 48, 48}), f2 = direct.clone(), f4 = direct.clone();
+  ops::conv2d_forward(x, w, nullptr, p, f2);
+  ops::conv2d_forward(x, w, nullptr, inference, f4);
+  cpu::direct::conv2d_forward(x, w, nullptr, p, direct);
+  check_close(f4, direct, 1e-4, "F(4x4)");
+  CHECK(f4.to_vector_f64() != f2.to_vector_f64());  // the other tile: other rounding
+  {
+    ag::NoGrad no_tape;
+    CHECK(ag::conv2d(ag::Var(x), ag::Var(w), ag::Var(), p).value().to_vector_f64() == f4.to_vector_f64());
+  }
+  ag::Tape tape;
+  const ag::Var xv(x, true), wv(w, true);
+  CHECK(ag::conv2d(xv, wv, ag::Var(), p).value().to_vector_f64() == f2.to_vector_f64());
+  check_error([&] { ag::conv2d(xv, wv, ag::Var(), inference); }, {"conv2d", "no backward"});
+  Tensor dx = Tensor::zeros(x.shape()), dw = Tensor::zeros(w.shape());
+  check_error([&] { ops::conv2d_backward_data(f2, w, inference, dx, false); }, {"conv2d_backward_data", "forward only"});
+  check_error([&] { ops::conv2d_backward_filter(f2, x, inference, dw, nullptr); },
+              {"conv2d_backward_filter", "forward only"});
 }
 
 TEST_CASE("conv2d handles images smaller than a tile or a kernel") {
   // 1-pixel and 2-pixel sides: Winograd tiles hanging over every edge, padded
   // rows wider than the image, im2col rows with no valid column.
-  for (int64_t h : {1, 2, 3}) {
-    for (int k : {3, 7}) {
-      Config c;
-      c.kernel = k, c.h = h, c.w = h + 1, c.pad = k / 2;
-      compare_with_direct(c, DType::F64, 1e-10);
-      c.stride = 2;
-      compare_with_direct(c, DType::F64, 1e-10);
+  for_each_winograd_tile([] {
+    for (int64_t h : {1, 2, 3, 5}) {
+      for (int k : {3, 7}) {
+        Config c;
+        c.kernel = k, c.h = h, c.w = h + 1, c.pad = k / 2;
+        compare_with_direct(c, DType::F64, 1e-10);
+        c.stride = 2;
+        compare_with_direct(c, DType::F64, 1e-10);
+      }
     }
-  }
+  });
 }
 
 TEST_CASE("conv2d 1x1 stride 1 (the gemm without unrolling) matches the direct loops") {
@@ -169,27 +237,29 @@ TEST_CASE("conv2d 1x1 stride 1 (the gemm without unrolling) matches the direct l
 }
 
 TEST_CASE("conv2d_backward_data overwrites or accumulates dx") {
-  // 3x3 (col2im path), 1x1 stride 1 (gemm with beta), and 1x1 stride 2, where
+  // 3x3 stride 1 (Winograd, both tiles), 1x1 stride 1 (gemm with beta), and 1x1 stride 2, where
   // three quarters of dx receive no gradient at all and must still be written.
-  for (Config c : {Config{}, Config{.kernel = 1, .pad = 0}, Config{.kernel = 1, .stride = 2, .pad = 0}}) {
-    INFO(c.str());
-    const ConvParams p = c.params();
-    const Tensor w = test::randn(c.w_shape(), 7, DType::F64);
-    const Tensor dy = test::randn(c.y_shape(), 8, DType::F64);
-    Tensor fresh = Tensor::full(c.x_shape(), NAN, DType::F64);
-    ops::conv2d_backward_data(dy, w, p, fresh, false);
-    CHECK(test::count_nonfinite(fresh) == 0);
+  for_each_winograd_tile([&] {
+    for (Config c : {Config{}, Config{.kernel = 1, .pad = 0}, Config{.kernel = 1, .stride = 2, .pad = 0}}) {
+      INFO(c.str());
+      const ConvParams p = c.params();
+      const Tensor w = test::randn(c.w_shape(), 7, DType::F64);
+      const Tensor dy = test::randn(c.y_shape(), 8, DType::F64);
+      Tensor fresh = Tensor::full(c.x_shape(), NAN, DType::F64);
+      ops::conv2d_backward_data(dy, w, p, fresh, false);
+      CHECK(test::count_nonfinite(fresh) == 0);
 
-    Tensor nines = Tensor::full(c.x_shape(), 9.0, DType::F64);
-    ops::conv2d_backward_data(dy, w, p, nines, false);
-    CHECK(test::closeness(nines, fresh, 1e-12, 1e-12) <= 1.0);
+      Tensor nines = Tensor::full(c.x_shape(), 9.0, DType::F64);
+      ops::conv2d_backward_data(dy, w, p, nines, false);
+      CHECK(test::closeness(nines, fresh, 1e-12, 1e-12) <= 1.0);
 
-    Tensor summed = Tensor::full(c.x_shape(), 9.0, DType::F64);
-    ops::conv2d_backward_data(dy, w, p, summed, true);
-    Tensor expected = fresh.clone();
-    ops::axpy(1.0, Tensor::full(c.x_shape(), 9.0, DType::F64), expected);
-    CHECK(test::closeness(summed, expected, 1e-12, 1e-12) <= 1.0);
-  }
+      Tensor summed = Tensor::full(c.x_shape(), 9.0, DType::F64);
+      ops::conv2d_backward_data(dy, w, p, summed, true);
+      Tensor expected = fresh.clone();
+      ops::axpy(1.0, Tensor::full(c.x_shape(), 9.0, DType::F64), expected);
+      CHECK(test::closeness(summed, expected, 1e-12, 1e-12) <= 1.0);
+    }
+  });
 }
 
 TEST_CASE("conv2d_backward_filter accumulates into dw and dbias") {
@@ -264,34 +334,36 @@ TEST_CASE("conv2d rejects bad arguments with a message naming the op and the sha
 // rounded after the ReLU instead of before (the same value: rounding keeps sign
 // and zero).
 TEST_CASE("conv2d with a fused ReLU equals relu(conv2d) bit for bit, and has no backward") {
-  for (const Config& c : grid()) {
-    for (const DType dtype : {DType::F32, DType::F64, DType::BF16}) {
-      const std::string what = c.str() + " " + to_string(dtype);
-      INFO(what);
-      ConvParams p = c.params(), fused = p;
-      fused.relu = true;
-      const Tensor x = test::randn(c.x_shape(), 11, DType::F32).to(dtype);
-      const Tensor w = test::randn(c.w_shape(), 12, DType::F32, 0.3).to(dtype);
-      const Tensor bias = test::randn({c.cout}, 13, DType::F32).to(dtype);
-      const Tensor* b = c.bias ? &bias : nullptr;
-      Tensor plain = Tensor::full(c.y_shape(), NAN, dtype), want = Tensor::full(c.y_shape(), NAN, dtype);
-      Tensor got = Tensor::full(c.y_shape(), NAN, dtype);
-      ops::conv2d_forward(x, w, b, p, plain);
-      ops::relu_forward(plain, want);
-      ops::conv2d_forward(x, w, b, fused, got);
-      const std::vector<double> g = got.to(DType::F64).to_vector_f64(), r = want.to(DType::F64).to_vector_f64();
-      CHECK(g == r);
-      CHECK(std::count_if(r.begin(), r.end(), [](double v) { return v == 0; }) > 0);  // the ReLU did cut
-      if (dtype == DType::F64) {  // the reference loops fuse it the same way
-        Tensor direct = Tensor::empty(c.y_shape(), dtype), direct_plain = Tensor::empty(c.y_shape(), dtype);
-        cpu::direct::conv2d_forward(x, w, b, fused, direct);
-        cpu::direct::conv2d_forward(x, w, b, p, direct_plain);
-        std::vector<double> want_direct = direct_plain.to_vector_f64();
-        for (double& v : want_direct) v = v > 0 ? v : 0;
-        CHECK(direct.to_vector_f64() == want_direct);
+  for_each_winograd_tile([&] {
+    for (const Config& c : grid()) {
+      for (const DType dtype : {DType::F32, DType::F64, DType::BF16}) {
+        const std::string what = c.str() + " " + to_string(dtype);
+        INFO(what);
+        ConvParams p = c.params(), fused = p;
+        fused.relu = true;
+        const Tensor x = test::randn(c.x_shape(), 11, DType::F32).to(dtype);
+        const Tensor w = test::randn(c.w_shape(), 12, DType::F32, 0.3).to(dtype);
+        const Tensor bias = test::randn({c.cout}, 13, DType::F32).to(dtype);
+        const Tensor* b = c.bias ? &bias : nullptr;
+        Tensor plain = Tensor::full(c.y_shape(), NAN, dtype), want = Tensor::full(c.y_shape(), NAN, dtype);
+        Tensor got = Tensor::full(c.y_shape(), NAN, dtype);
+        ops::conv2d_forward(x, w, b, p, plain);
+        ops::relu_forward(plain, want);
+        ops::conv2d_forward(x, w, b, fused, got);
+        const std::vector<double> g = got.to(DType::F64).to_vector_f64(), r = want.to(DType::F64).to_vector_f64();
+        CHECK(g == r);
+        CHECK(std::count_if(r.begin(), r.end(), [](double v) { return v == 0; }) > 0);  // the ReLU did cut
+        if (dtype == DType::F64) {  // the reference loops fuse it the same way
+          Tensor direct = Tensor::empty(c.y_shape(), dtype), direct_plain = Tensor::empty(c.y_shape(), dtype);
+          cpu::direct::conv2d_forward(x, w, b, fused, direct);
+          cpu::direct::conv2d_forward(x, w, b, p, direct_plain);
+          std::vector<double> want_direct = direct_plain.to_vector_f64();
+          for (double& v : want_direct) v = v > 0 ? v : 0;
+          CHECK(direct.to_vector_f64() == want_direct);
+        }
       }
     }
-  }
+  });
 
   SUBCASE("NaN becomes 0, as relu_forward makes it") {
     Tensor x = Tensor::zeros({1, 1, 6, 6});

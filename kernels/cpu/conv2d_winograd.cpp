@@ -1,18 +1,35 @@
-// Winograd F(2x2, 3x3): each 2x2 block ("tile") of output is computed from the
-// 4x4 input patch under it with 16 multiplications per input channel instead of
-// 36, after both the patch and the filter are mapped into a 4x4 "Winograd
-// domain":
-//   U = G g G^T        (filter g, 3x3 -> 4x4; once per call)
-//   V = B^T d B        (input patch d, 4x4 -> 4x4)
-//   M[e] = sum_ci U[e][co][ci] * V[e][ci][tile]    for each of the 16 positions e:
-//          16 gemms [Cout x Cin] * [Cin x tiles]
-//   y = A^T M A        (4x4 -> the 2x2 output tile)
-// with B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], G = [1 0 0; .5 .5 .5;
-// .5 -.5 .5; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1]. The gemms do 2.25x fewer
-// flops than im2col's; the transforms are only adds and halvings, so float
-// results keep to the direct sum within the 1e-4 of tests/test_conv.cpp even
-// over 512 input channels.
+// Winograd's minimal filtering F(m x m, 3x3), m = 2 or 4 (Lavin & Gray, "Fast
+// Algorithms for Convolutional Neural Networks", 2016): each m x m block
+// ("tile") of output is computed from the (m+2) x (m+2) input patch under it,
+// after both the patch and the filter are mapped into the (m+2) x (m+2)
+// "Winograd domain":
+//   U = G g G^T        (filter g, 3x3 -> (m+2)^2; once per call)
+//   V = B^T d B        (input patch d)
+//   M[e] = sum_ci U[e][co][ci] * V[e][ci][tile]    for each of the (m+2)^2 positions e:
+//          (m+2)^2 gemms [Cout x Cin] * [Cin x tiles]
+//   y = A^T M A        (the m x m output tile)
+// Per output pixel and channel pair the gemms multiply 16 / 4 = 4 times with
+// m = 2 and 36 / 16 = 2.25 times with m = 4, against 9 for im2col.
+//   F(2x2, 3x3): B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1],
+//                G = [1 0 0; .5 .5 .5; .5 -.5 .5; 0 0 1], A^T = [1 1 1 0; 0 1 -1 -1].
+//   F(4x4, 3x3), interpolation points 0, 1, -1, 2, -2 and infinity:
+//                B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+//                       0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1],
+//                G = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6;
+//                     1/24 -1/12 1/6; 0 0 1],
+//                A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+// F(2x2)'s transforms only add and halve. F(4x4)'s coefficients (up to 8 in A,
+// 5 in B) cost float bits: tests/test_conv.cpp holds both to the direct sum
+// within 1e-4 of the output's scale over 512 input channels.
 //
+// Inference forwards (ConvParams::inference: no gradient will be taken) run
+// F(4x4) on maps large enough for it to pay (winograd_tile), 1.2-1.45x faster
+// per layer there. Training keeps F(2x2) in all three passes: F(4x4) in the
+// forward alone made the width-0.25 network's weight gradients up to 6x
+// farther from float64's (relative L2 error up to 3e-3 instead of 5e-4).
+// set_winograd_tile forces either tile in the forward and backward data
+// passes, for tests and benchmarks; the filter gradient runs F(2x2) only (its
+// adjoint transforms are written for m = 2).
 // The backward data pass is the same computation on the transposed, rotated
 // filters; dilated layers run it on a dilation-strided grid of tiles.
 // Work is cut into bands of tile rows of one image, each thread transforming
@@ -21,6 +38,8 @@
 #include "kernels/cpu/conv2d_winograd.h"
 
 #include <algorithm>
+#include <atomic>
+#include <string>
 #include <type_traits>
 
 #include "kernels/cpu/conv2d_gemm.h"
@@ -30,48 +49,57 @@ namespace covidrate::cpu {
 
 namespace {
 
-constexpr int kPositions = 16;  // a 4x4 Winograd-domain tile
-// Tiles per band: enough columns for the 16 gemms to run well, few enough for
-// V and M of a band to stay near the core's cache.
-constexpr int64_t kBandTiles = 256;
+// Output tile side m -> input patch side and number of Winograd-domain positions.
+constexpr int patch_side(int m) { return m + 2; }
+constexpr int positions(int m) { return (m + 2) * (m + 2); }
+// Tiles per band: enough columns for the gemms to run well, few enough for
+// V and M of a band to stay near the core's cache. A tile of F(4x4) holds 36
+// values to F(2x2)'s 16, so its bands have half the tiles (measured on the
+// 512x512 decoder layers, 128 tiles against 256: 1.15-1.25x faster).
+constexpr int64_t band_tiles(int m) { return m == 2 ? 256 : 128; }
 // Upper bound of the V and M scratch of all threads together.
 constexpr size_t kScratchBytes = size_t{64} << 20;
-// U, V and M hold 16 matrices, one per position e, and each transform touches
-// all 16 at once. Matrix sizes are often multiples of 4 KB, which would put
-// those 16 addresses in the same L1 set and evict each other (measured: 2.5x
-// slower transforms); a skew of 16 elements between consecutive matrices
+// U, V and M hold one matrix per position e, and each transform touches all
+// of them at once. Matrix sizes are often multiples of 4 KB, which would put
+// those addresses in the same L1 set and evict each other (measured with m = 2:
+// 2.5x slower transforms); a skew of 16 elements between consecutive matrices
 // spreads them over different sets.
 constexpr int64_t kSkew = 16;
 int64_t position_stride(int64_t matrix_size) { return matrix_size + kSkew; }
 
-// How the output is cut into tiles. With dilation d, a tile is the 2x2 outputs
-// (oh, ow), (oh, ow+d), (oh+d, ow), (oh+d, ow+d), reading the 4x4 inputs spaced
-// d apart under them: the same F(2x2, 3x3) on a d-strided grid. Tile row r
-// starts at output row origin(r); the d tile rows of a group interleave to cover
-// 2d output rows.
+// 0: winograd_tile chooses per layer; 2 or 4: set_winograd_tile forced it.
+std::atomic<int> forced_tile{0};
+
+// How the output is cut into tiles of m x m. With dilation d, a tile is the
+// outputs (oh + i d, ow + j d), i, j < m, reading the (m+2) x (m+2) inputs
+// spaced d apart under them: the same F(m x m, 3x3) on a d-strided grid. Tile
+// row r starts at output row origin(r); the d tile rows of a group interleave
+// to cover m d output rows.
 // Within a tile row, tiles are numbered phase-major: tile c = s K + k
-// (K = phase_tiles(), phase s < d) starts at column 2 d k + s. The transforms
+// (K = phase_tiles(), phase s < d) starts at column m d k + s. The transforms
 // keep their rows of inputs and outputs phase-major too (column x of a row of
 // n values at (x % d) (n / d) + x / d), so that tile c reads or writes
-// columns 2k, 2k+1, ... of its phase's sub-row, adjacent tiles adjacent values:
-// loops over tiles then vectorize for any dilation (with d = 1 all of this is
-// the natural order).
+// columns m k, m k + 1, ... of its phase's sub-row, adjacent tiles adjacent
+// values: loops over tiles then vectorize for any dilation (with d = 1 all of
+// this is the natural order).
 struct Tiling {
-  int64_t cin, h, w, cout, ho, wo, pad, dil;
+  int64_t m, cin, h, w, cout, ho, wo, pad, dil;
   int64_t tile_rows = 0, tile_cols = 0;
 
-  Tiling(int64_t cin_, int64_t h_, int64_t w_, int64_t cout_, int64_t ho_, int64_t wo_,
+  Tiling(int64_t m_, int64_t cin_, int64_t h_, int64_t w_, int64_t cout_, int64_t ho_, int64_t wo_,
          int64_t pad_, int64_t dil_)
-      : cin(cin_), h(h_), w(w_), cout(cout_), ho(ho_), wo(wo_), pad(pad_), dil(dil_),
-        tile_rows((ho_ + 2 * dil_ - 1) / (2 * dil_) * dil_),
-        tile_cols((wo_ + 2 * dil_ - 1) / (2 * dil_) * dil_) {}
+      : m(m_), cin(cin_), h(h_), w(w_), cout(cout_), ho(ho_), wo(wo_), pad(pad_), dil(dil_),
+        tile_rows((ho_ + m_ * dil_ - 1) / (m_ * dil_) * dil_),
+        tile_cols((wo_ + m_ * dil_ - 1) / (m_ * dil_) * dil_) {}
 
-  int64_t origin(int64_t r) const { return r / dil * 2 * dil + r % dil; }
+  int64_t origin(int64_t r) const { return r / dil * m * dil + r % dil; }
   int64_t phase_tiles() const { return tile_cols / dil; }
   // Padded input row of transform_inputs, output row of transform_outputs and
   // transform_gradients; both multiples of d.
-  int64_t in_width() const { return 2 * tile_cols + 2 * dil; }
-  int64_t out_width() const { return 2 * tile_cols; }
+  int64_t in_width() const { return m * tile_cols + 2 * dil; }
+  int64_t out_width() const { return m * tile_cols; }
+  // Products the gemms compute per input/output channel pair.
+  int64_t products() const { return tile_rows * tile_cols * positions(static_cast<int>(m)); }
 };
 
 // The first `count` columns of the natural row `src` into the phase-major row
@@ -105,35 +133,41 @@ void phase_to_natural(const T* __restrict src, int64_t count, int64_t n, int64_t
   }
 }
 
-// u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, 3, 3].
-// For the backward data pass, `transposed` reads the filters of the transposed
-// convolution instead: g = w[ci][co] rotated by 180 degrees, w being [cin, cout, 3, 3].
-template <class T>
+// G of F(2x2, 3x3) and F(4x4, 3x3) (see the top of the file).
+constexpr double kG2[4][3] = {{1, 0, 0}, {0.5, 0.5, 0.5}, {0.5, -0.5, 0.5}, {0, 0, 1}};
+constexpr double kG4[6][3] = {{1.0 / 4, 0, 0},
+                              {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                              {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                              {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                              {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                              {0, 0, 1}};
+
+// u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, 3, 3],
+// computed in double and rounded once. For the backward data pass, `transposed`
+// reads the filters of the transposed convolution instead: g = w[ci][co]
+// rotated by 180 degrees, w being [cin, cout, 3, 3].
+template <int M, class T>
 void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T* u) {
+  constexpr int n = patch_side(M);
+  const double(*G)[3] = M == 2 ? kG2 : kG4;
   const int64_t filters = cout * cin;
   const int64_t step = position_stride(filters);
   parallel_for(filters, 256, [&](int64_t begin, int64_t end) {
     for (int64_t f = begin; f < end; ++f) {
-      T g[9];
+      double g[9];
       if (transposed) {
         const T* src = w + (f % cin * cout + f / cin) * 9;
         for (int k = 0; k < 9; ++k) g[k] = src[8 - k];
       } else {
-        std::copy_n(w + f * 9, 9, g);
+        for (int k = 0; k < 9; ++k) g[k] = w[f * 9 + k];
       }
-      T gg[4][3];  // G g
-      for (int j = 0; j < 3; ++j) {
-        gg[0][j] = g[j];
-        gg[1][j] = T(0.5) * (g[j] + g[3 + j] + g[6 + j]);
-        gg[2][j] = T(0.5) * (g[j] - g[3 + j] + g[6 + j]);
-        gg[3][j] = g[6 + j];
-      }
-      for (int i = 0; i < 4; ++i) {  // (G g) G^T
-        u[(i * 4 + 0) * step + f] = gg[i][0];
-        u[(i * 4 + 1) * step + f] = T(0.5) * (gg[i][0] + gg[i][1] + gg[i][2]);
-        u[(i * 4 + 2) * step + f] = T(0.5) * (gg[i][0] - gg[i][1] + gg[i][2]);
-        u[(i * 4 + 3) * step + f] = gg[i][2];
-      }
+      double gg[n][3];  // G g
+      for (int i = 0; i < n; ++i)
+        for (int j = 0; j < 3; ++j) gg[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+      for (int i = 0; i < n; ++i)  // (G g) G^T
+        for (int j = 0; j < n; ++j)
+          u[(i * n + j) * step + f] =
+              static_cast<T>(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
     }
   });
 }
@@ -141,12 +175,12 @@ void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T
 // The two passes of transform_inputs as functions of their own: GCC trusts
 // __restrict on parameters (not on locals), and vectorizes these loops only
 // when it knows that the rows do not overlap.
-// Pass 1, n columns: b_i = (B^T d)[i] for the input rows d = d0..d3, whose
+// Pass 1, n columns: b_i = (B^T d)[i] for the input rows d0, d1, ..., whose
 // columns are `stride` apart.
 template <int kStride, class T>
-void transpose_b_columns(const T* __restrict d0, const T* __restrict d1, const T* __restrict d2,
-                         const T* __restrict d3, int64_t stride, int64_t n, T* __restrict b0,
-                         T* __restrict b1, T* __restrict b2, T* __restrict b3) {
+void b_columns_2(const T* __restrict d0, const T* __restrict d1, const T* __restrict d2,
+                 const T* __restrict d3, int64_t stride, int64_t n, T* __restrict b0,
+                 T* __restrict b1, T* __restrict b2, T* __restrict b3) {
   if (kStride) stride = kStride;
   for (int64_t k = 0; k < n; ++k) {
     const int64_t q = k * stride;
@@ -156,10 +190,27 @@ void transpose_b_columns(const T* __restrict d0, const T* __restrict d1, const T
     b3[k] = d1[q] - d3[q];
   }
 }
-// Pass 2, n tiles: o_j[k] = (p B)[j] for the four values p[2k..2k+3] of tile k.
+template <int kStride, class T>
+void b_columns_4(const T* __restrict d0, const T* __restrict d1, const T* __restrict d2,
+                 const T* __restrict d3, const T* __restrict d4, const T* __restrict d5,
+                 int64_t stride, int64_t n, T* __restrict b0, T* __restrict b1, T* __restrict b2,
+                 T* __restrict b3, T* __restrict b4, T* __restrict b5) {
+  if (kStride) stride = kStride;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t q = k * stride;
+    b0[k] = T(4) * d0[q] - T(5) * d2[q] + d4[q];
+    b1[k] = d3[q] + d4[q] - T(4) * (d1[q] + d2[q]);
+    b2[k] = d4[q] - d3[q] + T(4) * (d1[q] - d2[q]);
+    b3[k] = d4[q] - d2[q] + T(2) * (d3[q] - d1[q]);
+    b4[k] = d4[q] - d2[q] - T(2) * (d3[q] - d1[q]);
+    b5[k] = T(4) * d1[q] - T(5) * d3[q] + d5[q];
+  }
+}
+// Pass 2, n tiles: o_j[k] = (p B)[j] for the m + 2 values p[m k ...] of tile k,
+// o_j at o + j step.
 template <class T>
-void b_rows(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1, T* __restrict o2,
-            T* __restrict o3) {
+void b_rows_2(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1,
+              T* __restrict o2, T* __restrict o3) {
   for (int64_t k = 0; k < n; ++k) {
     const T* c = p + 2 * k;
     o0[k] = c[0] - c[2];
@@ -168,37 +219,53 @@ void b_rows(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1
     o3[k] = c[1] - c[3];
   }
 }
+template <class T>
+void b_rows_4(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1,
+              T* __restrict o2, T* __restrict o3, T* __restrict o4, T* __restrict o5) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T* c = p + 4 * k;
+    o0[k] = T(4) * c[0] - T(5) * c[2] + c[4];
+    o1[k] = c[3] + c[4] - T(4) * (c[1] + c[2]);
+    o2[k] = c[4] - c[3] + T(4) * (c[1] - c[2]);
+    o3[k] = c[4] - c[2] + T(2) * (c[3] - c[1]);
+    o4[k] = c[4] - c[2] - T(2) * (c[3] - c[1]);
+    o5[k] = T(4) * c[1] - T(5) * c[3] + c[5];
+  }
+}
 
-// v[e][ci][t] = (B^T d B)[e] for the 4x4 input patch d of channel ci under
-// each tile t of tile rows [r0, r1) of one image x (zero outside the image), for
-// the positions e in [e0, e1) (the filter gradient's threads each need only
-// their own). B^T d B is computed in two passes, each a loop over contiguous
-// values that the compiler vectorizes, rather than tile by tile (whose 16
-// scalar stores per tile made this the costliest part of a narrow network's
-// training step):
-//   1. B^T down the columns: the four input rows under a tile row, read in place
-//      (rows outside the image read `zeros`), combine into four phase-major
-//      padded rows bt[i] of in_width() values, zero where the padding is;
-//   2. B along the rows: the four columns of bt[i] under each tile give the
-//      positions 4i..4i+3, written as contiguous runs of tiles.
-// `rows` holds 4 in_width() + w values.
-template <int kDil, class T>
+// v[e][ci][t] = (B^T d B)[e] for the (m+2) x (m+2) input patch d of channel ci
+// under each tile t of tile rows [r0, r1) of one image x (zero outside the
+// image), for the positions e in [e0, e1) (the filter gradient's threads each
+// need only their own). B^T d B is computed in two passes, each a loop over
+// contiguous values that the compiler vectorizes, rather than tile by tile
+// (whose scalar stores per tile made this the costliest part of a narrow
+// network's training step):
+//   1. B^T down the columns: the m + 2 input rows under a tile row, read in
+//      place (rows outside the image read `zeros`), combine into m + 2
+//      phase-major padded rows bt[i] of in_width() values, zero where the
+//      padding is;
+//   2. B along the rows: the m + 2 columns of bt[i] under each tile give the
+//      positions (m+2) i + j, written as contiguous runs of tiles.
+// `rows` holds (m + 2) in_width() + w values.
+template <int M, int kDil, class T>
 void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, int e0, int e1, T* rows,
                       T* v) {
+  constexpr int n = patch_side(M);
   const int64_t tiles = (r1 - r0) * g.tile_cols, phase_tiles = g.phase_tiles();
   const int64_t width = g.in_width(), dil = kDil ? kDil : g.dil, phase_len = width / dil;
   const int64_t step = position_stride(g.cin * tiles);
   // Input columns [0, w) land at [pad, pad + w) of a padded row, clipped to its width.
   const int64_t copy = std::clamp<int64_t>(width - g.pad, 0, g.w);
-  T* const bt[4] = {rows, rows + width, rows + 2 * width, rows + 3 * width};
-  T* const zeros = rows + 4 * width;
-  std::fill_n(rows, 4 * width + g.w, T(0));  // pass 1 writes only inside the image
-  const int i0 = e0 / 4, i1 = (e1 + 3) / 4;  // the rows bt[i] that positions [e0, e1) need
+  T* bt[n];
+  for (int i = 0; i < n; ++i) bt[i] = rows + i * width;
+  T* const zeros = rows + n * width;
+  std::fill_n(rows, n * width + g.w, T(0));  // pass 1 writes only inside the image
+  const int i0 = e0 / n, i1 = (e1 + n - 1) / n;  // the rows bt[i] that positions [e0, e1) need
   for (int64_t ci = 0; ci < g.cin; ++ci) {
     const T* plane = x + ci * g.h * g.w;
     for (int64_t r = r0; r < r1; ++r) {
-      const T* d[4];
-      for (int i = 0; i < 4; ++i) {
+      const T* d[n];
+      for (int i = 0; i < n; ++i) {
         const int64_t ih = g.origin(r) - g.pad + i * dil;
         d[i] = ih >= 0 && ih < g.h ? plane + ih * g.w : zeros;
       }
@@ -208,44 +275,82 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, int e
         const int64_t m1 = (std::max<int64_t>(g.pad + copy - s, 0) + dil - 1) / dil;
         const int64_t q0 = m0 * dil + s - g.pad;
         const int64_t at = s * phase_len + m0;
-        transpose_b_columns<kDil>(d[0] + q0, d[1] + q0, d[2] + q0, d[3] + q0, dil, m1 - m0,
-                                  bt[0] + at, bt[1] + at, bt[2] + at, bt[3] + at);
+        if constexpr (M == 2) {
+          b_columns_2<kDil>(d[0] + q0, d[1] + q0, d[2] + q0, d[3] + q0, dil, m1 - m0, bt[0] + at,
+                            bt[1] + at, bt[2] + at, bt[3] + at);
+        } else {
+          b_columns_4<kDil>(d[0] + q0, d[1] + q0, d[2] + q0, d[3] + q0, d[4] + q0, d[5] + q0, dil,
+                            m1 - m0, bt[0] + at, bt[1] + at, bt[2] + at, bt[3] + at, bt[4] + at,
+                            bt[5] + at);
+        }
       }
       T* const out = v + ci * tiles + (r - r0) * g.tile_cols;
       for (int i = i0; i < i1; ++i) {
         for (int64_t s = 0; s < dil; ++s) {
-          T* const o = out + i * 4 * step + s * phase_tiles;
-          b_rows(bt[i] + s * phase_len, phase_tiles, o, o + step, o + 2 * step, o + 3 * step);
+          T* const o = out + i * n * step + s * phase_tiles;
+          const T* p = bt[i] + s * phase_len;
+          if constexpr (M == 2) {
+            b_rows_2(p, phase_tiles, o, o + step, o + 2 * step, o + 3 * step);
+          } else {
+            b_rows_4(p, phase_tiles, o, o + step, o + 2 * step, o + 3 * step, o + 4 * step,
+                     o + 5 * step);
+          }
         }
       }
     }
   }
 }
 
-// The tile loop of transform_outputs (parameters __restrict, as for b_rows):
-// for the n tiles of a tile row, m[e][k] at m + e step + k, the 2x2 output
-// A^T m A + bias of tile k into columns 2k, 2k+1 of top and bottom.
+// The tile loops of transform_outputs (parameters __restrict, as for b_rows):
+// for the n tiles of a tile row, m[e][k] at m + e step + k, the m x m output
+// A^T m A + bias of tile k into columns m k ... of the rows y0, y1, ...
 template <class T>
-void a_transpose_tiles(const T* __restrict m, int64_t step, int64_t n, T bias, T* __restrict top,
-                       T* __restrict bottom) {
+void a_transpose_tiles_2(const T* __restrict m, int64_t step, int64_t n, T bias, T* __restrict y0,
+                         T* __restrict y1) {
   for (int64_t k = 0; k < n; ++k) {
     T am[2][4];  // A^T m
     for (int j = 0; j < 4; ++j) {
       am[0][j] = m[j * step + k] + m[(4 + j) * step + k] + m[(8 + j) * step + k];
       am[1][j] = m[(4 + j) * step + k] - m[(8 + j) * step + k] - m[(12 + j) * step + k];
     }
-    top[2 * k] = am[0][0] + am[0][1] + am[0][2] + bias;
-    top[2 * k + 1] = am[0][1] - am[0][2] - am[0][3] + bias;
-    bottom[2 * k] = am[1][0] + am[1][1] + am[1][2] + bias;
-    bottom[2 * k + 1] = am[1][1] - am[1][2] - am[1][3] + bias;
+    y0[2 * k] = am[0][0] + am[0][1] + am[0][2] + bias;
+    y0[2 * k + 1] = am[0][1] - am[0][2] - am[0][3] + bias;
+    y1[2 * k] = am[1][0] + am[1][1] + am[1][2] + bias;
+    y1[2 * k + 1] = am[1][1] - am[1][2] - am[1][3] + bias;
+  }
+}
+template <class T>
+void a_transpose_tiles_4(const T* __restrict m, int64_t step, int64_t n, T bias, T* __restrict y0,
+                         T* __restrict y1, T* __restrict y2, T* __restrict y3) {
+  for (int64_t k = 0; k < n; ++k) {
+    T am[4][6];  // A^T m
+    for (int j = 0; j < 6; ++j) {
+      const T m0 = m[j * step + k], m1 = m[(6 + j) * step + k], m2 = m[(12 + j) * step + k];
+      const T m3 = m[(18 + j) * step + k], m4 = m[(24 + j) * step + k], m5 = m[(30 + j) * step + k];
+      const T sum12 = m1 + m2, diff12 = m1 - m2, sum34 = m3 + m4, diff34 = m3 - m4;
+      am[0][j] = m0 + sum12 + sum34;
+      am[1][j] = diff12 + T(2) * diff34;
+      am[2][j] = sum12 + T(4) * sum34;
+      am[3][j] = diff12 + T(8) * diff34 + m5;
+    }
+    T* const y[4] = {y0, y1, y2, y3};
+    for (int i = 0; i < 4; ++i) {
+      const T* a = am[i];
+      const T sum12 = a[1] + a[2], diff12 = a[1] - a[2], sum34 = a[3] + a[4], diff34 = a[3] - a[4];
+      y[i][4 * k] = a[0] + sum12 + sum34 + bias;
+      y[i][4 * k + 1] = diff12 + T(2) * diff34 + bias;
+      y[i][4 * k + 2] = sum12 + T(4) * sum34 + bias;
+      y[i][4 * k + 3] = diff12 + T(8) * diff34 + a[5] + bias;
+    }
   }
 }
 
-// y = (A^T m A) + bias (then max(., 0) with relu), or y += A^T m A when accumulating, for every tile of
-// tile rows [r0, r1) of one image, m[e][co][t]. Each tile row goes through
-// two phase-major rows in `rows` (2 out_width() values), so an output whose
-// size is not a multiple of the tiling keeps only what fits.
-template <int kDil, class T>
+// y = (A^T m A) + bias (then max(., 0) with relu), or y += A^T m A when
+// accumulating, for every tile of tile rows [r0, r1) of one image, m[e][co][t].
+// Each tile row goes through m phase-major rows in `rows` (m out_width()
+// values), so an output whose size is not a multiple of the tiling keeps only
+// what fits.
+template <int M, int kDil, class T>
 void transform_outputs(const Tiling& g, const T* m, const T* bias, bool relu, int64_t r0, int64_t r1,
                        T* rows, T* y, bool accumulate) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
@@ -255,13 +360,18 @@ void transform_outputs(const Tiling& g, const T* m, const T* bias, bool relu, in
     T* plane = y + co * g.ho * g.wo;
     const T b = bias ? bias[co] : T(0);
     for (int64_t r = r0; r < r1; ++r) {
-      a_transpose_tiles(m + co * tiles + (r - r0) * g.tile_cols, step, g.tile_cols, b, rows,
-                        rows + width);
+      const T* mr = m + co * tiles + (r - r0) * g.tile_cols;
+      if constexpr (M == 2) {
+        a_transpose_tiles_2(mr, step, g.tile_cols, b, rows, rows + width);
+      } else {
+        a_transpose_tiles_4(mr, step, g.tile_cols, b, rows, rows + width, rows + 2 * width,
+                            rows + 3 * width);
+      }
       if (relu)
-        for (int64_t j = 0; j < 2 * width; ++j) rows[j] = rows[j] > T(0) ? rows[j] : T(0);
-      for (int i = 0; i < 2 && g.origin(r) + i * dil < g.ho; ++i) {
+        for (int64_t j = 0; j < M * width; ++j) rows[j] = rows[j] > T(0) ? rows[j] : T(0);
+      for (int i = 0; i < M && g.origin(r) + i * dil < g.ho; ++i) {
         phase_to_natural<kDil>(rows + i * width, g.wo, width, dil, accumulate,
-                                        plane + (g.origin(r) + i * dil) * g.wo);
+                               plane + (g.origin(r) + i * dil) * g.wo);
       }
     }
   }
@@ -277,7 +387,7 @@ template <class F> void with_dilation(int64_t dil, F&& f) {
   f(std::integral_constant<int, 0>{});
 }
 
-// The one scratch buffer of a call: the filters' 16 position matrices U (or
+// The one scratch buffer of a call: the filters' position matrices U (or
 // their gradients dU), then per chunk of work its V (transformed inputs), M
 // (products, or transformed output gradients) for a band of `rows` tile rows,
 // and the padded input rows the transforms read.
@@ -286,10 +396,11 @@ template <class T> struct BandScratch {
   T* u;
   BandScratch(const Tiling& g, int64_t rows, int64_t chunks) {
     const int64_t band_tiles = rows * g.tile_cols;
-    u_size = static_cast<size_t>(kPositions * position_stride(g.cout * g.cin));
-    v_size = static_cast<size_t>(kPositions * position_stride(g.cin * band_tiles));
-    m_size = static_cast<size_t>(kPositions * position_stride(g.cout * band_tiles));
-    chunk_size = v_size + m_size + static_cast<size_t>(4 * g.in_width() + g.w);
+    const int64_t p = positions(static_cast<int>(g.m));
+    u_size = static_cast<size_t>(p * position_stride(g.cout * g.cin));
+    v_size = static_cast<size_t>(p * position_stride(g.cin * band_tiles));
+    m_size = static_cast<size_t>(p * position_stride(g.cout * band_tiles));
+    chunk_size = v_size + m_size + static_cast<size_t>(patch_side(static_cast<int>(g.m)) * g.in_width() + g.w);
     u = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
   }
   T* v(int64_t chunk) const { return u + u_size + chunk_size * static_cast<size_t>(chunk); }
@@ -298,14 +409,16 @@ template <class T> struct BandScratch {
 };
 
 // The 3x3 stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
-// (see transform_filters for w and `transposed`).
-template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w,
-                                 bool transposed, const T* bs, bool relu, T* ys, bool accumulate) {
+// by F(M x M, 3x3), g.m == M (see transform_filters for w and `transposed`).
+template <int M, class T>
+void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w, bool transposed, const T* bs,
+              bool relu, T* ys, bool accumulate) {
+  constexpr int kPositions = positions(M);
   const int threads = num_threads();
-  // Tile rows per band: about kBandTiles tiles, every thread busy, scratch bounded.
+  // Tile rows per band: about band_tiles(M) tiles, every thread busy, scratch bounded.
   const auto row_bytes = static_cast<size_t>(kPositions * (g.cin + g.cout) * g.tile_cols) * sizeof(T);
   const int64_t rows = std::clamp<int64_t>(
-      std::min({(kBandTiles + g.tile_cols - 1) / g.tile_cols,
+      std::min({(band_tiles(M) + g.tile_cols - 1) / g.tile_cols,
                 (batch * g.tile_rows + threads - 1) / threads,
                 static_cast<int64_t>(kScratchBytes / (row_bytes * threads))}),
       1, g.tile_rows);
@@ -314,7 +427,7 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
   const int64_t filters = g.cout * g.cin;
   const BandScratch<T> scratch(g, rows, chunks);
   T* u = scratch.u;
-  transform_filters(w, g.cout, g.cin, transposed, u);
+  transform_filters<M>(w, g.cout, g.cin, transposed, u);
 
   parallel_chunks(batch * bands, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
     T* v = scratch.v(chunk);
@@ -326,7 +439,7 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
       const T* x = xs + b * g.cin * g.h * g.w;
       T* y = ys + b * g.cout * g.ho * g.wo;
       with_dilation(g.dil, [&](auto dil) {
-        transform_inputs<dil()>(g, x, r0, r1, 0, kPositions, row_buffer, v);
+        transform_inputs<M, dil()>(g, x, r0, r1, 0, kPositions, row_buffer, v);
       });
       for (int e = 0; e < kPositions; ++e) {
         gemm(false, false, g.cout, tiles, g.cin, T(1), u + e * position_stride(filters), g.cin,
@@ -334,10 +447,36 @@ template <class T> void convolve(const Tiling& g, int64_t batch, const T* xs, co
              m + e * position_stride(g.cout * tiles), tiles);
       }
       with_dilation(g.dil, [&](auto dil) {
-        transform_outputs<dil()>(g, m, bs, relu, r0, r1, row_buffer, y, accumulate);
+        transform_outputs<M, dil()>(g, m, bs, relu, r0, r1, row_buffer, y, accumulate);
       });
     }
   });
+}
+
+// The tile side of a layer's forward and backward data passes. F(4x4) needs
+// 0.56x F(2x2)'s products on a large map, but it pays more per tile: 36
+// filter matrices streamed through the gemms of each band, and 36 transformed
+// values per tile in loops over the tiles of a phase of a tile row. Measured
+// with bench_conv's winograd/ family (2 threads, full-width layers), F(4x4) was
+// 1.2-1.45x faster from 40x40 maps up, and 0.9-0.97x on the 22x22 and 32x32
+// maps and on 44x44 at dilation 2, where an image has fewer than 100 of its
+// tiles or a phase row fewer than 8. So: F(4x4) where it needs fewer products,
+// has at least kMinTiles4 tiles per image and kMinPhaseTiles4 per phase row.
+constexpr int64_t kMinTiles4 = 96, kMinPhaseTiles4 = 8;
+int64_t choose_tile(int64_t ho, int64_t wo, int64_t dil) {
+  const Tiling f4(4, 1, ho, wo, 1, ho, wo, 0, dil), f2(2, 1, ho, wo, 1, ho, wo, 0, dil);
+  const bool fewer_products = f4.products() < f2.products();
+  const bool enough_tiles =
+      f4.tile_rows * f4.tile_cols >= kMinTiles4 && f4.phase_tiles() >= kMinPhaseTiles4;
+  return fewer_products && enough_tiles ? 4 : 2;
+}
+
+// convolve<2> or convolve<4> by g.m.
+template <class T>
+void convolve_tiled(const Tiling& g, int64_t batch, const T* xs, const T* w, bool transposed,
+                    const T* bs, bool relu, T* ys, bool accumulate) {
+  if (g.m == 4) return convolve<4>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
+  convolve<2>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
 }
 
 // The tile loop of transform_gradients: for the n tiles of a tile row, whose
@@ -422,11 +561,12 @@ template <class T> void untransform_filter_gradients(const T* du, int64_t filter
 // than sharing the transforms through a barrier per band).
 template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T* dys, const T* xs,
                                         T* dw) {
+  constexpr int kPositions = positions(2);
   const int64_t chunks = chunk_count(kPositions, 1);
   const auto row_bytes =
       static_cast<size_t>(kPositions * (g.cin + g.cout) * g.tile_cols * chunks) * sizeof(T);
   const int64_t rows = std::clamp<int64_t>(
-      std::min((kBandTiles + g.tile_cols - 1) / g.tile_cols,
+      std::min((band_tiles(2) + g.tile_cols - 1) / g.tile_cols,
                static_cast<int64_t>(kScratchBytes / row_bytes)),
       1, g.tile_rows);
   const int64_t filters = g.cout * g.cin;
@@ -446,7 +586,7 @@ template <class T> void filter_gradient(const Tiling& g, int64_t batch, const T*
         const T* dy = dys + b * g.cout * g.ho * g.wo;
         const int p0 = static_cast<int>(e0), p1 = static_cast<int>(e1);
         with_dilation(g.dil, [&](auto dil) {
-          transform_inputs<dil()>(g, x, r0, r1, p0, p1, row_buffer, v);
+          transform_inputs<2, dil()>(g, x, r0, r1, p0, p1, row_buffer, v);
           transform_gradients<dil()>(g, dy, r0, r1, p0, p1, row_buffer, dm);
         });
         for (int64_t e = e0; e < e1; ++e) {
@@ -466,15 +606,29 @@ bool winograd_applies(const Tensor& w, const ConvParams& p) {
   return w.h() == 3 && w.w() == 3 && p.stride == 1 && p.pad <= 2 * p.dilation;
 }
 
+void set_winograd_tile(int m) {
+  if (m != 0 && m != 2 && m != 4)
+    throw Error("set_winograd_tile: the tile side must be 0 (chosen per layer), 2 or 4, not " +
+                std::to_string(m));
+  forced_tile.store(m, std::memory_order_relaxed);
+}
+
+int winograd_tile(int64_t ho, int64_t wo, int64_t dilation, bool inference) {
+  if (const int forced = forced_tile.load(std::memory_order_relaxed)) return forced;
+  return inference ? static_cast<int>(choose_tile(ho, wo, dilation)) : 2;
+}
+
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y) {
-  const Tiling g(x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, p.dilation);
+  const int forced = forced_tile.load(std::memory_order_relaxed);
+  const int64_t m = forced ? forced : p.inference ? choose_tile(y.h(), y.w(), p.dilation) : 2;
+  const Tiling g(m, x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, p.dilation);
   if (x.dtype() == DType::F64) {
-    return convolve<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
-                            bias ? bias->data<double>() : nullptr, p.relu, y.data<double>(), false);
+    return convolve_tiled<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
+                                  bias ? bias->data<double>() : nullptr, p.relu, y.data<double>(), false);
   }
-  convolve<float>(g, x.n(), x.data<float>(), w.data<float>(), false,
-                  bias ? bias->data<float>() : nullptr, p.relu, y.data<float>(), false);
+  convolve_tiled<float>(g, x.n(), x.data<float>(), w.data<float>(), false,
+                        bias ? bias->data<float>() : nullptr, p.relu, y.data<float>(), false);
 }
 
 // dx is dy convolved with the transposed, 180-degree-rotated filters, same
@@ -482,17 +636,19 @@ void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, cons
 // through tap (i, j) sends its gradient back through the mirrored tap.
 void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                             bool accumulate) {
-  const Tiling g(dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(), 2 * p.dilation - p.pad, p.dilation);
+  const int forced = forced_tile.load(std::memory_order_relaxed);
+  const Tiling g(forced ? forced : 2, dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(),
+                 2 * p.dilation - p.pad, p.dilation);
   if (dy.dtype() == DType::F64) {
-    return convolve<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr, false,
-                            dx.data<double>(), accumulate);
+    return convolve_tiled<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr,
+                                  false, dx.data<double>(), accumulate);
   }
-  convolve<float>(g, dy.n(), dy.data<float>(), w.data<float>(), true, nullptr, false, dx.data<float>(),
-                  accumulate);
+  convolve_tiled<float>(g, dy.n(), dy.data<float>(), w.data<float>(), true, nullptr, false,
+                        dx.data<float>(), accumulate);
 }
 
 void winograd_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw) {
-  const Tiling g(x.c(), x.h(), x.w(), dy.c(), dy.h(), dy.w(), p.pad, p.dilation);
+  const Tiling g(2, x.c(), x.h(), x.w(), dy.c(), dy.h(), dy.w(), p.pad, p.dilation);
   if (x.dtype() == DType::F64) {
     return filter_gradient<double>(g, x.n(), dy.data<double>(), x.data<double>(), dw.data<double>());
   }

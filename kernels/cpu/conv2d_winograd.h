@@ -1,4 +1,4 @@
-// Winograd's minimal filtering F(2x2, 3x3) for the CPU forward convolution
+// Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for the CPU convolutions
 // (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
 // Internal to kernels/cpu: conv2d.cpp calls it for the layers it applies to.
 #pragma once
@@ -10,6 +10,16 @@ namespace covidrate::cpu {
 // transposed convolution of the backward pass has a padding >= 0 too): the bulk
 // of COVID-Rate's convolutions.
 bool winograd_applies(const Tensor& w, const ConvParams& p);
+
+// The output tile side m of F(m x m, 3x3) for a forward pass with an output of
+// ho x wo at this dilation: with ConvParams::inference, 4 on maps large enough
+// for its bigger tiles to pay (see choose_tile), else 2; always 2 when a
+// gradient will be taken (the training forward and both backward passes keep
+// F(2x2)'s accuracy).
+int winograd_tile(int64_t ho, int64_t wo, int64_t dilation, bool inference);
+// Forces m (2 or 4) for every layer, or 0 to go back to choosing per layer:
+// for tests of both tile sizes and for benchmarks comparing them. Process-wide.
+void set_winograd_tile(int m);
 
 // The three passes of ops::conv2d_* (same contracts, arguments as checked
 // there) for layers where winograd_applies.
