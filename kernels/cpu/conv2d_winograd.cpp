@@ -67,7 +67,8 @@ constexpr size_t kScratchBytes = size_t{64} << 20;
 constexpr int64_t kSkew = 16;
 int64_t position_stride(int64_t matrix_size) { return matrix_size + kSkew; }
 
-// 0: winograd_tile chooses per layer; 2 or 4: set_winograd_tile forced it.
+// 0: the forward follows ConvParams::inference (choose_tile), backward data
+// takes 2; 2 or 4: set_winograd_tile forced it for both.
 std::atomic<int> forced_tile{0};
 
 // How the output is cut into tiles of m x m. With dilation d, a tile is the
