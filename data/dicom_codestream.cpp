@@ -1,5 +1,6 @@
 // JPEG 2000 SIZ (ISO 15444-1 A.5.1) and JPEG / JPEG-LS SOF (ISO 10918-1 B.2.2,
-// ISO 14495-1 C.2.2) headers, read just far enough to learn the image size.
+// ISO 14495-1 C.2.2) headers, read just far enough to learn the image size, and
+// the RLE header (DICOM PS3.5 G.5).
 #include "data/dicom_codestream.h"
 
 #include <ios>
@@ -83,7 +84,30 @@ bool check_jpeg(const std::string& file, std::string_view b, const ExpectedImage
   }
 }
 
+uint32_t little32(std::string_view b, size_t at) {
+  return uint32_t(uint8_t(b[at])) | uint32_t(uint8_t(b[at + 1])) << 8 | uint32_t(uint8_t(b[at + 2])) << 16 |
+         uint32_t(uint8_t(b[at + 3])) << 24;
+}
+
 }  // namespace
+
+void check_rle_frame(const std::string& file, std::string_view b, const ExpectedImage& e) {
+  constexpr size_t kHeader = 64;  // the segment count and 15 offsets, 32-bit little endian
+  CR_CHECK(b.size() >= kHeader, file << ": RLE frame of " << b.size() << " bytes, shorter than its 64-byte header");
+  const int64_t segments = little32(b, 0);
+  const int64_t expected = e.samples * ((e.bits_allocated + 7) / 8);
+  CR_CHECK(segments == expected && segments <= 15,
+           file << ": the RLE header names " << segments << " segment(s); the image has " << expected
+                << " byte(s) per pixel (" << e.samples << " sample(s) of " << e.bits_allocated << " bits)");
+  size_t previous = 0;
+  for (int64_t i = 0; i < segments; ++i) {
+    const size_t offset = little32(b, 4 + 4 * size_t(i));
+    CR_CHECK((i == 0 ? offset == kHeader : offset > previous) && offset < b.size(),
+             file << ": RLE segment " << i << " starts at byte " << offset << " of a " << b.size()
+                  << "-byte frame (the first must start at 64, each after the one before)");
+    previous = offset;
+  }
+}
 
 bool check_codestream(const std::string& file, std::string_view b, const ExpectedImage& e) {
   if (b.size() >= 4 && big16(b, 0) == 0xff4f) return check_j2k(file, b, 0, e);

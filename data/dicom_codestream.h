@@ -20,4 +20,12 @@ struct ExpectedImage {
 // covidrate::Error naming `file` otherwise. Returns whether a size was found.
 bool check_codestream(const std::string& file, std::string_view fragment, const ExpectedImage& expected);
 
+// `fragment` is one frame of RLE Lossless pixel data (PS3.5 Annex G): its
+// 64-byte header must name as many segments as the image has bytes per pixel
+// (samples x bytes per sample, at most 15), the first at byte 64, each after
+// the one before and inside the fragment. GDCM trusts the segment count and
+// reads offsets and segments past the fragment (found by fuzz_dicom: a count
+// of 151060482 crashed it); throws covidrate::Error naming `file`.
+void check_rle_frame(const std::string& file, std::string_view fragment, const ExpectedImage& expected);
+
 }  // namespace covidrate::data::dicom

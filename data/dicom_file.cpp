@@ -254,8 +254,12 @@ FrameGeometry decode_pixels(const FileHeader& h, float* out) {
   CheckedFile checked = read_checked(h.file);
   // Before GDCM touches the pixel data (it decodes some already while reading).
   const ExpectedImage expected{h.columns, h.rows, h.samples_per_pixel, h.bits_allocated};
-  for (const auto& [offset, length] : checked.structure.fragments)
-    check_codestream(h.file, std::string_view(checked.bytes).substr(offset, length), expected);
+  const bool rle = checked.structure.transfer_syntax == "1.2.840.10008.1.2.5";
+  for (const auto& [offset, length] : checked.structure.fragments) {
+    const std::string_view fragment = std::string_view(checked.bytes).substr(offset, length);
+    if (rle) check_rle_frame(h.file, fragment, expected);
+    else check_codestream(h.file, fragment, expected);
+  }
   std::istringstream stream(std::move(checked.bytes));
   gdcm::ImageReader reader;
   reader.SetStream(stream);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <string>
 
@@ -298,6 +299,29 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string delimited_file = dir.file("delimiter-length.dcm");
   test::write_bytes(delimited_file, delimited);
   check_fails(delimited_file, delimited_file, "non-zero length");
+  // RLE frames whose header names a segment count or offsets outside the frame:
+  // GDCM trusted them and read past the frame (a SEGV, found by fuzz_dicom).
+  const auto rle_header = [&](std::vector<char>& data) {
+    const std::string pixels("\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff", 12);
+    const auto tag = std::search(data.begin(), data.end(), pixels.begin(), pixels.end());
+    REQUIRE(tag != data.end());
+    const size_t offset_table = size_t(tag - data.begin()) + 12;  // its item
+    uint32_t table_length = 0;
+    std::memcpy(&table_length, data.data() + offset_table + 4, 4);
+    return offset_table + 8 + table_length + 8;  // past the first fragment's item header
+  };
+  const auto rle_file = [&](const std::string& name, size_t field, uint32_t value) {
+    std::vector<char> data = test::read_bytes(samples() + "MR_small_RLE.dcm");
+    const size_t header = rle_header(data);
+    std::memcpy(data.data() + header + field, &value, 4);
+    const std::string file = dir.file(name);
+    test::write_bytes(file, data);
+    return file;
+  };
+  const std::string rle_count = rle_file("rle-count.dcm", 0, 151060482);
+  check_fails(rle_count, rle_count, "RLE header names 151060482 segment(s)");
+  const std::string rle_offset = rle_file("rle-offset.dcm", 8, 0x7fffffff);
+  check_fails(rle_offset, rle_offset, "RLE segment 1 starts at byte 2147483647");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
