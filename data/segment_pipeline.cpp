@@ -191,7 +191,8 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   // (pinned on a GPU; nn/host_buffer.h), written and read in place.
   struct Batch {
     size_t first = 0;
-    int64_t count = 0;
+    int64_t count = 0;  // slices of the study in it
+    int64_t shape = 0;  // images the forward pass takes: count, or batch with fixed_batch_shape
     HostBuffer input;
     std::vector<Placement> placements;
   };
@@ -199,7 +200,9 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
     Batch b;
     b.first = first;
     b.count = std::min<int64_t>(options.batch, static_cast<int64_t>(todo.size() - first));
-    b.input = HostBuffer(b.count * size * size, options.device);
+    b.shape = options.fixed_batch_shape ? options.batch : b.count;
+    b.input = HostBuffer(b.shape * size * size, options.device);
+    std::fill(b.input.data() + b.count * size * size, b.input.data() + b.input.size(), 0.f);  // the blanks
     b.placements.resize(b.count);
     for_each_in_parallel(b.count, [&](int64_t k) {
       const float* slice = domain.slice(todo[first + k]);
@@ -269,7 +272,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
       ag::NoGrad no_grad;
       Tensor input, output;
       timed(stages.upload, [&] {
-        input = Tensor::empty({b.count, 1, size, size}, DType::F32, options.device);
+        input = Tensor::empty({b.shape, 1, size, size}, DType::F32, options.device);
         copy_bytes(input.raw(), options.device, b.input.data(), Device::CPU, b.input.bytes());
       });
       timed(stages.forward, [&] {
@@ -278,8 +281,8 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
       });
       timed(stages.download, [&] {
         CR_CHECK(output.dtype() == DType::F32 && output.numel() == b.input.size() && output.device() == options.device,
-                 "segment: the network returned " << output.str() << " for a batch of " << b.count);
-        probabilities = HostBuffer(output.numel(), options.device);
+                 "segment: the network returned " << output.str() << " for a batch of " << b.shape);
+        probabilities = HostBuffer(b.count * size * size, options.device);  // not the blanks'
         copy_bytes(probabilities.data(), Device::CPU, output.raw(), options.device, probabilities.bytes());
       });
     }

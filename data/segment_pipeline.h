@@ -27,6 +27,16 @@ namespace covidrate::data {
 struct SegmentOptions {
   double threshold = 0.5;  // a voxel is lesion when its probability is above this
   int64_t batch = 4;       // slices per forward pass
+  // Run every forward pass at `batch` slices: a study's last, partial batch
+  // (and a study with fewer slices than `batch`) is filled up with blank slices
+  // whose outputs are dropped. On CUDA, cuDNN's algorithm for each convolution
+  // is chosen per input shape by timing every candidate (kernels/cuda/cudnn_conv.cpp):
+  // a new batch size costs a search per convolution, about forty, where a few
+  // blank slices cost a fraction of one forward. Every op of the inference form
+  // works on each slice alone, so the real slices' outputs do not change.
+  // `segment` turns it on with --device cuda; on the CPU, where nothing is chosen
+  // per shape, blanks would only cost time.
+  bool fixed_batch_shape = false;
   int64_t size = 512;      // the network's input side
   Device device = Device::CPU;
   // The dtype the network computes in (CovidRateNet::compute_dtype): F32, or

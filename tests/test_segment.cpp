@@ -23,6 +23,7 @@
 #include "data/report.h"
 #include "data/segment_pipeline.h"
 #include "data/segment_study.h"
+#include "kernels/op_profile.h"
 #include "model/covidrate_net.h"
 #include "nn/json.h"
 #include "support/test_support.h"
@@ -342,6 +343,53 @@ TEST_CASE("a slice without lung is not segmented and gets an empty mask") {
   const data::StudyFigures f = data::measure(seg.lesions, seg.lungs);
   CHECK(f.both.opacity_percent == 0);
   CHECK(f.infected_slices == 0);
+}
+
+TEST_CASE("segment_volume with a fixed batch shape: blank slices fill the last batch, the results do not change") {
+  // Five slices with lungs of different sizes, batches of 3: 3 + 2.
+  data::Volume ct = air_ct(96, 5);
+  for (int64_t z = 0; z < ct.nz; ++z)
+    for (int64_t y = 0; y < ct.ny; ++y)
+      for (int64_t x = 0; x < ct.nx; ++x) {
+        if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 42 * 42) ct.at(x, y, z) = 40.f;
+        const int64_t r = 10 + 2 * z;
+        for (int64_t cx : {30, 66})
+          if ((x - cx) * (x - cx) + (y - 44) * (y - 44) < r * r) ct.at(x, y, z) = -850.f + 60.f * float(z);
+      }
+  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  net.set_training(false);
+  data::SegmentOptions options{.threshold = 0.5, .batch = 3, .size = 64, .device = Device::CPU, .progress = {}};
+  // The batch sizes the convolutions saw, from the op profile's rows.
+  const auto batches_seen = [] {
+    std::set<std::string> seen;
+    for (const profile::OpTime& t : profile::collect())
+      if (t.op == "conv2d_forward") seen.insert(t.input.substr(0, t.input.find(',')));
+    return seen;
+  };
+  profile::set_enabled(true);
+  profile::reset();
+  const data::Segmentation as_they_come = data::segment_volume(ct, net, options);
+  const std::set<std::string> varying = batches_seen();
+  options.fixed_batch_shape = true;
+  profile::reset();
+  const data::Segmentation fixed = data::segment_volume(ct, net, options);
+  const std::set<std::string> one_shape = batches_seen();
+  profile::set_enabled(false);
+  REQUIRE(fixed.slices_segmented == 5);
+  CHECK(varying == std::set<std::string>{"[2", "[3"});
+  CHECK(one_shape == std::set<std::string>{"[3"});
+  CHECK(fixed.probability.voxels == as_they_come.probability.voxels);
+  CHECK(fixed.lesions.voxels == as_they_come.lesions.voxels);
+  CHECK(std::count(fixed.probability.voxels.begin(), fixed.probability.voxels.end(), 0.f) < ct.voxel_count());
+
+  // A study with fewer slices than a batch runs at the batch's shape too.
+  options.batch = 8;
+  profile::set_enabled(true);
+  profile::reset();
+  const data::Segmentation small = data::segment_volume(ct, net, options);
+  CHECK(batches_seen() == std::set<std::string>{"[8"});
+  profile::set_enabled(false);
+  CHECK(small.probability.voxels == as_they_come.probability.voxels);
 }
 
 TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule") {

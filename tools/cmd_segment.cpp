@@ -63,7 +63,8 @@ void usage(FILE* out) {
                "  --precision P      f32 (default) or bf16: what the network computes in; bf16 is for\n"
                "                     CUDA (on the CPU it runs the slow reference path)\n"
                "  --threshold T      a voxel is lesion when its probability is above T (default 0.5)\n"
-               "  --batch N          slices per forward pass (default 1 on the CPU, 8 on CUDA)\n"
+               "  --batch N          slices per forward pass (default 1 on the CPU, 8 on CUDA; on CUDA\n"
+               "                     every pass has N, the last filled up with blank slices)\n"
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
                "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
                "  --no-cpb           the network was trained without context perception boosting\n"
@@ -233,6 +234,7 @@ int cmd_segment(int argc, char** argv) {
   const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.device, o.precision);
   study_options.segment = {.threshold = o.threshold,
                            .batch = o.batch,
+                           .fixed_batch_shape = o.device == Device::CUDA,  // one cuDNN search per layer
                            .size = spec.size,
                            .device = o.device,
                            .precision = o.precision,
