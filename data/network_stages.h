@@ -1,6 +1,7 @@
 // Where segment's network phase spends its time: shared by the pipeline that
 // measures it (data/segment_pipeline.h) and the report that shows it (data/report.h).
 #pragma once
+#include <cstdint>
 
 namespace covidrate::data {
 
@@ -11,9 +12,13 @@ namespace covidrate::data {
 // back on the slice grid. The rest of the phase is bookkeeping.
 struct NetworkStages {
   double prepare_wait = 0, upload = 0, forward = 0, download = 0, put_back_wait = 0;
+  // Not a time: the convolution algorithm searches the forward passes ran
+  // (algorithm_searches in nn/device.h; their time is inside `forward`).
+  uint64_t algorithm_searches = 0;
   NetworkStages& operator+=(const NetworkStages& o) {
     prepare_wait += o.prepare_wait, upload += o.upload, forward += o.forward, download += o.download;
     put_back_wait += o.put_back_wait;
+    algorithm_searches += o.algorithm_searches;
     return *this;
   }
 };

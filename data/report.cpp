@@ -154,7 +154,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     first = false;
   }
   o << "}},\n  \"device\": " << json::quote(run.device) << ",\n  \"precision\": " << json::quote(run.precision)
-    << ",\n  \"threshold\": " << number(run.threshold) << ",\n  \"batch\": " << run.batch << ",\n";
+    << ",\n  \"threshold\": " << number(run.threshold) << ",\n  \"batch\": " << run.batch
+    << ",\n  \"algorithm_searches\": " << run.network_stages.algorithm_searches << ",\n";
   o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both) << ",\n    \"left_lung\": " << lung_json(f.left)
     << ",\n    \"right_lung\": " << lung_json(f.right) << ",\n    \"slices\": " << f.slices.size()
     << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices

@@ -261,6 +261,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
     step();
     total += seconds_since(t);
   };
+  const uint64_t searches_before = algorithm_searches(options.device);
   if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
   while (next.valid()) {
     Batch b;
@@ -297,6 +298,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
   if (outputs.valid()) take_outputs();  // no slice held lung
   result.seconds.network = seconds_since(start);
+  stages.algorithm_searches = algorithm_searches(options.device) - searches_before;
   return result;
 }
 

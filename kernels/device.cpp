@@ -4,6 +4,7 @@
 
 #include "nn/tensor.h"
 #if COVIDRATE_HAVE_CUDA
+#include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -54,6 +55,15 @@ void synchronize(Device device) {
   cuda::synchronize();
 #else
   CR_FAIL("synchronize cuda: " << cuda_unavailable_reason());
+#endif
+}
+
+uint64_t algorithm_searches(Device device) {
+  if (device == Device::CPU) return 0;
+#if COVIDRATE_HAVE_CUDA
+  return cuda::conv_plan_stats().searches;
+#else
+  CR_FAIL("algorithm searches on cuda: " << cuda_unavailable_reason());
 #endif
 }
 

@@ -30,4 +30,11 @@ Device default_device();
 // which works synchronously). For timing stages; copies to the host already wait.
 void synchronize(Device device);
 
+// How many convolution algorithms the device's backend has chosen in this
+// process: on CUDA one per (shape, direction) plan (cudnnFind*Ex times every
+// candidate; kernels/cuda/cudnn_conv.cpp), 0 on the CPU, which chooses per call
+// without searching. segment reports the count per study: searches in a warm
+// study mean a shape changed.
+uint64_t algorithm_searches(Device device);
+
 }  // namespace covidrate
