@@ -401,7 +401,8 @@ template <class T> struct BandScratch {
     u_size = static_cast<size_t>(p * position_stride(g.cout * g.cin));
     v_size = static_cast<size_t>(p * position_stride(g.cin * band_tiles));
     m_size = static_cast<size_t>(p * position_stride(g.cout * band_tiles));
-    chunk_size = v_size + m_size + static_cast<size_t>(patch_side(static_cast<int>(g.m)) * g.in_width() + g.w);
+    const int64_t rows_size = patch_side(static_cast<int>(g.m)) * g.in_width() + g.w;  // transform_inputs' rows
+    chunk_size = v_size + m_size + static_cast<size_t>(rows_size);
     u = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
   }
   T* v(int64_t chunk) const { return u + u_size + chunk_size * static_cast<size_t>(chunk); }
