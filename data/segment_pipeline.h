@@ -31,7 +31,7 @@ struct SegmentOptions {
   // (and a study with fewer slices than `batch`) is filled up with blank slices
   // whose outputs are dropped. On CUDA, cuDNN's algorithm for each convolution
   // is chosen per input shape by timing every candidate (kernels/cuda/cudnn_conv.cpp):
-  // a new batch size costs a search per convolution, about forty, where a few
+  // a new batch size costs a search per convolution shape (39 convolutions), where a few
   // blank slices cost a fraction of one forward. Every op of the inference form
   // works on each slice alone, so the real slices' outputs do not change.
   // `segment` turns it on with --device cuda; on the CPU, where nothing is chosen
