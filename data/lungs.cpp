@@ -17,18 +17,18 @@ int64_t LungSegmentation::count(LungLabel which) const {
   return std::count(labels.voxels.begin(), labels.voxels.end(), float(which));
 }
 
-double dice(const Volume& a, const Volume& b, float which) {
+LabelOverlap overlap(const Volume& a, const Volume& b, float which) {
   CR_CHECK(a.nx == b.nx && a.ny == b.ny && a.nz == b.nz,
            "dice: grids differ (" << a.nx << "x" << a.ny << "x" << a.nz << " vs " << b.nx << "x" << b.ny << "x"
                                   << b.nz << ")");
-  int64_t both = 0, in_a = 0, in_b = 0;
+  LabelOverlap o;
   for (int64_t i = 0; i < a.voxel_count(); ++i) {
     const bool x = a.voxels[i] == which, y = b.voxels[i] == which;
-    both += x && y;
-    in_a += x;
-    in_b += y;
+    o.both += x && y;
+    o.in_a += x;
+    o.in_b += y;
   }
-  return in_a + in_b == 0 ? 1.0 : 2.0 * double(both) / double(in_a + in_b);
+  return o;
 }
 
 namespace {

@@ -84,7 +84,19 @@ class ClassicalLungExtractor final : public LungExtractor {
   ClassicalLungOptions options_;
 };
 
+// Voxels of label `which` in a, in b, and in both (two label volumes of the
+// same grid); Dice = 2 both / (in_a + in_b), 1 when neither has the label.
+// Counts of several volumes add up to their pooled Dice.
+struct LabelOverlap {
+  int64_t in_a = 0, in_b = 0, both = 0;
+  double dice() const { return in_a + in_b == 0 ? 1.0 : 2.0 * double(both) / double(in_a + in_b); }
+  LabelOverlap& operator+=(const LabelOverlap& o) {
+    in_a += o.in_a, in_b += o.in_b, both += o.both;
+    return *this;
+  }
+};
+LabelOverlap overlap(const Volume& a, const Volume& b, float which);
 // Dice overlap of label `which` between two label volumes of the same grid.
-double dice(const Volume& a, const Volume& b, float which);
+inline double dice(const Volume& a, const Volume& b, float which) { return overlap(a, b, which).dice(); }
 
 }  // namespace covidrate::data

@@ -622,9 +622,8 @@ int winograd_tile(int64_t ho, int64_t wo, int64_t dilation, bool inference) {
 
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y) {
-  const int forced = forced_tile.load(std::memory_order_relaxed);
-  const int64_t m = forced ? forced : p.inference ? choose_tile(y.h(), y.w(), p.dilation) : 2;
-  const Tiling g(m, x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, p.dilation);
+  const Tiling g(winograd_tile(y.h(), y.w(), p.dilation, p.inference), x.c(), x.h(), x.w(), w.n(), y.h(),
+                 y.w(), p.pad, p.dilation);
   if (x.dtype() == DType::F64) {
     return convolve_tiled<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
                                   bias ? bias->data<double>() : nullptr, p.relu, y.data<double>(), false);
@@ -638,9 +637,8 @@ void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, cons
 // through tap (i, j) sends its gradient back through the mirrored tap.
 void winograd_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p, Tensor& dx,
                             bool accumulate) {
-  const int forced = forced_tile.load(std::memory_order_relaxed);
-  const Tiling g(forced ? forced : 2, dy.c(), dy.h(), dy.w(), dx.c(), dx.h(), dx.w(),
-                 2 * p.dilation - p.pad, p.dilation);
+  const Tiling g(winograd_tile(dx.h(), dx.w(), p.dilation, /*inference=*/false), dy.c(), dy.h(), dy.w(),
+                 dx.c(), dx.h(), dx.w(), 2 * p.dilation - p.pad, p.dilation);
   if (dy.dtype() == DType::F64) {
     return convolve_tiled<double>(g, dy.n(), dy.data<double>(), w.data<double>(), true, nullptr,
                                   false, dx.data<double>(), accumulate);
