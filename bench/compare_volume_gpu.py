@@ -69,6 +69,17 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
         all_slices = sum(r[1] for r in rows)
         print(f"  the batch's wall time: {all_slices} slices in {wall:.2f} s = {all_slices / wall:.1f} slices/s "
               f"(start-up, the first study's search and the overlap of --prefetch included)")
+    fromfile = f"{work}/fromfile-{run}"
+    if os.path.exists(f"{fromfile}/report.json"):
+        # The same study in a new process whose cuDNN choices come from the
+        # algorithm cache file the batch run wrote: a repeated single-study run.
+        r = json.load(open(f"{fromfile}/report.json"))
+        t = r["timings_s"]
+        n, with_lung = r["input"]["size"][2], r["study_figures"]["slices_with_lung"]
+        wall = float(open(f"{fromfile}.wall_s").read()) if os.path.exists(f"{fromfile}.wall_s") else float("nan")
+        print(f"  one study, new process, cuDNN choices from the file: network {t['network']:.2f} s "
+              f"({r.get('algorithm_searches', '?')} cuDNN searches; first study above: {rows[0][3]['network']:.2f} s), "
+              f"total {t['total']:.2f} s, process wall {wall:.2f} s for {n} slices ({with_lung} with lung)")
     for peer, (n, seconds) in torch.items():
         print(f"    vs torch {peer}: {n / seconds:.1f} slices/s; ratio whole command {(slices / total) / (n / seconds):.2f}, "
               f"network per slice {(seconds / n) / (network / with_lung):.2f} (above 1: we are faster)")

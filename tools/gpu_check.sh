@@ -156,7 +156,10 @@ prepare() {
 # run: the first study pays for cuDNN's algorithm search and the allocator's
 # first cudaMallocs, the later ones show the steady state of a server that
 # segments study after study. In float32 and in bf16 (its cuDNN choices to
-# $OUT/cudnn_choices.txt); beside PyTorch running the network over as many slices (bench/torch_volume.py: f32, tf32,
+# $OUT/cudnn_choices.txt). The batch run starts from an empty algorithm cache
+# file (kernels/algorithm_cache.h) and fills it; then one study is run again
+# as a new process reading that file (fromfile-<precision>): what a second
+# single-study run on the same machine costs. Beside PyTorch running the network over as many slices (bench/torch_volume.py: f32, tf32,
 # eager bf16, AMP). Segment's outputs stay in .gpucheck; $OUT/volume.txt gets
 # both sides' numbers and the ratios.
 whole_volume() {
@@ -170,12 +173,20 @@ whole_volume() {
   for precision in f32 bf16; do
     t0=$EPOCHREALTIME
     step "segment ${copies}x$VOLUME cuda $precision" 120 plain env COVIDRATE_CUDNN_LOG=1 \
+         COVIDRATE_CUDNN_CACHE="$work/cudnn-$precision.tsv" \
          "$here/bin/covidrate" segment "$work/studies" --out "$work/segment-$precision" --device cuda \
          --batch 16 --precision "$precision"
     # The batch's wall time: with --prefetch (on with CUDA) studies overlap, so
     # their reports' totals (each study's own stages) add up to more.
     python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$EPOCHREALTIME" \
       >"$work/segment-$precision.wall_s"
+    t0=$EPOCHREALTIME
+    step "segment 1x$VOLUME cuda $precision, cuDNN choices from the file" 60 plain \
+         env COVIDRATE_CUDNN_CACHE="$work/cudnn-$precision.tsv" \
+         "$here/bin/covidrate" segment "$work/studies/study1" --out "$work/fromfile-$precision" --device cuda \
+         --batch 16 --precision "$precision"
+    python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$EPOCHREALTIME" \
+      >"$work/fromfile-$precision.wall_s"
   done
   [ -f .gpucheck/step.out ] && grep -a -A12 '^cudnn' .gpucheck/step.out >"$OUT/cudnn_choices.txt"
   if command -v python3 >/dev/null && python3 -c 'import torch' 2>/dev/null; then
@@ -315,6 +326,9 @@ unpack_and_set_paths() {
   done
   export LD_LIBRARY_PATH=$path${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}:$ROOT/$here/lib-fallback
   export COVIDRATE_DATA=$ROOT/$here/data COVIDRATE_SOURCE=$ROOT
+  # Each step searches cuDNN's algorithms itself, as on a fresh machine, not
+  # from choices an earlier step left in ~/.cache; whole_volume sets its own file.
+  export COVIDRATE_CUDNN_CACHE=off
   log "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
 }
 

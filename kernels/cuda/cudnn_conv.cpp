@@ -21,6 +21,14 @@
 // for. (PyTorch sets the same for its bf16 convolutions.) The TF32 flag does
 // not apply to bf16 plans. The bias is added by our own kernel
 // (conv_bias.cu), after cuDNN has stored the convolution rounded to bf16.
+//
+// Measured choices outlive the process: each search's winner goes to a file
+// per GPU model and cuDNN version (kernels/algorithm_cache.h; by default
+// ~/.cache/covidrate/, COVIDRATE_CUDNN_CACHE=off or another path), and a
+// later process takes it from there instead of timing every algorithm again.
+// A remembered choice is used only if cuDNN still accepts it for the shape and
+// its workspace fits today's budget; one that fails at the call is forgotten
+// and searched again. The heuristic mode neither reads nor writes the file.
 #include "kernels/cuda/cudnn_conv.h"
 
 #include <algorithm>
@@ -32,11 +40,13 @@
 #include <initializer_list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
+#include "kernels/algorithm_cache.h"
 #include "kernels/cuda/conv_bias.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_ops.h"
@@ -94,6 +104,8 @@ struct Choice {
   int algo = 0;  // cudnnConvolution{Fwd,BwdData,BwdFilter}Algo_t
   cudnnMathType_t math = CUDNN_FMA_MATH;
   size_t workspace_bytes = 0;
+  float ms = 0;            // what the search measured (0 for a heuristic choice)
+  bool from_file = false;  // taken from the algorithm cache file, not searched in this process
 };
 
 struct ConvPlan {
@@ -119,6 +131,9 @@ struct PlanCache {
   std::mutex mu;
   std::unordered_map<ConvKey, std::unique_ptr<ConvPlan>, ConvKeyHash> plans;
   ConvPlanStats stats;
+  // The algorithm cache file per device ordinal (null: none), opened on first use.
+  std::unordered_map<int, std::unique_ptr<AlgorithmCacheFile>> files;
+  std::optional<std::string> file_path;  // set_algorithm_cache_path: instead of the environment's
 };
 PlanCache& cache() {
   static PlanCache* c = new PlanCache;
@@ -298,6 +313,67 @@ bool measure_algorithms() {
   return measure;
 }
 
+// The algorithm cache file of a device, opened on first use: named and
+// identified by the GPU's model, its compute capability and the cuDNN version
+// loaded at run time. Null when the cache is off or choices are not measured
+// (a heuristic ranking is not worth remembering). Caller holds cache().mu.
+AlgorithmCacheFile* algorithm_file(int device) {
+  PlanCache& c = cache();
+  auto it = c.files.find(device);
+  if (it != c.files.end()) return it->second.get();
+  std::unique_ptr<AlgorithmCacheFile> file;
+  if (measure_algorithms()) {
+    cudaDeviceProp prop{};
+    CUDA_CHECK(cudaGetDeviceProperties(&prop, device));
+    const std::string gpu = file_name_part(prop.name);
+    const std::string sm = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+    const std::string version = std::to_string(cudnnGetVersion());
+    const std::string path =
+        c.file_path ? *c.file_path
+                    : default_algorithm_cache_path("cudnn-" + gpu + "-sm" + sm + "-cudnn" + version + ".tsv");
+    if (!path.empty())
+      file = std::make_unique<AlgorithmCacheFile>(path, gpu + ", sm " + sm + ", cuDNN " + version);
+  }
+  return c.files.emplace(device, std::move(file)).first->second.get();
+}
+
+std::string file_key(const ConvKey& k, Direction dir) { return std::string(kDirectionName[dir]) + ", " + k.str(); }
+
+// A choice read from the file, if cuDNN accepts it for this shape today: an
+// algorithm of the direction, a math mode the key allows (as pick() would),
+// and a workspace within the budget. Caller holds cache().mu.
+std::optional<Choice> remembered_choice(ConvPlan& plan, const ConvKey& k, Direction dir, const AlgorithmRecord& r) {
+  const auto math = static_cast<cudnnMathType_t>(r.math);
+  const bool known_math = math == CUDNN_DEFAULT_MATH || math == CUDNN_TENSOR_OP_MATH ||
+                          math == CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION || math == CUDNN_FMA_MATH;
+  if (!known_math || (!k.tensor_cores() && math != CUDNN_FMA_MATH)) return std::nullopt;
+  const int count[] = {CUDNN_CONVOLUTION_FWD_ALGO_COUNT, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT,
+                       CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT};
+  if (r.algo < 0 || r.algo >= count[dir]) return std::nullopt;
+  if (cudnnSetConvolutionMathType(plan.conv, math) != CUDNN_STATUS_SUCCESS) return std::nullopt;
+  cudnnHandle_t h = context().cudnn;
+  size_t need = 0;
+  cudnnStatus_t st = CUDNN_STATUS_NOT_SUPPORTED;
+  if (dir == kForward)
+    st = cudnnGetConvolutionForwardWorkspaceSize(h, plan.x, plan.w, plan.conv, plan.y,
+                                                 static_cast<cudnnConvolutionFwdAlgo_t>(r.algo), &need);
+  else if (dir == kBackwardData)
+    st = cudnnGetConvolutionBackwardDataWorkspaceSize(h, plan.w, plan.y, plan.conv, plan.x,
+                                                      static_cast<cudnnConvolutionBwdDataAlgo_t>(r.algo), &need);
+  else
+    st = cudnnGetConvolutionBackwardFilterWorkspaceSize(h, plan.x, plan.y, plan.conv, plan.w,
+                                                        static_cast<cudnnConvolutionBwdFilterAlgo_t>(r.algo), &need);
+  Choice c;
+  c.workspace_bytes = std::max<size_t>(need, r.workspace_bytes);
+  if (st != CUDNN_STATUS_SUCCESS || c.workspace_bytes > workspace_budget()) return std::nullopt;
+  c.chosen = true;
+  c.algo = r.algo;
+  c.math = math;
+  c.ms = static_cast<float>(r.ms);
+  c.from_file = true;
+  return c;
+}
+
 // Picks the first usable result (cuDNN sorts them by measured or predicted
 // time), or a near-tie of it that needs less workspace.
 template <class Perf>
@@ -346,6 +422,7 @@ Choice pick(const std::vector<Perf>& perf, int returned, size_t max_workspace, c
       c.algo = static_cast<int>(perf[i].algo);
       c.math = k.tensor_cores() ? perf[i].mathType : CUDNN_FMA_MATH;
       c.workspace_bytes = perf[i].memory;
+      c.ms = perf[i].time;
       return c;
     }
   }
@@ -356,13 +433,22 @@ Choice pick(const std::vector<Perf>& perf, int returned, size_t max_workspace, c
   throw Error(os.str());
 }
 
-// The algorithm of one direction, chosen on first use. A measuring search runs
-// the call's real inputs into a scratch output (the search writes its output,
-// which must not clobber a gradient that accumulates). Caller holds cache().mu.
+// The algorithm of one direction, chosen on first use: from the algorithm
+// cache file when it holds a choice cuDNN accepts (and use_file), else by a
+// search whose winner goes to the file. A measuring search runs the call's
+// real inputs into a scratch output (the search writes its output, which must
+// not clobber a gradient that accumulates). Caller holds cache().mu.
 Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a, const void* in_b,
-               const void* out, size_t out_bytes) {
+               const void* out, size_t out_bytes, bool use_file = true) {
   Choice& c = plan.choice[dir];
   if (c.chosen) return c;
+  AlgorithmCacheFile* file = algorithm_file(k.device);
+  if (file && use_file)
+    if (const std::optional<AlgorithmRecord> r = file->find(file_key(k, dir)))
+      if (const std::optional<Choice> remembered = remembered_choice(plan, k, dir, *r)) {
+        ++cache().stats.loaded;
+        return c = *remembered;
+      }
   Context& ctx = context();
   const bool measure = measure_algorithms();
   size_t budget = workspace_budget();
@@ -440,8 +526,34 @@ Choice& choose(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a
     found.workspace_bytes = std::max(found.workspace_bytes, need);
   }
   ++cache().stats.searches;
+  if (file)
+    file->remember(file_key(k, dir), {found.algo, static_cast<int>(found.math), found.workspace_bytes, found.ms});
   c = found;  // only now: a search that threw leaves the direction unchosen
   return c;
+}
+
+// Runs one convolution call, `call(choice, workspace)`, with its direction's
+// algorithm. A choice taken from the file that cuDNN refuses at the call (a
+// library rebuilt under the same version number, a changed driver) is dropped
+// from the file and searched for again, once: a cache must not fail a run.
+// Caller holds cache().mu.
+template <class Call>
+void run_chosen(ConvPlan& plan, const ConvKey& k, Direction dir, const void* in_a, const void* in_b,
+                const void* out, size_t out_bytes, const char* what, Call&& call) {
+  const Choice* c = &choose(plan, k, dir, in_a, in_b, out, out_bytes);
+  for (;;) {
+    void* ws = workspace(c->workspace_bytes);
+    CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c->math), k);
+    const cudnnStatus_t st = call(*c, ws);
+    if (st == CUDNN_STATUS_SUCCESS) return;
+    if (!c->from_file)
+      CR_FAIL("cuDNN error: " << what << " failed: " << cudnnGetErrorString(st) << " (" << k.str() << ")");
+    std::fprintf(stderr, "covidrate: cuDNN refused the remembered %s algorithm %d for %s (%s); searching again\n",
+                 kDirectionName[dir], c->algo, k.str().c_str(), cudnnGetErrorString(st));
+    if (AlgorithmCacheFile* file = algorithm_file(k.device)) file->forget(file_key(k, dir));
+    plan.choice[dir] = Choice{};
+    c = &choose(plan, k, dir, in_a, in_b, out, out_bytes, /*use_file=*/false);
+  }
 }
 
 const float kOne = 1.0f, kZero = 0.0f;
@@ -453,19 +565,31 @@ ConvPlanStats conv_plan_stats() {
   return cache().stats;
 }
 
+void set_algorithm_cache_path(std::optional<std::string> path) {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  cache().file_path = std::move(path);
+  cache().files.clear();  // reopened, at the new place, at the next choice
+}
+
+void forget_conv_plans() {
+  std::lock_guard<std::mutex> lock(cache().mu);
+  // Descriptors are host objects that cuDNN reads when a call is made, not when
+  // its kernels run: destroying them with work in flight is safe.
+  cache().plans.clear();
+}
+
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p, Tensor& y) {
   if (y.numel() == 0) return;
   const ConvKey k = make_key(x.shape(), w.shape(), p, x.dtype(), {x.raw(), w.raw(), y.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);
-  const Choice& c = choose(plan, k, kForward, x.raw(), w.raw(), y.raw(), y.nbytes());
   Context& ctx = context();
-  void* ws = workspace(c.workspace_bytes);
-  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
-  CONV_CHECK(cudnnConvolutionForward(ctx.cudnn, &kOne, plan.x, x.raw(), plan.w, w.raw(), plan.conv,
-                                     static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws,
-                                     c.workspace_bytes, &kZero, plan.y, y.raw()),
-             k);
+  run_chosen(plan, k, kForward, x.raw(), w.raw(), y.raw(), y.nbytes(), "cudnnConvolutionForward",
+             [&](const Choice& c, void* ws) {
+               return cudnnConvolutionForward(ctx.cudnn, &kOne, plan.x, x.raw(), plan.w, w.raw(), plan.conv,
+                                              static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws,
+                                              c.workspace_bytes, &kZero, plan.y, y.raw());
+             });
   // y += bias broadcast over N, H, W, then the fused ReLU: our one-pass epilogue
   // for bf16 and wherever there is a ReLU, cuDNN's AddTensor for a plain f32 bias.
   if ((bias && k.bf16) || p.relu) {
@@ -481,15 +605,15 @@ void conv2d_backward_data(const Tensor& dy, const Tensor& w, const ConvParams& p
   const ConvKey k = make_key(dx.shape(), w.shape(), p, dy.dtype(), {dy.raw(), w.raw(), dx.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);
-  const Choice& c = choose(plan, k, kBackwardData, w.raw(), dy.raw(), dx.raw(), dx.nbytes());
   Context& ctx = context();
-  void* ws = workspace(c.workspace_bytes);
-  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
   // cuDNN computes dx = alpha * conv_transpose(dy, w) + beta * dx: beta 1 accumulates.
-  CONV_CHECK(cudnnConvolutionBackwardData(ctx.cudnn, &kOne, plan.w, w.raw(), plan.y, dy.raw(), plan.conv,
-                                          static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws,
-                                          c.workspace_bytes, accumulate ? &kOne : &kZero, plan.x, dx.raw()),
-             k);
+  run_chosen(plan, k, kBackwardData, w.raw(), dy.raw(), dx.raw(), dx.nbytes(), "cudnnConvolutionBackwardData",
+             [&](const Choice& c, void* ws) {
+               return cudnnConvolutionBackwardData(ctx.cudnn, &kOne, plan.w, w.raw(), plan.y, dy.raw(), plan.conv,
+                                                   static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws,
+                                                   c.workspace_bytes, accumulate ? &kOne : &kZero, plan.x,
+                                                   dx.raw());
+             });
 }
 
 void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams& p, Tensor& dw,
@@ -498,15 +622,14 @@ void conv2d_backward_filter(const Tensor& dy, const Tensor& x, const ConvParams&
   const ConvKey k = make_key(x.shape(), dw.shape(), p, dy.dtype(), {dy.raw(), x.raw(), dw.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);
-  const Choice& c = choose(plan, k, kBackwardFilter, x.raw(), dy.raw(), dw.raw(), dw.nbytes());
   Context& ctx = context();
-  void* ws = workspace(c.workspace_bytes);
-  CONV_CHECK(cudnnSetConvolutionMathType(plan.conv, c.math), k);
   // Parameter gradients always accumulate: beta 1.
-  CONV_CHECK(cudnnConvolutionBackwardFilter(ctx.cudnn, &kOne, plan.x, x.raw(), plan.y, dy.raw(), plan.conv,
-                                            static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws,
-                                            c.workspace_bytes, &kOne, plan.w, dw.raw()),
-             k);
+  run_chosen(plan, k, kBackwardFilter, x.raw(), dy.raw(), dw.raw(), dw.nbytes(), "cudnnConvolutionBackwardFilter",
+             [&](const Choice& c, void* ws) {
+               return cudnnConvolutionBackwardFilter(ctx.cudnn, &kOne, plan.x, x.raw(), plan.y, dy.raw(),
+                                                     plan.conv, static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo),
+                                                     ws, c.workspace_bytes, &kOne, plan.w, dw.raw());
+             });
   if (dbias)
     CONV_CHECK(cudnnConvolutionBackwardBias(ctx.cudnn, &kOne, plan.y, dy.raw(), &kOne, plan.bias, dbias->raw()), k);
 }

@@ -4,7 +4,10 @@
 
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "kernels/cuda/caching_allocator.h"
 #include "kernels/cuda/cuda_common.h"
@@ -15,6 +18,7 @@
 #include "nn/host_buffer.h"
 #include "tests/cuda/require_gpu.h"
 #include "tests/support/test_support.h"
+#include "tests/temp_files.h"
 
 using namespace covidrate;
 
@@ -156,6 +160,7 @@ TEST_CASE("a second convolution of the same shape reuses the cuDNN plan") {
   const Tensor b = test::randn({5}, 3).to(Device::CUDA);
   const ConvParams p = ConvParams::same(3);
   Tensor y = Tensor::empty({2, 5, 9, 9}, DType::F32, Device::CUDA);
+  cuda::set_algorithm_cache_path(std::string());  // a choice from an earlier run's file would not count as a search
   const cuda::ConvPlanStats s0 = cuda::conv_plan_stats();
   ops::conv2d_forward(x, w, &b, p, y);
   const cuda::ConvPlanStats s1 = cuda::conv_plan_stats();
@@ -170,6 +175,64 @@ TEST_CASE("a second convolution of the same shape reuses the cuDNN plan") {
   // Same plan, same algorithm: bit-identical output.
   const std::vector<float> second = y.to_vector();
   CHECK(std::memcmp(first.data(), second.data(), first.size() * sizeof(float)) == 0);
+  cuda::set_algorithm_cache_path(std::nullopt);
+}
+
+TEST_CASE("a measured choice is taken from the algorithm cache file by the next process") {
+  test::TempDir dir;
+  const std::string path = dir.file("cudnn.tsv");
+  cuda::set_algorithm_cache_path(path);
+  // A shape no other test uses, so that its plan is new to this process.
+  const Tensor x = test::randn({3, 5, 19, 17}, 11).to(Device::CUDA);
+  const Tensor w = test::randn({7, 5, 3, 3}, 12).to(Device::CUDA);
+  const ConvParams p = ConvParams::same(3);
+  Tensor y = Tensor::empty({3, 7, 19, 17}, DType::F32, Device::CUDA);
+  const auto lines = [&] {
+    std::vector<std::string> out;
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+
+  const cuda::ConvPlanStats s0 = cuda::conv_plan_stats();
+  ops::conv2d_forward(x, w, nullptr, p, y);
+  const std::vector<float> searched = y.to_vector();
+  const cuda::ConvPlanStats s1 = cuda::conv_plan_stats();
+  CHECK(s1.searches == s0.searches + 1);
+  CHECK(s1.loaded == s0.loaded);
+  std::vector<std::string> file = lines();
+  REQUIRE(file.size() == 3);  // magic, identity, the one choice
+  CHECK(file[2].rfind("forward, x [3, 5, 19, 17]", 0) == 0);
+
+  // As a new process would: no plans, the choice read from the file, same algorithm, same bits.
+  cuda::forget_conv_plans();
+  cuda::set_algorithm_cache_path(path);
+  ops::conv2d_forward(x, w, nullptr, p, y);
+  const cuda::ConvPlanStats s2 = cuda::conv_plan_stats();
+  CHECK(s2.searches == s1.searches);
+  CHECK(s2.loaded == s1.loaded + 1);
+  const std::vector<float> loaded = y.to_vector();
+  CHECK(std::memcmp(searched.data(), loaded.data(), searched.size() * sizeof(float)) == 0);
+
+  // A remembered algorithm cuDNN does not have: not used, searched again, replaced in the file.
+  const size_t algo_at = file[2].find('\t') + 1;
+  file[2].replace(algo_at, file[2].find('\t', algo_at) - algo_at, "99");
+  {
+    std::ofstream out(path, std::ios::trunc);
+    for (const std::string& line : file) out << line << '\n';
+  }
+  cuda::forget_conv_plans();
+  cuda::set_algorithm_cache_path(path);
+  ops::conv2d_forward(x, w, nullptr, p, y);
+  const cuda::ConvPlanStats s3 = cuda::conv_plan_stats();
+  CHECK(s3.searches == s2.searches + 1);
+  CHECK(s3.loaded == s2.loaded);
+  CHECK(test::rel_l2(y.to(Device::CPU), Tensor::from_vector(y.shape(), searched)) < 1e-5);
+  REQUIRE(lines().size() == 3);
+  CHECK(lines()[2].find("\t99\t") == std::string::npos);
+
+  cuda::forget_conv_plans();
+  cuda::set_algorithm_cache_path(std::nullopt);
 }
 
 TEST_CASE("an impossible allocation throws an error naming the size, and the GPU stays usable") {
