@@ -4,6 +4,12 @@
 //   read          read_dicom_series: parse, decode (GDCM), sort, rescale to HU
 //   domain        to_input_domain: HU -> the one lung window
 //   lungs         ClassicalLungExtractor::extract(ct, domain), as segment calls it
+//   network_input every slice with lung cut to the lungs' box, resized to 512 x 512
+//                 and standardized (network_input), on the CPU pool as segment does
+//   put_back      every slice's 512 x 512 output back on its grid, thresholded in
+//                 the lungs (put_back_slice), on the CPU pool
+//                 (these two run beside the forward pass on a GPU: per batch of 16
+//                 they must take less than the forward's ~24 ms on an H200)
 //   write_mask    write_nifti of a uint8 mask, .nii.gz (lesion_mask.nii.gz)
 //   write_prob    write_nifti of a float32 map, .nii.gz (probability.nii.gz, --save-prob)
 //   figures       per-slice figures, the infection-rate plot and the montage of
@@ -23,6 +29,7 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -38,6 +45,8 @@
 #include "data/nifti.h"
 #include "data/overlay.h"
 #include "data/report.h"
+#include "data/segment_pipeline.h"
+#include "kernels/cpu/threads.h"
 
 using namespace covidrate;
 using namespace covidrate::data;
@@ -62,7 +71,13 @@ struct Study {
   Volume ct, domain, lesions, probability;
   LungSegmentation lungs;
   fs::path scratch;
+  // What the network stage sees: the slices with lung, their view, their inputs.
+  std::vector<int64_t> with_lung;
+  NetworkView view;
+  std::vector<float> inputs;  // 512 x 512 per slice with lung
+  std::vector<Placement> placements;
 };
+constexpr int64_t kSize = 512;
 
 const Study& study() {
   static const Study s = [] {
@@ -79,6 +94,15 @@ const Study& study() {
     }
     r.scratch = scratch();
     fs::create_directories(r.scratch);
+    for (int64_t z = 0; z < r.ct.nz; ++z)
+      if (r.lungs.slice_has_lung[z]) r.with_lung.push_back(z);
+    r.view = network_view(r.ct, r.lungs.labels, r.with_lung, SegmentOptions{}.crop_margin);
+    r.inputs.resize(r.with_lung.size() * kSize * kSize);
+    r.placements.resize(r.with_lung.size());
+    for (size_t k = 0; k < r.with_lung.size(); ++k)
+      r.placements[k] = network_input(r.domain.slice(r.with_lung[k]), r.view, kSize, &r.inputs[k * kSize * kSize]);
+    // The stand-in output: the input squashed to (0, 1), about half of it above 0.5.
+    for (float& v : r.inputs) v = 1.f / (1.f + std::exp(-v));
     return r;
   }();
   return s;
@@ -86,7 +110,7 @@ const Study& study() {
 
 // Runs `stage` once per iteration and counts its CPU time and peak memory.
 template <typename Stage>
-void run(benchmark::State& state, Stage stage) {
+void run(benchmark::State& state, Stage stage, bool per_slice_with_lung = false) {
   const Study& s = study();
   const double rss_before = bench::proc_status_bytes("VmRSS");
   bench::reset_peak_rss();
@@ -96,7 +120,7 @@ void run(benchmark::State& state, Stage stage) {
     stage(s);
     cpu += bench::process_cpu_seconds() - start;
   }
-  const double slices = double(s.ct.nz) * double(state.iterations());
+  const double slices = double(per_slice_with_lung ? s.with_lung.size() : s.ct.nz) * double(state.iterations());
   state.counters["slices/s"] = benchmark::Counter(slices, benchmark::Counter::kIsRate);
   state.counters["cpu_ms/slice"] = 1000.0 * cpu / slices;
   state.counters["peak_MB"] = 1e-6 * (bench::proc_status_bytes("VmHWM") - rss_before);
@@ -110,6 +134,35 @@ void BM_domain(benchmark::State& state) {
 }
 void BM_lungs(benchmark::State& state) {
   run(state, [](const Study& s) { benchmark::DoNotOptimize(ClassicalLungExtractor().extract(s.ct, s.domain)); });
+}
+void BM_network_input(benchmark::State& state) {
+  std::vector<float> out(study().inputs.size());
+  run(
+      state,
+      [&out](const Study& s) {
+        cpu::parallel_for(static_cast<int64_t>(s.with_lung.size()), 1, [&](int64_t begin, int64_t end) {
+          for (int64_t k = begin; k < end; ++k)
+            network_input(s.domain.slice(s.with_lung[k]), s.view, kSize, &out[k * kSize * kSize]);
+        });
+        benchmark::DoNotOptimize(out.data());
+      },
+      true);
+}
+void BM_put_back(benchmark::State& state) {
+  Volume lesions = same_grid(study().ct, Intensity::Label), probability = same_grid(study().ct, Intensity::Label);
+  run(
+      state,
+      [&](const Study& s) {
+        cpu::parallel_for(static_cast<int64_t>(s.with_lung.size()), 1, [&](int64_t begin, int64_t end) {
+          for (int64_t k = begin; k < end; ++k) {
+            const int64_t z = s.with_lung[k];
+            put_back_slice(&s.inputs[k * kSize * kSize], s.placements[k], s.view, s.lungs.labels.slice(z), 0.5,
+                           lesions.slice(z), probability.slice(z));
+          }
+        });
+        benchmark::DoNotOptimize(lesions.voxels.data());
+      },
+      true);
 }
 void BM_write_mask(benchmark::State& state) {
   run(state, [](const Study& s) { write_nifti((s.scratch / "mask.nii.gz").string(), s.lesions, NiftiType::UInt8); });
@@ -145,6 +198,8 @@ int main(int argc, char** argv) {
   // One iteration takes 0.1 to 2 s: a few give a stable figure.
   for (auto [name, fn] : {std::pair{"pipeline/read/ricord", &BM_read}, std::pair{"pipeline/domain/ricord", &BM_domain},
                           std::pair{"pipeline/lungs/ricord", &BM_lungs},
+                          std::pair{"pipeline/network_input/ricord", &BM_network_input},
+                          std::pair{"pipeline/put_back/ricord", &BM_put_back},
                           std::pair{"pipeline/write_mask/ricord", &BM_write_mask},
                           std::pair{"pipeline/write_prob/ricord", &BM_write_prob},
                           std::pair{"pipeline/figures/ricord", &BM_figures}})

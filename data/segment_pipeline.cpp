@@ -79,6 +79,74 @@ CropBox lung_crop_box(const float* lungs, int64_t nx, int64_t ny, double margin)
   return box;
 }
 
+NetworkView network_view(const Volume& ct, const Volume& lungs, const std::vector<int64_t>& slices,
+                         double crop_margin) {
+  NetworkView view;
+  // Every slice of a volume shares the grid, so one permutation serves all.
+  view.order = network_layout_order(ct, view.nx, view.ny);
+  const int64_t pixels = ct.nx * ct.ny;
+
+  // One box for the whole volume: where any of the slices has lung. Only when
+  // both lungs were found: a box around one lung would magnify it to twice the
+  // training pictures' scale, so then the whole slice goes in, as without the cut.
+  // Slices in parallel, each chunk of them into a mask of its own in the grid's
+  // order (a serial pass through the layout permutation took 0.1 s here), merged.
+  const int64_t chunks = cpu::chunk_count(static_cast<int64_t>(slices.size()), 1);
+  std::vector<std::vector<uint8_t>> any_lung(static_cast<size_t>(chunks));
+  std::vector<uint8_t> sides(static_cast<size_t>(chunks), 0);  // bit 1: right lung seen, bit 2: left
+  cpu::parallel_chunks(static_cast<int64_t>(slices.size()), chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
+    std::vector<uint8_t>& any = any_lung[static_cast<size_t>(chunk)];
+    any.assign(static_cast<size_t>(pixels), 0);
+    uint8_t seen = 0;
+    for (int64_t k = begin; k < end; ++k) {
+      const float* lung = lungs.slice(slices[static_cast<size_t>(k)]);
+      for (int64_t i = 0; i < pixels; ++i) {
+        any[static_cast<size_t>(i)] |= lung[i] != float{kNoLung};
+        seen |= static_cast<uint8_t>((lung[i] == float{kRightLung}) | (lung[i] == float{kLeftLung}) << 1);
+      }
+    }
+    sides[static_cast<size_t>(chunk)] = seen;
+  });
+  std::vector<float> lung_layout(pixels, 0.f);
+  for (const std::vector<uint8_t>& any : any_lung)
+    for (int64_t p = 0; p < pixels; ++p)
+      if (any[static_cast<size_t>(view.order[p])]) lung_layout[p] = 1.f;
+  bool right = false, left = false;
+  for (const uint8_t seen : sides) right |= (seen & 1) != 0, left |= (seen & 2) != 0;
+  view.box = lung_crop_box(lung_layout.data(), view.nx, view.ny, right && left ? crop_margin : -1.0);
+  return view;
+}
+
+Placement network_input(const float* slice, const NetworkView& view, int64_t size, float* input) {
+  const CropBox& box = view.box;
+  Volume picture;  // the box of the slice, as the network saw its training pictures
+  picture.nx = box.nx;
+  picture.ny = box.ny;
+  picture.nz = 1;
+  picture.intensity = Intensity::Picture8Bit;
+  picture.voxels.resize(box.nx * box.ny);
+  for (int64_t y = 0; y < box.ny; ++y)
+    for (int64_t x = 0; x < box.nx; ++x)
+      picture.voxels[y * box.nx + x] = slice[view.order[(box.y0 + y) * view.nx + box.x0 + x]];
+  const PreparedSlice prepared = prepare_slice(picture, nullptr, nullptr, size);
+  std::copy(prepared.image.begin(), prepared.image.end(), input);
+  return prepared.placement;
+}
+
+void put_back_slice(const float* prediction, const Placement& placement, const NetworkView& view, const float* lungs,
+                    double threshold, float* lesion, float* probability) {
+  const CropBox& box = view.box;
+  const std::vector<float> p = to_original_grid(prediction, placement);
+  for (int64_t y = 0; y < box.ny; ++y)
+    for (int64_t x = 0; x < box.nx; ++x) {
+      // Bilinear weights sum to 1 only up to rounding.
+      const float v = std::clamp(p[y * box.nx + x], 0.f, 1.f);
+      const int64_t i = view.order[(box.y0 + y) * view.nx + box.x0 + x];
+      if (probability) probability[i] = v;
+      lesion[i] = (v > threshold && lungs[i] != float{kNoLung}) ? 1.f : 0.f;
+    }
+}
+
 VolumeLungs extract_volume_lungs(const Volume& ct) {
   CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxels.size() == static_cast<size_t>(ct.voxel_count()),
            "segment: " << ct.source << " holds no image");
@@ -147,48 +215,15 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   for (int64_t z = 0; z < ct.nz; ++z)
     if (result.slice_has_lung[z]) todo.push_back(z);
   result.slices_segmented = static_cast<int64_t>(todo.size());
+  const NetworkView view = network_view(ct, result.lungs, todo, options.crop_margin);
+  const int64_t size = options.size;
 
-  // Every slice of a volume shares the grid, so one permutation serves all.
-  int64_t lnx = 0, lny = 0;
-  const std::vector<int64_t> order = network_layout_order(ct, lnx, lny);
-  const int64_t pixels = ct.nx * ct.ny, size = options.size;
-
-  // One box for the whole volume: where any segmented slice has lung. Only
-  // when both lungs were found: a box around one lung would magnify it to twice
-  // the training pictures' scale, so then the whole slice goes in, as without the cut.
-  // Slices in parallel, each chunk of them into a mask of its own in the grid's
-  // order (a serial pass through the layout permutation took 0.1 s here), merged.
-  const int64_t chunks = cpu::chunk_count(static_cast<int64_t>(todo.size()), 1);
-  std::vector<std::vector<uint8_t>> any_lung(static_cast<size_t>(chunks));
-  std::vector<uint8_t> sides(static_cast<size_t>(chunks), 0);  // bit 1: right lung seen, bit 2: left
-  cpu::parallel_chunks(static_cast<int64_t>(todo.size()), chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
-    std::vector<uint8_t>& any = any_lung[static_cast<size_t>(chunk)];
-    any.assign(static_cast<size_t>(pixels), 0);
-    uint8_t seen = 0;
-    for (int64_t k = begin; k < end; ++k) {
-      const float* lung = result.lungs.slice(todo[static_cast<size_t>(k)]);
-      for (int64_t i = 0; i < pixels; ++i) {
-        any[static_cast<size_t>(i)] |= lung[i] != float{kNoLung};
-        seen |= static_cast<uint8_t>((lung[i] == float{kRightLung}) | (lung[i] == float{kLeftLung}) << 1);
-      }
-    }
-    sides[static_cast<size_t>(chunk)] = seen;
-  });
-  std::vector<float> lung_layout(pixels, 0.f);
-  for (const std::vector<uint8_t>& any : any_lung)
-    for (int64_t p = 0; p < pixels; ++p)
-      if (any[static_cast<size_t>(order[p])]) lung_layout[p] = 1.f;
-  bool right = false, left = false;
-  for (const uint8_t seen : sides) right |= (seen & 1) != 0, left |= (seen & 2) != 0;
-  const CropBox box = lung_crop_box(lung_layout.data(), lnx, lny, right && left ? options.crop_margin : -1.0);
-
-  // One batch of network inputs: the box of each slice, prepared as the
-  // training pictures were. Slices are independent, so the gather, resize and
-  // standardization run on the CPU pool, and the next batch is prepared on a
-  // second thread while the network runs on the current one (on a GPU the
-  // serial per-slice CPU work took longer than the forward pass itself).
-  // Inputs and probabilities cross to the device through staging buffers
-  // (pinned on a GPU; nn/host_buffer.h), written and read in place.
+  // One batch of network inputs, prepared on the CPU pool (slices are
+  // independent); the next batch is prepared on a second thread while the
+  // network runs on the current one (on a GPU the serial per-slice CPU work
+  // took longer than the forward pass itself). Inputs and probabilities cross
+  // to the device through staging buffers (pinned on a GPU; nn/host_buffer.h),
+  // written and read in place.
   struct Batch {
     size_t first = 0;
     int64_t count = 0;  // slices of the study in it
@@ -205,41 +240,20 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
     std::fill(b.input.data() + b.count * size * size, b.input.data() + b.input.size(), 0.f);  // the blanks
     b.placements.resize(b.count);
     for_each_in_parallel(b.count, [&](int64_t k) {
-      const float* slice = domain.slice(todo[first + k]);
-      Volume picture;  // the box of the slice, as the network saw its training pictures
-      picture.nx = box.nx;
-      picture.ny = box.ny;
-      picture.nz = 1;
-      picture.intensity = Intensity::Picture8Bit;
-      picture.voxels.resize(box.nx * box.ny);
-      for (int64_t y = 0; y < box.ny; ++y)
-        for (int64_t x = 0; x < box.nx; ++x)
-          picture.voxels[y * box.nx + x] = slice[order[(box.y0 + y) * lnx + box.x0 + x]];
-      const PreparedSlice slice_input = prepare_slice(picture, nullptr, nullptr, size);
-      std::copy(slice_input.image.begin(), slice_input.image.end(), b.input.data() + k * size * size);
-      b.placements[k] = slice_input.placement;
+      b.placements[k] = network_input(domain.slice(todo[first + k]), view, size, b.input.data() + k * size * size);
     });
     return b;
   };
 
   const auto start = Clock::now();
   // A batch's probabilities back on the slice grid, thresholded inside the lungs.
+  // Outside the box the network saw nothing: probability 0, as on slices without lung.
   const auto put_back = [&](const Batch& b, const HostBuffer& probabilities) {
     for_each_in_parallel(b.count, [&](int64_t k) {
       const int64_t z = todo[b.first + k];
-      const std::vector<float> p = to_original_grid(probabilities.data() + k * size * size, b.placements[k]);
-      float* prob = options.keep_probability ? result.probability.slice(z) : nullptr;
-      float* lesion = result.lesions.slice(z);
-      const float* lung = result.lungs.slice(z);
-      // Outside the box the network saw nothing: probability 0, as on slices without lung.
-      for (int64_t y = 0; y < box.ny; ++y)
-        for (int64_t x = 0; x < box.nx; ++x) {
-          // Bilinear weights sum to 1 only up to rounding.
-          const float v = std::clamp(p[y * box.nx + x], 0.f, 1.f);
-          const int64_t i = order[(box.y0 + y) * lnx + box.x0 + x];
-          if (prob) prob[i] = v;
-          lesion[i] = (v > options.threshold && lung[i] != float{kNoLung}) ? 1.f : 0.f;
-        }
+      put_back_slice(probabilities.data() + k * size * size, b.placements[k], view, result.lungs.slice(z),
+                     options.threshold, result.lesions.slice(z),
+                     options.keep_probability ? result.probability.slice(z) : nullptr);
     });
   };
 

@@ -19,6 +19,7 @@
 
 #include "data/lungs.h"
 #include "data/network_stages.h"
+#include "data/prepare.h"
 #include "data/volume.h"
 #include "model/covidrate_net.h"
 
@@ -109,5 +110,28 @@ CropBox lung_crop_box(const float* lungs, int64_t nx, int64_t ny, double margin)
 // sending pixel indices through radiological_slice and medseg_layout, so it
 // follows the volume's direction vectors exactly (flips and transposes only).
 std::vector<int64_t> network_layout_order(const Volume& v, int64_t& out_nx, int64_t& out_ny);
+
+// How every slice of a study goes to the network and comes back: the layout
+// permutation and one box for all slices (see lung_crop_box).
+struct NetworkView {
+  std::vector<int64_t> order;  // network-layout pixel p holds slice pixel order[p]
+  int64_t nx = 0, ny = 0;      // the layout's size
+  CropBox box;                 // in the layout
+};
+// The view of `ct` for the given slices (those sent to the network): the box
+// around the lungs of all of them, widened by crop_margin; the whole slice when
+// crop_margin < 0 or when the lungs of these slices are not both present.
+NetworkView network_view(const Volume& ct, const Volume& lungs, const std::vector<int64_t>& slices,
+                         double crop_margin);
+// One slice's network input (size x size floats, written to `input`): the box of
+// `slice` (the input domain's pixels, on the slice's own grid), prepared as the
+// training pictures were (data/prepare.h). Returns where the box went.
+Placement network_input(const float* slice, const NetworkView& view, int64_t size, float* input);
+// The network's output for one slice (size x size probabilities) back on the
+// slice's grid, inside the box: `lesion` 1 where the probability is above
+// `threshold` inside the lungs, else 0; `probability` (may be null) the map,
+// clamped to [0, 1]. Pixels outside the box are not touched.
+void put_back_slice(const float* prediction, const Placement& placement, const NetworkView& view, const float* lungs,
+                    double threshold, float* lesion, float* probability);
 
 }  // namespace covidrate::data
