@@ -294,6 +294,14 @@ void register_memory_benchmarks() {
     time_op(st, 3 * out_n * kF, 0, [&] { ops::hybrid_loss_backward(p, y, {}, sums, 1.0, dp, false); });
   });
 
+  // The certainty index of a batch of 16 predictions (segment's batch on a GPU):
+  // one read of the probabilities, 16 floats written.
+  const Shape batch16{16, 1, 512, 512};
+  reg("certainty_index/16x1x512x512", [batch16](State& st) {
+    Tensor p = random_cuda(batch16, 0, 1, 1), ci = empty_cuda(Shape{16});
+    time_op(st, static_cast<double>(batch16.numel()) * kF, 0, [&] { ops::certainty_index(p, 0.3, ci); });
+  });
+
   // Adam over all of COVID-Rate's parameters at once (about 14.4 M).
   reg("adam/14.4M", [](State& st) {
     const Shape n{14'400'000};

@@ -505,6 +505,18 @@ void hybrid_loss_backward(const Tensor& p, const Tensor& y, const HybridLossPara
   ON_DEVICE(p, hybrid_loss_backward(p, y, params, sums, dloss, dp, accumulate));
 }
 
+// ---------------------------------------------------------------- certainty of a prediction
+void certainty_index(const Tensor& p, double cutoff, Tensor& ci) {
+  const char* op = "certainty_index";
+  check_float(op, p);
+  check_like(op, "ci", ci, p);
+  CR_CHECK(p.shape().rank() >= 1 && p.shape()[0] > 0 && p.numel() > 0,
+           op << ": p must hold at least one image, got " << p.shape().str());
+  check_shape(op, "ci", ci, Shape{p.shape()[0]});
+  CR_CHECK(cutoff >= 0 && cutoff < 1, op << ": cutoff must be in [0, 1), got " << cutoff);
+  ON_DEVICE(p, certainty_index(p, cutoff, ci));
+}
+
 // ---------------------------------------------------------------- optimizer
 void adam_step(Tensor& params, const Tensor& grads, Tensor& m, Tensor& v, const AdamParams& p,
                int64_t step) {

@@ -152,3 +152,23 @@ TEST_CASE("batch norm spread over threads equals one channel at a time, bit for 
     CHECK(dbc.to_vector() == value(dbeta, c).to_vector());
   }
 }
+
+TEST_CASE("certainty index: the mean probability above the cut-off, per image; 0 when none is above") {
+  // Image 0: above 0.3 are 0.9, 0.5 and 0.31 -> (0.9 + 0.5 + 0.31) / 3; 0.3 itself is not above.
+  // Image 1: nothing above -> 0. Image 2: NaN is not counted -> 0.8.
+  Tensor p = t64({3, 1, 2, 3}, {0.9, 0.5, 0.3, 0.31, 0.0, 0.1,  //
+                                0.3, 0.2, 0.0, 0.1, 0.25, 0.29,  //
+                                NAN, 0.8, 0.0, 0.0, 0.0, 0.0});
+  Tensor ci = out64({3});
+  ops::certainty_index(p, 0.3, ci);
+  expect_values(ci, {(0.9 + 0.5 + 0.31) / 3, 0.0, 0.8});
+  // Float32 and the thread split give the same values.
+  Tensor pf = p.to(DType::F32), cif = Tensor::full({3}, NAN, DType::F32);
+  ops::certainty_index(pf, 0.3, cif);
+  CHECK(cif.to_vector()[0] == doctest::Approx((0.9 + 0.5 + 0.31) / 3).epsilon(1e-6));
+  CHECK(cif.to_vector()[1] == 0.f);
+  // Wrong shapes and cut-offs are refused with the op's name.
+  Tensor wrong = out64({2});
+  CHECK_THROWS_WITH_AS(ops::certainty_index(p, 0.3, wrong), doctest::Contains("certainty_index"), Error);
+  CHECK_THROWS_WITH_AS(ops::certainty_index(p, 1.0, ci), doctest::Contains("cutoff"), Error);
+}

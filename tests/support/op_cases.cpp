@@ -336,6 +336,21 @@ HybridLossParams loss_params(double bce_weight, double kappa) {
   return p;
 }
 
+// ---------------------------------------------------------------- certainty of a prediction
+// Forward only. Three images; with cutoff 0.7 some pixels of each fall on
+// either side of it (probabilities are drawn from [0.05, 0.95]).
+OpCase certainty_case(double cutoff) {
+  OpCase c;
+  c.name = "certainty index (cutoff " + std::to_string(cutoff).substr(0, 3) + ")";
+  c.inputs = {{{3, 1, 7, 5}, Gen::Probability, kConst}};
+  c.forward = [cutoff](const Tensors& in, const Alloc& alloc) {
+    Tensor ci = alloc({3}, in[0]);
+    ops::certainty_index(in[0], cutoff, ci);
+    return Tensors{ci};
+  };
+  return c;  // no backward
+}
+
 // ---------------------------------------------------------------- optimizer
 OpCase adam_case() {
   OpCase c;
@@ -442,6 +457,8 @@ std::vector<OpCase> build_cases() {
   cases.push_back(loss_case("hybrid loss", loss_params(1.0, 1.0)));
   cases.push_back(loss_case("weighted BCE", loss_params(1.0, 0.0)));
   cases.push_back(loss_case("focal Tversky", loss_params(0.0, 1.0)));
+  cases.push_back(certainty_case(0.3));
+  cases.push_back(certainty_case(0.7));
   cases.push_back(adam_case());
   cases.push_back(block_case());
   return cases;
