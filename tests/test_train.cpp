@@ -395,10 +395,13 @@ TEST_CASE("train: --init starts from the given weights, not from the seeded draw
   CHECK(error_of([&] { train(train_set, {}, o); }).find("missing.safetensors") != std::string::npos);
 }
 
-TEST_CASE("covidrate train --split and --synthetic: the named split, extra pairs on the training side only") {
+TEST_CASE("covidrate train --split, --synthetic and --pseudo: the named split, extra pairs on the training side only") {
   test::TempDir dir;
-  const fs::path images = dir.file("images"), masks = dir.file("masks"), synthetic = dir.file("synthetic");
-  for (const fs::path& p : {images, masks, synthetic / "images", synthetic / "masks"}) fs::create_directories(p);
+  const fs::path images = dir.file("images"), masks = dir.file("masks"), synthetic = dir.file("synthetic"),
+                 pseudo = dir.file("pseudo");
+  for (const fs::path& p : {images, masks, synthetic / "images", synthetic / "masks", pseudo / "images",
+                            pseudo / "masks"})
+    fs::create_directories(p);
   for (const char* n : {"0", "1", "2", "3", "4"}) {
     fs::copy_file(medseg("images") + "/" + n + ".jpg", images / (std::string(n) + ".jpg"));
     fs::copy_file(medseg("masks") + "/" + n + ".png", masks / (std::string(n) + ".png"));
@@ -407,15 +410,20 @@ TEST_CASE("covidrate train --split and --synthetic: the named split, extra pairs
     fs::copy_file(medseg("images") + "/" + n + ".jpg", synthetic / "images" / (std::string("s") + n + ".jpg"));
     fs::copy_file(medseg("masks") + "/" + n + ".png", synthetic / "masks" / (std::string("s") + n + ".png"));
   }
+  // A stand-in for 'covidrate pseudo-label' output (pictures copied as they are, PNG masks).
+  fs::copy_file(medseg("images") + "/12.jpg", pseudo / "images" / "u12.jpg");
+  fs::copy_file(medseg("masks") + "/12.png", pseudo / "masks" / "u12.png");
   const std::string split = dir.file("split.json");
   std::ofstream(split) << "{\"train\": [\"0\", \"2\", \"3\"], \"validation\": [\"4\"]}\n";
   const std::string common = "train --images " + images.string() + " --masks " + masks.string() +
                              " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
   const test::ProgramRun run = test::run_covidrate(
-      dir, common + "--split " + split + " --synthetic " + synthetic.string() + " --out " + dir.file("run"));
+      dir, common + "--split " + split + " --synthetic " + synthetic.string() + " --pseudo " + pseudo.string() +
+               " --out " + dir.file("run"));
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.out.find("2 synthetic slices") != std::string::npos);
-  CHECK(run.out.find("training on 5 slices (2 synthetic), validating on 1") != std::string::npos);
+  CHECK(run.out.find("1 pseudo-labelled slices") != std::string::npos);
+  CHECK(run.out.find("training on 6 slices (3 synthetic or pseudo-labelled), validating on 1") != std::string::npos);
   const std::string written = test::read_text_file(dir.file("run/split.json"));
   CHECK(written.find("\"train\": [\"0\", \"2\", \"3\"]") != std::string::npos);
   CHECK(written.find("\"validation\": [\"4\"]") != std::string::npos);

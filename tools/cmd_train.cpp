@@ -52,6 +52,8 @@ void usage(FILE* out) {
                "  --synthetic DIR   also train on DIR/images + DIR/masks ('covidrate synth'): added to the\n"
                "                    training side of every split, never validated on. Make them from the\n"
                "                    training side's slices only, or validation lesions leak into training\n"
+               "  --pseudo DIR      also train on the pseudo-labelled pairs of 'covidrate pseudo-label' (DIR/images\n"
+               "                    + DIR/masks): unsupervised enhancement, training side only, like --synthetic\n"
                "  --split FILE      train and validate on the slices a split.json names (an earlier\n"
                "                    run's), instead of a fresh seeded split\n"
                "  --init FILE       start from these weights (same architecture): fine-tuning\n",
@@ -93,7 +95,7 @@ int64_t parse_integer(const std::string& option, const std::string& text, int64_
 
 struct Settings {
   std::string images, masks, out;
-  std::string synthetic, split_file;
+  std::string synthetic, pseudo, split_file;
   TrainOptions train;
   double val_fraction = 0.2;
   int folds = 0;
@@ -126,6 +128,7 @@ Settings parse(int argc, char** argv) {
     else if (a == "--no-cpb") s.train.model.cpb = false;
     else if (a == "--lungs") s.lungs = true;
     else if (a == "--synthetic") s.synthetic = value();
+    else if (a == "--pseudo") s.pseudo = value();
     else if (a == "--split") s.split_file = value();
     else if (a == "--init") s.train.init_weights = value();
     else if (a == "--no-augment") s.train.augment = false;
@@ -186,7 +189,7 @@ std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& al
 }
 
 TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
-                    const data::Split& split, const std::vector<data::PreparedSlice>& synthetic,
+                    const data::Split& split, const std::vector<data::PreparedSlice>& extra,
                     TrainOptions options, const std::string& out_dir) {
   options.out_dir = out_dir;
   fs::create_directories(out_dir);
@@ -194,9 +197,9 @@ TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSl
                    "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
                        names_json(set, split.validation) + "}\n");
   std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
-  train_side.insert(train_side.end(), synthetic.begin(), synthetic.end());
-  std::printf("training on %zu slices (%zu synthetic), validating on %zu, %s -> %s\n", train_side.size(),
-              synthetic.size(), split.validation.size(), to_string(options.device), out_dir.c_str());
+  train_side.insert(train_side.end(), extra.begin(), extra.end());
+  std::printf("training on %zu slices (%zu synthetic or pseudo-labelled), validating on %zu, %s -> %s\n",
+              train_side.size(), extra.size(), split.validation.size(), to_string(options.device), out_dir.c_str());
   std::fflush(stdout);
   return train(train_side, pick(prepared, split.validation), options, [](const EpochRecord& r) {
     std::printf("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f, lr %.3g, %.1f s, %.2f images/s\n",
@@ -237,7 +240,7 @@ void mean_std(const std::vector<double>& v, double& mean, double& std) {
 }
 
 int cross_validate(const Settings& s, const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
-                   const std::vector<data::PreparedSlice>& synthetic) {
+                   const std::vector<data::PreparedSlice>& extra) {
   const std::vector<data::Split> splits = data::k_fold_splits(set.size(), s.folds, s.train.seed);
   std::vector<double> losses, dices;
   std::string rows;
@@ -247,7 +250,7 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
     TrainOptions options = s.train;
     // A cross-validation killed in fold f resumes fold f; later folds start afresh.
     options.resume = s.train.resume && checkpoint_exists(fold_dir);
-    const TrainResult r = run_one(set, prepared, splits[f], synthetic, options, fold_dir);
+    const TrainResult r = run_one(set, prepared, splits[f], extra, options, fold_dir);
     losses.push_back(r.best_val_loss);
     dices.push_back(r.best_val_dice);
     rows += std::string(f ? ",\n  " : "  ") + "{\"fold\": " + std::to_string(f + 1) + ", \"best_epoch\": " +
@@ -290,21 +293,24 @@ int cmd_train(int argc, char** argv) {
   std::printf("%lld slices from %s, prepared at %lld x %lld%s\n", static_cast<long long>(set.size()),
               s.images.c_str(), static_cast<long long>(s.train.size), static_cast<long long>(s.train.size),
               s.lungs ? ", lungs only" : "");
-  std::vector<data::PreparedSlice> synthetic;
-  if (!s.synthetic.empty()) {
-    const fs::path dir(s.synthetic);
-    const data::Dataset extra = data::load_dataset((dir / "images").string(), (dir / "masks").string(), {.lungs = s.lungs});
-    for (const data::Sample& sample : extra.samples) synthetic.push_back(data::prepare_sample(sample, s.train.size));
-    std::printf("%zu synthetic slices from %s, for training only\n", synthetic.size(), s.synthetic.c_str());
+  // Extra pairs for the training side only: synthetic lesions, then pseudo-labels.
+  std::vector<data::PreparedSlice> extra;
+  for (const auto& [dir, what] : {std::pair{s.synthetic, "synthetic"}, std::pair{s.pseudo, "pseudo-labelled"}}) {
+    if (dir.empty()) continue;
+    const size_t before = extra.size();
+    const data::Dataset pairs =
+        data::load_dataset((fs::path(dir) / "images").string(), (fs::path(dir) / "masks").string(), {.lungs = s.lungs});
+    for (const data::Sample& sample : pairs.samples) extra.push_back(data::prepare_sample(sample, s.train.size));
+    std::printf("%zu %s slices from %s, for training only\n", extra.size() - before, what, dir.c_str());
   }
   if (s.folds > 0) {
     CR_CHECK(s.folds <= set.size(), "train: " << s.folds << " folds but only " << set.size() << " slices");
-    return cross_validate(s, set, prepared, synthetic);
+    return cross_validate(s, set, prepared, extra);
   }
   const data::Split split = s.split_file.empty()
                                 ? data::train_validation_split(set.size(), s.val_fraction, s.train.seed)
                                 : read_split(s.split_file, set);
-  const TrainResult r = run_one(set, prepared, split, synthetic, s.train, s.out);
+  const TrainResult r = run_one(set, prepared, split, extra, s.train, s.out);
   std::printf("best epoch %d: val loss %.4f, val Dice %.4f%s; weights in %s\n", r.best_epoch, r.best_val_loss,
               r.best_val_dice, r.stopped_early ? " (stopped early)" : "",
               (fs::path(s.out) / "best.safetensors").string().c_str());

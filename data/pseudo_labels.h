@@ -1,0 +1,59 @@
+// Pseudo-labels for COVID-Rate's unsupervised enhancement (Enshaei et al.,
+// Sci. Rep. 2022): a network trained on one source segments unlabelled slices
+// from another (other scanners, other windowing); each prediction is scored by
+// its certainty index (ops::certainty_index: the mean probability of the pixels
+// above a cut-off, 0.3 in the paper), and the most certain predictions become
+// training pairs, thresholded masks beside their pictures. Fine-tuning on them
+// together with the labelled slices (`covidrate train --pseudo DIR`) moves the
+// network towards the new source without a single new annotation.
+//
+// Why the certainty index and not, say, the mean confidence of every pixel:
+// nearly every pixel of a slice is confidently background, so a whole-slice
+// mean says little about the lesions; the index looks only at what the network
+// calls (possibly) lesion and asks how sure it is there. A slice where the
+// network marks nothing scores 0 and is never kept: it gives no lesion to learn.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "model/covidrate_net.h"
+
+namespace covidrate::data {
+
+struct PseudoLabelOptions {
+  double cutoff = 0.3;         // the certainty index's cut-off (the paper's)
+  double threshold = 0.5;      // a pixel of a pseudo-label is lesion when its probability is above this
+  double min_certainty = 0.8;  // keep predictions whose index is at least this...
+  int64_t top = 0;             // ...and of those at most the `top` most certain (0: all of them)
+  int64_t batch = 4;           // slices per forward pass
+  int64_t size = 512;          // the network's input side
+  Device device = Device::CPU;
+  // Called after each batch with (slices scored, slices in all).
+  std::function<void(int64_t, int64_t)> progress;
+};
+
+struct ScoredSlice {
+  std::string name;  // the file stem
+  std::string path;
+  double certainty = 0;       // ops::certainty_index of the prediction at the network's resolution
+  double lesion_percent = 0;  // of the picture's pixels, in its pseudo-label
+  bool kept = false;
+};
+
+// Segments every picture and scores its prediction; `keep` then marks the kept
+// slices (see PseudoLabelOptions). When out_dir is not empty it writes
+//   out_dir/images/<stem>.<ext>   the kept pictures, copied as they are
+//   out_dir/masks/<stem>.png      their pseudo-labels, 0 / 255, the picture's size
+//   out_dir/certainty.csv         every slice: name, index, lesion %, kept
+// as a folder that appears only once complete (out_dir must not exist), laid
+// out as data/dataset.h reads a training set. Returns every slice, in the
+// order given. Throws covidrate::Error naming the file for unreadable pictures.
+std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const CovidRateNet& net,
+                                            const PseudoLabelOptions& options, const std::string& out_dir);
+
+// The PNG and JPG files of a folder, sorted by name. Throws when it holds none.
+std::vector<std::string> pictures_in(const std::string& dir);
+
+}  // namespace covidrate::data

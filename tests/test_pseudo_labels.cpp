@@ -1,0 +1,204 @@
+// Pseudo-labels for the unsupervised enhancement (data/pseudo_labels.h) on real
+// unlabelled slices (medseg-semiseg/unlabeled, from the Zenodo scanners): the
+// certainty index of each prediction is the op's on the network's output, the
+// kept slices are the most certain, the folder is a training set train reads,
+// and bad input leaves nothing behind. The network is a tiny one with its
+// deterministic initial weights (plumbing, not accuracy), except in the last
+// case, which runs the shipped weights on four slices.
+#include <doctest/doctest.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "data/dataset.h"
+#include "data/image2d.h"
+#include "data/prepare.h"
+#include "data/pseudo_labels.h"
+#include "kernels/ops.h"
+#include "model/covidrate_net.h"
+#include "model/load_weights.h"
+#include "nn/autograd.h"
+#include "nn/safetensors.h"
+#include "tests/support/run_covidrate.h"
+#include "tests/support/test_support.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+namespace fs = std::filesystem;
+
+namespace {
+
+// `count` unlabelled slices, every 40th from the start (different patients' volumes).
+std::vector<std::string> unlabelled(int count) {
+  std::vector<std::string> all = data::pictures_in(test::data_dir() + "/medseg-semiseg/unlabeled");
+  REQUIRE(all.size() >= static_cast<size_t>(40 * count));
+  std::vector<std::string> out;
+  for (int i = 0; i < count; ++i) out.push_back(all[static_cast<size_t>(40 * i)]);
+  return out;
+}
+
+CovidRateNet tiny_net() { return CovidRateNet(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 5}); }
+
+// The index of one picture's prediction, computed here from the pieces.
+double index_of(const CovidRateNet& net, const std::string& path, int64_t size, double cutoff) {
+  const data::PreparedSlice s = data::prepare_slice(data::read_image(path), nullptr, nullptr, size);
+  ag::NoGrad no_grad;
+  const Tensor out = net.forward(ag::Var(Tensor::from_vector({1, 1, size, size}, s.image))).value();
+  Tensor ci = Tensor::empty({1});
+  ops::certainty_index(out, cutoff, ci);
+  return ci.to_vector()[0];
+}
+
+}  // namespace
+
+TEST_CASE("pseudo-labels: each slice's certainty index, the most certain kept, a training set written") {
+  const std::vector<std::string> pictures = unlabelled(6);
+  CovidRateNet net = tiny_net();
+  net.set_training(false);
+  test::TempDir dir;
+  data::PseudoLabelOptions o;
+  o.size = 64;
+  o.batch = 4;  // a full batch and a partial one
+  o.min_certainty = 0;
+  o.top = 3;
+  int64_t last_progress = -1;
+  o.progress = [&](int64_t done, int64_t total) {
+    CHECK(total == 6);
+    last_progress = done;
+  };
+  const std::string out = dir.file("pseudo");
+  const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(pictures, net, o, out);
+  REQUIRE(slices.size() == 6);
+  CHECK(last_progress == 6);
+
+  // The index is the op's on the network's output, slice by slice, whatever the batching.
+  std::vector<double> certainties;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    CAPTURE(slices[i].path);
+    CHECK(slices[i].path == pictures[i]);
+    CHECK(slices[i].name == fs::path(pictures[i]).stem().string());
+    CHECK(slices[i].certainty == doctest::Approx(index_of(net, pictures[i], 64, o.cutoff)).epsilon(1e-6));
+    CHECK(slices[i].certainty > o.cutoff);  // an untrained sigmoid hovers near 0.5: some pixels above 0.3
+    certainties.push_back(slices[i].certainty);
+  }
+  // Kept: the three highest indices.
+  std::vector<double> sorted = certainties;
+  std::sort(sorted.rbegin(), sorted.rend());
+  int kept = 0;
+  for (const data::ScoredSlice& s : slices) {
+    kept += s.kept;
+    CHECK(s.kept == (s.certainty >= sorted[2]));
+  }
+  CHECK(kept == 3);
+
+  // The folder: the kept pictures as they were, their masks at the picture's size, every index in the CSV.
+  REQUIRE(fs::is_directory(out));
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+  const data::Dataset set = data::load_dataset(out + "/images", out + "/masks");
+  REQUIRE(set.size() == 3);
+  for (const data::Sample& sample : set.samples) {
+    const auto it = std::find_if(slices.begin(), slices.end(), [&](const auto& s) { return s.name == sample.name; });
+    REQUIRE(it != slices.end());
+    CHECK(it->kept);
+    CHECK(test::read_bytes(sample.image_path) == test::read_bytes(it->path));
+    CHECK(sample.mask.nx == sample.image.nx);
+    CHECK(sample.mask.ny == sample.image.ny);
+    double lesion = 0;
+    for (float v : sample.mask.voxels) lesion += v;
+    CHECK(100.0 * lesion / static_cast<double>(sample.mask.voxels.size()) ==
+          doctest::Approx(it->lesion_percent).epsilon(1e-9));
+  }
+  std::ifstream csv(out + "/certainty.csv");
+  std::string line;
+  REQUIRE(std::getline(csv, line));
+  CHECK(line == "name,certainty_index,lesion_percent,kept");
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    CHECK(line.rfind(slices[rows].name + ",", 0) == 0);
+    CHECK(line.back() == (slices[rows].kept ? '1' : '0'));
+    ++rows;
+  }
+  CHECK(rows == 6);
+
+  // A least certainty above every index keeps nothing (and writes no folder when asked for none).
+  o.top = 0;
+  o.min_certainty = sorted[0] + 1e-6;
+  for (const data::ScoredSlice& s : data::make_pseudo_labels(pictures, net, o, "")) CHECK_FALSE(s.kept);
+}
+
+TEST_CASE("pseudo-labels: bad input is refused by name and leaves no folder") {
+  CovidRateNet net = tiny_net();
+  net.set_training(false);
+  test::TempDir dir;
+  data::PseudoLabelOptions o;
+  o.size = 64;
+  const std::string out = dir.file("pseudo");
+  // A mask among the pictures: named, and neither the folder nor its temporary is left.
+  std::vector<std::string> pictures = unlabelled(2);
+  pictures.push_back(test::data_dir() + "/medseg-semiseg/train/masks/3.png");
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, o, out), doctest::Contains("3.png"), Error);
+  CHECK_FALSE(fs::exists(out));
+  CHECK_FALSE(fs::exists(out + ".tmp"));
+  // A picture that does not decode.
+  const std::string broken = dir.file("broken.jpg");
+  test::write_bytes(broken, test::garbage(500, 3));
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels({broken}, net, o, out), doctest::Contains("broken.jpg"), Error);
+  CHECK_FALSE(fs::exists(out));
+  // An existing output, a folder without pictures, options out of range.
+  fs::create_directories(out);
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(unlabelled(1), net, o, out), doctest::Contains("already exists"),
+                       Error);
+  fs::create_directories(dir.file("empty"));
+  CHECK_THROWS_WITH_AS(data::pictures_in(dir.file("empty")), doctest::Contains("no PNG or JPG"), Error);
+  o.cutoff = 1.0;
+  CHECK_THROWS_AS(data::make_pseudo_labels(unlabelled(1), net, o, ""), Error);
+}
+
+TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its usage errors") {
+  test::TempDir dir;
+  const std::string weights = dir.file("w.safetensors");
+  tiny_net().parameters().save(weights, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
+  const fs::path images = dir.file("unlabelled");
+  fs::create_directories(images);
+  for (const std::string& p : unlabelled(3)) fs::copy_file(p, images / fs::path(p).filename());
+  const std::string common = "pseudo-label --weights " + weights + " --images " + images.string();
+  const test::ProgramRun run = test::run_covidrate(dir, common + " --out " + dir.file("pl") + " --min-certainty 0 --top 2");
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.out.find("kept 2 of 3 slices") != std::string::npos);
+  CHECK(run.err.find("3/3 slices") != std::string::npos);  // progress
+  CHECK(data::load_dataset(dir.file("pl/images"), dir.file("pl/masks")).size() == 2);
+
+  test::ProgramRun bad = test::run_covidrate(dir, common + " --out " + dir.file("pl"));
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("already exists") != std::string::npos);
+  bad = test::run_covidrate(dir, common + " --out " + dir.file("pl2") + " --sure");
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("unknown option '--sure'") != std::string::npos);
+  bad = test::run_covidrate(dir, common + " --out " + dir.file("pl3") + " --min-certainty 2");
+  CHECK(bad.exit_code != 0);
+  CHECK(bad.err.find("--min-certainty") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.file("pl2")));
+  CHECK_FALSE(fs::exists(dir.file("pl3")));
+}
+
+TEST_CASE("pseudo-labels with the shipped weights on real unlabelled slices") {
+  const std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
+  REQUIRE(fs::is_regular_file(weights));
+  const ModelSpec spec = resolve_model_spec(weights, safetensors::load_metadata(weights), {});
+  const std::unique_ptr<CovidRateNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
+  data::PseudoLabelOptions o;
+  o.size = spec.size;
+  o.min_certainty = 0;
+  const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(unlabelled(4), *net, o, "");
+  for (const data::ScoredSlice& s : slices) {
+    CAPTURE(s.name);
+    // The index is 0 (nothing above the cut-off) or a mean of probabilities above it.
+    CHECK((s.certainty == 0 || (s.certainty > o.cutoff && s.certainty <= 1)));
+    CHECK(s.kept == (s.certainty > 0));
+    CHECK(s.lesion_percent >= 0);
+    CHECK(s.lesion_percent < 50);  // a trained network does not call half a slice lesion
+  }
+}

@@ -1,0 +1,161 @@
+// covidrate pseudo-label: the first half of COVID-Rate's unsupervised
+// enhancement. Trained weights segment a folder of unlabelled slices; each
+// prediction is scored by its certainty index and the most certain become
+// image/mask pairs for `covidrate train --pseudo DIR` (data/pseudo_labels.h;
+// docs/training.md, "Unsupervised enhancement").
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <unistd.h>
+
+#include "data/pseudo_labels.h"
+#include "model/load_weights.h"
+#include "nn/error.h"
+#include "nn/safetensors.h"
+#include "tools/cli.h"
+
+namespace covidrate::tools {
+
+namespace {
+
+struct PseudoLabelCommandOptions {
+  std::string weights, images, out;
+  ArchitectureOverrides architecture;
+  data::PseudoLabelOptions label;
+  DType precision = DType::F32;
+};
+
+void usage(FILE* out) {
+  const data::PseudoLabelOptions d;
+  std::fprintf(out,
+               "usage: covidrate pseudo-label --weights FILE --images DIR --out DIR [options]\n\n"
+               "Segments every unlabelled slice of DIR (PNG or JPG), scores each prediction by its certainty\n"
+               "index (the mean probability of the pixels above --cutoff; 0 when there are none: Enshaei et\n"
+               "al. 2022) and writes the most certain as training pairs: OUT/images/ (the pictures as they\n"
+               "are), OUT/masks/ (probability > --threshold, 0/255 PNG) and OUT/certainty.csv (every slice).\n"
+               "Then fine-tune with: covidrate train ... --init FILE --pseudo OUT\n\n"
+               "  --weights FILE       safetensors written by 'covidrate train' (the network to enhance)\n"
+               "  --images DIR         the unlabelled slices, from the source the network should adapt to\n"
+               "  --out DIR            a new folder; it appears only once complete\n"
+               "  --min-certainty X    keep predictions whose index is at least X (default %g)\n"
+               "  --top N              of those, keep at most the N most certain (default: all)\n"
+               "  --cutoff C           the index's probability cut-off (default %g, the paper's)\n"
+               "  --threshold T        pseudo-label pixels are lesion above T (default %g)\n"
+               "  --batch N            slices per forward pass (default %lld)\n"
+               "  --device cpu|cuda    where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
+               "  --precision P        f32 (default) or bf16 (for CUDA)\n"
+               "  --width W, --size S, --no-cpb   the architecture, when the weights' metadata lacks it\n\n"
+               "Slices where the network marks nothing above the cut-off have index 0 and are never kept.\n",
+               d.min_certainty, d.cutoff, d.threshold, static_cast<long long>(d.batch));
+}
+
+int parse_options(int argc, char** argv, PseudoLabelCommandOptions& o, bool& help) {
+  o.label.device = default_device();
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      CR_CHECK(i + 1 < argc, a << " needs a value");
+      return argv[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      help = true;
+      return 0;
+    } else if (a == "--weights") {
+      o.weights = value();
+    } else if (a == "--images") {
+      o.images = value();
+    } else if (a == "--out") {
+      o.out = value();
+    } else if (a == "--min-certainty") {
+      o.label.min_certainty = parse_number(a, value());
+      CR_CHECK(o.label.min_certainty >= 0 && o.label.min_certainty <= 1,
+               "--min-certainty must be in [0, 1], got " << o.label.min_certainty);
+    } else if (a == "--top") {
+      o.label.top = parse_positive_int(a, value());
+    } else if (a == "--cutoff") {
+      o.label.cutoff = parse_number(a, value());
+      CR_CHECK(o.label.cutoff >= 0 && o.label.cutoff < 1, "--cutoff must be in [0, 1), got " << o.label.cutoff);
+    } else if (a == "--threshold") {
+      o.label.threshold = parse_number(a, value());
+      CR_CHECK(o.label.threshold >= 0 && o.label.threshold < 1,
+               "--threshold must be in [0, 1), got " << o.label.threshold);
+    } else if (a == "--batch") {
+      o.label.batch = parse_positive_int(a, value());
+    } else if (a == "--device") {
+      o.label.device = parse_device(value());
+    } else if (a == "--precision") {
+      o.precision = parse_precision(a, value());
+    } else if (a == "--width") {
+      o.architecture.width = parse_number(a, value());
+    } else if (a == "--size") {
+      o.architecture.size = parse_positive_int(a, value());
+    } else if (a == "--no-cpb") {
+      o.architecture.no_cpb = true;
+    } else {
+      std::fprintf(stderr, "covidrate pseudo-label: unknown option '%s'\n\n", a.c_str());
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (o.weights.empty() || o.images.empty() || o.out.empty()) {
+    std::fprintf(stderr, "covidrate pseudo-label: --weights, --images and --out are required\n\n");
+    usage(stderr);
+    return 2;
+  }
+  return 0;
+}
+
+}  // namespace
+
+int cmd_pseudo_label(int argc, char** argv) {
+  PseudoLabelCommandOptions o;
+  bool help = false;
+  if (int code = parse_options(argc, argv, o, help); code != 0 || help) {
+    if (help) usage(stdout);
+    return code;
+  }
+  // Refused before the slow part, not after it.
+  CR_CHECK(!std::filesystem::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
+  const std::vector<std::string> pictures = data::pictures_in(o.images);
+  const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.architecture);
+  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.label.device, o.precision);
+  o.label.size = spec.size;
+  std::fprintf(stderr, "pseudo-label: %zu slices from %s, weights %s (width %g, input %lld), %s, %s\n",
+               pictures.size(), o.images.c_str(), o.weights.c_str(), spec.config.width,
+               static_cast<long long>(spec.size), to_string(o.label.device), to_string(o.precision));
+
+  // Rate and remaining time: in place on a terminal, a line per quarter in a log.
+  const bool tty = ::isatty(::fileno(stderr));
+  const auto start = std::chrono::steady_clock::now();
+  int64_t quarter = 0;
+  o.label.progress = [&](int64_t done, int64_t total) {
+    if (done == 0) return;
+    if (!tty && done * 4 / total == quarter) return;
+    quarter = done * 4 / total;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double rate = static_cast<double>(done) / std::max(s, 1e-9);
+    std::fprintf(stderr, "%spseudo-label: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", tty ? "\r" : "",
+                 static_cast<long long>(done), static_cast<long long>(total), rate,
+                 static_cast<double>(total - done) / rate, tty && done < total ? "" : "\n");
+  };
+  const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(pictures, *net, o.label, o.out);
+
+  int64_t kept = 0, empty = 0;
+  double mean_kept = 0;
+  for (const data::ScoredSlice& s : slices) {
+    empty += s.certainty == 0;
+    if (s.kept) ++kept, mean_kept += s.certainty;
+  }
+  std::printf("pseudo-label: kept %lld of %lld slices (certainty index >= %g%s; mean %.3f), %lld with nothing "
+              "above %g; pairs in %s, every index in %s/certainty.csv\n",
+              static_cast<long long>(kept), static_cast<long long>(slices.size()), o.label.min_certainty,
+              o.label.top > 0 ? (", the " + std::to_string(o.label.top) + " most certain").c_str() : "",
+              kept > 0 ? mean_kept / static_cast<double>(kept) : 0.0, static_cast<long long>(empty), o.label.cutoff,
+              o.out.c_str(), o.out.c_str());
+  return 0;
+}
+
+}  // namespace covidrate::tools
