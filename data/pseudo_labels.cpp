@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "data/image2d.h"
+#include "data/overlay.h"
 #include "data/prepare.h"
 #include "kernels/ops.h"
 #include "nn/autograd.h"
@@ -46,12 +47,24 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
   try {
     fs::create_directories(tmp / "images");
     fs::create_directories(tmp / "masks");
+    std::vector<RgbImage> previews;  // the most certain first (candidates are sorted)
     for (const Candidate& c : candidates) {
       const ScoredSlice& s = slices[c.index];
       if (!s.kept) continue;
       const fs::path picture(s.path);
       fs::copy_file(picture, tmp / "images" / (s.name + picture.extension().string()));
       write_png_gray((tmp / "masks" / (s.name + ".png")).string(), c.mask.data(), c.nx, c.ny);
+      if (previews.size() < 12) {  // a look at what training will be told, lesions outlined
+        const Volume image = read_image(s.path);
+        Volume mask = image;
+        for (size_t i = 0; i < mask.voxels.size(); ++i) mask.voxels[i] = c.mask[i] != 0 ? 1.f : 0.f;
+        previews.push_back(grey_slice(image, 0));
+        draw_outline(previews.back(), mask, 0, 1.f, kLesionColour);
+      }
+    }
+    if (!previews.empty()) {
+      const RgbImage m = montage(previews, 4);
+      write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
     }
     std::ofstream csv(tmp / "certainty.csv", std::ios::binary);
     csv << "name,certainty_index,lesion_percent,kept\n";

@@ -18,12 +18,13 @@
 #include <string>
 #include <vector>
 
+#include "kernels/ops.h"
 #include "model/covidrate_net.h"
 
 namespace covidrate::data {
 
 struct PseudoLabelOptions {
-  double cutoff = 0.3;         // the certainty index's cut-off (the paper's)
+  double cutoff = kPaperCertaintyCutoff;  // the certainty index's cut-off
   double threshold = 0.5;      // a pixel of a pseudo-label is lesion when its probability is above this
   double min_certainty = 0.8;  // keep predictions whose index is at least this...
   int64_t top = 0;             // ...and of those at most the `top` most certain (0: all of them)
@@ -47,6 +48,7 @@ struct ScoredSlice {
 //   out_dir/images/<stem>.<ext>   the kept pictures, copied as they are
 //   out_dir/masks/<stem>.png      their pseudo-labels, 0 / 255, the picture's size
 //   out_dir/certainty.csv         every slice: name, index, lesion %, kept
+//   out_dir/overview.png          the 12 most certain kept slices, pseudo-label outlined
 // as a folder that appears only once complete (out_dir must not exist), laid
 // out as data/dataset.h reads a training set. Returns every slice, in the
 // order given. Throws covidrate::Error naming the file for unreadable pictures.

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "data/lungs.h"
+#include "kernels/ops.h"
 #include "nn/error.h"
 #include "nn/json.h"
 
@@ -20,6 +21,9 @@ std::string number(double v) {
   std::snprintf(text, sizeof text, "%.6g", std::isfinite(v) ? v : 0.0);
   return text;
 }
+
+// null where there is no value (NaN): a slice not sent to the network has no certainty.
+std::string number_or_null(double v) { return std::isnan(v) ? "null" : number(v); }
 
 std::string percent(double v) {
   char text[32];
@@ -120,6 +124,14 @@ StudyFigures measure(const Volume& lesions, const Volume& lungs) {
   return f;
 }
 
+double StudyFigures::mean_certainty_index() const {
+  double sum = 0;
+  int64_t count = 0;
+  for (const SliceFigures& s : slices)
+    if (s.certainty_index > 0) sum += s.certainty_index, ++count;  // NaN and 0 are not > 0
+  return count > 0 ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
+}
+
 std::string file_fnv1a64(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   CR_CHECK(in, "cannot read " << path);
@@ -159,7 +171,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
   o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both) << ",\n    \"left_lung\": " << lung_json(f.left)
     << ",\n    \"right_lung\": " << lung_json(f.right) << ",\n    \"slices\": " << f.slices.size()
     << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices
-    << ", \"infected_slice_rate\": " << number(kInfectedSliceRate) << "},\n";
+    << ", \"infected_slice_rate\": " << number(kInfectedSliceRate)
+    << ", \"mean_certainty_index\": " << number_or_null(f.mean_certainty_index()) << "},\n";
   o << "  \"timings_s\": {\"read\": " << number(run.read_s) << ", \"lungs\": " << number(run.lungs_s)
     << ", \"network\": " << number(run.network_s) << ", \"network_stages\": {\"prepare_wait\": "
     << number(run.network_stages.prepare_wait) << ", \"upload\": " << number(run.network_stages.upload)
@@ -175,7 +188,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     o << (i ? "," : "") << "\n    {\"index\": " << s.index << ", \"lesion_px\": " << s.lesion_pixels
       << ", \"lesion_mm2\": " << number(s.lesion_mm2) << ", \"lung_px\": " << s.lung_pixels
       << ", \"lung_mm2\": " << number(s.lung_mm2) << ", \"infection_rate\": " << number(s.infection_rate)
-      << ", \"infected\": " << (s.infected ? "true" : "false") << "}";
+      << ", \"infected\": " << (s.infected ? "true" : "false")
+      << ", \"certainty_index\": " << number_or_null(s.certainty_index) << "}";
   }
   o << "\n  ]\n}\n";
   return o.str();
@@ -289,7 +303,12 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
       << "</td><td>" << number(lung->lung_ml) << "</td></tr>\n";
   o << "</table>\n<p>" << f.infected_slices << " of " << f.slices.size()
     << " slices infected (lesions over more than " << number(100 * kInfectedSliceRate) << "% of the slice's lung); "
-    << run.slices_segmented << " slices hold lung.</p>\n";
+    << run.slices_segmented << " slices hold lung.";
+  if (const double ci = f.mean_certainty_index(); !std::isnan(ci))
+    o << " Mean certainty index " << number(ci)
+      << " (per slice with a lesion probability above " << number(kPaperCertaintyCutoff)
+      << ", their mean: how sure the network is of what it marked; lower on images unlike its training set).";
+  o << "</p>\n";
   o << "<h2>Infection rate per slice</h2>\n<img src=\"infection_rate.png\" alt=\"infection rate per slice\">\n"
     << "<p>Bars: lesion area over lung area per slice, slice 0 at the left (red: infected). y axis 0 to "
     << percent(100 * plot_max_rate(f)) << ", grid every fifth; dashed line: " << percent(100 * kInfectedSliceRate)

@@ -4,6 +4,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -23,6 +24,9 @@ struct SliceFigures {
   double lesion_mm2 = 0, lung_mm2 = 0;
   double infection_rate = 0;  // lesion / lung pixels; 0 when the slice holds no lung
   bool infected = false;      // infection_rate > kInfectedSliceRate
+  // The certainty index of the network's prediction for the slice (Segmentation::certainty);
+  // NaN when the slice was not sent to the network. Not from the masks: measure() leaves it NaN.
+  double certainty_index = std::numeric_limits<double>::quiet_NaN();
 };
 
 // Lesion and lung of one lung (or both), in voxels and millilitres.
@@ -36,6 +40,9 @@ struct StudyFigures {
   std::vector<SliceFigures> slices;
   LungFigures right, left, both;
   int64_t infected_slices = 0;
+  // The mean certainty index over the slices whose prediction has any pixel
+  // above the cut-off (index > 0); NaN when none has. See mean_certainty_index.
+  double mean_certainty_index() const;
 };
 
 // Figures from the lesion mask (non-zero = lesion) and the lung labels

@@ -6,12 +6,14 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <limits>
 #include <mutex>
 
 #include "data/input_domain.h"
 #include "data/lungs.h"
 #include "data/prepare.h"
 #include "kernels/cpu/threads.h"
+#include "kernels/ops.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
 #include "nn/host_buffer.h"
@@ -215,6 +217,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
   for (int64_t z = 0; z < ct.nz; ++z)
     if (result.slice_has_lung[z]) todo.push_back(z);
   result.slices_segmented = static_cast<int64_t>(todo.size());
+  result.certainty.assign(static_cast<size_t>(ct.nz), std::numeric_limits<float>::quiet_NaN());
   const NetworkView view = network_view(ct, result.lungs, todo, options.crop_margin);
   const int64_t size = options.size;
 
@@ -299,6 +302,11 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidR
                  "segment: the network returned " << output.str() << " for a batch of " << b.shape);
         probabilities = HostBuffer(b.count * size * size, options.device);  // not the blanks'
         copy_bytes(probabilities.data(), Device::CPU, output.raw(), options.device, probabilities.bytes());
+        // How sure the network is of each slice's lesions, reduced where the batch is.
+        Tensor ci = Tensor::empty({b.shape}, DType::F32, options.device);
+        ops::certainty_index(output, kPaperCertaintyCutoff, ci);
+        const std::vector<float> certainty = ci.to_vector();
+        for (int64_t k = 0; k < b.count; ++k) result.certainty[todo[b.first + k]] = certainty[k];
       });
     }
     if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);

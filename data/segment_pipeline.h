@@ -67,6 +67,9 @@ struct Segmentation {
   Volume lesions;      // Label: 1 where probability > threshold and inside a lung
   std::vector<uint8_t> slice_has_lung;
   int64_t slices_segmented = 0;  // slices sent to the network
+  // Per slice, the certainty index of the network's prediction (ops::certainty_index
+  // at the network's resolution, the paper's cut-off); NaN for slices not sent to it.
+  std::vector<float> certainty;
   StageSeconds seconds;
 };
 

@@ -255,6 +255,7 @@ StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const Stu
       r.run.network_stages += p.seg.seconds.network_stages;
       r.run.slices_segmented += p.seg.slices_segmented;
       figures.push_back(measure(p.seg.lesions, p.seg.lungs));
+      for (SliceFigures& s : figures.back().slices) s.certainty_index = p.seg.certainty[static_cast<size_t>(s.index)];
     }
     r.figures = combine(figures);
 

@@ -27,6 +27,9 @@
 
 namespace covidrate {
 
+// The certainty index's probability cut-off in the COVID-Rate paper (ops::certainty_index).
+inline constexpr double kPaperCertaintyCutoff = 0.3;
+
 // 2-D convolution. Weights are [Cout, Cin, KH, KW] (PyTorch's OIHW), bias [Cout].
 // Output size: (H + 2*pad - dilation*(K-1) - 1) / stride + 1.
 struct ConvParams {

@@ -97,6 +97,7 @@ TEST_CASE("pseudo-labels: each slice's certainty index, the most certain kept, a
   // The folder: the kept pictures as they were, their masks at the picture's size, every index in the CSV.
   REQUIRE(fs::is_directory(out));
   CHECK_FALSE(fs::exists(out + ".tmp"));
+  CHECK(fs::is_regular_file(out + "/overview.png"));
   const data::Dataset set = data::load_dataset(out + "/images", out + "/masks");
   REQUIRE(set.size() == 3);
   for (const data::Sample& sample : set.samples) {

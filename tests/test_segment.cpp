@@ -24,6 +24,7 @@
 #include "data/segment_pipeline.h"
 #include "data/segment_study.h"
 #include "kernels/op_profile.h"
+#include "kernels/ops.h"
 #include "model/covidrate_net.h"
 #include "nn/json.h"
 #include "support/test_support.h"
@@ -102,11 +103,21 @@ void check_report(const json::Value& r, const data::Volume& lesions, const data:
   else CHECK(number(r, "algorithm_searches") >= 0);
   const json::Value& slices = member(r, "slices");
   REQUIRE(static_cast<int64_t>(slices.items.size()) == lesions.nz);
-  int64_t lesion_total = 0, infected = 0;
+  int64_t lesion_total = 0, infected = 0, with_index = 0, above = 0;
+  double index_sum = 0;
   const int64_t pixels = lesions.nx * lesions.ny;
   for (int64_t z = 0; z < lesions.nz; ++z) {
     const json::Value& s = slices.items[z];
     CHECK(number(s, "index") == z);
+    // The certainty index: null for slices the network did not see, else 0 or a
+    // mean of probabilities above the paper's cut-off.
+    const json::Value& ci = member(s, "certainty_index");
+    if (ci.kind != json::Value::Kind::Null) {
+      ++with_index;
+      const double v = number(s, "certainty_index");
+      CHECK((v == 0 || (v > kPaperCertaintyCutoff && v <= 1)));
+      if (v > 0) index_sum += v, ++above;
+    }
     int64_t lesion = 0, lung = 0;
     for (int64_t i = 0; i < pixels; ++i) {
       lesion += lesions.slice(z)[i] != 0.f;
@@ -124,6 +135,9 @@ void check_report(const json::Value& r, const data::Volume& lesions, const data:
   }
   const json::Value& f = member(r, "study_figures");
   CHECK(number(f, "infected_slices") == infected);
+  CHECK(with_index == number(f, "slices_with_lung"));
+  if (above > 0) CHECK(number(f, "mean_certainty_index") == doctest::Approx(index_sum / above).epsilon(1e-4));
+  else CHECK(member(f, "mean_certainty_index").kind == json::Value::Kind::Null);
   const json::Value& both = member(f, "both_lungs");
   CHECK(number(both, "lesion_voxels") == lesion_total);
   const double voxel_ml = lesions.spacing[0] * lesions.spacing[1] * lesions.spacing[2] / 1000;
