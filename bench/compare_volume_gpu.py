@@ -45,7 +45,7 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
               f"write {t['write']:.2f} s, total {t['total']:.2f} s = "
               f"{slices / t['total']:.1f} slices/s; network {with_lung / t['network']:.1f} slices/s; "
               f"opacity {f['both_lungs']['opacity_percent']:.3f}% (left {f['left_lung']['opacity_percent']:.3f}, "
-              f"right {f['right_lung']['opacity_percent']:.3f})")
+              f"right {f['right_lung']['opacity_percent']:.3f}), mean certainty index {f.get('mean_certainty_index')}")
     warm = rows[1:] or rows
     slices = sum(r[1] for r in warm)
     with_lung = sum(r[2] for r in warm)

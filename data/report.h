@@ -41,7 +41,7 @@ struct StudyFigures {
   LungFigures right, left, both;
   int64_t infected_slices = 0;
   // The mean certainty index over the slices whose prediction has any pixel
-  // above the cut-off (index > 0); NaN when none has. See mean_certainty_index.
+  // above the cut-off (index > 0); NaN when none has (docs/segment.md).
   double mean_certainty_index() const;
 };
 
