@@ -1,5 +1,6 @@
 // Small helpers shared by the subcommands' option parsers.
 #pragma once
+#include <chrono>
 #include <cstdint>
 #include <string>
 
@@ -13,5 +14,20 @@ double parse_number(const std::string& option, const std::string& text);
 int64_t parse_positive_int(const std::string& option, const std::string& text);
 // --precision: "f32" or "bf16", the dtype the network computes in.
 DType parse_precision(const std::string& option, const std::string& text);
+
+// Progress of a long stage on stderr, called with (done, total) slices: the
+// rate and the remaining time, in place on a terminal, a line per quarter in a
+// log. (0, total) starts the clock. `what` begins each line ("segment study1").
+class Progress {
+ public:
+  explicit Progress(std::string what);
+  void operator()(int64_t done, int64_t total);
+
+ private:
+  std::string what_;
+  bool tty_;
+  int64_t quarter_ = 0;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
 
 }  // namespace covidrate::tools

@@ -3,13 +3,10 @@
 // prediction is scored by its certainty index and the most certain become
 // image/mask pairs for `covidrate train --pseudo DIR` (data/pseudo_labels.h;
 // docs/training.md, "Unsupervised enhancement").
-#include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <functional>
 #include <string>
-
-#include <unistd.h>
 
 #include "data/pseudo_labels.h"
 #include "model/load_weights.h"
@@ -128,20 +125,8 @@ int cmd_pseudo_label(int argc, char** argv) {
                pictures.size(), o.images.c_str(), o.weights.c_str(), spec.config.width,
                static_cast<long long>(spec.size), to_string(o.label.device), to_string(o.precision));
 
-  // Rate and remaining time: in place on a terminal, a line per quarter in a log.
-  const bool tty = ::isatty(::fileno(stderr));
-  const auto start = std::chrono::steady_clock::now();
-  int64_t quarter = 0;
-  o.label.progress = [&](int64_t done, int64_t total) {
-    if (done == 0) return;
-    if (!tty && done * 4 / total == quarter) return;
-    quarter = done * 4 / total;
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const double rate = static_cast<double>(done) / std::max(s, 1e-9);
-    std::fprintf(stderr, "%spseudo-label: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", tty ? "\r" : "",
-                 static_cast<long long>(done), static_cast<long long>(total), rate,
-                 static_cast<double>(total - done) / rate, tty && done < total ? "" : "\n");
-  };
+  Progress progress("pseudo-label");
+  o.label.progress = std::ref(progress);
   const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(pictures, *net, o.label, o.out);
 
   int64_t kept = 0, empty = 0;

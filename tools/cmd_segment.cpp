@@ -2,7 +2,6 @@
 // folder of studies) to lesion masks, severity figures and a visual report.
 // The pipeline is data/segment_pipeline.h; the study folder data/segment_study.h;
 // the figures and pictures data/report.h; docs/segment.md describes the outputs.
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -13,8 +12,6 @@
 #include <sstream>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "data/segment_study.h"
 #include "model/load_weights.h"
@@ -27,7 +24,6 @@ namespace covidrate::tools {
 namespace {
 
 namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
 
 struct SegmentCommandOptions {
   std::vector<std::string> inputs;
@@ -183,36 +179,6 @@ std::string default_weights() {
           << " (docs/segment.md), or pass --weights FILE");
 }
 
-// Slices/s and the remaining time of the network stage: in place on a
-// terminal, a line per quarter in a log.
-class Progress {
- public:
-  explicit Progress(std::string study) : study_(std::move(study)), tty_(::isatty(::fileno(stderr))) {}
-  void operator()(int64_t done, int64_t total) {
-    if (done == 0) {
-      start_ = Clock::now();
-      quarter_ = 0;
-      return;
-    }
-    if (total < 2) return;  // one picture: nothing to wait for
-    if (!tty_) {
-      if (done * 4 / total == quarter_) return;
-      quarter_ = done * 4 / total;
-    }
-    const double s = std::chrono::duration<double>(Clock::now() - start_).count();
-    const double rate = done / std::max(s, 1e-9);
-    std::fprintf(stderr, "%ssegment %s: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", tty_ ? "\r" : "",
-                 study_.c_str(), static_cast<long long>(done), static_cast<long long>(total), rate,
-                 (total - done) / rate, tty_ && done < total ? "" : "\n");
-  }
-
- private:
-  std::string study_;
-  bool tty_;
-  int64_t quarter_ = 0;
-  Clock::time_point start_;
-};
-
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
@@ -255,7 +221,7 @@ int cmd_segment(int argc, char** argv) {
                          "back), slower than f32; it is there to check GPU results\n");
 
   if (!plan.batch) {
-    Progress progress(plan.studies[0].name);
+    Progress progress("segment " + plan.studies[0].name);
     study_options.segment.progress = std::ref(progress);
     const data::StudyResult r = data::run_study(plan.studies[0], *net, study_options, o.out);
     std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
@@ -293,7 +259,7 @@ int cmd_segment(int argc, char** argv) {
     ++next_todo;
     prepare_next();  // the following study, while this one runs
     try {
-      Progress progress(study.name);
+      Progress progress("segment " + study.name);
       study_options.segment.progress = std::ref(progress);
       const data::StudyResult r =
           overlap ? data::run_study(mine.get(), *net, study_options, dir.string())  // get() rethrows a read error
