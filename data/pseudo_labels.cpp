@@ -4,7 +4,6 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 
 #include "data/image2d.h"
 #include "data/overlay.h"
