@@ -24,6 +24,23 @@ int64_t parse_positive_int(const std::string& option, const std::string& text) {
   return static_cast<int64_t>(v);
 }
 
+bool parse_network_option(const std::string& option, const std::function<std::string()>& value, NetworkOptions& o) {
+  if (option == "--device") {
+    o.device = parse_device(value());
+  } else if (option == "--precision") {
+    o.precision = parse_precision(option, value());
+  } else if (option == "--width") {
+    o.architecture.width = parse_number(option, value());
+  } else if (option == "--size") {
+    o.architecture.size = parse_positive_int(option, value());
+  } else if (option == "--no-cpb") {
+    o.architecture.no_cpb = true;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 Progress::Progress(std::string what) : what_(std::move(what)), tty_(::isatty(::fileno(stderr))) {}
 
 void Progress::operator()(int64_t done, int64_t total) {

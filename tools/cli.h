@@ -4,6 +4,9 @@
 #include <cstdint>
 #include <string>
 
+#include <functional>
+
+#include "model/load_weights.h"
 #include "nn/device.h"
 
 namespace covidrate::tools {
@@ -14,6 +17,18 @@ double parse_number(const std::string& option, const std::string& text);
 int64_t parse_positive_int(const std::string& option, const std::string& text);
 // --precision: "f32" or "bf16", the dtype the network computes in.
 DType parse_precision(const std::string& option, const std::string& text);
+
+// The options of every command that runs trained weights (eval, segment,
+// pseudo-label): where the network runs, what it computes in, and the
+// architecture when the weights' metadata lacks it.
+struct NetworkOptions {
+  Device device = Device::CPU;
+  DType precision = DType::F32;
+  ArchitectureOverrides architecture;  // --width, --size, --no-cpb
+};
+// True when `option` is --device, --precision, --width, --size or --no-cpb, read
+// into `o` (its value, if it takes one, through `value`); false for any other option.
+bool parse_network_option(const std::string& option, const std::function<std::string()>& value, NetworkOptions& o);
 
 // Progress of a long stage on stderr, called with (done, total) slices: the
 // rate and the remaining time, in place on a terminal, a line per quarter in a

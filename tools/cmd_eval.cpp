@@ -34,13 +34,9 @@ namespace fs = std::filesystem;
 
 struct EvalOptions {
   std::string weights, images, masks;
-  std::optional<double> width;  // unset: from the weights' metadata, else 1
-  std::optional<int64_t> size;  // unset: from the weights' metadata, else 512
-  bool no_cpb = false;
   double threshold = 0.5;
   int64_t batch = 4;
-  Device device = Device::CPU;
-  DType precision = DType::F32;
+  NetworkOptions network;  // --device (default cpu), --precision, --width, --size, --no-cpb
   bool json = false;
   std::string json_file;  // empty with json: stdout
   std::string save_masks;
@@ -90,21 +86,12 @@ int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
       o.images = value();
     } else if (a == "--masks") {
       o.masks = value();
-    } else if (a == "--width") {
-      o.width = parse_number(a, value());
-    } else if (a == "--size") {
-      o.size = parse_positive_int(a, value());
-    } else if (a == "--no-cpb") {
-      o.no_cpb = true;
+    } else if (parse_network_option(a, value, o.network)) {
     } else if (a == "--threshold") {
       o.threshold = parse_number(a, value());
       CR_CHECK(o.threshold >= 0 && o.threshold < 1, "--threshold must be in [0, 1), got " << o.threshold);
     } else if (a == "--batch") {
       o.batch = parse_positive_int(a, value());
-    } else if (a == "--device") {
-      o.device = parse_device(value());
-    } else if (a == "--precision") {
-      o.precision = parse_precision(a, value());
     } else if (a == "--lungs") {
       o.lungs = true;
     } else if (a == "--json") {
@@ -159,10 +146,10 @@ int cmd_eval(int argc, char** argv) {
            o.save_masks << " already exists; --save-masks writes a new folder");
 
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights),
-                                            ArchitectureOverrides{o.width, o.size, o.no_cpb});
+                                            o.network.architecture);
   const CovidRateConfig& config = spec.config;
   const int64_t size = spec.size;
-  const std::unique_ptr<CovidRateNet> network = load_for_inference(o.weights, spec, o.device, o.precision);
+  const std::unique_ptr<CovidRateNet> network = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   const CovidRateNet& net = *network;
 
   // Lungs are always extracted: the infection rate that splits the groups is
@@ -170,8 +157,8 @@ int cmd_eval(int argc, char** argv) {
   const data::Dataset set = data::load_dataset(o.images, o.masks, data::DatasetOptions{.lungs = true});
   std::fprintf(stderr, "eval: %lld slices, width %g%s, input %lld x %lld, %s, %s\n",
                static_cast<long long>(set.size()), config.width, config.cpb ? "" : " without CPB",
-               static_cast<long long>(size), static_cast<long long>(size), to_string(o.device),
-               to_string(o.precision));
+               static_cast<long long>(size), static_cast<long long>(size), to_string(o.network.device),
+               to_string(o.network.precision));
 
   const std::string masks_tmp = o.save_masks.empty() ? "" : o.save_masks + ".tmp";
   if (!masks_tmp.empty()) {
@@ -194,7 +181,7 @@ int cmd_eval(int argc, char** argv) {
     std::vector<float> probabilities;
     {
       ag::NoGrad no_grad;
-      const Tensor input = Tensor::from_vector({count, 1, size, size}, batch).to(o.device);
+      const Tensor input = Tensor::from_vector({count, 1, size, size}, batch).to(o.network.device);
       probabilities = net.forward(ag::Var(input)).value().to_vector();
     }
     for (int64_t k = 0; k < count; ++k) {

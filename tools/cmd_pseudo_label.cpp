@@ -20,9 +20,8 @@ namespace {
 
 struct PseudoLabelCommandOptions {
   std::string weights, images, out;
-  ArchitectureOverrides architecture;
+  NetworkOptions network;  // --device (default $COVIDRATE_DEVICE, else cpu), --precision, --width, --size, --no-cpb
   data::PseudoLabelOptions label;
-  DType precision = DType::F32;
 };
 
 void usage(FILE* out) {
@@ -51,7 +50,7 @@ void usage(FILE* out) {
 }
 
 int parse_options(int argc, char** argv, PseudoLabelCommandOptions& o, bool& help) {
-  o.label.device = default_device();
+  o.network.device = default_device();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -82,16 +81,7 @@ int parse_options(int argc, char** argv, PseudoLabelCommandOptions& o, bool& hel
                "--threshold must be in [0, 1), got " << o.label.threshold);
     } else if (a == "--batch") {
       o.label.batch = parse_positive_int(a, value());
-    } else if (a == "--device") {
-      o.label.device = parse_device(value());
-    } else if (a == "--precision") {
-      o.precision = parse_precision(a, value());
-    } else if (a == "--width") {
-      o.architecture.width = parse_number(a, value());
-    } else if (a == "--size") {
-      o.architecture.size = parse_positive_int(a, value());
-    } else if (a == "--no-cpb") {
-      o.architecture.no_cpb = true;
+    } else if (parse_network_option(a, value, o.network)) {
     } else {
       std::fprintf(stderr, "covidrate pseudo-label: unknown option '%s'\n\n", a.c_str());
       usage(stderr);
@@ -118,12 +108,13 @@ int cmd_pseudo_label(int argc, char** argv) {
   // Refused before the slow part, not after it.
   CR_CHECK(!std::filesystem::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
   const std::vector<std::string> pictures = data::pictures_in(o.images);
-  const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.architecture);
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.label.device, o.precision);
+  const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.network.architecture);
+  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   o.label.size = spec.size;
+  o.label.device = o.network.device;
   std::fprintf(stderr, "pseudo-label: %zu slices from %s, weights %s (width %g, input %lld), %s, %s\n",
                pictures.size(), o.images.c_str(), o.weights.c_str(), spec.config.width,
-               static_cast<long long>(spec.size), to_string(o.label.device), to_string(o.precision));
+               static_cast<long long>(spec.size), to_string(o.network.device), to_string(o.network.precision));
 
   Progress progress("pseudo-label");
   o.label.progress = std::ref(progress);

@@ -28,11 +28,9 @@ namespace fs = std::filesystem;
 struct SegmentCommandOptions {
   std::vector<std::string> inputs;
   std::string out, weights;
-  ArchitectureOverrides architecture;
   double threshold = 0.5;
   int64_t batch = 0;  // 0: the device's default (default_batch)
-  Device device = Device::CPU;
-  DType precision = DType::F32;
+  NetworkOptions network;  // --device (default $COVIDRATE_DEVICE, else cpu), --precision, --width, --size, --no-cpb
   bool save_probability = false, save_lungs = false;
   double crop_margin = data::SegmentOptions{}.crop_margin;
   int prefetch = -1;  // batch mode: read the next study during this one's network; -1: on with CUDA
@@ -79,7 +77,7 @@ void usage(FILE* out) {
 
 // 0 when the options are complete, else the exit code; `help` for --help.
 int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
-  o.device = default_device();
+  o.network.device = default_device();
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -93,21 +91,12 @@ int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
       o.out = value();
     } else if (a == "--weights") {
       o.weights = value();
-    } else if (a == "--device") {
-      o.device = parse_device(value());
-    } else if (a == "--precision") {
-      o.precision = parse_precision(a, value());
     } else if (a == "--threshold") {
       o.threshold = parse_number(a, value());
       CR_CHECK(o.threshold >= 0 && o.threshold <= 1, "--threshold must be in [0, 1], got " << o.threshold);
     } else if (a == "--batch") {
       o.batch = parse_positive_int(a, value());
-    } else if (a == "--width") {
-      o.architecture.width = parse_number(a, value());
-    } else if (a == "--size") {
-      o.architecture.size = parse_positive_int(a, value());
-    } else if (a == "--no-cpb") {
-      o.architecture.no_cpb = true;
+    } else if (parse_network_option(a, value, o.network)) {
     } else if (a == "--crop-margin") {
       const std::string v = value();
       o.crop_margin = v == "none" ? -1.0 : parse_number(a, v);
@@ -192,18 +181,18 @@ int cmd_segment(int argc, char** argv) {
   // A single study's folder is never replaced; a batch resumes into its folder.
   CR_CHECK(plan.batch || !fs::exists(o.out), "segment: " << o.out << " already exists; choose another --out");
   if (o.weights.empty()) o.weights = default_weights();
-  if (o.batch == 0) o.batch = default_batch(o.device);
+  if (o.batch == 0) o.batch = default_batch(o.network.device);
 
   data::StudyOptions study_options;
   study_options.weights_metadata = safetensors::load_metadata(o.weights);
-  const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.architecture);
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.device, o.precision);
+  const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.network.architecture);
+  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   study_options.segment = {.threshold = o.threshold,
                            .batch = o.batch,
-                           .fixed_batch_shape = o.device == Device::CUDA,  // one cuDNN search per layer
+                           .fixed_batch_shape = o.network.device == Device::CUDA,  // one cuDNN search per layer
                            .size = spec.size,
-                           .device = o.device,
-                           .precision = o.precision,
+                           .device = o.network.device,
+                           .precision = o.network.precision,
                            .crop_margin = o.crop_margin,
                            .progress = {}};
   study_options.save_probability = o.save_probability;
@@ -214,9 +203,9 @@ int cmd_segment(int argc, char** argv) {
   study_options.cpb = spec.config.cpb;
   std::fprintf(stderr, "segment: %zu stud%s, weights %s (width %g%s, input %lld), %s, %s\n", plan.studies.size(),
                plan.studies.size() == 1 ? "y" : "ies", o.weights.c_str(), spec.config.width,
-               spec.config.cpb ? "" : ", no CPB", static_cast<long long>(spec.size), to_string(o.device),
-               to_string(o.precision));
-  if (o.precision == DType::BF16 && o.device == Device::CPU)
+               spec.config.cpb ? "" : ", no CPB", static_cast<long long>(spec.size), to_string(o.network.device),
+               to_string(o.network.precision));
+  if (o.network.precision == DType::BF16 && o.network.device == Device::CPU)
     std::fprintf(stderr, "segment: note: bf16 on the CPU is the reference path (each op widens to f32 and rounds "
                          "back), slower than f32; it is there to check GPU results\n");
 
@@ -238,7 +227,7 @@ int cmd_segment(int argc, char** argv) {
   std::vector<size_t> todo;
   for (size_t i = 0; i < plan.studies.size(); ++i)
     if (!fs::exists(fs::path(o.out) / plan.studies[i].name)) todo.push_back(i);
-  const bool overlap = o.prefetch < 0 ? o.device == Device::CUDA : o.prefetch == 1;
+  const bool overlap = o.prefetch < 0 ? o.network.device == Device::CUDA : o.prefetch == 1;
   std::future<data::PreparedStudy> next;
   size_t next_todo = 0;  // index into todo of the study `next` prepares
   const auto prepare_next = [&] {
