@@ -199,6 +199,17 @@ void register_memory_benchmarks() {
     Tensor s = random_cuda(Shape{4, 32}, 0, 1, 3), dx = empty_cuda(kAct), ds = empty_cuda(Shape{4, 32});
     time_op(st, 3 * kActN * kF, 0, [&] { ops::mul_channel_backward(dy, x, s, dx, ds, false); });
   });
+  reg("mul_pixel_fwd" + act, [](State& st) {
+    Tensor x = random_cuda(kAct, -1, 1, 1), a = random_cuda(Shape{kAct[0], 1, kAct[2], kAct[3]}, 0, 1, 2);
+    Tensor y = empty_cuda(kAct);
+    time_op(st, 2 * kActN * kF, 0, [&] { ops::mul_pixel_forward(x, a, y); });
+  });
+  reg("mul_pixel_bwd" + act, [](State& st) {
+    const Shape gate{kAct[0], 1, kAct[2], kAct[3]};
+    Tensor dy = random_cuda(kAct, -1, 1, 1), x = random_cuda(kAct, -1, 1, 2);
+    Tensor a = random_cuda(gate, 0, 1, 3), dx = empty_cuda(kAct), da = empty_cuda(gate);
+    time_op(st, 3 * kActN * kF, 0, [&] { ops::mul_pixel_backward(dy, x, a, dx, da, false); });
+  });
   reg("concat_fwd/2x(4x32x512x512)", [](State& st) {
     std::vector<Tensor> xs{random_cuda(kAct, -1, 1, 1), random_cuda(kAct, -1, 1, 2)};
     Tensor y = empty_cuda(Shape{4, 64, 512, 512});

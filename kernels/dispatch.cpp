@@ -313,6 +313,31 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
   ON_DEVICE(x, mul_channel_backward(dy, x, s, dx, ds, accumulate));
 }
 
+void mul_pixel_forward(const Tensor& x, const Tensor& a, Tensor& y) {
+  check_forward_float("mul_pixel_forward", x);
+  check_like("mul_pixel_forward", "gate", a, x);
+  CR_CHECK(a.shape() == (Shape{x.n(), 1, x.h(), x.w()}),
+           "mul_pixel_forward: gate " << a.shape().str() << " must be [N, 1, H, W] of input " << x.shape().str());
+  check_like("mul_pixel_forward", "output", y, x);
+  check_shape("mul_pixel_forward", "output", y, x.shape());
+  ON_DEVICE(x, mul_pixel_forward(x, a, y));
+}
+
+void mul_pixel_backward(const Tensor& dy, const Tensor& x, const Tensor& a, Tensor& dx,
+                        Tensor& da, bool accumulate) {
+  const char* op = "mul_pixel_backward";
+  check_float(op, x);
+  check_like(op, "dy", dy, x);
+  check_shape(op, "dy", dy, x.shape());
+  check_like(op, "gate", a, x);
+  check_shape(op, "gate", a, Shape{x.n(), 1, x.h(), x.w()});
+  check_like(op, "dx", dx, x);
+  check_shape(op, "dx", dx, x.shape());
+  check_like(op, "dgate", da, x);
+  check_shape(op, "dgate", da, Shape{x.n(), 1, x.h(), x.w()});
+  ON_DEVICE(x, mul_pixel_backward(dy, x, a, dx, da, accumulate));
+}
+
 // ---------------------------------------------------------------- shape ops
 namespace {
 void check_concat(const char* op, const std::vector<Tensor>& xs, const Tensor& y, bool forward) {
@@ -362,7 +387,7 @@ void upsample2x_backward(const Tensor& dy, Tensor& dx, bool accumulate) {
 }
 
 void maxpool2x2_forward(const Tensor& x, Tensor& y) {
-  check_float("maxpool2x2_forward", x);
+  check_forward_float("maxpool2x2_forward", x);
   check_rank4("maxpool2x2_forward", "input", x);
   CR_CHECK(x.h() % 2 == 0 && x.w() % 2 == 0,
            "maxpool2x2_forward: input " << x.shape().str() << " needs even height and width");

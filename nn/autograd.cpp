@@ -288,6 +288,23 @@ Var mul_channel(const Var& x, const Var& s) {
   return out;
 }
 
+Var mul_pixel(const Var& x, const Var& a) {
+  Tensor y = empty_like(x.value(), x.value().shape());
+  ops::mul_pixel_forward(x.value(), a.value(), y);
+  Tape* tape = recording({&x, &a});
+  Var out(y, tape != nullptr);
+  if (tape) {
+    tape->record(out, [x, a](const Tensor& dy) {
+      SharedFlagGrads grads;
+      Tensor dx = grads.add(x);
+      Tensor da = grads.add(a);
+      ops::mul_pixel_backward(dy, x.value(), a.value(), dx, da, /*accumulate=*/false);
+      grads.finish();
+    });
+  }
+  return out;
+}
+
 Var concat(const std::vector<Var>& parts) {
   CR_CHECK(!parts.empty(), "concat: no inputs");
   std::vector<Tensor> values;

@@ -122,6 +122,7 @@ Var sigmoid(const Var& x);
 Var add(const Var& a, const Var& b);
 // x [N, C, H, W] times s [N, C] per channel.
 Var mul_channel(const Var& x, const Var& s);
+Var mul_pixel(const Var& x, const Var& a);  // x [N, C, H, W] * a [N, 1, H, W] (a gate per pixel)
 Var concat(const std::vector<Var>& parts);  // along channels
 Var upsample2x(const Var& x);
 Var maxpool2x2(const Var& x);

@@ -214,7 +214,7 @@ TEST_CASE("bf16 dtype checks name the op and the dtype") {
   check_throws_naming([&] { ops::relu_forward(x16, y32); }, {"relu_forward", "output"});
   // Backward and training ops stay f32/f64.
   check_throws_naming([&] { ops::relu_backward(x16, x16, y16, false); }, {"relu_backward", "bf16"});
-  check_throws_naming([&] { ops::maxpool2x2_forward(x16, y16); }, {"maxpool2x2_forward", "bf16"});
+  check_throws_naming([&] { ops::maxpool2x2_backward(y16, x16, y16, false); }, {"maxpool2x2_backward", "bf16"});
   // f16 is a storage format only.
   const Tensor h = Tensor::empty({4}, DType::F16);
   Tensor hy = Tensor::empty({4}, DType::F16);

@@ -71,6 +71,12 @@ TEST_CASE("elementwise ops reject mismatched shapes and scales") {
   Tensor good_s = f32({2, 3}), dx = f32({2, 3, 4, 4}), ds = f32({3});
   expect_error([&] { ops::mul_channel_backward(a, a, good_s, dx, ds, false); },
                {"mul_channel_backward", "dscale", "[3]", "6 elements"});
+  Tensor gate = f32({2, 3, 4, 4});
+  expect_error([&] { ops::mul_pixel_forward(a, gate, y); },
+               {"mul_pixel_forward", "gate", "[2, 3, 4, 4]", "[N, 1, H, W]"});
+  Tensor good_gate = f32({2, 1, 4, 4}), dgate = f32({2, 1, 4, 2});
+  expect_error([&] { ops::mul_pixel_backward(a, a, good_gate, dx, dgate, false); },
+               {"mul_pixel_backward", "dgate", "[2, 1, 4, 2]"});
 }
 
 TEST_CASE("shape ops reject inconsistent sizes") {

@@ -56,6 +56,18 @@ TEST_CASE("mul_channel scales each (sample, channel) plane") {
   expect_values(y, {10, 20, 300, 400, -5, -6, 3.5, 4});
 }
 
+TEST_CASE("mul_pixel scales every channel of a pixel by that pixel's gate") {
+  Tensor x = t64({2, 2, 1, 2}, {1, 2, 3, 4, 5, 6, 7, 8}), a = t64({2, 1, 1, 2}, {10, -1, 0.5, 0});
+  Tensor y = out64({2, 2, 1, 2});
+  ops::mul_pixel_forward(x, a, y);
+  expect_values(y, {10, -2, 30, -4, 2.5, 0, 3.5, 0});
+  // The gate's gradient sums dy * x over the channels of its pixel.
+  Tensor dy = t64({2, 2, 1, 2}, {1, 1, 1, 1, 2, 2, 2, 2}), dx = out64({2, 2, 1, 2}), da = out64({2, 1, 1, 2});
+  ops::mul_pixel_backward(dy, x, a, dx, da, false);
+  expect_values(da, {1 + 3, 2 + 4, 2 * 5 + 2 * 7, 2 * 6 + 2 * 8});
+  expect_values(dx, {10, -1, 10, -1, 1, 0, 1, 0});
+}
+
 TEST_CASE("concat puts the parts' channels one after another per sample") {
   Tensor a = t64({2, 1, 1, 2}, {1, 2, 3, 4}), b = t64({2, 2, 1, 2}, {5, 6, 7, 8, 9, 10, 11, 12});
   Tensor y = out64({2, 3, 1, 2});

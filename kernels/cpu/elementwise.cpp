@@ -1,5 +1,6 @@
-// Elementwise sum and per-channel scaling (the multiply of squeeze-and-excitation
-// and of any learned channel gate).
+// Elementwise sum, per-channel scaling (the multiply of squeeze-and-excitation
+// and of any learned channel gate) and per-pixel scaling (the multiply of an
+// attention gate, model/unet.h).
 #include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
@@ -51,6 +52,51 @@ void mul_channel_backward(const Tensor& dy, const Tensor& x, const Tensor& s, Te
         store_grads(d + p * hw, 0, hw, accumulate, [&](int64_t i) { return gp[i] * scale[p]; });
         const double sum = sum_in_double(hw, [&](int64_t i) { return double{gp[i]} * xp[i]; });
         store_grad(dscale[p], static_cast<T>(sum), accumulate);
+      }
+    });
+  });
+}
+
+void mul_pixel_forward(const Tensor& x, const Tensor& a, Tensor& y) {
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { mul_pixel_forward(widened(x), widened(a), y32); });
+  with_dtype(x, [&]<class T>() {
+    const T* in = x.data<T>();
+    const T* gate = a.data<T>();
+    T* out = y.data<T>();
+    const int64_t channels = x.c(), hw = x.h() * x.w();
+    parallel_for(x.n() * channels, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T* g = gate + (p / channels) * hw;
+        for (int64_t i = 0; i < hw; ++i) out[p * hw + i] = in[p * hw + i] * g[i];
+      }
+    });
+  });
+}
+
+void mul_pixel_backward(const Tensor& dy, const Tensor& x, const Tensor& a, Tensor& dx,
+                        Tensor& da, bool accumulate) {
+  with_dtype(x, [&]<class T>() {
+    const T* g = dy.data<T>();
+    const T* in = x.data<T>();
+    const T* gate = a.data<T>();
+    T* d = dx.data<T>();
+    T* dgate = da.data<T>();
+    const int64_t n = x.n(), channels = x.c(), hw = x.h() * x.w();
+    // da first: a caller may pass dy's buffer as dx. Each pixel's sum over the
+    // channels stays on one thread and runs in channel order: the same bits
+    // for any thread count.
+    parallel_for(n * hw, units_per_grain(channels), [&](int64_t begin, int64_t end) {
+      for (int64_t j = begin; j < end; ++j) {
+        const int64_t base = (j / hw) * channels * hw + j % hw;
+        const double sum = sum_in_double(channels, [&](int64_t c) { return double{g[base + c * hw]} * in[base + c * hw]; });
+        store_grad(dgate[j], static_cast<T>(sum), accumulate);
+      }
+    });
+    parallel_for(n * channels, units_per_grain(hw), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        const T* gp = g + p * hw;
+        const T* ap = gate + (p / channels) * hw;
+        store_grads(d + p * hw, 0, hw, accumulate, [&](int64_t i) { return gp[i] * ap[i]; });
       }
     });
   });

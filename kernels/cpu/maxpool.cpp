@@ -2,8 +2,10 @@
 // instead of saving indices: one less buffer, and x is kept for the backward anyway.
 // Ties go to the first element in row-major order (strict '>' in that order),
 // the rule the CUDA twin follows too.
+#include "kernels/cpu/bf16_reference.h"
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
+#include "kernels/cpu/threads.h"
 
 namespace covidrate::cpu {
 
@@ -19,17 +21,21 @@ template <class T> int argmax2x2(const T* p, int64_t w) {
 }  // namespace
 
 void maxpool2x2_forward(const Tensor& x, Tensor& y) {
+  // bf16: the maximum of bf16 values is one of them, exact in f32 and back.
+  if (is_bf16(x)) return bf16_via_f32(y, [&](Tensor& y32) { maxpool2x2_forward(widened(x), y32); });
   with_dtype(x, [&]<class T>() {
     const T* in = x.data<T>();
     T* out = y.data<T>();
     const int64_t planes = x.n() * x.c(), h = x.h(), w = x.w(), oh = h / 2, ow = w / 2;
-    for (int64_t p = 0; p < planes; ++p)
-      for (int64_t i = 0; i < oh; ++i)
-        for (int64_t j = 0; j < ow; ++j) {
-          const T* win = in + p * h * w + 2 * i * w + 2 * j;
-          const int k = argmax2x2(win, w);
-          out[p * oh * ow + i * ow + j] = win[(k / 2) * w + k % 2];
-        }
+    parallel_for(planes, units_per_grain(h * w), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p)
+        for (int64_t i = 0; i < oh; ++i)
+          for (int64_t j = 0; j < ow; ++j) {
+            const T* win = in + p * h * w + 2 * i * w + 2 * j;
+            const int k = argmax2x2(win, w);
+            out[p * oh * ow + i * ow + j] = win[(k / 2) * w + k % 2];
+          }
+    });
   });
 }
 

@@ -7,6 +7,7 @@
 // written exactly once: no atomics, no zero-fill pass.
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/grid2d.cuh"
+#include "kernels/cuda/row_kernels.cuh"
 
 namespace covidrate::cuda {
 
@@ -49,6 +50,23 @@ __global__ void maxpool2x2_forward_kernel(const float* __restrict__ x, float* __
   }
 }
 
+// The inference forward in bf16 (U-Net's encoder): element by element, the
+// winner stored as it was read (the maximum of bf16 values is exact).
+__global__ void maxpool2x2_forward_bf16_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
+                                               int64_t rows, int64_t wo) {
+  const int64_t j = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (j >= wo) return;
+  const int64_t w = 2 * wo;
+  for (int64_t r = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r < rows;
+       r += int64_t{gridDim.y} * blockDim.y) {
+    const __nv_bfloat16* top = x + (2 * r) * w + 2 * j;
+    const Window win{make_float2(to_float(top[0]), to_float(top[1])), make_float2(to_float(top[w]), to_float(top[w + 1]))};
+    float best;
+    const int at = argmax4(win, &best);
+    y[r * wo + j] = top[(at / 2) * w + at % 2];
+  }
+}
+
 template <bool kVec2, bool kAccumulate>
 __global__ void maxpool2x2_backward_kernel(const float* __restrict__ dy, const float* __restrict__ x,
                                            float* __restrict__ dx, int64_t rows, int64_t wo) {
@@ -87,6 +105,12 @@ void maxpool2x2_forward(const Tensor& x, Tensor& y) {
   const int64_t rows = y.n() * y.c() * y.h(), wo = y.w();
   if (rows * wo == 0) return;
   const Grid2d g = grid2d(rows, wo);
+  if (x.dtype() == DType::BF16) {
+    maxpool2x2_forward_bf16_kernel<<<g.grid, g.block, 0, context().stream>>>(elements<__nv_bfloat16>(x),
+                                                                           elements<__nv_bfloat16>(y), rows, wo);
+    CUDA_CHECK_LAUNCH("maxpool2x2_forward_bf16_kernel");
+    return;
+  }
   const float* in = x.data<float>();
   if (aligned8(in)) {
     maxpool2x2_forward_kernel<true><<<g.grid, g.block, 0, context().stream>>>(in, y.data<float>(), rows, wo);

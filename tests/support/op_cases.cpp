@@ -180,6 +180,23 @@ OpCase mul_channel_case() {
   return c;
 }
 
+OpCase mul_pixel_case() {
+  OpCase c;
+  c.name = "mul_pixel";
+  c.inputs = {{{2, 3, 4, 5}}, {{2, 1, 4, 5}, Gen::Probability}};
+  c.forward = [](const Tensors& in, const Alloc& alloc) {
+    Tensor y = alloc(in[0].shape(), in[0]);
+    ops::mul_pixel_forward(in[0], in[1], y);
+    return Tensors{y};
+  };
+  c.backward = [](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                  bool accumulate, const Alloc&) {
+    ops::mul_pixel_backward(dys[0], in[0], in[1], grads[0], grads[1], accumulate);
+  };
+  c.bf16 = true;  // one f32 multiply, one rounding: exact
+  return c;
+}
+
 // ---------------------------------------------------------------- shape ops
 OpCase concat_case(const std::vector<int64_t>& channels) {
   OpCase c;
@@ -235,6 +252,7 @@ OpCase maxpool_case() {
                   bool accumulate, const Alloc&) {
     ops::maxpool2x2_backward(dys[0], in[0], grads[0], accumulate);
   };
+  c.bf16 = true;  // the winner itself: exact
   return c;
 }
 
@@ -447,6 +465,7 @@ std::vector<OpCase> build_cases() {
   cases.push_back(sigmoid_case());
   cases.push_back(add_case());
   cases.push_back(mul_channel_case());
+  cases.push_back(mul_pixel_case());
   cases.push_back(concat_case({2, 3}));
   cases.push_back(concat_case({2, 3, 1}));
   cases.push_back(upsample_case());
