@@ -101,7 +101,7 @@ void make_batch(int64_t size, Tensor& image, Tensor& mask) {
 }
 
 void run(benchmark::State& state, Case c) {
-  CovidRateConfig config;
+  NetConfig config;
   config.width = c.width;
   CovidRateNet net(config);
   Tensor image, mask;

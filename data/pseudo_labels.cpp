@@ -85,7 +85,7 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
 
 }  // namespace
 
-std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const CovidRateNet& net,
+std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const SegmentationNet& net,
                                             const PseudoLabelOptions& o, const std::string& out_dir) {
   CR_CHECK(o.cutoff >= 0 && o.cutoff < 1, "pseudo-label: cutoff must be in [0, 1), got " << o.cutoff);
   CR_CHECK(o.threshold >= 0 && o.threshold < 1, "pseudo-label: threshold must be in [0, 1), got " << o.threshold);

@@ -52,7 +52,7 @@ struct ScoredSlice {
 // as a folder that appears only once complete (out_dir must not exist), laid
 // out as data/dataset.h reads a training set. Returns every slice, in the
 // order given. Throws covidrate::Error naming the file for unreadable pictures.
-std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const CovidRateNet& net,
+std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const SegmentationNet& net,
                                             const PseudoLabelOptions& options, const std::string& out_dir);
 
 // The PNG and JPG files of a folder, sorted by name. Throws when it holds none.

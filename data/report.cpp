@@ -158,7 +158,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << number(run.spacing[0]) << ", " << number(run.spacing[1]) << ", " << number(run.spacing[2])
     << "], \"spacing_known\": " << (run.spacing_known ? "true" : "false") << "},\n";
   o << "  \"weights\": {\"path\": " << json::quote(run.weights) << ", \"fnv1a64\": " << json::quote(run.weights_fnv1a64)
-    << ", \"width\": " << number(run.width) << ", \"cpb\": " << (run.cpb ? "true" : "false")
+    << ", \"architecture\": " << json::quote(run.architecture) << ", \"width\": " << number(run.width)
+    << ", \"cpb\": " << (run.cpb ? "true" : "false") << ", \"se\": " << (run.se ? "true" : "false")
     << ", \"size\": " << run.size << ", \"metadata\": {";
   bool first = true;
   for (const auto& [key, value] : run.weights_metadata) {
@@ -322,7 +323,8 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
     o << ", left to right, top to bottom. Red: lesion; green: right lung; blue: left lung.</p>\n";
   }
   o << "<h2>Run</h2>\n<p>Weights <code>" << html_escape(run.weights) << "</code> (FNV-1a " << run.weights_fnv1a64
-    << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB") << ", input " << run.size << ") on "
+    << ", " << html_escape(run.architecture) << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB")
+    << (run.se ? "" : ", no SE") << ", input " << run.size << ") on "
     << html_escape(run.device) << " in " << html_escape(run.precision) << ", threshold " << number(run.threshold)
     << ". Read " << number(run.read_s)
     << " s, lungs " << number(run.lungs_s) << " s, network " << number(run.network_s) << " s, writing "

@@ -57,8 +57,9 @@ struct RunInfo {
   bool spacing_known = true;  // false for pictures: sizes in mm and mL then assume 1 mm pixels
   std::string weights, weights_fnv1a64;
   std::map<std::string, std::string> weights_metadata;
+  std::string architecture = "covid-rate";  // model/segmentation_net.h names
   double width = 1;
-  bool cpb = true;
+  bool cpb = true, se = true;
   int64_t size = 512, batch = 1;
   std::string device;
   std::string precision = "f32";  // the dtype the network computed in

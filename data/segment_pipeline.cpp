@@ -161,7 +161,7 @@ VolumeLungs extract_volume_lungs(const Volume& ct) {
 }
 
 namespace {
-void check_segment_options(const CovidRateNet& net, const SegmentOptions& options) {
+void check_segment_options(const SegmentationNet& net, const SegmentOptions& options) {
   CR_CHECK(options.threshold >= 0 && options.threshold <= 1,
            "segment: threshold must be in [0, 1], got " << options.threshold);
   CR_CHECK(options.batch >= 1, "segment: batch must be at least 1, got " << options.batch);
@@ -172,12 +172,12 @@ void check_segment_options(const CovidRateNet& net, const SegmentOptions& option
 }
 }  // namespace
 
-Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options) {
+Segmentation segment_volume(const Volume& ct, const SegmentationNet& net, const SegmentOptions& options) {
   check_segment_options(net, options);  // before the lungs' work, not after
   return segment_volume(ct, extract_volume_lungs(ct), net, options);
 }
 
-Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidRateNet& net,
+Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const SegmentationNet& net,
                             const SegmentOptions& options) {
   check_segment_options(net, options);
   CR_CHECK(prepared.domain.nx == ct.nx && prepared.domain.ny == ct.ny && prepared.domain.nz == ct.nz &&

@@ -40,7 +40,7 @@ struct SegmentOptions {
   bool fixed_batch_shape = false;
   int64_t size = 512;      // the network's input side
   Device device = Device::CPU;
-  // The dtype the network computes in (CovidRateNet::compute_dtype): F32, or
+  // The dtype the network computes in (SegmentationNet::compute_dtype): F32, or
   // BF16 with its inference form prepared in bf16.
   DType precision = DType::F32;
   // Cut each slice to the box around the study's lungs, widened by this
@@ -76,7 +76,7 @@ struct Segmentation {
 // Segments every slice of `ct` (HU or Picture8Bit; anything else is an Error
 // from the input domain). The network must be in evaluation mode on
 // options.device. Outputs share `ct`'s grid and geometry exactly.
-Segmentation segment_volume(const Volume& ct, const CovidRateNet& net, const SegmentOptions& options);
+Segmentation segment_volume(const Volume& ct, const SegmentationNet& net, const SegmentOptions& options);
 
 // The CPU half of segment_volume: the input domain and the lungs. Apart so that
 // a batch run can prepare the next study while the network runs this one.
@@ -87,7 +87,7 @@ struct VolumeLungs {
 };
 VolumeLungs extract_volume_lungs(const Volume& ct);
 // segment_volume on what extract_volume_lungs(ct) returned for the same `ct`.
-Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const CovidRateNet& net,
+Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const SegmentationNet& net,
                             const SegmentOptions& options);
 
 // A rectangle of a slice, in pixels: columns [x0, x0 + nx), rows [y0, y0 + ny).

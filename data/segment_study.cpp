@@ -226,13 +226,13 @@ PreparedStudy prepare_study(const StudyInput& study) {
   return prepared;
 }
 
-StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const StudyOptions& o,
+StudyResult run_study(const StudyInput& study, const SegmentationNet& net, const StudyOptions& o,
                       const std::string& out_dir) {
   CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");  // before the reading
   return run_study(prepare_study(study), net, o, out_dir);
 }
 
-StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const StudyOptions& o,
+StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const StudyOptions& o,
                       const std::string& out_dir) {
   CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");
   const fs::path tmp = out_dir + ".tmp";
@@ -279,6 +279,8 @@ StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const Stu
     run.weights_metadata = o.weights_metadata;
     run.width = o.width;
     run.cpb = o.cpb;
+    run.se = o.se;
+    run.architecture = o.architecture;
     run.size = o.segment.size;
     run.batch = o.segment.batch;
     run.device = covidrate::to_string(o.segment.device);

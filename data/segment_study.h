@@ -46,8 +46,9 @@ struct StudyOptions {
   // Copied into the report.
   std::string weights, weights_hash;
   std::map<std::string, std::string> weights_metadata;
+  std::string architecture = "covid-rate";
   double width = 1;
-  bool cpb = true;
+  bool cpb = true, se = true;
 };
 
 struct StudyResult {
@@ -76,12 +77,12 @@ PreparedStudy prepare_study(const StudyInput& study);
 // Reads, segments and measures the study and writes its folder `out_dir`
 // (through out_dir.tmp; a leftover .tmp is replaced). `out_dir` must not exist.
 // On any error the .tmp folder is removed and the Error propagates.
-StudyResult run_study(const StudyInput& study, const CovidRateNet& net, const StudyOptions& options,
+StudyResult run_study(const StudyInput& study, const SegmentationNet& net, const StudyOptions& options,
                       const std::string& out_dir);
 // The same for a study prepare_study has read. Its report's total_s is the sum
 // of the study's own stages (read, lungs, network, write), whether or not they
 // overlapped another study's.
-StudyResult run_study(PreparedStudy prepared, const CovidRateNet& net, const StudyOptions& options,
+StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const StudyOptions& options,
                       const std::string& out_dir);
 
 // summary.csv: the header, and one study's row.

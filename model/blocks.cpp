@@ -89,11 +89,11 @@ Conv2d::Options dilated(int dilation, double l2 = 0.0) {
 }
 }  // namespace
 
-EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channels, int stride)
+EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channels, int stride, bool se)
     : Module(site.name),
       first_(site, "conv1", "bn1", in_channels, out_channels, 3, strided(stride)),
-      second_(site, "conv2", "bn2", out_channels, out_channels, 3, dilated(2)),
-      se_(make_se(site, "se", out_channels)) {
+      second_(site, "conv2", "bn2", out_channels, out_channels, 3, dilated(2)) {
+  if (se) se_.emplace(make_se(site, "se", out_channels));
   if (stride != 1 || in_channels != out_channels) {
     shortcut_.emplace(make_conv(site, "shortcut", in_channels, out_channels, 1, strided(stride)));
     shortcut_bn_.emplace(site.store, site.name + ".shortcut_bn", out_channels);
@@ -102,7 +102,9 @@ EncoderUnit::EncoderUnit(const BlockSite& site, int in_channels, int out_channel
 
 ag::Var EncoderUnit::forward(const ag::Var& x) const {
   const ag::Var convs = second_.forward(first_.forward(x));
-  const ag::Var residual = inference_ ? inference_->se.forward(convs) : se_.forward(convs);
+  const ag::Var residual = !se_        ? convs
+                           : inference_ ? inference_->se->forward(convs)
+                                        : se_->forward(convs);
   if (!shortcut_) return ag::add(residual, x);
   const ag::Var shortcut = inference_                    ? inference_->shortcut->forward(x)
                            : folds_batchnorm(*this, x) ? conv_bn_eval(*shortcut_, *shortcut_bn_, x)
@@ -121,15 +123,16 @@ void EncoderUnit::set_training(bool training) {
 void EncoderUnit::prepare_inference(DType compute) {
   first_.prepare_inference(compute);
   second_.prepare_inference(compute);
-  inference_ = Inference{cast_for_inference(se_, compute), std::nullopt};
+  inference_ = Inference{};
+  if (se_) inference_->se = cast_for_inference(*se_, compute);
   if (shortcut_) inference_->shortcut = fold_one(*shortcut_, &*shortcut_bn_, /*relu=*/false, compute);
 }
 
 // ---------------------------------------------------------------- EncoderBlock
-EncoderBlock::EncoderBlock(const BlockSite& site, int in_channels, int out_channels)
+EncoderBlock::EncoderBlock(const BlockSite& site, int in_channels, int out_channels, bool se)
     : Module(site.name),
-      unit1_(site.child("unit1", site.downscale), in_channels, out_channels, 2),
-      unit2_(site.child("unit2", site.downscale), out_channels, out_channels, 1) {}
+      unit1_(site.child("unit1", site.downscale), in_channels, out_channels, 2, se),
+      unit2_(site.child("unit2", site.downscale), out_channels, out_channels, 1, se) {}
 
 ag::Var EncoderBlock::forward(const ag::Var& x) const { return unit2_.forward(unit1_.forward(x)); }
 
@@ -173,12 +176,13 @@ void ContextPerceptionBoosting::prepare_inference(DType compute) {
 }
 
 // ---------------------------------------------------------------- DecoderBlock
-DecoderBlock::DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels)
+DecoderBlock::DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels, bool se)
     : Module(site.name),
       up_(site, "up_conv", "up_bn", in_channels, out_channels, 3),
       transition_(make_conv(site, "transition", skip_channels, out_channels, 1)),
-      fuse_(site, "conv", "bn", 2 * out_channels, out_channels, 3, dilated(2)),
-      se_(make_se(site, "se", out_channels)) {}
+      fuse_(site, "conv", "bn", 2 * out_channels, out_channels, 3, dilated(2)) {
+  if (se) se_.emplace(make_se(site, "se", out_channels));
+}
 
 ag::Var DecoderBlock::forward(const ag::Var& x, const ag::Var& skip) const {
   const ag::Var up = up_.forward(ag::upsample2x(x));
@@ -188,7 +192,8 @@ ag::Var DecoderBlock::forward(const ag::Var& x, const ag::Var& skip) const {
   const ag::Var transition =
       inference_ ? inference_->transition.forward(skip) /* ReLU fused */ : ag::relu(transition_.forward(skip));
   const ag::Var fused = fuse_.forward(ag::concat({up, transition}));
-  return inference_ ? inference_->se.forward(fused) : se_.forward(fused);
+  if (!se_) return fused;
+  return inference_ ? inference_->se->forward(fused) : se_->forward(fused);
 }
 
 void DecoderBlock::set_training(bool training) {
@@ -201,7 +206,8 @@ void DecoderBlock::set_training(bool training) {
 void DecoderBlock::prepare_inference(DType compute) {
   up_.prepare_inference(compute);
   fuse_.prepare_inference(compute);
-  inference_ = Inference{fold_one(transition_, nullptr, /*relu=*/true, compute), cast_for_inference(se_, compute)};
+  inference_ = Inference{fold_one(transition_, nullptr, /*relu=*/true, compute), std::nullopt};
+  if (se_) inference_->se = cast_for_inference(*se_, compute);
 }
 
 }  // namespace covidrate::model

@@ -66,25 +66,26 @@ class ConvBnRelu : public Module {
 };
 
 // An encoding unit: two 3x3 convs (the first with the unit's stride, the second
-// with dilation 2), each followed by BN and ReLU, then residual SE; plus a
+// with dilation 2), each followed by BN and ReLU, then residual SE (unless `se`
+// is false: the paper's "Residual U-Net with CPB" baseline); plus a
 // shortcut that is the identity (unit 2) or a 1x1 conv with the stride and BN
 // (unit 1, which changes the channel count and halves the size). The two are
 // summed, with no activation after the sum (as in the authors' code).
 class EncoderUnit : public Module {
  public:
-  EncoderUnit(const BlockSite& site, int in_channels, int out_channels, int stride);
+  EncoderUnit(const BlockSite& site, int in_channels, int out_channels, int stride, bool se = true);
   ag::Var forward(const ag::Var& x) const;
   void set_training(bool training) override;
   void prepare_inference(DType compute);
 
  private:
   ConvBnRelu first_, second_;
-  SqueezeExcite se_;
+  std::optional<SqueezeExcite> se_;
   // Unit 1 only: the projection shortcut (absent: identity).
   std::optional<Conv2d> shortcut_;
   std::optional<BatchNorm2d> shortcut_bn_;
   struct Inference {
-    InferenceSe se;
+    std::optional<InferenceSe> se;
     std::optional<InferenceConv> shortcut;
   };
   std::optional<Inference> inference_;
@@ -93,7 +94,7 @@ class EncoderUnit : public Module {
 // An encoding block: unit 1 (stride 2, projection shortcut) then unit 2.
 class EncoderBlock : public Module {
  public:
-  EncoderBlock(const BlockSite& site, int in_channels, int out_channels);
+  EncoderBlock(const BlockSite& site, int in_channels, int out_channels, bool se = true);
   ag::Var forward(const ag::Var& x) const;
   void set_training(bool training) override;
   void prepare_inference(DType compute);
@@ -123,10 +124,10 @@ class ContextPerceptionBoosting : public Module {
 // A decoding block: 2x nearest upsampling -> 3x3 conv -> BN -> ReLU; the skip
 // passes a 1x1 "transition" conv + ReLU; the two are concatenated
 // [upsampled, transition] and go through a 3x3 conv with dilation 2 -> BN ->
-// ReLU -> residual SE.
+// ReLU -> residual SE (none when `se` is false).
 class DecoderBlock : public Module {
  public:
-  DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels);
+  DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels, bool se = true);
   ag::Var forward(const ag::Var& x, const ag::Var& skip) const;
   void set_training(bool training) override;
   void prepare_inference(DType compute);
@@ -135,10 +136,10 @@ class DecoderBlock : public Module {
   ConvBnRelu up_;
   Conv2d transition_;
   ConvBnRelu fuse_;
-  SqueezeExcite se_;
+  std::optional<SqueezeExcite> se_;
   struct Inference {
     InferenceConv transition;
-    InferenceSe se;
+    std::optional<InferenceSe> se;
   };
   std::optional<Inference> inference_;
 };

@@ -1,5 +1,5 @@
 // The inference form of COVID-Rate's layers: the weights a deployed network
-// runs with, built once by CovidRateNet::prepare_inference.
+// runs with, built once by SegmentationNet::prepare_inference.
 //
 //   - Every batch norm is folded into the convolution(s) before it
 //     (nn/fold_batchnorm.h has the algebra), so inference runs no BN at all.
@@ -16,7 +16,7 @@
 // layer. Folding at each call is what keeps the training network's evaluation
 // from ever using stale weights; the inference form gets the same guarantee
 // from being dropped by set_training(true) and refused after a load (see
-// CovidRateNet::prepare_inference).
+// SegmentationNet::prepare_inference).
 #pragma once
 #include <vector>
 

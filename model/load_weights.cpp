@@ -27,6 +27,15 @@ ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std
     auto it = metadata.find(key);
     return it == metadata.end() ? nullptr : &it->second;
   };
+  if (overrides.architecture) {
+    spec.config.architecture = *overrides.architecture;
+  } else if (const std::string* a = recorded("architecture")) {
+    try {
+      spec.config.architecture = parse_architecture(*a);
+    } catch (const Error& e) {
+      CR_FAIL(weights_path << " metadata 'architecture': " << e.what());
+    }
+  }
   if (overrides.width) {
     spec.config.width = *overrides.width;
   } else if (const std::string* w = recorded("width")) {
@@ -36,6 +45,11 @@ ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std
     spec.config.cpb = false;
   } else if (const std::string* c = recorded("cpb")) {
     spec.config.cpb = *c != "0";
+  }
+  if (overrides.no_se) {
+    spec.config.se = false;
+  } else if (const std::string* e = recorded("se")) {
+    spec.config.se = *e != "0";
   }
   if (overrides.size) {
     spec.size = *overrides.size;
@@ -48,10 +62,10 @@ ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std
   return spec;
 }
 
-std::unique_ptr<CovidRateNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
+std::unique_ptr<SegmentationNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
                                                  Device device, DType compute) {
   CR_CHECK(std::filesystem::is_regular_file(weights_path), "weights file " << weights_path << " not found");
-  auto net = std::make_unique<CovidRateNet>(spec.config);
+  std::unique_ptr<SegmentationNet> net = make_network(spec.config);
   net->parameters().load(weights_path);
   net->parameters().to(device);
   net->set_training(false);

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <random>
 #include <sstream>
@@ -154,6 +155,9 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
      << o.size << " batch " << o.batch << " lr " << o.adam.lr << " decay " << o.adam.decay << " loss "
      << to_string(o.loss) << " pos_weight " << o.pos_weight << " augment " << o.augment << " precise_bn " << o.precise_bn << " seed " << o.seed
      << " init '" << o.init_weights << "' train " << train_set.size() << " validation " << validation.size();
+  // Only when not COVID-Rate with SE: checkpoints written before the baselines existed still resume.
+  if (o.model.architecture != Architecture::CovidRate || !o.model.se)
+    os << " architecture " << to_string(o.model.architecture) << " se " << o.model.se;
   // The data itself, cheaply: a sum over every prepared pixel.
   double checksum = 0;
   for (const auto* set : {&train_set, &validation})
@@ -168,7 +172,7 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
 // statistics over `set`, computed with the current weights. The model's
 // momentum update r = (1 - m) r + m b, started from r = 0, leaves m b after one
 // batch, so each batch statistic is read back as r / m.
-void recalibrate_batchnorm(CovidRateNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch) {
+void recalibrate_batchnorm(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch) {
   ParameterStore& store = net.parameters();
   const double momentum = BatchNormParams{}.momentum;  // what the model's BN layers use
   std::vector<Tensor> running;
@@ -238,7 +242,7 @@ double dice_at_half(const float* probabilities, const float* mask, int64_t n) {
   return total > 0 ? 2.0 * both / total : 1.0;
 }
 
-Evaluation evaluate(CovidRateNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
+Evaluation evaluate(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
                     const HybridLossParams& loss, bool batch_statistics) {
   CR_CHECK(!set.empty(), "evaluate: empty set");
   CR_CHECK(batch > 0, "evaluate: batch " << batch);
@@ -286,7 +290,8 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
                                               << " mask pixels; expected " << o.size << " x " << o.size);
   fs::create_directories(o.out_dir);
 
-  CovidRateNet net(o.model);
+  const std::unique_ptr<SegmentationNet> network = make_network(o.model);
+  SegmentationNet& net = *network;
   // Loaded on the CPU before the move; a resume then overwrites them with the checkpoint's.
   if (!o.init_weights.empty()) net.parameters().load(o.init_weights);
   net.parameters().to(o.device);
@@ -371,10 +376,11 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
       state.best_val_loss = record.val_loss;
       state.best_val_dice = record.val_dice;
       state.epochs_without_improvement = 0;
-      net.parameters().save((fs::path(o.out_dir) / "best.safetensors").string(),
-                            {{"epoch", std::to_string(epoch)}, {"val_loss", std::to_string(record.val_loss)},
-                             {"width", std::to_string(o.model.width)}, {"cpb", o.model.cpb ? "1" : "0"},
-                             {"size", std::to_string(o.size)}});
+      std::map<std::string, std::string> metadata = architecture_metadata(o.model);
+      metadata["epoch"] = std::to_string(epoch);
+      metadata["val_loss"] = std::to_string(record.val_loss);
+      metadata["size"] = std::to_string(o.size);
+      net.parameters().save((fs::path(o.out_dir) / "best.safetensors").string(), metadata);
     } else {
       ++state.epochs_without_improvement;
     }

@@ -1,4 +1,4 @@
-// Training COVID-Rate: the loop of the authors' Keras code, with what a long
+// Training COVID-Rate (or a baseline, TrainOptions::model): the loop of the authors' Keras code, with what a long
 // run on shared machines needs on top.
 //
 //   every epoch:  shuffle the training slices; for each mini-batch draw a fresh
@@ -32,7 +32,7 @@
 
 #include "data/augment.h"
 #include "data/prepare.h"
-#include "model/covidrate_net.h"
+#include "model/segmentation_net.h"
 
 namespace covidrate {
 
@@ -49,7 +49,7 @@ HybridLossParams loss_params(LossKind kind, double pos_weight);
 inline constexpr double kDefaultPosWeight = 2.0;
 
 struct TrainOptions {
-  CovidRateConfig model;  // width, CPB, initial-weight seed
+  NetConfig model;  // architecture, width, CPB, SE, initial-weight seed
   int64_t size = 512;     // the network's input side S (a multiple of 16)
   int64_t batch = 4;
   int epochs = 100;
@@ -109,7 +109,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
 // Loss and Dice of `net` on `set`, in batches of `batch`, in evaluation mode,
 // or with batch statistics when `batch_statistics` (which also moves BN's
 // running averages). Restores the network's training flag.
-Evaluation evaluate(CovidRateNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
+Evaluation evaluate(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
                     const HybridLossParams& loss, bool batch_statistics = false);
 
 // Dice of a probability map thresholded at 0.5 against a 0/1 mask.

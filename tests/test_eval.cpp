@@ -42,7 +42,7 @@ void set_up(const test::TempDir& dir) {
     fs::copy_file(medseg / "images" / (std::string(stem) + ".jpg"), fs::path(dir.file("images")) / (std::string(stem) + ".jpg"));
     fs::copy_file(medseg / "masks" / (std::string(stem) + ".png"), fs::path(dir.file("masks")) / (std::string(stem) + ".png"));
   }
-  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.parameters().save(dir.file("weights.safetensors"), {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
 }
 

@@ -234,7 +234,7 @@ TEST_CASE("COVID-Rate with f16-loaded weights predicts within 2e-3 of f32") {
   // and through ~30 layers the errors partly cancel: measured max difference of
   // the probabilities 3.1e-4 (rel L2 1.9e-4); 2e-3 leaves a 6x margin.
   test::TempDir dir;
-  CovidRateConfig config;
+  NetConfig config;
   config.width = 0.125;
   config.seed = 5;
   CovidRateNet reference(config);

@@ -26,7 +26,7 @@ TEST_CASE("bf16 inference finds the lesions f32 finds on ricord-sample slices") 
   ct.voxels.resize(static_cast<size_t>(ct.voxel_count()));
   const std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
   const ModelSpec spec = resolve_model_spec(weights, safetensors::load_metadata(weights), {});
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
+  const std::unique_ptr<SegmentationNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
 
   data::SegmentOptions options;  // threshold 0.5, batch 4, as segment runs
   options.size = spec.size;

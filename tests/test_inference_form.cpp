@@ -41,7 +41,7 @@ Tensor medseg_slice(int64_t size) {
 }
 
 CovidRateNet small_net(uint64_t seed) {
-  return CovidRateNet(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = seed});
+  return CovidRateNet(NetConfig{.width = 0.0625, .cpb = true, .seed = seed});
 }
 
 }  // namespace
@@ -82,7 +82,7 @@ TEST_CASE("the f32 inference form equals evaluation mode on a real MedSeg slice 
   // the two differ by f32 rounding only.
   const std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
   REQUIRE(std::filesystem::is_regular_file(weights));
-  CovidRateNet net(CovidRateConfig{.width = 1.0});
+  CovidRateNet net(NetConfig{.width = 1.0});
   net.parameters().load(weights);
   net.set_training(false);
   const ag::Var image(medseg_slice(512));
@@ -161,7 +161,7 @@ TEST_CASE("prepare_inference refuses training mode and dtypes the parameters can
                        Error);
   CHECK_FALSE(net.has_inference_form());
 
-  CovidRateNet f64(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3, .dtype = DType::F64});
+  CovidRateNet f64(NetConfig{.width = 0.0625, .cpb = true, .seed = 3, .dtype = DType::F64});
   f64.set_training(false);
   CHECK_THROWS_WITH_AS(f64.prepare_inference(DType::BF16), doctest::Contains("cannot compute in bf16 with f64"),
                        Error);

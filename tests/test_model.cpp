@@ -171,7 +171,7 @@ TEST_CASE("model: parameter counts") {
   CHECK(expected_param_count(1.0, false) == 11'954'209);
   for (const double width : {0.125, 0.25, 0.5}) {
     for (const bool cpb : {true, false}) {
-      CovidRateConfig config;
+      NetConfig config;
       config.width = width;
       config.cpb = cpb;
       INFO("width " << width << (cpb ? " with" : " without") << " CPB");
@@ -191,7 +191,7 @@ TEST_CASE("model: channel rounding, names, L2 on the CPB kernels") {
   CHECK_THROWS_AS(scaled_channels(32, NAN), Error);
   CHECK_THROWS_AS(scaled_channels(32, 1e9), Error);
 
-  CovidRateConfig config;
+  NetConfig config;
   config.width = 0.25;
   const CovidRateNet net(config);
   const ParameterStore& store = net.parameters();
@@ -232,7 +232,7 @@ TEST_CASE("model: forward FLOPs and the stage table at 512 x 512") {
 }
 
 TEST_CASE("model: bad input shapes are clear errors") {
-  CovidRateConfig config;
+  NetConfig config;
   config.width = 0.125;
   CovidRateNet net(config);
   auto message_of = [&](const Shape& shape) {
@@ -312,7 +312,7 @@ void check_full_width_golden(Device device) {
 // the CPB's L2 term, which the optimizer step adds), every parameter gradient,
 // every BN running statistic.
 void check_gradient_golden(Device device) {
-  CovidRateConfig config;
+  NetConfig config;
   config.width = 0.25;
   CovidRateNet net(config);
   load_golden_weights(net);
@@ -391,7 +391,7 @@ TEST_CASE("model golden on CUDA (skipped without a GPU)") {
 // the difference is off by up to 0.2% (measured), while at 1e-6 and 1e-7 it
 // agrees with the tape to 1e-9. Rounding then costs ~eps * loss / h ~ 1e-9.
 TEST_CASE("model: tape gradients match finite differences (width 0.125, f64)") {
-  CovidRateConfig config;
+  NetConfig config;
   config.width = 0.125;
   config.dtype = DType::F64;
   CovidRateNet net(config);

@@ -40,10 +40,10 @@ std::vector<std::string> unlabelled(int count) {
   return out;
 }
 
-CovidRateNet tiny_net() { return CovidRateNet(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 5}); }
+CovidRateNet tiny_net() { return CovidRateNet(NetConfig{.width = 0.0625, .cpb = true, .seed = 5}); }
 
 // The index of one picture's prediction, computed here from the pieces.
-double index_of(const CovidRateNet& net, const std::string& path, int64_t size, double cutoff) {
+double index_of(const SegmentationNet& net, const std::string& path, int64_t size, double cutoff) {
   const data::PreparedSlice s = data::prepare_slice(data::read_image(path), nullptr, nullptr, size);
   ag::NoGrad no_grad;
   const Tensor out = net.forward(ag::Var(Tensor::from_vector({1, 1, size, size}, s.image))).value();
@@ -189,7 +189,7 @@ TEST_CASE("pseudo-labels with the shipped weights on real unlabelled slices") {
   const std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
   REQUIRE(fs::is_regular_file(weights));
   const ModelSpec spec = resolve_model_spec(weights, safetensors::load_metadata(weights), {});
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
+  const std::unique_ptr<SegmentationNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
   data::PseudoLabelOptions o;
   o.size = spec.size;
   o.min_certainty = 0;

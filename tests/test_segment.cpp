@@ -44,7 +44,7 @@ test::ProgramRun run_segment(const test::TempDir& dir, const std::string& args) 
 // Weights as train writes them: a tiny network, its architecture in the metadata.
 std::string tiny_weights(const test::TempDir& dir) {
   const std::string path = dir.file("weights.safetensors");
-  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.parameters().save(path, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
   return path;
 }
@@ -350,7 +350,7 @@ TEST_CASE("a slice without lung is not segmented and gets an empty mask") {
   for (int64_t y = 0; y < ct.ny; ++y)
     for (int64_t x = 0; x < ct.nx; ++x)
       if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 40 * 40) ct.at(x, y, 1) = 40.f;
-  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
   const data::SegmentOptions options{
       .threshold = 0.0, .batch = 2, .size = 64, .device = Device::CPU, .progress = {}};
@@ -373,7 +373,7 @@ TEST_CASE("segment_volume with a fixed batch shape: blank slices fill the last b
         for (int64_t cx : {30, 66})
           if ((x - cx) * (x - cx) + (y - 44) * (y - 44) < r * r) ct.at(x, y, z) = -850.f + 60.f * float(z);
       }
-  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
   data::SegmentOptions options{.threshold = 0.5, .batch = 3, .size = 64, .device = Device::CPU, .progress = {}};
   // The batch sizes the convolutions saw, from the op profile's rows.
@@ -502,7 +502,7 @@ TEST_CASE("segment_volume: outside the lungs' box the probability is 0; without 
       for (int64_t cx : {40, 88})
         if ((x - cx) * (x - cx) * 4 + (y - 50) * (y - 50) * 9 < 18 * 18 * 4) ct.at(x, y, 0) = -850.f;
     }
-  CovidRateNet net(CovidRateConfig{.width = 0.0625, .cpb = true, .seed = 3});
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
   data::SegmentOptions options{.threshold = 0.0, .batch = 1, .size = 64, .device = Device::CPU, .progress = {}};
   const data::Segmentation cut = data::segment_volume(ct, net, options);

@@ -36,7 +36,7 @@ data::Volume every_nth_slice(const data::Volume& v, int64_t first, int64_t step)
   return out;
 }
 
-double opacity_percent(const data::Volume& ct, const CovidRateNet& net, int64_t size) {
+double opacity_percent(const data::Volume& ct, const SegmentationNet& net, int64_t size) {
   data::SegmentOptions options;  // threshold 0.5, the default lung-box cut, as segment runs
   options.size = size;
   options.batch = 1;
@@ -50,7 +50,7 @@ double opacity_percent(const data::Volume& ct, const CovidRateNet& net, int64_t 
 TEST_CASE("shipped weights: a healthy chest stays nearly clear, the COVID sample does not") {
   const std::string weights = test::source_dir() + "/weights/covidrate-w1-s512.safetensors";
   const ModelSpec spec = resolve_model_spec(weights, safetensors::load_metadata(weights), {});
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
+  const std::unique_ptr<SegmentationNet> net = load_for_inference(weights, spec, Device::CPU, DType::F32);
 
   // 12 of the 48 TCGA slices (every 4th, 20 mm apart): ~15 s on 2 cores.
   const data::Volume healthy = every_nth_slice(data::read_any(test::data_dir() + "/ct-healthy-tcga"), 2, 4);

@@ -15,6 +15,7 @@
 #include "data/dataset.h"
 #include "data/image2d.h"
 #include "data/prepare.h"
+#include "model/covidrate_net.h"
 #include "model/trainer.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
@@ -353,7 +354,7 @@ TEST_CASE("train: --init starts from the given weights, not from the seeded draw
   std::vector<PreparedSlice> train_set{prepare_sample(set.samples[0], 32), prepare_sample(set.samples[1], 32)};
   test::TempDir dir, with_init, without_init;
   const std::string init = dir.file("init.safetensors");
-  CovidRateNet(CovidRateConfig{.width = 0.125, .cpb = true, .seed = 5}).parameters().save(init, {});
+  CovidRateNet(NetConfig{.width = 0.125, .cpb = true, .seed = 5}).parameters().save(init, {});
   TrainOptions o;
   o.model = {.width = 0.125, .cpb = true, .seed = 11};
   o.size = 32;
@@ -423,7 +424,7 @@ TEST_CASE("covidrate train --split, --synthetic and --pseudo: the named split, e
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.out.find("2 synthetic slices") != std::string::npos);
   CHECK(run.out.find("1 pseudo-labelled slices") != std::string::npos);
-  CHECK(run.out.find("training on 6 slices (3 synthetic or pseudo-labelled), validating on 1") != std::string::npos);
+  CHECK(run.out.find(" on 6 slices (3 synthetic or pseudo-labelled), validating on 1") != std::string::npos);
   const std::string written = test::read_text_file(dir.file("run/split.json"));
   CHECK(written.find("\"train\": [\"0\", \"2\", \"3\"]") != std::string::npos);
   CHECK(written.find("\"validation\": [\"4\"]") != std::string::npos);

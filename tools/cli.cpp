@@ -35,6 +35,10 @@ bool parse_network_option(const std::string& option, const std::function<std::st
     o.architecture.size = parse_positive_int(option, value());
   } else if (option == "--no-cpb") {
     o.architecture.no_cpb = true;
+  } else if (option == "--no-se") {
+    o.architecture.no_se = true;
+  } else if (option == "--arch") {
+    o.architecture.architecture = parse_architecture(value());
   } else {
     return false;
   }

@@ -24,9 +24,10 @@ DType parse_precision(const std::string& option, const std::string& text);
 struct NetworkOptions {
   Device device = Device::CPU;
   DType precision = DType::F32;
-  ArchitectureOverrides architecture;  // --width, --size, --no-cpb
+  ArchitectureOverrides architecture;  // --arch, --width, --size, --no-cpb, --no-se
 };
-// True when `option` is --device, --precision, --width, --size or --no-cpb, read
+// True when `option` is --device, --precision, --arch, --width, --size, --no-cpb
+// or --no-se, read
 // into `o` (its value, if it takes one, through `value`); false for any other option.
 bool parse_network_option(const std::string& option, const std::function<std::string()>& value, NetworkOptions& o);
 

@@ -52,9 +52,11 @@ void usage(FILE* out) {
                "  --weights FILE     safetensors written by 'covidrate train'\n"
                "  --images DIR       slices (PNG or JPG)\n"
                "  --masks DIR        lesion masks, 0/255 PNG\n"
+"  --arch NAME        covid-rate, unet or attention-unet (default: the weights' metadata, else\n"
+               "                     covid-rate)\n"
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
                "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
-               "  --no-cpb           the network was trained without context perception boosting\n"
+               "  --no-cpb, --no-se  COVID-Rate trained without context perception boosting, without SE\n"
                "  --threshold T      a pixel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 4)\n"
                "  --device cpu|cuda  where the network runs (default cpu)\n"
@@ -147,17 +149,16 @@ int cmd_eval(int argc, char** argv) {
 
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights),
                                             o.network.architecture);
-  const CovidRateConfig& config = spec.config;
+  const NetConfig& config = spec.config;
   const int64_t size = spec.size;
-  const std::unique_ptr<CovidRateNet> network = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
-  const CovidRateNet& net = *network;
+  const std::unique_ptr<SegmentationNet> network = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
+  const SegmentationNet& net = *network;
 
   // Lungs are always extracted: the infection rate that splits the groups is
   // over the lung. They reach the network only with --lungs.
   const data::Dataset set = data::load_dataset(o.images, o.masks, data::DatasetOptions{.lungs = true});
-  std::fprintf(stderr, "eval: %lld slices, width %g%s, input %lld x %lld, %s, %s\n",
-               static_cast<long long>(set.size()), config.width, config.cpb ? "" : " without CPB",
-               static_cast<long long>(size), static_cast<long long>(size), to_string(o.network.device),
+  std::fprintf(stderr, "eval: %lld slices, %s, input %lld x %lld, %s, %s\n",
+               static_cast<long long>(set.size()), describe(config).c_str(), static_cast<long long>(size), static_cast<long long>(size), to_string(o.network.device),
                to_string(o.network.precision));
 
   const std::string masks_tmp = o.save_masks.empty() ? "" : o.save_masks + ".tmp";

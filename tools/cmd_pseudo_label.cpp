@@ -44,7 +44,8 @@ void usage(FILE* out) {
                "  --batch N            slices per forward pass (default %lld)\n"
                "  --device cpu|cuda    where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
                "  --precision P        f32 (default) or bf16 (for CUDA)\n"
-               "  --width W, --size S, --no-cpb   the architecture, when the weights' metadata lacks it\n\n"
+               "  --arch NAME, --width W, --size S, --no-cpb, --no-se\n"
+               "                       the architecture, when the weights' metadata lacks it\n\n"
                "Slices where the network marks nothing above the cut-off have index 0 and are never kept.\n",
                d.min_certainty, d.cutoff, d.threshold, static_cast<long long>(d.batch));
 }
@@ -109,11 +110,11 @@ int cmd_pseudo_label(int argc, char** argv) {
   CR_CHECK(!std::filesystem::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
   const std::vector<std::string> pictures = data::pictures_in(o.images);
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.network.architecture);
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
+  const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   o.label.size = spec.size;
   o.label.device = o.network.device;
-  std::fprintf(stderr, "pseudo-label: %zu slices from %s, weights %s (width %g, input %lld), %s, %s\n",
-               pictures.size(), o.images.c_str(), o.weights.c_str(), spec.config.width,
+  std::fprintf(stderr, "pseudo-label: %zu slices from %s, weights %s (%s, input %lld), %s, %s\n",
+               pictures.size(), o.images.c_str(), o.weights.c_str(), describe(spec.config).c_str(),
                static_cast<long long>(spec.size), to_string(o.network.device), to_string(o.network.precision));
 
   Progress progress("pseudo-label");

@@ -59,9 +59,11 @@ void usage(FILE* out) {
                "  --threshold T      a voxel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 1 on the CPU, 8 on CUDA; on CUDA\n"
                "                     every pass has N, the last filled up with blank slices)\n"
+"  --arch NAME        covid-rate, unet or attention-unet (default: the weights' metadata, else\n"
+               "                     covid-rate)\n"
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
                "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
-               "  --no-cpb           the network was trained without context perception boosting\n"
+               "  --no-cpb, --no-se  COVID-Rate trained without context perception boosting, without SE\n"
                "  --crop-margin F    slices go to the network cut to the box around the study's lungs,\n"
                "                     widened by F of its size per side, as the training pictures are cut\n"
                "                     (default 0.02; no cut when only one lung is found); 'none': whole slices\n"
@@ -186,7 +188,7 @@ int cmd_segment(int argc, char** argv) {
   data::StudyOptions study_options;
   study_options.weights_metadata = safetensors::load_metadata(o.weights);
   const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.network.architecture);
-  const std::unique_ptr<CovidRateNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
+  const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   study_options.segment = {.threshold = o.threshold,
                            .batch = o.batch,
                            .fixed_batch_shape = o.network.device == Device::CUDA,  // one cuDNN search per layer
@@ -201,10 +203,11 @@ int cmd_segment(int argc, char** argv) {
   study_options.weights_hash = data::file_fnv1a64(o.weights);
   study_options.width = spec.config.width;
   study_options.cpb = spec.config.cpb;
-  std::fprintf(stderr, "segment: %zu stud%s, weights %s (width %g%s, input %lld), %s, %s\n", plan.studies.size(),
-               plan.studies.size() == 1 ? "y" : "ies", o.weights.c_str(), spec.config.width,
-               spec.config.cpb ? "" : ", no CPB", static_cast<long long>(spec.size), to_string(o.network.device),
-               to_string(o.network.precision));
+  study_options.se = spec.config.se;
+  study_options.architecture = to_string(spec.config.architecture);
+  std::fprintf(stderr, "segment: %zu stud%s, weights %s (%s, input %lld), %s, %s\n", plan.studies.size(),
+               plan.studies.size() == 1 ? "y" : "ies", o.weights.c_str(), describe(spec.config).c_str(),
+               static_cast<long long>(spec.size), to_string(o.network.device), to_string(o.network.precision));
   if (o.network.precision == DType::BF16 && o.network.device == Device::CPU)
     std::fprintf(stderr, "segment: note: bf16 on the CPU is the reference path (each op widens to f32 and rounds "
                          "back), slower than f32; it is there to check GPU results\n");

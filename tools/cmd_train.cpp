@@ -25,10 +25,12 @@ namespace fs = std::filesystem;
 void usage(FILE* out) {
   std::fprintf(out,
                "usage: covidrate train --images DIR --masks DIR --out DIR [options]\n\n"
-               "Trains COVID-Rate on image/mask pairs matched by file name (MedSeg layout).\n"
+               "Trains COVID-Rate (or a baseline, --arch) on image/mask pairs matched by file name\n"
+               "(MedSeg layout).\n"
                "DIR/best.safetensors holds the weights of the lowest validation loss,\n"
                "DIR/checkpoint/ the last epoch (for --resume), DIR/log.jsonl one line per epoch,\n"
                "DIR/split.json the slices of each side of the split.\n\n"
+               "  --arch NAME       covid-rate (default), unet or attention-unet (the paper's baselines)\n"
                "  --width W         channel width multiplier (default 1: the paper's network)\n"
                "  --size S          network input side, a multiple of 16 (default 512)\n"
                "  --batch B         mini-batch size (default 4)\n"
@@ -40,7 +42,9 @@ void usage(FILE* out) {
                "  --deterministic   record the CPU thread count and refuse to resume under another\n"
                "  --resume          continue the run in DIR from its last checkpoint\n"
                "  --device D        cpu or cuda (default: $COVIDRATE_DEVICE, else cpu)\n"
-               "  --no-cpb          without context perception boosting\n"
+               "  --no-cpb          COVID-Rate without context perception boosting\n"
+               "  --no-se           COVID-Rate without squeeze-and-excitation (with CPB: the paper's\n"
+               "                    \"Residual U-Net with CPB\")\n"
                "  --loss L          hybrid (default), wbce or ftl\n"
                "  --pos-weight X    weight of lesion pixels in the BCE term: 1 + X (default %.0f)\n"
                "  --lungs           zero everything outside the lungs (classical lung extraction)\n"
@@ -126,6 +130,15 @@ Settings parse(int argc, char** argv) {
     else if (a == "--deterministic") s.train.deterministic = true;
     else if (a == "--resume") s.train.resume = true;
     else if (a == "--no-cpb") s.train.model.cpb = false;
+    else if (a == "--no-se") s.train.model.se = false;
+    else if (a == "--arch") {
+      const std::string name = value();
+      try {
+        s.train.model.architecture = parse_architecture(name);
+      } catch (const Error& e) {
+        throw UsageError{std::string("--arch: ") + e.what()};
+      }
+    }
     else if (a == "--lungs") s.lungs = true;
     else if (a == "--synthetic") s.synthetic = value();
     else if (a == "--pseudo") s.pseudo = value();
@@ -154,6 +167,9 @@ Settings parse(int argc, char** argv) {
   if (s.images.empty() || s.masks.empty() || s.out.empty())
     throw UsageError{"--images, --masks and --out are required"};
   if (!s.split_file.empty() && s.folds > 0) throw UsageError{"--split and --folds exclude each other"};
+  if (s.train.model.architecture != Architecture::CovidRate && !(s.train.model.cpb && s.train.model.se))
+    throw UsageError{std::string("--no-cpb and --no-se are COVID-Rate's; ") + to_string(s.train.model.architecture) +
+                     " has neither"};
   if (s.train.size % 16 != 0) throw UsageError{"--size must be a multiple of 16, got " + std::to_string(s.train.size)};
   // The common Keras 2 recipe Adam(lr, decay=lr / epochs) with the paper's 100
   // epochs (the paper does not state its decay). Tied to 100, not to --epochs,
@@ -198,8 +214,9 @@ TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSl
                        names_json(set, split.validation) + "}\n");
   std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
   train_side.insert(train_side.end(), extra.begin(), extra.end());
-  std::printf("training on %zu slices (%zu synthetic or pseudo-labelled), validating on %zu, %s -> %s\n",
-              train_side.size(), extra.size(), split.validation.size(), to_string(options.device), out_dir.c_str());
+  std::printf("training %s on %zu slices (%zu synthetic or pseudo-labelled), validating on %zu, %s -> %s\n",
+              describe(options.model).c_str(), train_side.size(), extra.size(), split.validation.size(),
+              to_string(options.device), out_dir.c_str());
   std::fflush(stdout);
   return train(train_side, pick(prepared, split.validation), options, [](const EpochRecord& r) {
     std::printf("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f, lr %.3g, %.1f s, %.2f images/s\n",

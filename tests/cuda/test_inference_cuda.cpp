@@ -59,7 +59,7 @@ struct Setup {
   // The sample through segment_volume, on `device`, computing in `precision`;
   // prepared = false: plain evaluation mode (only for f32).
   data::Segmentation segment(Device device, DType precision, bool prepared = true) const {
-    const std::unique_ptr<CovidRateNet> net = load_for_inference(weights, spec, device, precision);
+    const std::unique_ptr<SegmentationNet> net = load_for_inference(weights, spec, device, precision);
     if (!prepared) {
       net->set_training(true);  // drops the inference form
       net->set_training(false);

@@ -1,12 +1,15 @@
 // The nn layer on the GPU: the same network, seeds and batch on the CPU and on
 // CUDA give the same loss, gradients, Adam steps and running statistics; the
-// ParameterStore moves between devices and saves from the GPU. Skipped without a GPU.
+// ParameterStore moves between devices and saves from the GPU; the U-Net
+// baselines (max pooling, attention gates) train and infer alike on both.
+// Skipped without a GPU.
 #include <doctest/doctest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <unistd.h>
 
+#include "model/segmentation_net.h"
 #include "nn/adam.h"
 #include "nn/layers.h"
 #include "nn/safetensors.h"
@@ -79,6 +82,41 @@ TEST_CASE("one network on the CPU and on CUDA: loss, gradients, Adam, running st
   CHECK(test::closeness(gpu.store.flat_values(), cpu.store.flat_values(), 1e-4, 1e-5) <= 1.0);
   for (size_t i = 0; i < cpu.store.buffers().size(); ++i)
     CHECK(test::closeness(gpu.store.buffers()[i].value, cpu.store.buffers()[i].value, 1e-4, 1e-5) <= 1.0);
+}
+
+TEST_CASE("an Attention U-Net on the CPU and on CUDA: a training step, then f32 and bf16 inference") {
+  NetConfig config;
+  config.architecture = Architecture::AttentionUNet;
+  config.width = 0.125;
+  config.seed = 4;
+  const std::unique_ptr<SegmentationNet> cpu = make_network(config), gpu = make_network(config);
+  gpu->parameters().to(Device::CUDA);
+  const Tensor x = test::randn(Shape{2, 1, 64, 64}, 8), y = test::bernoulli(Shape{2, 1, 64, 64}, 9, 0.2);
+  double losses[2];
+  for (int d = 0; d < 2; ++d) {
+    SegmentationNet& net = d == 0 ? *cpu : *gpu;
+    const Device device = d == 0 ? Device::CPU : Device::CUDA;
+    net.parameters().zero_grad();
+    ag::Tape tape;
+    LossSums sums;
+    tape.backward(ag::hybrid_loss(net.forward(ag::Var(x.to(device))), y.to(device), HybridLossParams{}, &sums));
+    losses[d] = sums.loss;
+  }
+  CHECK(losses[1] == doctest::Approx(losses[0]).epsilon(1e-4));
+  CHECK(test::count_nonfinite(gpu->parameters().flat_grads()) == 0);
+  CHECK(test::rel_l2(gpu->parameters().flat_grads(), cpu->parameters().flat_grads()) < 1e-3);
+
+  cpu->set_training(false);
+  gpu->set_training(false);
+  const Tensor cpu_eval = cpu->forward(ag::Var(x)).value();
+  CHECK(test::closeness(gpu->forward(ag::Var(x.to(Device::CUDA))).value().to(Device::CPU), cpu_eval, 1e-4, 1e-5) <= 1);
+  cpu->prepare_inference(DType::BF16);
+  gpu->prepare_inference(DType::BF16);
+  const Tensor cpu_bf16 = cpu->forward(ag::Var(x)).value();
+  const Tensor gpu_bf16 = gpu->forward(ag::Var(x.to(Device::CUDA))).value().to(Device::CPU);
+  CHECK(test::count_nonfinite(gpu_bf16) == 0);
+  // Both round every op's output to bf16; summation order differs (see test_inference_cuda).
+  CHECK(test::closeness(gpu_bf16, cpu_bf16, 0, 0.03) <= 1);
 }
 
 TEST_CASE("the store moves between devices and saves from the GPU") {
