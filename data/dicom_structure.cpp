@@ -24,6 +24,7 @@ constexpr uint32_t kItem = tag(0xfffe, 0xe000);
 constexpr uint32_t kItemEnd = tag(0xfffe, 0xe00d);
 constexpr uint32_t kSequenceEnd = tag(0xfffe, 0xe0dd);
 constexpr uint32_t kPixelData = tag(0x7fe0, 0x0010);
+constexpr uint32_t kRecognitionCode = tag(0x0008, 0x0010);  // retired, ACR-NEMA's
 
 enum class Encoding { ImplicitLittle, ExplicitLittle, ExplicitBig };
 
@@ -161,7 +162,19 @@ class Walker {
       return fragments(value, enc, depth);
     }
     need(value, length, "an element's value");
+    if (depth == 0 && t == kRecognitionCode) recognition_code(value, length);
     return value + length;
+  }
+
+  // GDCM takes a data set holding (0008,0010) for an ACR-NEMA file and asserts
+  // that the value names one (found by the fuzz replay, fuzz/replay_main.cpp).
+  void recognition_code(size_t value, uint32_t length) const {
+    const std::string code(reinterpret_cast<const char*>(data_ + value), length);
+    bool known = false;
+    for (const char* prefix : {"ACR-NEMA", "ACRNEMA", "MIPS 2.0"})
+      known = known || code.compare(0, std::strlen(prefix), prefix) == 0;
+    CR_CHECK(known, file_ << ": (0008,0010) Recognition Code holds '" << code
+                          << "', which names no ACR-NEMA version (a damaged element)");
   }
 
   // The items of a sequence, defined length or closed by a sequence delimiter.

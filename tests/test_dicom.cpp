@@ -322,6 +322,16 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   check_fails(rle_count, rle_count, "RLE header names 151060482 segment(s)");
   const std::string rle_offset = rle_file("rle-offset.dcm", 8, 0x7fffffff);
   check_fails(rle_offset, rle_offset, "RLE segment 1 starts at byte 2147483647");
+  // (0008,0013) turned into the retired (0008,0010) Recognition Code with a
+  // time in it: GDCM asserted that it names ACR-NEMA (found by the fuzz replay).
+  std::vector<char> recognition = test::read_bytes(samples() + "MR_small_jpeg_ls_lossless.dcm");
+  const std::string creation_time("\x08\x00\x13\x00TM", 6);
+  const auto time_tag = std::search(recognition.begin(), recognition.end(), creation_time.begin(), creation_time.end());
+  REQUIRE(time_tag != recognition.end());
+  time_tag[2] = 0x10;
+  const std::string recognition_file = dir.file("recognition-code.dcm");
+  test::write_bytes(recognition_file, recognition);
+  check_fails(recognition_file, recognition_file, "(0008,0010) Recognition Code holds '185434'");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
