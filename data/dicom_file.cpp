@@ -136,6 +136,7 @@ bool read_by_gdcm_image_helper(const gdcm::Tag& t) {
       {0x0028, 0x0010}, {0x0028, 0x0011}, {0x0028, 0x0030}, {0x0028, 0x0034}, {0x0028, 0x0100}, {0x0028, 0x0101},
       {0x0028, 0x0102}, {0x0028, 0x0103}, {0x0028, 0x0120}, {0x0028, 0x1050}, {0x0028, 0x1051}, {0x0028, 0x1052},
       {0x0028, 0x1053}, {0x0028, 0x1101}, {0x0028, 0x1102}, {0x0028, 0x1103}, {0x0028, 0x3002}, {0x3002, 0x0011},
+      {0x0028, 0x2110},  // Lossy Image Compression, read when a lossy JPEG is decoded (found by the fuzz replay)
   };
   return std::find(std::begin(tags), std::end(tags), t) != std::end(tags);
 }
@@ -219,9 +220,19 @@ std::optional<FileHeader> read_header(const std::string& file) {
   h.bits_allocated = integer(0x0028, 0x0100, "BitsAllocated", 16);
   CR_CHECK(h.bits_allocated == 8 || h.bits_allocated == 16 || h.bits_allocated == 32,
            file << ": BitsAllocated " << h.bits_allocated << " is not supported (8, 16 or 32)");
+  // Type 1 (PS3.3 C.7.6.3). GDCM's copy of 8-bit samples asserts that all 8
+  // bits are stored, and a missing value reads as 0 (found by the fuzz replay).
+  const int64_t bits_stored = integer(0x0028, 0x0101, "BitsStored", 0);
+  CR_CHECK(bits_stored >= 1 && bits_stored <= h.bits_allocated && (h.bits_allocated != 8 || bits_stored == 8),
+           file << ": BitsStored " << (bits_stored ? std::to_string(bits_stored) : "missing") << " with BitsAllocated "
+                << h.bits_allocated << " (8-bit samples must store 8; at most BitsAllocated otherwise)");
   h.samples_per_pixel = integer(0x0028, 0x0002, "SamplesPerPixel", 1);
   CR_CHECK(h.samples_per_pixel == 1 || h.samples_per_pixel == 3,
            file << ": SamplesPerPixel " << h.samples_per_pixel << " is not supported (1 or 3)");
+  // Only 0 (interleaved) and 1 (planes) exist; GDCM asserts on any other value
+  // (found by the fuzz replay).
+  const int64_t planar = integer(0x0028, 0x0006, "PlanarConfiguration", 0);
+  CR_CHECK(planar == 0 || planar == 1, file << ": PlanarConfiguration " << planar << " is neither 0 nor 1");
 
   h.series_uid = text(0x0020, 0x000e);
   h.modality = text(0x0008, 0x0060);

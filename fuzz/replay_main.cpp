@@ -12,6 +12,7 @@
 #include <csignal>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -25,7 +26,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 namespace {
 
 constexpr int kCuts = 16;
-constexpr int kMutants = 64;
+// Variants with replaced bytes per file; COVIDRATE_FUZZ_VARIANTS changes it
+// (a longer search by hand, with the same generator).
+int mutant_count() {
+  const char* text = std::getenv("COVIDRATE_FUZZ_VARIANTS");
+  return text ? std::max(0, std::atoi(text)) : 64;
+}
 
 // Which input is running, for the message when one crashes: the file, and
 // the cut or the replaced bytes (offset=value) that make the variant.
@@ -68,7 +74,8 @@ int64_t replay(const std::string& name, const std::vector<uint8_t>& bytes) {
   }
   if (bytes.empty()) return inputs;
   std::mt19937_64 rng(fnv1a64(name));
-  for (int m = 0; m < kMutants; ++m) {
+  const int mutants = mutant_count();
+  for (int m = 0; m < mutants; ++m) {
     std::vector<uint8_t> mutant = bytes;
     const int changes = 1 + static_cast<int>(rng() % 8);
     char what[1024];

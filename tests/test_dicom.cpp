@@ -332,6 +332,45 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   const std::string recognition_file = dir.file("recognition-code.dcm");
   test::write_bytes(recognition_file, recognition);
   check_fails(recognition_file, recognition_file, "(0008,0010) Recognition Code holds '185434'");
+  // A lossless JPEG frame of 10-bit precision: GDCM's JPEG codec asserted on it
+  // (found by the fuzz replay). Its precision byte follows the SOF3 marker's length.
+  std::vector<char> ten_bits = test::read_bytes(test::data_dir() + "/ct-covid-ricord/1-100.dcm");
+  const std::string sof3("\xff\xc3", 2);
+  const auto frame_header = std::search(ten_bits.begin(), ten_bits.end(), sof3.begin(), sof3.end());
+  REQUIRE(frame_header != ten_bits.end());
+  frame_header[4] = 10;
+  const std::string ten_bits_file = dir.file("ten-bits.dcm");
+  test::write_bytes(ten_bits_file, ten_bits);
+  check_fails(ten_bits_file, ten_bits_file, "JPEG data of 10-bit precision");
+  // An image whose PlanarConfiguration is 2: GDCM asserted (found by the fuzz replay).
+  std::vector<char> planar = test::read_bytes(samples() + "ExplVR_BigEnd.dcm");
+  const std::string planar_tag("\x00\x28\x00\x06US\x00\x02", 8);  // big endian
+  const auto planar_at = std::search(planar.begin(), planar.end(), planar_tag.begin(), planar_tag.end());
+  REQUIRE(planar_at != planar.end());
+  planar_at[9] = 2;
+  const std::string planar_file = dir.file("planar-2.dcm");
+  test::write_bytes(planar_file, planar);
+  check_fails(planar_file, planar_file, "PlanarConfiguration 2 is neither 0 nor 1");
+  // Lossy Image Compression (0028,2110) stored as US instead of CS: GDCM's typed
+  // read of it asserted while decoding a lossy JPEG (found by the fuzz replay).
+  std::vector<char> lossy = test::read_bytes(samples() + "JPGExtended.dcm");
+  const std::string lossy_tag("\x28\x00\x10\x21" "CS", 6);
+  const auto lossy_at = std::search(lossy.begin(), lossy.end(), lossy_tag.begin(), lossy_tag.end());
+  REQUIRE(lossy_at != lossy.end());
+  lossy_at[4] = 'U', lossy_at[5] = 'S';
+  const std::string lossy_file = dir.file("lossy-us.dcm");
+  test::write_bytes(lossy_file, lossy);
+  check_fails(lossy_file, lossy_file, "(0028,2110) has value representation US");
+  // BitsStored (0028,0101) renamed away, so missing: GDCM read it as 0 and
+  // asserted while copying the 8-bit samples (found by the fuzz replay).
+  std::vector<char> no_stored = test::read_bytes(samples() + "ExplVR_BigEnd.dcm");
+  const std::string stored_tag("\x00\x28\x01\x01US", 6);  // big endian
+  const auto stored_at = std::search(no_stored.begin(), no_stored.end(), stored_tag.begin(), stored_tag.end());
+  REQUIRE(stored_at != no_stored.end());
+  stored_at[3] = 0x07;  // (0028,0107), Largest Image Pixel Value
+  const std::string no_stored_file = dir.file("no-bits-stored.dcm");
+  test::write_bytes(no_stored_file, no_stored);
+  check_fails(no_stored_file, no_stored_file, "BitsStored missing with BitsAllocated 8");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
