@@ -6,6 +6,7 @@
 
 #include "model/covidrate_net.h"
 #include "model/unet.h"
+#include "model/unet_plus_plus.h"
 
 namespace covidrate {
 
@@ -20,6 +21,7 @@ constexpr ArchitectureName kArchitectures[] = {
     {Architecture::CovidRate, "covid-rate", "COVID-Rate"},
     {Architecture::UNet, "unet", "U-Net"},
     {Architecture::AttentionUNet, "attention-unet", "Attention U-Net"},
+    {Architecture::UNetPlusPlus, "unet++", "U-Net++"},
 };
 
 const ArchitectureName& entry(Architecture architecture) {
@@ -175,6 +177,7 @@ std::unique_ptr<SegmentationNet> make_network(const NetConfig& config) {
     case Architecture::CovidRate: return std::make_unique<CovidRateNet>(config);
     case Architecture::UNet:
     case Architecture::AttentionUNet: return std::make_unique<UNet>(config);
+    case Architecture::UNetPlusPlus: return std::make_unique<UNetPlusPlus>(config);
   }
   CR_FAIL("make_network: unknown architecture " << static_cast<int>(config.architecture));
 }

@@ -24,6 +24,7 @@ enum class Architecture {
   CovidRate,      // "covid-rate": the paper's network
   UNet,           // "unet": the paper's "Standard U-Net" baseline
   AttentionUNet,  // "attention-unet": U-Net with attention gates on its skips
+  UNetPlusPlus,   // "unet++": U-Net with nested, dense skip paths
 };
 const char* to_string(Architecture architecture);
 // Throws covidrate::Error naming the valid names.

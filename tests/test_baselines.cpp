@@ -15,6 +15,7 @@
 #include "model/load_weights.h"
 #include "model/trainer.h"
 #include "model/unet.h"
+#include "model/unet_plus_plus.h"
 #include "nn/safetensors.h"
 #include "tests/support/run_covidrate.h"
 #include "tests/support/test_support.h"
@@ -57,6 +58,21 @@ int64_t expected_unet_params(double width, bool attention) {
   return total + in + 1;  // head: 1x1 to one channel
 }
 
+// U-Net++ of model/unet_plus_plus.h from its description: node X(i,j) takes
+// j maps of its own depth and the upsampled one below, two 3x3 conv + BN.
+int64_t expected_unetpp_params(double width) {
+  auto conv_bn = [](int64_t i, int64_t o) { return 9 * i * o + o + 2 * o; };
+  std::vector<int64_t> c;
+  for (const int base : {32, 64, 128, 256, 512}) c.push_back(scaled_channels(base, width));
+  int64_t total = 0;
+  for (int j = 0; j <= 4; ++j)
+    for (int i = 0; i + j <= 4; ++i) {
+      const int64_t in = j == 0 ? (i == 0 ? 1 : c[i - 1]) : j * c[i] + c[i + 1];
+      total += conv_bn(in, c[i]) + conv_bn(c[i], c[i]);
+    }
+  return total + c[0] + 1;
+}
+
 int64_t count_named(const ParameterStore& store, const std::string& part) {
   int64_t n = 0;
   for (const auto& p : store.parameters())
@@ -73,12 +89,12 @@ TEST_CASE("baselines: names, parameter counts and FLOPs") {
   CHECK(parse_architecture("attention-unet") == Architecture::AttentionUNet);
   CHECK(std::string(to_string(Architecture::CovidRate)) == "covid-rate");
   try {
-    parse_architecture("unet++");
+    parse_architecture("segformer");
     FAIL("no error");
   } catch (const Error& e) {
     const std::string m = e.what();
-    CHECK(m.find("'unet++'") != std::string::npos);
-    CHECK(m.find("covid-rate, unet, attention-unet") != std::string::npos);
+    CHECK(m.find("'segformer'") != std::string::npos);
+    CHECK(m.find("covid-rate, unet, attention-unet, unet++") != std::string::npos);
   }
 
   // Ronneberger's channel plan (64..1024) with BN and a 3x3 up-convolution.
@@ -120,6 +136,21 @@ TEST_CASE("baselines: names, parameter counts and FLOPs") {
   }
   macs += 512.0 * 512.0 * 64;
   CHECK(UNet(config_of(Architecture::UNet, 1.0)).forward_flops(512, 512) == doctest::Approx(2 * macs).epsilon(1e-12));
+
+  // U-Net++: fifteen nodes and the head, Zhou et al.'s 32..512 channels.
+  CHECK(expected_unetpp_params(1.0) == 9'162'753);
+  for (const double width : {1.0, 0.25}) {
+    const UNetPlusPlus net(config_of(Architecture::UNetPlusPlus, width));
+    CHECK(net.param_count() == expected_unetpp_params(width));
+    const auto rows = net.summary(128, 128);
+    REQUIRE(rows.size() == 16);
+    int64_t params = 0;
+    for (const auto& r : rows) params += r.parameters;
+    CHECK(params == net.param_count());
+    CHECK(rows[14].name == "x0_4");
+    CHECK(rows[4].name == "x4_0");
+    CHECK(rows[4].output == Shape{scaled_channels(512, width), 8, 8});
+  }
 
   // COVID-Rate without SE: exactly its SE tensors go, the paper's "Residual U-Net with CPB".
   NetConfig no_se = config_of(Architecture::CovidRate, 0.25);
@@ -175,7 +206,8 @@ TEST_CASE("attention gate: a weight in (0, 1) per pixel, the same for every chan
 // better. Rounding then costs up to ~1e-15 * loss / h ~ 1e-8 (the loss sums
 // 2048 pixels): the absolute tolerance 5e-8 (gradients here are 1e-5 to 1).
 TEST_CASE("baselines: tape gradients match finite differences (f64)") {
-  for (const Architecture architecture : {Architecture::AttentionUNet, Architecture::CovidRate}) {
+  for (const Architecture architecture :
+       {Architecture::AttentionUNet, Architecture::UNetPlusPlus, Architecture::CovidRate}) {
     NetConfig config = config_of(architecture, 0.125, DType::F64, 5);
     // COVID-Rate without SE: test_model checks it with SE; U-Net has none to switch off.
     config.se = architecture != Architecture::CovidRate;
@@ -212,6 +244,9 @@ TEST_CASE("baselines: tape gradients match finite differences (f64)") {
     const std::vector<std::string> names =
         architecture == Architecture::CovidRate
             ? std::vector<std::string>{"enc1.unit1.conv2.weight", "dec2.conv.weight", "dec4.bn.bias"}
+        : architecture == Architecture::UNetPlusPlus
+            ? std::vector<std::string>{"x0_0.conv1.weight", "x1_1.conv1.weight", "x3_1.bn2.bias",
+                                       "x0_4.conv2.weight", "x2_2.conv1.weight", "head.conv.weight"}
             : std::vector<std::string>{"enc1.conv1.weight", "enc3.bn2.weight", "bridge.conv2.weight",
                                        "dec1.up_conv.weight", "dec1.gate.skip.weight", "dec2.gate.up.bias",
                                        "dec4.gate.psi.weight", "dec4.gate.psi.bias", "dec4.conv2.weight",
@@ -234,7 +269,7 @@ TEST_CASE("baselines: tape gradients match finite differences (f64)") {
 }
 
 TEST_CASE("baselines: the inference form equals evaluation mode; bf16 stays close") {
-  for (const Architecture architecture : {Architecture::UNet, Architecture::AttentionUNet}) {
+  for (const Architecture architecture : {Architecture::UNet, Architecture::AttentionUNet, Architecture::UNetPlusPlus}) {
     INFO(to_string(architecture));
     const std::unique_ptr<SegmentationNet> net = make_network(config_of(architecture, 0.25));
     // Non-trivial BN statistics: a few steps in training mode move them.
@@ -340,13 +375,17 @@ TEST_CASE("covidrate model, train, eval: --arch and --no-se") {
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.out.find("Attention U-Net, width 0.25") != std::string::npos);
   CHECK(run.out.find(std::to_string(expected_unet_params(0.25, true))) != std::string::npos);
+  run = test::run_covidrate(dir, "model --arch unet++ --width 0.25 --size 128");
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.out.find("U-Net++, width 0.25") != std::string::npos);
+  CHECK(run.out.find(std::to_string(expected_unetpp_params(0.25))) != std::string::npos);
   run = test::run_covidrate(dir, "model --no-se --width 0.25");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.out.find("without SE") != std::string::npos);
 
-  run = test::run_covidrate(dir, "model --arch unet++");
+  run = test::run_covidrate(dir, "model --arch unet3+");
   CHECK(run.exit_code == 2);
-  CHECK(run.err.find("unet++") != std::string::npos);
+  CHECK(run.err.find("unet3+") != std::string::npos);
   run = test::run_covidrate(dir, "model --arch unet --no-cpb");
   CHECK(run.exit_code == 2);
   CHECK(run.err.find("COVID-Rate's") != std::string::npos);

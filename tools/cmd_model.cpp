@@ -17,7 +17,7 @@ void usage(FILE* out) {
                "Builds the network (no weights are read) and prints its trainable\n"
                "parameter count and the forward GFLOP of one S x S slice (2 x multiply-adds of\n"
                "the convolutions and SE layers), then a table per stage.\n"
-               "  --arch NAME covid-rate (default), unet or attention-unet (the paper's baselines)\n"
+               "  --arch NAME covid-rate (default), unet, attention-unet or unet++ (the baselines)\n"
                "  --width W   channel multiplier (default 1: COVID-Rate's 14,380,833 parameters)\n"
                "  --size S    slice size, a multiple of 16 (default 512)\n"
                "  --no-cpb    COVID-Rate without context perception boosting\n"
@@ -104,7 +104,7 @@ int cmd_model(int argc, char** argv) {
     } else {
       const std::string shown = arg == "--arch" && has_value ? arg + " " + argv[i + 1] : arg;
       std::fprintf(stderr, "covidrate model: bad argument '%s'%s\n\n", shown.c_str(),
-                   arg == "--arch"    ? " (needs covid-rate, unet or attention-unet)"
+                   arg == "--arch"    ? " (needs covid-rate, unet, attention-unet or unet++)"
                    : arg == "--width" ? " (needs a positive number)"
                    : arg == "--size" ? " (needs a positive multiple of 16)"
                                      : "");

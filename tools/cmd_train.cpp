@@ -30,7 +30,7 @@ void usage(FILE* out) {
                "DIR/best.safetensors holds the weights of the lowest validation loss,\n"
                "DIR/checkpoint/ the last epoch (for --resume), DIR/log.jsonl one line per epoch,\n"
                "DIR/split.json the slices of each side of the split.\n\n"
-               "  --arch NAME       covid-rate (default), unet or attention-unet (the paper's baselines)\n"
+               "  --arch NAME       covid-rate (default), unet, attention-unet or unet++ (the baselines)\n"
                "  --width W         channel width multiplier (default 1: the paper's network)\n"
                "  --size S          network input side, a multiple of 16 (default 512)\n"
                "  --batch B         mini-batch size (default 4)\n"

@@ -1,0 +1,69 @@
+#include "model/unet_plus_plus.h"
+
+#include <cstdio>
+
+namespace covidrate {
+
+namespace {
+// Zhou et al.'s filters per depth (width 1).
+constexpr int kLevelChannels[] = {32, 64, 128, 256, 512};
+}  // namespace
+
+UNetPlusPlus::UNetPlusPlus(const NetConfig& config)
+    : SegmentationNet("UNetPlusPlus", config), nodes_((kDepth + 1) * (kDepth + 1)) {
+  CR_CHECK(config.architecture == Architecture::UNetPlusPlus,
+           "UNetPlusPlus: the configuration names " << to_string(config.architecture) << " (use make_network)");
+  CR_CHECK(config.cpb && config.se, "UNetPlusPlus: CPB and SE are COVID-Rate's; unet++ has neither to switch off");
+  for (const int c : kLevelChannels) channels_.push_back(scaled_channels(c, config.width));
+  // Column by column, the order forward computes them in: every node's inputs
+  // exist before it.
+  for (int j = 0; j <= kDepth; ++j) {
+    for (int i = 0; i + j <= kDepth; ++i) {
+      const int out = channels_[i];
+      const int in = j == 0 ? (i == 0 ? 1 : channels_[i - 1]) : j * out + channels_[i + 1];
+      char name[16];  // "x<i>_<j>" (a chain of std::string + draws a false -Wrestrict from GCC 12)
+      std::snprintf(name, sizeof(name), "x%d_%d", i, j);
+      const model::BlockSite site{store(), costs(), name, 1 << i};
+      nodes_[index(i, j)].emplace(Node{model::ConvBnRelu(site, "conv1", "bn1", in, out, 3),
+                                       model::ConvBnRelu(site, "conv2", "bn2", out, out, 3)});
+      add_stage(name, out, 1 << i);
+    }
+  }
+  head_.emplace(model::make_conv(model::BlockSite{store(), costs(), "head", 1}, "conv", channels_[0], 1, 1));
+  add_stage("head", 1, 1);
+  store().allocate(Device::CPU);
+}
+
+void UNetPlusPlus::set_blocks_training(bool training) {
+  for (auto& n : nodes_)
+    if (n) n->first.set_training(training), n->second.set_training(training);
+  if (training) inference_head_.reset();
+}
+
+void UNetPlusPlus::prepare_blocks(DType compute) {
+  for (auto& n : nodes_)
+    if (n) n->first.prepare_inference(compute), n->second.prepare_inference(compute);
+  inference_head_ = model::fold_for_inference({&*head_}, nullptr, compute).front();
+}
+
+ag::Var UNetPlusPlus::logits(const ag::Var& image) const {
+  std::vector<ag::Var> x(nodes_.size());
+  const auto node = [&](int i, int j, const ag::Var& in) {
+    const Node& n = *nodes_[index(i, j)];
+    x[index(i, j)] = n.second.forward(n.first.forward(in));
+  };
+  node(0, 0, image);
+  for (int i = 1; i <= kDepth; ++i) node(i, 0, ag::maxpool2x2(x[index(i - 1, 0)]));
+  for (int j = 1; j <= kDepth; ++j) {
+    for (int i = 0; i + j <= kDepth; ++i) {
+      std::vector<ag::Var> parts;
+      for (int k = 0; k < j; ++k) parts.push_back(x[index(i, k)]);
+      parts.push_back(ag::upsample2x(x[index(i + 1, j - 1)]));
+      node(i, j, ag::concat(parts));
+    }
+  }
+  const ag::Var& last = x[index(0, kDepth)];
+  return inference_head_ ? inference_head_->forward(last) : head_->forward(last);
+}
+
+}  // namespace covidrate

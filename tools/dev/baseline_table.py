@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The table of tools/dev/compare_baselines.sh: per architecture, the metrics of
+every MedSeg slice scored once by the fold that validated on it (mean and
+standard deviation over the 50 slices), the spread of the fold means of Dice,
+and the Dice difference to COVID-Rate on the same slices (mean of the paired
+per-slice differences, with how many slices COVID-Rate wins).
+
+    tools/dev/baseline_table.py OUT
+"""
+import json
+import math
+import os
+import sys
+
+# Directory name under OUT -> the row's name (the paper's Table 4 names).
+ROWS = [
+    ("unet", "Standard U-Net"),
+    ("unet-plus-plus", "U-Net++"),
+    ("attention-unet", "Attention U-Net"),
+    ("residual-unet-cpb", "Residual U-Net with CPB (COVID-Rate without SE)"),
+    ("covid-rate-no-cpb", "COVID-Rate without CPB"),
+    ("covid-rate", "COVID-Rate"),
+]
+
+
+def mean_std(values):
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
+def load(out, name):
+    """{slice: metrics} over every fold, and the per-fold mean Dice."""
+    per_slice, fold_dice = {}, []
+    k = 1
+    while os.path.exists(os.path.join(out, name, f"fold-{k}")):
+        path = os.path.join(out, name, f"fold-{k}", "eval.json")
+        if not os.path.exists(path):
+            sys.exit(f"baseline_table: {path} is missing (the run did not finish)")
+        report = json.load(open(path))
+        for image in report["images"]:
+            per_slice[image["name"]] = image
+        fold_dice.append(report["overall"]["dice"]["mean"])
+        k += 1
+    return per_slice, fold_dice
+
+
+def params_of(out, name):
+    log = os.path.join(out, name + ".train.log")
+    for line in open(log):
+        if line.startswith("training "):
+            return line.split(" on ")[0][len("training "):]
+    return "?"
+
+
+def main():
+    out = sys.argv[1]
+    found = [(d, title) for d, title in ROWS if os.path.isdir(os.path.join(out, d))]
+    loaded = {d: load(out, d) for d, _ in found}
+    reference = loaded.get("covid-rate", (None,))[0]
+    print("| architecture | slices | Dice | sensitivity | specificity | MAE | Dice of the 5 folds | Dice − COVID-Rate's (slices COVID-Rate wins) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d, title in found:
+        per_slice, fold_dice = loaded[d]
+        cells = []
+        for metric in ("dice", "sensitivity", "specificity", "mae"):
+            m, s = mean_std([v[metric] for v in per_slice.values()])
+            cells.append(f"{m:.3f} ± {s:.3f}")
+        fm, fs = mean_std(fold_dice)
+        if reference is not None and d != "covid-rate" and set(reference) == set(per_slice):
+            diffs = [per_slice[k]["dice"] - reference[k]["dice"] for k in per_slice]
+            dm, ds = mean_std(diffs)
+            wins = sum(1 for x in diffs if x < 0)
+            paired = f"{dm:+.3f} ± {ds / math.sqrt(len(diffs)):.3f} ({wins}/{len(diffs)})"
+        else:
+            paired = "—"
+        print(f"| {title} | {len(per_slice)} | " + " | ".join(cells) + f" | {fm:.3f} ± {fs:.3f} | {paired} |")
+    print()
+    for d, title in found:
+        print(f"- {title}: {params_of(out, d)}")
+
+
+if __name__ == "__main__":
+    main()
