@@ -6,7 +6,11 @@
 // each at width 0.25 (the CPU training width) and 1 (the paper's network); and
 //   infer-prepared  the inference form in f32 (CovidRateNet::prepare_inference:
 //          BN folded once, not at every call), what `covidrate segment` runs,
-//          at width 1, 512 x 512 (no PyTorch peer: compare it with infer/w1/512).
+//          at width 1, 512 x 512 (no PyTorch peer: compare it with infer/w1/512);
+//   the paper's baselines (model/segmentation_net.h): U-Net, Attention U-Net and
+//          U-Net++, a training step at width 0.25, 352 x 352, and the inference
+//          form at width 1, 512 x 512 (keys <pass>/<architecture>/w<width>/<size>;
+//          ours only).
 // bench/bench_cuda_network.cpp has the GPU cases, bf16 included.
 //
 //   COVIDRATE_THREADS=2 build/bench_network [--benchmark_min_time=0.1]
@@ -42,6 +46,7 @@
 
 #include <ctime>
 #include <fstream>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
@@ -50,7 +55,7 @@
 #include "bench/process_stats.h"
 #include "kernels/cpu/threads.h"
 #include "kernels/op_profile.h"
-#include "model/covidrate_net.h"
+#include "model/segmentation_net.h"
 #include "nn/adam.h"
 #include "nn/allocator.h"
 #include "nn/autograd.h"
@@ -65,10 +70,12 @@ struct Case {
   Pass pass;
   double width;
   int64_t size;
+  Architecture architecture = Architecture::CovidRate;
   std::string key() const {
     std::ostringstream s;
-    s << (pass == Pass::Train ? "train" : pass == Pass::Infer ? "infer" : "infer-prepared") << "/w" << width << "/"
-      << size;
+    s << (pass == Pass::Train ? "train" : pass == Pass::Infer ? "infer" : "infer-prepared");
+    if (architecture != Architecture::CovidRate) s << "/" << to_string(architecture);
+    s << "/w" << width << "/" << size;
     return s.str();
   }
 };
@@ -78,6 +85,11 @@ const std::vector<Case> kCases = {
     {Pass::Train, 0.25, 352}, {Pass::Train, 1.0, 352},  {Pass::Infer, 0.25, 512},
     {Pass::Infer, 1.0, 512},  {Pass::Infer, 0.25, 352}, {Pass::Infer, 1.0, 352},
     {Pass::InferPrepared, 1.0, 512},  // ours only
+    // The baselines, ours only.
+    {Pass::Train, 0.25, 352, Architecture::UNet}, {Pass::Train, 0.25, 352, Architecture::AttentionUNet},
+    {Pass::Train, 0.25, 352, Architecture::UNetPlusPlus}, {Pass::InferPrepared, 1.0, 512, Architecture::UNet},
+    {Pass::InferPrepared, 1.0, 512, Architecture::AttentionUNet},
+    {Pass::InferPrepared, 1.0, 512, Architecture::UNetPlusPlus},
 };
 
 using bench::proc_status_bytes;
@@ -103,7 +115,9 @@ void make_batch(int64_t size, Tensor& image, Tensor& mask) {
 void run(benchmark::State& state, Case c) {
   NetConfig config;
   config.width = c.width;
-  CovidRateNet net(config);
+  config.architecture = c.architecture;
+  const std::unique_ptr<SegmentationNet> network = make_network(config);
+  SegmentationNet& net = *network;
   Tensor image, mask;
   make_batch(c.size, image, mask);
   Adam adam(net.parameters(), AdamParams{});
