@@ -21,16 +21,9 @@ double scalar(const Var& v) { return v.value().to_vector_f64().at(0); }
 // for the given indices. values is modified in place and restored.
 void check_gradient(const char* what, const std::function<double()>& loss, Tensor values,
                     const Tensor& grad, const std::vector<int64_t>& indices) {
-  double* v = values.data<double>();
   const std::vector<double> g = grad.to_vector_f64();
   for (int64_t i : indices) {
-    const double saved = v[i];
-    v[i] = saved + kEps;
-    const double up = loss();
-    v[i] = saved - kEps;
-    const double down = loss();
-    v[i] = saved;
-    const double numeric = (up - down) / (2 * kEps);
+    const double numeric = test::central_difference(values, i, kEps, loss);
     CAPTURE(what);
     CAPTURE(i);
     CAPTURE(numeric);

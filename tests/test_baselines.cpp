@@ -230,17 +230,7 @@ TEST_CASE("baselines: tape gradients match finite differences (f64)") {
       ag::NoGrad no_tape;
       return ag::hybrid_loss(net->forward(ag::Var(image)), target, HybridLossParams{}).value().to_vector_f64()[0];
     };
-    auto numeric = [&](Tensor v, int64_t i) {
-      constexpr double h = 1e-7;
-      double* p = v.data<double>();
-      const double saved = p[i];
-      p[i] = saved + h;
-      const double plus = loss_now();
-      p[i] = saved - h;
-      const double minus = loss_now();
-      p[i] = saved;
-      return (plus - minus) / (2 * h);
-    };
+    const auto numeric = [&](const Tensor& v, int64_t i) { return test::central_difference(v, i, 1e-7, loss_now); };
     const std::vector<std::string> names =
         architecture == Architecture::CovidRate
             ? std::vector<std::string>{"enc1.unit1.conv2.weight", "dec2.conv.weight", "dec4.bn.bias"}

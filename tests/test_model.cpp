@@ -411,18 +411,7 @@ TEST_CASE("model: tape gradients match finite differences (width 0.125, f64)") {
     const ag::Var loss = ag::hybrid_loss(net.forward(ag::Var(image)), target, HybridLossParams{});
     return loss.value().to_vector_f64()[0];
   };
-  // d loss / d t[i] by central differences (t is changed in place and restored).
-  auto numeric = [&](Tensor t, int64_t i) {
-    constexpr double h = 1e-6;
-    double* v = t.data<double>();
-    const double saved = v[i];
-    v[i] = saved + h;
-    const double plus = loss_now();
-    v[i] = saved - h;
-    const double minus = loss_now();
-    v[i] = saved;
-    return (plus - minus) / (2 * h);
-  };
+  const auto numeric = [&](const Tensor& t, int64_t i) { return test::central_difference(t, i, 1e-6, loss_now); };
   auto check = [](const std::string& what, double tape, double fd) {
     INFO(what << ": tape " << tape << ", finite differences " << fd);
     CHECK(std::fabs(tape - fd) <= 1e-8 + 1e-5 * std::max(std::fabs(tape), std::fabs(fd)));

@@ -34,35 +34,28 @@ __device__ inline int argmax4(const Window& win, float* max_out) {
   return at;
 }
 
-template <bool kVec2>
-__global__ void maxpool2x2_forward_kernel(const float* __restrict__ x, float* __restrict__ y,
-                                          int64_t rows, int64_t wo) {
-  const int64_t j = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
-  if (j >= wo) return;
-  const int64_t w = 2 * wo;
-  for (int64_t r = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r < rows;
-       r += int64_t{gridDim.y} * blockDim.y) {
-    const float* top = x + (2 * r) * w + 2 * j;
-    const Window win{load_pair<kVec2>(top), load_pair<kVec2>(top + w)};
-    float best;
-    argmax4(win, &best);
-    y[r * wo + j] = best;
+// The window of the output pixel whose top-left input is `top`, in f32 (bf16
+// widened exactly).
+template <class T, bool kVec2> __device__ inline Window load_window(const T* top, int64_t w) {
+  if constexpr (std::is_same_v<T, float>) {
+    return {load_pair<kVec2>(top), load_pair<kVec2>(top + w)};
+  } else {
+    return {make_float2(to_float(top[0]), to_float(top[1])), make_float2(to_float(top[w]), to_float(top[w + 1]))};
   }
 }
 
-// The inference forward in bf16 (U-Net's encoder): element by element, the
-// winner stored as it was read (the maximum of bf16 values is exact).
-__global__ void maxpool2x2_forward_bf16_kernel(const __nv_bfloat16* __restrict__ x, __nv_bfloat16* __restrict__ y,
-                                               int64_t rows, int64_t wo) {
+// f32, and bf16 for the U-Net baselines' inference form: the winner is stored
+// as it was read (the maximum of bf16 values is exact).
+template <class T, bool kVec2>
+__global__ void maxpool2x2_forward_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t rows, int64_t wo) {
   const int64_t j = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   if (j >= wo) return;
   const int64_t w = 2 * wo;
   for (int64_t r = int64_t{blockIdx.y} * blockDim.y + threadIdx.y; r < rows;
        r += int64_t{gridDim.y} * blockDim.y) {
-    const __nv_bfloat16* top = x + (2 * r) * w + 2 * j;
-    const Window win{make_float2(to_float(top[0]), to_float(top[1])), make_float2(to_float(top[w]), to_float(top[w + 1]))};
+    const T* top = x + (2 * r) * w + 2 * j;
     float best;
-    const int at = argmax4(win, &best);
+    const int at = argmax4(load_window<T, kVec2>(top, w), &best);
     y[r * wo + j] = top[(at / 2) * w + at % 2];
   }
 }
@@ -105,17 +98,14 @@ void maxpool2x2_forward(const Tensor& x, Tensor& y) {
   const int64_t rows = y.n() * y.c() * y.h(), wo = y.w();
   if (rows * wo == 0) return;
   const Grid2d g = grid2d(rows, wo);
+  const cudaStream_t s = context().stream;
   if (x.dtype() == DType::BF16) {
-    maxpool2x2_forward_bf16_kernel<<<g.grid, g.block, 0, context().stream>>>(elements<__nv_bfloat16>(x),
-                                                                           elements<__nv_bfloat16>(y), rows, wo);
-    CUDA_CHECK_LAUNCH("maxpool2x2_forward_bf16_kernel");
-    return;
-  }
-  const float* in = x.data<float>();
-  if (aligned8(in)) {
-    maxpool2x2_forward_kernel<true><<<g.grid, g.block, 0, context().stream>>>(in, y.data<float>(), rows, wo);
+    maxpool2x2_forward_kernel<__nv_bfloat16, false>
+        <<<g.grid, g.block, 0, s>>>(elements<__nv_bfloat16>(x), elements<__nv_bfloat16>(y), rows, wo);
+  } else if (aligned8(x.data<float>())) {
+    maxpool2x2_forward_kernel<float, true><<<g.grid, g.block, 0, s>>>(x.data<float>(), y.data<float>(), rows, wo);
   } else {
-    maxpool2x2_forward_kernel<false><<<g.grid, g.block, 0, context().stream>>>(in, y.data<float>(), rows, wo);
+    maxpool2x2_forward_kernel<float, false><<<g.grid, g.block, 0, s>>>(x.data<float>(), y.data<float>(), rows, wo);
   }
   CUDA_CHECK_LAUNCH("maxpool2x2_forward_kernel");
 }

@@ -72,4 +72,17 @@ int64_t count_nonfinite(const Tensor& t) {
   return bad;
 }
 
+double central_difference(Tensor t, int64_t i, double h, const std::function<double()>& loss) {
+  CR_CHECK(t.dtype() == DType::F64 && !t.is_cuda() && i >= 0 && i < t.numel(),
+           "central_difference: element " << i << " of " << t.str() << " (float64 on the CPU expected)");
+  double* v = t.data<double>();
+  const double saved = v[i];
+  v[i] = saved + h;
+  const double plus = loss();
+  v[i] = saved - h;
+  const double minus = loss();
+  v[i] = saved;
+  return (plus - minus) / (2 * h);
+}
+
 }  // namespace covidrate::test

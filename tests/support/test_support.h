@@ -2,6 +2,7 @@
 // real data, and the "skip" exit code for tests that need a GPU.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -30,5 +31,9 @@ double closeness(const Tensor& a, const Tensor& b, double rtol, double atol);
 double rel_l2(const Tensor& a, const Tensor& b);
 // Count of non-finite values.
 int64_t count_nonfinite(const Tensor& t);
+
+// d loss() / d t[i] by central differences with step h: element i of `t`
+// (float64, on the CPU) is moved in place to each side and restored.
+double central_difference(Tensor t, int64_t i, double h, const std::function<double()>& loss);
 
 }  // namespace covidrate::test
