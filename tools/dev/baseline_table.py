@@ -20,6 +20,7 @@ ROWS = [
     ("residual-unet-cpb", "Residual U-Net with CPB (COVID-Rate without SE)"),
     ("covid-rate-no-cpb", "COVID-Rate without CPB"),
     ("covid-rate", "COVID-Rate"),
+    ("covid-rate-wider", "COVID-Rate, 1.5x the width (the U-Net's parameter count)"),
 ]
 
 
@@ -36,7 +37,8 @@ def load(out, name):
     while os.path.exists(os.path.join(out, name, f"fold-{k}")):
         path = os.path.join(out, name, f"fold-{k}", "eval.json")
         if not os.path.exists(path):
-            sys.exit(f"baseline_table: {path} is missing (the run did not finish)")
+            print(f"baseline_table: {path} is missing (the run has not finished): {name} left out", file=sys.stderr)
+            return None
         report = json.load(open(path))
         for image in report["images"]:
             per_slice[image["name"]] = image
@@ -57,7 +59,8 @@ def main():
     out = sys.argv[1]
     found = [(d, title) for d, title in ROWS if os.path.isdir(os.path.join(out, d))]
     loaded = {d: load(out, d) for d, _ in found}
-    reference = loaded.get("covid-rate", (None,))[0]
+    found = [(d, title) for d, title in found if loaded[d] is not None]
+    reference = (loaded.get("covid-rate") or (None,))[0]
     print("| architecture | slices | Dice | sensitivity | specificity | MAE | Dice of the 5 folds | Dice − COVID-Rate's (slices COVID-Rate wins) |")
     print("|---|---|---|---|---|---|---|---|")
     for d, title in found:
