@@ -3,7 +3,8 @@
 every MedSeg slice scored once by the fold that validated on it (mean and
 standard deviation over the 50 slices), the spread of the fold means of Dice,
 and the Dice difference to COVID-Rate on the same slices (mean of the paired
-per-slice differences, with how many slices COVID-Rate wins).
+per-slice differences and its standard error, with how many slices COVID-Rate
+wins). Also OUT/dice.svg: every slice's Dice per architecture, the mean marked.
 
     tools/dev/baseline_table.py OUT
 """
@@ -55,6 +56,33 @@ def params_of(out, name):
     return "?"
 
 
+def write_svg(path, rows):
+    """rows: [(title, [dice per slice])]. A strip plot, Dice 0..1 left to right."""
+    left, right, top, row_h, width = 330, 20, 30, 34, 900
+    plot_w = width - left - right
+    height = top + row_h * len(rows) + 40
+    x = lambda d: left + d * plot_w
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="13">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{left}" y="18">Dice per MedSeg slice (each scored by the fold that held it out); bar: mean</text>']
+    for t in range(11):
+        xv = x(t / 10)
+        out.append(f'<line x1="{xv:.1f}" y1="{top}" x2="{xv:.1f}" y2="{top + row_h * len(rows)}" stroke="#ddd"/>')
+        out.append(f'<text x="{xv:.1f}" y="{top + row_h * len(rows) + 16}" text-anchor="middle">{t / 10:.1f}</text>')
+    for r, (title, values) in enumerate(rows):
+        y = top + row_h * r + row_h / 2
+        out.append(f'<text x="{left - 8}" y="{y + 4:.1f}" text-anchor="end">{title}</text>')
+        for k, v in enumerate(sorted(values)):
+            jitter = ((k * 7) % 11 - 5) * 1.6  # spread equal values apart, deterministically
+            out.append(f'<circle cx="{x(v):.1f}" cy="{y + jitter:.1f}" r="3" fill="#1f77b4" fill-opacity="0.55"/>')
+        m = sum(values) / len(values)
+        out.append(f'<line x1="{x(m):.1f}" y1="{y - 13:.1f}" x2="{x(m):.1f}" y2="{y + 13:.1f}" stroke="#d62728" stroke-width="3"/>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def main():
     out = sys.argv[1]
     found = [(d, title) for d, title in ROWS if os.path.isdir(os.path.join(out, d))]
@@ -81,6 +109,9 @@ def main():
     print()
     for d, title in found:
         print(f"- {title}: {params_of(out, d)}")
+    write_svg(os.path.join(out, "dice.svg"),
+              [(title, [v["dice"] for v in loaded[d][0].values()]) for d, title in found])
+    print(f"\nwrote {os.path.join(out, 'dice.svg')}")
 
 
 if __name__ == "__main__":
