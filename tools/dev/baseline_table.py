@@ -89,7 +89,7 @@ def main():
     loaded = {d: load(out, d) for d, _ in found}
     found = [(d, title) for d, title in found if loaded[d] is not None]
     reference = (loaded.get("covid-rate") or (None,))[0]
-    print("| architecture | slices | Dice | sensitivity | specificity | MAE | Dice of the 5 folds | Dice − COVID-Rate's (slices COVID-Rate wins) |")
+    print("| architecture | slices | Dice | sensitivity | specificity | MAE | Dice per fold (mean ± std of the folds) | Dice − COVID-Rate's (slices COVID-Rate wins) |")
     print("|---|---|---|---|---|---|---|---|")
     for d, title in found:
         per_slice, fold_dice = loaded[d]
