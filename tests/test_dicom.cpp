@@ -67,6 +67,19 @@ void set_position(gdcm::DataSet& ds, double z) {
 
 // Reading `path` throws a covidrate::Error whose message names `file` and
 // contains `cause`.
+// A copy of `source` in `dir` named `name`, with bytes replaced relative to the
+// first occurrence of `marker` (which must be there): {offset from the marker, new byte}.
+std::string patched_copy(const test::TempDir& dir, const std::string& source, const std::string& marker,
+                         const std::vector<std::pair<size_t, char>>& changes, const std::string& name) {
+  std::vector<char> bytes = test::read_bytes(source);
+  const auto at = std::search(bytes.begin(), bytes.end(), marker.begin(), marker.end());
+  REQUIRE_MESSAGE(at != bytes.end(), source << " lacks the marker");
+  for (const auto& [offset, value] : changes) at[static_cast<std::ptrdiff_t>(offset)] = value;
+  const std::string file = dir.file(name);
+  test::write_bytes(file, bytes);
+  return file;
+}
+
 void check_fails(const std::string& path, const std::string& file, const std::string& cause = "") {
   try {
     read_dicom_series(path);
@@ -232,14 +245,9 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   test::write_bytes(bad_length_file, bad_length);
   check_fails(bad_length_file, bad_length_file, "group length");
   // Columns with a signed VR: GDCM's typed read of it aborted (found by fuzz_dicom).
-  std::vector<char> signed_columns = bytes;
-  const std::string columns_us("\x28\x00\x11\x00US", 6);
-  const auto at = std::search(signed_columns.begin(), signed_columns.end(), columns_us.begin(), columns_us.end());
-  REQUIRE(at != signed_columns.end());
-  at[4] = 'S';
-  const std::string signed_columns_file = dir.file("signed-columns.dcm");
-  test::write_bytes(signed_columns_file, signed_columns);
-  check_fails(signed_columns_file, signed_columns_file, "(0028,0011) has value representation SS");
+  const std::string signed_columns = patched_copy(dir, samples() + "CT_small.dcm", std::string("\x28\x00\x11\x00US", 6),
+                                                  {{4, 'S'}}, "signed-columns.dcm");
+  check_fails(signed_columns, signed_columns, "(0028,0011) has value representation SS");
   // Compressed data declaring a wider image than the header: GDCM's JPEG 2000
   // codec overran its buffer (found by fuzz_dicom); JPEG is checked alike.
   const auto widen = [&](const std::string& source, const std::string& marker, size_t width_offset) {
@@ -263,33 +271,19 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   test::write_bytes(no_meta_file, no_meta);
   check_fails(no_meta_file, no_meta_file, "names no transfer syntax");
   // Encapsulated pixel data with a VR other than OB/OW (GDCM asserts; found by fuzz_dicom).
-  std::vector<char> of_pixels = test::read_bytes(test::data_dir() + "/ct-covid-ricord/1-100.dcm");
-  const std::string pixel_ob("\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff", 12);
-  const auto pixel_tag = std::search(of_pixels.begin(), of_pixels.end(), pixel_ob.begin(), pixel_ob.end());
-  REQUIRE(pixel_tag != of_pixels.end());
-  pixel_tag[5] = 'F';
-  const std::string of_pixels_file = dir.file("of-pixels.dcm");
-  test::write_bytes(of_pixels_file, of_pixels);
-  check_fails(of_pixels_file, of_pixels_file, "undefined length");
+  const std::string of_pixels =
+      patched_copy(dir, test::data_dir() + "/ct-covid-ricord/1-100.dcm",
+                   std::string("\xe0\x7f\x10\x00OB\x00\x00\xff\xff\xff\xff", 12), {{5, 'F'}}, "of-pixels.dcm");
+  check_fails(of_pixels, of_pixels, "undefined length");
   // A transfer syntax we do not decode.
-  std::vector<char> unknown_syntax = bytes;
-  const std::string explicit_le("1.2.840.10008.1.2.1", 19);
-  const auto syntax = std::search(unknown_syntax.begin(), unknown_syntax.end(), explicit_le.begin(), explicit_le.end());
-  REQUIRE(syntax != unknown_syntax.end());
-  syntax[18] = '9';
-  const std::string unknown_syntax_file = dir.file("unknown-syntax.dcm");
-  test::write_bytes(unknown_syntax_file, unknown_syntax);
-  check_fails(unknown_syntax_file, unknown_syntax_file, "transfer syntax 1.2.840.10008.1.2.9 is not supported");
+  const std::string unknown_syntax = patched_copy(dir, samples() + "CT_small.dcm", "1.2.840.10008.1.2.1", {{18, '9'}},
+                                                  "unknown-syntax.dcm");
+  check_fails(unknown_syntax, unknown_syntax, "transfer syntax 1.2.840.10008.1.2.9 is not supported");
   // Stray bytes between JPEG markers: libjpeg warns, GDCM asserts on the
   // warning (found by fuzz_dicom).
-  std::vector<char> stray = test::read_bytes(samples() + "JPGExtended.dcm");
-  const std::string dqt("\xff\xdb", 2);
-  const auto table = std::search(stray.begin(), stray.end(), dqt.begin(), dqt.end());
-  REQUIRE(table != stray.end());
-  table[0] = 0x00;
-  const std::string stray_file = dir.file("stray.dcm");
-  test::write_bytes(stray_file, stray);
-  check_fails(stray_file, stray_file, "stray bytes between JPEG markers");
+  const std::string stray =
+      patched_copy(dir, samples() + "JPGExtended.dcm", std::string("\xff\xdb", 2), {{0, 0x00}}, "stray.dcm");
+  check_fails(stray, stray, "stray bytes between JPEG markers");
   // A sequence delimiter with a length: GDCM allocated it (found by fuzz_dicom).
   std::vector<char> delimited = test::read_bytes(samples() + "MR_small_jpeg_ls_lossless.dcm");
   const std::string end_of_fragments("\xfe\xff\xdd\xe0\x00\x00\x00\x00", 8);
@@ -324,53 +318,30 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   check_fails(rle_offset, rle_offset, "RLE segment 1 starts at byte 2147483647");
   // (0008,0013) turned into the retired (0008,0010) Recognition Code with a
   // time in it: GDCM asserted that it names ACR-NEMA (found by the fuzz replay).
-  std::vector<char> recognition = test::read_bytes(samples() + "MR_small_jpeg_ls_lossless.dcm");
-  const std::string creation_time("\x08\x00\x13\x00TM", 6);
-  const auto time_tag = std::search(recognition.begin(), recognition.end(), creation_time.begin(), creation_time.end());
-  REQUIRE(time_tag != recognition.end());
-  time_tag[2] = 0x10;
-  const std::string recognition_file = dir.file("recognition-code.dcm");
-  test::write_bytes(recognition_file, recognition);
-  check_fails(recognition_file, recognition_file, "(0008,0010) Recognition Code holds '185434'");
+  const std::string recognition = patched_copy(dir, samples() + "MR_small_jpeg_ls_lossless.dcm",
+                                               std::string("\x08\x00\x13\x00TM", 6), {{2, 0x10}}, "recognition.dcm");
+  check_fails(recognition, recognition, "(0008,0010) Recognition Code holds '185434'");
   // A lossless JPEG frame of 10-bit precision: GDCM's JPEG codec asserted on it
   // (found by the fuzz replay). Its precision byte follows the SOF3 marker's length.
-  std::vector<char> ten_bits = test::read_bytes(test::data_dir() + "/ct-covid-ricord/1-100.dcm");
-  const std::string sof3("\xff\xc3", 2);
-  const auto frame_header = std::search(ten_bits.begin(), ten_bits.end(), sof3.begin(), sof3.end());
-  REQUIRE(frame_header != ten_bits.end());
-  frame_header[4] = 10;
-  const std::string ten_bits_file = dir.file("ten-bits.dcm");
-  test::write_bytes(ten_bits_file, ten_bits);
-  check_fails(ten_bits_file, ten_bits_file, "JPEG data of 10-bit precision");
+  const std::string ten_bits = patched_copy(dir, test::data_dir() + "/ct-covid-ricord/1-100.dcm",
+                                            std::string("\xff\xc3", 2), {{4, 10}}, "ten-bits.dcm");
+  check_fails(ten_bits, ten_bits, "JPEG data of 10-bit precision");
   // An image whose PlanarConfiguration is 2: GDCM asserted (found by the fuzz replay).
-  std::vector<char> planar = test::read_bytes(samples() + "ExplVR_BigEnd.dcm");
-  const std::string planar_tag("\x00\x28\x00\x06US\x00\x02", 8);  // big endian
-  const auto planar_at = std::search(planar.begin(), planar.end(), planar_tag.begin(), planar_tag.end());
-  REQUIRE(planar_at != planar.end());
-  planar_at[9] = 2;
-  const std::string planar_file = dir.file("planar-2.dcm");
-  test::write_bytes(planar_file, planar);
-  check_fails(planar_file, planar_file, "PlanarConfiguration 2 is neither 0 nor 1");
+  const std::string planar = patched_copy(dir, samples() + "ExplVR_BigEnd.dcm",
+                                          std::string("\x00\x28\x00\x06US\x00\x02", 8),  // big endian
+                                          {{9, 2}}, "planar-2.dcm");
+  check_fails(planar, planar, "PlanarConfiguration 2 is neither 0 nor 1");
   // Lossy Image Compression (0028,2110) stored as US instead of CS: GDCM's typed
   // read of it asserted while decoding a lossy JPEG (found by the fuzz replay).
-  std::vector<char> lossy = test::read_bytes(samples() + "JPGExtended.dcm");
-  const std::string lossy_tag("\x28\x00\x10\x21" "CS", 6);
-  const auto lossy_at = std::search(lossy.begin(), lossy.end(), lossy_tag.begin(), lossy_tag.end());
-  REQUIRE(lossy_at != lossy.end());
-  lossy_at[4] = 'U', lossy_at[5] = 'S';
-  const std::string lossy_file = dir.file("lossy-us.dcm");
-  test::write_bytes(lossy_file, lossy);
-  check_fails(lossy_file, lossy_file, "(0028,2110) has value representation US");
+  const std::string lossy = patched_copy(dir, samples() + "JPGExtended.dcm", std::string("\x28\x00\x10\x21" "CS", 6),
+                                         {{4, 'U'}, {5, 'S'}}, "lossy-us.dcm");
+  check_fails(lossy, lossy, "(0028,2110) has value representation US");
   // BitsStored (0028,0101) renamed away, so missing: GDCM read it as 0 and
   // asserted while copying the 8-bit samples (found by the fuzz replay).
-  std::vector<char> no_stored = test::read_bytes(samples() + "ExplVR_BigEnd.dcm");
-  const std::string stored_tag("\x00\x28\x01\x01US", 6);  // big endian
-  const auto stored_at = std::search(no_stored.begin(), no_stored.end(), stored_tag.begin(), stored_tag.end());
-  REQUIRE(stored_at != no_stored.end());
-  stored_at[3] = 0x07;  // (0028,0107), Largest Image Pixel Value
-  const std::string no_stored_file = dir.file("no-bits-stored.dcm");
-  test::write_bytes(no_stored_file, no_stored);
-  check_fails(no_stored_file, no_stored_file, "BitsStored missing with BitsAllocated 8");
+  const std::string no_stored = patched_copy(dir, samples() + "ExplVR_BigEnd.dcm",
+                                             std::string("\x00\x28\x01\x01US", 6),  // big endian
+                                             {{3, 0x07}}, "no-bits-stored.dcm");  // now (0028,0107)
+  check_fails(no_stored, no_stored, "BitsStored missing with BitsAllocated 8");
   // An empty folder, a folder with no DICOM in it, a path that is not there.
   check_fails(dir.path() + "/nothing-here", "nothing-here", "no such file");
   test::TempDir empty;
