@@ -4,7 +4,7 @@
 // broken variants of each -- cut short at 16 lengths, and 64 copies with 1 to 8
 // bytes replaced, drawn from a generator seeded by the file's name. A reader
 // change that crashes or aborts on broken input, or a target that no longer
-// links against the engine, then fails the suite instead of waiting for the
+// compiles against the readers, then fails the suite instead of waiting for the
 // next fuzzing session. The search for new inputs is libFuzzer's (README.md).
 #include <unistd.h>
 
