@@ -53,8 +53,7 @@ CovidRateNet::CovidRateNet(const NetConfig& config)
     channels = out;
   }
 
-  head_.emplace(model::make_conv(BlockSite{store(), costs(), "head", 1}, "conv", channels, 1, 1));
-  add_stage("head", 1, 1);
+  add_head(channels);
   store().allocate(Device::CPU);
 }
 
@@ -63,7 +62,6 @@ void CovidRateNet::set_blocks_training(bool training) {
   for (auto& e : encoders_) e.set_training(training);
   if (cpb_) cpb_->set_training(training);
   for (auto& d : decoders_) d.set_training(training);
-  if (training) inference_head_.reset();
 }
 
 void CovidRateNet::prepare_blocks(DType compute) {
@@ -71,10 +69,9 @@ void CovidRateNet::prepare_blocks(DType compute) {
   for (auto& e : encoders_) e.prepare_inference(compute);
   if (cpb_) cpb_->prepare_inference(compute);
   for (auto& d : decoders_) d.prepare_inference(compute);
-  inference_head_ = model::fold_for_inference({&*head_}, nullptr, compute).front();
 }
 
-ag::Var CovidRateNet::logits(const ag::Var& image) const {
+ag::Var CovidRateNet::features(const ag::Var& image) const {
   ag::Var x = stem_->forward(image);
   std::vector<ag::Var> skips;
   for (const auto& encoder : encoders_) {
@@ -83,7 +80,7 @@ ag::Var CovidRateNet::logits(const ag::Var& image) const {
   }
   if (cpb_) x = cpb_->forward(x);
   for (size_t i = 0; i < decoders_.size(); ++i) x = decoders_[i].forward(x, skips[skips.size() - 1 - i]);
-  return inference_head_ ? inference_head_->forward(x) : head_->forward(x);
+  return x;
 }
 
 }  // namespace covidrate

@@ -35,7 +35,7 @@ class CovidRateNet : public SegmentationNet {
   const std::vector<int>& decoder_channels() const { return decoder_channels_; }
 
  private:
-  ag::Var logits(const ag::Var& image) const override;
+  ag::Var features(const ag::Var& image) const override;
   void set_blocks_training(bool training) override;
   void prepare_blocks(DType compute) override;
 
@@ -45,8 +45,6 @@ class CovidRateNet : public SegmentationNet {
   std::vector<model::EncoderBlock> encoders_;
   std::optional<model::ContextPerceptionBoosting> cpb_;
   std::vector<model::DecoderBlock> decoders_;
-  std::optional<Conv2d> head_;
-  std::optional<model::InferenceConv> inference_head_;  // the blocks hold theirs
 };
 
 }  // namespace covidrate

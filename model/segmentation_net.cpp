@@ -93,6 +93,11 @@ void SegmentationNet::add_stage(const std::string& name, int64_t channels, int d
   stages_.push_back({name, channels, downscale});
 }
 
+void SegmentationNet::add_head(int channels) {
+  head_.emplace(model::make_conv(model::BlockSite{*store_, costs_, "head", 1}, "conv", channels, 1, 1));
+  add_stage("head", 1, 1);
+}
+
 void SegmentationNet::set_training(bool training) {
   Module::set_training(training);
   set_blocks_training(training);
@@ -108,7 +113,8 @@ void SegmentationNet::prepare_inference(DType compute) {
                   << to_string(params) << " parameters (f32 parameters compute in f32 or bf16)");
   try {
     prepare_blocks(compute);
-    inference_ = InferenceForm{compute, store_->values_version()};
+    inference_ = InferenceForm{compute, store_->values_version(),
+                               model::fold_for_inference({&*head_}, nullptr, compute).front()};
   } catch (...) {
     // No block may keep a form built before the failure (possibly from older
     // weights): passing through training mode drops them all.
@@ -136,8 +142,9 @@ ag::Var SegmentationNet::forward(const ag::Var& image) const {
   std::optional<ag::NoGrad> no_grad;
   if (!training()) no_grad.emplace();
 
-  if (!inference_) return ag::sigmoid(logits(image));
-  const ag::Var out = logits(ag::Var(model::cast_to(image.value(), inference_->compute)));
+  CR_CHECK(head_, name() << "::forward: the network has no head (add_head)");
+  if (!inference_) return ag::sigmoid(head_->forward(features(image)));
+  const ag::Var out = inference_->head.forward(features(ag::Var(model::cast_to(image.value(), inference_->compute))));
   // The sigmoid of the widened logits: no bf16 rounding of the probabilities.
   return ag::sigmoid(ag::Var(model::cast_to(out.value(), image.value().dtype())));
 }

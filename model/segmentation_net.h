@@ -5,8 +5,9 @@
 //
 // The base class owns what they share: the parameter store, the ledger of
 // layer costs (FLOPs), the model summary, the inference form's bookkeeping, and
-// forward's checks, casts and final sigmoid. An architecture supplies its layers
-// (logits) and how they build their inference form.
+// forward's checks and casts, and the 1x1 head with its sigmoid that every
+// network ends with. An architecture supplies its layers up to the head
+// (features) and how they build their inference form.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -116,10 +117,10 @@ class SegmentationNet : public Module {
   // then store().allocate(Device::CPU).
   SegmentationNet(const std::string& name, const NetConfig& config);
 
-  // The layers from the image (already in the compute dtype) to the last
-  // layer's output before the sigmoid, in the compute dtype. With the inference
-  // form, the layers' inference forms.
-  virtual ag::Var logits(const ag::Var& image) const = 0;
+  // The layers from the image (already in the compute dtype) to the feature
+  // map the head reads, in the compute dtype. With the inference form, the
+  // layers' inference forms.
+  virtual ag::Var features(const ag::Var& image) const = 0;
   // Passes the training flag to every block (BN's mode, dropping their forms).
   virtual void set_blocks_training(bool training) = 0;
   // Builds every block's inference form in `compute`.
@@ -130,6 +131,10 @@ class SegmentationNet : public Module {
   // A row of the summary: parameters and costs whose path starts with
   // "<name>." are counted in it.
   void add_stage(const std::string& name, int64_t channels, int downscale);
+  // Every network ends alike: a 1x1 conv from `channels` to one logit per pixel
+  // ("head.conv", its own summary row), then the sigmoid. Called last, after
+  // the layers (the seeded draw of the weights follows the order of creation).
+  void add_head(int channels);
 
  private:
   NetConfig config_;
@@ -141,9 +146,11 @@ class SegmentationNet : public Module {
     int downscale;
   };
   std::vector<Stage> stages_;
+  std::optional<Conv2d> head_;
   struct InferenceForm {
     DType compute;
     uint64_t values_version;  // the store's when it was built
+    model::InferenceConv head;
   };
   std::optional<InferenceForm> inference_;  // the blocks hold theirs
 };

@@ -85,8 +85,7 @@ UNet::UNet(const NetConfig& config) : SegmentationNet("UNet", config) {
     channels = skip;
   }
 
-  head_.emplace(model::make_conv(BlockSite{store(), costs(), "head", 1}, "conv", channels, 1, 1));
-  add_stage("head", 1, 1);
+  add_head(channels);
   store().allocate(Device::CPU);
 }
 
@@ -95,7 +94,6 @@ void UNet::set_blocks_training(bool training) {
   for (auto& u : ups_) u.set_training(training);
   for (auto& g : gates_) g.set_training(training);
   for (Level& l : decoders_) l.first.set_training(training), l.second.set_training(training);
-  if (training) inference_head_.reset();
 }
 
 void UNet::prepare_blocks(DType compute) {
@@ -103,10 +101,9 @@ void UNet::prepare_blocks(DType compute) {
   for (auto& u : ups_) u.prepare_inference(compute);
   for (auto& g : gates_) g.prepare_inference(compute);
   for (Level& l : decoders_) l.first.prepare_inference(compute), l.second.prepare_inference(compute);
-  inference_head_ = model::fold_for_inference({&*head_}, nullptr, compute).front();
 }
 
-ag::Var UNet::logits(const ag::Var& image) const {
+ag::Var UNet::features(const ag::Var& image) const {
   std::vector<ag::Var> skips;
   ag::Var x = image;
   for (size_t i = 0; i < encoders_.size(); ++i) {
@@ -119,7 +116,7 @@ ag::Var UNet::logits(const ag::Var& image) const {
     const ag::Var& skip = skips[3 - i];
     x = decoders_[i].forward(ag::concat({gates_.empty() ? skip : gates_[i].forward(skip, up), up}));
   }
-  return inference_head_ ? inference_head_->forward(x) : head_->forward(x);
+  return x;
 }
 
 }  // namespace covidrate

@@ -68,7 +68,7 @@ class UNet : public SegmentationNet {
   const std::vector<int>& encoder_channels() const { return encoder_channels_; }
 
  private:
-  ag::Var logits(const ag::Var& image) const override;
+  ag::Var features(const ag::Var& image) const override;
   void set_blocks_training(bool training) override;
   void prepare_blocks(DType compute) override;
 
@@ -81,8 +81,6 @@ class UNet : public SegmentationNet {
   std::vector<model::ConvBnRelu> ups_;     // dec1..dec4's up-convolutions
   std::vector<model::AttentionGate> gates_;  // dec1..dec4's gates, empty in the standard U-Net
   std::vector<Level> decoders_;            // dec1..dec4
-  std::optional<Conv2d> head_;
-  std::optional<model::InferenceConv> inference_head_;
 };
 
 }  // namespace covidrate

@@ -29,24 +29,21 @@ UNetPlusPlus::UNetPlusPlus(const NetConfig& config)
       add_stage(name, out, 1 << i);
     }
   }
-  head_.emplace(model::make_conv(model::BlockSite{store(), costs(), "head", 1}, "conv", channels_[0], 1, 1));
-  add_stage("head", 1, 1);
+  add_head(channels_[0]);
   store().allocate(Device::CPU);
 }
 
 void UNetPlusPlus::set_blocks_training(bool training) {
   for (auto& n : nodes_)
     if (n) n->first.set_training(training), n->second.set_training(training);
-  if (training) inference_head_.reset();
 }
 
 void UNetPlusPlus::prepare_blocks(DType compute) {
   for (auto& n : nodes_)
     if (n) n->first.prepare_inference(compute), n->second.prepare_inference(compute);
-  inference_head_ = model::fold_for_inference({&*head_}, nullptr, compute).front();
 }
 
-ag::Var UNetPlusPlus::logits(const ag::Var& image) const {
+ag::Var UNetPlusPlus::features(const ag::Var& image) const {
   std::vector<ag::Var> x(nodes_.size());
   const auto node = [&](int i, int j, const ag::Var& in) {
     const Node& n = *nodes_[index(i, j)];
@@ -62,8 +59,7 @@ ag::Var UNetPlusPlus::logits(const ag::Var& image) const {
       node(i, j, ag::concat(parts));
     }
   }
-  const ag::Var& last = x[index(0, kDepth)];
-  return inference_head_ ? inference_head_->forward(last) : head_->forward(last);
+  return x[index(0, kDepth)];
 }
 
 }  // namespace covidrate

@@ -33,7 +33,7 @@ class UNetPlusPlus : public SegmentationNet {
   const std::vector<int>& level_channels() const { return channels_; }
 
  private:
-  ag::Var logits(const ag::Var& image) const override;
+  ag::Var features(const ag::Var& image) const override;
   void set_blocks_training(bool training) override;
   void prepare_blocks(DType compute) override;
 
@@ -44,8 +44,6 @@ class UNetPlusPlus : public SegmentationNet {
   static int index(int i, int j) { return j * (kDepth + 1) + i; }
   std::vector<int> channels_;
   std::vector<std::optional<Node>> nodes_;
-  std::optional<Conv2d> head_;
-  std::optional<model::InferenceConv> inference_head_;
 };
 
 }  // namespace covidrate
