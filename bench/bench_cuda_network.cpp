@@ -8,7 +8,10 @@
 // cores in cuDNN and cuBLAS; COVIDRATE_TF32=1 in the programs); and inference
 // in the inference form (CovidRateNet::prepare_inference: BN folded once,
 // weights cast), as `covidrate segment` runs it: f32-prepared, and bf16 (bf16
-// storage, f32 arithmetic; the peer of PyTorch's eager bf16).
+// storage, f32 arithmetic; the peer of PyTorch's eager bf16); and bf16 once
+// more with the decoders' upsampling and up-conv as two steps
+// (bf16-upsampled: SegmentationNet::UpsampleConv::Upsampled), to measure what
+// their four-phase form (model/inference_form.h) gains on this GPU.
 //
 //   build-gpu/bench_cuda_network [--benchmark_format=json]
 //
@@ -52,10 +55,12 @@ struct Case {
   int64_t size, batch;
   bool tf32;
   std::optional<DType> prepared = std::nullopt;  // inference only: the inference form in this dtype
+  SegmentationNet::UpsampleConv upsample = SegmentationNet::UpsampleConv::Auto;  // with prepared
   std::string name() const {
-    const std::string precision = !prepared                  ? (tf32 ? "/tf32" : "/f32")
-                                  : *prepared == DType::BF16 ? "/bf16"
-                                                             : "/f32-prepared";
+    std::string precision = !prepared                  ? (tf32 ? "/tf32" : "/f32")
+                            : *prepared == DType::BF16 ? "/bf16"
+                                                       : "/f32-prepared";
+    if (upsample == SegmentationNet::UpsampleConv::Upsampled) precision += "-upsampled";
     return std::string("network/") + (pass == Pass::Train ? "train" : "infer") + "/w1/" + std::to_string(size) +
            "/b" + std::to_string(batch) + precision;
   }
@@ -66,6 +71,7 @@ const std::vector<Case> kCases = {
     {Pass::Train, 352, 4, false}, {Pass::Train, 352, 4, true},
     {Pass::Infer, 512, 16, false}, {Pass::Infer, 512, 16, true},
     {Pass::Infer, 512, 16, false, DType::F32}, {Pass::Infer, 512, 16, false, DType::BF16},
+    {Pass::Infer, 512, 16, false, DType::BF16, SegmentationNet::UpsampleConv::Upsampled},
 };
 
 // A CT-like batch in [0, 1] and a disk as the lesion mask, on the GPU.
@@ -92,7 +98,7 @@ void run(benchmark::State& state, Case c) {
   make_batch(c.batch, c.size, image, mask);
   Adam adam(net.parameters(), AdamParams{});
   net.set_training(c.pass == Pass::Train);
-  if (c.prepared) net.prepare_inference(*c.prepared);
+  if (c.prepared) net.prepare_inference(*c.prepared, c.upsample);
 
   const auto step = [&] {
     if (c.pass == Pass::Infer) {

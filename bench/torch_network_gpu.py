@@ -114,6 +114,7 @@ def main():
     ours = load_ours(args.covidrate_json) if args.covidrate_json else {}
     print(f"PyTorch {torch.__version__}, cuDNN {torch.backends.cudnn.version()}, {torch.cuda.get_device_name()}")
     print(f"{'case':<28} {'torch img/s':>11} {'peak MB':>8} {'ours img/s':>10} {'peak MB':>8} {'ours/torch':>10}")
+    shown = set()
     for pass_name, size, batch, precisions in CASES:
         best = 0.0
         for precision in precisions:
@@ -121,8 +122,13 @@ def main():
             rate, peak = run_case(torch, reference, pass_name, size, batch, precision)
             best = max(best, rate)
             mine = ours.get(key)
+            shown.add(key)
             tail = f" {mine[0]:10.1f} {mine[1]:8.0f} {mine[0] / rate:10.2f}" if mine else ""
             print(f"{key:<28} {rate:11.1f} {peak:8.0f}{tail}", flush=True)
+        # Our variants without a PyTorch twin (bf16-upsampled), beside the rows above.
+        for key, (rate, peak) in ours.items():
+            if key.startswith(f"{pass_name}/w1/{size}/b{batch}/") and key not in shown:
+                print(f"{key:<28} {'(ours only)':>11} {'':>8} {rate:10.1f} {peak:8.0f}", flush=True)
         mine = [v[0] for k, v in ours.items() if k.startswith(f"{pass_name}/w1/{size}/b{batch}/")]
         if mine:
             print(f"{pass_name}: our best {max(mine):.1f} img/s over PyTorch's best {best:.1f} = "

@@ -378,6 +378,21 @@ void upsample2x_forward(const Tensor& x, Tensor& y) {
   check_shape("upsample2x_forward", "output", y, Shape{x.n(), x.c(), 2 * x.h(), 2 * x.w()});
   ON_DEVICE(x, upsample2x_forward(x, y));
 }
+void interleave_phases_forward(const Tensor& z, const Tensor* bias, bool relu, Tensor& y) {
+  const char* op = "interleave_phases_forward";
+  check_forward_float(op, z);
+  check_rank4(op, "phases", z);
+  CR_CHECK(z.c() % 4 == 0 && z.h() >= 2 && z.w() >= 2,
+           op << ": phases " << z.shape().str() << " must be [N, 4C, H+1, W+1] with H, W >= 1");
+  const int64_t channels = z.c() / 4;
+  if (bias) {
+    check_like(op, "bias", *bias, z);
+    check_numel(op, "bias", *bias, channels);
+  }
+  check_like(op, "output", y, z);
+  check_shape(op, "output", y, Shape{z.n(), channels, 2 * (z.h() - 1), 2 * (z.w() - 1)});
+  ON_DEVICE(z, interleave_phases_forward(z, bias, relu, y));
+}
 void upsample2x_backward(const Tensor& dy, Tensor& dx, bool accumulate) {
   check_float("upsample2x_backward", dy);
   check_rank4("upsample2x_backward", "dx", dx);

@@ -9,8 +9,8 @@
 // call live on one device; outputs are allocated by the caller.
 //
 // bfloat16: the forward ops of inference (conv2d, relu, sigmoid, add,
-// mul_channel, mul_pixel, concat, upsample2x, maxpool2x2, global_avg_pool,
-// linear, se) and fill also
+// mul_channel, mul_pixel, concat, upsample2x, interleave_phases, maxpool2x2,
+// global_avg_pool, linear, se) and fill also
 // take BF16 tensors on both devices, all tensors of a call in BF16; cast
 // converts between F32 and BF16/F16. bf16 is storage only: the arithmetic is
 // float32 and results are rounded to nearest even (numerics in dispatch.cpp).

@@ -66,13 +66,30 @@ ag::Var ConvBnRelu::forward(const ag::Var& x) const {
   return ag::relu(bn_.forward(conv_.forward(x)));
 }
 
+ag::Var ConvBnRelu::forward_upsampled(const ag::Var& x) const {
+  if (upsampled_) return upsampled_->forward(x);
+  return forward(ag::upsample2x(x));
+}
+
 void ConvBnRelu::set_training(bool training) {
   Module::set_training(training);
   bn_.set_training(training);
-  if (training) inference_.reset();
+  if (training) {
+    inference_.reset();
+    upsampled_.reset();
+  }
 }
 
-void ConvBnRelu::prepare_inference(DType compute) { inference_ = fold_one(conv_, &bn_, /*relu=*/true, compute); }
+void ConvBnRelu::prepare_inference(DType compute) {
+  upsampled_.reset();
+  inference_ = fold_one(conv_, &bn_, /*relu=*/true, compute);
+}
+
+void ConvBnRelu::prepare_upsampled_inference(DType compute) {
+  inference_.reset();
+  const ChannelAffine affine = batchnorm_affine(bn_);
+  upsampled_ = upsample_conv_for_inference(conv_, &affine, /*relu=*/true, compute);
+}
 
 // ---------------------------------------------------------------- EncoderUnit
 namespace {
@@ -185,7 +202,7 @@ DecoderBlock::DecoderBlock(const BlockSite& site, int in_channels, int skip_chan
 }
 
 ag::Var DecoderBlock::forward(const ag::Var& x, const ag::Var& skip) const {
-  const ag::Var up = up_.forward(ag::upsample2x(x));
+  const ag::Var up = up_.forward_upsampled(x);
   CR_CHECK(up.value().h() == skip.value().h() && up.value().w() == skip.value().w(),
            "DecoderBlock '" << name() << "': upsampled path " << up.value().shape().str()
                             << " and skip " << skip.value().shape().str() << " differ in size");
@@ -203,8 +220,12 @@ void DecoderBlock::set_training(bool training) {
   if (training) inference_.reset();
 }
 
-void DecoderBlock::prepare_inference(DType compute) {
-  up_.prepare_inference(compute);
+void DecoderBlock::prepare_inference(DType compute, bool upsample_phases) {
+  if (upsample_phases) {
+    up_.prepare_upsampled_inference(compute);
+  } else {
+    up_.prepare_inference(compute);
+  }
   fuse_.prepare_inference(compute);
   inference_ = Inference{fold_one(transition_, nullptr, /*relu=*/true, compute), std::nullopt};
   if (se_) inference_->se = cast_for_inference(*se_, compute);

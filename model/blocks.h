@@ -56,13 +56,19 @@ class ConvBnRelu : public Module {
   ConvBnRelu(const BlockSite& site, const std::string& conv_name, const std::string& bn_name,
              int in_channels, int out_channels, int kernel, const Conv2d::Options& options = {});
   ag::Var forward(const ag::Var& x) const;
+  // forward(upsample2x(x)); with the inference form of prepare_upsampled_inference,
+  // computed at x's resolution (InferenceUpsampleConv).
+  ag::Var forward_upsampled(const ag::Var& x) const;
   void set_training(bool training) override;
   void prepare_inference(DType compute);
+  // The inference form for forward_upsampled: the four-phase convolution (3x3 'same' only).
+  void prepare_upsampled_inference(DType compute);
 
  private:
   Conv2d conv_;
   BatchNorm2d bn_;
   std::optional<InferenceConv> inference_;
+  std::optional<InferenceUpsampleConv> upsampled_;
 };
 
 // An encoding unit: two 3x3 convs (the first with the unit's stride, the second
@@ -124,13 +130,16 @@ class ContextPerceptionBoosting : public Module {
 // A decoding block: 2x nearest upsampling -> 3x3 conv -> BN -> ReLU; the skip
 // passes a 1x1 "transition" conv + ReLU; the two are concatenated
 // [upsampled, transition] and go through a 3x3 conv with dilation 2 -> BN ->
-// ReLU -> residual SE (none when `se` is false).
+// ReLU -> residual SE (none when `se` is false). In the inference form the
+// upsampling and the conv after it are one four-phase convolution at the
+// coarse resolution (InferenceUpsampleConv).
 class DecoderBlock : public Module {
  public:
   DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels, bool se = true);
   ag::Var forward(const ag::Var& x, const ag::Var& skip) const;
   void set_training(bool training) override;
-  void prepare_inference(DType compute);
+  // upsample_phases: the upsampling and up-conv as one InferenceUpsampleConv.
+  void prepare_inference(DType compute, bool upsample_phases);
 
  private:
   ConvBnRelu up_;

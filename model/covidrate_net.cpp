@@ -64,11 +64,11 @@ void CovidRateNet::set_blocks_training(bool training) {
   for (auto& d : decoders_) d.set_training(training);
 }
 
-void CovidRateNet::prepare_blocks(DType compute) {
+void CovidRateNet::prepare_blocks(DType compute, bool upsample_phases) {
   stem_->prepare_inference(compute);
   for (auto& e : encoders_) e.prepare_inference(compute);
   if (cpb_) cpb_->prepare_inference(compute);
-  for (auto& d : decoders_) d.prepare_inference(compute);
+  for (auto& d : decoders_) d.prepare_inference(compute, upsample_phases);
 }
 
 ag::Var CovidRateNet::features(const ag::Var& image) const {

@@ -37,7 +37,7 @@ class CovidRateNet : public SegmentationNet {
  private:
   ag::Var features(const ag::Var& image) const override;
   void set_blocks_training(bool training) override;
-  void prepare_blocks(DType compute) override;
+  void prepare_blocks(DType compute, bool upsample_phases) override;
 
   int stem_channels_;
   std::vector<int> encoder_channels_, decoder_channels_;

@@ -33,6 +33,15 @@ struct InferenceConv {
   ag::Var forward(const ag::Var& x) const { return ag::conv2d(x, weight, bias, params); }
 };
 
+// The convolutions' kernels with `affine` folded in and the one bias they
+// share, in float64 on the host, not yet rounded (fold_for_inference's algebra).
+struct FoldedF64 {
+  std::vector<std::vector<double>> kernels;  // one per conv, [out, in, k, k] row-major
+  std::vector<double> bias;                  // [out]
+  bool any_bias = false;                     // false: no conv had a bias and no affine was given
+};
+FoldedF64 fold_in_f64(const std::vector<const Conv2d*>& convs, const ChannelAffine* affine);
+
 // The sum of `convs` (all with the same output channels) followed by the
 // per-channel `affine` (null: none), as convolutions whose sum equals it:
 // each kernel scaled by the affine's scale, and the convs' biases, scaled, plus
@@ -43,6 +52,42 @@ struct InferenceConv {
 //   a conv without BN:   fold_for_inference({&conv}, nullptr, compute) (a cast)
 std::vector<InferenceConv> fold_for_inference(const std::vector<const Conv2d*>& convs,
                                               const ChannelAffine* affine, DType compute);
+
+// A 3x3 "same" convolution of a 2x nearest-upsampled map, computed at the
+// map's own resolution (the decoders' upsampling, then their first conv).
+//
+// Output pixel (2i+a, 2j+b), a, b in {0, 1}, sees upsampled rows 2i+a-1 ..
+// 2i+a+1, which are input rows i-1, i, i (a = 0) or i, i, i+1 (a = 1): two
+// distinct rows, one of them twice. So each of the four output phases (a, b)
+// is a 2x2 convolution of the input whose taps are sums of the 3x3 taps:
+//   rows for a = 0:  r = 0 <- k0,       r = 1 <- k1 + k2   (input rows i-1, i)
+//   rows for a = 1:  r = 0 <- k0 + k1,  r = 1 <- k2        (input rows i, i+1)
+// and the same for columns with b. One convolution with the four phases as
+// 4*out output channels, a 2x2 kernel and pad 1 computes them all on an
+// (H+1) x (W+1) grid: phase (a, b) of pixel (i, j) is at (i+a, j+b). Zero
+// padding matches too: upsampled row -1 is input row -1, row 2H is row H.
+// ops::interleave_phases_forward then puts the phases on the fine grid with
+// the bias and the ReLU, in one pass.
+//
+// Why: 16 multiply-adds per coarse pixel and channel pair instead of 36 (4
+// fine pixels x 9 taps), no upsampled map ([N, in, 2H, 2W], the largest
+// tensor of the decoder) is written or read, and the bias pass is folded into
+// the interleaving. The phase kernels are sums of BN-folded taps, computed in
+// float64 and rounded once.
+struct InferenceUpsampleConv {
+  ag::Var phases;  // [4*out, in, 2, 2], phase (a, b) in channels (2a+b)*out ..
+  ag::Var bias;    // [out], or undefined
+  ConvParams params;
+  bool relu = false;
+  // == conv3x3(upsample2x(x)) (+ bias) (then ReLU)
+  ag::Var forward(const ag::Var& x) const;
+};
+// conv (3x3, stride 1, dilation 1, pad 1), then `affine` (null: none), then the
+// ReLU when relu, as the four-phase form, in `compute` on the weights' device.
+InferenceUpsampleConv upsample_conv_for_inference(const Conv2d& conv, const ChannelAffine* affine, bool relu,
+                                                  DType compute);
+// The four 2x2 phase kernels [4*out, in, 2, 2] of a [out, in, 3, 3] kernel (float64, row-major).
+std::vector<double> phase_kernels(const std::vector<double>& kernel3x3, int64_t out, int64_t in);
 
 // The residual squeeze-and-excitation block with its weights in `compute`.
 struct InferenceSe {

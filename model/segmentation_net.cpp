@@ -104,7 +104,7 @@ void SegmentationNet::set_training(bool training) {
   if (training) inference_.reset();
 }
 
-void SegmentationNet::prepare_inference(DType compute) {
+void SegmentationNet::prepare_inference(DType compute, UpsampleConv upsample) {
   CR_CHECK(!training(), name() << "::prepare_inference: call set_training(false) first (the inference form "
                                   "folds BN's running statistics)");
   const DType params = store_->dtype();
@@ -112,7 +112,9 @@ void SegmentationNet::prepare_inference(DType compute) {
            name() << "::prepare_inference: cannot compute in " << to_string(compute) << " with "
                   << to_string(params) << " parameters (f32 parameters compute in f32 or bf16)");
   try {
-    prepare_blocks(compute);
+    const bool cpu_winograd = store_->device() == Device::CPU && compute != DType::BF16;
+    const bool phases = upsample == UpsampleConv::Phases || (upsample == UpsampleConv::Auto && !cpu_winograd);
+    prepare_blocks(compute, phases);
     inference_ = InferenceForm{compute, store_->values_version(),
                                model::fold_for_inference({&*head_}, nullptr, compute).front()};
   } catch (...) {

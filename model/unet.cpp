@@ -96,9 +96,9 @@ void UNet::set_blocks_training(bool training) {
   for (Level& l : decoders_) l.first.set_training(training), l.second.set_training(training);
 }
 
-void UNet::prepare_blocks(DType compute) {
+void UNet::prepare_blocks(DType compute, bool upsample_phases) {
   for (Level& l : encoders_) l.first.prepare_inference(compute), l.second.prepare_inference(compute);
-  for (auto& u : ups_) u.prepare_inference(compute);
+  for (auto& u : ups_) upsample_phases ? u.prepare_upsampled_inference(compute) : u.prepare_inference(compute);
   for (auto& g : gates_) g.prepare_inference(compute);
   for (Level& l : decoders_) l.first.prepare_inference(compute), l.second.prepare_inference(compute);
 }
@@ -112,7 +112,7 @@ ag::Var UNet::features(const ag::Var& image) const {
     skips.push_back(x);
   }
   for (size_t i = 0; i < decoders_.size(); ++i) {
-    const ag::Var up = ups_[i].forward(ag::upsample2x(x));
+    const ag::Var up = ups_[i].forward_upsampled(x);
     const ag::Var& skip = skips[3 - i];
     x = decoders_[i].forward(ag::concat({gates_.empty() ? skip : gates_[i].forward(skip, up), up}));
   }

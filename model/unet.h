@@ -70,7 +70,7 @@ class UNet : public SegmentationNet {
  private:
   ag::Var features(const ag::Var& image) const override;
   void set_blocks_training(bool training) override;
-  void prepare_blocks(DType compute) override;
+  void prepare_blocks(DType compute, bool upsample_phases) override;
 
   struct Level {  // two conv, BN, ReLU
     model::ConvBnRelu first, second;

@@ -38,7 +38,7 @@ void UNetPlusPlus::set_blocks_training(bool training) {
     if (n) n->first.set_training(training), n->second.set_training(training);
 }
 
-void UNetPlusPlus::prepare_blocks(DType compute) {
+void UNetPlusPlus::prepare_blocks(DType compute, bool /*upsample_phases: no conv follows an upsampling alone*/) {
   for (auto& n : nodes_)
     if (n) n->first.prepare_inference(compute), n->second.prepare_inference(compute);
 }

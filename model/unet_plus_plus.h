@@ -35,7 +35,7 @@ class UNetPlusPlus : public SegmentationNet {
  private:
   ag::Var features(const ag::Var& image) const override;
   void set_blocks_training(bool training) override;
-  void prepare_blocks(DType compute) override;
+  void prepare_blocks(DType compute, bool upsample_phases) override;
 
   struct Node {  // two conv, BN, ReLU
     model::ConvBnRelu first, second;

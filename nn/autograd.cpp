@@ -348,6 +348,16 @@ Var upsample2x(const Var& x) {
   return out;
 }
 
+Var interleave_phases(const Var& z, const Var& bias, bool relu) {
+  const Tensor& zv = z.value();
+  CR_CHECK(zv.shape().rank() == 4, "interleave_phases: phases must be 4-D NCHW, got " << zv.shape().str());
+  CR_CHECK(!recording({&z, &bias}), "interleave_phases: the inference form's op has no backward; run it "
+                                    "inside a NoGrad scope");
+  Tensor y = empty_like(zv, Shape{zv.n(), zv.c() / 4, 2 * (zv.h() - 1), 2 * (zv.w() - 1)});
+  ops::interleave_phases_forward(zv, bias.defined() ? &bias.value() : nullptr, relu, y);
+  return Var(y);
+}
+
 Var maxpool2x2(const Var& x) {
   const Tensor& xv = x.value();
   CR_CHECK(xv.shape().rank() == 4, "maxpool2x2: input must be 4-D NCHW, got " << xv.shape().str());

@@ -125,6 +125,10 @@ Var mul_channel(const Var& x, const Var& s);
 Var mul_pixel(const Var& x, const Var& a);  // x [N, C, H, W] * a [N, 1, H, W] (a gate per pixel)
 Var concat(const std::vector<Var>& parts);  // along channels
 Var upsample2x(const Var& x);
+// The phases of an upsampled 3x3 convolution on the fine grid, + bias (may be
+// undefined), then the ReLU when relu (ops::interleave_phases_forward). The
+// inference form's op: no backward, run it inside NoGrad.
+Var interleave_phases(const Var& z, const Var& bias, bool relu);
 Var maxpool2x2(const Var& x);
 Var global_avg_pool(const Var& x);  // [N, C, H, W] -> [N, C]
 Var linear(const Var& x, const Var& w);  // [N, In] x [Out, In]^T, no bias

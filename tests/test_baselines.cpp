@@ -267,10 +267,13 @@ TEST_CASE("baselines: the inference form equals evaluation mode; bf16 stays clos
     for (int i = 0; i < 3; ++i) net->forward(image);
     net->set_training(false);
     const Tensor evaluation = net->forward(image).value();
-    net->prepare_inference(DType::F32);
-    CHECK(net->has_inference_form());
-    const Tensor folded = net->forward(image).value();
-    CHECK(test::closeness(folded, evaluation, 1e-5, 1e-6) <= 1);
+    // Both ways of running the U-Nets' upsampling and up-conv (InferenceUpsampleConv).
+    for (const auto upsample : {SegmentationNet::UpsampleConv::Upsampled, SegmentationNet::UpsampleConv::Phases}) {
+      net->prepare_inference(DType::F32, upsample);
+      CHECK(net->has_inference_form());
+      const Tensor folded = net->forward(image).value();
+      CHECK(test::closeness(folded, evaluation, 1e-5, 1e-6) <= 1);
+    }
     net->set_training(false);  // drops nothing: only training does
     CHECK(net->has_inference_form());
     net->set_training(true);

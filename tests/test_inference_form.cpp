@@ -74,6 +74,44 @@ TEST_CASE("fold_for_inference: a sum of convolutions then BN equals the folded c
                        doctest::Contains("'wide' has 5 output channels, 'a' 4"), Error);
 }
 
+TEST_CASE("the four-phase form of an upsampled 3x3 convolution equals the convolution of the upsampled map") {
+  // model::InferenceUpsampleConv: conv3x3(upsample2x(x)) + BN (+ ReLU) as a
+  // 2x2 convolution with four output phases at x's resolution, interleaved.
+  // Float64, a non-square map (rows and columns must not be swapped), odd
+  // sizes, random BN statistics and bias: only rounding separates the two.
+  ParameterStore store(DType::F64, 3);
+  Conv2d a(store, "a", 3, 4, 3), b(store, "b", 3, 4, 1);  // b: randomize() wants its bias
+  Conv2d plain(store, "plain", 3, 2, 3, {.bias = false});
+  Conv2d dilated(store, "dilated", 3, 4, 3, {.dilation = 2});
+  BatchNorm2d bn(store, "bn", 4);
+  store.allocate(Device::CPU);
+  randomize(store, 17);
+  bn.set_training(false);
+  const ChannelAffine affine = batchnorm_affine(bn);
+
+  const ag::Var x(test::randn(Shape{2, 3, 5, 7}, 9, DType::F64));
+  ag::NoGrad no_grad;
+  const ag::Var upsampled_conv = bn.forward(a.forward(ag::upsample2x(x)));
+  for (const bool relu : {false, true}) {
+    CAPTURE(relu);
+    const Tensor expected = relu ? ag::relu(upsampled_conv).value() : upsampled_conv.value();
+    const model::InferenceUpsampleConv form = model::upsample_conv_for_inference(a, &affine, relu, DType::F64);
+    CHECK(form.phases.value().shape() == (Shape{16, 3, 2, 2}));
+    const Tensor actual = form.forward(x).value();
+    REQUIRE(actual.shape() == (Shape{2, 4, 10, 14}));
+    CHECK(test::closeness(actual, expected, 1e-12, 1e-12) <= 1);
+  }
+
+  // Without BN and without a bias: the phases alone, no bias to add.
+  const model::InferenceUpsampleConv bare = model::upsample_conv_for_inference(plain, nullptr, false, DType::F64);
+  CHECK_FALSE(bare.bias.defined());
+  CHECK(test::closeness(bare.forward(x).value(), plain.forward(ag::upsample2x(x)).value(), 1e-12, 1e-12) <= 1);
+
+  // Only a 3x3 "same" convolution has this form.
+  CHECK_THROWS_WITH_AS(model::upsample_conv_for_inference(dilated, nullptr, false, DType::F64),
+                       doctest::Contains("only a 3x3 'same' convolution"), Error);
+}
+
 TEST_CASE("the f32 inference form equals evaluation mode on a real MedSeg slice (shipped full-width weights)") {
   // The shipped network at width 1 and 512 x 512, as `covidrate segment` runs
   // it. Evaluation mode folds BN per call except in CPB (BN after the branch
@@ -88,26 +126,34 @@ TEST_CASE("the f32 inference form equals evaluation mode on a real MedSeg slice 
   const ag::Var image(medseg_slice(512));
   const Tensor expected = net.forward(image).value();
 
-  net.prepare_inference(DType::F32);
-  REQUIRE(net.has_inference_form());
-  CHECK(net.compute_dtype() == DType::F32);
-  const Tensor actual = net.forward(image).value();
-  REQUIRE(actual.dtype() == DType::F32);
-  REQUIRE(actual.shape() == expected.shape());
+  // Both ways of running the decoders' upsampling and up-conv: the CPU's own
+  // (Auto: upsample, then the Winograd conv) and the GPU's (four phases).
+  using Upsample = SegmentationNet::UpsampleConv;
+  for (const Upsample upsample : {Upsample::Auto, Upsample::Phases}) {
+    const std::string form = upsample == Upsample::Auto ? "upsampled" : "four-phase";
+    CAPTURE(form);
+    net.prepare_inference(DType::F32, upsample);
+    REQUIRE(net.has_inference_form());
+    CHECK(net.compute_dtype() == DType::F32);
+    const Tensor actual = net.forward(image).value();
+    REQUIRE(actual.dtype() == DType::F32);
+    REQUIRE(actual.shape() == expected.shape());
 
-  int64_t lesion = 0, disagree = 0;
-  const std::vector<float> p = actual.to_vector(), q = expected.to_vector();
-  for (size_t i = 0; i < p.size(); ++i) {
-    lesion += q[i] > 0.5f;
-    disagree += (p[i] > 0.5f) != (q[i] > 0.5f);
+    int64_t lesion = 0, disagree = 0;
+    const std::vector<float> p = actual.to_vector(), q = expected.to_vector();
+    for (size_t i = 0; i < p.size(); ++i) {
+      lesion += q[i] > 0.5f;
+      disagree += (p[i] > 0.5f) != (q[i] > 0.5f);
+    }
+    const double max_diff = test::closeness(actual, expected, 0, 1.0);
+    MESSAGE("width 1, 512 x 512, MedSeg train 0.jpg, " << form << " decoders: " << lesion
+                                                       << " lesion pixels, max |p_form - p_eval| = " << max_diff
+                                                       << ", rel L2 " << test::rel_l2(actual, expected) << ", "
+                                                       << disagree << " pixels change side of 0.5");
+    CHECK(lesion > 1000);  // the slice has lesions for the network to find
+    CHECK(test::closeness(actual, expected, 1e-5, 1e-6) <= 1);
+    CHECK(disagree == 0);
   }
-  const double max_diff = test::closeness(actual, expected, 0, 1.0);
-  MESSAGE("width 1, 512 x 512, MedSeg train 0.jpg: " << lesion << " lesion pixels, max |p_form - p_eval| = "
-                                                     << max_diff << ", rel L2 " << test::rel_l2(actual, expected)
-                                                     << ", " << disagree << " pixels change side of 0.5");
-  CHECK(lesion > 1000);  // the slice has lesions for the network to find
-  CHECK(test::closeness(actual, expected, 1e-5, 1e-6) <= 1);
-  CHECK(disagree == 0);
 }
 
 TEST_CASE("the inference form is dropped by training and rebuilt from the new weights") {

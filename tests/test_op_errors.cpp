@@ -79,6 +79,20 @@ TEST_CASE("elementwise ops reject mismatched shapes and scales") {
                {"mul_pixel_backward", "dgate", "[2, 1, 4, 2]"});
 }
 
+TEST_CASE("interleave_phases rejects phases that are not [N, 4C, H+1, W+1] and outputs of another size") {
+  Tensor y = f32({2, 3, 6, 8});
+  Tensor not_four = f32({2, 10, 4, 5});
+  expect_error([&] { ops::interleave_phases_forward(not_four, nullptr, false, y); },
+               {"interleave_phases_forward", "phases", "[2, 10, 4, 5]", "[N, 4C, H+1, W+1]"});
+  Tensor z = f32({2, 12, 4, 5}), wrong = f32({2, 3, 8, 8});
+  expect_error([&] { ops::interleave_phases_forward(z, nullptr, false, wrong); },
+               {"interleave_phases_forward", "output", "[2, 3, 8, 8]"});
+  Tensor bias = f32({4});
+  expect_error([&] { ops::interleave_phases_forward(z, &bias, true, y); },
+               {"interleave_phases_forward", "bias"});
+  ops::interleave_phases_forward(z, nullptr, true, y);  // the right shapes pass
+}
+
 TEST_CASE("shape ops reject inconsistent sizes") {
   std::vector<Tensor> parts{f32({2, 2, 3, 3}), f32({2, 1, 3, 3})};
   Tensor y4 = f32({2, 4, 3, 3});

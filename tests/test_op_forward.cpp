@@ -81,6 +81,23 @@ TEST_CASE("upsample2x repeats each pixel into a 2x2 block") {
   expect_values(y, {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4});
 }
 
+TEST_CASE("interleave_phases puts phase (a, b) at (2i+a, 2j+b), read one row and column further for a, b = 1") {
+  // One image, C = 1, H = 1, W = 2: z is [1, 4, 2, 3]; phase p holds 10p + (its row * 3 + column).
+  std::vector<double> z;
+  for (int p = 0; p < 4; ++p)
+    for (int k = 0; k < 6; ++k) z.push_back(10 * p + k);
+  Tensor phases = t64({1, 4, 2, 3}, z), y = out64({1, 1, 2, 4});
+  ops::interleave_phases_forward(phases, nullptr, false, y);
+  // Row 0: phase 0 at (0, j), phase 1 at (0, j+1); row 1: phase 2 at (1, j), phase 3 at (1, j+1).
+  expect_values(y, {0, 11, 1, 12, 23, 34, 24, 35});
+  // The bias, then the ReLU (NaN becomes 0, as relu_forward).
+  Tensor bias = t64({1}, {-12});
+  z[0] = std::nan("");
+  phases = t64({1, 4, 2, 3}, z);
+  ops::interleave_phases_forward(phases, &bias, true, y);
+  expect_values(y, {0, 0, 0, 0, 11, 22, 12, 23});
+}
+
 TEST_CASE("maxpool2x2 takes window maxima; ties go to the first in row-major order") {
   Tensor x = t64({1, 1, 2, 4}, {1, 5, 7, 7, 3, 2, 7, 7}), y = out64({1, 1, 1, 2});
   ops::maxpool2x2_forward(x, y);

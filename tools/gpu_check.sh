@@ -399,7 +399,7 @@ run() {
   # 1.5x aim is about; the table is the step's stderr.
   if [ -x "$here/bin/bench_cuda_network" ]; then
     step "op profile: bf16 inference" 60 plain env COVIDRATE_PROFILE=1 "$here/bin/bench_cuda_network" \
-         --benchmark_filter='infer/w1/512/b16/bf16' --benchmark_min_time=0.5
+         --benchmark_filter='infer/w1/512/b16/bf16/' --benchmark_min_time=0.5
     [ -f .gpucheck/step.out ] && cp .gpucheck/step.out "$OUT/op_profile_infer_bf16.txt"
   fi
   local py ours

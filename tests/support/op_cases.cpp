@@ -237,6 +237,25 @@ OpCase upsample_case() {
   return c;
 }
 
+// The inference form's interleaving of an upsampled conv's four phases
+// (forward only). z is [N, 4C, H+1, W+1] with H != W, so a swapped row and
+// column would show; with_bias also fuses the bias and the ReLU.
+OpCase interleave_phases_case(bool with_bias) {
+  OpCase c;
+  c.name = with_bias ? "interleave phases + bias + relu" : "interleave phases";
+  c.inputs = {{{2, 4 * 3, 4, 6}, Gen::Normal, kConst}};
+  if (with_bias) c.inputs.push_back({{3}, Gen::Normal, kConst});
+  c.forward = [with_bias](const Tensors& in, const Alloc& alloc) {
+    const Tensor& z = in[0];
+    Tensor y = alloc({z.n(), z.c() / 4, 2 * (z.h() - 1), 2 * (z.w() - 1)}, z);
+    ops::interleave_phases_forward(z, with_bias ? &in[1] : nullptr, with_bias, y);
+    return Tensors{y};
+  };
+  // No backward. bf16: both sides add in f32 and round once, so the results are equal.
+  c.bf16 = true;
+  return c;
+}
+
 OpCase maxpool_case() {
   OpCase c;
   c.name = "maxpool2x2";
@@ -469,6 +488,8 @@ std::vector<OpCase> build_cases() {
   cases.push_back(concat_case({2, 3}));
   cases.push_back(concat_case({2, 3, 1}));
   cases.push_back(upsample_case());
+  cases.push_back(interleave_phases_case(false));
+  cases.push_back(interleave_phases_case(true));
   cases.push_back(maxpool_case());
   cases.push_back(gap_case());
   cases.push_back(linear_case());
