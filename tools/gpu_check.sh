@@ -394,6 +394,12 @@ run() {
          env COVIDRATE_CUDNN_WORKSPACE_MB="${GPU_CHECK_WORKSPACE_MB:-1024}" \
          "$here/bin/bench_cuda_network" --benchmark_min_time=0.5 \
          --benchmark_out="$OUT/bench_cuda_network_ws.json" --benchmark_out_format=json
+  # Our direct kernel for tiny filter banks (kernels/cuda/conv_direct.h) against
+  # cuDNN for the same layers: the bf16 forward with it turned off.
+  [ -x "$here/bin/bench_cuda_network" ] &&
+    step "bench_cuda_network (direct conv off)" 60 plain env COVIDRATE_DIRECT_CONV=0 \
+         "$here/bin/bench_cuda_network" --benchmark_filter='infer/w1/512/b16/bf16' --benchmark_min_time=0.5 \
+         --benchmark_out="$OUT/bench_cuda_network_cudnn_only.json" --benchmark_out_format=json
   # Where the bf16 forward's time goes, op by op (COVIDRATE_PROFILE, kernels/
   # op_profile.h: CUDA events around each dispatched op), for the case the
   # 1.5x aim is about; the table is the step's stderr.

@@ -29,6 +29,9 @@
 // A remembered choice is used only if cuDNN still accepts it for the shape and
 // its workspace fits today's budget; one that fails at the call is forgotten
 // and searched again. The heuristic mode neither reads nor writes the file.
+//
+// Tiny filter banks (the stem, the head, the small 1x1s) never get here: their
+// forward runs in our own kernel (conv_direct.h), where cuDNN measured slow.
 #include "kernels/cuda/cudnn_conv.h"
 
 #include <algorithm>
@@ -48,6 +51,7 @@
 
 #include "kernels/algorithm_cache.h"
 #include "kernels/cuda/conv_bias.h"
+#include "kernels/cuda/conv_direct.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/runtime.h"
@@ -580,6 +584,8 @@ void forget_conv_plans() {
 
 void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p, Tensor& y) {
   if (y.numel() == 0) return;
+  // Tiny filter banks (the stem, the head, small 1x1s) run in our own kernel.
+  if (direct_conv_applies(x, w, p)) return direct_conv_forward(x, w, bias, p, y);
   const ConvKey k = make_key(x.shape(), w.shape(), p, x.dtype(), {x.raw(), w.raw(), y.raw()});
   std::lock_guard<std::mutex> lock(cache().mu);
   ConvPlan& plan = plan_for(k);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cuda/caching_allocator.h"
+#include "kernels/cuda/conv_direct.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/cuda/cudnn_conv.h"
 #include "kernels/cuda/runtime.h"
@@ -155,11 +156,13 @@ TEST_CASE("the TF32 switch follows COVIDRATE_TF32") {
 }
 
 TEST_CASE("a second convolution of the same shape reuses the cuDNN plan") {
-  const Tensor x = test::randn({2, 3, 9, 9}, 1).to(Device::CUDA);
-  const Tensor w = test::randn({5, 3, 3, 3}, 2).to(Device::CUDA);
-  const Tensor b = test::randn({5}, 3).to(Device::CUDA);
+  // 16 -> 24 channels, 3x3: past the direct kernel's bound (kernels/cuda/conv_direct.h), so cuDNN runs it.
+  const Tensor x = test::randn({2, 16, 9, 9}, 1).to(Device::CUDA);
+  const Tensor w = test::randn({24, 16, 3, 3}, 2).to(Device::CUDA);
+  const Tensor b = test::randn({24}, 3).to(Device::CUDA);
   const ConvParams p = ConvParams::same(3);
-  Tensor y = Tensor::empty({2, 5, 9, 9}, DType::F32, Device::CUDA);
+  REQUIRE_FALSE(cuda::direct_conv_applies(x, w, p));
+  Tensor y = Tensor::empty({2, 24, 9, 9}, DType::F32, Device::CUDA);
   cuda::set_algorithm_cache_path(std::string());  // a choice from an earlier run's file would not count as a search
   const cuda::ConvPlanStats s0 = cuda::conv_plan_stats();
   ops::conv2d_forward(x, w, &b, p, y);
@@ -182,11 +185,13 @@ TEST_CASE("a measured choice is taken from the algorithm cache file by the next 
   test::TempDir dir;
   const std::string path = dir.file("cudnn.tsv");
   cuda::set_algorithm_cache_path(path);
-  // A shape no other test uses, so that its plan is new to this process.
-  const Tensor x = test::randn({3, 5, 19, 17}, 11).to(Device::CUDA);
-  const Tensor w = test::randn({7, 5, 3, 3}, 12).to(Device::CUDA);
+  // A shape no other test uses, so that its plan is new to this process (and
+  // past the direct kernel's bound, so that cuDNN runs it).
+  const Tensor x = test::randn({3, 24, 19, 17}, 11).to(Device::CUDA);
+  const Tensor w = test::randn({28, 24, 3, 3}, 12).to(Device::CUDA);
   const ConvParams p = ConvParams::same(3);
-  Tensor y = Tensor::empty({3, 7, 19, 17}, DType::F32, Device::CUDA);
+  REQUIRE_FALSE(cuda::direct_conv_applies(x, w, p));
+  Tensor y = Tensor::empty({3, 28, 19, 17}, DType::F32, Device::CUDA);
   const auto lines = [&] {
     std::vector<std::string> out;
     std::ifstream in(path);
@@ -202,7 +207,7 @@ TEST_CASE("a measured choice is taken from the algorithm cache file by the next 
   CHECK(s1.loaded == s0.loaded);
   std::vector<std::string> file = lines();
   REQUIRE(file.size() == 3);  // magic, identity, the one choice
-  CHECK(file[2].rfind("forward, x [3, 5, 19, 17]", 0) == 0);
+  CHECK(file[2].rfind("forward, x [3, 24, 19, 17]", 0) == 0);
 
   // As a new process would: no plans, the choice read from the file, same algorithm, same bits.
   cuda::forget_conv_plans();

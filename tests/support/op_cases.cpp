@@ -5,6 +5,9 @@
 //   - host values (the loss) reach the device through Tensor::copy_from.
 #include "tests/support/op_cases.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "kernels/ops.h"
 
 namespace covidrate::test {
@@ -25,15 +28,23 @@ Tensor copy_of(const Tensor& t, const Alloc& alloc) {
 
 // ---------------------------------------------------------------- convolution
 // relu: the inference form's fused ReLU (ConvParams::relu), forward only.
-OpCase conv_case(int kernel, int stride, int dilation, int64_t size, bool relu = false) {
+// On CUDA the forward of a filter bank of at most 2048 multiply-adds per pixel
+// and 64 outputs runs in our direct kernel (kernels/cuda/conv_direct.h), a
+// larger one in cuDNN: the default 3 -> 4 channels take the first path, the
+// "wide" cases the second.
+struct Channels {
+  int64_t in = 3, out = 4;
+};
+OpCase conv_case(int kernel, int stride, int dilation, int64_t size, bool relu = false, Channels ch = {}) {
   ConvParams p = ConvParams::same(kernel, stride, dilation);
   p.relu = relu;
   OpCase c;
   c.name = "conv2d k" + std::to_string(kernel) + " s" + std::to_string(stride) + " d" +
            std::to_string(dilation) + (relu ? " fused relu" : "");
-  c.inputs = {{{2, 3, size, size}},
-              {{4, 3, kernel, kernel}, Gen::Normal, kParam},
-              {{4}, Gen::Normal, kParam}};
+  if (ch.in != 3 || ch.out != 4) c.name += " " + std::to_string(ch.in) + "->" + std::to_string(ch.out);
+  c.inputs = {{{2, ch.in, size, size}},
+              {{ch.out, ch.in, kernel, kernel}, Gen::Normal, kParam},
+              {{ch.out}, Gen::Normal, kParam}};
   c.forward = [p](const Tensors& in, const Alloc& alloc) {
     Tensor y = alloc(conv2d_out_shape(in[0].shape(), in[1].shape(), p), in[0]);
     ops::conv2d_forward(in[0], in[1], &in[2], p, y);
@@ -47,7 +58,7 @@ OpCase conv_case(int kernel, int stride, int dilation, int64_t size, bool relu =
     };
   }
   c.parity_rtol = 1e-4;
-  c.parity_atol = 1e-4;  // sums of up to 3*7*7 products in float32
+  c.parity_atol = 1e-4 * std::max<double>(1.0, std::sqrt(static_cast<double>(ch.in) / 3.0));  // sums of in*k*k products in float32
   // bf16: both sides sum exact products in f32, in different orders (cuDNN's
   // tensor cores), and CUDA rounds twice: the convolution to bf16, then the
   // sum with the bias. Where the bias cancels much of the convolution, the
@@ -478,6 +489,16 @@ std::vector<OpCase> build_cases() {
   cases.push_back(conv_case(3, 1, 2, 7, /*relu=*/true));
   cases.push_back(conv_case(1, 1, 1, 5, /*relu=*/true));
   cases.push_back(conv_case(7, 2, 1, 9, /*relu=*/true));
+  // The direct kernel's extremes: the stem's one input channel (7x7 -> 32, more
+  // than 32 outputs' register tile below), one output channel (the head), and
+  // 64 outputs at the 2048 multiply-add bound.
+  cases.push_back(conv_case(7, 1, 1, 9, /*relu=*/true, {1, 33}));
+  cases.push_back(conv_case(1, 1, 1, 5, false, {64, 1}));
+  cases.push_back(conv_case(1, 2, 1, 6, /*relu=*/true, {32, 64}));
+  // Past the bound: cuDNN, its bias epilogue and its fused ReLU.
+  cases.push_back(conv_case(3, 1, 2, 7, false, {16, 16}));
+  cases.push_back(conv_case(3, 2, 1, 7, /*relu=*/true, {16, 16}));
+  cases.push_back(conv_case(1, 1, 1, 5, false, {48, 48}));
   cases.push_back(bn_train_case());
   cases.push_back(bn_infer_case());
   cases.push_back(relu_case());
