@@ -1,6 +1,7 @@
 #include "data/segment_pipeline.h"
 
 #include <algorithm>
+#include <bit>
 #include <chrono>
 #include <cmath>
 #include <exception>
@@ -172,6 +173,11 @@ void check_segment_options(const SegmentationNet& net, const SegmentOptions& opt
 }
 }  // namespace
 
+int64_t batch_shape(int64_t count, int64_t batch) {
+  CR_CHECK(count >= 1 && count <= batch, "batch_shape: " << count << " slices do not fit a batch of " << batch);
+  return std::min<int64_t>(batch, static_cast<int64_t>(std::bit_ceil(static_cast<uint64_t>(count))));
+}
+
 Segmentation segment_volume(const Volume& ct, const SegmentationNet& net, const SegmentOptions& options) {
   check_segment_options(net, options);  // before the lungs' work, not after
   return segment_volume(ct, extract_volume_lungs(ct), net, options);
@@ -230,7 +236,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   struct Batch {
     size_t first = 0;
     int64_t count = 0;  // slices of the study in it
-    int64_t shape = 0;  // images the forward pass takes: count, or batch with fixed_batch_shape
+    int64_t shape = 0;  // images the forward pass takes: count, or batch_shape(count) when bucketed
     HostBuffer input;
     std::vector<Placement> placements;
   };
@@ -238,7 +244,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
     Batch b;
     b.first = first;
     b.count = std::min<int64_t>(options.batch, static_cast<int64_t>(todo.size() - first));
-    b.shape = options.fixed_batch_shape ? options.batch : b.count;
+    b.shape = options.bucketed_batch_shape ? batch_shape(b.count, options.batch) : b.count;
     b.input = HostBuffer(b.shape * size * size, options.device);
     std::fill(b.input.data() + b.count * size * size, b.input.data() + b.input.size(), 0.f);  // the blanks
     b.placements.resize(b.count);

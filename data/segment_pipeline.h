@@ -25,19 +25,29 @@
 
 namespace covidrate::data {
 
+// The images a forward pass over `count` slices takes with bucketed batch
+// shapes (SegmentOptions::bucketed_batch_shape): the smallest power of two
+// >= count, at most `batch` (count <= batch).
+int64_t batch_shape(int64_t count, int64_t batch);
+
 struct SegmentOptions {
   double threshold = 0.5;  // a voxel is lesion when its probability is above this
   int64_t batch = 4;       // slices per forward pass
-  // Run every forward pass at `batch` slices: a study's last, partial batch
-  // (and a study with fewer slices than `batch`) is filled up with blank slices
-  // whose outputs are dropped. On CUDA, cuDNN's algorithm for each convolution
-  // is chosen per input shape by timing every candidate (kernels/cuda/cudnn_conv.cpp):
-  // a new batch size costs a search per convolution shape (39 convolutions), where a few
-  // blank slices cost a fraction of one forward. Every op of the inference form
-  // works on each slice alone, so the real slices' outputs do not change.
-  // `segment` turns it on with --device cuda; on the CPU, where nothing is chosen
-  // per shape, blanks would only cost time.
-  bool fixed_batch_shape = false;
+  // Run every forward pass at one of a few batch shapes: `batch` slices, or
+  // for a study's last, partial batch (and a study with fewer slices than
+  // `batch`) the smallest power of two that holds it, filled up with blank
+  // slices whose outputs are dropped (batch_shape()). On CUDA, cuDNN's
+  // algorithm for each convolution is chosen per input shape by timing every
+  // candidate (kernels/cuda/cudnn_conv.cpp): a new batch size costs a search
+  // per convolution shape, once per machine (the choices are kept on disk),
+  // so shapes must not vary with every study's slice count; and blanks up to
+  // the full batch cost up to a whole forward (51 slices in batches of 16: 13
+  // blanks, a fifth of the study's arithmetic), so powers of two: at most
+  // log2(batch) + 1 shapes, fewer blanks than real slices in the last batch.
+  // Every op of the inference form works on each slice alone, so the real
+  // slices' outputs do not change. `segment` turns it on with --device cuda;
+  // on the CPU, where nothing is chosen per shape, blanks would only cost time.
+  bool bucketed_batch_shape = false;
   int64_t size = 512;      // the network's input side
   Device device = Device::CPU;
   // The dtype the network computes in (SegmentationNet::compute_dtype): F32, or

@@ -58,7 +58,7 @@ void usage(FILE* out) {
                "                     CUDA (on the CPU it runs the slow reference path)\n"
                "  --threshold T      a voxel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 1 on the CPU, 8 on CUDA; on CUDA\n"
-               "                     every pass has N, the last filled up with blank slices)\n"
+               "                     a study's last pass is filled up with blank slices to a power of two)\n"
                "  --arch NAME        covid-rate, unet, attention-unet or unet++ (default: the weights'\n"
                "                     metadata, else covid-rate)\n"
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
@@ -191,7 +191,7 @@ int cmd_segment(int argc, char** argv) {
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   study_options.segment = {.threshold = o.threshold,
                            .batch = o.batch,
-                           .fixed_batch_shape = o.network.device == Device::CUDA,  // one cuDNN search per layer
+                           .bucketed_batch_shape = o.network.device == Device::CUDA,  // few cuDNN searches
                            .size = spec.size,
                            .device = o.network.device,
                            .precision = o.network.precision,
