@@ -426,6 +426,11 @@ run() {
     fi
   done
 
+  # The bf16 forward with each optimization on and off, beside PyTorch (ab.txt).
+  if [ -f "$OUT/bench_cuda_network.json" ] && command -v python3 >/dev/null; then
+    python3 tools/dev/gpu_ab.py "$OUT" 2>&1 | tee "$OUT/ab.txt" | tee -a "$LOG"
+  fi
+
   [ "$gpu" = 1 ] && whole_volume
 
   # The memory checker after the timings: a slow or failing sanitizer must not
