@@ -16,6 +16,7 @@
 
 #include "kernels/cpu/threads.h"
 #include "model/checkpoint.h"
+#include "model/training_curves.h"
 #include "nn/adam.h"
 #include "nn/json.h"
 
@@ -103,25 +104,41 @@ double log_number(const json::Value& line, const char* key) {
   return std::stod(v->text);
 }
 
-// The records of an existing log (a resumed run reports its whole history).
-std::vector<EpochRecord> read_log(const std::string& path) {
+}  // namespace
+
+std::vector<EpochRecord> read_training_log(const std::string& path) {
   std::vector<EpochRecord> records;
   std::ifstream in(path);
+  CR_CHECK(in, "cannot read " << path);
+  int line_number = 0;
   for (std::string text; std::getline(in, text);) {
+    ++line_number;
     if (text.empty()) continue;
-    const json::Value line = json::parse(text);
+    json::Value line;
+    try {
+      line = json::parse(text);
+    } catch (const Error& e) {
+      CR_FAIL(path << ", line " << line_number << ": not a training log record (" << e.what() << ")");
+    }
     EpochRecord r;
-    r.epoch = static_cast<int>(log_number(line, "epoch"));
+    const double epoch = log_number(line, "epoch");
+    CR_CHECK(std::isfinite(epoch) && epoch >= 1 && epoch < 1e9,
+             path << ", line " << line_number << ": no epoch number in the record");
+    r.epoch = static_cast<int>(epoch);
     r.train_loss = log_number(line, "train_loss");
     r.val_loss = log_number(line, "val_loss");
     r.val_dice = log_number(line, "val_dice");
     r.lr = log_number(line, "lr");
     r.seconds = log_number(line, "seconds");
     r.images_per_second = log_number(line, "images_per_second");
+    CR_CHECK(records.empty() || r.epoch > records.back().epoch,
+             path << ", line " << line_number << ": epoch " << r.epoch << " follows epoch " << records.back().epoch);
     records.push_back(r);
   }
   return records;
 }
+
+namespace {
 
 // Cuts the log back to what the checkpoint knew: lines of an epoch that was
 // killed before its checkpoint are dropped, so each epoch appears once.
@@ -308,7 +325,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   if (o.resume) {
     state = load_checkpoint(o.out_dir, state, o.deterministic, net.parameters(), adam, rng);
     truncate_log(log_path, state.log_bytes);
-    result.epochs = read_log(log_path);
+    result.epochs = read_training_log(log_path);
   } else {
     CR_CHECK(!checkpoint_exists(o.out_dir), "train: " << o.out_dir
                                                       << " already holds a checkpoint; pass --resume to continue it "
@@ -390,6 +407,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
     save_checkpoint(o.out_dir, state, net.parameters(), adam, rng);
 
     result.epochs.push_back(record);
+    save_training_curves((fs::path(o.out_dir) / "curves.svg").string(), result.epochs, state.best_epoch);
     result.best_epoch = state.best_epoch;
     result.best_val_loss = state.best_val_loss;
     result.best_val_dice = state.best_val_dice;

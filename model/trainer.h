@@ -106,6 +106,11 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
                   const std::vector<data::PreparedSlice>& validation, const TrainOptions& options,
                   const std::function<bool(const EpochRecord&)>& on_epoch = nullptr);
 
+// The records of a run's log.jsonl, in order (train appends one per epoch); a
+// line that is not a record, or epochs out of order, is an error naming the
+// file and the line.
+std::vector<EpochRecord> read_training_log(const std::string& path);
+
 // Loss and Dice of `net` on `set`, in batches of `batch`, in evaluation mode,
 // or with batch statistics when `batch_statistics` (which also moves BN's
 // running averages). Restores the network's training flag.

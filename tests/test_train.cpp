@@ -343,6 +343,9 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
   CHECK(a.epochs[2].train_loss == b.epochs[2].train_loss);
   CHECK(test::read_bytes(whole.file("log.jsonl")).size() > 0);
   CHECK(!fs::exists(interrupted.file("checkpoint.old")));
+  // The picture of the run, redrawn after each epoch: the resumed run's holds the whole history.
+  const std::vector<char> curves = test::read_bytes(interrupted.file("curves.svg"));
+  CHECK(std::string(curves.begin(), curves.end()).find("Training: 3 epochs") != std::string::npos);
 
   // Another setting is refused on resume.
   o.batch = 2;

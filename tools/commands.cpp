@@ -13,6 +13,7 @@ int cmd_segment(int argc, char** argv);
 int cmd_weights(int argc, char** argv);
 int cmd_lungs(int argc, char** argv);
 int cmd_pseudo_label(int argc, char** argv);
+int cmd_curves(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
@@ -23,6 +24,7 @@ const std::vector<Command>& commands() {
       {"lungs", "extract the right and left lungs of a CT or picture: labels, contour picture, volumes", cmd_lungs},
       {"synth", "paste training lesions into healthy lungs: synthetic image/mask pairs (augmentation)", cmd_synth},
       {"train", "train COVID-Rate on image/mask folders: early stopping, checkpoints, resume, k-fold", cmd_train},
+      {"curves", "draw a training log's loss and validation Dice per epoch as an SVG picture", cmd_curves},
       {"pseudo-label", "score predictions on unlabelled slices by certainty index; keep the surest as pairs",
        cmd_pseudo_label},
       {"eval", "score trained weights on images + masks: Dice, sensitivity, specificity, MAE, groups A/B", cmd_eval},

@@ -1,0 +1,53 @@
+// covidrate curves LOG.jsonl [--out FILE.svg]
+//
+// Draws a training run's curves (model/training_curves.h) from its log: the
+// picture `train` keeps in OUT/curves.svg, redrawn for a log from elsewhere
+// (another machine's run, the shipped weights' weights/*.log.jsonl).
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+
+#include "model/trainer.h"
+#include "model/training_curves.h"
+
+namespace covidrate::tools {
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: covidrate curves LOG.jsonl [--out FILE.svg]\n\n"
+               "Draws the training and validation loss and the validation Dice per epoch of a\n"
+               "training log (the log.jsonl that `covidrate train` writes), the best epoch (lowest\n"
+               "validation loss) marked, as an SVG picture. Default output: the log's name with\n"
+               ".svg instead of .jsonl. Written atomically; an existing file is replaced.\n");
+}
+
+}  // namespace
+
+int cmd_curves(int argc, char** argv) {
+  std::string log, out;
+  for (int k = 1; k < argc; ++k) {
+    const std::string a = argv[k];
+    if (a == "--help" || a == "-h") return usage(stdout), 0;
+    if (a == "--out" && k + 1 < argc) {
+      out = argv[++k];
+    } else if (a[0] == '-' || !log.empty()) {
+      std::fprintf(stderr, "covidrate curves: unexpected argument '%s'\n\n", a.c_str());
+      return usage(stderr), 2;
+    } else {
+      log = a;
+    }
+  }
+  if (log.empty()) return usage(stderr), 2;
+  CR_CHECK(std::filesystem::is_regular_file(log), "curves: " << log << " is not a file");
+  if (out.empty()) out = std::filesystem::path(log).replace_extension(".svg").string();
+  const std::vector<EpochRecord> epochs = read_training_log(log);
+  CR_CHECK(!epochs.empty(), "curves: " << log << " holds no epoch");
+  const int best = best_epoch_of(epochs);
+  save_training_curves(out, epochs, best);
+  std::printf("%s: %zu epochs, best %d -> %s\n", log.c_str(), epochs.size(), best, out.c_str());
+  return 0;
+}
+
+}  // namespace covidrate::tools
