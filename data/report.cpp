@@ -57,34 +57,6 @@ std::string html_escape(const std::string& s) {
   return out;
 }
 
-void fill_rect(RgbImage& img, int64_t x0, int64_t y0, int64_t x1, int64_t y1, Rgb c) {
-  x0 = std::max<int64_t>(x0, 0), y0 = std::max<int64_t>(y0, 0);
-  x1 = std::min(x1, img.width), y1 = std::min(y1, img.height);
-  for (int64_t y = y0; y < y1; ++y)
-    for (int64_t x = x0; x < x1; ++x) std::copy(c.begin(), c.end(), img.rgb.begin() + (y * img.width + x) * 3);
-}
-
-// A 3 x 5 pixel font for the plot's numbers: rows top to bottom, 3 bits each
-// (4 = left column). Enough for "0".."9", "." and "%".
-void draw_text(RgbImage& img, int64_t x, int64_t y, const std::string& text, int64_t scale, Rgb c) {
-  static const uint8_t digits[10][5] = {{7, 5, 5, 5, 7}, {2, 6, 2, 2, 7}, {7, 1, 7, 4, 7}, {7, 1, 7, 1, 7},
-                                        {5, 5, 7, 1, 1}, {7, 4, 7, 1, 7}, {7, 4, 7, 5, 7}, {7, 1, 1, 1, 1},
-                                        {7, 5, 7, 5, 7}, {7, 5, 7, 1, 7}};
-  static const uint8_t dot[5] = {0, 0, 0, 0, 2}, percent_sign[5] = {5, 1, 2, 4, 5};
-  for (char ch : text) {
-    const uint8_t* rows = ch >= '0' && ch <= '9' ? digits[ch - '0']
-                          : ch == '.'             ? dot
-                          : ch == '%'             ? percent_sign
-                                                  : nullptr;
-    if (rows)
-      for (int r = 0; r < 5; ++r)
-        for (int col = 0; col < 3; ++col)
-          if (rows[r] & (4 >> col))
-            fill_rect(img, x + col * scale, y + r * scale, x + (col + 1) * scale, y + (r + 1) * scale, c);
-    x += 4 * scale;
-  }
-}
-
 }  // namespace
 
 StudyFigures measure(const Volume& lesions, const Volume& lungs) {

@@ -6,6 +6,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -69,7 +70,7 @@ TEST_CASE("eval writes a complete report and one mask per image at its own size"
   test::TempDir dir;
   set_up(dir);
   const test::ProgramRun run = run_eval(dir, data_args(dir) + " --json " + dir.file("report.json") + " --save-masks " +
-                                    dir.file("predicted"));
+                                    dir.file("predicted") + " --overview " + dir.file("overview.png"));
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   CHECK(run.err.find("images/s") != std::string::npos);
   for (const char* word : {"dice", "sensitivity", "specificity", "mae", "A (small)", "B (large)"})
@@ -109,6 +110,19 @@ TEST_CASE("eval writes a complete report and one mask per image at its own size"
     ++pngs;
   }
   CHECK(pngs == 3);
+
+  // The overview: the three slices in one row, each shrunk to at most 256 pixels a side.
+  const data::Volume overview = data::read_image(dir.file("overview.png"));
+  int64_t widest = 0, tallest = 0;
+  for (const char* stem : kStems) {
+    const data::Volume image = data::read_image(dir.file("images/" + std::string(stem) + ".jpg"));
+    const int64_t factor = (std::max(image.nx, image.ny) + 255) / 256;
+    widest = std::max(widest, image.nx / factor);
+    tallest = std::max(tallest, image.ny / factor);
+  }
+  CHECK(overview.nx == 3 * widest + 4 * 4);  // montage gaps of 4 around and between the tiles
+  CHECK(overview.ny == tallest + 2 * 4);
+  CHECK(run.err.find("the 3 lowest-Dice slices drawn in") != std::string::npos);
   for (const char* stem : kStems) {
     const data::Volume image = data::read_image(dir.file("images/" + std::string(stem) + ".jpg"));
     const data::Volume mask = data::read_image(dir.file("predicted/" + std::string(stem) + ".png"));
@@ -152,6 +166,12 @@ TEST_CASE("eval: JSON on stdout, explicit options, errors and exit codes") {
     const test::ProgramRun run = run_eval(dir, data_args(dir));
     CHECK(run.exit_code == 1);
     CHECK(run.err.find("1.jpg") != std::string::npos);
+  }
+  SUBCASE("--overview into a folder that does not exist is refused before segmenting") {
+    const test::ProgramRun run = run_eval(dir, data_args(dir) + " --overview " + dir.file("no/such/folder/o.png"));
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("its folder does not exist") != std::string::npos);
+    CHECK(run.err.find("images/s") == std::string::npos);
   }
   SUBCASE("--save-masks into an existing folder is refused") {
     fs::create_directories(dir.file("exists"));

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -17,6 +18,7 @@
 
 #include "data/dataset.h"
 #include "data/image2d.h"
+#include "data/overlay.h"
 #include "data/prepare.h"
 #include "model/covidrate_net.h"
 #include "model/load_weights.h"
@@ -40,8 +42,14 @@ struct EvalOptions {
   bool json = false;
   std::string json_file;  // empty with json: stdout
   std::string save_masks;
+  std::string overview;  // PNG of the lowest-Dice slices
   bool lungs = false;
 };
+
+// Slices in --overview: the lowest Dice, four rows of six tiles.
+constexpr size_t kOverviewTiles = 24;
+constexpr int kOverviewColumns = 6;
+constexpr int64_t kOverviewSide = 256;
 
 void usage(FILE* out) {
   std::fprintf(out,
@@ -64,7 +72,10 @@ void usage(FILE* out) {
                "  --lungs            feed the network the lungs alone (for weights trained with --lungs)\n"
                "  --json [FILE]      the report as JSON, on stdout instead of the table, or into FILE\n"
                "  --save-masks DIR   write each predicted mask as DIR/<stem>.png (0/255, the image's size);\n"
-               "                     DIR must not exist, and appears only once every mask is written\n\n"
+               "                     DIR must not exist, and appears only once every mask is written\n"
+               "  --overview FILE    a PNG of the 24 slices with the lowest Dice, worst first, each with\n"
+               "                     its Dice: lesion found in green, false alarms in red, missed lesion\n"
+               "                     in blue, over the slice\n\n"
                "The infection rate is the ground-truth lesion area over the lung area found by the\n"
                "classical lung extractor (over the whole image when it finds no lung).\n");
 }
@@ -102,6 +113,8 @@ int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
       if (has_value && argv[i + 1][0] != '-') o.json_file = argv[++i];
     } else if (a == "--save-masks") {
       o.save_masks = value();
+    } else if (a == "--overview") {
+      o.overview = value();
     } else {
       std::fprintf(stderr, "covidrate eval: unknown option '%s'\n\n", a.c_str());
       usage(stderr);
@@ -127,6 +140,42 @@ void write_text_atomically(const std::string& path, const std::string& text) {
   fs::rename(tmp, path);
 }
 
+// The tiles of --overview: the kOverviewTiles lowest Dice seen so far (the
+// first of equals stays), each drawn when it enters.
+class Overview {
+ public:
+  void offer(const data::Sample& s, const std::vector<uint8_t>& truth, const std::vector<uint8_t>& predicted,
+             double dice) {
+    if (tiles_.size() == kOverviewTiles && dice >= tiles_.back().dice) return;
+    data::RgbImage tile = data::shrink_to(data::agreement_tile(data::grey_slice(s.image, 0), truth, predicted),
+                                          kOverviewSide);
+    char label[16];
+    std::snprintf(label, sizeof label, "%.3f", dice);
+    data::fill_rect(tile, 0, 0, 4 + 12 * static_cast<int64_t>(std::strlen(label)), 22, {0, 0, 0});
+    data::draw_text(tile, 4, 4, label, 3, {255, 255, 255});
+    const auto at = std::upper_bound(tiles_.begin(), tiles_.end(), dice,
+                                     [](double d, const Entry& e) { return d < e.dice; });
+    tiles_.insert(at, Entry{dice, std::move(tile)});
+    if (tiles_.size() > kOverviewTiles) tiles_.pop_back();
+  }
+
+  // The montage, worst first (write_png_rgb writes atomically).
+  void write(const std::string& path) const {
+    CR_CHECK(!tiles_.empty(), "eval: no slice to draw in " << path);
+    std::vector<data::RgbImage> pictures;
+    for (const Entry& e : tiles_) pictures.push_back(e.tile);
+    const data::RgbImage m = data::montage(pictures, kOverviewColumns);
+    data::write_png_rgb(path, m.rgb.data(), m.width, m.height);
+  }
+
+ private:
+  struct Entry {
+    double dice;
+    data::RgbImage tile;
+  };
+  std::vector<Entry> tiles_;  // by Dice, ascending
+};
+
 std::vector<uint8_t> nonzero(const data::Volume& v) {
   std::vector<uint8_t> out(v.voxels.size());
   for (size_t i = 0; i < out.size(); ++i) out[i] = v.voxels[i] != 0.f;
@@ -146,6 +195,8 @@ int cmd_eval(int argc, char** argv) {
   // Refused before the slow part, not after it.
   CR_CHECK(o.save_masks.empty() || !fs::exists(o.save_masks),
            o.save_masks << " already exists; --save-masks writes a new folder");
+  CR_CHECK(o.overview.empty() || fs::is_directory(fs::absolute(o.overview).parent_path()),
+           "--overview " << o.overview << ": its folder does not exist");
 
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights),
                                             o.network.architecture);
@@ -168,6 +219,7 @@ int cmd_eval(int argc, char** argv) {
   }
 
   std::vector<metrics::ImageMetrics> scores;
+  Overview overview;
   const bool tty = ::isatty(::fileno(stderr));
   const auto start = std::chrono::steady_clock::now();
   for (int64_t first = 0; first < set.size(); first += o.batch) {
@@ -195,6 +247,11 @@ int cmd_eval(int argc, char** argv) {
           metrics::score_image(p.data(), truth.data(), static_cast<int64_t>(p.size()), o.threshold, lung.data());
       m.name = s.name;
       scores.push_back(m);
+      if (!o.overview.empty()) {
+        std::vector<uint8_t> predicted(p.size());
+        for (size_t i = 0; i < p.size(); ++i) predicted[i] = p[i] > o.threshold;
+        overview.offer(s, truth, predicted, m.dice);
+      }
       if (!masks_tmp.empty()) {
         std::vector<uint8_t> png(p.size());
         for (size_t i = 0; i < p.size(); ++i) png[i] = p[i] > o.threshold ? 255 : 0;
@@ -212,6 +269,11 @@ int cmd_eval(int argc, char** argv) {
     }
   }
   if (!masks_tmp.empty()) fs::rename(masks_tmp, o.save_masks);
+  if (!o.overview.empty()) {
+    overview.write(o.overview);
+    std::fprintf(stderr, "eval: the %zu lowest-Dice slices drawn in %s\n",
+                 std::min<size_t>(kOverviewTiles, scores.size()), o.overview.c_str());
+  }
 
   const metrics::Summary summary = metrics::summarize(scores);
   if (o.json) {
