@@ -29,6 +29,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/conv_direct.h"
 #include "kernels/cuda/cuda_common.h"
 #include "kernels/ops.h"
 
@@ -228,6 +229,13 @@ void register_memory_benchmarks() {
     Tensor dy = random_cuda(kAct, -1, 1, 1), dx = empty_cuda(Shape{4, 32, 256, 256});
     time_op(st, 1.25 * kActN * kF, 0, [&] { ops::upsample2x_backward(dy, dx, false); });
   });
+  // The inference form's four phases of an upsampled conv back on the fine
+  // grid, bias and ReLU fused: reads [4, 128, 257, 257], writes kAct.
+  reg("interleave_phases_fwd" + act, [](State& st) {
+    Tensor z = random_cuda(Shape{4, 128, 257, 257}, -1, 1, 1), b = random_cuda(Shape{32}, -0.1, 0.1, 2);
+    Tensor y = empty_cuda(kAct);
+    time_op(st, 2 * kActN * kF, 0, [&] { ops::interleave_phases_forward(z, &b, true, y); });
+  });
   reg("maxpool2x2_fwd" + act, [](State& st) {
     Tensor x = random_cuda(kAct, -1, 1, 1), y = empty_cuda(Shape{4, 32, 256, 256});
     time_op(st, 1.25 * kActN * kF, 0, [&] { ops::maxpool2x2_forward(x, y); });
@@ -361,6 +369,48 @@ void register_conv_benchmarks() {
   }
 }
 
+// COVID-Rate's tiny filter banks in bf16 at full resolution, batch 16 (segment's
+// batch on a GPU), in our direct kernel and in cuDNN: the A/B behind
+// kernels/cuda/conv_direct.h. Bytes: the input read once, the output written
+// once (what the direct kernel moves; cuDNN plus its bias pass moves more).
+void register_direct_conv_benchmarks() {
+  using benchmark::State;
+  struct Bank {
+    const char* name;
+    int64_t cin, cout;
+    int kernel, stride;
+    bool relu;
+  };
+  const Bank banks[] = {{"stem_7x7_1to32", 1, 32, 7, 1, true},
+                        {"shortcut_1x1s2_32to32", 32, 32, 1, 2, false},
+                        {"transition_1x1_32to64", 32, 64, 1, 1, true},
+                        {"head_1x1_64to1", 64, 1, 1, 1, false}};
+  for (const Bank& bank : banks) {
+    for (const bool direct : {true, false}) {
+      const std::string name = std::string("conv_bf16_") + (direct ? "direct/" : "cudnn/") + bank.name + "@16x512";
+      benchmark::RegisterBenchmark(name.c_str(), [bank, direct](State& st) {
+        ConvParams p = ConvParams::same(bank.kernel, bank.stride);
+        p.relu = bank.relu;
+        const Shape xs{16, bank.cin, 512, 512}, ws{bank.cout, bank.cin, bank.kernel, bank.kernel};
+        const Shape ys = conv2d_out_shape(xs, ws, p);
+        const auto bf16 = [](const Tensor& t) {
+          Tensor out = Tensor::empty(t.shape(), DType::BF16, Device::CUDA);
+          ops::cast(t, out);
+          return out;
+        };
+        const Tensor x = bf16(random_cuda(xs, -1, 1, 1)), w = bf16(random_cuda(ws, -0.2, 0.2, 2));
+        const Tensor b = bf16(random_cuda(Shape{bank.cout}, -0.1, 0.1, 3));
+        Tensor y = Tensor::empty(ys, DType::BF16, Device::CUDA);
+        cuda::set_direct_conv(direct);
+        const double bytes = 2.0 * static_cast<double>(xs.numel() + ys.numel());
+        const double flops = 2.0 * static_cast<double>(ys.numel()) * bank.cin * bank.kernel * bank.kernel;
+        time_op(st, bytes, flops, [&] { ops::conv2d_forward(x, w, &b, p, y); });
+        cuda::set_direct_conv(std::nullopt);
+      })->UseManualTime()->Unit(benchmark::kMicrosecond);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -376,6 +426,7 @@ int main(int argc, char** argv) {
               covidrate::cuda::context().allow_tf32 ? "on" : "off");
   register_memory_benchmarks();
   register_conv_benchmarks();
+  register_direct_conv_benchmarks();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

@@ -9,6 +9,7 @@
 // Summation order: c, then dy, then dx, in f32, the bias last; one rounding
 // when stored.
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 
@@ -99,15 +100,21 @@ void launch(const Geometry& g, const T* x, const T* w, const T* b, T* y, bool re
   }
 }
 
+// -1: as the environment says; 0 / 1: set_direct_conv.
+std::atomic<int> forced{-1};
+
 bool enabled() {
-  static const bool on = [] {
+  static const bool from_environment = [] {
     const char* v = std::getenv("COVIDRATE_DIRECT_CONV");
     return !(v && std::strcmp(v, "0") == 0);
   }();
-  return on;
+  const int f = forced.load(std::memory_order_relaxed);
+  return f < 0 ? from_environment : f == 1;
 }
 
 }  // namespace
+
+void set_direct_conv(std::optional<bool> on) { forced = on ? int{*on} : -1; }
 
 bool direct_conv_applies(const Tensor& x, const Tensor& w, const ConvParams&) {
   const int64_t macs = w.c() * w.h() * w.w() * w.n();

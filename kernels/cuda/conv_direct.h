@@ -13,6 +13,8 @@
 // the bias and ReLU are applied as the output is stored: one read of the
 // input, one write of the output.
 #pragma once
+#include <optional>
+
 #include "kernels/ops.h"
 
 namespace covidrate::cuda {
@@ -23,6 +25,11 @@ namespace covidrate::cuda {
 // A/B timing against cuDNN).
 constexpr int64_t kDirectConvMacs = 2048;
 bool direct_conv_applies(const Tensor& x, const Tensor& w, const ConvParams& p);
+
+// For tests and benchmarks that put the two side by side: tiny filter banks
+// run here (true) or in cuDNN (false) from the next call on; nullopt goes back
+// to COVIDRATE_DIRECT_CONV's choice.
+void set_direct_conv(std::optional<bool> on);
 
 // The forward of ops::conv2d_forward (any stride, padding, dilation), bias
 // and ConvParams::relu included; f32 or bf16, arithmetic in f32, the output

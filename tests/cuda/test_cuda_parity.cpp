@@ -27,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cuda/conv_direct.h"
 #include "kernels/ops.h"
 #include "tests/cuda/require_gpu.h"
 #include "tests/support/op_cases.h"
@@ -406,5 +407,50 @@ TEST_CASE("bf16 convolution and cast at a COVID-Rate layer size match the CPU re
     } else {
       CHECK(got[i] == want[i]);
     }
+  }
+}
+
+// The direct kernel for tiny filter banks (kernels/cuda/conv_direct.h) at the
+// shapes COVID-Rate gives it, against cuDNN on the same GPU and the CPU: the
+// stem, enc1's stride-2 shortcut, dec4's transition and the head, batch 2 at
+// 256² (a quarter of the full-resolution maps: every edge case of padding,
+// stride and channel tile, in seconds). f32 sums of at most 64 products in
+// another order; bf16 within the op table's conv tolerance of the CPU reference.
+TEST_CASE("the direct kernel matches cuDNN and the CPU on COVID-Rate's tiny filter banks") {
+  struct Layer {
+    const char* name;
+    int64_t cin, cout;
+    int kernel, stride;
+    bool relu;
+  };
+  const Layer layers[] = {{"stem 7x7 1->32", 1, 32, 7, 1, true},
+                          {"enc1 shortcut 1x1/2 32->32", 32, 32, 1, 2, false},
+                          {"dec4 transition 1x1 32->64", 32, 64, 1, 1, true},
+                          {"head 1x1 64->1", 64, 1, 1, 1, false}};
+  for (const Layer& l : layers) {
+    INFO(l.name);
+    ConvParams p = ConvParams::same(l.kernel, l.stride);
+    p.relu = l.relu;
+    const Tensor x = randn({2, l.cin, 256, 256}, 71);
+    const Tensor w = randn({l.cout, l.cin, l.kernel, l.kernel}, 72, DType::F32, 0.2);
+    const Tensor b = randn({l.cout}, 73);
+    const Shape ys = conv2d_out_shape(x.shape(), w.shape(), p);
+    REQUIRE(cuda::direct_conv_applies(x, w, p));
+    const auto run = [&](Device d, DType dtype, bool direct) {
+      cuda::set_direct_conv(direct);
+      const Tensor xd = x.to(dtype).to(d), wd = w.to(dtype).to(d), bd = b.to(dtype).to(d);
+      Tensor y = Tensor::empty(ys, dtype, d);
+      ops::conv2d_forward(xd, wd, &bd, p, y);
+      cuda::set_direct_conv(std::nullopt);
+      return y;
+    };
+    const Tensor cpu = run(Device::CPU, DType::F32, true);
+    const Tensor direct = run(Device::CUDA, DType::F32, true), cudnn = run(Device::CUDA, DType::F32, false);
+    CHECK(count_nonfinite(direct) == 0);
+    CHECK(rel_l2(direct, cpu) < 1e-6);
+    CHECK(rel_l2(direct, cudnn) < 1e-5);
+    CHECK(bit_identical(direct, run(Device::CUDA, DType::F32, true)));
+    const Tensor cpu_bf16 = run(Device::CPU, DType::BF16, true), gpu_bf16 = run(Device::CUDA, DType::BF16, true);
+    CHECK(bf16_closeness(gpu_bf16, cpu_bf16, 2, 1) <= 1.0);  // conv_case's tolerance
   }
 }
