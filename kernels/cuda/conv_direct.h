@@ -9,8 +9,8 @@
 // 0.48 ms, the head 64 -> 1 0.53 ms (it reads 0.5 GB: ~0.12 ms at the HBM's
 // speed), the last transition 32 -> 64 0.57 ms; each then had the bias (and
 // ReLU) added in a pass of its own. Here one thread computes every output
-// channel of one output pixel, the filter bank sits in shared memory, and
-// the bias and ReLU are applied as the output is stored: one read of the
+// channel of one or two output pixels, the filter bank sits in shared memory,
+// and the bias and ReLU are applied as the output is stored: one read of the
 // input, one write of the output.
 #pragma once
 #include <optional>
