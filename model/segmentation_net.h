@@ -97,8 +97,9 @@ class SegmentationNet : public Module {
   // Phases computes it at the coarse resolution (model::InferenceUpsampleConv,
   // 2.25x fewer multiply-adds, no upsampled map); Upsampled keeps the two
   // steps, so the CPU's Winograd F(4x4, 3x3) does the conv, which measured
-  // ~10% faster there than the phases' 2x2 im2col GEMM (full width, 512²,
-  // 2 threads: 0.86 s against 0.96 s a slice). Auto: Upsampled on the CPU
+  // 5-9% faster there than the phases' 2x2 im2col GEMM (bench_network
+  // infer-prepared[-phases]/w1/512, 2 threads: 0.75 s against 0.79-0.82 s a
+  // slice). Auto: Upsampled on the CPU
   // in f32/f64, Phases otherwise: on CUDA, and for the CPU's bf16, which is
   // there as the GPU's reference and so computes the GPU's form. Both forms
   // compute the same function; only rounding differs.
