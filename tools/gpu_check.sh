@@ -378,6 +378,21 @@ run() {
   [ -x "$here/bin/test_cuda_runtime" ] &&
     step "test_cuda_runtime (COVIDRATE_TF32=1)" 60 doctest env COVIDRATE_TF32=1 "$here/bin/test_cuda_runtime"
 
+  # The kernels that have not run on a GPU before (session 10: the direct
+  # convolution, whose filter bank lives in shared memory, and the phases'
+  # interleaving) under memcheck and racecheck now, in seconds: the whole-suite
+  # sanitizer runs at the end may not fit the time left.
+  local sanitizer_early
+  sanitizer_early=$(command -v compute-sanitizer || ls /usr/local/cuda*/bin/compute-sanitizer 2>/dev/null | head -1)
+  if [ "$gpu" = 1 ] && [ -n "$sanitizer_early" ] && [ -x "$here/bin/test_cuda_parity" ]; then
+    local tool
+    for tool in memcheck racecheck; do
+      step "$tool: direct conv and interleave" 60 doctest env COVIDRATE_CUDNN_SEARCH=heuristic "$sanitizer_early" \
+           --tool "$tool" --error-exitcode 1 --report-api-errors no "$here/bin/test_cuda_parity" \
+           --test-case='*direct kernel*,*every op case*,*bf16 forward ops*' --subcase='conv2d*,interleave*'
+    done
+  fi
+
   for exe in "$here"/bin/bench_cuda_*; do
     [ -x "$exe" ] || continue
     name=$(basename "$exe")
