@@ -3,12 +3,11 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
-#include <fstream>
 #include <functional>
 #include <sstream>
 
 #include "nn/error.h"
+#include "nn/text_file.h"
 
 namespace covidrate {
 
@@ -108,15 +107,7 @@ void best_marker(std::ostringstream& svg, const Panel& p, int best_epoch) {
 }  // namespace
 
 void save_training_curves(const std::string& path, const std::vector<EpochRecord>& epochs, int best_epoch) {
-  const std::string text = training_curves_svg(epochs, best_epoch);
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    CR_CHECK(out, "cannot write " << tmp);
-  }
-  std::filesystem::rename(tmp, path);
+  write_text_atomically(path, training_curves_svg(epochs, best_epoch));
 }
 
 int best_epoch_of(const std::vector<EpochRecord>& epochs) {

@@ -9,7 +9,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "nn/autograd.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
+#include "nn/text_file.h"
 #include "tools/cli.h"
 
 namespace covidrate::tools {
@@ -127,17 +127,6 @@ int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
     return 2;
   }
   return 0;
-}
-
-void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    CR_CHECK(out, "cannot write " << tmp);
-  }
-  fs::rename(tmp, path);
 }
 
 // The tiles of --overview: the kOverviewTiles lowest Dice seen so far (the

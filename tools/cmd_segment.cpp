@@ -17,6 +17,7 @@
 #include "model/load_weights.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
+#include "nn/text_file.h"
 #include "tools/cli.h"
 
 namespace covidrate::tools {
@@ -266,13 +267,7 @@ int cmd_segment(int argc, char** argv) {
     }
   }
   const fs::path summary = fs::path(o.out) / "summary.csv";
-  {
-    std::ofstream out(summary.string() + ".tmp", std::ios::binary | std::ios::trunc);
-    out << csv;
-    out.flush();
-    CR_CHECK(out, "cannot write " << summary.string() << ".tmp");
-  }
-  fs::rename(summary.string() + ".tmp", summary);
+  write_text_atomically(summary.string(), csv);
   std::fprintf(stderr, "segment: %zu studies, %d failed; summary in %s\n", plan.studies.size(), failed,
                summary.string().c_str());
   return failed == 0 ? 0 : 1;

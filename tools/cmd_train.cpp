@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <tuple>
 #include <string>
@@ -15,6 +14,7 @@
 #include "model/trainer.h"
 #include "nn/error.h"
 #include "nn/json.h"
+#include "nn/text_file.h"
 
 namespace covidrate::tools {
 
@@ -179,18 +179,6 @@ Settings parse(int argc, char** argv) {
   return s;
 }
 
-// Writes text to path atomically (temporary file, then rename).
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary);
-    out << text;
-    out.flush();
-    CR_CHECK(out, "train: cannot write " << temporary);
-  }
-  fs::rename(temporary, path);
-}
-
 std::string names_json(const data::Dataset& set, const std::vector<int64_t>& indices) {
   std::string out = "[";
   for (size_t i = 0; i < indices.size(); ++i)
@@ -209,7 +197,7 @@ TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSl
                     TrainOptions options, const std::string& out_dir) {
   options.out_dir = out_dir;
   fs::create_directories(out_dir);
-  write_atomically((fs::path(out_dir) / "split.json").string(),
+  write_text_atomically((fs::path(out_dir) / "split.json").string(),
                    "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
                        names_json(set, split.validation) + "}\n");
   std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
@@ -280,7 +268,7 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
   std::printf("\n%-6s %10s %10s\n", "fold", "val loss", "val Dice");
   for (int f = 0; f < s.folds; ++f) std::printf("%-6d %10.4f %10.4f\n", f + 1, losses[f], dices[f]);
   std::printf("%-6s %4.4f ± %.4f %4.4f ± %.4f\n", "mean", loss_mean, loss_std, dice_mean, dice_std);
-  write_atomically((fs::path(s.out) / "folds.json").string(),
+  write_text_atomically((fs::path(s.out) / "folds.json").string(),
                    "{\"folds\": [\n" + rows + "\n ],\n \"val_loss\": {\"mean\": " + json_text(loss_mean) +
                        ", \"std\": " + json_text(loss_std) + "},\n \"val_dice\": {\"mean\": " + json_text(dice_mean) +
                        ", \"std\": " + json_text(dice_std) + "}}\n");

@@ -134,6 +134,13 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Blocks of kThreads threads of `kernel` resident on one SM at once (at least 1).
+template <class Kernel> int resident_blocks(Kernel kernel, size_t shared) {
+  int blocks = 0;
+  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, shared));
+  return std::max(blocks, 1);
+}
+
 template <int kCout, class T>
 void launch(const Geometry& g, const T* x, const T* w, const T* b, T* y, bool relu) {
   constexpr int kPixels = pixels_per_thread<kCout>();
@@ -141,10 +148,15 @@ void launch(const Geometry& g, const T* x, const T* w, const T* b, T* y, bool re
   const size_t shared = static_cast<size_t>(g.cin * g.kh * g.kw) * kCout * sizeof(float);
   const auto kernel = relu ? direct_conv_kernel<kCout, true, T> : direct_conv_kernel<kCout, false, T>;
   // One wave of resident blocks: the grid-stride loop gives each several
-  // groups, and every block copies the filter bank once.
-  int resident = 0;
-  CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&resident, kernel, kThreads, shared));
-  const int64_t wave = int64_t{std::max(context().sm_count, 1)} * std::max(resident, 1);
+  // groups, and every block copies the filter bank once. Asked once per
+  // kernel, for the largest bank (2 x kDirectConvMacs floats after rounding
+  // the outputs up to kCout, 16 KB): registers bound these kernels long before
+  // shared memory does, so the answer holds for every bank.
+  constexpr size_t kLargestBank = 2 * kDirectConvMacs * sizeof(float);
+  static const int resident[2] = {
+      resident_blocks(direct_conv_kernel<kCout, false, T>, kLargestBank),
+      resident_blocks(direct_conv_kernel<kCout, true, T>, kLargestBank)};
+  const int64_t wave = int64_t{std::max(context().sm_count, 1)} * resident[relu ? 1 : 0];
   const auto blocks = static_cast<unsigned>(std::clamp<int64_t>((groups + kThreads - 1) / kThreads, 1, wave));
   kernel<<<blocks, kThreads, shared, context().stream>>>(x, w, b, y, g);
 }
