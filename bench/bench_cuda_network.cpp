@@ -55,7 +55,7 @@ struct Case {
   int64_t size, batch;
   bool tf32;
   std::optional<DType> prepared = std::nullopt;  // inference only: the inference form in this dtype
-  SegmentationNet::UpsampleConv upsample = SegmentationNet::UpsampleConv::Auto;  // with prepared
+  SegmentationNet::UpsampleConv upsample = SegmentationNet::UpsampleConv::Phases;  // with prepared
   std::string name() const {
     std::string precision = !prepared                  ? (tf32 ? "/tf32" : "/f32")
                             : *prepared == DType::BF16 ? "/bf16"

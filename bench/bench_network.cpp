@@ -7,10 +7,9 @@
 //   infer-prepared  the inference form in f32 (CovidRateNet::prepare_inference:
 //          BN folded once, not at every call), what `covidrate segment` runs,
 //          at width 1, 512 x 512 (no PyTorch peer: compare it with infer/w1/512);
-//   infer-prepared-phases  the same with the decoders' upsampling and up-conv
-//          as one four-phase convolution (SegmentationNet::UpsampleConv::Phases,
-//          the GPU's form; the CPU's Auto keeps upsample + Winograd): the A/B
-//          behind that choice;
+//   infer-prepared-upsampled  the same with the decoders' upsampling and
+//          up-conv as two steps (SegmentationNet::UpsampleConv::Upsampled)
+//          instead of one four-phase convolution: the A/B behind that choice;
 //   the paper's baselines (model/segmentation_net.h): U-Net, Attention U-Net and
 //          U-Net++, a training step at width 0.25, 352 x 352, and the inference
 //          form at width 1, 512 x 512 (keys <pass>/<architecture>/w<width>/<size>;
@@ -75,11 +74,11 @@ struct Case {
   double width;
   int64_t size;
   Architecture architecture = Architecture::CovidRate;
-  SegmentationNet::UpsampleConv upsample = SegmentationNet::UpsampleConv::Auto;  // InferPrepared only
+  SegmentationNet::UpsampleConv upsample = SegmentationNet::UpsampleConv::Phases;  // InferPrepared only
   std::string key() const {
     std::ostringstream s;
     s << (pass == Pass::Train ? "train" : pass == Pass::Infer ? "infer" : "infer-prepared");
-    if (upsample == SegmentationNet::UpsampleConv::Phases) s << "-phases";
+    if (upsample == SegmentationNet::UpsampleConv::Upsampled) s << "-upsampled";
     if (architecture != Architecture::CovidRate) s << "/" << to_string(architecture);
     s << "/w" << width << "/" << size;
     return s.str();
@@ -91,7 +90,7 @@ const std::vector<Case> kCases = {
     {Pass::Train, 0.25, 352}, {Pass::Train, 1.0, 352},  {Pass::Infer, 0.25, 512},
     {Pass::Infer, 1.0, 512},  {Pass::Infer, 0.25, 352}, {Pass::Infer, 1.0, 352},
     {Pass::InferPrepared, 1.0, 512},  // ours only
-    {Pass::InferPrepared, 1.0, 512, Architecture::CovidRate, SegmentationNet::UpsampleConv::Phases},
+    {Pass::InferPrepared, 1.0, 512, Architecture::CovidRate, SegmentationNet::UpsampleConv::Upsampled},
     // The baselines, ours only.
     {Pass::Train, 0.25, 352, Architecture::UNet}, {Pass::Train, 0.25, 352, Architecture::AttentionUNet},
     {Pass::Train, 0.25, 352, Architecture::UNetPlusPlus}, {Pass::InferPrepared, 1.0, 512, Architecture::UNet},

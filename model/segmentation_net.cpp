@@ -112,9 +112,7 @@ void SegmentationNet::prepare_inference(DType compute, UpsampleConv upsample) {
            name() << "::prepare_inference: cannot compute in " << to_string(compute) << " with "
                   << to_string(params) << " parameters (f32 parameters compute in f32 or bf16)");
   try {
-    const bool cpu_winograd = store_->device() == Device::CPU && compute != DType::BF16;
-    const bool phases = upsample == UpsampleConv::Phases || (upsample == UpsampleConv::Auto && !cpu_winograd);
-    prepare_blocks(compute, phases);
+    prepare_blocks(compute, upsample == UpsampleConv::Phases);
     inference_ = InferenceForm{compute, store_->values_version(),
                                model::fold_for_inference({&*head_}, nullptr, compute).front()};
   } catch (...) {

@@ -94,17 +94,15 @@ class SegmentationNet : public Module {
   // BN's kernel on CUDA.
   //
   // `upsample` picks how the decoders' "upsample 2x, then 3x3 conv" runs:
-  // Phases computes it at the coarse resolution (model::InferenceUpsampleConv,
-  // 2.25x fewer multiply-adds, no upsampled map); Upsampled keeps the two
-  // steps, so the CPU's Winograd F(4x4, 3x3) does the conv, which measured
-  // 5-9% faster there than the phases' 2x2 im2col GEMM (bench_network
-  // infer-prepared[-phases]/w1/512, 2 threads: 0.75 s against 0.79-0.82 s a
-  // slice). Auto: Upsampled on the CPU
-  // in f32/f64, Phases otherwise: on CUDA, and for the CPU's bf16, which is
-  // there as the GPU's reference and so computes the GPU's form. Both forms
-  // compute the same function; only rounding differs.
-  enum class UpsampleConv { Auto, Phases, Upsampled };
-  void prepare_inference(DType compute, UpsampleConv upsample = UpsampleConv::Auto);
+  // Phases (what segment runs, on every device) computes it at the coarse
+  // resolution as one 2x2 convolution with four times the output channels
+  // (model::InferenceUpsampleConv: 2.25x fewer multiply-adds, no upsampled
+  // map; on the CPU by Winograd F(4x4, 2x2)); Upsampled keeps the two steps,
+  // for A/B benchmarks (bench_network infer-prepared[-upsampled], 2 threads:
+  // 0.67 s against 0.73 s a slice). Both forms compute the same function; only
+  // rounding differs.
+  enum class UpsampleConv { Phases, Upsampled };
+  void prepare_inference(DType compute, UpsampleConv upsample = UpsampleConv::Phases);
   bool has_inference_form() const { return inference_.has_value(); }
   // The dtype the layers compute in: the inference form's, else the parameters'.
   DType compute_dtype() const;

@@ -169,6 +169,58 @@ TEST_CASE("conv2d 3x3 stride 1 (Winograd) stays accurate over many input channel
   });
 }
 
+// The four-phase up-convolutions of the inference form (model/inference_form.h)
+// are 2x2 kernels at stride 1, padding 1: their inference forwards run
+// Winograd F(4x4, 2x2). Sizes that are not multiples of the 4x4 tile (tiles
+// over every edge), pad 0 and 1, images smaller than a tile, several bands of
+// tile rows, 512 input channels in float against the double direct sum, bias
+// and the fused ReLU.
+TEST_CASE("conv2d 2x2 stride 1 for inference (Winograd F(4x4, 2x2)) matches the direct loops") {
+  struct Case {
+    int64_t batch, cin, cout, h, w;
+    int pad;
+    bool bias, relu;
+  };
+  const std::vector<Case> cases = {
+      {2, 5, 6, 13, 17, 1, true, false}, {2, 5, 6, 13, 17, 0, false, false}, {1, 3, 4, 1, 1, 1, true, true},
+      {1, 3, 4, 2, 3, 0, true, false},   {1, 7, 9, 4, 8, 1, false, true},   {2, 64, 7, 96, 100, 1, true, true},
+      {1, 512, 5, 10, 13, 1, true, false}, {1, 16, 32, 33, 33, 1, true, true}};
+  for (const Case& c : cases) {
+    for (const DType dtype : {DType::F32, DType::F64}) {
+      ConvParams p{1, c.pad, 1};
+      p.inference = true;
+      p.relu = c.relu;
+      const Shape xs{c.batch, c.cin, c.h, c.w}, ws{c.cout, c.cin, 2, 2};
+      const Shape ys = conv2d_out_shape(xs, ws, p);
+      INFO("x " << xs.str() << " -> " << ys.str() << " pad " << c.pad << (c.relu ? " relu" : "") << " "
+                << to_string(dtype));
+      const Tensor x = test::randn(xs, 21, dtype), w = test::randn(ws, 22, dtype, 0.3);
+      const Tensor bias = test::randn({c.cout}, 23, dtype);
+      const Tensor* b = c.bias ? &bias : nullptr;
+      CHECK(cpu::winograd_forward_applies(w, p));
+      Tensor y = Tensor::full(ys, NAN, dtype), want = Tensor::empty(ys, dtype);
+      ops::conv2d_forward(x, w, b, p, y);
+      cpu::direct::conv2d_forward(x, w, b, p, want);
+      check_close(y, want, dtype == DType::F64 ? 1e-10 : 1e-4, "F(4x4, 2x2) forward");
+    }
+  }
+  SUBCASE("only where no gradient is taken, only 2x2 at stride 1 without dilation, padding at most 1") {
+    const Tensor w2 = Tensor::zeros({4, 3, 2, 2});
+    ConvParams p{1, 1, 1};
+    CHECK_FALSE(cpu::winograd_forward_applies(w2, p));  // training: im2col, as before
+    p.inference = true;
+    CHECK(cpu::winograd_forward_applies(w2, p));
+    CHECK_FALSE(cpu::winograd_applies(w2, p));  // no backward pass is written for it
+    for (const ConvParams& other : {ConvParams{2, 1, 1}, ConvParams{1, 1, 2}, ConvParams{1, 2, 1}}) {
+      ConvParams q = other;
+      q.inference = true;
+      INFO("stride " << q.stride << " pad " << q.pad << " dilation " << q.dilation);
+      CHECK_FALSE(cpu::winograd_forward_applies(w2, q));
+    }
+    CHECK_FALSE(cpu::winograd_forward_applies(Tensor::zeros({4, 3, 2, 3}), p));
+  }
+}
+
 TEST_CASE("conv2d 3x3 stride 1 for inference takes F(4x4) on large maps, F(2x2) on small ones and in training") {
   // The thresholds come from bench_conv's winograd/ family (see choose_tile).
   CHECK(cpu::winograd_tile(512, 512, 1, true) == 4);

@@ -126,11 +126,12 @@ TEST_CASE("the f32 inference form equals evaluation mode on a real MedSeg slice 
   const ag::Var image(medseg_slice(512));
   const Tensor expected = net.forward(image).value();
 
-  // Both ways of running the decoders' upsampling and up-conv: the CPU's own
-  // (Auto: upsample, then the Winograd conv) and the GPU's (four phases).
+  // Both ways of running the decoders' upsampling and up-conv: four phases
+  // (the default; on the CPU Winograd F(4x4, 2x2)) and upsample, then the 3x3
+  // conv (Winograd F(4x4, 3x3)).
   using Upsample = SegmentationNet::UpsampleConv;
-  for (const Upsample upsample : {Upsample::Auto, Upsample::Phases}) {
-    const std::string form = upsample == Upsample::Auto ? "upsampled" : "four-phase";
+  for (const Upsample upsample : {Upsample::Upsampled, Upsample::Phases}) {
+    const std::string form = upsample == Upsample::Upsampled ? "upsampled" : "four-phase";
     CAPTURE(form);
     net.prepare_inference(DType::F32, upsample);
     REQUIRE(net.has_inference_form());

@@ -276,7 +276,7 @@ void conv2d_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const 
       conv2d_forward(widened(x), widened(w), bias ? &bias32 : nullptr, p, y32);
     });
   }
-  if (winograd_applies(w, p)) return winograd_forward(x, w, bias, p, y);
+  if (winograd_forward_applies(w, p)) return winograd_forward(x, w, bias, p, y);
   if (x.dtype() == DType::F64) return forward<double>(x, w, bias, p, y);
   forward<float>(x, w, bias, p, y);
 }

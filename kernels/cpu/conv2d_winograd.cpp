@@ -1,8 +1,10 @@
 // Winograd's minimal filtering F(m x m, 3x3), m = 2 or 4 (Lavin & Gray, "Fast
-// Algorithms for Convolutional Neural Networks", 2016): each m x m block
-// ("tile") of output is computed from the (m+2) x (m+2) input patch under it,
-// after both the patch and the filter are mapped into the (m+2) x (m+2)
-// "Winograd domain":
+// Algorithms for Convolutional Neural Networks", 2016), and F(4x4, 2x2) for the
+// 2x2 kernels of the decoders' four-phase up-convolutions (model/inference_form.h):
+// each m x m block ("tile") of output of an r x r kernel is computed from the
+// (m+r-1) x (m+r-1) input patch under it, after both the patch and the filter
+// are mapped into the (m+r-1) x (m+r-1) "Winograd domain" (written below for
+// r = 3: patches of (m+2) x (m+2)):
 //   U = G g G^T        (filter g, 3x3 -> (m+2)^2; once per call)
 //   V = B^T d B        (input patch d)
 //   M[e] = sum_ci U[e][co][ci] * V[e][ci][tile]    for each of the (m+2)^2 positions e:
@@ -21,6 +23,15 @@
 // F(2x2)'s transforms only add and halve. F(4x4)'s coefficients (up to 8 in A,
 // 5 in B) cost float bits: tests/test_conv.cpp holds both to the direct sum
 // within 1e-4 of the output's scale over 512 input channels.
+//   F(4x4, 2x2), points 0, 1, -1, 2 and infinity (Toom-Cook: row k of B^T holds
+//   the coefficients of prod_{l != k} (x - p_l), the last row those of
+//   prod_l (x - p_l); row k of G is (1, p_k) / prod_{l != k} (p_k - p_l)):
+//                B^T = [2 -1 -2 1 0; 0 -2 -1 1 0; 0 2 -3 1 0; 0 -1 0 1 0; 0 2 -1 -2 1],
+//                G = [1/2 0; -1/2 -1/2; -1/6 1/6; 1/6 1/3; 0 1],
+//                A^T = [1 1 1 1 0; 0 1 -1 2 0; 0 1 1 4 0; 0 1 -1 8 1].
+//   25 products per 16 outputs against 4 per output for im2col. Only inference
+//   forwards run it (no backward is written for it): the phase convolutions of
+//   the inference form, 2x2, stride 1, no dilation.
 //
 // Inference forwards (ConvParams::inference: no gradient will be taken) run
 // F(4x4) on maps large enough for it to pay (winograd_tile), 1.2-1.45x faster
@@ -49,9 +60,10 @@ namespace covidrate::cpu {
 
 namespace {
 
-// Output tile side m -> input patch side and number of Winograd-domain positions.
-constexpr int patch_side(int m) { return m + 2; }
-constexpr int positions(int m) { return (m + 2) * (m + 2); }
+// Output tile side m and kernel side r (3 unless named: the 3x3 kernels) ->
+// input patch side and number of Winograd-domain positions.
+constexpr int patch_side(int m, int r = 3) { return m + r - 1; }
+constexpr int positions(int m, int r = 3) { return patch_side(m, r) * patch_side(m, r); }
 // Tiles per band: enough columns for the gemms to run well, few enough for
 // V and M of a band to stay near the core's cache. A tile of F(4x4) holds 36
 // values to F(2x2)'s 16, so its bands have half the tiles (measured on the
@@ -83,13 +95,14 @@ std::atomic<int> forced_tile{0};
 // columns m k, m k + 1, ... of its phase's sub-row, adjacent tiles adjacent
 // values: loops over tiles then vectorize for any dilation (with d = 1 all of
 // this is the natural order).
+// kernel: the kernel's side (3, or 2 for F(4x4, 2x2)).
 struct Tiling {
-  int64_t m, cin, h, w, cout, ho, wo, pad, dil;
+  int64_t m, cin, h, w, cout, ho, wo, pad, dil, kernel;
   int64_t tile_rows = 0, tile_cols = 0;
 
   Tiling(int64_t m_, int64_t cin_, int64_t h_, int64_t w_, int64_t cout_, int64_t ho_, int64_t wo_,
-         int64_t pad_, int64_t dil_)
-      : m(m_), cin(cin_), h(h_), w(w_), cout(cout_), ho(ho_), wo(wo_), pad(pad_), dil(dil_),
+         int64_t pad_, int64_t dil_, int64_t kernel_ = 3)
+      : m(m_), cin(cin_), h(h_), w(w_), cout(cout_), ho(ho_), wo(wo_), pad(pad_), dil(dil_), kernel(kernel_),
         tile_rows((ho_ + m_ * dil_ - 1) / (m_ * dil_) * dil_),
         tile_cols((wo_ + m_ * dil_ - 1) / (m_ * dil_) * dil_) {}
 
@@ -97,10 +110,12 @@ struct Tiling {
   int64_t phase_tiles() const { return tile_cols / dil; }
   // Padded input row of transform_inputs, output row of transform_outputs and
   // transform_gradients; both multiples of d.
-  int64_t in_width() const { return m * tile_cols + 2 * dil; }
+  int64_t in_width() const { return m * tile_cols + (kernel - 1) * dil; }
   int64_t out_width() const { return m * tile_cols; }
   // Products the gemms compute per input/output channel pair.
-  int64_t products() const { return tile_rows * tile_cols * positions(static_cast<int>(m)); }
+  int64_t products() const {
+    return tile_rows * tile_cols * positions(static_cast<int>(m), static_cast<int>(kernel));
+  }
 };
 
 // The first `count` columns of the natural row `src` into the phase-major row
@@ -142,33 +157,43 @@ constexpr double kG4[6][3] = {{1.0 / 4, 0, 0},
                               {1.0 / 24, 1.0 / 12, 1.0 / 6},
                               {1.0 / 24, -1.0 / 12, 1.0 / 6},
                               {0, 0, 1}};
+// G of F(4x4, 2x2).
+constexpr double kG42[5][2] = {{0.5, 0}, {-0.5, -0.5}, {-1.0 / 6, 1.0 / 6}, {1.0 / 6, 1.0 / 3}, {0, 1}};
 
-// u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, 3, 3],
+// u[e][co][ci] = (G g G^T)[e] of the filter g = w[co][ci], w being [cout, cin, R, R],
 // computed in double and rounded once. For the backward data pass, `transposed`
 // reads the filters of the transposed convolution instead: g = w[ci][co]
-// rotated by 180 degrees, w being [cin, cout, 3, 3].
-template <int M, class T>
+// rotated by 180 degrees, w being [cin, cout, R, R].
+template <int M, int R, class T>
 void transform_filters(const T* w, int64_t cout, int64_t cin, bool transposed, T* u) {
-  constexpr int n = patch_side(M);
-  const double(*G)[3] = M == 2 ? kG2 : kG4;
+  constexpr int n = patch_side(M, R), taps = R * R;
+  const double(*G)[R] = nullptr;
+  if constexpr (R == 2) {
+    G = kG42;
+  } else {
+    G = M == 2 ? kG2 : kG4;
+  }
   const int64_t filters = cout * cin;
   const int64_t step = position_stride(filters);
   parallel_for(filters, 256, [&](int64_t begin, int64_t end) {
     for (int64_t f = begin; f < end; ++f) {
-      double g[9];
+      double g[taps];
       if (transposed) {
-        const T* src = w + (f % cin * cout + f / cin) * 9;
-        for (int k = 0; k < 9; ++k) g[k] = src[8 - k];
+        const T* src = w + (f % cin * cout + f / cin) * taps;
+        for (int k = 0; k < taps; ++k) g[k] = src[taps - 1 - k];
       } else {
-        for (int k = 0; k < 9; ++k) g[k] = w[f * 9 + k];
+        for (int k = 0; k < taps; ++k) g[k] = w[f * taps + k];
       }
-      double gg[n][3];  // G g
+      double gg[n][R] = {};  // G g
       for (int i = 0; i < n; ++i)
-        for (int j = 0; j < 3; ++j) gg[i][j] = G[i][0] * g[j] + G[i][1] * g[3 + j] + G[i][2] * g[6 + j];
+        for (int j = 0; j < R; ++j)
+          for (int a = 0; a < R; ++a) gg[i][j] += G[i][a] * g[a * R + j];
       for (int i = 0; i < n; ++i)  // (G g) G^T
-        for (int j = 0; j < n; ++j)
-          u[(i * n + j) * step + f] =
-              static_cast<T>(gg[i][0] * G[j][0] + gg[i][1] * G[j][1] + gg[i][2] * G[j][2]);
+        for (int j = 0; j < n; ++j) {
+          double sum = 0;
+          for (int b = 0; b < R; ++b) sum += gg[i][b] * G[j][b];
+          u[(i * n + j) * step + f] = static_cast<T>(sum);
+        }
     }
   });
 }
@@ -207,7 +232,24 @@ void b_columns_4(const T* __restrict d0, const T* __restrict d1, const T* __rest
     b5[k] = T(4) * d1[q] - T(5) * d3[q] + d5[q];
   }
 }
-// Pass 2, n tiles: o_j[k] = (p B)[j] for the m + 2 values p[m k ...] of tile k,
+// F(4x4, 2x2): five input rows, five rows of B^T d.
+template <int kStride, class T>
+void b_columns_42(const T* __restrict d0, const T* __restrict d1, const T* __restrict d2,
+                  const T* __restrict d3, const T* __restrict d4, int64_t stride, int64_t n,
+                  T* __restrict b0, T* __restrict b1, T* __restrict b2, T* __restrict b3,
+                  T* __restrict b4) {
+  if (kStride) stride = kStride;
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t q = k * stride;
+    const T rise = d3[q] - d2[q];  // shared by four of the five rows
+    b0[k] = rise + T(2) * d0[q] - d1[q] - d2[q];
+    b1[k] = rise - T(2) * d1[q];
+    b2[k] = rise + T(2) * (d1[q] - d2[q]);
+    b3[k] = d3[q] - d1[q];
+    b4[k] = d4[q] - d2[q] + T(2) * (d1[q] - d3[q]);
+  }
+}
+// Pass 2, n tiles: o_j[k] = (p B)[j] for the m + r - 1 values p[m k ...] of tile k,
 // o_j at o + j step.
 template <class T>
 void b_rows_2(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1,
@@ -234,6 +276,20 @@ void b_rows_4(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict 
   }
 }
 
+template <class T>
+void b_rows_42(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict o1,
+               T* __restrict o2, T* __restrict o3, T* __restrict o4) {
+  for (int64_t k = 0; k < n; ++k) {
+    const T* c = p + 4 * k;
+    const T rise = c[3] - c[2];
+    o0[k] = rise + T(2) * c[0] - c[1] - c[2];
+    o1[k] = rise - T(2) * c[1];
+    o2[k] = rise + T(2) * (c[1] - c[2]);
+    o3[k] = c[3] - c[1];
+    o4[k] = c[4] - c[2] + T(2) * (c[1] - c[3]);
+  }
+}
+
 // v[e][ci][t] = (B^T d B)[e] for the (m+2) x (m+2) input patch d of channel ci
 // under each tile t of tile rows [r0, r1) of one image x (zero outside the
 // image), for the positions e in [e0, e1) (the filter gradient's threads each
@@ -248,10 +304,10 @@ void b_rows_4(const T* __restrict p, int64_t n, T* __restrict o0, T* __restrict 
 //   2. B along the rows: the m + 2 columns of bt[i] under each tile give the
 //      positions (m+2) i + j, written as contiguous runs of tiles.
 // `rows` holds (m + 2) in_width() + w values.
-template <int M, int kDil, class T>
+template <int M, int kDil, int R = 3, class T>
 void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, int e0, int e1, T* rows,
                       T* v) {
-  constexpr int n = patch_side(M);
+  constexpr int n = patch_side(M, R);
   const int64_t tiles = (r1 - r0) * g.tile_cols, phase_tiles = g.phase_tiles();
   const int64_t width = g.in_width(), dil = kDil ? kDil : g.dil, phase_len = width / dil;
   const int64_t step = position_stride(g.cin * tiles);
@@ -276,7 +332,10 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, int e
         const int64_t m1 = (std::max<int64_t>(g.pad + copy - s, 0) + dil - 1) / dil;
         const int64_t q0 = m0 * dil + s - g.pad;
         const int64_t at = s * phase_len + m0;
-        if constexpr (M == 2) {
+        if constexpr (R == 2) {
+          b_columns_42<kDil>(d[0] + q0, d[1] + q0, d[2] + q0, d[3] + q0, d[4] + q0, dil, m1 - m0,
+                             bt[0] + at, bt[1] + at, bt[2] + at, bt[3] + at, bt[4] + at);
+        } else if constexpr (M == 2) {
           b_columns_2<kDil>(d[0] + q0, d[1] + q0, d[2] + q0, d[3] + q0, dil, m1 - m0, bt[0] + at,
                             bt[1] + at, bt[2] + at, bt[3] + at);
         } else {
@@ -290,7 +349,9 @@ void transform_inputs(const Tiling& g, const T* x, int64_t r0, int64_t r1, int e
         for (int64_t s = 0; s < dil; ++s) {
           T* const o = out + i * n * step + s * phase_tiles;
           const T* p = bt[i] + s * phase_len;
-          if constexpr (M == 2) {
+          if constexpr (R == 2) {
+            b_rows_42(p, phase_tiles, o, o + step, o + 2 * step, o + 3 * step, o + 4 * step);
+          } else if constexpr (M == 2) {
             b_rows_2(p, phase_tiles, o, o + step, o + 2 * step, o + 3 * step);
           } else {
             b_rows_4(p, phase_tiles, o, o + step, o + 2 * step, o + 3 * step, o + 4 * step,
@@ -346,12 +407,39 @@ void a_transpose_tiles_4(const T* __restrict m, int64_t step, int64_t n, T bias,
   }
 }
 
+// F(4x4, 2x2): m[e][k] over 5 x 5 positions.
+template <class T>
+void a_transpose_tiles_42(const T* __restrict m, int64_t step, int64_t n, T bias, T* __restrict y0,
+                          T* __restrict y1, T* __restrict y2, T* __restrict y3) {
+  for (int64_t k = 0; k < n; ++k) {
+    T am[4][5];  // A^T m
+    for (int j = 0; j < 5; ++j) {
+      const T m0 = m[j * step + k], m1 = m[(5 + j) * step + k], m2 = m[(10 + j) * step + k];
+      const T m3 = m[(15 + j) * step + k], m4 = m[(20 + j) * step + k];
+      const T sum12 = m1 + m2, diff12 = m1 - m2;
+      am[0][j] = m0 + sum12 + m3;
+      am[1][j] = diff12 + T(2) * m3;
+      am[2][j] = sum12 + T(4) * m3;
+      am[3][j] = diff12 + T(8) * m3 + m4;
+    }
+    T* const y[4] = {y0, y1, y2, y3};
+    for (int i = 0; i < 4; ++i) {
+      const T* a = am[i];
+      const T sum12 = a[1] + a[2], diff12 = a[1] - a[2];
+      y[i][4 * k] = a[0] + sum12 + a[3] + bias;
+      y[i][4 * k + 1] = diff12 + T(2) * a[3] + bias;
+      y[i][4 * k + 2] = sum12 + T(4) * a[3] + bias;
+      y[i][4 * k + 3] = diff12 + T(8) * a[3] + a[4] + bias;
+    }
+  }
+}
+
 // y = (A^T m A) + bias (then max(., 0) with relu), or y += A^T m A when
 // accumulating, for every tile of tile rows [r0, r1) of one image, m[e][co][t].
 // Each tile row goes through m phase-major rows in `rows` (m out_width()
 // values), so an output whose size is not a multiple of the tiling keeps only
 // what fits.
-template <int M, int kDil, class T>
+template <int M, int kDil, int R = 3, class T>
 void transform_outputs(const Tiling& g, const T* m, const T* bias, bool relu, int64_t r0, int64_t r1,
                        T* rows, T* y, bool accumulate) {
   const int64_t tiles = (r1 - r0) * g.tile_cols;
@@ -362,7 +450,10 @@ void transform_outputs(const Tiling& g, const T* m, const T* bias, bool relu, in
     const T b = bias ? bias[co] : T(0);
     for (int64_t r = r0; r < r1; ++r) {
       const T* mr = m + co * tiles + (r - r0) * g.tile_cols;
-      if constexpr (M == 2) {
+      if constexpr (R == 2) {
+        a_transpose_tiles_42(mr, step, g.tile_cols, b, rows, rows + width, rows + 2 * width,
+                             rows + 3 * width);
+      } else if constexpr (M == 2) {
         a_transpose_tiles_2(mr, step, g.tile_cols, b, rows, rows + width);
       } else {
         a_transpose_tiles_4(mr, step, g.tile_cols, b, rows, rows + width, rows + 2 * width,
@@ -397,11 +488,12 @@ template <class T> struct BandScratch {
   T* u;
   BandScratch(const Tiling& g, int64_t rows, int64_t chunks) {
     const int64_t band_tiles = rows * g.tile_cols;
-    const int64_t p = positions(static_cast<int>(g.m));
+    const int64_t p = positions(static_cast<int>(g.m), static_cast<int>(g.kernel));
     u_size = static_cast<size_t>(p * position_stride(g.cout * g.cin));
     v_size = static_cast<size_t>(p * position_stride(g.cin * band_tiles));
     m_size = static_cast<size_t>(p * position_stride(g.cout * band_tiles));
-    const int64_t rows_size = patch_side(static_cast<int>(g.m)) * g.in_width() + g.w;  // transform_inputs' rows
+    const int64_t rows_size =
+        patch_side(static_cast<int>(g.m), static_cast<int>(g.kernel)) * g.in_width() + g.w;  // transform_inputs' rows
     chunk_size = v_size + m_size + static_cast<size_t>(rows_size);
     u = scratch_buffer<T>(u_size + chunk_size * static_cast<size_t>(chunks));
   }
@@ -410,12 +502,12 @@ template <class T> struct BandScratch {
   T* row_buffer(int64_t chunk) const { return m(chunk) + m_size; }
 };
 
-// The 3x3 stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
-// by F(M x M, 3x3), g.m == M (see transform_filters for w and `transposed`).
-template <int M, class T>
+// The R x R stride-1 convolution of `batch` images x [cin, h, w] into y [cout, ho, wo]
+// by F(M x M, R x R), g.m == M, g.kernel == R (see transform_filters for w and `transposed`).
+template <int M, int R, class T>
 void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w, bool transposed, const T* bs,
               bool relu, T* ys, bool accumulate) {
-  constexpr int kPositions = positions(M);
+  constexpr int kPositions = positions(M, R);
   const int threads = num_threads();
   // Tile rows per band: about band_tiles(M) tiles, every thread busy, scratch bounded.
   const auto row_bytes = static_cast<size_t>(kPositions * (g.cin + g.cout) * g.tile_cols) * sizeof(T);
@@ -429,7 +521,7 @@ void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w, bool tran
   const int64_t filters = g.cout * g.cin;
   const BandScratch<T> scratch(g, rows, chunks);
   T* u = scratch.u;
-  transform_filters<M>(w, g.cout, g.cin, transposed, u);
+  transform_filters<M, R>(w, g.cout, g.cin, transposed, u);
 
   parallel_chunks(batch * bands, chunks, [&](int64_t chunk, int64_t begin, int64_t end) {
     T* v = scratch.v(chunk);
@@ -441,7 +533,7 @@ void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w, bool tran
       const T* x = xs + b * g.cin * g.h * g.w;
       T* y = ys + b * g.cout * g.ho * g.wo;
       with_dilation(g.dil, [&](auto dil) {
-        transform_inputs<M, dil()>(g, x, r0, r1, 0, kPositions, row_buffer, v);
+        transform_inputs<M, dil(), R>(g, x, r0, r1, 0, kPositions, row_buffer, v);
       });
       for (int e = 0; e < kPositions; ++e) {
         gemm(false, false, g.cout, tiles, g.cin, T(1), u + e * position_stride(filters), g.cin,
@@ -449,7 +541,7 @@ void convolve(const Tiling& g, int64_t batch, const T* xs, const T* w, bool tran
              m + e * position_stride(g.cout * tiles), tiles);
       }
       with_dilation(g.dil, [&](auto dil) {
-        transform_outputs<M, dil()>(g, m, bs, relu, r0, r1, row_buffer, y, accumulate);
+        transform_outputs<M, dil(), R>(g, m, bs, relu, r0, r1, row_buffer, y, accumulate);
       });
     }
   });
@@ -473,12 +565,13 @@ int64_t choose_tile(int64_t ho, int64_t wo, int64_t dil) {
   return fewer_products && enough_tiles ? 4 : 2;
 }
 
-// convolve<2> or convolve<4> by g.m.
+// convolve<2, 3>, convolve<4, 3> or convolve<4, 2> by g.m and g.kernel.
 template <class T>
 void convolve_tiled(const Tiling& g, int64_t batch, const T* xs, const T* w, bool transposed,
                     const T* bs, bool relu, T* ys, bool accumulate) {
-  if (g.m == 4) return convolve<4>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
-  convolve<2>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
+  if (g.kernel == 2) return convolve<4, 2>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
+  if (g.m == 4) return convolve<4, 3>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
+  convolve<2, 3>(g, batch, xs, w, transposed, bs, relu, ys, accumulate);
 }
 
 // The tile loop of transform_gradients: for the n tiles of a tile row, whose
@@ -608,6 +701,11 @@ bool winograd_applies(const Tensor& w, const ConvParams& p) {
   return w.h() == 3 && w.w() == 3 && p.stride == 1 && p.pad <= 2 * p.dilation;
 }
 
+bool winograd_forward_applies(const Tensor& w, const ConvParams& p) {
+  const bool phase_kernel = w.h() == 2 && w.w() == 2 && p.stride == 1 && p.dilation == 1 && p.pad <= 1;
+  return winograd_applies(w, p) || (phase_kernel && p.inference);
+}
+
 void set_winograd_tile(int m) {
   if (m != 0 && m != 2 && m != 4)
     throw Error("set_winograd_tile: the tile side must be 0 (chosen per layer), 2 or 4, not " +
@@ -622,8 +720,8 @@ int winograd_tile(int64_t ho, int64_t wo, int64_t dilation, bool inference) {
 
 void winograd_forward(const Tensor& x, const Tensor& w, const Tensor* bias, const ConvParams& p,
                       Tensor& y) {
-  const Tiling g(winograd_tile(y.h(), y.w(), p.dilation, p.inference), x.c(), x.h(), x.w(), w.n(), y.h(),
-                 y.w(), p.pad, p.dilation);
+  const int64_t m = w.h() == 2 ? 4 : winograd_tile(y.h(), y.w(), p.dilation, p.inference);  // 2x2: F(4x4) only
+  const Tiling g(m, x.c(), x.h(), x.w(), w.n(), y.h(), y.w(), p.pad, p.dilation, w.h());
   if (x.dtype() == DType::F64) {
     return convolve_tiled<double>(g, x.n(), x.data<double>(), w.data<double>(), false,
                                   bias ? bias->data<double>() : nullptr, p.relu, y.data<double>(), false);

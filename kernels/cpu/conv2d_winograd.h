@@ -1,4 +1,4 @@
-// Winograd's minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for the CPU convolutions
+// Winograd's minimal filtering F(2x2, 3x3), F(4x4, 3x3) and F(4x4, 2x2) for the CPU convolutions
 // (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
 // Internal to kernels/cpu: conv2d.cpp calls it for the layers it applies to.
 #pragma once
@@ -10,6 +10,10 @@ namespace covidrate::cpu {
 // transposed convolution of the backward pass has a padding >= 0 too): the bulk
 // of COVID-Rate's convolutions.
 bool winograd_applies(const Tensor& w, const ConvParams& p);
+// The forward pass also takes, in inference (ConvParams::inference), 2x2
+// kernels at stride 1 without dilation, padding at most 1: the four-phase
+// up-convolutions of the inference form, by F(4x4, 2x2).
+bool winograd_forward_applies(const Tensor& w, const ConvParams& p);
 
 // The output tile side m of F(m x m, 3x3) for a forward pass with an output of
 // ho x wo at this dilation: with ConvParams::inference, 4 on maps large enough
