@@ -62,8 +62,11 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
                 stages[key] = stages.get(key, 0.0) + value
         parts = ", ".join(f"{key} {1000 * value / with_lung:.2f}" for key, value in stages.items())
         rest = network - sum(stages.values())
+        # With batches queued ahead the forward's launch is `forward` and the
+        # GPU time the host could not hide is `device_wait`.
+        computing = stages.get("forward", 0.0) + stages.get("device_wait", 0.0)
         print(f"  warm network phase per slice with lung, ms: {parts}, other {1000 * rest / with_lung:.2f} "
-              f"(forward alone: {with_lung / stages.get('forward', float('nan')):.1f} slices/s)")
+              f"(forward + device_wait alone: {with_lung / computing if computing else float('nan'):.1f} slices/s)")
     if os.path.exists(f"{folder}.wall_s"):
         wall = float(open(f"{folder}.wall_s").read())
         all_slices = sum(r[1] for r in rows)

@@ -150,7 +150,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << ", \"network\": " << number(run.network_s) << ", \"network_stages\": {\"prepare_wait\": "
     << number(run.network_stages.prepare_wait) << ", \"upload\": " << number(run.network_stages.upload)
     << ", \"forward\": " << number(run.network_stages.forward) << ", \"download\": "
-    << number(run.network_stages.download) << ", \"put_back_wait\": " << number(run.network_stages.put_back_wait)
+    << number(run.network_stages.download) << ", \"device_wait\": " << number(run.network_stages.device_wait)
+    << ", \"put_back_wait\": " << number(run.network_stages.put_back_wait)
     << "}, \"write\": " << number(run.write_s)
     << ", \"total\": " << number(run.total_s)
     << ", \"slices_per_s\": " << number(slices_per_s) << "},\n  \"outputs\": [";

@@ -9,6 +9,8 @@
 #include <future>
 #include <limits>
 #include <mutex>
+#include <optional>
+#include <utility>
 
 #include "data/input_domain.h"
 #include "data/lungs.h"
@@ -269,6 +271,15 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   // Three stages overlap: batch i + 1 is prepared and batch i - 1 put back on
   // two other threads while the network runs batch i. Each batch touches only
   // its own slices, so the stages share nothing but the finished volumes.
+  //
+  // On a GPU the device's queue holds two batches: batch i's upload, forward
+  // pass, certainty and copies back are queued (which returns once the kernels
+  // are launched), and only then does the loop wait for batch i - 1's results.
+  // So the device goes from one batch to the next without waiting for the
+  // host: while it computes batch i, the host collects batch i - 1, hands it to
+  // putting back and waits for batch i + 1's inputs. On the CPU, where queuing
+  // is computing, each batch is collected as soon as it is launched.
+  const bool queue_ahead = options.queue_ahead.value_or(options.device != Device::CPU);
   if (options.progress) options.progress(0, result.slices_segmented);
   std::future<Batch> next;
   std::future<size_t> putting_back;  // the slice count done once it finishes
@@ -284,45 +295,80 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
     step();
     total += seconds_since(t);
   };
+  // A batch in the device's queue: everything its queued work reads or writes.
+  struct InFlight {
+    Batch batch;                              // its pinned input, read by the upload
+    Tensor input, output, certainty;          // on the device
+    HostBuffer probabilities, certainty_host;  // written by the copies back
+    DeviceFence done;
+    InFlight() = default;
+    InFlight(InFlight&&) = default;
+    InFlight& operator=(InFlight&&) = default;
+    // Left behind by an error: its buffers go back to their caches only once
+    // the queued copies are done with them.
+    ~InFlight() {
+      try {
+        done.wait();
+      } catch (...) {  // a failed device: nothing more to protect
+      }
+    }
+  };
+  const auto launch = [&](Batch b) {
+    InFlight f;
+    ag::NoGrad no_grad;
+    timed(stages.upload, [&] {
+      f.input = Tensor::empty({b.shape, 1, size, size}, DType::F32, options.device);
+      copy_bytes_async(f.input.raw(), options.device, b.input.data(), Device::CPU, b.input.bytes());
+    });
+    timed(stages.forward, [&] { f.output = net.forward(ag::Var(f.input)).value(); });
+    timed(stages.download, [&] {
+      const Tensor& output = f.output;
+      CR_CHECK(output.dtype() == DType::F32 && output.numel() == b.input.size() && output.device() == options.device,
+               "segment: the network returned " << output.str() << " for a batch of " << b.shape);
+      f.probabilities = HostBuffer(b.count * size * size, options.device);  // not the blanks'
+      copy_bytes_async(f.probabilities.data(), Device::CPU, output.raw(), options.device, f.probabilities.bytes());
+      // How sure the network is of each slice's lesions, reduced where the batch is.
+      f.certainty = Tensor::empty({b.shape}, DType::F32, options.device);
+      ops::certainty_index(output, kPaperCertaintyCutoff, f.certainty);
+      f.certainty_host = HostBuffer(b.shape, options.device);
+      copy_bytes_async(f.certainty_host.data(), Device::CPU, f.certainty.raw(), options.device,
+                       f.certainty_host.bytes());
+      f.done = DeviceFence(options.device);
+    });
+    f.batch = std::move(b);
+    return f;
+  };
+  // Waits for a launched batch and hands it to putting back.
+  const auto collect = [&](InFlight f) {
+    timed(stages.device_wait, [&] { f.done.wait(); });
+    const Batch& b = f.batch;
+    for (int64_t k = 0; k < b.count; ++k) result.certainty[todo[b.first + k]] = f.certainty_host.data()[k];
+    if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
+    if (outputs.valid()) timed(stages.put_back_wait, take_outputs);  // put back writes into them
+    const size_t after = b.first + static_cast<size_t>(b.count);
+    putting_back = std::async(std::launch::async, [&put_back, f = std::move(f), after] {
+      put_back(f.batch, f.probabilities);
+      return after;
+    });
+  };
+
   const uint64_t searches_before = algorithm_searches(options.device);
   if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
+  std::optional<InFlight> queued;  // launched, not yet collected (GPU only)
   while (next.valid()) {
     Batch b;
     timed(stages.prepare_wait, [&] { b = next.get(); });  // rethrows what preparing it threw
     const size_t after = b.first + static_cast<size_t>(b.count);
     if (after < todo.size()) next = std::async(std::launch::async, prepare_batch, after);
-    HostBuffer probabilities;
-    {
-      ag::NoGrad no_grad;
-      Tensor input, output;
-      timed(stages.upload, [&] {
-        input = Tensor::empty({b.shape, 1, size, size}, DType::F32, options.device);
-        copy_bytes(input.raw(), options.device, b.input.data(), Device::CPU, b.input.bytes());
-      });
-      timed(stages.forward, [&] {
-        output = net.forward(ag::Var(input)).value();
-        synchronize(options.device);
-      });
-      timed(stages.download, [&] {
-        CR_CHECK(output.dtype() == DType::F32 && output.numel() == b.input.size() && output.device() == options.device,
-                 "segment: the network returned " << output.str() << " for a batch of " << b.shape);
-        probabilities = HostBuffer(b.count * size * size, options.device);  // not the blanks'
-        copy_bytes(probabilities.data(), Device::CPU, output.raw(), options.device, probabilities.bytes());
-        // How sure the network is of each slice's lesions, reduced where the batch is.
-        Tensor ci = Tensor::empty({b.shape}, DType::F32, options.device);
-        ops::certainty_index(output, kPaperCertaintyCutoff, ci);
-        const std::vector<float> certainty = ci.to_vector();
-        for (int64_t k = 0; k < b.count; ++k) result.certainty[todo[b.first + k]] = certainty[k];
-      });
+    InFlight launched = launch(std::move(b));
+    if (queued) collect(*std::exchange(queued, std::nullopt));
+    if (queue_ahead) {
+      queued = std::move(launched);
+    } else {
+      collect(std::move(launched));
     }
-    if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
-    if (outputs.valid()) timed(stages.put_back_wait, take_outputs);  // put back writes into them
-    putting_back = std::async(std::launch::async,
-                              [&put_back, b = std::move(b), probabilities = std::move(probabilities), after] {
-                                put_back(b, probabilities);
-                                return after;
-                              });
   }
+  if (queued) collect(*std::exchange(queued, std::nullopt));
   if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
   if (outputs.valid()) take_outputs();  // no slice held lung
   result.seconds.network = seconds_since(start);

@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "data/lungs.h"
@@ -62,6 +63,11 @@ struct SegmentOptions {
   // (Segmentation::probability stays empty), one float volume less in memory;
   // segment keeps it only for --save-prob.
   bool keep_probability = true;
+  // Launch batch i + 1 on the device before collecting batch i, so that the
+  // device's queue never runs dry while the host collects (segment_pipeline.cpp).
+  // Unset: on a GPU only (on the CPU launching is computing, and collecting at
+  // once reports progress sooner). Tests set it on the CPU to run that order.
+  std::optional<bool> queue_ahead = std::nullopt;
   // Called after each batch with (slices done, slices to segment); may print progress.
   std::function<void(int64_t, int64_t)> progress;
 };

@@ -1,6 +1,7 @@
 // Device availability, per-device allocators and cross-device copies: the only
 // place outside kernels/cuda that knows whether the CUDA backend is built.
 #include <cstring>
+#include <utility>
 
 #include "nn/tensor.h"
 #if COVIDRATE_HAVE_CUDA
@@ -58,12 +59,58 @@ void synchronize(Device device) {
 #endif
 }
 
+DeviceFence::DeviceFence(Device device) {
+  if (device == Device::CPU) return;
+#if COVIDRATE_HAVE_CUDA
+  CR_CHECK(cuda_available(), "fence on cuda: " << cuda_unavailable_reason());
+  event_ = cuda::record_event();
+#else
+  CR_FAIL("fence on cuda: " << cuda_unavailable_reason());
+#endif
+}
+
+DeviceFence::~DeviceFence() {
+#if COVIDRATE_HAVE_CUDA
+  if (event_) cuda::release_event(event_);
+#endif
+}
+
+DeviceFence::DeviceFence(DeviceFence&& other) noexcept : event_(std::exchange(other.event_, nullptr)) {}
+
+DeviceFence& DeviceFence::operator=(DeviceFence&& other) noexcept {
+  if (this != &other) {
+    DeviceFence old(std::move(*this));  // releases this one's event
+    event_ = std::exchange(other.event_, nullptr);
+  }
+  return *this;
+}
+
+void DeviceFence::wait() const {
+#if COVIDRATE_HAVE_CUDA
+  if (event_) cuda::wait_for_event(event_);
+#endif
+}
+
 uint64_t algorithm_searches(Device device) {
   if (device == Device::CPU) return 0;
 #if COVIDRATE_HAVE_CUDA
   return cuda::conv_plan_stats().searches;
 #else
   CR_FAIL("algorithm searches on cuda: " << cuda_unavailable_reason());
+#endif
+}
+
+void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
+  if (dst_device == Device::CPU && src_device == Device::CPU) {
+    std::memcpy(dst, src, bytes);
+    return;
+  }
+#if COVIDRATE_HAVE_CUDA
+  cuda::copy_bytes_async(dst, dst_device, src, src_device, bytes);
+#else
+  CR_FAIL("copy between " << to_string(src_device) << " and " << to_string(dst_device) << ": "
+                          << cuda_unavailable_reason());
 #endif
 }
 

@@ -86,7 +86,7 @@ void OpScope::begin(const char* op, const Tensor& first_input) {
   device_ = first_input.device();
 #if COVIDRATE_HAVE_CUDA
   if (device_ == Device::CUDA) {
-    start_event_ = cuda::record_timing_event();
+    start_event_ = cuda::record_event();
     return;
   }
 #endif
@@ -100,7 +100,7 @@ void OpScope::end() {
   Store& s = store();
 #if COVIDRATE_HAVE_CUDA
   if (device_ == Device::CUDA) {
-    void* stop = cuda::record_timing_event();
+    void* stop = cuda::record_event();
     std::lock_guard<std::mutex> lock(s.mu);
     s.pending.push_back({std::move(key), start_event_, stop});
     if (s.pending.size() >= 8192) resolve(s);  // bounds the events held; waits for the GPU

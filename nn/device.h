@@ -30,6 +30,25 @@ Device default_device();
 // which works synchronously). For timing stages; copies to the host already wait.
 void synchronize(Device device);
 
+// A mark in the device's queue of work: constructed with a device, it records
+// everything queued on it so far; wait() returns once all of that has run. On
+// the CPU, which works synchronously, everything has run already. Move-only;
+// its event goes back to a pool when it is destroyed (waited for or not).
+class DeviceFence {
+ public:
+  DeviceFence() = default;
+  explicit DeviceFence(Device device);
+  ~DeviceFence();
+  DeviceFence(DeviceFence&& other) noexcept;
+  DeviceFence& operator=(DeviceFence&& other) noexcept;
+  DeviceFence(const DeviceFence&) = delete;
+  DeviceFence& operator=(const DeviceFence&) = delete;
+  void wait() const;
+
+ private:
+  void* event_ = nullptr;  // a CUDA event; null on the CPU
+};
+
 // How many convolution algorithms the device's backend has chosen in this
 // process: on CUDA one per (shape, direction) plan (cudnnFind*Ex times every
 // candidate; kernels/cuda/cudnn_conv.cpp), 0 on the CPU, which chooses per call

@@ -139,6 +139,14 @@ template <class T> const T* Tensor::data() const {
 }
 
 // Bytes between two devices, used by Tensor::to and copy_from (CUDA part lives in kernels/cuda).
+// Returns once the bytes are at dst.
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+// The same copy queued behind the work already on the device's stream, returning
+// at once: the host side must be pinned memory (HostBuffer, nn/host_buffer.h)
+// that stays allocated, and the destination unread, until a DeviceFence
+// (nn/device.h) recorded after the call has been waited for. Lets a loop send
+// the next batch while the device still computes the last. Between two CPU
+// buffers: a plain copy, done on return.
+void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
 }  // namespace covidrate

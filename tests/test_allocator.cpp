@@ -166,6 +166,19 @@ TEST_CASE("tensors of the process allocator reuse each other's memory") {
   CHECK(alloc.stats().system_allocations == before);
 }
 
+TEST_CASE("on the CPU a queued copy is done on return and a fence has nothing to wait for") {
+  HostBuffer from(5, Device::CPU), to(5, Device::CPU);
+  for (int i = 0; i < 5; ++i) from.data()[i] = static_cast<float>(i) + 0.5f;
+  copy_bytes_async(to.data(), Device::CPU, from.data(), Device::CPU, from.bytes());
+  from.data()[0] = -1.f;  // the copy is already made
+  const DeviceFence done(Device::CPU);
+  done.wait();
+  DeviceFence empty;
+  empty.wait();
+  for (int i = 0; i < 5; ++i) CHECK(to.data()[i] == static_cast<float>(i) + 0.5f);
+  if (!cuda_available()) CHECK_THROWS_AS(DeviceFence{Device::CUDA}, Error);
+}
+
 TEST_CASE("host buffers for the CPU come from the CPU allocator and give their block back") {
   CHECK(&host_staging_allocator(Device::CPU) == &cpu_allocator());
   Allocator& alloc = cpu_allocator();

@@ -37,6 +37,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The options of the small synthetic studies below: 64 x 64 network inputs on the CPU.
+data::SegmentOptions small_cpu_options(int64_t batch, double threshold) {
+  data::SegmentOptions options;
+  options.threshold = threshold;
+  options.batch = batch;
+  options.size = 64;
+  options.device = Device::CPU;
+  return options;
+}
+
 test::ProgramRun run_segment(const test::TempDir& dir, const std::string& args) {
   return test::run_covidrate(dir, "segment " + args);
 }
@@ -92,7 +102,7 @@ void check_report(const json::Value& r, const data::Volume& lesions, const data:
   // The network phase's steps (data/network_stages.h) lie inside it.
   const json::Value& stages = member(t, "network_stages");
   double inside = 0;
-  for (const char* key : {"prepare_wait", "upload", "forward", "download", "put_back_wait"}) {
+  for (const char* key : {"prepare_wait", "upload", "forward", "download", "device_wait", "put_back_wait"}) {
     CHECK(number(stages, key) >= 0);
     inside += number(stages, key);
   }
@@ -352,8 +362,7 @@ TEST_CASE("a slice without lung is not segmented and gets an empty mask") {
       if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 40 * 40) ct.at(x, y, 1) = 40.f;
   CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
-  const data::SegmentOptions options{
-      .threshold = 0.0, .batch = 2, .size = 64, .device = Device::CPU, .progress = {}};
+  const data::SegmentOptions options = small_cpu_options(2, 0.0);
   const data::Segmentation seg = data::segment_volume(ct, net, options);
   CHECK(seg.slices_segmented == 0);
   CHECK(std::all_of(seg.lesions.voxels.begin(), seg.lesions.voxels.end(), [](float v) { return v == 0.f; }));
@@ -384,7 +393,7 @@ TEST_CASE("segment_volume with bucketed batch shapes: blank slices fill the last
       }
   CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
-  data::SegmentOptions options{.threshold = 0.5, .batch = 3, .size = 64, .device = Device::CPU, .progress = {}};
+  data::SegmentOptions options = small_cpu_options(3, 0.5);
   // The batch sizes the convolutions saw, from the op profile's rows.
   const auto batches_seen = [] {
     std::set<std::string> seen;
@@ -429,6 +438,48 @@ TEST_CASE("segment_volume with bucketed batch shapes: blank slices fill the last
   CHECK(batches_seen() == std::set<std::string>{"[4", "[1"});
   profile::set_enabled(false);
   CHECK(fours.slices_segmented == 5);
+}
+
+TEST_CASE("segment_volume queuing a batch ahead (the GPU's order) gives what collecting each batch at once gives") {
+  // On a GPU batch i + 1 is launched before batch i is collected; run that
+  // order on the CPU: every slice put back once, certainty where it belongs,
+  // progress counting up to the end, the same volumes.
+  data::Volume ct = air_ct(96, 5);
+  for (int64_t z = 0; z < ct.nz; ++z)
+    for (int64_t y = 0; y < ct.ny; ++y)
+      for (int64_t x = 0; x < ct.nx; ++x) {
+        if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 42 * 42) ct.at(x, y, z) = 40.f;
+        const int64_t r = 10 + 2 * z;
+        for (int64_t cx : {30, 66})
+          if ((x - cx) * (x - cx) + (y - 44) * (y - 44) < r * r) ct.at(x, y, z) = -850.f + 60.f * float(z);
+      }
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 5});
+  net.set_training(false);
+  for (const int64_t batch : {1, 2, 8}) {
+    CAPTURE(batch);
+    data::SegmentOptions options = small_cpu_options(batch, 0.5);
+    std::vector<std::pair<int64_t, int64_t>> reported;
+    options.progress = [&](int64_t done, int64_t total) { reported.emplace_back(done, total); };
+    options.queue_ahead = false;
+    const data::Segmentation at_once = data::segment_volume(ct, net, options);
+    const auto at_once_reports = reported;
+    reported.clear();
+    options.queue_ahead = true;
+    const data::Segmentation ahead = data::segment_volume(ct, net, options);
+    REQUIRE(ahead.slices_segmented == 5);
+    CHECK(ahead.probability.voxels == at_once.probability.voxels);
+    CHECK(ahead.lesions.voxels == at_once.lesions.voxels);
+    CHECK(std::count(ahead.probability.voxels.begin(), ahead.probability.voxels.end(), 0.f) < ct.voxel_count());
+    REQUIRE(ahead.certainty.size() == at_once.certainty.size());
+    for (size_t z = 0; z < ahead.certainty.size(); ++z) {
+      CHECK(std::isfinite(ahead.certainty[z]));
+      CHECK(ahead.certainty[z] == at_once.certainty[z]);
+    }
+    CHECK(reported == at_once_reports);  // 0, then each batch's end, up to 5 of 5
+    REQUIRE(!reported.empty());
+    CHECK(reported.back() == std::pair<int64_t, int64_t>{5, 5});
+    CHECK(ahead.seconds.network_stages.device_wait >= 0);
+  }
 }
 
 TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule") {
@@ -526,7 +577,7 @@ TEST_CASE("segment_volume: outside the lungs' box the probability is 0; without 
     }
   CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
-  data::SegmentOptions options{.threshold = 0.0, .batch = 1, .size = 64, .device = Device::CPU, .progress = {}};
+  data::SegmentOptions options = small_cpu_options(1, 0.0);
   const data::Segmentation cut = data::segment_volume(ct, net, options);
   REQUIRE(cut.slices_segmented == 1);
   int64_t nx = 0, ny = 0;

@@ -54,7 +54,7 @@ std::vector<cudaEvent_t>& free_events() {
 }
 }  // namespace
 
-void* record_timing_event() {
+void* record_event() {
   cudaEvent_t e = nullptr;
   {
     std::lock_guard<std::mutex> lock(event_mu);
@@ -66,6 +66,13 @@ void* record_timing_event() {
   if (!e) CUDA_CHECK(cudaEventCreate(&e));
   CUDA_CHECK(cudaEventRecord(e, context().stream));
   return e;
+}
+
+void wait_for_event(void* event) { CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
+
+void release_event(void* event) {
+  std::lock_guard<std::mutex> lock(event_mu);
+  free_events().push_back(static_cast<cudaEvent_t>(event));
 }
 
 float elapsed_ms_and_release(void* start, void* stop) {
@@ -82,6 +89,14 @@ float elapsed_ms_and_release(void* start, void* stop) {
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
+  copy_bytes_async(dst, dst_device, src, src_device, bytes);
+  // With host memory involved the caller reads or frees it right after return:
+  // wait for the copy (and for the kernels queued before it, which produced it).
+  if (dst_device == Device::CPU || src_device == Device::CPU) synchronize();
+}
+
+void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
+  if (bytes == 0) return;
   Context& ctx = context();
   // cudaMemcpyDefault lets unified addressing tell host from device pointers.
   const cudaError_t err = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, ctx.stream);
@@ -91,9 +106,6 @@ void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device
                                               << " " << src << " to " << to_string(dst_device) << " "
                                               << dst << " failed: " << cudaGetErrorString(err));
   }
-  // With host memory involved the caller reads or frees it right after return:
-  // wait for the copy (and for the kernels queued before it, which produced it).
-  if (dst_device == Device::CPU || src_device == Device::CPU) CUDA_CHECK(cudaStreamSynchronize(ctx.stream));
 }
 
 }  // namespace covidrate::cuda

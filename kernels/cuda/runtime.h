@@ -19,12 +19,19 @@ Allocator& pinned_host_allocator();
 void synchronize();
 // cudaMemcpy between any two of host/device (synchronous with the compute stream).
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
+// The same copy queued on the compute stream, without waiting (nn/tensor.h).
+void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
-// For the op profiler (kernels/op_profile.h): an event recorded on the
-// context's stream now (taken from a pool), and the milliseconds from `start`
-// to `stop` once `stop` has completed (waits for it), which returns both to
-// the pool.
-void* record_timing_event();
+// An event recorded on the context's stream now (taken from a pool); waiting
+// for it returns once everything queued before it has run. Each recorded
+// event goes back to the pool through exactly one of the release calls.
+void* record_event();
+void wait_for_event(void* event);
+void release_event(void* event);
+
+// For the op profiler (kernels/op_profile.h): the milliseconds from `start`
+// to `stop` (two record_event()s) once `stop` has completed (waits for it),
+// which returns both to the pool.
 float elapsed_ms_and_release(void* start, void* stop);
 
 }  // namespace covidrate::cuda
