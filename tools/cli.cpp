@@ -6,39 +6,93 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <sstream>
 
 #include "nn/error.h"
 
 namespace covidrate::tools {
 
-double parse_number(const std::string& option, const std::string& text) {
+namespace {
+// A number for messages: "1e+09" rather than "1000000000.000000".
+std::string short_number(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+}  // namespace
+
+double parse_number(const std::string& option, const std::string& text, double lo, double hi) {
   char* end = nullptr;
   const double v = std::strtod(text.c_str(), &end);
-  CR_CHECK(!text.empty() && *end == '\0' && std::isfinite(v), option << " needs a number, got '" << text << "'");
+  const bool whole = !text.empty() && *end == '\0' && std::isfinite(v);
+  if (std::isinf(lo) && std::isinf(hi)) {
+    CR_USAGE_CHECK(whole, option << " needs a number, got '" << text << "'");
+  } else {
+    CR_USAGE_CHECK(whole && v >= lo && v <= hi, option << " needs a number in [" << short_number(lo) << ", "
+                                                        << short_number(hi) << "], got '" << text << "'");
+  }
   return v;
+}
+
+int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
+  const double v = parse_number(option, text, static_cast<double>(lo), static_cast<double>(hi));
+  CR_USAGE_CHECK(v == std::floor(v), option << " needs an integer, got '" << text << "'");
+  return static_cast<int64_t>(v);
 }
 
 int64_t parse_positive_int(const std::string& option, const std::string& text) {
   const double v = parse_number(option, text);
-  CR_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
+  CR_USAGE_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
   return static_cast<int64_t>(v);
 }
 
-bool parse_network_option(const std::string& option, const std::function<std::string()>& value, NetworkOptions& o) {
-  if (option == "--device") {
-    o.device = parse_device(value());
-  } else if (option == "--precision") {
-    o.precision = parse_precision(option, value());
-  } else if (option == "--width") {
-    o.architecture.width = parse_number(option, value());
-  } else if (option == "--size") {
-    o.architecture.size = parse_positive_int(option, value());
-  } else if (option == "--no-cpb") {
+bool ArgScanner::next() {
+  if (++at_ >= argc_) return false;
+  current_ = argv_[at_];
+  return true;
+}
+
+std::string ArgScanner::value() {
+  CR_USAGE_CHECK(at_ + 1 < argc_, current_ << " needs a value");
+  return argv_[++at_];
+}
+
+bool ArgScanner::has_optional_value() const { return at_ + 1 < argc_ && argv_[at_ + 1][0] != '-'; }
+
+std::string ArgScanner::positional() const {
+  if (current_.size() > 1 && current_[0] == '-') unknown();
+  return current_;
+}
+
+void ArgScanner::unknown() const {
+  if (!current_.empty() && current_[0] == '-') throw UsageError("unknown option '" + current_ + "'");
+  throw UsageError("unexpected argument '" + current_ + "'");
+}
+
+bool parse_network_option(ArgScanner& args, NetworkOptions& o) {
+  // Names the library refuses (a device, an architecture) are usage errors here.
+  const auto named = [&](auto parse) {
+    const std::string option = args.current(), text = args.value();
+    try {
+      return parse(text);
+    } catch (const Error& e) {
+      throw UsageError(option + ": " + e.what());
+    }
+  };
+  if (args.is("--device")) {
+    o.device = named([](const std::string& t) { return parse_device(t); });
+  } else if (args.is("--precision")) {
+    o.precision = parse_precision("--precision", args.value());
+  } else if (args.is("--width")) {
+    o.architecture.width = args.number(1e-3, 16);
+  } else if (args.is("--size")) {
+    o.architecture.size = args.integer(16, 4096);
+  } else if (args.is("--no-cpb")) {
     o.architecture.no_cpb = true;
-  } else if (option == "--no-se") {
+  } else if (args.is("--no-se")) {
     o.architecture.no_se = true;
-  } else if (option == "--arch") {
-    o.architecture.architecture = parse_architecture(value());
+  } else if (args.is("--arch")) {
+    o.architecture.architecture = named([](const std::string& t) { return parse_architecture(t); });
   } else {
     return false;
   }
@@ -68,7 +122,7 @@ void Progress::operator()(int64_t done, int64_t total) {
 DType parse_precision(const std::string& option, const std::string& text) {
   if (text == "f32") return DType::F32;
   if (text == "bf16") return DType::BF16;
-  CR_FAIL(option << " must be f32 or bf16, got '" << text << "'");
+  throw UsageError(option + " must be f32 or bf16, got '" + text + "'");
 }
 
 }  // namespace covidrate::tools

@@ -1,22 +1,95 @@
-// Small helpers shared by the subcommands' option parsers.
+// What the subcommands share: one loop over the command line (ArgScanner),
+// checked option values, the network options, and progress on stderr.
 #pragma once
 #include <chrono>
 #include <cstdint>
-#include <string>
-
 #include <functional>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <string_view>
 
 #include "model/load_weights.h"
 #include "nn/device.h"
 
 namespace covidrate::tools {
 
-// A finite number, else covidrate::Error naming the option and the text.
-double parse_number(const std::string& option, const std::string& text);
-// An integer >= 1, else covidrate::Error naming the option and the text.
+// A command line the command does not take: an unknown option, an option
+// without its value or with a value it does not take, a missing argument.
+// main() (tools/covidrate.cpp) prints "covidrate CMD: MESSAGE" and where the
+// options are described, and exits with status 2; a failure while working
+// (covidrate::Error: a missing file, bad data) exits with status 1.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// UsageError with the streamed message unless cond: CR_USAGE_CHECK(n > 0, "--n must be positive").
+#define CR_USAGE_CHECK(cond, msg)                             \
+  do {                                                        \
+    if (!(cond)) {                                            \
+      std::ostringstream cr_usage_message_;                   \
+      cr_usage_message_ << msg;                               \
+      throw ::covidrate::tools::UsageError(cr_usage_message_.str()); \
+    }                                                         \
+  } while (0)
+
+// Option values. Each takes the whole text or throws UsageError naming the
+// option, what it takes and what it got.
+// A finite number in [lo, hi].
+double parse_number(const std::string& option, const std::string& text,
+                    double lo = -std::numeric_limits<double>::infinity(),
+                    double hi = std::numeric_limits<double>::infinity());
+// An integer in [lo, hi].
+int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi);
+// An integer >= 1.
 int64_t parse_positive_int(const std::string& option, const std::string& text);
 // --precision: "f32" or "bf16", the dtype the network computes in.
 DType parse_precision(const std::string& option, const std::string& text);
+
+// The loop over a command's arguments, the same in every command:
+//   ArgScanner args(argc, argv);
+//   while (args.next()) {
+//     if (args.help()) return usage(stdout), 0;
+//     else if (args.is("--out")) out = args.value();
+//     else if (args.is("--tiles")) tiles = args.integer(1, 64);
+//     else if (args.is("--json")) json = true;
+//     else inputs.push_back(args.positional());  // UsageError for an unknown option
+//   }
+// argv[0] is the command's name (main passes the arguments from it on).
+class ArgScanner {
+ public:
+  ArgScanner(int argc, char** argv) : argc_(argc), argv_(argv) {}
+  // Moves to the next argument; false after the last.
+  bool next();
+  const std::string& current() const { return current_; }
+  bool is(std::string_view option) const { return current_ == option; }
+  bool help() const { return is("--help") || is("-h"); }
+  // The current option's value: the next argument, whatever it holds (so
+  // "--threshold -1" reaches the range check). UsageError when there is none.
+  std::string value();
+  // True when the next argument can be an optional value (exists and is not an option).
+  bool has_optional_value() const;
+  double number(double lo = -std::numeric_limits<double>::infinity(),
+                double hi = std::numeric_limits<double>::infinity()) {
+    const std::string option = current_;
+    return parse_number(option, value(), lo, hi);
+  }
+  int64_t integer(int64_t lo, int64_t hi) {
+    const std::string option = current_;
+    return parse_integer(option, value(), lo, hi);
+  }
+  // The current argument as an operand (a path, an action): UsageError
+  // "unknown option" when it starts with '-'.
+  std::string positional() const;
+  [[noreturn]] void unknown() const;
+
+ private:
+  int argc_;
+  char** argv_;
+  int at_ = 0;
+  std::string current_;
+};
 
 // The options of every command that runs trained weights (eval, segment,
 // pseudo-label): where the network runs, what it computes in, and the
@@ -26,10 +99,10 @@ struct NetworkOptions {
   DType precision = DType::F32;
   ArchitectureOverrides architecture;  // --arch, --width, --size, --no-cpb, --no-se
 };
-// True when `option` is --device, --precision, --arch, --width, --size, --no-cpb
-// or --no-se, read
-// into `o` (its value, if it takes one, through `value`); false for any other option.
-bool parse_network_option(const std::string& option, const std::function<std::string()>& value, NetworkOptions& o);
+// True when the scanner's current option is --device, --precision, --arch,
+// --width, --size, --no-cpb or --no-se, read into `o` (with its value, if it
+// takes one); false for any other argument.
+bool parse_network_option(ArgScanner& args, NetworkOptions& o);
 
 // Progress of a long stage on stderr, called with (done, total) slices: the
 // rate and the remaining time, in place on a terminal, a line per quarter in a

@@ -10,6 +10,7 @@
 
 #include "model/trainer.h"
 #include "model/training_curves.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 namespace {
@@ -27,19 +28,14 @@ void usage(FILE* out) {
 
 int cmd_curves(int argc, char** argv) {
   std::string log, out;
-  for (int k = 1; k < argc; ++k) {
-    const std::string a = argv[k];
-    if (a == "--help" || a == "-h") return usage(stdout), 0;
-    if (a == "--out" && k + 1 < argc) {
-      out = argv[++k];
-    } else if (a[0] == '-' || !log.empty()) {
-      std::fprintf(stderr, "covidrate curves: unexpected argument '%s'\n\n", a.c_str());
-      return usage(stderr), 2;
-    } else {
-      log = a;
-    }
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) return usage(stdout), 0;
+    if (args.is("--out")) out = args.value();
+    else if (log.empty()) log = args.positional();
+    else args.unknown();
   }
-  if (log.empty()) return usage(stderr), 2;
+  CR_USAGE_CHECK(!log.empty(), "a LOG.jsonl is required");
   CR_CHECK(std::filesystem::is_regular_file(log), "curves: " << log << " is not a file");
   if (out.empty()) out = std::filesystem::path(log).replace_extension(".svg").string();
   const std::vector<EpochRecord> epochs = read_training_log(log);

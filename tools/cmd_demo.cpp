@@ -15,6 +15,7 @@
 
 #include "nn/adam.h"
 #include "nn/layers.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 
@@ -108,34 +109,26 @@ int cmd_demo(int argc, char** argv) {
   Device device = default_device();
   int steps = 120, log_every = 20;
   std::string out_dir = "demo-out";
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) {
       usage(stdout);
       return 0;
-    }
-    if (i + 1 >= argc) {
-      std::fprintf(stderr, "covidrate demo: '%s' needs a value (or is unknown)\n\n", arg.c_str());
-      usage(stderr);
-      return 2;
-    }
-    const std::string value = argv[++i];
-    if (arg == "--device") {
-      device = parse_device(value);
-    } else if (arg == "--steps" || arg == "--log-every") {
-      int n = 0;
+    } else if (args.is("--device")) {
+      const std::string name = args.value();
       try {
-        n = std::stoi(value);
-      } catch (const std::exception&) {
+        device = parse_device(name);
+      } catch (const Error& e) {
+        throw UsageError(std::string("--device: ") + e.what());
       }
-      CR_CHECK(n > 0, arg << " must be a positive integer, got '" << value << "'");
-      (arg == "--steps" ? steps : log_every) = n;
-    } else if (arg == "--out") {
-      out_dir = value;
+    } else if (args.is("--steps")) {
+      steps = static_cast<int>(args.integer(1, 1000000));
+    } else if (args.is("--log-every")) {
+      log_every = static_cast<int>(args.integer(1, 1000000));
+    } else if (args.is("--out")) {
+      out_dir = args.value();
     } else {
-      std::fprintf(stderr, "covidrate demo: unknown option '%s'\n\n", arg.c_str());
-      usage(stderr);
-      return 2;
+      args.unknown();
     }
   }
 

@@ -38,7 +38,7 @@ struct EvalOptions {
   std::string weights, images, masks;
   double threshold = 0.5;
   int64_t batch = 4;
-  NetworkOptions network;  // --device (default cpu), --precision, --width, --size, --no-cpb
+  NetworkOptions network;  // --device (default $COVIDRATE_DEVICE, else cpu), --precision, --width, --size, --no-cpb
   bool json = false;
   std::string json_file;  // empty with json: stdout
   std::string save_masks;
@@ -67,7 +67,7 @@ void usage(FILE* out) {
                "  --no-cpb, --no-se  COVID-Rate trained without context perception boosting, without SE\n"
                "  --threshold T      a pixel is lesion when its probability is above T (default 0.5)\n"
                "  --batch N          slices per forward pass (default 4)\n"
-               "  --device cpu|cuda  where the network runs (default cpu)\n"
+               "  --device cpu|cuda  where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
                "  --precision P      f32 (default) or bf16: what the network computes in (bf16: for CUDA)\n"
                "  --lungs            feed the network the lungs alone (for weights trained with --lungs)\n"
                "  --json [FILE]      the report as JSON, on stdout instead of the table, or into FILE\n"
@@ -80,53 +80,42 @@ void usage(FILE* out) {
                "classical lung extractor (over the whole image when it finds no lung).\n");
 }
 
-// Returns 0 when the options are complete, else the exit code (0 for --help
-// is signalled through `help`).
-int parse_options(int argc, char** argv, EvalOptions& o, bool& help) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const bool has_value = i + 1 < argc;
-    auto value = [&]() -> std::string {
-      CR_CHECK(has_value, a << " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      help = true;
-      return 0;
-    } else if (a == "--weights") {
-      o.weights = value();
-    } else if (a == "--images") {
-      o.images = value();
-    } else if (a == "--masks") {
-      o.masks = value();
-    } else if (parse_network_option(a, value, o.network)) {
-    } else if (a == "--threshold") {
-      o.threshold = parse_number(a, value());
-      CR_CHECK(o.threshold >= 0 && o.threshold < 1, "--threshold must be in [0, 1), got " << o.threshold);
-    } else if (a == "--batch") {
-      o.batch = parse_positive_int(a, value());
-    } else if (a == "--lungs") {
+// The options, or UsageError; false for --help.
+bool parse_options(int argc, char** argv, EvalOptions& o) {
+  o.network.device = default_device();
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) {
+      return false;
+    } else if (args.is("--weights")) {
+      o.weights = args.value();
+    } else if (args.is("--images")) {
+      o.images = args.value();
+    } else if (args.is("--masks")) {
+      o.masks = args.value();
+    } else if (parse_network_option(args, o.network)) {
+    } else if (args.is("--threshold")) {
+      o.threshold = args.number(0, 1);
+      CR_USAGE_CHECK(o.threshold < 1, "--threshold must be below 1, got " << o.threshold);
+    } else if (args.is("--batch")) {
+      o.batch = args.integer(1, 4096);
+    } else if (args.is("--lungs")) {
       o.lungs = true;
-    } else if (a == "--json") {
+    } else if (args.is("--json")) {
       o.json = true;
       // An optional file name: the next argument unless it is another option.
-      if (has_value && argv[i + 1][0] != '-') o.json_file = argv[++i];
-    } else if (a == "--save-masks") {
-      o.save_masks = value();
-    } else if (a == "--overview") {
-      o.overview = value();
+      if (args.has_optional_value()) o.json_file = args.value();
+    } else if (args.is("--save-masks")) {
+      o.save_masks = args.value();
+    } else if (args.is("--overview")) {
+      o.overview = args.value();
     } else {
-      std::fprintf(stderr, "covidrate eval: unknown option '%s'\n\n", a.c_str());
-      usage(stderr);
-      return 2;
+      args.unknown();
     }
   }
-  if (o.weights.empty() || o.images.empty() || o.masks.empty()) {
-    std::fprintf(stderr, "covidrate eval: --weights, --images and --masks are required\n\n");
-    usage(stderr);
-    return 2;
-  }
-  return 0;
+  CR_USAGE_CHECK(!o.weights.empty() && !o.images.empty() && !o.masks.empty(),
+                 "--weights, --images and --masks are required");
+  return true;
 }
 
 // The tiles of --overview: the kOverviewTiles lowest Dice seen so far (the
@@ -175,10 +164,9 @@ std::vector<uint8_t> nonzero(const data::Volume& v) {
 
 int cmd_eval(int argc, char** argv) {
   EvalOptions o;
-  bool help = false;
-  if (int code = parse_options(argc, argv, o, help); code != 0 || help) {
-    if (help) usage(stdout);
-    return code;
+  if (!parse_options(argc, argv, o)) {
+    usage(stdout);
+    return 0;
   }
   CR_CHECK(fs::is_regular_file(o.weights), "weights file " << o.weights << " not found");
   // Refused before the slow part, not after it.

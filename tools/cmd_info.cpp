@@ -8,6 +8,7 @@
 
 #include "data/read_any.h"
 #include "nn/error.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 namespace {
@@ -65,13 +66,14 @@ void usage(FILE* out) {
 int cmd_info(int argc, char** argv) {
   std::string path;
   bool json = false;
-  for (int k = 1; k < argc; ++k) {
-    if (!std::strcmp(argv[k], "--json")) json = true;
-    else if (!std::strcmp(argv[k], "--help") || !std::strcmp(argv[k], "-h")) return usage(stdout), 0;
-    else if (argv[k][0] == '-' || !path.empty()) return usage(stderr), 2;
-    else path = argv[k];
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) return usage(stdout), 0;
+    if (args.is("--json")) json = true;
+    else if (path.empty()) path = args.positional();
+    else args.unknown();
   }
-  if (path.empty()) return usage(stderr), 2;
+  CR_USAGE_CHECK(!path.empty(), "a PATH is required");
 
   const data::InputKind kind = data::input_kind(path);
   const data::Volume v = data::read_any(path);

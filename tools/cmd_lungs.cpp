@@ -57,13 +57,10 @@ std::vector<int64_t> parse_slices(const std::string& text) {
   std::vector<int64_t> slices;
   std::stringstream ss(text);
   for (std::string item; std::getline(ss, item, ',');) {
-    const double z = parse_number("--slices", item);
-    CR_CHECK(z >= 0 && z == static_cast<double>(static_cast<int64_t>(z)),
-             "--slices: '" << item << "' is not a slice index");
-    slices.push_back(static_cast<int64_t>(z));
+    slices.push_back(parse_integer("--slices", item, 0, 1000000));
   }
-  CR_CHECK(!slices.empty() && slices.size() <= size_t(kMaxTiles),
-           "--slices: give 1 to " << kMaxTiles << " indexes, got '" << text << "'");
+  CR_USAGE_CHECK(!slices.empty() && slices.size() <= size_t(kMaxTiles),
+                 "--slices: give 1 to " << kMaxTiles << " indexes, got '" << text << "'");
   return slices;
 }
 
@@ -144,27 +141,19 @@ int cmd_lungs(int argc, char** argv) {
   bool json = false;
   int64_t tiles = kMaxTiles;
   std::vector<int64_t> slices;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    const bool has_value = i + 1 < argc;
-    if (a == "--help" || a == "-h") return usage(stdout), 0;
-    if (a == "--json") json = true;
-    else if ((a == "--out" || a == "--tiles" || a == "--slices" || a == "--reference" || a == "--lesions") &&
-             !has_value) {
-      std::fprintf(stderr, "covidrate lungs: %s needs a value\n", a.c_str());
-      return usage(stderr), 2;
-    } else if (a == "--out") out_dir = argv[++i];
-    else if (a == "--tiles") tiles = parse_positive_int(a, argv[++i]);
-    else if (a == "--slices") slices = parse_slices(argv[++i]);
-    else if (a == "--reference") reference_path = argv[++i];
-    else if (a == "--lesions") lesions_path = argv[++i];
-    else if (a.empty() || a[0] == '-' || !path.empty()) {
-      std::fprintf(stderr, "covidrate lungs: unexpected argument '%s'\n", a.c_str());
-      return usage(stderr), 2;
-    } else path = a;
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) return usage(stdout), 0;
+    if (args.is("--json")) json = true;
+    else if (args.is("--out")) out_dir = args.value();
+    else if (args.is("--tiles")) tiles = args.integer(1, kMaxTiles);
+    else if (args.is("--slices")) slices = parse_slices(args.value());
+    else if (args.is("--reference")) reference_path = args.value();
+    else if (args.is("--lesions")) lesions_path = args.value();
+    else if (path.empty()) path = args.positional();
+    else args.unknown();
   }
-  if (path.empty() || out_dir.empty()) return usage(stderr), 2;
-  CR_CHECK(tiles <= kMaxTiles, "--tiles: at most " << kMaxTiles << ", got " << tiles);
+  CR_USAGE_CHECK(!path.empty() && !out_dir.empty(), "a PATH and --out are required");
   while (!out_dir.empty() && out_dir.size() > 1 && out_dir.back() == '/') out_dir.pop_back();
   // Refused before the slow reading, not after it.
   CR_CHECK(!fs::exists(out_dir), out_dir << " already exists; lungs writes a new folder");

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "model/segmentation_net.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 namespace {
@@ -56,67 +57,41 @@ void print_json(const SegmentationNet& net, int64_t size) {
   std::printf("]}\n");
 }
 
-// The whole string as a number, or false.
-bool parse_number(const char* text, double& value) {
-  char* end = nullptr;
-  value = std::strtod(text, &end);
-  return end != text && *end == '\0';
-}
-
-bool known_architecture(const char* text, Architecture& architecture) {
-  try {
-    architecture = parse_architecture(text);
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
-}
-
 }  // namespace
 
 int cmd_model(int argc, char** argv) {
   NetConfig config;
   int64_t size = 512;
   bool json = false;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    const bool has_value = i + 1 < argc;
-    double value = 0;
-    if (arg == "--help" || arg == "-h") {
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) {
       usage(stdout);
       return 0;
-    } else if (arg == "--no-cpb") {
+    } else if (args.is("--no-cpb")) {
       config.cpb = false;
-    } else if (arg == "--no-se") {
+    } else if (args.is("--no-se")) {
       config.se = false;
-    } else if (arg == "--arch" && has_value && known_architecture(argv[i + 1], config.architecture)) {
-      ++i;
-    } else if (arg == "--json") {
+    } else if (args.is("--arch")) {
+      const std::string name = args.value();
+      try {
+        config.architecture = parse_architecture(name);
+      } catch (const Error& e) {
+        throw UsageError(std::string("--arch: ") + e.what());
+      }
+    } else if (args.is("--json")) {
       json = true;
-    } else if (arg == "--width" && has_value && parse_number(argv[i + 1], value) && value > 0) {
-      config.width = value;
-      ++i;
-    } else if (arg == "--size" && has_value && parse_number(argv[i + 1], value) && value >= 16 &&
-               value == static_cast<double>(static_cast<int64_t>(value)) &&
-               static_cast<int64_t>(value) % 16 == 0) {
-      size = static_cast<int64_t>(value);
-      ++i;
+    } else if (args.is("--width")) {
+      config.width = args.number(1e-3, 16);
+    } else if (args.is("--size")) {
+      size = args.integer(16, 4096);
+      CR_USAGE_CHECK(size % 16 == 0, "--size must be a multiple of 16, got " << size);
     } else {
-      const std::string shown = arg == "--arch" && has_value ? arg + " " + argv[i + 1] : arg;
-      std::fprintf(stderr, "covidrate model: bad argument '%s'%s\n\n", shown.c_str(),
-                   arg == "--arch"    ? " (needs covid-rate, unet, attention-unet or unet++)"
-                   : arg == "--width" ? " (needs a positive number)"
-                   : arg == "--size" ? " (needs a positive multiple of 16)"
-                                     : "");
-      usage(stderr);
-      return 2;
+      args.unknown();
     }
   }
-  if (config.architecture != Architecture::CovidRate && !(config.cpb && config.se)) {
-    std::fprintf(stderr, "covidrate model: --no-cpb and --no-se are COVID-Rate's; %s has neither\n",
-                 to_string(config.architecture));
-    return 2;
-  }
+  CR_USAGE_CHECK(config.architecture == Architecture::CovidRate || (config.cpb && config.se),
+                 "--no-cpb and --no-se are COVID-Rate's; " << to_string(config.architecture) << " has neither");
   const std::unique_ptr<SegmentationNet> net = make_network(config);
   if (json) print_json(*net, size);
   else print_text(*net, size);

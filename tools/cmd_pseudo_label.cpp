@@ -50,61 +50,46 @@ void usage(FILE* out) {
                d.min_certainty, d.cutoff, d.threshold, static_cast<long long>(d.batch));
 }
 
-int parse_options(int argc, char** argv, PseudoLabelCommandOptions& o, bool& help) {
+// The options, or UsageError; false for --help.
+bool parse_options(int argc, char** argv, PseudoLabelCommandOptions& o) {
   o.network.device = default_device();
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      CR_CHECK(i + 1 < argc, a << " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      help = true;
-      return 0;
-    } else if (a == "--weights") {
-      o.weights = value();
-    } else if (a == "--images") {
-      o.images = value();
-    } else if (a == "--out") {
-      o.out = value();
-    } else if (a == "--min-certainty") {
-      o.label.min_certainty = parse_number(a, value());
-      CR_CHECK(o.label.min_certainty >= 0 && o.label.min_certainty <= 1,
-               "--min-certainty must be in [0, 1], got " << o.label.min_certainty);
-    } else if (a == "--top") {
-      o.label.top = parse_positive_int(a, value());
-    } else if (a == "--cutoff") {
-      o.label.cutoff = parse_number(a, value());
-      CR_CHECK(o.label.cutoff >= 0 && o.label.cutoff < 1, "--cutoff must be in [0, 1), got " << o.label.cutoff);
-    } else if (a == "--threshold") {
-      o.label.threshold = parse_number(a, value());
-      CR_CHECK(o.label.threshold >= 0 && o.label.threshold < 1,
-               "--threshold must be in [0, 1), got " << o.label.threshold);
-    } else if (a == "--batch") {
-      o.label.batch = parse_positive_int(a, value());
-    } else if (parse_network_option(a, value, o.network)) {
-    } else {
-      std::fprintf(stderr, "covidrate pseudo-label: unknown option '%s'\n\n", a.c_str());
-      usage(stderr);
-      return 2;
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) {
+      return false;
+    } else if (args.is("--weights")) {
+      o.weights = args.value();
+    } else if (args.is("--images")) {
+      o.images = args.value();
+    } else if (args.is("--out")) {
+      o.out = args.value();
+    } else if (args.is("--min-certainty")) {
+      o.label.min_certainty = args.number(0, 1);
+    } else if (args.is("--top")) {
+      o.label.top = args.integer(1, 1000000000);
+    } else if (args.is("--cutoff")) {
+      o.label.cutoff = args.number(0, 1);
+      CR_USAGE_CHECK(o.label.cutoff < 1, "--cutoff must be below 1, got " << o.label.cutoff);
+    } else if (args.is("--threshold")) {
+      o.label.threshold = args.number(0, 1);
+      CR_USAGE_CHECK(o.label.threshold < 1, "--threshold must be below 1, got " << o.label.threshold);
+    } else if (args.is("--batch")) {
+      o.label.batch = args.integer(1, 4096);
+    } else if (!parse_network_option(args, o.network)) {
+      args.unknown();
     }
   }
-  if (o.weights.empty() || o.images.empty() || o.out.empty()) {
-    std::fprintf(stderr, "covidrate pseudo-label: --weights, --images and --out are required\n\n");
-    usage(stderr);
-    return 2;
-  }
-  return 0;
+  CR_USAGE_CHECK(!o.weights.empty() && !o.images.empty() && !o.out.empty(), "--weights, --images and --out are required");
+  return true;
 }
 
 }  // namespace
 
 int cmd_pseudo_label(int argc, char** argv) {
   PseudoLabelCommandOptions o;
-  bool help = false;
-  if (int code = parse_options(argc, argv, o, help); code != 0 || help) {
-    if (help) usage(stdout);
-    return code;
+  if (!parse_options(argc, argv, o)) {
+    usage(stdout);
+    return 0;
   }
   // Refused before the slow part, not after it.
   CR_CHECK(!std::filesystem::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");

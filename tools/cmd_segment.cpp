@@ -78,54 +78,39 @@ void usage(FILE* out) {
                "Research software, not a medical device.\n");
 }
 
-// 0 when the options are complete, else the exit code; `help` for --help.
-int parse_options(int argc, char** argv, SegmentCommandOptions& o, bool& help) {
+// The options, or UsageError; false for --help.
+bool parse_options(int argc, char** argv, SegmentCommandOptions& o) {
   o.network.device = default_device();
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      CR_CHECK(i + 1 < argc, a << " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
-      help = true;
-      return 0;
-    } else if (a == "--out") {
-      o.out = value();
-    } else if (a == "--weights") {
-      o.weights = value();
-    } else if (a == "--threshold") {
-      o.threshold = parse_number(a, value());
-      CR_CHECK(o.threshold >= 0 && o.threshold <= 1, "--threshold must be in [0, 1], got " << o.threshold);
-    } else if (a == "--batch") {
-      o.batch = parse_positive_int(a, value());
-    } else if (parse_network_option(a, value, o.network)) {
-    } else if (a == "--crop-margin") {
-      const std::string v = value();
-      o.crop_margin = v == "none" ? -1.0 : parse_number(a, v);
-      CR_CHECK(o.crop_margin >= 0 || v == "none", "--crop-margin must be 'none' or at least 0, got " << v);
-    } else if (a == "--prefetch") {
-      const std::string v = value();
-      CR_CHECK(v == "on" || v == "off", "--prefetch must be 'on' or 'off', got '" << v << "'");
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) {
+      return false;
+    } else if (args.is("--out")) {
+      o.out = args.value();
+    } else if (args.is("--weights")) {
+      o.weights = args.value();
+    } else if (args.is("--threshold")) {
+      o.threshold = args.number(0, 1);
+    } else if (args.is("--batch")) {
+      o.batch = args.integer(1, 4096);
+    } else if (parse_network_option(args, o.network)) {
+    } else if (args.is("--crop-margin")) {
+      const std::string v = args.value();
+      o.crop_margin = v == "none" ? -1.0 : parse_number("--crop-margin", v, 0, 10);
+    } else if (args.is("--prefetch")) {
+      const std::string v = args.value();
+      CR_USAGE_CHECK(v == "on" || v == "off", "--prefetch must be 'on' or 'off', got '" << v << "'");
       o.prefetch = v == "on";
-    } else if (a == "--save-prob") {
+    } else if (args.is("--save-prob")) {
       o.save_probability = true;
-    } else if (a == "--save-lungs") {
+    } else if (args.is("--save-lungs")) {
       o.save_lungs = true;
-    } else if (!a.empty() && a[0] == '-') {
-      std::fprintf(stderr, "covidrate segment: unknown option '%s'\n\n", a.c_str());
-      usage(stderr);
-      return 2;
     } else {
-      o.inputs.push_back(a);
+      o.inputs.push_back(args.positional());
     }
   }
-  if (o.inputs.empty() || o.out.empty()) {
-    std::fprintf(stderr, "covidrate segment: an INPUT and --out are required\n\n");
-    usage(stderr);
-    return 2;
-  }
-  return 0;
+  CR_USAGE_CHECK(!o.inputs.empty() && !o.out.empty(), "an INPUT and --out are required");
+  return true;
 }
 
 // The best weights of a folder: its own best.safetensors, else the newest
@@ -175,10 +160,9 @@ std::string default_weights() {
 
 int cmd_segment(int argc, char** argv) {
   SegmentCommandOptions o;
-  bool help = false;
-  if (int code = parse_options(argc, argv, o, help); code != 0 || help) {
-    if (help) usage(stdout);
-    return code;
+  if (!parse_options(argc, argv, o)) {
+    usage(stdout);
+    return 0;
   }
   const data::InputPlan plan = data::plan_inputs(o.inputs);
   // A single study's folder is never replaced; a batch resumes into its folder.

@@ -50,42 +50,32 @@ int cmd_synth(int argc, char** argv) {
                        healthy_series = default_under_data("ct-healthy-tcga");
   uint64_t seed = 1;
   double margin = kSynthMargin;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      CR_CHECK(i + 1 < argc, a << " needs a value");
-      return argv[++i];
-    };
-    if (a == "--help" || a == "-h") {
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) {
       usage(stdout);
       return 0;
-    } else if (a == "--ratio") {
-      ratio = std::atof(value().c_str());
-    } else if (a == "--out") {
-      out_dir = value();
-    } else if (a == "--seed") {
-      seed = std::strtoull(value().c_str(), nullptr, 10);
-    } else if (a == "--train") {
-      train = value();
-    } else if (a == "--split") {
-      split_file = value();
-    } else if (a == "--healthy") {
-      healthy_series = value();
-    } else if (a == "--margin") {
-      const std::string v = value();
-      margin = parse_number(a, v);
-      CR_CHECK(margin >= 0 && margin <= 1, "--margin: expected a number in [0, 1], got '" << v << "'");
+    } else if (args.is("--ratio")) {
+      ratio = args.number(1e-6, 1000);
+    } else if (args.is("--out")) {
+      out_dir = args.value();
+    } else if (args.is("--seed")) {
+      seed = static_cast<uint64_t>(args.integer(0, int64_t{1} << 53));
+    } else if (args.is("--train")) {
+      train = args.value();
+    } else if (args.is("--split")) {
+      split_file = args.value();
+    } else if (args.is("--healthy")) {
+      healthy_series = args.value();
+    } else if (args.is("--margin")) {
+      margin = args.number(0, 1);
     } else {
-      usage(stderr);
-      CR_FAIL("unknown option " << a);
+      args.unknown();
     }
   }
-  if (ratio <= 0 || out_dir.empty()) {
-    usage(stderr);
-    return 2;
-  }
-  CR_CHECK(!train.empty() && !healthy_series.empty(),
-           "--train and --healthy are needed when COVIDRATE_DATA is not set");
+  CR_USAGE_CHECK(ratio > 0 && !out_dir.empty(), "--ratio and --out are required");
+  CR_USAGE_CHECK(!train.empty() && !healthy_series.empty(),
+                 "--train and --healthy are needed when COVIDRATE_DATA is not set");
   // Refused before the slow reading, not after it.
   CR_CHECK(!fs::exists(out_dir), out_dir << " already exists; synth writes a new folder");
 

@@ -15,6 +15,7 @@
 #include "nn/error.h"
 #include "nn/json.h"
 #include "nn/text_file.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 
@@ -72,31 +73,6 @@ std::string json_text(double v) {
   return text;
 }
 
-// A bad command line: reported with the usage, exit code 2.
-struct UsageError {
-  std::string message;
-};
-
-double parse_number(const std::string& option, const std::string& text, double lo, double hi) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(text, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  if (used == 0 || used != text.size() || !std::isfinite(v) || v < lo || v > hi)
-    throw UsageError{option + " expects a number in [" + json_text(lo) + ", " + json_text(hi) + "], got '" +
-                     text + "'"};
-  return v;
-}
-
-int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
-  const double v = parse_number(option, text, static_cast<double>(lo), static_cast<double>(hi));
-  if (v != std::floor(v)) throw UsageError{option + " expects an integer, got '" + text + "'"};
-  return static_cast<int64_t>(v);
-}
-
 struct Settings {
   std::string images, masks, out;
   std::string synthetic, pseudo, split_file;
@@ -110,12 +86,10 @@ struct Settings {
 Settings parse(int argc, char** argv) {
   Settings s;
   s.train.device = default_device();
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) throw UsageError{a + " needs a value"};
-      return argv[++i];
-    };
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    const std::string& a = args.current();
+    const auto value = [&] { return args.value(); };
     if (a == "--images") s.images = value();
     else if (a == "--masks") s.masks = value();
     else if (a == "--out") s.out = value();
@@ -136,7 +110,7 @@ Settings parse(int argc, char** argv) {
       try {
         s.train.model.architecture = parse_architecture(name);
       } catch (const Error& e) {
-        throw UsageError{std::string("--arch: ") + e.what()};
+        throw UsageError(std::string("--arch: ") + e.what());
       }
     }
     else if (a == "--lungs") s.lungs = true;
@@ -154,23 +128,27 @@ Settings parse(int argc, char** argv) {
     } else if (a == "--loss") {
       const std::string name = value();
       if (name != "hybrid" && name != "wbce" && name != "ftl")
-        throw UsageError{"--loss expects hybrid, wbce or ftl, got '" + name + "'"};
+        throw UsageError("--loss expects hybrid, wbce or ftl, got '" + name + "'");
       s.train.loss = parse_loss_kind(name);
     } else if (a == "--device") {
       const std::string name = value();
-      if (name != "cpu" && name != "cuda") throw UsageError{"--device expects cpu or cuda, got '" + name + "'"};
-      s.train.device = parse_device(name);
+      if (name != "cpu" && name != "cuda") throw UsageError("--device expects cpu or cuda, got '" + name + "'");
+      try {
+        s.train.device = parse_device(name);
+      } catch (const Error& e) {
+        throw UsageError(std::string("--device: ") + e.what());
+      }
     } else {
-      throw UsageError{"unknown option '" + a + "'"};
+      args.unknown();
     }
   }
   if (s.images.empty() || s.masks.empty() || s.out.empty())
-    throw UsageError{"--images, --masks and --out are required"};
-  if (!s.split_file.empty() && s.folds > 0) throw UsageError{"--split and --folds exclude each other"};
+    throw UsageError("--images, --masks and --out are required");
+  if (!s.split_file.empty() && s.folds > 0) throw UsageError("--split and --folds exclude each other");
   if (s.train.model.architecture != Architecture::CovidRate && !(s.train.model.cpb && s.train.model.se))
-    throw UsageError{std::string("--no-cpb and --no-se are COVID-Rate's; ") + to_string(s.train.model.architecture) +
-                     " has neither"};
-  if (s.train.size % 16 != 0) throw UsageError{"--size must be a multiple of 16, got " + std::to_string(s.train.size)};
+    throw UsageError(std::string("--no-cpb and --no-se are COVID-Rate's; ") + to_string(s.train.model.architecture) +
+                     " has neither");
+  if (s.train.size % 16 != 0) throw UsageError("--size must be a multiple of 16, got " + std::to_string(s.train.size));
   // The common Keras 2 recipe Adam(lr, decay=lr / epochs) with the paper's 100
   // epochs (the paper does not state its decay). Tied to 100, not to --epochs,
   // so that a run resumed with a higher --epochs keeps its schedule.
@@ -284,14 +262,7 @@ int cmd_train(int argc, char** argv) {
       usage(stdout);
       return 0;
     }
-  Settings s;
-  try {
-    s = parse(argc, argv);
-  } catch (const UsageError& e) {
-    std::fprintf(stderr, "covidrate train: %s\n\n", e.message.c_str());
-    usage(stderr);
-    return 2;
-  }
+  const Settings s = parse(argc, argv);
   const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
   std::vector<data::PreparedSlice> prepared;
   for (const data::Sample& sample : set.samples) prepared.push_back(data::prepare_sample(sample, s.train.size));

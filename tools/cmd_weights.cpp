@@ -14,6 +14,7 @@
 #include "nn/json.h"
 #include "nn/safetensors.h"
 #include "nn/safetensors_convert.h"
+#include "tools/cli.h"
 
 namespace covidrate::tools {
 namespace {
@@ -80,33 +81,35 @@ bool parse_target_dtype(const std::string& name, DType& dtype) {
 }  // namespace
 
 int cmd_weights(int argc, char** argv) {
-  if (argc >= 2 && (!std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h"))) return usage(stdout), 0;
-  if (argc < 2) return usage(stderr), 2;
-  const std::string action = argv[1];
+  std::string action;
   std::vector<std::string> paths;
   bool json = false;
   std::string dtype_name;
-  for (int k = 2; k < argc; ++k) {
-    if (!std::strcmp(argv[k], "--json")) json = true;
-    else if (!std::strcmp(argv[k], "--dtype") && k + 1 < argc) dtype_name = argv[++k];
-    else if (!std::strcmp(argv[k], "--help") || !std::strcmp(argv[k], "-h")) return usage(stdout), 0;
-    else if (argv[k][0] == '-') return usage(stderr), 2;
-    else paths.push_back(argv[k]);
+  ArgScanner args(argc, argv);
+  while (args.next()) {
+    if (args.help()) return usage(stdout), 0;
+    if (args.is("--json")) json = true;
+    else if (args.is("--dtype")) dtype_name = args.value();
+    else if (action.empty()) action = args.positional();
+    else paths.push_back(args.positional());
   }
-  if (action == "info" && paths.size() == 1 && dtype_name.empty()) return info(paths[0], json);
-  if (action == "convert" && paths.size() == 2 && !json) {
+  CR_USAGE_CHECK(action == "info" || action == "convert",
+                 (action.empty() ? std::string("an action is required") : "unknown action '" + action + "'")
+                     << ": info or convert");
+  if (action == "info") {
+    CR_USAGE_CHECK(paths.size() == 1 && dtype_name.empty(), "weights info takes one FILE and no --dtype");
+    return info(paths[0], json);
+  }
+  {
+    CR_USAGE_CHECK(paths.size() == 2 && !json, "weights convert takes IN and OUT, and no --json");
     DType dtype{};
-    if (!parse_target_dtype(dtype_name, dtype)) {
-      std::fprintf(stderr, "covidrate weights convert: --dtype must be f16, bf16 or f32, got '%s'\n",
-                   dtype_name.c_str());
-      return 2;
-    }
+    CR_USAGE_CHECK(parse_target_dtype(dtype_name, dtype),
+                   "weights convert: --dtype must be f16, bf16 or f32, got '" << dtype_name << "'");
     safetensors::convert_file(paths[0], paths[1], dtype);
     std::printf("%s -> %s (%s, %.1f MB)\n", paths[0].c_str(), paths[1].c_str(), to_string(dtype),
                 static_cast<double>(std::filesystem::file_size(paths[1])) / 1e6);
     return 0;
   }
-  return usage(stderr), 2;
 }
 
 }  // namespace covidrate::tools

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "kernels/op_profile.h"
+#include "tools/cli.h"
 #include "tools/commands.h"
 
 namespace {
@@ -30,6 +31,10 @@ int main(int argc, char** argv) {
         // COVIDRATE_PROFILE=1: where the command's time inside ops went.
         if (covidrate::profile::enabled()) std::fputs(covidrate::profile::report().c_str(), stderr);
         return status;
+      } catch (const covidrate::tools::UsageError& e) {
+        std::fprintf(stderr, "covidrate %s: %s\nrun 'covidrate %s --help' for its arguments and options\n", c.name,
+                     e.what(), c.name);
+        return 2;
       } catch (const std::exception& e) {
         std::fprintf(stderr, "covidrate %s: error: %s\n", c.name, e.what());
         return 1;

@@ -1,0 +1,105 @@
+// The covidrate program's command lines: every command reads its arguments
+// through one scanner (tools/cli.h), so every command answers a bad command
+// line the same way: "covidrate CMD: <what is wrong>", a pointer to --help,
+// exit status 2, and nothing written. --help prints the usage on stdout, exit 0.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "tests/support/run_covidrate.h"
+#include "tests/temp_files.h"
+
+using namespace covidrate;
+
+namespace {
+
+// The command names, as `covidrate --help` lists them ("  name   summary").
+std::vector<std::string> command_names(const test::TempDir& dir) {
+  const test::ProgramRun run = test::run_covidrate(dir, "--help");
+  REQUIRE(run.exit_code == 0);
+  std::vector<std::string> names;
+  std::istringstream lines(run.out);
+  bool in_table = false;
+  for (std::string line; std::getline(lines, line);) {
+    if (line == "commands:") {
+      in_table = true;
+    } else if (in_table && line.rfind("  ", 0) == 0) {
+      std::istringstream words(line);
+      std::string name;
+      words >> name;
+      names.push_back(name);
+    } else if (in_table) {
+      break;
+    }
+  }
+  return names;
+}
+
+// A usage error: status 2, the first line of stderr is "covidrate CMD: MESSAGE",
+// the second points to --help.
+void check_usage_error(const test::TempDir& dir, const std::string& command, const std::string& arguments,
+                       const std::string& message) {
+  const test::ProgramRun run = test::run_covidrate(dir, command + " " + arguments);
+  INFO("covidrate " << command << " " << arguments << "\nstderr:\n" << run.err);
+  CHECK(run.exit_code == 2);
+  const std::string first_line = run.err.substr(0, run.err.find('\n'));
+  CHECK(first_line == "covidrate " + command + ": " + message);
+  CHECK(run.err.find("run 'covidrate " + command + " --help'") != std::string::npos);
+}
+
+}  // namespace
+
+TEST_CASE("every command: --help prints its usage, an unknown option is a usage error naming it") {
+  test::TempDir dir;
+  const std::vector<std::string> names = command_names(dir);
+  CHECK(names.size() >= 12);
+  for (const std::string& name : names) {
+    CAPTURE(name);
+    const test::ProgramRun help = test::run_covidrate(dir, name + " --help");
+    CHECK(help.exit_code == 0);
+    CHECK(help.out.rfind("usage: covidrate " + name, 0) == 0);
+    check_usage_error(dir, name, "--no-such-option", "unknown option '--no-such-option'");
+  }
+}
+
+TEST_CASE("option values are checked before any work: missing, malformed, out of range") {
+  test::TempDir dir;
+  const std::string out = dir.file("out");
+  check_usage_error(dir, "segment", "study --out", "--out needs a value");
+  check_usage_error(dir, "segment", "study --out " + out + " --threshold 2",
+                    "--threshold needs a number in [0, 1], got '2'");
+  check_usage_error(dir, "segment", "study --out " + out + " --batch 2.5", "--batch needs an integer, got '2.5'");
+  check_usage_error(dir, "segment", "study --out " + out + " --device tpu",
+                    "--device: unknown device 'tpu' (expected cpu or cuda)");
+  check_usage_error(dir, "segment", "study --out " + out + " --precision f16",
+                    "--precision must be f32 or bf16, got 'f16'");
+  check_usage_error(dir, "segment", "study", "an INPUT and --out are required");
+  check_usage_error(dir, "eval", "--weights w --images i --masks m --threshold 1",
+                    "--threshold must be below 1, got 1");
+  check_usage_error(dir, "synth", "--ratio many --out " + out, "--ratio needs a number in [1e-06, 1000], got 'many'");
+  check_usage_error(dir, "synth", "--ratio 1", "--ratio and --out are required");
+  check_usage_error(dir, "lungs", "a.nii.gz b.nii.gz --out " + out, "unexpected argument 'b.nii.gz'");
+  check_usage_error(dir, "lungs", "a.nii.gz --out " + out + " --slices 3,x",
+                    "--slices needs a number in [0, 1e+06], got 'x'");
+  check_usage_error(dir, "model", "--width 0", "--width needs a number in [0.001, 16], got '0'");
+  check_usage_error(dir, "model", "--size 40", "--size must be a multiple of 16, got 40");
+  check_usage_error(dir, "model", "--arch unet --no-cpb", "--no-cpb and --no-se are COVID-Rate's; unet has neither");
+  check_usage_error(dir, "weights", "frobnicate x", "unknown action 'frobnicate': info or convert");
+  check_usage_error(dir, "weights", "convert a b --dtype f8", "weights convert: --dtype must be f16, bf16 or f32, got 'f8'");
+  check_usage_error(dir, "info", "", "a PATH is required");
+  check_usage_error(dir, "curves", "a.jsonl b.jsonl", "unexpected argument 'b.jsonl'");
+  check_usage_error(dir, "demo", "--steps 0", "--steps needs a number in [1, 1e+06], got '0'");
+  check_usage_error(dir, "version", "now", "unexpected argument 'now'");
+  CHECK_FALSE(std::filesystem::exists(out));  // nothing was written
+}
+
+TEST_CASE("a failure while working is not a usage error: status 1, the file named") {
+  test::TempDir dir;
+  const test::ProgramRun run = test::run_covidrate(dir, "info " + dir.file("missing.nii.gz"));
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.rfind("covidrate info: error: ", 0) == 0);
+  CHECK(run.err.find("missing.nii.gz") != std::string::npos);
+}
