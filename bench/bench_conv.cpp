@@ -57,6 +57,16 @@ const std::vector<Layer> kWinogradLayers = {
     {256, 32, 256, 8},  // context perception boosting, widest dilation
 };
 
+// The four-phase up-convolutions of the inference form at 512x512 (2x2 kernels,
+// pad 1, four times the up-conv's output channels; model/inference_form.h):
+// dec4 .. dec1, input channels x coarse map -> 4 x output channels.
+const std::vector<Layer> kPhaseLayers = {
+    {128, 256, 256, 1},   // decoder 4
+    {256, 128, 512, 1},   // decoder 3
+    {512, 64, 1024, 1},   // decoder 2
+    {256, 32, 2048, 1},   // decoder 1 (after context perception boosting)
+};
+
 double process_cpu_seconds() {
   timespec t{};
   clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
@@ -74,10 +84,13 @@ Tensor random(const Shape& s, uint32_t seed) {
 }
 
 // tile: 0 = chosen per layer (what the program runs), 2 or 4 = forced.
-void run(benchmark::State& state, Layer layer, Pass pass, int tile) {
+// phase: the 2x2 phase convolution (pad 1) instead of a 3x3 "same" one; with
+// `inference` it runs Winograd F(4x4, 2x2), without it the im2col GEMM.
+void run(benchmark::State& state, Layer layer, Pass pass, int tile, bool phase, bool inference) {
   cpu::set_winograd_tile(tile);
-  const int k = 3;
-  const ConvParams p = ConvParams::same(k, 1, layer.dilation);
+  const int k = phase ? 2 : 3;
+  ConvParams p = phase ? ConvParams{1, 1, 1} : ConvParams::same(k, 1, layer.dilation);
+  p.inference = inference;
   const Tensor x = random({1, layer.cin, layer.size, layer.size}, 1);
   const Tensor w = random({layer.cout, layer.cin, k, k}, 2);
   const Shape ys = conv2d_out_shape(x.shape(), w.shape(), p);
@@ -109,7 +122,7 @@ int main(int argc, char** argv) {
       {Pass::BackwardFilter, "backward_filter"}};
   for (const Layer& layer : kLayers) {
     for (const auto& [pass, name] : passes) {
-      benchmark::RegisterBenchmark(("conv/" + layer.key() + "/" + name).c_str(), run, layer, pass, 0)
+      benchmark::RegisterBenchmark(("conv/" + layer.key() + "/" + name).c_str(), run, layer, pass, 0, false, false)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime()  // the work runs on several threads: CPU time of the caller means little
           ->MinTime(0.3);
@@ -120,7 +133,18 @@ int main(int argc, char** argv) {
     for (int tile : {2, 4}) {
       benchmark::RegisterBenchmark(
           ("winograd/" + layer.key() + "/forward/m" + std::to_string(tile)).c_str(), run, layer,
-          Pass::Forward, tile)
+          Pass::Forward, tile, false, false)
+          ->Unit(benchmark::kMillisecond)
+          ->UseRealTime()
+          ->MinTime(0.3);
+    }
+  }
+  // phases/<shape>/forward/winograd|im2col: the phase convolutions both ways.
+  for (const Layer& layer : kPhaseLayers) {
+    for (const bool winograd : {true, false}) {
+      benchmark::RegisterBenchmark(
+          ("phases/" + layer.key() + "/forward/" + (winograd ? "winograd" : "im2col")).c_str(), run, layer,
+          Pass::Forward, 0, true, winograd)
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime()
           ->MinTime(0.3);
