@@ -115,17 +115,11 @@ void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_
 }
 
 void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
-  if (bytes == 0) return;
-  if (dst_device == Device::CPU && src_device == Device::CPU) {
-    std::memcpy(dst, src, bytes);
-    return;
-  }
-#if COVIDRATE_HAVE_CUDA
-  cuda::copy_bytes(dst, dst_device, src, src_device, bytes);
-#else
-  CR_FAIL("copy between " << to_string(src_device) << " and " << to_string(dst_device) << ": "
-                          << cuda_unavailable_reason());
-#endif
+  copy_bytes_async(dst, dst_device, src, src_device, bytes);
+  // With host memory on one side the caller reads or frees it right after
+  // return: wait for the copy (and for the kernels queued before it, which
+  // produced it). Between two device buffers the stream keeps the order.
+  if (bytes != 0 && (dst_device == Device::CPU) != (src_device == Device::CPU)) synchronize(Device::CUDA);
 }
 
 }  // namespace covidrate

@@ -81,6 +81,22 @@ data::Volume air_ct(int64_t n, int64_t nz) {
   return ct;
 }
 
+// A 96 x 96 body of soft tissue with two round lungs per slice, five slices,
+// the lungs growing and brightening from slice to slice (so that every slice
+// gives the network something different).
+data::Volume five_slices_of_growing_lungs() {
+  data::Volume ct = air_ct(96, 5);
+  for (int64_t z = 0; z < ct.nz; ++z)
+    for (int64_t y = 0; y < ct.ny; ++y)
+      for (int64_t x = 0; x < ct.nx; ++x) {
+        if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 42 * 42) ct.at(x, y, z) = 40.f;
+        const int64_t r = 10 + 2 * z;
+        for (int64_t cx : {30, 66})
+          if ((x - cx) * (x - cx) + (y - 44) * (y - 44) < r * r) ct.at(x, y, z) = -850.f + 60.f * float(z);
+      }
+  return ct;
+}
+
 const json::Value& member(const json::Value& v, const char* key) {
   const json::Value* m = v.find(key);
   REQUIRE_MESSAGE(m, "report.json lacks '" << key << "'");
@@ -382,15 +398,7 @@ TEST_CASE("batch_shape: the smallest power of two that holds the slices, at most
 
 TEST_CASE("segment_volume with bucketed batch shapes: blank slices fill the last batch, the results do not change") {
   // Five slices with lungs of different sizes, batches of 3: 3 + 2.
-  data::Volume ct = air_ct(96, 5);
-  for (int64_t z = 0; z < ct.nz; ++z)
-    for (int64_t y = 0; y < ct.ny; ++y)
-      for (int64_t x = 0; x < ct.nx; ++x) {
-        if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 42 * 42) ct.at(x, y, z) = 40.f;
-        const int64_t r = 10 + 2 * z;
-        for (int64_t cx : {30, 66})
-          if ((x - cx) * (x - cx) + (y - 44) * (y - 44) < r * r) ct.at(x, y, z) = -850.f + 60.f * float(z);
-      }
+  const data::Volume ct = five_slices_of_growing_lungs();
   CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 3});
   net.set_training(false);
   data::SegmentOptions options = small_cpu_options(3, 0.5);
@@ -444,15 +452,7 @@ TEST_CASE("segment_volume queuing a batch ahead (the GPU's order) gives what col
   // On a GPU batch i + 1 is launched before batch i is collected; run that
   // order on the CPU: every slice put back once, certainty where it belongs,
   // progress counting up to the end, the same volumes.
-  data::Volume ct = air_ct(96, 5);
-  for (int64_t z = 0; z < ct.nz; ++z)
-    for (int64_t y = 0; y < ct.ny; ++y)
-      for (int64_t x = 0; x < ct.nx; ++x) {
-        if ((x - 48) * (x - 48) + (y - 48) * (y - 48) < 42 * 42) ct.at(x, y, z) = 40.f;
-        const int64_t r = 10 + 2 * z;
-        for (int64_t cx : {30, 66})
-          if ((x - cx) * (x - cx) + (y - 44) * (y - 44) < r * r) ct.at(x, y, z) = -850.f + 60.f * float(z);
-      }
+  const data::Volume ct = five_slices_of_growing_lungs();
   CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 5});
   net.set_training(false);
   for (const int64_t batch : {1, 2, 8}) {

@@ -87,14 +87,6 @@ float elapsed_ms_and_release(void* start, void* stop) {
   return ms;
 }
 
-void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
-  if (bytes == 0) return;
-  copy_bytes_async(dst, dst_device, src, src_device, bytes);
-  // With host memory involved the caller reads or frees it right after return:
-  // wait for the copy (and for the kernels queued before it, which produced it).
-  if (dst_device == Device::CPU || src_device == Device::CPU) synchronize();
-}
-
 void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   Context& ctx = context();

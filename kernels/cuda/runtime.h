@@ -17,9 +17,8 @@ Allocator& device_allocator();
 Allocator& pinned_host_allocator();
 // Waits until the context's stream has run everything queued on it.
 void synchronize();
-// cudaMemcpy between any two of host/device (synchronous with the compute stream).
-void copy_bytes(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
-// The same copy queued on the compute stream, without waiting (nn/tensor.h).
+// A copy between any two of host/device queued on the compute stream, without
+// waiting (nn/tensor.h's copy_bytes waits when the host is involved).
 void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
 // An event recorded on the context's stream now (taken from a pool); waiting
