@@ -8,6 +8,8 @@
 // Skipped without a GPU.
 #include <doctest/doctest.h>
 
+#include <functional>
+
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -58,7 +60,8 @@ struct Setup {
 
   // The sample through segment_volume, on `device`, computing in `precision`;
   // prepared = false: plain evaluation mode (only for f32).
-  data::Segmentation segment(Device device, DType precision, bool prepared = true) const {
+  data::Segmentation segment(Device device, DType precision, bool prepared = true,
+                             const std::function<void(data::SegmentOptions&)>& adjust = {}) const {
     const std::unique_ptr<SegmentationNet> net = load_for_inference(weights, spec, device, precision);
     if (!prepared) {
       net->set_training(true);  // drops the inference form
@@ -68,6 +71,7 @@ struct Setup {
     options.size = spec.size;
     options.device = device;
     options.precision = precision;
+    if (adjust) adjust(options);
     return data::segment_volume(ct, *net, options);
   }
 };
@@ -111,4 +115,34 @@ TEST_CASE("the CUDA inference form agrees with evaluation mode, the CPU bf16 ref
   report("CUDA bf16 vs CUDA f32", precision);
   CHECK(precision.dice >= 0.98);
   CHECK(precision.max_diff > 0);  // bf16 really ran
+}
+
+TEST_CASE("segment on CUDA: batches queued ahead, bucketed or not, collected at once, give the same volumes") {
+  // The 8 slices in batches of 3 (3 + 3 + 2) with and without bucketed shapes
+  // (2 is a power of two: no blank), in batches of 5 (5 + 3, the last padded
+  // to 4 with a blank), and in batches of 4 collected one at a time (the
+  // CPU's order): the inference form treats each slice alone, so every run
+  // computes the same probabilities up to the convolution algorithms cuDNN
+  // picks per batch shape.
+  const Setup s;
+  const auto with = [](int64_t batch, bool bucketed, bool queue_ahead) {
+    return [=](data::SegmentOptions& o) {
+      o.batch = batch;
+      o.bucketed_batch_shape = bucketed;
+      o.queue_ahead = queue_ahead;
+    };
+  };
+  const data::Segmentation at_once = s.segment(Device::CUDA, DType::F32, true, with(4, false, false));
+  REQUIRE(at_once.slices_segmented == 8);
+  for (const auto& [batch, bucketed] : {std::pair<int64_t, bool>{3, false}, {3, true}, {5, true}, {4, false}}) {
+    CAPTURE(batch);
+    CAPTURE(bucketed);
+    const data::Segmentation ahead = s.segment(Device::CUDA, DType::F32, true, with(batch, bucketed, true));
+    const Agreement a = compare(ahead, at_once);
+    CHECK(a.nonfinite == 0);
+    CHECK(a.dice >= 0.999);
+    CHECK(a.max_diff <= 1e-3);
+    REQUIRE(ahead.certainty.size() == at_once.certainty.size());
+    for (size_t z = 0; z < ahead.certainty.size(); ++z) CHECK(ahead.certainty[z] == doctest::Approx(at_once.certainty[z]).epsilon(1e-3));
+  }
 }
