@@ -8,10 +8,9 @@
 // Skipped without a GPU.
 #include <doctest/doctest.h>
 
-#include <functional>
-
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <string>
 
 #include "data/read_any.h"
