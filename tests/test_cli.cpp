@@ -38,15 +38,20 @@ std::vector<std::string> command_names(const test::TempDir& dir) {
   return names;
 }
 
-// A usage error: status 2, the first line of stderr is "covidrate CMD: MESSAGE",
-// the second points to --help.
+// A usage error: status 2, the first line of stderr is "covidrate CMD: MESSAGE"
+// (or begins with it, with `prefix`), the second points to --help.
 void check_usage_error(const test::TempDir& dir, const std::string& command, const std::string& arguments,
-                       const std::string& message) {
+                       const std::string& message, bool prefix = false) {
   const test::ProgramRun run = test::run_covidrate(dir, command + " " + arguments);
   INFO("covidrate " << command << " " << arguments << "\nstderr:\n" << run.err);
   CHECK(run.exit_code == 2);
   const std::string first_line = run.err.substr(0, run.err.find('\n'));
-  CHECK(first_line == "covidrate " + command + ": " + message);
+  const std::string expected = "covidrate " + command + ": " + message;
+  if (prefix) {
+    CHECK(first_line.rfind(expected, 0) == 0);
+  } else {
+    CHECK(first_line == expected);
+  }
   CHECK(run.err.find("run 'covidrate " + command + " --help'") != std::string::npos);
 }
 
@@ -72,8 +77,7 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
   check_usage_error(dir, "segment", "study --out " + out + " --threshold 2",
                     "--threshold needs a number in [0, 1], got '2'");
   check_usage_error(dir, "segment", "study --out " + out + " --batch 2.5", "--batch needs an integer, got '2.5'");
-  check_usage_error(dir, "segment", "study --out " + out + " --device tpu",
-                    "--device: unknown device 'tpu' (expected cpu or cuda)");
+  check_usage_error(dir, "segment", "study --out " + out + " --device tpu", "--device: unknown device 'tpu'", true);
   check_usage_error(dir, "segment", "study --out " + out + " --precision f16",
                     "--precision must be f32 or bf16, got 'f16'");
   check_usage_error(dir, "segment", "study", "an INPUT and --out are required");
