@@ -53,7 +53,8 @@ void usage(FILE* out) {
                "  --out DIR          output folder (per study: lesion_mask.nii.gz, report.json, report.html,\n"
                "                     infection_rate.png, most_affected.png, summary.csv; docs/segment.md)\n"
                "  --weights FILE     safetensors written by 'covidrate train' (default: $COVIDRATE_WEIGHTS,\n"
-               "                     else the newest best.safetensors under weights/ of the source tree)\n"
+               "                     else the weights shipped with the program: weights/ of the source\n"
+               "                     tree, or share/covidrate/weights/ of an installed covidrate)\n"
                "  --device cpu|cuda  where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
                "  --precision P      f32 (default) or bf16: what the network computes in; bf16 is for\n"
                "                     CUDA (on the CPU it runs the slow reference path)\n"
@@ -143,9 +144,12 @@ std::string default_weights() {
     if (auto found = best_weights_in(env)) return found->string();
     searched.push_back(env);
   }
-  // build/covidrate -> the source tree's weights/ (and the current folder's).
+  // build/covidrate -> the source tree's weights/; PREFIX/bin/covidrate ->
+  // PREFIX/share/covidrate/weights/ (cmake --install); the current folder's weights/.
   const fs::path exe = fs::read_symlink("/proc/self/exe");
-  for (const fs::path& dir : {exe.parent_path().parent_path() / "weights", fs::current_path() / "weights"}) {
+  const fs::path above = exe.parent_path().parent_path();
+  for (const fs::path& dir :
+       {above / "weights", above / "share" / "covidrate" / "weights", fs::current_path() / "weights"}) {
     if (auto found = best_weights_in(dir)) return found->string();
     searched.push_back(dir);
   }
