@@ -296,6 +296,8 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
     total += seconds_since(t);
   };
   // A batch in the device's queue: everything its queued work reads or writes.
+  // Its buffers go back to their caches (where the next batch may get them)
+  // only after `done` has been waited for, also when an error leaves it behind.
   struct InFlight {
     Batch batch;                              // its pinned input, read by the upload
     Tensor input, output, certainty;          // on the device
@@ -303,9 +305,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
     DeviceFence done;
     InFlight() = default;
     InFlight(InFlight&&) = default;
-    InFlight& operator=(InFlight&&) = default;
-    // Left behind by an error: its buffers go back to their caches only once
-    // the queued copies are done with them.
+    InFlight& operator=(InFlight&&) = delete;  // would free the target's buffers unwaited
     ~InFlight() {
       try {
         done.wait();
@@ -315,30 +315,44 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   };
   const auto launch = [&](Batch b) {
     InFlight f;
-    ag::NoGrad no_grad;
-    timed(stages.upload, [&] {
-      f.input = Tensor::empty({b.shape, 1, size, size}, DType::F32, options.device);
-      copy_bytes_async(f.input.raw(), options.device, b.input.data(), Device::CPU, b.input.bytes());
-    });
-    timed(stages.forward, [&] { f.output = net.forward(ag::Var(f.input)).value(); });
-    timed(stages.download, [&] {
-      const Tensor& output = f.output;
-      CR_CHECK(output.dtype() == DType::F32 && output.numel() == b.input.size() && output.device() == options.device,
-               "segment: the network returned " << output.str() << " for a batch of " << b.shape);
-      f.probabilities = HostBuffer(b.count * size * size, options.device);  // not the blanks'
-      copy_bytes_async(f.probabilities.data(), Device::CPU, output.raw(), options.device, f.probabilities.bytes());
-      // How sure the network is of each slice's lesions, reduced where the batch is.
-      f.certainty = Tensor::empty({b.shape}, DType::F32, options.device);
-      ops::certainty_index(output, kPaperCertaintyCutoff, f.certainty);
-      f.certainty_host = HostBuffer(b.shape, options.device);
-      copy_bytes_async(f.certainty_host.data(), Device::CPU, f.certainty.raw(), options.device,
-                       f.certainty_host.bytes());
-      f.done = DeviceFence(options.device);
-    });
     f.batch = std::move(b);
+    const Batch& batch = f.batch;
+    ag::NoGrad no_grad;
+    try {
+      timed(stages.upload, [&] {
+        f.input = Tensor::empty({batch.shape, 1, size, size}, DType::F32, options.device);
+        copy_bytes_async(f.input.raw(), options.device, batch.input.data(), Device::CPU, batch.input.bytes());
+      });
+      timed(stages.forward, [&] { f.output = net.forward(ag::Var(f.input)).value(); });
+      timed(stages.download, [&] {
+        const Tensor& output = f.output;
+        CR_CHECK(output.dtype() == DType::F32 && output.numel() == batch.input.size() &&
+                     output.device() == options.device,
+                 "segment: the network returned " << output.str() << " for a batch of " << batch.shape);
+        f.probabilities = HostBuffer(batch.count * size * size, options.device);  // not the blanks'
+        copy_bytes_async(f.probabilities.data(), Device::CPU, output.raw(), options.device,
+                         f.probabilities.bytes());
+        // How sure the network is of each slice's lesions, reduced where the batch is.
+        f.certainty = Tensor::empty({batch.shape}, DType::F32, options.device);
+        ops::certainty_index(output, kPaperCertaintyCutoff, f.certainty);
+        f.certainty_host = HostBuffer(batch.shape, options.device);
+        copy_bytes_async(f.certainty_host.data(), Device::CPU, f.certainty.raw(), options.device,
+                         f.certainty_host.bytes());
+        f.done = DeviceFence(options.device);
+      });
+    } catch (...) {
+      // Copies may be queued without the fence that InFlight waits for: wait
+      // for the whole queue before the buffers go back to their caches.
+      try {
+        synchronize(options.device);
+      } catch (...) {
+      }
+      throw;
+    }
     return f;
   };
-  // Waits for a launched batch and hands it to putting back.
+  // Waits for a launched batch and hands its probabilities to putting back;
+  // its device tensors go back to the cache here, once the wait is over.
   const auto collect = [&](InFlight f) {
     timed(stages.device_wait, [&] { f.done.wait(); });
     const Batch& b = f.batch;
@@ -346,8 +360,9 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
     if (putting_back.valid()) timed(stages.put_back_wait, finish_put_back);
     if (outputs.valid()) timed(stages.put_back_wait, take_outputs);  // put back writes into them
     const size_t after = b.first + static_cast<size_t>(b.count);
-    putting_back = std::async(std::launch::async, [&put_back, f = std::move(f), after] {
-      put_back(f.batch, f.probabilities);
+    putting_back = std::async(std::launch::async, [&put_back, batch = std::move(f.batch),
+                                                   probabilities = std::move(f.probabilities), after] {
+      put_back(batch, probabilities);
       return after;
     });
   };
@@ -363,7 +378,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
     InFlight launched = launch(std::move(b));
     if (queued) collect(*std::exchange(queued, std::nullopt));
     if (queue_ahead) {
-      queued = std::move(launched);
+      queued.emplace(std::move(launched));
     } else {
       collect(std::move(launched));
     }

@@ -63,7 +63,7 @@ DeviceFence::DeviceFence(Device device) {
   if (device == Device::CPU) return;
 #if COVIDRATE_HAVE_CUDA
   CR_CHECK(cuda_available(), "fence on cuda: " << cuda_unavailable_reason());
-  event_ = cuda::record_event();
+  event_ = cuda::record_fence();
 #else
   CR_FAIL("fence on cuda: " << cuda_unavailable_reason());
 #endif
@@ -71,7 +71,7 @@ DeviceFence::DeviceFence(Device device) {
 
 DeviceFence::~DeviceFence() {
 #if COVIDRATE_HAVE_CUDA
-  if (event_) cuda::release_event(event_);
+  if (event_) cuda::release_fence(event_);
 #endif
 }
 

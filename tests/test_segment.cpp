@@ -482,6 +482,38 @@ TEST_CASE("segment_volume queuing a batch ahead (the GPU's order) gives what col
   }
 }
 
+TEST_CASE("segment_volume queuing ahead: an error in a later batch comes out cleanly, and the next run is whole") {
+  // The weights are reloaded from the progress report of the first batch, so
+  // the prepared inference form goes stale and the forward of a later batch
+  // refuses to run while the batch before it is still queued: the error must
+  // reach the caller (no hang, no terminate from a thread), and a run after
+  // it, with the form prepared again, must give the volumes of a clean run.
+  const data::Volume ct = five_slices_of_growing_lungs();
+  CovidRateNet net(NetConfig{.width = 0.0625, .cpb = true, .seed = 7});
+  net.set_training(false);
+  net.prepare_inference(DType::F32);
+  data::SegmentOptions options = small_cpu_options(1, 0.5);
+  options.queue_ahead = true;
+  const data::Segmentation clean = data::segment_volume(ct, net, options);
+  REQUIRE(clean.slices_segmented == 5);
+
+  const std::map<std::string, Tensor> weights = net.parameters().named_tensors();
+  options.progress = [&](int64_t done, int64_t) {
+    if (done == 1) net.parameters().load(weights, "the same weights");  // the form is now stale
+  };
+  try {
+    (void)data::segment_volume(ct, net, options);
+    FAIL("no error from the stale inference form");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("prepare") != std::string::npos);
+  }
+  options.progress = {};
+  net.prepare_inference(DType::F32);
+  const data::Segmentation again = data::segment_volume(ct, net, options);
+  CHECK(again.probability.voxels == clean.probability.voxels);
+  CHECK(again.lesions.voxels == clean.lesions.voxels);
+}
+
 TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule") {
   data::Volume lungs, lesions;
   for (data::Volume* v : {&lungs, &lesions}) {

@@ -36,8 +36,10 @@ class CachingAllocator final : public BlockCache {
 // a copy on the CPU). cudaHostAlloc is slow (it pins every page), so blocks are
 // cached as device blocks are, with the same sizes. The blocks are host memory
 // (device() is CPU), pinned for every CUDA context (cudaHostAllocPortable: segment
-// fills them on other threads than the one that runs the network). Reuse is safe
-// because copy_bytes waits for every copy that touches host memory before it returns.
+// fills them on other threads than the one that runs the network). A block goes
+// back to the cache only when no copy uses it any more: copy_bytes waits for
+// its copy before it returns; after copy_bytes_async the owner keeps the block
+// until a DeviceFence recorded after the copy has been waited for (nn/tensor.h).
 class PinnedHostAllocator final : public BlockCache {
  public:
   PinnedHostAllocator();

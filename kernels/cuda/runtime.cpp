@@ -45,45 +45,67 @@ Allocator& pinned_host_allocator() {
 void synchronize() { CUDA_CHECK(cudaStreamSynchronize(context().stream)); }
 
 namespace {
-// Created once and reused: cudaEventCreate costs microseconds, and a profiled
-// forward records two events per op.
-std::mutex event_mu;
-std::vector<cudaEvent_t>& free_events() {
-  static auto* events = new std::vector<cudaEvent_t>();  // never destroyed, as the allocators
-  return *events;
+// Events are created once and reused: cudaEventCreate costs microseconds, and
+// a profiled forward records two per op. Two kinds, two pools: timing events
+// for the op profiler, and fences without timing whose waiter sleeps
+// (cudaEventBlockingSync) instead of spinning on a core that segment's CPU
+// stages want. Both pools live forever, as the allocators do.
+class EventPool {
+ public:
+  explicit EventPool(unsigned flags) : flags_(flags) {}
+  void* record() {
+    cudaEvent_t e = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        e = free_.back();
+        free_.pop_back();
+      }
+    }
+    if (!e) CUDA_CHECK(cudaEventCreateWithFlags(&e, flags_));
+    if (const cudaError_t err = cudaEventRecord(e, context().stream); err != cudaSuccess) {
+      release(e);  // back to the pool, not lost
+      CUDA_CHECK(err);
+    }
+    return e;
+  }
+  void release(void* event) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(static_cast<cudaEvent_t>(event));
+  }
+
+ private:
+  const unsigned flags_;
+  std::mutex mu_;
+  std::vector<cudaEvent_t> free_;
+};
+EventPool& timing_events() {
+  static auto* pool = new EventPool(cudaEventDefault);
+  return *pool;
+}
+EventPool& fence_events() {
+  static auto* pool = new EventPool(cudaEventDisableTiming | cudaEventBlockingSync);
+  return *pool;
 }
 }  // namespace
 
-void* record_event() {
-  cudaEvent_t e = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(event_mu);
-    if (!free_events().empty()) {
-      e = free_events().back();
-      free_events().pop_back();
-    }
-  }
-  if (!e) CUDA_CHECK(cudaEventCreate(&e));
-  CUDA_CHECK(cudaEventRecord(e, context().stream));
-  return e;
-}
+void* record_event() { return timing_events().record(); }
+
+void* record_fence() { return fence_events().record(); }
 
 void wait_for_event(void* event) { CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event))); }
 
-void release_event(void* event) {
-  std::lock_guard<std::mutex> lock(event_mu);
-  free_events().push_back(static_cast<cudaEvent_t>(event));
-}
+void release_fence(void* event) { fence_events().release(event); }
 
 float elapsed_ms_and_release(void* start, void* stop) {
   auto* a = static_cast<cudaEvent_t>(start);
   auto* b = static_cast<cudaEvent_t>(stop);
-  CUDA_CHECK(cudaEventSynchronize(b));
   float ms = 0;
-  CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  std::lock_guard<std::mutex> lock(event_mu);
-  free_events().push_back(a);
-  free_events().push_back(b);
+  cudaError_t err = cudaEventSynchronize(b);
+  if (err == cudaSuccess) err = cudaEventElapsedTime(&ms, a, b);
+  timing_events().release(a);
+  timing_events().release(b);
+  CUDA_CHECK(err);
   return ms;
 }
 

@@ -21,16 +21,19 @@ void synchronize();
 // waiting (nn/tensor.h's copy_bytes waits when the host is involved).
 void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes);
 
-// An event recorded on the context's stream now (taken from a pool); waiting
-// for it returns once everything queued before it has run. Each recorded
-// event goes back to the pool through exactly one of the release calls.
+// Events recorded on the context's stream now, taken from pools: waiting for
+// one returns once everything queued before it has run. record_event() is
+// for the op profiler (timing; back to its pool through
+// elapsed_ms_and_release), record_fence() for DeviceFence (no timing, the
+// waiter sleeps; back through release_fence).
 void* record_event();
+void* record_fence();
 void wait_for_event(void* event);
-void release_event(void* event);
+void release_fence(void* event);
 
 // For the op profiler (kernels/op_profile.h): the milliseconds from `start`
 // to `stop` (two record_event()s) once `stop` has completed (waits for it),
-// which returns both to the pool.
+// which returns both to their pool.
 float elapsed_ms_and_release(void* start, void* stop);
 
 }  // namespace covidrate::cuda

@@ -32,6 +32,9 @@ struct Agreement {
   int64_t nonfinite = 0;      // probabilities of a that are NaN or Inf
 };
 
+// Bytes of pinned host memory handed out and not yet given back.
+size_t pinned_host_in_use() { return host_staging_allocator(Device::CUDA).stats().in_use; }
+
 Agreement compare(const data::Segmentation& a, const data::Segmentation& b) {
   Agreement r;
   int64_t both = 0, only_a = 0, only_b = 0;
@@ -119,11 +122,13 @@ TEST_CASE("the CUDA inference form agrees with evaluation mode, the CPU bf16 ref
 TEST_CASE("segment on CUDA: batches queued ahead, bucketed or not, collected at once, give the same volumes") {
   // The 8 slices in batches of 3 (3 + 3 + 2) with and without bucketed shapes
   // (2 is a power of two: no blank), in batches of 5 (5 + 3, the last padded
-  // to 4 with a blank), and in batches of 4 collected one at a time (the
-  // CPU's order): the inference form treats each slice alone, so every run
-  // computes the same probabilities up to the convolution algorithms cuDNN
-  // picks per batch shape.
+  // to 4 with a blank), one at a time (8 batches through the same few pinned
+  // blocks), and in batches of 4 collected one at a time (the CPU's order):
+  // the inference form treats each slice alone, so every run computes the
+  // same probabilities up to the convolution algorithms cuDNN picks per batch
+  // shape. Every pinned buffer is back in its cache afterwards.
   const Setup s;
+  const size_t pinned_in_use = pinned_host_in_use();
   const auto with = [](int64_t batch, bool bucketed, bool queue_ahead) {
     return [=](data::SegmentOptions& o) {
       o.batch = batch;
@@ -133,7 +138,8 @@ TEST_CASE("segment on CUDA: batches queued ahead, bucketed or not, collected at 
   };
   const data::Segmentation at_once = s.segment(Device::CUDA, DType::F32, true, with(4, false, false));
   REQUIRE(at_once.slices_segmented == 8);
-  for (const auto& [batch, bucketed] : {std::pair<int64_t, bool>{3, false}, {3, true}, {5, true}, {4, false}}) {
+  for (const auto& [batch, bucketed] :
+       {std::pair<int64_t, bool>{3, false}, {3, true}, {5, true}, {1, false}, {4, false}}) {
     CAPTURE(batch);
     CAPTURE(bucketed);
     const data::Segmentation ahead = s.segment(Device::CUDA, DType::F32, true, with(batch, bucketed, true));
@@ -144,4 +150,5 @@ TEST_CASE("segment on CUDA: batches queued ahead, bucketed or not, collected at 
     REQUIRE(ahead.certainty.size() == at_once.certainty.size());
     for (size_t z = 0; z < ahead.certainty.size(); ++z) CHECK(ahead.certainty[z] == doctest::Approx(at_once.certainty[z]).epsilon(1e-3));
   }
+  CHECK(pinned_host_in_use() == pinned_in_use);
 }
