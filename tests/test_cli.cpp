@@ -16,9 +16,15 @@ using namespace covidrate;
 
 namespace {
 
+// The commands run without COVIDRATE_DEVICE: what they answer must not depend
+// on the device the environment asks for (cases below set it on purpose).
+test::ProgramRun run_cli(const test::TempDir& dir, const std::string& arguments) {
+  return test::run_covidrate(dir, arguments, "-u COVIDRATE_DEVICE");
+}
+
 // The command names, as `covidrate --help` lists them ("  name   summary").
 std::vector<std::string> command_names(const test::TempDir& dir) {
-  const test::ProgramRun run = test::run_covidrate(dir, "--help");
+  const test::ProgramRun run = run_cli(dir, "--help");
   REQUIRE(run.exit_code == 0);
   std::vector<std::string> names;
   std::istringstream lines(run.out);
@@ -42,7 +48,7 @@ std::vector<std::string> command_names(const test::TempDir& dir) {
 // (or begins with it, with `prefix`), the second points to --help.
 void check_usage_error(const test::TempDir& dir, const std::string& command, const std::string& arguments,
                        const std::string& message, bool prefix = false) {
-  const test::ProgramRun run = test::run_covidrate(dir, command + " " + arguments);
+  const test::ProgramRun run = run_cli(dir, command + " " + arguments);
   INFO("covidrate " << command << " " << arguments << "\nstderr:\n" << run.err);
   CHECK(run.exit_code == 2);
   const std::string first_line = run.err.substr(0, run.err.find('\n'));
@@ -63,7 +69,7 @@ TEST_CASE("every command: --help prints its usage, an unknown option is a usage 
   CHECK(names.size() >= 12);
   for (const std::string& name : names) {
     CAPTURE(name);
-    const test::ProgramRun help = test::run_covidrate(dir, name + " --help");
+    const test::ProgramRun help = run_cli(dir, name + " --help");
     CHECK(help.exit_code == 0);
     CHECK(help.out.rfind("usage: covidrate " + name, 0) == 0);
     check_usage_error(dir, name, "--no-such-option", "unknown option '--no-such-option'");
@@ -76,8 +82,18 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
   check_usage_error(dir, "segment", "study --out", "--out needs a value");
   check_usage_error(dir, "segment", "study --out " + out + " --threshold 2",
                     "--threshold needs a number in [0, 1], got '2'");
-  check_usage_error(dir, "segment", "study --out " + out + " --batch 2.5", "--batch needs an integer, got '2.5'");
+  check_usage_error(dir, "segment", "study --out " + out + " --batch 2.5",
+                    "--batch needs an integer in [1, 4096], got '2.5'");
+  check_usage_error(dir, "segment", "study --out " + out + " --threshold -1",
+                    "--threshold needs a number in [0, 1], got '-1'");
+  check_usage_error(dir, "segment", "study --out " + out + " --size 40", "--size must be a multiple of 16, got 40");
   check_usage_error(dir, "segment", "study --out " + out + " --device tpu", "--device: unknown device 'tpu'", true);
+  check_usage_error(dir, "train", "--images i --masks m --out " + out + " --epochs 0",
+                    "--epochs needs an integer in [1, 1000000], got '0'");
+  check_usage_error(dir, "pseudo-label", "--weights w --images i --out " + out + " --top 0",
+                    "--top needs an integer in [1, 1000000000], got '0'");
+  check_usage_error(dir, "synth", "--ratio 1 --out " + out + " --seed 1e3",
+                    "--seed needs an integer in [0, 9223372036854775807], got '1e3'");
   check_usage_error(dir, "segment", "study --out " + out + " --precision f16",
                     "--precision must be f32 or bf16, got 'f16'");
   check_usage_error(dir, "segment", "study", "an INPUT and --out are required");
@@ -87,7 +103,8 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
   check_usage_error(dir, "synth", "--ratio 1", "--ratio and --out are required");
   check_usage_error(dir, "lungs", "a.nii.gz b.nii.gz --out " + out, "unexpected argument 'b.nii.gz'");
   check_usage_error(dir, "lungs", "a.nii.gz --out " + out + " --slices 3,x",
-                    "--slices needs a number in [0, 1e+06], got 'x'");
+                    "--slices needs an integer in [0, 1000000], got 'x'");
+  check_usage_error(dir, "info", "-", "unknown option '-'");  // no command reads standard input
   check_usage_error(dir, "model", "--width 0", "--width needs a number in [0.001, 16], got '0'");
   check_usage_error(dir, "model", "--size 40", "--size must be a multiple of 16, got 40");
   check_usage_error(dir, "model", "--arch unet --no-cpb", "--no-cpb and --no-se are COVID-Rate's; unet has neither");
@@ -95,15 +112,40 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
   check_usage_error(dir, "weights", "convert a b --dtype f8", "weights convert: --dtype must be f16, bf16 or f32, got 'f8'");
   check_usage_error(dir, "info", "", "a PATH is required");
   check_usage_error(dir, "curves", "a.jsonl b.jsonl", "unexpected argument 'b.jsonl'");
-  check_usage_error(dir, "demo", "--steps 0", "--steps needs a number in [1, 1e+06], got '0'");
+  check_usage_error(dir, "demo", "--steps 0", "--steps needs an integer in [1, 1000000], got '0'");
   check_usage_error(dir, "version", "now", "unexpected argument 'now'");
   CHECK_FALSE(std::filesystem::exists(out));  // nothing was written
 }
 
+TEST_CASE("--help anywhere on the line; the environment's device is read only when --device is not given") {
+  test::TempDir dir;
+  const test::ProgramRun help = run_cli(dir, "segment study --out x --threshold 0.3 --help");
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.rfind("usage: covidrate segment", 0) == 0);
+  // A device name the program does not know, in the environment.
+  const std::string bad_env = "COVIDRATE_DEVICE=abacus";
+  for (const char* command : {"eval", "segment", "pseudo-label", "demo", "train"}) {
+    CAPTURE(command);
+    const test::ProgramRun r = test::run_covidrate(dir, std::string(command) + " --help", bad_env);
+    CHECK(r.exit_code == 0);
+  }
+  // --device cpu wins over it: eval gets as far as the missing weights file.
+  const test::ProgramRun chosen =
+      test::run_covidrate(dir, "eval --weights missing.safetensors --images i --masks m --device cpu", bad_env);
+  CHECK(chosen.exit_code == 1);
+  CHECK(chosen.err.find("missing.safetensors") != std::string::npos);
+  // Without --device the environment decides, and a bad value is an error (not a usage error).
+  const test::ProgramRun from_env = test::run_covidrate(dir, "eval --weights w --images i --masks m", bad_env);
+  CHECK(from_env.exit_code == 1);
+  CHECK(from_env.err.find("unknown device 'abacus'") != std::string::npos);
+  // The optional value of eval's --json: a file name, unless the next argument is an option.
+  check_usage_error(dir, "eval", "--json report.json --no-such-option", "unknown option '--no-such-option'");
+}
+
 TEST_CASE("a failure while working is not a usage error: status 1, the file named") {
   test::TempDir dir;
-  const test::ProgramRun run = test::run_covidrate(dir, "info " + dir.file("missing.nii.gz"));
-  CHECK(run.exit_code == 1);
-  CHECK(run.err.rfind("covidrate info: error: ", 0) == 0);
-  CHECK(run.err.find("missing.nii.gz") != std::string::npos);
+  const test::ProgramRun r = run_cli(dir, "info " + dir.file("missing.nii.gz"));
+  CHECK(r.exit_code == 1);
+  CHECK(r.err.rfind("covidrate info: error: ", 0) == 0);
+  CHECK(r.err.find("missing.nii.gz") != std::string::npos);
 }

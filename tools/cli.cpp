@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -35,15 +36,22 @@ double parse_number(const std::string& option, const std::string& text, double l
 }
 
 int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi) {
-  const double v = parse_number(option, text, static_cast<double>(lo), static_cast<double>(hi));
-  CR_USAGE_CHECK(v == std::floor(v), option << " needs an integer, got '" << text << "'");
-  return static_cast<int64_t>(v);
+  int64_t v = 0;
+  const char* end = text.data() + text.size();
+  const auto [stop, error] = std::from_chars(text.data(), end, v);
+  CR_USAGE_CHECK(!text.empty() && error == std::errc() && stop == end && v >= lo && v <= hi,
+                 option << " needs an integer in [" << lo << ", " << hi << "], got '" << text << "'");
+  return v;
 }
 
 int64_t parse_positive_int(const std::string& option, const std::string& text) {
-  const double v = parse_number(option, text);
-  CR_USAGE_CHECK(v >= 1 && v == std::floor(v) && v < 1e9, option << " needs a positive integer, got '" << text << "'");
-  return static_cast<int64_t>(v);
+  return parse_integer(option, text, 1, 1000000000);
+}
+
+Device parse_device_option(const std::string& option, const std::string& text) {
+  CR_USAGE_CHECK(text == "cpu" || text == "cuda" || text == "gpu",
+                 option << ": unknown device '" << text << "' (cpu or cuda)");
+  return parse_device(text);  // CUDA without a GPU: an Error, not a usage error
 }
 
 bool ArgScanner::next() {
@@ -60,7 +68,7 @@ std::string ArgScanner::value() {
 bool ArgScanner::has_optional_value() const { return at_ + 1 < argc_ && argv_[at_ + 1][0] != '-'; }
 
 std::string ArgScanner::positional() const {
-  if (current_.size() > 1 && current_[0] == '-') unknown();
+  if (!current_.empty() && current_[0] == '-') unknown();
   return current_;
 }
 
@@ -69,30 +77,33 @@ void ArgScanner::unknown() const {
   throw UsageError("unexpected argument '" + current_ + "'");
 }
 
+void resolve_device(NetworkOptions& o) {
+  if (!o.device_given) o.device = default_device();
+}
+
 bool parse_network_option(ArgScanner& args, NetworkOptions& o) {
-  // Names the library refuses (a device, an architecture) are usage errors here.
-  const auto named = [&](auto parse) {
-    const std::string option = args.current(), text = args.value();
-    try {
-      return parse(text);
-    } catch (const Error& e) {
-      throw UsageError(option + ": " + e.what());
-    }
-  };
   if (args.is("--device")) {
-    o.device = named([](const std::string& t) { return parse_device(t); });
+    o.device = parse_device_option("--device", args.value());
+    o.device_given = true;
   } else if (args.is("--precision")) {
     o.precision = parse_precision("--precision", args.value());
   } else if (args.is("--width")) {
     o.architecture.width = args.number(1e-3, 16);
   } else if (args.is("--size")) {
-    o.architecture.size = args.integer(16, 4096);
+    const int64_t size = args.integer(16, 16384);
+    CR_USAGE_CHECK(size % 16 == 0, "--size must be a multiple of 16, got " << size);
+    o.architecture.size = size;
   } else if (args.is("--no-cpb")) {
     o.architecture.no_cpb = true;
   } else if (args.is("--no-se")) {
     o.architecture.no_se = true;
   } else if (args.is("--arch")) {
-    o.architecture.architecture = named([](const std::string& t) { return parse_architecture(t); });
+    const std::string name = args.value();
+    try {
+      o.architecture.architecture = parse_architecture(name);
+    } catch (const Error& e) {  // an unknown name: the command line's fault
+      throw UsageError(std::string("--arch: ") + e.what());
+    }
   } else {
     return false;
   }

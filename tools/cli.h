@@ -40,12 +40,18 @@ struct UsageError : std::runtime_error {
 double parse_number(const std::string& option, const std::string& text,
                     double lo = -std::numeric_limits<double>::infinity(),
                     double hi = std::numeric_limits<double>::infinity());
-// An integer in [lo, hi].
+// An integer in [lo, hi], written in decimal digits (read exactly, not through a double).
 int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi);
 // An integer >= 1.
 int64_t parse_positive_int(const std::string& option, const std::string& text);
+// The largest --seed the commands take (any int64 >= 0).
+inline constexpr int64_t kMaxSeed = std::numeric_limits<int64_t>::max();
 // --precision: "f32" or "bf16", the dtype the network computes in.
 DType parse_precision(const std::string& option, const std::string& text);
+// --device: "cpu", "cuda" or "gpu". An unknown name is a UsageError; asking
+// for CUDA where there is none is a failure to run (covidrate::Error, status
+// 1), as it is when COVIDRATE_DEVICE asks for it.
+Device parse_device_option(const std::string& option, const std::string& text);
 
 // The loop over a command's arguments, the same in every command:
 //   ArgScanner args(argc, argv);
@@ -80,7 +86,8 @@ class ArgScanner {
     return parse_integer(option, value(), lo, hi);
   }
   // The current argument as an operand (a path, an action): UsageError
-  // "unknown option" when it starts with '-'.
+  // "unknown option" when it starts with '-' (a lone "-" too: no command
+  // reads standard input).
   std::string positional() const;
   [[noreturn]] void unknown() const;
 
@@ -95,10 +102,16 @@ class ArgScanner {
 // pseudo-label): where the network runs, what it computes in, and the
 // architecture when the weights' metadata lacks it.
 struct NetworkOptions {
+  // --device, else $COVIDRATE_DEVICE, else cpu. The environment is read only
+  // after the whole line is scanned (resolve_device), so that --help and
+  // --device work whatever it holds.
   Device device = Device::CPU;
+  bool device_given = false;
   DType precision = DType::F32;
   ArchitectureOverrides architecture;  // --arch, --width, --size, --no-cpb, --no-se
 };
+// device = default_device() ($COVIDRATE_DEVICE, else cpu) unless --device was given.
+void resolve_device(NetworkOptions& o);
 // True when the scanner's current option is --device, --precision, --arch,
 // --width, --size, --no-cpb or --no-se, read into `o` (with its value, if it
 // takes one); false for any other argument.

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -106,7 +107,7 @@ void usage(FILE* out) {
 }  // namespace
 
 int cmd_demo(int argc, char** argv) {
-  Device device = default_device();
+  std::optional<Device> chosen;  // --device, else $COVIDRATE_DEVICE (read after the line, so --help always works)
   int steps = 120, log_every = 20;
   std::string out_dir = "demo-out";
   ArgScanner args(argc, argv);
@@ -115,12 +116,7 @@ int cmd_demo(int argc, char** argv) {
       usage(stdout);
       return 0;
     } else if (args.is("--device")) {
-      const std::string name = args.value();
-      try {
-        device = parse_device(name);
-      } catch (const Error& e) {
-        throw UsageError(std::string("--device: ") + e.what());
-      }
+      chosen = parse_device_option("--device", args.value());
     } else if (args.is("--steps")) {
       steps = static_cast<int>(args.integer(1, 1000000));
     } else if (args.is("--log-every")) {
@@ -131,6 +127,7 @@ int cmd_demo(int argc, char** argv) {
       args.unknown();
     }
   }
+  const Device device = chosen ? *chosen : default_device();
 
   DemoNet net(/*seed=*/1, device);
   Adam adam(net.store, AdamParams{.lr = 1e-2});

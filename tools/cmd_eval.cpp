@@ -82,7 +82,6 @@ void usage(FILE* out) {
 
 // The options, or UsageError; false for --help.
 bool parse_options(int argc, char** argv, EvalOptions& o) {
-  o.network.device = default_device();
   ArgScanner args(argc, argv);
   while (args.next()) {
     if (args.help()) {
@@ -115,6 +114,7 @@ bool parse_options(int argc, char** argv, EvalOptions& o) {
   }
   CR_USAGE_CHECK(!o.weights.empty() && !o.images.empty() && !o.masks.empty(),
                  "--weights, --images and --masks are required");
+  resolve_device(o.network);
   return true;
 }
 

@@ -52,7 +52,6 @@ void usage(FILE* out) {
 
 // The options, or UsageError; false for --help.
 bool parse_options(int argc, char** argv, PseudoLabelCommandOptions& o) {
-  o.network.device = default_device();
   ArgScanner args(argc, argv);
   while (args.next()) {
     if (args.help()) {
@@ -80,6 +79,7 @@ bool parse_options(int argc, char** argv, PseudoLabelCommandOptions& o) {
     }
   }
   CR_USAGE_CHECK(!o.weights.empty() && !o.images.empty() && !o.out.empty(), "--weights, --images and --out are required");
+  resolve_device(o.network);
   return true;
 }
 

@@ -81,7 +81,6 @@ void usage(FILE* out) {
 
 // The options, or UsageError; false for --help.
 bool parse_options(int argc, char** argv, SegmentCommandOptions& o) {
-  o.network.device = default_device();
   ArgScanner args(argc, argv);
   while (args.next()) {
     if (args.help()) {
@@ -111,6 +110,7 @@ bool parse_options(int argc, char** argv, SegmentCommandOptions& o) {
     }
   }
   CR_USAGE_CHECK(!o.inputs.empty() && !o.out.empty(), "an INPUT and --out are required");
+  resolve_device(o.network);
   return true;
 }
 

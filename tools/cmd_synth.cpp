@@ -60,7 +60,7 @@ int cmd_synth(int argc, char** argv) {
     } else if (args.is("--out")) {
       out_dir = args.value();
     } else if (args.is("--seed")) {
-      seed = static_cast<uint64_t>(args.integer(0, int64_t{1} << 53));
+      seed = static_cast<uint64_t>(args.integer(0, kMaxSeed));
     } else if (args.is("--train")) {
       train = args.value();
     } else if (args.is("--split")) {

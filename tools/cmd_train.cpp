@@ -85,7 +85,7 @@ struct Settings {
 
 Settings parse(int argc, char** argv) {
   Settings s;
-  s.train.device = default_device();
+  bool device_given = false;  // else $COVIDRATE_DEVICE, read after the line (so --help always works)
   ArgScanner args(argc, argv);
   while (args.next()) {
     const std::string& a = args.current();
@@ -100,7 +100,7 @@ Settings parse(int argc, char** argv) {
     else if (a == "--patience") s.train.patience = static_cast<int>(parse_integer(a, value(), 1, 1000000));
     else if (a == "--val-fraction") s.val_fraction = parse_number(a, value(), 0, 0.95);
     else if (a == "--folds") s.folds = static_cast<int>(parse_integer(a, value(), 2, 1000));
-    else if (a == "--seed") s.train.seed = static_cast<uint64_t>(parse_integer(a, value(), 0, 1e15));
+    else if (a == "--seed") s.train.seed = static_cast<uint64_t>(parse_integer(a, value(), 0, kMaxSeed));
     else if (a == "--deterministic") s.train.deterministic = true;
     else if (a == "--resume") s.train.resume = true;
     else if (a == "--no-cpb") s.train.model.cpb = false;
@@ -132,16 +132,13 @@ Settings parse(int argc, char** argv) {
       s.train.loss = parse_loss_kind(name);
     } else if (a == "--device") {
       const std::string name = value();
-      if (name != "cpu" && name != "cuda") throw UsageError("--device expects cpu or cuda, got '" + name + "'");
-      try {
-        s.train.device = parse_device(name);
-      } catch (const Error& e) {
-        throw UsageError(std::string("--device: ") + e.what());
-      }
+      s.train.device = parse_device_option(a, name);
+      device_given = true;
     } else {
       args.unknown();
     }
   }
+  if (!device_given) s.train.device = default_device();
   if (s.images.empty() || s.masks.empty() || s.out.empty())
     throw UsageError("--images, --masks and --out are required");
   if (!s.split_file.empty() && s.folds > 0) throw UsageError("--split and --folds exclude each other");

@@ -34,10 +34,12 @@ inline std::string read_text_file(const std::string& path) {
   return ss.str();
 }
 
-// `covidrate <arguments>` (arguments already quoted for the shell).
-inline ProgramRun run_covidrate(const TempDir& dir, const std::string& arguments) {
+// `covidrate <arguments>` (arguments already quoted for the shell), in the
+// test's environment changed by `env` (arguments of env(1), e.g. "-u VAR X=1").
+inline ProgramRun run_covidrate(const TempDir& dir, const std::string& arguments, const std::string& env = "") {
   const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt");
-  const int status = std::system((covidrate_program() + " " + arguments + " > " + out + " 2> " + err).c_str());
+  const std::string program = env.empty() ? covidrate_program() : "env " + env + " " + covidrate_program();
+  const int status = std::system((program + " " + arguments + " > " + out + " 2> " + err).c_str());
   REQUIRE(WIFEXITED(status));
   return {WEXITSTATUS(status), read_text_file(out), read_text_file(err)};
 }
