@@ -72,7 +72,7 @@ TEST_CASE("eval writes a complete report and one mask per image at its own size"
   const test::ProgramRun run = run_eval(dir, data_args(dir) + " --json " + dir.file("report.json") + " --save-masks " +
                                     dir.file("predicted") + " --overview " + dir.file("overview.png"));
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
-  CHECK(run.err.find("images/s") != std::string::npos);
+  CHECK(run.err.find("slices/s, ETA") != std::string::npos);  // progress with its rate and time left
   for (const char* word : {"dice", "sensitivity", "specificity", "mae", "A (small)", "B (large)"})
     CHECK_MESSAGE(run.out.find(word) != std::string::npos, word << " missing from the table:\n" << run.out);
 

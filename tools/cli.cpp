@@ -110,7 +110,8 @@ bool parse_network_option(ArgScanner& args, NetworkOptions& o) {
   return true;
 }
 
-Progress::Progress(std::string what) : what_(std::move(what)), tty_(::isatty(::fileno(stderr))) {}
+Progress::Progress(std::string what, std::string unit)
+    : what_(std::move(what)), unit_(std::move(unit)), tty_(::isatty(::fileno(stderr))) {}
 
 void Progress::operator()(int64_t done, int64_t total) {
   if (done == 0) {
@@ -125,9 +126,15 @@ void Progress::operator()(int64_t done, int64_t total) {
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = static_cast<double>(done) / std::max(s, 1e-9);
-  std::fprintf(stderr, "%s%s: %lld/%lld slices, %.1f slices/s, ETA %.0f s   %s", tty_ ? "\r" : "", what_.c_str(),
-               static_cast<long long>(done), static_cast<long long>(total), rate,
+  std::fprintf(stderr, "%s%s: %lld/%lld %s, %.1f %s/s, ETA %.0f s   %s", tty_ ? "\r" : "", what_.c_str(),
+               static_cast<long long>(done), static_cast<long long>(total), unit_.c_str(), rate, unit_.c_str(),
                static_cast<double>(total - done) / rate, tty_ && done < total ? "" : "\n");
+  open_line_ = tty_ && done < total;
+}
+
+void Progress::end() {
+  if (tty_ && open_line_) std::fprintf(stderr, "\n");
+  open_line_ = false;
 }
 
 DType parse_precision(const std::string& option, const std::string& text) {

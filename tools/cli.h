@@ -117,16 +117,20 @@ void resolve_device(NetworkOptions& o);
 // takes one); false for any other argument.
 bool parse_network_option(ArgScanner& args, NetworkOptions& o);
 
-// Progress of a long stage on stderr, called with (done, total) slices: the
+// Progress of a long stage on stderr, called with (done, total) units: the
 // rate and the remaining time, in place on a terminal, a line per quarter in a
-// log. (0, total) starts the clock. `what` begins each line ("segment study1").
+// log. (0, total) starts the clock. `what` begins each line ("segment study1");
+// `unit` names what is counted ("slices", "pairs").
 class Progress {
  public:
-  explicit Progress(std::string what);
+  explicit Progress(std::string what, std::string unit = "slices");
   void operator()(int64_t done, int64_t total);
+  // Ends a terminal's line left open by a stage that stopped short of its total.
+  void end();
 
  private:
-  std::string what_;
+  std::string what_, unit_;
+  bool open_line_ = false;  // a terminal line without its newline yet
   bool tty_;
   int64_t quarter_ = 0;
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();

@@ -197,8 +197,8 @@ int cmd_eval(int argc, char** argv) {
 
   std::vector<metrics::ImageMetrics> scores;
   Overview overview;
-  const bool tty = ::isatty(::fileno(stderr));
-  const auto start = std::chrono::steady_clock::now();
+  Progress progress("eval");
+  progress(0, set.size());
   for (int64_t first = 0; first < set.size(); first += o.batch) {
     const int64_t count = std::min(o.batch, set.size() - first);
     std::vector<data::PreparedSlice> prepared;
@@ -236,14 +236,7 @@ int cmd_eval(int argc, char** argv) {
                              s.image.ny);
       }
     }
-    const int64_t done = first + count;
-    // A terminal gets a line that updates in place; a log file only the last one.
-    if (tty || done == set.size()) {
-      const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::fprintf(stderr, "%seval: %lld/%lld slices, %.1f images/s%s", tty ? "\r" : "",
-                   static_cast<long long>(done), static_cast<long long>(set.size()),
-                   static_cast<double>(done) / seconds, done == set.size() ? "\n" : "");
-    }
+    progress(first + count, set.size());
   }
   if (!masks_tmp.empty()) fs::rename(masks_tmp, o.save_masks);
   if (!o.overview.empty()) {

@@ -85,12 +85,10 @@ int cmd_synth(int argc, char** argv) {
   const std::vector<AnnotatedSlice> infected = load_infected_slices(train, 0, only);
   const std::vector<AnnotatedSlice> healthy = load_healthy_slices(healthy_series);
   std::fprintf(stderr, "synth: %zu infected slices, %zu healthy slices\n", infected.size(), healthy.size());
-  const SynthSetReport r =
-      write_synthetic_set(infected, healthy, ratio, seed, out_dir, [](int64_t written, int64_t wanted) {
-        std::fprintf(stderr, "\rsynth: %lld/%lld pairs", static_cast<long long>(written),
-                     static_cast<long long>(wanted));
-      }, margin);
-  std::fprintf(stderr, "\n");
+  Progress progress("synth", "pairs");
+  progress(0, 0);  // starts the clock
+  const SynthSetReport r = write_synthetic_set(infected, healthy, ratio, seed, out_dir, std::ref(progress), margin);
+  progress.end();
   std::printf("synth: wrote %lld of %lld pairs to %s (mean infection rate %.3f); %lld infected-slice picks gave "
               "no pair with infection rate > 0.01\n",
               static_cast<long long>(r.written), static_cast<long long>(r.wanted), out_dir.c_str(),
