@@ -78,42 +78,47 @@ TEST_CASE("every command: --help prints its usage, an unknown option is a usage 
 
 TEST_CASE("option values are checked before any work: missing, malformed, out of range") {
   test::TempDir dir;
+  // OUT in the arguments stands for a folder that must never appear.
   const std::string out = dir.file("out");
-  check_usage_error(dir, "segment", "study --out", "--out needs a value");
-  check_usage_error(dir, "segment", "study --out " + out + " --threshold 2",
-                    "--threshold needs a number in [0, 1], got '2'");
-  check_usage_error(dir, "segment", "study --out " + out + " --batch 2.5",
-                    "--batch needs an integer in [1, 4096], got '2.5'");
-  check_usage_error(dir, "segment", "study --out " + out + " --threshold -1",
-                    "--threshold needs a number in [0, 1], got '-1'");
-  check_usage_error(dir, "segment", "study --out " + out + " --size 40", "--size must be a multiple of 16, got 40");
-  check_usage_error(dir, "segment", "study --out " + out + " --device tpu", "--device: unknown device 'tpu'", true);
-  check_usage_error(dir, "train", "--images i --masks m --out " + out + " --epochs 0",
-                    "--epochs needs an integer in [1, 1000000], got '0'");
-  check_usage_error(dir, "pseudo-label", "--weights w --images i --out " + out + " --top 0",
-                    "--top needs an integer in [1, 1000000000], got '0'");
-  check_usage_error(dir, "synth", "--ratio 1 --out " + out + " --seed 1e3",
-                    "--seed needs an integer in [0, 9223372036854775807], got '1e3'");
-  check_usage_error(dir, "segment", "study --out " + out + " --precision f16",
-                    "--precision must be f32 or bf16, got 'f16'");
-  check_usage_error(dir, "segment", "study", "an INPUT and --out are required");
-  check_usage_error(dir, "eval", "--weights w --images i --masks m --threshold 1",
-                    "--threshold must be below 1, got 1");
-  check_usage_error(dir, "synth", "--ratio many --out " + out, "--ratio needs a number in [1e-06, 1000], got 'many'");
-  check_usage_error(dir, "synth", "--ratio 1", "--ratio and --out are required");
-  check_usage_error(dir, "lungs", "a.nii.gz b.nii.gz --out " + out, "unexpected argument 'b.nii.gz'");
-  check_usage_error(dir, "lungs", "a.nii.gz --out " + out + " --slices 3,x",
-                    "--slices needs an integer in [0, 1000000], got 'x'");
-  check_usage_error(dir, "info", "-", "unknown option '-'");  // no command reads standard input
-  check_usage_error(dir, "model", "--width 0", "--width needs a number in [0.001, 16], got '0'");
-  check_usage_error(dir, "model", "--size 40", "--size must be a multiple of 16, got 40");
-  check_usage_error(dir, "model", "--arch unet --no-cpb", "--no-cpb and --no-se are COVID-Rate's; unet has neither");
-  check_usage_error(dir, "weights", "frobnicate x", "unknown action 'frobnicate': info or convert");
-  check_usage_error(dir, "weights", "convert a b --dtype f8", "weights convert: --dtype must be f16, bf16 or f32, got 'f8'");
-  check_usage_error(dir, "info", "", "a PATH is required");
-  check_usage_error(dir, "curves", "a.jsonl b.jsonl", "unexpected argument 'b.jsonl'");
-  check_usage_error(dir, "demo", "--steps 0", "--steps needs an integer in [1, 1000000], got '0'");
-  check_usage_error(dir, "version", "now", "unexpected argument 'now'");
+  struct Case {
+    const char* command;
+    std::string arguments, message;
+    bool prefix = false;  // the message's start only
+  };
+  const std::vector<Case> cases = {
+      {"segment", "study --out", "--out needs a value"},
+      {"segment", "study --out OUT --threshold 2", "--threshold needs a number in [0, 1], got '2'"},
+      {"segment", "study --out OUT --threshold -1", "--threshold needs a number in [0, 1], got '-1'"},
+      {"segment", "study --out OUT --batch 2.5", "--batch needs an integer in [1, 4096], got '2.5'"},
+      {"segment", "study --out OUT --size 40", "--size must be a multiple of 16, got 40"},
+      {"segment", "study --out OUT --device tpu", "--device: unknown device 'tpu'", true},
+      {"segment", "study --out OUT --precision f16", "--precision must be f32 or bf16, got 'f16'"},
+      {"segment", "study", "an INPUT and --out are required"},
+      {"train", "--images i --masks m --out OUT --epochs 0", "--epochs needs an integer in [1, 1000000], got '0'"},
+      {"pseudo-label", "--weights w --images i --out OUT --top 0",
+       "--top needs an integer in [1, 1000000000], got '0'"},
+      {"eval", "--weights w --images i --masks m --threshold 1", "--threshold must be below 1, got 1"},
+      {"synth", "--ratio 1 --out OUT --seed 1e3", "--seed needs an integer in [0, 9223372036854775807], got '1e3'"},
+      {"synth", "--ratio many --out OUT", "--ratio needs a number in [1e-06, 1000], got 'many'"},
+      {"synth", "--ratio 1", "--ratio and --out are required"},
+      {"lungs", "a.nii.gz b.nii.gz --out OUT", "unexpected argument 'b.nii.gz'"},
+      {"lungs", "a.nii.gz --out OUT --slices 3,x", "--slices needs an integer in [0, 1000000], got 'x'"},
+      {"info", "-", "unknown option '-'"},  // no command reads standard input
+      {"info", "", "a PATH is required"},
+      {"model", "--width 0", "--width needs a number in [0.001, 16], got '0'"},
+      {"model", "--size 40", "--size must be a multiple of 16, got 40"},
+      {"model", "--arch unet --no-cpb", "--no-cpb and --no-se are COVID-Rate's; unet has neither"},
+      {"weights", "frobnicate x", "unknown action 'frobnicate': info or convert"},
+      {"weights", "convert a b --dtype f8", "weights convert: --dtype must be f16, bf16 or f32, got 'f8'"},
+      {"curves", "a.jsonl b.jsonl", "unexpected argument 'b.jsonl'"},
+      {"demo", "--steps 0", "--steps needs an integer in [1, 1000000], got '0'"},
+      {"version", "now", "unexpected argument 'now'"},
+  };
+  for (const Case& c : cases) {
+    std::string arguments = c.arguments;
+    if (const size_t at = arguments.find("OUT"); at != std::string::npos) arguments.replace(at, 3, out);
+    check_usage_error(dir, c.command, arguments, c.message, c.prefix);
+  }
   CHECK_FALSE(std::filesystem::exists(out));  // nothing was written
 }
 
