@@ -3,7 +3,6 @@
 // evaluation mode, mapped back onto its own grid, and scored there against its
 // ground-truth mask (model/metrics.h; definitions in docs/metrics.md).
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,8 +11,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <unistd.h>
 
 #include "data/dataset.h"
 #include "data/image2d.h"

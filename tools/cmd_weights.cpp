@@ -5,7 +5,6 @@
 // training writes f32; the files that ship are f16 (half the size), which
 // ParameterStore::load widens back to f32 when a model loads them.
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
