@@ -44,10 +44,6 @@ int64_t parse_integer(const std::string& option, const std::string& text, int64_
   return v;
 }
 
-int64_t parse_positive_int(const std::string& option, const std::string& text) {
-  return parse_integer(option, text, 1, 1000000000);
-}
-
 Device parse_device_option(const std::string& option, const std::string& text) {
   CR_USAGE_CHECK(text == "cpu" || text == "cuda" || text == "gpu",
                  option << ": unknown device '" << text << "' (cpu or cuda)");

@@ -42,8 +42,6 @@ double parse_number(const std::string& option, const std::string& text,
                     double hi = std::numeric_limits<double>::infinity());
 // An integer in [lo, hi], written in decimal digits (read exactly, not through a double).
 int64_t parse_integer(const std::string& option, const std::string& text, int64_t lo, int64_t hi);
-// An integer >= 1.
-int64_t parse_positive_int(const std::string& option, const std::string& text);
 // The largest --seed the commands take (any int64 >= 0).
 inline constexpr int64_t kMaxSeed = std::numeric_limits<int64_t>::max();
 // --precision: "f32" or "bf16", the dtype the network computes in.
