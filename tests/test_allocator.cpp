@@ -2,6 +2,7 @@
 // accounting that bench_network and training logs report, and its use from
 // several threads at once. The memory rules of the BlockCache it is built on
 // are tested in test_block_cache.cpp.
+// gpu_check: CPU only (the GPU's fences and pinned buffers are tested in tests/cuda).
 #include <doctest/doctest.h>
 
 #include <cstdint>

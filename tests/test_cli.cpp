@@ -2,6 +2,7 @@
 // through one scanner (tools/cli.h), so every command answers a bad command
 // line the same way: "covidrate CMD: <what is wrong>", a pointer to --help,
 // exit status 2, and nothing written. --help prints the usage on stdout, exit 0.
+// gpu_check: CPU only (it names COVIDRATE_DEVICE only to unset it or to feed it a bad value).
 #include <doctest/doctest.h>
 
 #include <filesystem>
