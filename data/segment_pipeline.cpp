@@ -189,7 +189,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
                             const SegmentOptions& options) {
   check_segment_options(net, options);
   CR_CHECK(prepared.domain.nx == ct.nx && prepared.domain.ny == ct.ny && prepared.domain.nz == ct.nz &&
-               prepared.lungs.labels.voxels.size() == ct.voxels.size(),
+               prepared.lungs.labels.voxels.size() == static_cast<size_t>(ct.voxel_count()),
            "segment: the prepared lungs are not those of " << ct.source);
   const Volume& domain = prepared.domain;
 
@@ -388,6 +388,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   if (outputs.valid()) take_outputs();  // no slice held lung
   result.seconds.network = seconds_since(start);
   stages.algorithm_searches = algorithm_searches(options.device) - searches_before;
+  result.domain = std::move(prepared.domain);  // read above through `domain`; done with it now
   return result;
 }
 

@@ -59,7 +59,7 @@ struct StudyResult {
 // The pieces of a study that share one grid: a DICOM or NIfTI volume, or
 // pictures of one size stacked; pictures of different sizes are one part each.
 struct StudyPart {
-  Volume ct;
+  Volume ct;                       // after prepare_study its grid and geometry only (no voxels)
   VolumeLungs prepared;            // its input domain and lungs (prepare_study)
   Segmentation seg;                // filled by run_study
   std::vector<std::string> stems;  // pictures: the stem of each slice
