@@ -99,16 +99,15 @@ int cmd_weights(int argc, char** argv) {
     CR_USAGE_CHECK(paths.size() == 1 && dtype_name.empty(), "weights info takes one FILE and no --dtype");
     return info(paths[0], json);
   }
-  {
-    CR_USAGE_CHECK(paths.size() == 2 && !json, "weights convert takes IN and OUT, and no --json");
-    DType dtype{};
-    CR_USAGE_CHECK(parse_target_dtype(dtype_name, dtype),
-                   "weights convert: --dtype must be f16, bf16 or f32, got '" << dtype_name << "'");
-    safetensors::convert_file(paths[0], paths[1], dtype);
-    std::printf("%s -> %s (%s, %.1f MB)\n", paths[0].c_str(), paths[1].c_str(), to_string(dtype),
-                static_cast<double>(std::filesystem::file_size(paths[1])) / 1e6);
-    return 0;
-  }
+  // convert
+  CR_USAGE_CHECK(paths.size() == 2 && !json, "weights convert takes IN and OUT, and no --json");
+  DType dtype{};
+  CR_USAGE_CHECK(parse_target_dtype(dtype_name, dtype),
+                 "weights convert: --dtype must be f16, bf16 or f32, got '" << dtype_name << "'");
+  safetensors::convert_file(paths[0], paths[1], dtype);
+  std::printf("%s -> %s (%s, %.1f MB)\n", paths[0].c_str(), paths[1].c_str(), to_string(dtype),
+              static_cast<double>(std::filesystem::file_size(paths[1])) / 1e6);
+  return 0;
 }
 
 }  // namespace covidrate::tools
