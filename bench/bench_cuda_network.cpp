@@ -96,7 +96,10 @@ void run(benchmark::State& state, Case c) {
   net.parameters().to(Device::CUDA);
   Tensor image, mask;
   make_batch(c.batch, c.size, image, mask);
-  Adam adam(net.parameters(), AdamParams{});
+  // Only a training step has an optimizer: its gradients and moments are the
+  // parameters' training state, which an inference network never holds.
+  std::optional<Adam> adam;
+  if (c.pass != Pass::Infer) adam.emplace(net.parameters(), AdamParams{});
   net.set_training(c.pass == Pass::Train);
   if (c.prepared) net.prepare_inference(*c.prepared, c.upsample);
 
@@ -105,12 +108,12 @@ void run(benchmark::State& state, Case c) {
       ag::NoGrad no_grad;
       benchmark::DoNotOptimize(net.forward(ag::Var(image)).value().raw());
     } else {
-      adam.zero_grad();
+      adam->zero_grad();
       {
         ag::Tape tape;
         tape.backward(ag::hybrid_loss(net.forward(ag::Var(image)), mask, HybridLossParams{}));
       }
-      adam.step();
+      adam->step();
     }
     CUDA_CHECK(cudaDeviceSynchronize());
   };

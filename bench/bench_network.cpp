@@ -39,7 +39,8 @@
 //                 cases freed): run one case per process with
 //                 --benchmark_filter, as bench/compare_network_cpu.sh does.
 // Each run first does one untimed step (and the measures of memory cover it:
-// our Adam allocates nothing lazily, PyTorch's does). Steps take up to
+// our Adam allocates its state when made, PyTorch's at its first step). Only
+// the training cases have an optimizer, on both sides. Steps take up to
 // seconds, so a run takes one or a few iterations: set --benchmark_min_time
 // to trade time for precision.
 //
@@ -50,6 +51,7 @@
 #include <ctime>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -126,7 +128,10 @@ void run(benchmark::State& state, Case c) {
   SegmentationNet& net = *network;
   Tensor image, mask;
   make_batch(c.size, image, mask);
-  Adam adam(net.parameters(), AdamParams{});
+  // Only a training step has an optimizer: its gradients and moments are the
+  // parameters' training state, which an inference network never holds.
+  std::optional<Adam> adam;
+  if (c.pass == Pass::Train) adam.emplace(net.parameters(), AdamParams{});
   net.set_training(c.pass == Pass::Train);
   if (c.pass == Pass::InferPrepared) net.prepare_inference(DType::F32, c.upsample);
 
@@ -136,12 +141,12 @@ void run(benchmark::State& state, Case c) {
       benchmark::DoNotOptimize(net.forward(ag::Var(image)).value().raw());
       return;
     }
-    adam.zero_grad();
+    adam->zero_grad();
     {
       ag::Tape tape;
       tape.backward(ag::hybrid_loss(net.forward(ag::Var(image)), mask, HybridLossParams{}));
     }
-    adam.step();
+    adam->step();
   };
 
   const double rss_before = proc_status_bytes("VmRSS");

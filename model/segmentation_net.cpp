@@ -101,7 +101,10 @@ void SegmentationNet::add_head(int channels) {
 void SegmentationNet::set_training(bool training) {
   Module::set_training(training);
   set_blocks_training(training);
-  if (training) inference_.reset();
+  if (training) {
+    inference_.reset();
+    store_->ensure_training_state();  // a network that trains takes gradients
+  }
 }
 
 void SegmentationNet::prepare_inference(DType compute, UpsampleConv upsample) {
@@ -117,9 +120,10 @@ void SegmentationNet::prepare_inference(DType compute, UpsampleConv upsample) {
                                model::fold_for_inference({&*head_}, nullptr, compute).front()};
   } catch (...) {
     // No block may keep a form built before the failure (possibly from older
-    // weights): passing through training mode drops them all.
-    set_training(true);
-    set_training(false);
+    // weights): passing the blocks through training mode drops them all.
+    set_blocks_training(true);
+    set_blocks_training(false);
+    inference_.reset();
     throw;
   }
 }

@@ -79,7 +79,8 @@ class SegmentationNet : public Module {
   // forward runs without a tape (BN's evaluation mode has no backward).
   // The image has the parameters' dtype, and so do the probabilities.
   ag::Var forward(const ag::Var& image) const;
-  // set_training(true) also drops the inference form.
+  // set_training(true) also drops the inference form and allocates the
+  // parameters' training state (gradients, Adam's moments) if they have none.
   void set_training(bool training) override;
 
   // For deployment, in evaluation mode: builds ONCE the inference form

@@ -14,6 +14,7 @@ Adam::Adam(ParameterStore& store, const AdamParams& params) : store_(store), par
            "Adam: lr " << params.lr << ", beta1 " << params.beta1 << ", beta2 " << params.beta2
                        << ", eps " << params.eps << ", decay " << params.decay
                        << " (need lr > 0, betas in [0, 1), eps > 0, decay >= 0)");
+  store.ensure_training_state();
 }
 
 void Adam::step() {

@@ -21,7 +21,8 @@ Var Var::parameter(Tensor value, Tensor grad, bool trainable) {
 
 void Var::rebind_parameter(Tensor value, Tensor grad) {
   CR_CHECK(defined() && node_->is_parameter, "Var::rebind_parameter: not a parameter");
-  CR_CHECK(grad.shape() == value.shape() && grad.dtype() == value.dtype() && grad.device() == value.device(),
+  CR_CHECK(!grad.defined() ||
+               (grad.shape() == value.shape() && grad.dtype() == value.dtype() && grad.device() == value.device()),
            "Var::rebind_parameter: gradient " << grad.str() << " does not match value " << value.str());
   node_->value = std::move(value);
   node_->grad = std::move(grad);
@@ -33,8 +34,11 @@ const Tensor& Var::value() const {
 }
 bool Var::requires_grad() const { return defined() && node_->requires_grad; }
 bool Var::is_parameter() const { return defined() && node_->is_parameter; }
-bool Var::has_grad() const { return defined() && node_->grad_written; }
+bool Var::has_grad() const { return defined() && node_->grad_written && node_->grad.defined(); }
 const Tensor& Var::grad() const {
+  CR_CHECK(!is_parameter() || node_->grad.defined(),
+           "Var::grad: the parameter " << value().str() << " has no gradient buffer: its ParameterStore has "
+                                       "no training state (ParameterStore::ensure_training_state)");
   CR_CHECK(has_grad(), "Var::grad: no gradient has been written to " << (defined() ? value().str() : "an undefined Var"));
   return node_->grad;
 }
@@ -46,6 +50,16 @@ struct GradAccess {
   static Var::Node& node(const Var& v) { return *v.node_; }
 
   static bool wants(const Var& v) { return v.requires_grad(); }
+
+  // A parameter's gradient is its view of the store's flat buffer, which a
+  // store prepared for inference never allocates: reaching one is a mistake
+  // to name, not a gradient to allocate on the side where no optimizer sees it.
+  static void check_parameter_buffer(const Var::Node& n) {
+    CR_CHECK(!n.is_parameter || n.grad.defined(),
+             "backward: a parameter " << n.value.str() << " has no gradient buffer: its ParameterStore has no "
+                                      "training state (Adam and ParameterStore::zero_grad allocate it; "
+                                      "ParameterStore::ensure_training_state)");
+  }
 
   static Tensor empty_like(const Var& v) {
     const Tensor& t = v.value();
@@ -62,6 +76,7 @@ struct GradAccess {
       return empty_like(v);
     }
     Var::Node& n = node(v);
+    check_parameter_buffer(n);
     if (!n.grad.defined()) n.grad = empty_like(v);
     *accumulate = n.grad_written;
     n.grad_written = true;
@@ -74,6 +89,7 @@ struct GradAccess {
   static Tensor accumulating(const Var& v) {
     if (!wants(v)) return Tensor::zeros(v.value().shape(), v.value().dtype(), v.value().device());
     Var::Node& n = node(v);
+    check_parameter_buffer(n);
     if (!n.grad_written) {
       n.grad = Tensor::zeros(v.value().shape(), v.value().dtype(), v.value().device());
       n.grad_written = true;

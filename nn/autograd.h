@@ -37,19 +37,23 @@ class Var {
   // A leaf value: an input image, or a tensor to differentiate with respect to.
   explicit Var(Tensor value, bool requires_grad = false);
   // A parameter whose gradient lives in grad (a view of the flat gradient
-  // buffer); frozen parameters (trainable = false) take no gradient.
+  // buffer); frozen parameters (trainable = false) take no gradient. grad may
+  // be undefined: a store without training state (nn/parameters.h) has no
+  // gradient buffer yet, and a backward that reaches the parameter is an Error.
   static Var parameter(Tensor value, Tensor grad, bool trainable);
 
   bool defined() const { return node_ != nullptr; }
   const Tensor& value() const;
   bool requires_grad() const;
   bool is_parameter() const;
-  // Whether a gradient has been written (always true for a parameter).
+  // Whether a gradient has been written (for a parameter: whether it has its
+  // gradient buffer).
   bool has_grad() const;
   // The gradient; throws if none has been written.
   const Tensor& grad() const;
 
-  // For ParameterStore: points a parameter at new storage (allocation, to(device)).
+  // For ParameterStore: points a parameter at new storage (allocation, to(device),
+  // the training state's arrival); grad undefined: no gradient buffer.
   void rebind_parameter(Tensor value, Tensor grad);
 
  private:

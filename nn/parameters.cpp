@@ -44,8 +44,7 @@ ag::Var ParameterStore::add_parameter(const std::string& name, const Tensor& ini
                                       bool trainable) {
   check_new_name(name, initial);
   CR_CHECK(l2 >= 0, "ParameterStore: negative L2 coefficient " << l2 << " for '" << name << "'");
-  Tensor grad = Tensor::zeros(initial.shape(), dtype_, Device::CPU);
-  parameters_.push_back({name, l2, trainable, 0, ag::Var::parameter(initial, grad, trainable)});
+  parameters_.push_back({name, l2, trainable, 0, ag::Var::parameter(initial, Tensor(), trainable)});
   return parameters_.back().var;
 }
 
@@ -69,22 +68,37 @@ void ParameterStore::allocate(Device device) {
   }
   device_ = device;
   params_ = Tensor::zeros(Shape{total}, dtype_, device);
-  grads_ = Tensor::zeros(Shape{total}, dtype_, device);
-  m_ = Tensor::zeros(Shape{total}, dtype_, device);
-  v_ = Tensor::zeros(Shape{total}, dtype_, device);
   state_ = Tensor::zeros(Shape{state_total}, dtype_, device);
   for (auto& p : parameters_) view(params_, p).copy_from(p.var.value());
   for (auto& b : buffers_) flat_view(state_, b.offset, b.value.shape()).copy_from(b.value);
   rebind_views();
 }
 
+void ParameterStore::ensure_training_state() {
+  CR_CHECK(allocated(), "ParameterStore::ensure_training_state: call allocate() first");
+  if (has_training_state()) return;
+  const Shape shape = params_.shape();
+  grads_ = Tensor::zeros(shape, dtype_, device_);
+  m_ = Tensor::zeros(shape, dtype_, device_);
+  v_ = Tensor::zeros(shape, dtype_, device_);
+  rebind_grads();  // the values did not move: their version stays
+}
+
+Tensor& ParameterStore::training_buffer(Tensor& flat) {
+  CR_CHECK(has_training_state(), "ParameterStore: no training state (gradients, Adam's moments) yet: "
+                                 "ensure_training_state() allocates it");
+  return flat;
+}
+
 void ParameterStore::to(Device device) {
   CR_CHECK(allocated(), "ParameterStore::to: call allocate() first");
   if (device == device_) return;
   params_ = params_.to(device);
-  grads_ = grads_.to(device);
-  m_ = m_.to(device);
-  v_ = v_.to(device);
+  if (has_training_state()) {
+    grads_ = grads_.to(device);
+    m_ = m_.to(device);
+    v_ = v_.to(device);
+  }
   state_ = state_.to(device);
   device_ = device;
   rebind_views();
@@ -92,8 +106,13 @@ void ParameterStore::to(Device device) {
 
 void ParameterStore::rebind_views() {
   ++values_version_;
-  for (auto& p : parameters_) p.var.rebind_parameter(view(params_, p), view(grads_, p));
+  for (auto& p : parameters_)
+    p.var.rebind_parameter(view(params_, p), has_training_state() ? view(grads_, p) : Tensor());
   for (auto& b : buffers_) b.value = flat_view(state_, b.offset, b.value.shape());
+}
+
+void ParameterStore::rebind_grads() {
+  for (auto& p : parameters_) p.var.rebind_parameter(p.var.value(), view(grads_, p));
 }
 
 Tensor ParameterStore::view(const Tensor& flat, const Parameter& p) const {
@@ -115,6 +134,7 @@ int64_t ParameterStore::parameter_count() const {
 
 void ParameterStore::zero_grad() {
   CR_CHECK(allocated(), "ParameterStore::zero_grad: call allocate() first");
+  ensure_training_state();  // zeros already
   grads_.fill_(0.0);
 }
 

@@ -2,8 +2,11 @@
 //
 // Modules register their parameters by name ("enc1.unit1.conv1.weight") with
 // an initial value, then allocate() lays them out back to back in ONE flat
-// buffer, with ONE flat gradient buffer and ONE each for Adam's m and v beside
-// it. Each parameter is a view into those buffers. Why flat:
+// buffer. The training state, ONE flat gradient buffer and ONE each for Adam's
+// m and v beside it, comes with the first sign of training (an Adam, a
+// zero_grad, ensure_training_state): a network loaded only to segment never
+// holds it, which at full width is 3 x 57.5 MB it would never read. Each
+// parameter is a view into those buffers. Why flat:
 //   - zeroing every gradient is one fill, an Adam step is one kernel launch;
 //   - moving a model between devices is four copies, not hundreds;
 //   - saving and loading reads views, so names stay the interface.
@@ -53,9 +56,14 @@ class ParameterStore {
   // store's lifetime and always holds the current view.
   Tensor& add_buffer(const std::string& name, const Tensor& initial);
 
-  // Lays everything out on device; gradients and Adam moments start at zero.
+  // Lays the values and the non-trainable state out on device.
   void allocate(Device device);
   bool allocated() const { return params_.defined(); }
+  // The gradients and Adam's moments, zero, on the store's device (a no-op
+  // when they exist). Until then a parameter has no gradient buffer, and a
+  // backward pass that reaches one is an Error that says to call this.
+  void ensure_training_state();
+  bool has_training_state() const { return grads_.defined(); }
   // Moves all buffers to another device; every Var and buffer follows.
   void to(Device device);
 
@@ -69,14 +77,16 @@ class ParameterStore {
   // Elements of all parameters (trainable or not), without alignment padding.
   int64_t parameter_count() const;
 
-  // The flat buffers (padding between parameters holds zeros).
+  // The flat buffers (padding between parameters holds zeros). The last three
+  // are the training state: an Error without it.
   Tensor& flat_values() { return params_; }
-  Tensor& flat_grads() { return grads_; }
-  Tensor& adam_m() { return m_; }
-  Tensor& adam_v() { return v_; }
+  Tensor& flat_grads() { return training_buffer(grads_); }
+  Tensor& adam_m() { return training_buffer(m_); }
+  Tensor& adam_v() { return training_buffer(v_); }
   // The view of one parameter inside a flat buffer (values, grads, m or v).
   Tensor view(const Tensor& flat, const Parameter& p) const;
 
+  // Zeroes the gradients (allocating the training state first if need be).
   void zero_grad();
 
   // Parameters and buffers by name (views: copy before changing them).
@@ -101,6 +111,8 @@ class ParameterStore {
  private:
   void check_new_name(const std::string& name, const Tensor& initial) const;
   void rebind_views();
+  void rebind_grads();
+  Tensor& training_buffer(Tensor& flat);
 
   DType dtype_;
   Device device_ = Device::CPU;

@@ -138,6 +138,7 @@ TEST_CASE("every tape op matches finite differences") {
   Linear fc(store, "fc", 4, 4);
   Conv2d mix(store, "mix", 8, 1, 1);
   store.allocate(Device::CPU);
+  store.ensure_training_state();
 
   // Pooling, upsampling and concatenation, with x reused by three consumers.
   check_input_gradient("pool/upsample/concat", Shape{2, 4, 4, 4}, [&](const Var& x) {

@@ -7,6 +7,7 @@
 #include <functional>
 #include <unistd.h>
 
+#include "nn/adam.h"
 #include "nn/layers.h"
 #include "nn/safetensors.h"
 #include "tests/support/test_support.h"
@@ -44,6 +45,7 @@ TEST_CASE("parameters are aligned views of the flat buffers") {
   const ag::Var& w = net.store.parameter("enc.conv.weight");
   CHECK(w.value().shape() == (Shape{4, 2, 3, 3}));
   CHECK(w.value().same_storage(net.store.flat_values()));
+  net.store.ensure_training_state();
   CHECK(w.grad().same_storage(net.store.flat_grads()));
 
   // Writing through the flat buffer shows in the view, and the other way round.
@@ -63,6 +65,55 @@ TEST_CASE("parameters are aligned views of the flat buffers") {
   REQUIRE(buffers.size() == 2);
   CHECK(buffers[1].name == "enc.bn.running_var");
   CHECK(buffers[1].value.to_vector() == std::vector<float>(4, 1.0f));
+}
+
+TEST_CASE("the training state arrives with the first sign of training, not before") {
+  // A network loaded to segment never trains: at full width its gradients and
+  // Adam's moments would be 3 x 57.5 MB nobody reads.
+  TinyNet net;
+  CHECK_FALSE(net.store.has_training_state());
+  CHECK(message_of([&] { net.store.flat_grads(); }).find("no training state") != std::string::npos);
+  CHECK(message_of([&] { net.store.adam_m(); }).find("no training state") != std::string::npos);
+  const ag::Var& w = net.store.parameter("enc.conv.weight");
+  CHECK_FALSE(w.has_grad());
+  CHECK(message_of([&] { (void)w.grad(); }).find("no gradient buffer") != std::string::npos);
+
+  // A backward pass that reaches a parameter says what is missing instead of
+  // giving it a gradient of its own, which no optimizer would see.
+  const Tensor x = Tensor::full(Shape{1, 2, 5, 5}, 0.5, DType::F32, Device::CPU);
+  const auto loss_of_conv = [&] {
+    ag::Tape tape;
+    const ag::Var p = ag::sigmoid(net.conv.forward(ag::Var(x)));
+    const Tensor target = Tensor::zeros(p.value().shape(), DType::F32, Device::CPU);
+    tape.backward(ag::hybrid_loss(p, target, {}));
+  };
+  CHECK(message_of(loss_of_conv).find("no gradient buffer") != std::string::npos);
+
+  // Adam brings it: zero gradients and moments; the values stay, and so does
+  // their version (an inference form built from them is not stale).
+  const std::vector<float> values = net.store.flat_values().to_vector();
+  const uint64_t version = net.store.values_version();
+  Adam adam(net.store, AdamParams{});
+  REQUIRE(net.store.has_training_state());
+  CHECK(net.store.values_version() == version);
+  CHECK(net.store.flat_values().to_vector() == values);
+  for (Tensor* flat : {&net.store.flat_grads(), &net.store.adam_m(), &net.store.adam_v()}) {
+    CHECK(flat->numel() == net.store.flat_values().numel());
+    CHECK(flat->to_vector() == std::vector<float>(static_cast<size_t>(flat->numel()), 0.0f));
+  }
+  CHECK(w.grad().same_storage(net.store.flat_grads()));
+  CHECK(message_of(loss_of_conv) == "(no error)");
+  double written = 0;
+  for (const float g : net.store.flat_grads().to_vector()) written += std::fabs(g);
+  CHECK(written > 0);
+
+  // zero_grad is the other sign; a second call changes nothing.
+  TinyNet other;
+  other.store.zero_grad();
+  CHECK(other.store.has_training_state());
+  const Tensor grads = other.store.flat_grads();
+  other.store.ensure_training_state();
+  CHECK(other.store.flat_grads().same_storage(grads));
 }
 
 TEST_CASE("glorot_uniform draws within its limit and depends on the seed") {
