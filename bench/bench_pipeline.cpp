@@ -68,7 +68,8 @@ const fs::path& scratch() {
 
 // Everything the stages read, made once.
 struct Study {
-  Volume ct, domain, lesions, probability;
+  Volume ct, domain, probability;
+  LabelVolume lesions;
   LungSegmentation lungs;
   fs::path scratch;
   // What the network stage sees: the slices with lung, their view, their inputs.
@@ -85,11 +86,11 @@ const Study& study() {
     r.ct = read_dicom_series(series_path());
     r.domain = to_input_domain(r.ct);
     r.lungs = ClassicalLungExtractor().extract(r.ct, r.domain);
-    r.lesions = same_grid(r.ct, Intensity::Label);
+    r.lesions = same_grid<uint8_t>(r.ct, Intensity::Label);
     r.probability = same_grid(r.ct, Intensity::Label);
     for (int64_t i = 0; i < r.ct.voxel_count(); ++i) {
-      const bool lung = r.lungs.labels.voxels[i] != float{kNoLung};
-      r.lesions.voxels[i] = lung && r.ct.voxels[i] > -500.f ? 1.f : 0.f;
+      const bool lung = r.lungs.labels.voxels[i] != kNoLung;
+      r.lesions.voxels[i] = lung && r.ct.voxels[i] > -500.f;
       r.probability.voxels[i] = lung ? r.domain.voxels[i] / 255.f : 0.f;
     }
     r.scratch = scratch();
@@ -149,7 +150,8 @@ void BM_network_input(benchmark::State& state) {
       true);
 }
 void BM_put_back(benchmark::State& state) {
-  Volume lesions = same_grid(study().ct, Intensity::Label), probability = same_grid(study().ct, Intensity::Label);
+  LabelVolume lesions = same_grid<uint8_t>(study().ct, Intensity::Label);
+  Volume probability = same_grid(study().ct, Intensity::Picture8Bit);
   run(
       state,
       [&](const Study& s) {
@@ -165,7 +167,7 @@ void BM_put_back(benchmark::State& state) {
       true);
 }
 void BM_write_mask(benchmark::State& state) {
-  run(state, [](const Study& s) { write_nifti((s.scratch / "mask.nii.gz").string(), s.lesions, NiftiType::UInt8); });
+  run(state, [](const Study& s) { write_nifti((s.scratch / "mask.nii.gz").string(), s.lesions); });
   state.counters["file_MB"] = double(fs::file_size(study().scratch / "mask.nii.gz")) / 1e6;
 }
 void BM_write_prob(benchmark::State& state) {

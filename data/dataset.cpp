@@ -90,8 +90,8 @@ Volume read_mask(const std::string& path, const Volume& image) {
 
 Volume lung_pixels(const Volume& image) {
   static const ClassicalLungExtractor extractor;
-  LungSegmentation seg = extractor.extract(image);
-  Volume lungs = std::move(seg.labels);
+  const LungSegmentation seg = extractor.extract(image);
+  Volume lungs = to_float(seg.labels);
   for (float& v : lungs.voxels) v = v != 0.f ? 1.f : 0.f;  // either lung (kRightLung, kLeftLung)
   return lungs;
 }

@@ -81,13 +81,13 @@ Volume medseg_layout(const Volume& radiological) {
   return out;
 }
 
-Volume radiological_slice(const Volume& v, int64_t z) {
+template <class T> BasicVolume<T> radiological_slice(const BasicVolume<T>& v, int64_t z) {
   CR_CHECK(z >= 0 && z < v.nz, "radiological_slice: slice " << z << " outside 0.." << v.nz - 1);
   // Which input axis runs along the patient's left-right axis (LPS x)?
   const bool transposed = std::abs(v.col_dir[0]) > std::abs(v.row_dir[0]);
   const bool flip_x = transposed ? v.col_dir[0] < 0 : v.row_dir[0] < 0;
   const bool flip_y = transposed ? v.row_dir[1] < 0 : v.col_dir[1] < 0;
-  Volume out;
+  BasicVolume<T> out;
   out.nx = transposed ? v.ny : v.nx;
   out.ny = transposed ? v.nx : v.ny;
   out.nz = 1;
@@ -96,7 +96,7 @@ Volume radiological_slice(const Volume& v, int64_t z) {
   out.source = v.source;
   out.description = v.description;
   out.voxels.resize(out.nx * out.ny);
-  const float* in = v.slice(z);
+  const T* in = v.slice(z);
   for (int64_t y = 0; y < out.ny; ++y)
     for (int64_t x = 0; x < out.nx; ++x) {
       const int64_t a = flip_x ? out.nx - 1 - x : x;  // index along the left-right axis
@@ -106,5 +106,7 @@ Volume radiological_slice(const Volume& v, int64_t z) {
     }
   return out;
 }
+template Volume radiological_slice(const Volume&, int64_t);
+template LabelVolume radiological_slice(const LabelVolume&, int64_t);
 
 }  // namespace covidrate::data

@@ -63,7 +63,7 @@ Volume medseg_layout(const Volume& radiological);
 // display (x = towards patient left, y = towards posterior) by flips and/or a
 // transpose chosen from the direction vectors; exact, no interpolation. The
 // result keeps spacing but not the origin: it is for pixel work, not for
-// placing the slice back in patient space.
-Volume radiological_slice(const Volume& v, int64_t z);
+// placing the slice back in patient space. For Volume and LabelVolume.
+template <class T> BasicVolume<T> radiological_slice(const BasicVolume<T>& v, int64_t z);
 
 }  // namespace covidrate::data

@@ -14,21 +14,7 @@
 namespace covidrate::data {
 
 int64_t LungSegmentation::count(LungLabel which) const {
-  return std::count(labels.voxels.begin(), labels.voxels.end(), float(which));
-}
-
-LabelOverlap overlap(const Volume& a, const Volume& b, float which) {
-  CR_CHECK(a.nx == b.nx && a.ny == b.ny && a.nz == b.nz,
-           "dice: grids differ (" << a.nx << "x" << a.ny << "x" << a.nz << " vs " << b.nx << "x" << b.ny << "x"
-                                  << b.nz << ")");
-  LabelOverlap o;
-  for (int64_t i = 0; i < a.voxel_count(); ++i) {
-    const bool x = a.voxels[i] == which, y = b.voxels[i] == which;
-    o.both += x && y;
-    o.in_a += x;
-    o.in_b += y;
-  }
-  return o;
+  return std::count(labels.voxels.begin(), labels.voxels.end(), static_cast<uint8_t>(which));
 }
 
 namespace {
@@ -249,7 +235,8 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct, const Volume&
   // Not before this point, where the 3-D labels (as big) are freed, so the
   // peak memory stays what it was. (A std::async future waits for its task
   // when destroyed, so an exception below leaves no thread behind.)
-  std::future<Volume> grid = std::async(std::launch::async, [&] { return same_grid(ct, Intensity::Label); });
+  std::future<LabelVolume> grid =
+      std::async(std::launch::async, [&] { return same_grid<uint8_t>(ct, Intensity::Label); });
   LungSegmentation seg;
   seg.slice_has_lung.assign(nz, 0);
   // Without the 3-D rule (one slice), gas is told from lung by its purity; in a

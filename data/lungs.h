@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "data/volume.h"
+#include "nn/error.h"
 
 namespace covidrate::data {
 
@@ -20,7 +21,7 @@ struct LungSegmentation {
   // Same grid and geometry as the input, Intensity::Label, values LungLabel.
   // Right and left are the patient's, read from the volume's direction vectors
   // (for a picture without geometry: right = the image's left, as displayed).
-  Volume labels;
+  LabelVolume labels;
   // slice_has_lung[z] is 1 when slice z holds enough lung to be worth segmenting.
   std::vector<uint8_t> slice_has_lung;
 
@@ -95,8 +96,23 @@ struct LabelOverlap {
     return *this;
   }
 };
-LabelOverlap overlap(const Volume& a, const Volume& b, float which);
+// a and b: a mask read from a file (floats) or made here (bytes), in any pairing.
+template <class A, class B> LabelOverlap overlap(const BasicVolume<A>& a, const BasicVolume<B>& b, float which) {
+  CR_CHECK(a.nx == b.nx && a.ny == b.ny && a.nz == b.nz,
+           "dice: grids differ (" << a.nx << "x" << a.ny << "x" << a.nz << " vs " << b.nx << "x" << b.ny << "x"
+                                  << b.nz << ")");
+  LabelOverlap o;
+  for (int64_t i = 0; i < a.voxel_count(); ++i) {
+    const bool x = static_cast<float>(a.voxels[i]) == which, y = static_cast<float>(b.voxels[i]) == which;
+    o.both += x && y;
+    o.in_a += x;
+    o.in_b += y;
+  }
+  return o;
+}
 // Dice overlap of label `which` between two label volumes of the same grid.
-inline double dice(const Volume& a, const Volume& b, float which) { return overlap(a, b, which).dice(); }
+template <class A, class B> double dice(const BasicVolume<A>& a, const BasicVolume<B>& b, float which) {
+  return overlap(a, b, which).dice();
+}
 
 }  // namespace covidrate::data

@@ -354,12 +354,29 @@ void encode_voxels(const float* voxels, int64_t n, NiftiType type, char* out) {
   }
 }
 
+// Labels (0..255) are exact in every type.
+void encode_voxels(const uint8_t* voxels, int64_t n, NiftiType type, char* out) {
+  if (type == NiftiType::UInt8) {
+    std::memcpy(out, voxels, static_cast<size_t>(n));
+  } else if (type == NiftiType::Int16) {
+    for (int64_t k = 0; k < n; ++k) {
+      const auto value = static_cast<int16_t>(voxels[k]);
+      std::memcpy(out + 2 * k, &value, 2);
+    }
+  } else {
+    for (int64_t k = 0; k < n; ++k) {
+      const auto value = static_cast<float>(voxels[k]);
+      std::memcpy(out + 4 * k, &value, 4);
+    }
+  }
+}
+
 int datatype_of(NiftiType type) {
   return type == NiftiType::UInt8 ? kUInt8 : type == NiftiType::Int16 ? kInt16 : kFloat32;
 }
 
 // The 348-byte header and the 4-byte extension flag before the voxels.
-std::vector<char> header_bytes(const Volume& v, NiftiType type) {
+template <class T> std::vector<char> header_bytes(const BasicVolume<T>& v, NiftiType type) {
   const int datatype = datatype_of(type);
   const int bytes_each = bytes_per_voxel(datatype);
   HeaderWriter h;
@@ -394,9 +411,7 @@ std::vector<char> header_bytes(const Volume& v, NiftiType type) {
   return h.bytes();
 }
 
-}  // namespace
-
-void write_nifti(const std::string& path, const Volume& v, NiftiType type) {
+template <class T> void write_volume(const std::string& path, const BasicVolume<T>& v, NiftiType type) {
   static_assert(std::endian::native == std::endian::little, "the NIfTI writer writes native byte order");
   CR_CHECK(v.nx >= 1 && v.ny >= 1 && v.nz >= 1 && v.nx <= 32767 && v.ny <= 32767 && v.nz <= 32767,
            path << ": cannot write a " << v.nx << " x " << v.ny << " x " << v.nz
@@ -443,5 +458,10 @@ void write_nifti(const std::string& path, const Volume& v, NiftiType type) {
     CR_FAIL(path << ": cannot write the NIfTI file");
   }
 }
+
+}  // namespace
+
+void write_nifti(const std::string& path, const Volume& v, NiftiType type) { write_volume(path, v, type); }
+void write_nifti(const std::string& path, const LabelVolume& v, NiftiType type) { write_volume(path, v, type); }
 
 }  // namespace covidrate::data

@@ -28,6 +28,8 @@ enum class NiftiType { UInt8, Int16, Float32 };
 // clamped to the range of `type` for integer types. The file appears atomically
 // (written to a temporary name beside it, then renamed).
 void write_nifti(const std::string& path, const Volume& v, NiftiType type);
+// A label volume, its bytes as they are (UInt8) or widened.
+void write_nifti(const std::string& path, const LabelVolume& v, NiftiType type = NiftiType::UInt8);
 
 // True if `path` ends with .nii or .nii.gz (case-insensitive).
 bool has_nifti_extension(const std::string& path);

@@ -55,7 +55,7 @@ void set_geometry_from_affine(Volume& v, const Affine& ras) {
   }
 }
 
-Affine affine_of(const Volume& v) {
+Affine affine_of(const VolumeGrid& v) {
   const std::array<const Vec3*, 3> dirs{&v.row_dir, &v.col_dir, &v.slice_dir};
   Affine m{};
   for (int row = 0; row < 3; ++row) {
@@ -65,7 +65,7 @@ Affine affine_of(const Volume& v) {
   return m;
 }
 
-std::optional<Qform> qform_of(const Volume& v) {
+std::optional<Qform> qform_of(const VolumeGrid& v) {
   // Rotation part in RAS, columns = axis directions.
   Mat3 r{};
   const std::array<const Vec3*, 3> dirs{&v.row_dir, &v.col_dir, &v.slice_dir};

@@ -23,7 +23,7 @@ Affine affine_from_qform(double b, double c, double d, const std::array<double, 
 void set_geometry_from_affine(Volume& v, const Affine& ras);
 
 // The voxel-to-RAS affine of v's geometry (the sform to write).
-Affine affine_of(const Volume& v);
+Affine affine_of(const VolumeGrid& v);
 
 // A qform for v's geometry, or nullopt when its directions are not orthonormal
 // (a sheared, gantry-tilted grid can only be written as an sform).
@@ -31,6 +31,6 @@ struct Qform {
   double b, c, d, qfac;
   std::array<double, 3> offset;
 };
-std::optional<Qform> qform_of(const Volume& v);
+std::optional<Qform> qform_of(const VolumeGrid& v);
 
 }  // namespace covidrate::data::nifti

@@ -21,14 +21,17 @@ RgbImage grey_slice(const Volume& image, int64_t z) {
   return out;
 }
 
-void draw_outline(RgbImage& picture, const Volume& labels, int64_t z, float which, Rgb colour) {
+template <class T>
+void draw_outline(RgbImage& picture, const BasicVolume<T>& labels, int64_t z, float which, Rgb colour) {
   CR_CHECK(labels.nx == picture.width && labels.ny == picture.height,
            "draw_outline: mask " << labels.nx << "x" << labels.ny << " does not match picture " << picture.width
                                  << "x" << picture.height);
   CR_CHECK(z >= 0 && z < labels.nz, "draw_outline: slice " << z << " outside 0.." << labels.nz - 1);
   const int64_t nx = labels.nx, ny = labels.ny;
-  const float* s = labels.slice(z);
-  auto inside = [&](int64_t x, int64_t y) { return x >= 0 && y >= 0 && x < nx && y < ny && s[y * nx + x] == which; };
+  const T* s = labels.slice(z);
+  auto inside = [&](int64_t x, int64_t y) {
+    return x >= 0 && y >= 0 && x < nx && y < ny && static_cast<float>(s[y * nx + x]) == which;
+  };
   for (int64_t y = 0; y < ny; ++y)
     for (int64_t x = 0; x < nx; ++x) {
       if (!inside(x, y)) continue;
@@ -36,6 +39,8 @@ void draw_outline(RgbImage& picture, const Volume& labels, int64_t z, float whic
       std::copy(colour.begin(), colour.end(), picture.rgb.begin() + 3 * (y * nx + x));
     }
 }
+template void draw_outline(RgbImage&, const Volume&, int64_t, float, Rgb);
+template void draw_outline(RgbImage&, const LabelVolume&, int64_t, float, Rgb);
 
 void fill_rect(RgbImage& img, int64_t x0, int64_t y0, int64_t x1, int64_t y1, Rgb c) {
   x0 = std::max<int64_t>(x0, 0), y0 = std::max<int64_t>(y0, 0);

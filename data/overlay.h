@@ -29,7 +29,9 @@ RgbImage grey_slice(const Volume& image, int64_t z);
 
 // Draws the outline (pixels of the region with a 4-neighbour outside it) of
 // the pixels of slice z of `labels` equal to `which`, in `colour`.
-void draw_outline(RgbImage& picture, const Volume& labels, int64_t z, float which, Rgb colour);
+// labels: a mask read from a file (floats) or made here (bytes, LabelVolume).
+template <class T>
+void draw_outline(RgbImage& picture, const BasicVolume<T>& labels, int64_t z, float which, Rgb colour);
 
 // Colours of agreement_tile: lesion in both masks, only in the prediction, only in the truth.
 inline constexpr Rgb kFoundColour{0, 200, 0};

@@ -59,7 +59,7 @@ std::string html_escape(const std::string& s) {
 
 }  // namespace
 
-StudyFigures measure(const Volume& lesions, const Volume& lungs) {
+StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs) {
   CR_CHECK(lesions.nx == lungs.nx && lesions.ny == lungs.ny && lesions.nz == lungs.nz,
            "measure: lesion mask and lung labels have different grids");
   const double pixel_mm2 = lesions.spacing[0] * lesions.spacing[1];
@@ -69,11 +69,11 @@ StudyFigures measure(const Volume& lesions, const Volume& lungs) {
   for (int64_t z = 0; z < lesions.nz; ++z) {
     SliceFigures s;
     s.index = z;
-    const float* lesion = lesions.slice(z);
-    const float* lung = lungs.slice(z);
+    const uint8_t* lesion = lesions.slice(z);
+    const uint8_t* lung = lungs.slice(z);
     for (int64_t i = 0; i < pixels; ++i) {
-      const bool is_lesion = lesion[i] != 0.f;
-      LungFigures* side = lung[i] == float{kRightLung} ? &f.right : lung[i] == float{kLeftLung} ? &f.left : nullptr;
+      const bool is_lesion = lesion[i] != 0;
+      LungFigures* side = lung[i] == kRightLung ? &f.right : lung[i] == kLeftLung ? &f.left : nullptr;
       s.lesion_pixels += is_lesion;
       if (side) {
         ++s.lung_pixels;
@@ -249,7 +249,7 @@ std::vector<int64_t> most_affected_slices(const StudyFigures& f, int64_t count) 
   return chosen;
 }
 
-RgbImage affected_tile(const Volume& ct, const Volume& lungs, const Volume& lesions, int64_t z) {
+RgbImage affected_tile(const Volume& ct, const LabelVolume& lungs, const LabelVolume& lesions, int64_t z) {
   RgbImage tile = grey_slice(ct, z);
   draw_outline(tile, lungs, z, kRightLung, kRightLungColour);
   draw_outline(tile, lungs, z, kLeftLung, kLeftLungColour);

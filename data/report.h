@@ -47,7 +47,7 @@ struct StudyFigures {
 
 // Figures from the lesion mask (non-zero = lesion) and the lung labels
 // (1 right, 2 left) of one grid; sizes from its spacing.
-StudyFigures measure(const Volume& lesions, const Volume& lungs);
+StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs);
 
 // Everything report.json and report.html say besides the figures.
 struct RunInfo {
@@ -89,6 +89,6 @@ double plot_max_rate(const StudyFigures& figures);
 std::vector<int64_t> most_affected_slices(const StudyFigures& figures, int64_t count);
 // Slice z in the lung window with lung outlines (green right, blue left) and
 // lesion outlines (red): one tile of the most-affected montage.
-RgbImage affected_tile(const Volume& ct, const Volume& lungs, const Volume& lesions, int64_t z);
+RgbImage affected_tile(const Volume& ct, const LabelVolume& lungs, const LabelVolume& lesions, int64_t z);
 
 }  // namespace covidrate::data

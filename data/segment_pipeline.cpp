@@ -84,7 +84,7 @@ CropBox lung_crop_box(const float* lungs, int64_t nx, int64_t ny, double margin)
   return box;
 }
 
-NetworkView network_view(const Volume& ct, const Volume& lungs, const std::vector<int64_t>& slices,
+NetworkView network_view(const Volume& ct, const LabelVolume& lungs, const std::vector<int64_t>& slices,
                          double crop_margin) {
   NetworkView view;
   // Every slice of a volume shares the grid, so one permutation serves all.
@@ -104,10 +104,10 @@ NetworkView network_view(const Volume& ct, const Volume& lungs, const std::vecto
     any.assign(static_cast<size_t>(pixels), 0);
     uint8_t seen = 0;
     for (int64_t k = begin; k < end; ++k) {
-      const float* lung = lungs.slice(slices[static_cast<size_t>(k)]);
+      const uint8_t* lung = lungs.slice(slices[static_cast<size_t>(k)]);
       for (int64_t i = 0; i < pixels; ++i) {
-        any[static_cast<size_t>(i)] |= lung[i] != float{kNoLung};
-        seen |= static_cast<uint8_t>((lung[i] == float{kRightLung}) | (lung[i] == float{kLeftLung}) << 1);
+        any[static_cast<size_t>(i)] |= lung[i] != kNoLung;
+        seen |= static_cast<uint8_t>((lung[i] == kRightLung) | (lung[i] == kLeftLung) << 1);
       }
     }
     sides[static_cast<size_t>(chunk)] = seen;
@@ -138,8 +138,8 @@ Placement network_input(const float* slice, const NetworkView& view, int64_t siz
   return prepared.placement;
 }
 
-void put_back_slice(const float* prediction, const Placement& placement, const NetworkView& view, const float* lungs,
-                    double threshold, float* lesion, float* probability) {
+void put_back_slice(const float* prediction, const Placement& placement, const NetworkView& view,
+                    const uint8_t* lungs, double threshold, uint8_t* lesion, float* probability) {
   const CropBox& box = view.box;
   const std::vector<float> p = to_original_grid(prediction, placement);
   for (int64_t y = 0; y < box.ny; ++y)
@@ -148,7 +148,7 @@ void put_back_slice(const float* prediction, const Placement& placement, const N
       const float v = std::clamp(p[y * box.nx + x], 0.f, 1.f);
       const int64_t i = view.order[(box.y0 + y) * view.nx + box.x0 + x];
       if (probability) probability[i] = v;
-      lesion[i] = (v > threshold && lungs[i] != float{kNoLung}) ? 1.f : 0.f;
+      lesion[i] = v > threshold && lungs[i] != kNoLung;
     }
 }
 
@@ -198,12 +198,13 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   result.slice_has_lung = std::move(prepared.lungs.slice_has_lung);
   result.seconds.lungs = prepared.seconds;
 
-  // The output volumes (268 MB each for 512 x 512 x 255) are allocated and
+  // The output volumes (67 and 268 MB for 512 x 512 x 255) are allocated and
   // zero-filled on a thread of their own while the lung box is found and the
   // first batch runs: one serial pass of page faults (0.1 s here) that held up
   // the network. Taken before the first batch is put back.
   struct Outputs {
-    Volume lesions, probability;
+    LabelVolume lesions;
+    Volume probability;
   };
   std::future<Outputs> outputs = std::async(std::launch::async, [&ct, keep = options.keep_probability] {
     Outputs o;
@@ -211,7 +212,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
       o.probability = same_grid(ct, Intensity::Picture8Bit);
       o.probability.description = "lesion probability";
     }
-    o.lesions = same_grid(ct, Intensity::Label);
+    o.lesions = same_grid<uint8_t>(ct, Intensity::Label);
     o.lesions.description = "lesion mask";
     return o;
   });

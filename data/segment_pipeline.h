@@ -78,9 +78,9 @@ struct StageSeconds {
 };
 
 struct Segmentation {
-  Volume lungs;        // Label: 0, 1 = right lung, 2 = left lung (the input's grid and geometry)
+  LabelVolume lungs;   // 0, 1 = right lung, 2 = left lung (the input's grid and geometry)
   Volume probability;  // lesion probability in [0, 1], 0 outside segmented slices (empty unless kept)
-  Volume lesions;      // Label: 1 where probability > threshold and inside a lung
+  LabelVolume lesions;  // 1 where probability > threshold and inside a lung
   std::vector<uint8_t> slice_has_lung;
   int64_t slices_segmented = 0;  // slices sent to the network
   // Per slice, the certainty index of the network's prediction (ops::certainty_index
@@ -146,7 +146,7 @@ struct NetworkView {
 // The view of `ct` for the given slices (those sent to the network): the box
 // around the lungs of all of them, widened by crop_margin; the whole slice when
 // crop_margin < 0 or when the lungs of these slices are not both present.
-NetworkView network_view(const Volume& ct, const Volume& lungs, const std::vector<int64_t>& slices,
+NetworkView network_view(const Volume& ct, const LabelVolume& lungs, const std::vector<int64_t>& slices,
                          double crop_margin);
 // One slice's network input (size x size floats, written to `input`): the box of
 // `slice` (the input domain's pixels, on the slice's own grid), prepared as the
@@ -156,7 +156,7 @@ Placement network_input(const float* slice, const NetworkView& view, int64_t siz
 // slice's grid, inside the box: `lesion` 1 where the probability is above
 // `threshold` inside the lungs, else 0; `probability` (may be null) the map,
 // clamped to [0, 1]. Pixels outside the box are not touched.
-void put_back_slice(const float* prediction, const Placement& placement, const NetworkView& view, const float* lungs,
-                    double threshold, float* lesion, float* probability);
+void put_back_slice(const float* prediction, const Placement& placement, const NetworkView& view,
+                    const uint8_t* lungs, double threshold, uint8_t* lesion, float* probability);
 
 }  // namespace covidrate::data

@@ -52,11 +52,11 @@ Volume read_picture(const std::string& path) {
 }
 
 // One picture's mask, probability or lung labels as an 8-bit PNG of its own size.
-void write_slice_png(const fs::path& path, const Volume& v, int64_t z, float scale) {
+template <class T> void write_slice_png(const fs::path& path, const BasicVolume<T>& v, int64_t z, float scale) {
   std::vector<uint8_t> pixels(v.nx * v.ny);
-  const float* s = v.slice(z);
+  const T* s = v.slice(z);
   for (size_t i = 0; i < pixels.size(); ++i)
-    pixels[i] = static_cast<uint8_t>(std::clamp(std::lround(s[i] * scale), 0l, 255l));
+    pixels[i] = static_cast<uint8_t>(std::clamp(std::lround(static_cast<float>(s[i]) * scale), 0l, 255l));
   write_png_gray(path.string(), pixels.data(), v.nx, v.ny);
 }
 
@@ -117,14 +117,14 @@ void write_outputs(const StudyInput& study, const std::vector<StudyPart>& parts,
   // One NIfTI per study needs one grid: all volumes, pictures of one size.
   if (parts.size() == 1) {
     const StudyPart& p = parts[0];
-    write_nifti((dir / "lesion_mask.nii.gz").string(), p.seg.lesions, NiftiType::UInt8);
+    write_nifti((dir / "lesion_mask.nii.gz").string(), p.seg.lesions);
     outputs.push_back("lesion_mask.nii.gz");
     if (o.save_probability) {
       write_nifti((dir / "probability.nii.gz").string(), p.seg.probability, NiftiType::Float32);
       outputs.push_back("probability.nii.gz");
     }
     if (o.save_lungs) {
-      write_nifti((dir / "lungs.nii.gz").string(), p.seg.lungs, NiftiType::UInt8);
+      write_nifti((dir / "lungs.nii.gz").string(), p.seg.lungs);
       outputs.push_back("lungs.nii.gz");
     }
   }

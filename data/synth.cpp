@@ -136,7 +136,7 @@ std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, i
     s.lesion = radiological_slice(mask, 0);
     for (float& v : s.lesion.voxels) v = v > 0 ? 1.f : 0.f;
     s.lesion.intensity = Intensity::Label;
-    s.lungs = extractor.extract(s.image).labels;
+    s.lungs = to_float(extractor.extract(s.image).labels);
     out.push_back(std::move(s));
   }
   return out;
@@ -146,19 +146,20 @@ std::vector<AnnotatedSlice> load_healthy_slices(const std::string& series, doubl
   const Volume ct = read_any(series);
   CR_CHECK(ct.intensity == Intensity::HounsfieldUnits, "synth: " << series << " is not a CT in Hounsfield units");
   const LungSegmentation seg = ClassicalLungExtractor().extract(ct);
+  const Volume lung_labels = to_float(seg.labels);  // what radiological_slice takes
   const Volume domain = to_input_domain(ct);
   const int64_t plane = ct.nx * ct.ny;
   std::vector<int64_t> lung(ct.nz, 0);
   for (int64_t z = 0; z < ct.nz; ++z)
     lung[z] = std::count_if(seg.labels.voxels.begin() + z * plane, seg.labels.voxels.begin() + (z + 1) * plane,
-                            [](float v) { return v != 0; });
+                            [](uint8_t v) { return v != 0; });
   const int64_t most = *std::max_element(lung.begin(), lung.end());
   std::vector<AnnotatedSlice> out;
   for (int64_t z = 0; z < ct.nz; ++z) {
     if (!seg.slice_has_lung[z] || double(lung[z]) < min_lung_fraction * double(most)) continue;
     AnnotatedSlice s;
     s.image = radiological_slice(domain, z);
-    s.lungs = radiological_slice(seg.labels, z);
+    s.lungs = radiological_slice(lung_labels, z);
     out.push_back(std::move(s));
   }
   CR_CHECK(!out.empty(), "synth: no slice of " << series << " holds enough lung to host lesions");

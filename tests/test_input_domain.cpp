@@ -92,10 +92,10 @@ struct Levels {
   std::vector<float> lung, tissue;
 };
 
-void gather(const Volume& domain, const Volume& lungs, const Volume* lesion, int64_t z, Levels& out) {
+void gather(const Volume& domain, const LabelVolume& lungs, const Volume* lesion, int64_t z, Levels& out) {
   const int64_t plane = domain.nx * domain.ny;
   const float* d = domain.slice(z);
-  const float* l = lungs.slice(z);
+  const uint8_t* l = lungs.slice(z);
   const float tissue_floor = hu_to_domain(-500);
   for (int64_t p = 0; p < plane; ++p) {
     if (lesion && lesion->voxels[p] != 0) continue;

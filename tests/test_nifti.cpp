@@ -100,6 +100,29 @@ TEST_CASE("NIfTI round trip keeps geometry and voxels: uint8, int16, float32; .n
   }
 }
 
+TEST_CASE("NIfTI: a label volume of bytes writes the same file as its floats, in every type") {
+  // segment keeps its lung and lesion masks as bytes (LabelVolume); the file
+  // must not tell which one it came from.
+  test::TempDir dir;
+  Volume floats = oblique_volume(false);
+  LabelVolume bytes = same_grid<uint8_t>(floats, Intensity::Label);
+  for (size_t k = 0; k < floats.voxels.size(); ++k) {
+    bytes.voxels[k] = static_cast<uint8_t>((k * 37) % 256);
+    floats.voxels[k] = bytes.voxels[k];
+  }
+  floats.intensity = Intensity::Label;
+  for (const auto type : {NiftiType::UInt8, NiftiType::Int16, NiftiType::Float32}) {
+    CAPTURE(int(type));
+    write_nifti(dir.file("f.nii"), floats, type);
+    write_nifti(dir.file("b.nii"), bytes, type);
+    CHECK(test::read_bytes(dir.file("b.nii")) == test::read_bytes(dir.file("f.nii")));
+    const Volume back = read_nifti(dir.file("b.nii"));
+    test::check_same_geometry(back, floats);
+    CHECK(back.voxels == floats.voxels);
+  }
+  CHECK(to_float(bytes).voxels == floats.voxels);
+}
+
 TEST_CASE("NIfTI integer output rounds like std::nearbyint, clamps to the type, and writes 0 for NaN and infinities") {
   test::TempDir dir;
   const float inf = std::numeric_limits<float>::infinity(), nan = std::numeric_limits<float>::quiet_NaN();

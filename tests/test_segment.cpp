@@ -543,17 +543,17 @@ TEST_CASE("a prepared study keeps the CT's grid only; its pictures come from the
 }
 
 TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule") {
-  data::Volume lungs, lesions;
-  for (data::Volume* v : {&lungs, &lesions}) {
+  data::LabelVolume lungs, lesions;
+  for (data::LabelVolume* v : {&lungs, &lesions}) {
     v->nx = 10, v->ny = 10, v->nz = 2;
     v->spacing = {0.5, 0.5, 2.0};
-    v->voxels.assign(200, 0.f);
+    v->voxels.assign(200, 0);
   }
   // Slice 0: 40 px right lung, 40 px left lung; 2 lesion px in the right lung (2.5%).
   // Slice 1: 100 px left lung; no lesion.
   for (int64_t i = 0; i < 40; ++i) lungs.voxels[i] = data::kRightLung, lungs.voxels[60 + i] = data::kLeftLung;
   for (int64_t i = 100; i < 200; ++i) lungs.voxels[i] = data::kLeftLung;
-  lesions.voxels[3] = lesions.voxels[4] = 1.f;
+  lesions.voxels[3] = lesions.voxels[4] = 1;
   const data::StudyFigures f = data::measure(lesions, lungs);
   REQUIRE(f.slices.size() == 2);
   CHECK(f.slices[0].lesion_pixels == 2);

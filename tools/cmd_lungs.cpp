@@ -98,7 +98,7 @@ std::vector<int64_t> spread_slices(const std::vector<uint8_t>& has_lung, int64_t
   return picked;
 }
 
-RgbImage overlay(const Volume& ct, const Volume& labels, const Volume* reference, const Volume* lesions,
+RgbImage overlay(const Volume& ct, const LabelVolume& labels, const Volume* reference, const Volume* lesions,
                  const std::vector<int64_t>& slices) {
   std::vector<RgbImage> tiles;
   for (const int64_t z : slices) {
@@ -110,7 +110,7 @@ RgbImage overlay(const Volume& ct, const Volume& labels, const Volume* reference
       draw_outline(tile, ref, 0, kLeftLung, kReferenceLeftColour);
     }
     if (lesions) draw_outline(tile, radiological_slice(*lesions, z), 0, 1, kLesionColour);
-    const Volume ours = radiological_slice(labels, z);
+    const LabelVolume ours = radiological_slice(labels, z);
     draw_outline(tile, ours, 0, kRightLung, kRightLungColour);
     draw_outline(tile, ours, 0, kLeftLung, kLeftLungColour);
     tiles.push_back(std::move(tile));
@@ -119,9 +119,8 @@ RgbImage overlay(const Volume& ct, const Volume& labels, const Volume* reference
   return montage(tiles, n <= 3 ? n : (n + 1) / 2);
 }
 
-void write_labels_png(const std::string& path, const Volume& labels) {
-  std::vector<uint8_t> pixels(labels.voxels.begin(), labels.voxels.end());
-  write_png_gray(path, pixels.data(), labels.nx, labels.ny);
+void write_labels_png(const std::string& path, const LabelVolume& labels) {
+  write_png_gray(path, labels.voxels.data(), labels.nx, labels.ny);
 }
 
 // Removes the half-written folder unless the rename made it the result.
@@ -182,7 +181,7 @@ int cmd_lungs(int argc, char** argv) {
   fs::remove_all(tmp.path);
   fs::create_directories(tmp.path);
   if (picture) write_labels_png((tmp.path / "lungs.png").string(), seg.labels);
-  else write_nifti((tmp.path / "lungs.nii.gz").string(), seg.labels, NiftiType::UInt8);
+  else write_nifti((tmp.path / "lungs.nii.gz").string(), seg.labels);
   if (slices.empty()) slices = spread_slices(seg.slice_has_lung, tiles);
   const RgbImage picture_out = overlay(ct, seg.labels, reference_path.empty() ? nullptr : &reference,
                                        lesions_path.empty() ? nullptr : &lesions, slices);
