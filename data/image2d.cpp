@@ -1,10 +1,15 @@
-// PNG and JPG through stb_image / stb_image_write. The stb implementations are
-// compiled here and nowhere else.
+// PNG through stb_image / stb_image_write (whose implementations are compiled
+// here and nowhere else), JPG through libjpeg-turbo.
 #include "data/image2d.h"
 
 #include <unistd.h>
 
+// libjpeg's header needs FILE and size_t declared first.
+#include <cstdio>
+#include <jpeglib.h>
+
 #include <algorithm>
+#include <csetjmp>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -18,8 +23,13 @@
 #include "data/parallel_deflate.h"
 #include "nn/error.h"
 
+// JPG is decoded by libjpeg-turbo (below), not stb_image: fuzzing read_image
+// (fuzz/fuzz_image.cpp) broke stb's JPEG decoder within 300 inputs, a Huffman
+// table whose counts add up past 256 writing beyond its array
+// (stb_image.h:1990 in Debian 12's libstb): memory corruption from a damaged
+// file. libjpeg-turbo is the reference decoder, fuzzed continuously upstream.
+// stb_image keeps the PNGs, which the same fuzzing has not broken (fuzz/README.md).
 #define STBI_ONLY_PNG
-#define STBI_ONLY_JPEG
 #define STBI_FAILURE_USERMSG
 #define STB_IMAGE_IMPLEMENTATION
 #include <stb_image.h>
@@ -46,8 +56,91 @@ unsigned char* deflate_with_zlib(unsigned char* data, int length, int* out_lengt
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
+// libjpeg reports errors through a callback that must not return; the usual
+// way out is longjmp, which must not cross C++ frames with destructors. So the
+// decoder below is C-like: plain locals and a malloc'ed result its caller owns.
+namespace {
+struct JpegErrorTrap {
+  jpeg_error_mgr manager;  // first: libjpeg sees a jpeg_error_mgr*
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+[[noreturn]] void jpeg_trap_error(j_common_ptr info) {
+  auto* trap = reinterpret_cast<JpegErrorTrap*>(info->err);
+  (*info->err->format_message)(info, trap->message);
+  std::longjmp(trap->jump, 1);
+}
+
+// Warnings (level -1) are what libjpeg says when it papers over damage -- a
+// truncated file, a corrupt entropy segment -- and goes on with grey filler.
+// A damaged picture of a CT slice is refused, not segmented.
+void jpeg_trap_warning(j_common_ptr info, int level) {
+  if (level < 0) jpeg_trap_error(info);
+}
+
+struct DecodedJpeg {
+  int width = 0, height = 0, channels = 0;
+  unsigned char* pixels = nullptr;  // width * height * channels, malloc'ed: free() it
+  char message[JMSG_LENGTH_MAX] = {};
+};
+
+// Grey JPEGs decode to one channel, colour ones (YCbCr, RGB) to RGB. False with
+// result->message on any error or warning; then result->pixels is null.
+bool decode_jpeg(const unsigned char* data, size_t size, int64_t max_pixels, DecodedJpeg* result) {
+  jpeg_decompress_struct info;
+  JpegErrorTrap trap;
+  info.err = jpeg_std_error(&trap.manager);
+  trap.manager.error_exit = jpeg_trap_error;
+  trap.manager.emit_message = jpeg_trap_warning;
+  if (setjmp(trap.jump)) {
+    jpeg_destroy_decompress(&info);
+    std::free(result->pixels);
+    result->pixels = nullptr;
+    std::memcpy(result->message, trap.message, sizeof trap.message);
+    return false;
+  }
+  jpeg_create_decompress(&info);
+  jpeg_mem_src(&info, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&info, TRUE);
+  const char* refusal = nullptr;
+  if (info.num_components != 1 && info.num_components != 3) refusal = "CMYK and other 4-channel JPEGs are not read";
+  else if (int64_t{info.image_width} * info.image_height > max_pixels) refusal = "too many pixels for a CT picture";
+  if (refusal) {
+    jpeg_destroy_decompress(&info);
+    std::snprintf(result->message, sizeof result->message, "%s (%u x %u, %d channels)", refusal, info.image_width,
+                  info.image_height, info.num_components);
+    return false;
+  }
+  info.out_color_space = info.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_start_decompress(&info);
+  result->width = static_cast<int>(info.output_width);
+  result->height = static_cast<int>(info.output_height);
+  result->channels = info.output_components;
+  const size_t stride = static_cast<size_t>(result->width) * static_cast<size_t>(result->channels);
+  result->pixels = static_cast<unsigned char*>(std::malloc(stride * static_cast<size_t>(result->height)));
+  if (!result->pixels) {
+    jpeg_destroy_decompress(&info);
+    std::snprintf(result->message, sizeof result->message, "out of memory");
+    return false;
+  }
+  while (info.output_scanline < info.output_height) {
+    JSAMPROW row = result->pixels + stride * info.output_scanline;
+    jpeg_read_scanlines(&info, &row, 1);
+  }
+  jpeg_finish_decompress(&info);
+  jpeg_destroy_decompress(&info);
+  return true;
+}
+}  // namespace
+
 namespace covidrate::data {
 namespace {
+
+// Larger pictures are refused before they are decoded: a 400 KB PNG can claim
+// 20000 x 20000 zero pixels and take 2 GB (checked). 8192 x 8192 is four times
+// the largest CT matrix in use.
+constexpr int64_t kMaxPicturePixels = int64_t{8192} * 8192;
 
 std::vector<unsigned char> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -110,11 +203,25 @@ void write_png_atomically(const std::string& path, const uint8_t* pixels, int64_
 Volume read_image(const std::string& path) {
   const std::vector<unsigned char> bytes = read_file(path);
   CR_CHECK(bytes.size() <= static_cast<size_t>(std::numeric_limits<int>::max()), path << ": file too large");
+  const bool png = is_png(bytes);
+  const bool jpeg = bytes.size() >= 3 && bytes[0] == 0xFF && bytes[1] == 0xD8 && bytes[2] == 0xFF;
+  CR_CHECK(png || jpeg, path << ": not a PNG or JPG file (its first bytes are neither signature)");
   int width = 0, height = 0, channels = 0;
-  unsigned char* decoded =
-      stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels, 0);
-  CR_CHECK(decoded != nullptr, path << ": cannot decode as PNG or JPG (" << stbi_failure_reason() << ")");
-  const std::unique_ptr<unsigned char, void (*)(void*)> owner(decoded, stbi_image_free);
+  unsigned char* decoded = nullptr;
+  if (png) {
+    CR_CHECK(stbi_info_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels),
+             path << ": cannot decode as PNG (" << stbi_failure_reason() << ")");
+    CR_CHECK(int64_t{width} * height <= kMaxPicturePixels,
+             path << ": cannot decode as PNG (too many pixels for a CT picture: " << width << " x " << height << ")");
+    decoded = stbi_load_from_memory(bytes.data(), static_cast<int>(bytes.size()), &width, &height, &channels, 0);
+    CR_CHECK(decoded != nullptr, path << ": cannot decode as PNG (" << stbi_failure_reason() << ")");
+  } else {
+    DecodedJpeg jpg;
+    CR_CHECK(decode_jpeg(bytes.data(), bytes.size(), kMaxPicturePixels, &jpg),
+             path << ": cannot decode as JPG (" << jpg.message << ")");
+    decoded = jpg.pixels, width = jpg.width, height = jpg.height, channels = jpg.channels;
+  }
+  const std::unique_ptr<unsigned char, void (*)(void*)> owner(decoded, std::free);  // stbi_image_free is free()
 
   Volume v;
   v.source = path;
@@ -122,7 +229,6 @@ Volume read_image(const std::string& path) {
   v.ny = height;
   v.nz = 1;
   v.voxels.resize(static_cast<size_t>(v.voxel_count()));
-  const bool png = is_png(bytes);
   const auto palette = png ? png_palette(bytes) : std::vector<std::array<unsigned char, 3>>{};
   const int64_t n = v.voxel_count();
 

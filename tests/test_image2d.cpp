@@ -1,6 +1,7 @@
 // PNG/JPG reading (MedSeg pictures, binary and palette masks), PNG writing,
 // read_any's dispatch, and broken pictures failing with the file's name.
 #include <doctest/doctest.h>
+#include <zlib.h>
 
 #include <algorithm>
 #include <string>
@@ -126,12 +127,69 @@ TEST_CASE("Broken pictures fail with the file's name") {
     for (size_t size : {size_t{0}, size_t{8}, size_t{40}, bytes.size() / 3}) {
       const std::string file = dir.file("cut" + std::to_string(size) + (name[0] == 'm' ? ".png" : ".jpg"));
       test::write_bytes(file, std::vector<char>(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size)));
-      // A JPEG cut after its header decodes as a partly grey picture in stb;
-      // the PNG checksum and stream end catch truncation there.
-      if (name[0] == 'm' || size < 100) check_fails(file);
+      // A JPEG cut after its header used to decode as a partly grey picture
+      // (stb, and libjpeg with its "premature end" warning); warnings are
+      // errors now. The PNG checksum and stream end catch truncation there.
+      check_fails(file);
     }
   }
   const std::string noise = dir.file("noise.png");
   test::write_bytes(noise, test::garbage(3000, 5));
   check_fails(noise);
+}
+
+TEST_CASE("Damaged JPEGs that broke stb_image are refused cleanly by libjpeg-turbo") {
+  // Found by fuzz/fuzz_image.cpp in 300 inputs: a Huffman table whose code
+  // counts add up past 256. stb_image wrote past its 257-byte array
+  // (AddressSanitizer/UBSan in the fuzz build); libjpeg-turbo names the fault.
+  const std::string path = test::source_dir() + "/fuzz/corpus/image/regression-huffman-counts-past-256.jpg";
+  try {
+    read_image(path);
+    FAIL("reading " << path << " did not throw");
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    CHECK_MESSAGE(message.find(path) != std::string::npos, message);
+    CHECK_MESSAGE(message.find("cannot decode as JPG") != std::string::npos, message);
+  }
+
+  // A corrupt entropy segment inside an otherwise whole file: libjpeg would
+  // warn and fill the rest grey; that picture must not reach the network.
+  test::TempDir dir;
+  std::vector<char> bytes = test::read_bytes(train() + "images/0.jpg");
+  for (size_t k = bytes.size() / 2; k < bytes.size() / 2 + 64; ++k) bytes[k] = static_cast<char>(0xFF);
+  const std::string damaged = dir.file("damaged.jpg");
+  test::write_bytes(damaged, bytes);
+  check_fails(damaged);
+
+  // What is neither a PNG nor a JPG says so.
+  const std::string other = dir.file("picture.png");
+  test::write_bytes(other, std::vector<char>{'G', 'I', 'F', '8', '9', 'a', 0, 0});
+  try {
+    read_image(other);
+    FAIL("a GIF was read");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("not a PNG or JPG") != std::string::npos);
+  }
+}
+
+TEST_CASE("Pictures too large for a CT slice are refused before they are decoded") {
+  // 20000 x 20000 PNG of zeros: a few hundred kilobytes that would decode to
+  // 400 MB of pixels (and 1.6 GB of floats).
+  test::TempDir dir;
+  const std::string path = dir.file("huge.png");
+  std::vector<uint8_t> row(20000, 0);
+  write_png_gray(path, row.data(), 20000, 1);  // a valid header to patch
+  std::vector<char> bytes = test::read_bytes(path);
+  // IHDR's height is bytes 20..23 (big-endian); its CRC (of type and data,
+  // bytes 12..28) follows at 29, so the header stays valid.
+  bytes[20] = 0, bytes[21] = 0, bytes[22] = 0x4E, bytes[23] = 0x20;  // 20000
+  const uLong crc = crc32(0, reinterpret_cast<const Bytef*>(bytes.data() + 12), 17);
+  for (int k = 0; k < 4; ++k) bytes[29 + k] = static_cast<char>((crc >> (24 - 8 * k)) & 0xFF);
+  test::write_bytes(path, bytes);
+  try {
+    read_image(path);
+    FAIL("a 20000 x 20000 PNG was read");
+  } catch (const Error& e) {
+    CHECK_MESSAGE(std::string(e.what()).find("too many pixels") != std::string::npos, e.what());
+  }
 }

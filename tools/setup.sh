@@ -8,7 +8,8 @@ pkgs=(
   doctest-dev                        # unit tests
   libbenchmark-dev                   # bench/
   libgdcm-dev                        # DICOM decoding (JPEG Lossless, JPEG-LS, JPEG 2000, RLE)
-  libstb-dev                         # PNG/JPG read and write
+  libstb-dev                         # PNG read and write, JPG never: see libjpeg
+  libjpeg62-turbo-dev                # JPG read (libjpeg-turbo)
   zlib1g-dev                         # .nii.gz
 )
 if [ "${COVIDRATE_WITH_TORCH:-0}" = 1 ]; then
