@@ -136,7 +136,9 @@ class ContextPerceptionBoosting : public Module {
 class DecoderBlock : public Module {
  public:
   DecoderBlock(const BlockSite& site, int in_channels, int skip_channels, int out_channels, bool se = true);
-  ag::Var forward(const ag::Var& x, const ag::Var& skip) const;
+  // Takes its inputs by value and drops them once used: move them in, and
+  // inference frees each map as soon as the next is made (blocks.cpp).
+  ag::Var forward(ag::Var x, ag::Var skip) const;
   void set_training(bool training) override;
   // upsample_phases: the upsampling and up-conv as one InferenceUpsampleConv.
   void prepare_inference(DType compute, bool upsample_phases);

@@ -1,5 +1,7 @@
 #include "model/covidrate_net.h"
 
+#include <utility>
+
 namespace covidrate {
 
 namespace {
@@ -79,7 +81,9 @@ ag::Var CovidRateNet::features(const ag::Var& image) const {
     x = encoder.forward(x);
   }
   if (cpb_) x = cpb_->forward(x);
-  for (size_t i = 0; i < decoders_.size(); ++i) x = decoders_[i].forward(x, skips[skips.size() - 1 - i]);
+  // Moved in: each decoder drops its input and its skip once used (blocks.cpp).
+  for (size_t i = 0; i < decoders_.size(); ++i)
+    x = decoders_[i].forward(std::move(x), std::move(skips[skips.size() - 1 - i]));
   return x;
 }
 
