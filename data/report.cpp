@@ -7,6 +7,7 @@
 #include <numeric>
 #include <sstream>
 
+#include "data/input_domain.h"
 #include "data/lungs.h"
 #include "kernels/ops.h"
 #include "nn/error.h"
@@ -250,10 +251,14 @@ std::vector<int64_t> most_affected_slices(const StudyFigures& f, int64_t count) 
 }
 
 RgbImage affected_tile(const Volume& ct, const LabelVolume& lungs, const LabelVolume& lesions, int64_t z) {
-  RgbImage tile = grey_slice(ct, z);
-  draw_outline(tile, lungs, z, kRightLung, kRightLungColour);
-  draw_outline(tile, lungs, z, kLeftLung, kLeftLungColour);
-  draw_outline(tile, lesions, z, 1.f, kLesionColour);
+  // In the radiological display whatever order the file stores its voxels in,
+  // as `covidrate lungs` draws: a NIfTI stored right-to-left and anterior-last
+  // came out upside down and mirrored, its right lung on the picture's right.
+  RgbImage tile = grey_slice(radiological_slice(ct, z), 0);
+  const LabelVolume lung = radiological_slice(lungs, z), lesion = radiological_slice(lesions, z);
+  draw_outline(tile, lung, 0, kRightLung, kRightLungColour);
+  draw_outline(tile, lung, 0, kLeftLung, kLeftLungColour);
+  draw_outline(tile, lesion, 0, 1.f, kLesionColour);
   return tile;
 }
 

@@ -88,7 +88,9 @@ double plot_max_rate(const StudyFigures& figures);
 // none when there is no lesion).
 std::vector<int64_t> most_affected_slices(const StudyFigures& figures, int64_t count);
 // Slice z in the lung window with lung outlines (green right, blue left) and
-// lesion outlines (red): one tile of the most-affected montage.
+// lesion outlines (red), turned to the radiological display (patient's right
+// on the left, anterior at the top; radiological_slice): one tile of the
+// most-affected montage.
 RgbImage affected_tile(const Volume& ct, const LabelVolume& lungs, const LabelVolume& lesions, int64_t z);
 
 }  // namespace covidrate::data

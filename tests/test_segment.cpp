@@ -542,6 +542,59 @@ TEST_CASE("a prepared study keeps the CT's grid only; its pictures come from the
   }
 }
 
+TEST_CASE("the montage's tiles are in the radiological display whatever order the voxels are stored in") {
+  // One 8 x 6 slice of made-up anatomy stored three ways: as DICOM stores it
+  // (x towards the patient's left, y towards posterior), as a RAS NIfTI does (both
+  // axes reversed: it came out upside down and mirrored), and transposed. The
+  // tile must be the same; for the DICOM order, the slice as stored.
+  constexpr int64_t nx = 8, ny = 6;
+  data::Volume lps;
+  lps.nx = nx, lps.ny = ny, lps.nz = 1;
+  lps.voxels.resize(nx * ny);
+  data::LabelVolume lungs = data::same_grid<uint8_t>(lps, data::Intensity::Label);
+  data::LabelVolume lesions = lungs;
+  for (int64_t y = 0; y < ny; ++y)
+    for (int64_t x = 0; x < nx; ++x) {
+      lps.at(x, y, 0) = static_cast<float>(-1000 + 37 * x + 91 * y);  // no symmetry
+      lungs.at(x, y, 0) = x < 3 ? data::kRightLung : x > 4 ? data::kLeftLung : data::kNoLung;
+      lesions.at(x, y, 0) = x == 1 && y >= 2;
+    }
+  const auto stored = [&](bool reverse, bool transpose) {
+    data::Volume ct = data::same_grid(lps, lps.intensity);
+    data::LabelVolume l = data::same_grid<uint8_t>(lps, data::Intensity::Label), m = l;
+    if (transpose) {
+      std::swap(ct.nx, ct.ny), std::swap(l.nx, l.ny), std::swap(m.nx, m.ny);
+      for (data::VolumeGrid* g : {static_cast<data::VolumeGrid*>(&ct), static_cast<data::VolumeGrid*>(&l),
+                                  static_cast<data::VolumeGrid*>(&m)})
+        g->row_dir = {0, 1, 0}, g->col_dir = {1, 0, 0};
+    }
+    if (reverse)
+      for (data::VolumeGrid* g : {static_cast<data::VolumeGrid*>(&ct), static_cast<data::VolumeGrid*>(&l),
+                                  static_cast<data::VolumeGrid*>(&m)})
+        g->row_dir = {-g->row_dir[0], -g->row_dir[1], 0}, g->col_dir = {-g->col_dir[0], -g->col_dir[1], 0};
+    for (int64_t y = 0; y < ny; ++y)
+      for (int64_t x = 0; x < nx; ++x) {
+        const int64_t sx = reverse ? nx - 1 - x : x, sy = reverse ? ny - 1 - y : y;  // patient position
+        const int64_t i = transpose ? sx * ny + sy : sy * nx + sx;                 // where it is stored
+        ct.voxels[i] = lps.at(x, y, 0), l.voxels[i] = lungs.at(x, y, 0), m.voxels[i] = lesions.at(x, y, 0);
+      }
+    return data::affected_tile(ct, l, m, 0);
+  };
+  const data::RgbImage as_dicom = data::affected_tile(lps, lungs, lesions, 0);
+  CHECK(as_dicom.rgb == stored(false, false).rgb);
+  CHECK(as_dicom.rgb == stored(true, false).rgb);
+  CHECK(as_dicom.rgb == stored(false, true).rgb);
+  CHECK(as_dicom.rgb == stored(true, true).rgb);
+  // The DICOM order is drawn as stored: the right lung's outline (green) on the
+  // picture's left, the lesion's (red) inside it, the middle column grey.
+  const data::RgbImage plain = data::grey_slice(lps, 0);
+  for (const int64_t y : {int64_t{0}, ny - 1}) {
+    CHECK(as_dicom.rgb[3 * (y * nx + 3 + 1) + 1] == plain.rgb[3 * (y * nx + 3 + 1) + 1]);
+    CHECK(as_dicom.rgb[3 * (y * nx + 0)] < as_dicom.rgb[3 * (y * nx + 0) + 1]);  // green: right lung, left side
+  }
+  CHECK(as_dicom.rgb[3 * (3 * nx + 1)] > as_dicom.rgb[3 * (3 * nx + 1) + 1]);  // red: the lesion
+}
+
 TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule") {
   data::LabelVolume lungs, lesions;
   for (data::LabelVolume* v : {&lungs, &lesions}) {
