@@ -129,7 +129,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << ", \"kind\": " << json::quote(run.input_kind) << ", \"description\": " << json::quote(run.description)
     << ", \"size\": [" << run.nx << ", " << run.ny << ", " << run.nz << "], \"spacing_mm\": ["
     << number(run.spacing[0]) << ", " << number(run.spacing[1]) << ", " << number(run.spacing[2])
-    << "], \"spacing_known\": " << (run.spacing_known ? "true" : "false") << "},\n";
+    << "], \"spacing_known\": " << (run.spacing_known ? "true" : "false")
+    << ", \"first_slice\": " << (run.first_slice.empty() ? "null" : json::quote(run.first_slice)) << "},\n";
   o << "  \"weights\": {\"path\": " << json::quote(run.weights) << ", \"fnv1a64\": " << json::quote(run.weights_fnv1a64)
     << ", \"architecture\": " << json::quote(run.architecture) << ", \"width\": " << number(run.width)
     << ", \"cpb\": " << (run.cpb ? "true" : "false") << ", \"se\": " << (run.se ? "true" : "false")
@@ -289,7 +290,12 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
       << ", their mean: how sure the network is of what it marked; lower on images unlike its training set).";
   o << "</p>\n";
   o << "<h2>Infection rate per slice</h2>\n<img src=\"infection_rate.png\" alt=\"infection rate per slice\">\n"
-    << "<p>Bars: lesion area over lung area per slice, slice 0 at the left (red: infected). y axis 0 to "
+    << "<p>Bars: lesion area over lung area per slice, slice 0 at the left"
+    << (run.first_slice.empty() ? std::string()
+                                : std::string(" (the most ") + run.first_slice + ": " +
+                                      (run.first_slice == "inferior" ? "feet on the left, head on the right)"
+                                                                     : "head on the left, feet on the right)"))
+    << ". Red: infected. y axis 0 to "
     << percent(100 * plot_max_rate(f)) << ", grid every fifth; dashed line: " << percent(100 * kInfectedSliceRate)
     << ".</p>\n";
   o << "<h2>Most affected slices</h2>\n";

@@ -55,6 +55,10 @@ struct RunInfo {
   int64_t nx = 0, ny = 0, nz = 0;
   std::array<double, 3> spacing{1, 1, 1};
   bool spacing_known = true;  // false for pictures: sizes in mm and mL then assume 1 mm pixels
+  // Where slice 0 lies in the patient: "inferior" or "superior" for an axial
+  // volume, read from its slice direction; empty when unknown (pictures, one
+  // slice, an oblique or non-axial stack).
+  std::string first_slice;
   std::string weights, weights_fnv1a64;
   std::map<std::string, std::string> weights_metadata;
   std::string architecture = "covid-rate";  // model/segmentation_net.h names

@@ -1,6 +1,7 @@
 #include "data/segment_study.h"
 
 #include <algorithm>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -281,6 +282,9 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
     }
     run.spacing = first.spacing;
     run.spacing_known = study.kind != StudyKind::Pictures;
+    // LPS: +z is superior; slice k lies at origin + k * spacing * slice_dir.
+    if (study.kind != StudyKind::Pictures && parts.size() == 1 && first.nz > 1 && std::abs(first.slice_dir[2]) > 0.7)
+      run.first_slice = first.slice_dir[2] > 0 ? "inferior" : "superior";
     run.weights = o.weights;
     run.weights_fnv1a64 = o.weights_hash;
     run.weights_metadata = o.weights_metadata;

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -213,6 +214,10 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
   const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
   check_report(report, lesions, lungs);
   CHECK(member(report, "input").find("kind")->text == "dicom-series");
+  // Where slice 0 lies, from the series' slice direction (LPS: +z is superior).
+  REQUIRE(std::abs(input.slice_dir[2]) > 0.9);
+  const std::string first_slice = input.slice_dir[2] > 0 ? "inferior" : "superior";
+  CHECK(member(member(report, "input"), "first_slice").text == first_slice);
   for (const char* file : {"report.html", "infection_rate.png", "most_affected.png", "summary.csv"})
     CHECK_MESSAGE(fs::exists(out + "/" + file), file);
   const std::string html = test::read_text_file(out + "/report.html");
@@ -280,6 +285,7 @@ TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
   const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
   CHECK(member(report, "slices").items.size() == stems.size());
   CHECK(member(member(report, "input"), "kind").text == "pictures");
+  CHECK(member(member(report, "input"), "first_slice").kind == json::Value::Kind::Null);  // pictures: unknown
   for (const std::string& s : stems) {
     const data::Volume picture = data::read_image((images / (s + ".jpg")).string());
     for (const std::string& name : {s + ".png", s + "_probability.png"}) {
