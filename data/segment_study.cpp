@@ -251,6 +251,18 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
     std::vector<StudyPart>& parts = prepared.parts;
     StudyResult r;
     r.run.read_s = prepared.read_s;
+    // A study with no lung in any slice would report 0 % opacity, which reads as
+    // healthy lungs; nothing was measured. Refused before the network runs.
+    int64_t slices = 0;
+    bool any_lung = false;
+    for (const StudyPart& p : parts) {
+      slices += p.ct.nz;
+      for (const uint8_t has : p.prepared.lungs.slice_has_lung) any_lung |= has != 0;
+    }
+    CR_CHECK(any_lung, "segment: no lung found in " << (study.paths.size() == 1 ? study.paths[0] : study.name) << " ("
+                                                    << slices << (slices == 1 ? " slice" : " slices")
+                                                    << "): the figures are measured inside the lungs of a chest CT, "
+                                                       "and this does not look like one");
     fs::create_directories(tmp);
 
     std::vector<StudyFigures> figures;

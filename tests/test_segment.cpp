@@ -311,6 +311,20 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   CHECK_FALSE(fs::exists(out));
   CHECK_FALSE(fs::exists(out + ".tmp"));
 
+  SUBCASE("no lung anywhere: refused, not reported as 0 % opacity") {
+    // nibabel's brain MR sample, read as a volume like any NIfTI; and an apical
+    // CT slice whose lung (0.2 % of the picture) is below what counts as lung.
+    for (const std::string input : {test::data_dir() + "/nifti-samples/anatomical.nii",
+                                    test::data_dir() + "/lung-masks-zenodo/coronacases_008_slice_26_ct.nii.gz"}) {
+      CAPTURE(input);
+      const test::ProgramRun none = run_segment(dir, input + " --out " + out + " --weights " + weights);
+      CHECK(none.exit_code == 1);
+      CHECK(none.err.find("no lung found in " + input) != std::string::npos);
+      CHECK_FALSE(fs::exists(out));
+      CHECK_FALSE(fs::exists(out + ".tmp"));
+    }
+  }
+
   SUBCASE("a missing input and missing weights") {
     CHECK(run_segment(dir, dir.file("nothing") + " --out " + out + " --weights " + weights).exit_code == 1);
     const test::ProgramRun no_weights = run_segment(dir, dir.file("broken") + " --out " + out + " --weights " + dir.file("none"));
@@ -329,7 +343,7 @@ static std::string check_batch(const std::string& prefetch) {
   fs::create_directories(studies);
   const fs::path zenodo = fs::path(test::data_dir()) / "lung-masks-zenodo";
   fs::copy_file(zenodo / "coronacases_001_slice_98_ct.nii.gz", fs::path(studies) / "a.nii.gz");
-  fs::copy_file(zenodo / "coronacases_008_slice_26_ct.nii.gz", fs::path(studies) / "b.nii.gz");
+  fs::copy_file(zenodo / "coronacases_001_slice_122_ct.nii.gz", fs::path(studies) / "b.nii.gz");
   test::write_bytes(dir.file("studies/c.nii.gz"), test::garbage(4000, 7));  // a corrupt study
   const std::string args = studies + " --out " + out + " --weights " + weights + " --prefetch " + prefetch;
   test::ProgramRun run = run_segment(dir, args);
