@@ -314,7 +314,7 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   SUBCASE("no lung anywhere: refused, not reported as 0 % opacity") {
     // nibabel's brain MR sample, read as a volume like any NIfTI; and an apical
     // CT slice whose lung (0.2 % of the picture) is below what counts as lung.
-    for (const std::string input : {test::data_dir() + "/nifti-samples/anatomical.nii",
+    for (const std::string& input : {test::data_dir() + "/nifti-samples/anatomical.nii",
                                     test::data_dir() + "/lung-masks-zenodo/coronacases_008_slice_26_ct.nii.gz"}) {
       CAPTURE(input);
       const test::ProgramRun none = run_segment(dir, input + " --out " + out + " --weights " + weights);
