@@ -304,7 +304,8 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
   } else {
     o << "<img src=\"most_affected.png\" alt=\"most affected slices\">\n<p>Slices";
     for (int64_t z : shown) o << ' ' << z << " (" << percent(100 * f.slices[z].infection_rate) << ")";
-    o << ", left to right, top to bottom. Radiological display: the patient's right on the picture's left. Red: lesion; green: right lung; blue: left lung.</p>\n";
+    o << ", left to right, top to bottom. Radiological display: the patient's right on the picture's left. "
+         "Red: lesion; green: right lung; blue: left lung.</p>\n";
   }
   o << "<h2>Run</h2>\n<p>Weights <code>" << html_escape(run.weights) << "</code> (FNV-1a " << run.weights_fnv1a64
     << ", " << html_escape(run.architecture) << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB")
