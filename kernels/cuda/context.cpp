@@ -57,8 +57,8 @@ std::unique_ptr<DeviceState> create_state(int device) {
   // A blocking stream (not cudaStreamNonBlocking) also orders itself against
   // the legacy default stream, so a stray cudaMemcpy elsewhere cannot race it.
   CUDA_CHECK(cudaStreamCreate(&c.stream));
-  CUBLAS_CHECK(cublasCreate(&c.cublas));
-  CUBLAS_CHECK(cublasSetStream(c.cublas, c.stream));
+  CUBLAS_CHECK(cublas().create(&c.cublas));  // opens the library (cublas_api.h)
+  CUBLAS_CHECK(cublas().set_stream(c.cublas, c.stream));
   CUDNN_CHECK(cudnnCreate(&c.cudnn));
   CUDNN_CHECK(cudnnSetStream(c.cudnn, c.stream));
   CUDA_CHECK(cudaDeviceGetAttribute(&c.sm_count, cudaDevAttrMultiProcessorCount, device));

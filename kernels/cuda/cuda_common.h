@@ -1,5 +1,6 @@
 // Shared by every CUDA twin: error checks that name the failing call, the
-// per-device context (stream, cuBLAS and cuDNN handles, workspace), and launch
+// per-device context (stream, cuBLAS and cuDNN handles, workspace; cuBLAS's
+// calls through cublas_api.h), and launch
 // helpers. Implemented in kernels/cuda/context.cpp. Only compiled when
 // COVIDRATE_HAVE_CUDA.
 #pragma once
@@ -10,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/cuda/cublas_api.h"
 #include "nn/error.h"
 
 namespace covidrate::cuda {
@@ -31,7 +33,8 @@ namespace covidrate::cuda {
   do {                                                                                \
     cublasStatus_t cr_st_ = (call);                                                   \
     if (cr_st_ != CUBLAS_STATUS_SUCCESS)                                              \
-      ::covidrate::cuda::throw_cuda_error(#call, __FILE__, __LINE__, cublasGetStatusString(cr_st_)); \
+      ::covidrate::cuda::throw_cuda_error(#call, __FILE__, __LINE__,                  \
+                                          ::covidrate::cuda::cublas().status_string(cr_st_)); \
   } while (0)
 #define CUDNN_CHECK(call)                                                             \
   do {                                                                                \

@@ -30,17 +30,17 @@ void sgemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m, in
   Context& ctx = context();
   // TF32 is decided per call so that flipping context().allow_tf32 takes
   // effect at once. CUBLAS_DEFAULT_MATH keeps sgemm in full float32.
-  CUBLAS_CHECK(cublasSetMathMode(ctx.cublas, ctx.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  CUBLAS_CHECK(cublas().set_math_mode(ctx.cublas, ctx.allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   const float alpha = 1.0f;
   // cuBLAS rejects a leading dimension of 0 even when k == 0 makes it unused.
   lda = std::max(lda, 1);
   ldb = std::max(ldb, 1);
-  const cublasStatus_t st = cublasSgemm(ctx.cublas, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
+  const cublasStatus_t st = cublas().sgemm(ctx.cublas, ta, tb, m, n, k, &alpha, a, lda, b, ldb, &beta, c, ldc);
   CR_CHECK(st == CUBLAS_STATUS_SUCCESS,
            "cuBLAS error: cublasSgemm for " << op << " (m " << m << ", n " << n << ", k " << k
                                             << ", transa " << (ta == CUBLAS_OP_T ? "T" : "N") << ", transb "
                                             << (tb == CUBLAS_OP_T ? "T" : "N") << ", beta " << beta
-                                            << ") failed: " << cublasGetStatusString(st));
+                                            << ") failed: " << cublas().status_string(st));
 }
 
 // C = op(A) op(B), column-major, all three bf16, products summed in float32.
@@ -49,12 +49,12 @@ void bf16_gemm(const char* op, cublasOperation_t ta, cublasOperation_t tb, int m
   if (m == 0 || n == 0) return;
   const float alpha = 1.0f, beta = 0.0f;
   const cublasStatus_t st =
-      cublasGemmEx(context().cublas, ta, tb, m, n, k, &alpha, a, CUDA_R_16BF, std::max(lda, 1), b, CUDA_R_16BF,
+      cublas().gemm_ex(context().cublas, ta, tb, m, n, k, &alpha, a, CUDA_R_16BF, std::max(lda, 1), b, CUDA_R_16BF,
                    std::max(ldb, 1), &beta, c, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
   CR_CHECK(st == CUBLAS_STATUS_SUCCESS, "cuBLAS error: cublasGemmEx (bf16) for " << op << " (m " << m << ", n "
                                                                                  << n << ", k " << k
                                                                                  << ") failed: "
-                                                                                 << cublasGetStatusString(st));
+                                                                                 << cublas().status_string(st));
 }
 
 }  // namespace
