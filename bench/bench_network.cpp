@@ -10,6 +10,9 @@
 //   infer-prepared-upsampled  the same with the decoders' upsampling and
 //          up-conv as two steps (SegmentationNet::UpsampleConv::Upsampled)
 //          instead of one four-phase convolution: the A/B behind that choice;
+//   infer-prepared-concat  the same with each decoder's two paths concatenated
+//          as copies instead of written into the concatenation in place
+//          (model::set_decoder_concat_in_place): the A/B behind that one;
 //   the paper's baselines (model/segmentation_net.h): U-Net, Attention U-Net and
 //          U-Net++, a training step at width 0.25, 352 x 352, and the inference
 //          form at width 1, 512 x 512 (keys <pass>/<architecture>/w<width>/<size>;
@@ -77,10 +80,12 @@ struct Case {
   int64_t size;
   Architecture architecture = Architecture::CovidRate;
   SegmentationNet::UpsampleConv upsample = SegmentationNet::UpsampleConv::Phases;  // InferPrepared only
+  bool concat_in_place = true;                                                       // InferPrepared only
   std::string key() const {
     std::ostringstream s;
     s << (pass == Pass::Train ? "train" : pass == Pass::Infer ? "infer" : "infer-prepared");
     if (upsample == SegmentationNet::UpsampleConv::Upsampled) s << "-upsampled";
+    if (!concat_in_place) s << "-concat";
     if (architecture != Architecture::CovidRate) s << "/" << to_string(architecture);
     s << "/w" << width << "/" << size;
     return s.str();
@@ -93,6 +98,7 @@ const std::vector<Case> kCases = {
     {Pass::Infer, 1.0, 512},  {Pass::Infer, 0.25, 352}, {Pass::Infer, 1.0, 352},
     {Pass::InferPrepared, 1.0, 512},  // ours only
     {Pass::InferPrepared, 1.0, 512, Architecture::CovidRate, SegmentationNet::UpsampleConv::Upsampled},
+    {Pass::InferPrepared, 1.0, 512, Architecture::CovidRate, SegmentationNet::UpsampleConv::Phases, false},
     // The baselines, ours only.
     {Pass::Train, 0.25, 352, Architecture::UNet}, {Pass::Train, 0.25, 352, Architecture::AttentionUNet},
     {Pass::Train, 0.25, 352, Architecture::UNetPlusPlus}, {Pass::InferPrepared, 1.0, 512, Architecture::UNet},
@@ -134,6 +140,7 @@ void run(benchmark::State& state, Case c) {
   if (c.pass == Pass::Train) adam.emplace(net.parameters(), AdamParams{});
   net.set_training(c.pass == Pass::Train);
   if (c.pass == Pass::InferPrepared) net.prepare_inference(DType::F32, c.upsample);
+  model::set_decoder_concat_in_place(c.concat_in_place);
 
   const auto step = [&] {
     if (c.pass != Pass::Train) {

@@ -63,6 +63,8 @@ class ConvBnRelu : public Module {
   void prepare_inference(DType compute);
   // The inference form for forward_upsampled: the four-phase convolution (3x3 'same' only).
   void prepare_upsampled_inference(DType compute);
+  // That form once prepared, else null.
+  const InferenceUpsampleConv* upsampled_form() const { return upsampled_ ? &*upsampled_ : nullptr; }
 
  private:
   Conv2d conv_;
@@ -153,6 +155,15 @@ class DecoderBlock : public Module {
     std::optional<InferenceSe> se;
   };
   std::optional<Inference> inference_;
+  // The concatenation of the upsampled path and the transition, each written
+  // straight into its half; nullopt when that does not apply (blocks.cpp).
+  std::optional<ag::Var> joined_in_place(const ag::Var& x, const ag::Var& skip) const;
 };
+
+// Whether DecoderBlock writes its two paths into their concatenation in place
+// when it can (the default), or concatenates copies: for tests that compare
+// the two and benchmarks that time them. Process-wide.
+void set_decoder_concat_in_place(bool on);
+bool decoder_concat_in_place();
 
 }  // namespace covidrate::model

@@ -90,6 +90,19 @@ ag::Var InferenceUpsampleConv::forward(const ag::Var& x) const {
   return ag::interleave_phases(phased, bias, relu);
 }
 
+void InferenceUpsampleConv::forward_into(const ag::Var& x, Tensor& y) const {
+  CR_CHECK(ag::Tape::current() == nullptr, "InferenceUpsampleConv::forward_into: inference only (no tape)");
+  const ag::Var phased = ag::conv2d(x, phases, ag::Var(), params);
+  ops::interleave_phases_forward(phased.value(), bias.defined() ? &bias.value() : nullptr, relu, y);
+}
+
+void InferenceConv::forward_into(const ag::Var& x, Tensor& y) const {
+  CR_CHECK(ag::Tape::current() == nullptr, "InferenceConv::forward_into: inference only (no tape)");
+  ConvParams p = params;
+  p.inference = true;  // as ag::conv2d computes without a tape
+  ops::conv2d_forward(x.value(), weight.value(), bias.defined() ? &bias.value() : nullptr, p, y);
+}
+
 InferenceUpsampleConv upsample_conv_for_inference(const Conv2d& conv, const ChannelAffine* affine, bool relu,
                                                   DType compute) {
   const Tensor& w = conv.weight().value();

@@ -31,6 +31,9 @@ struct InferenceConv {
   ag::Var bias;    // [out], or undefined when the layer adds none
   ConvParams params;
   ag::Var forward(const ag::Var& x) const { return ag::conv2d(x, weight, bias, params); }
+  // The same into `y`, which may be a view into a larger map (DecoderBlock
+  // writes two halves of a concatenation this way). Without a tape only.
+  void forward_into(const ag::Var& x, Tensor& y) const;
 };
 
 // The convolutions' kernels with `affine` folded in and the one bias they
@@ -81,6 +84,8 @@ struct InferenceUpsampleConv {
   bool relu = false;
   // == conv3x3(upsample2x(x)) (+ bias) (then ReLU)
   ag::Var forward(const ag::Var& x) const;
+  // The same into `y` (a view is fine). Without a tape only.
+  void forward_into(const ag::Var& x, Tensor& y) const;
 };
 // conv (3x3, stride 1, dilation 1, pad 1), then `affine` (null: none), then the
 // ReLU when relu, as the four-phase form, in `compute` on the weights' device.

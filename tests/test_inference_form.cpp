@@ -10,6 +10,8 @@
 #include "data/image2d.h"
 #include "data/input_domain.h"
 #include "data/prepare.h"
+#include "kernels/op_profile.h"
+#include "model/blocks.h"
 #include "model/covidrate_net.h"
 #include "model/inference_form.h"
 #include "tests/support/test_support.h"
@@ -155,6 +157,39 @@ TEST_CASE("the f32 inference form equals evaluation mode on a real MedSeg slice 
     CHECK(test::closeness(actual, expected, 1e-5, 1e-6) <= 1);
     CHECK(disagree == 0);
   }
+}
+
+TEST_CASE("at batch 1 the decoders write both paths into their concatenation in place: the same values, no copy") {
+  CovidRateNet net(NetConfig{.width = 0.25, .seed = 5});
+  net.set_training(false);
+  net.prepare_inference(DType::F32);
+  const auto concat_calls = [] {
+    int64_t calls = 0;
+    for (const profile::OpTime& t : profile::collect())
+      if (t.op == "concat_channels_forward") calls += t.calls;
+    return calls;
+  };
+  const auto run = [&](const Tensor& image, bool in_place, int64_t& concats) {
+    model::set_decoder_concat_in_place(in_place);
+    profile::reset();
+    profile::set_enabled(true);
+    const Tensor p = net.forward(ag::Var(image)).value().clone();
+    profile::set_enabled(false);
+    concats = concat_calls();
+    model::set_decoder_concat_in_place(true);
+    return p;
+  };
+  int64_t concats = -1;
+  const Tensor one = test::randn(Shape{1, 1, 64, 64}, 17);
+  const std::vector<float> copied = run(one, false, concats).to_vector();
+  CHECK(concats == 4);  // one per decoder
+  const std::vector<float> in_place = run(one, true, concats).to_vector();
+  CHECK(concats == 0);
+  CHECK(in_place == copied);  // the same ops on the same values, written elsewhere
+  // Two images: each one's halves are apart in [2, 2C, H, W], so they are copied.
+  const Tensor two = test::randn(Shape{2, 1, 64, 64}, 18);
+  run(two, true, concats);
+  CHECK(concats == 4);
 }
 
 TEST_CASE("the inference form is dropped by training and rebuilt from the new weights") {
