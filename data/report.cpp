@@ -156,7 +156,10 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << ", \"put_back_wait\": " << number(run.network_stages.put_back_wait)
     << "}, \"write\": " << number(run.write_s)
     << ", \"total\": " << number(run.total_s)
-    << ", \"slices_per_s\": " << number(slices_per_s) << "},\n  \"outputs\": [";
+    << ", \"slices_per_s\": " << number(slices_per_s) << "},\n";
+  const auto mib_or_null = [](double mib) { return mib < 0 ? std::string("null") : number(std::round(mib)); };
+  o << "  \"memory_mib\": {\"process_peak_resident\": " << mib_or_null(run.peak_resident_mib)
+    << ", \"device_peak\": " << mib_or_null(run.device_peak_mib) << "},\n  \"outputs\": [";
   for (size_t i = 0; i < run.outputs.size(); ++i) o << (i ? ", " : "") << json::quote(run.outputs[i]);
   o << "],\n  \"slices\": [";
   for (size_t i = 0; i < f.slices.size(); ++i) {
@@ -313,8 +316,11 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
     << html_escape(run.device) << " in " << html_escape(run.precision) << ", threshold " << number(run.threshold)
     << ". Read " << number(run.read_s)
     << " s, lungs " << number(run.lungs_s) << " s, network " << number(run.network_s) << " s, writing "
-    << number(run.write_s) << " s, total "
-    << number(run.total_s) << " s.</p>\n<p>Research software, not a medical device.</p>\n</body></html>\n";
+    << number(run.write_s) << " s, total " << number(run.total_s) << " s.";
+  if (run.peak_resident_mib >= 0) o << " Peak memory " << number(std::round(run.peak_resident_mib)) << " MiB resident";
+  if (run.device_peak_mib >= 0) o << ", " << number(std::round(run.device_peak_mib)) << " MiB on the device";
+  if (run.peak_resident_mib >= 0 || run.device_peak_mib >= 0) o << ".";
+  o << "</p>\n<p>Research software, not a medical device.</p>\n</body></html>\n";
   return o.str();
 }
 

@@ -70,6 +70,11 @@ struct RunInfo {
   double threshold = 0.5;
   int64_t slices_segmented = 0;
   double read_s = 0, lungs_s = 0, network_s = 0, write_s = 0, total_s = 0;  // total: all of them
+  // Memory in MiB, for sizing the machine that runs it: the process's peak
+  // resident set so far (Linux VmHWM; in a batch run it includes the studies
+  // before), and on a GPU the device allocator's peak in use so far; negative:
+  // unknown (not Linux) or not used (the CPU).
+  double peak_resident_mib = -1, device_peak_mib = -1;
   NetworkStages network_stages;  // inside network_s
   std::vector<std::string> outputs;  // file names written into the study folder
 };

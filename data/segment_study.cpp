@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <fstream>
@@ -12,6 +13,7 @@
 #include "data/input_domain.h"
 #include "data/nifti.h"
 #include "data/read_any.h"
+#include "nn/allocator.h"
 #include "nn/error.h"
 
 namespace covidrate::data {
@@ -50,6 +52,14 @@ Volume read_picture(const std::string& path) {
   Volume v = read_image(path);
   set_medseg_picture_orientation(v);
   return v;
+}
+
+// The process's peak resident set in MiB (VmHWM), or -1 where /proc is absent.
+double process_peak_resident_mib() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);)
+    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;  // "VmHWM:  123456 kB" (KiB)
+  return -1;
 }
 
 // One picture's mask, probability or lung labels as an 8-bit PNG of its own size.
@@ -345,6 +355,9 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
     // Timings end here: what is left is writing three small text files.
     run.write_s = seconds_since(writing);
     run.total_s = run.read_s + run.lungs_s + seconds_since(start);  // read and lungs came before
+    run.peak_resident_mib = process_peak_resident_mib();
+    if (o.segment.device != Device::CPU)
+      run.device_peak_mib = double(allocator_for(o.segment.device).stats().peak) / (1024.0 * 1024.0);
     write_text(tmp / "report.json", report_json(r.figures, run));
     write_text(tmp / "report.html", report_html(r.figures, run));
     write_text(tmp / "summary.csv", summary_csv_header() + summary_csv_row(r.figures, run));

@@ -110,8 +110,15 @@ double number(const json::Value& v, const char* key) { return std::stod(member(v
 // Checks report.json's fields against the mask and lungs written beside it.
 void check_report(const json::Value& r, const data::Volume& lesions, const data::Volume& lungs) {
   for (const char* key :
-       {"study", "input", "weights", "device", "precision", "threshold", "study_figures", "timings_s", "outputs"})
+       {"study", "input", "weights", "device", "precision", "threshold", "study_figures", "timings_s", "memory_mib",
+        "outputs"})
     member(r, key);
+  // The process's peak resident set: more than the program and its libraries
+  // take to start (about 20 MiB), less than any machine; the device's only on a GPU.
+  const json::Value& memory = member(r, "memory_mib");
+  CHECK(number(memory, "process_peak_resident") > 20);
+  CHECK(number(memory, "process_peak_resident") < 1024 * 1024);
+  CHECK((member(memory, "device_peak").kind == json::Value::Kind::Null) == (member(r, "device").text == "cpu"));
   CHECK(member(member(r, "weights"), "fnv1a64").text.size() == 16);
   CHECK(member(member(r, "weights"), "metadata").find("width"));
   const json::Value& t = member(r, "timings_s");
