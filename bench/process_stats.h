@@ -2,21 +2,17 @@
 // /proc/self/status, a reset of the peak resident set, and the CPU time of all
 // its threads. Shared by bench_network and bench_pipeline.
 #pragma once
+#include <algorithm>
 #include <ctime>
 #include <fstream>
 #include <string>
 
+#include "nn/process_status.h"
+
 namespace covidrate::bench {
 
 // A field of /proc/self/status ("VmRSS", "VmHWM") in bytes; 0 where absent.
-inline double proc_status_bytes(const std::string& field) {
-  std::ifstream status("/proc/self/status");
-  std::string line;
-  while (std::getline(status, line)) {
-    if (line.rfind(field + ":", 0) == 0) return 1024.0 * std::stod(line.substr(field.size() + 1));
-  }
-  return 0;
-}
+inline double proc_status_bytes(const std::string& field) { return std::max(0.0, covidrate::proc_status_bytes(field)); }
 
 // CPU seconds of the whole process (every thread) so far.
 inline double process_cpu_seconds() {

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <fstream>
@@ -15,6 +14,7 @@
 #include "data/read_any.h"
 #include "nn/allocator.h"
 #include "nn/error.h"
+#include "nn/process_status.h"
 
 namespace covidrate::data {
 
@@ -52,14 +52,6 @@ Volume read_picture(const std::string& path) {
   Volume v = read_image(path);
   set_medseg_picture_orientation(v);
   return v;
-}
-
-// The process's peak resident set in MiB (VmHWM), or -1 where /proc is absent.
-double process_peak_resident_mib() {
-  std::ifstream status("/proc/self/status");
-  for (std::string line; std::getline(status, line);)
-    if (line.rfind("VmHWM:", 0) == 0) return std::atof(line.c_str() + 6) / 1024.0;  // "VmHWM:  123456 kB" (KiB)
-  return -1;
 }
 
 // One picture's mask, probability or lung labels as an 8-bit PNG of its own size.
@@ -355,7 +347,7 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
     // Timings end here: what is left is writing three small text files.
     run.write_s = seconds_since(writing);
     run.total_s = run.read_s + run.lungs_s + seconds_since(start);  // read and lungs came before
-    run.peak_resident_mib = process_peak_resident_mib();
+    if (const double peak = proc_status_bytes("VmHWM"); peak >= 0) run.peak_resident_mib = peak / (1024.0 * 1024.0);
     if (o.segment.device != Device::CPU)
       run.device_peak_mib = double(allocator_for(o.segment.device).stats().peak) / (1024.0 * 1024.0);
     write_text(tmp / "report.json", report_json(r.figures, run));
