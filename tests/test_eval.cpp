@@ -111,14 +111,17 @@ TEST_CASE("eval writes a complete report and one mask per image at its own size"
   }
   CHECK(pngs == 3);
 
-  // The overview: the three slices in one row, each shrunk to at most 256 pixels a side.
+  // The overview: the three slices in one row, each shrunk to at most 256 pixels a side,
+  // in the radiological display: the MedSeg pictures (all three taller than wide) are
+  // its transpose, so each tile is as wide as its picture is tall.
   const data::Volume overview = data::read_image(dir.file("overview.png"));
   int64_t widest = 0, tallest = 0;
   for (const char* stem : kStems) {
     const data::Volume image = data::read_image(dir.file("images/" + std::string(stem) + ".jpg"));
+    REQUIRE(image.ny > image.nx);
     const int64_t factor = (std::max(image.nx, image.ny) + 255) / 256;
-    widest = std::max(widest, image.nx / factor);
-    tallest = std::max(tallest, image.ny / factor);
+    widest = std::max(widest, image.ny / factor);
+    tallest = std::max(tallest, image.nx / factor);
   }
   CHECK(overview.nx == 3 * widest + 4 * 4);  // montage gaps of 4 around and between the tiles
   CHECK(overview.ny == tallest + 2 * 4);

@@ -14,6 +14,7 @@
 
 #include "data/dataset.h"
 #include "data/image2d.h"
+#include "data/input_domain.h"
 #include "data/overlay.h"
 #include "data/prepare.h"
 #include "model/covidrate_net.h"
@@ -72,7 +73,8 @@ void usage(FILE* out) {
                "                     DIR must not exist, and appears only once every mask is written\n"
                "  --overview FILE    a PNG of the 24 slices with the lowest Dice, worst first, each with\n"
                "                     its Dice: lesion found in green, false alarms in red, missed lesion\n"
-               "                     in blue, over the slice\n\n"
+               "                     in blue, over the slice in the radiological display (the pictures\n"
+               "                     taken to be in the MedSeg layout, as for segment)\n\n"
                "The infection rate is the ground-truth lesion area over the lung area found by the\n"
                "classical lung extractor (over the whole image when it finds no lung).\n");
 }
@@ -122,7 +124,18 @@ class Overview {
   void offer(const data::Sample& s, const std::vector<uint8_t>& truth, const std::vector<uint8_t>& predicted,
              double dice) {
     if (tiles_.size() == kOverviewTiles && dice >= tiles_.back().dice) return;
-    data::RgbImage tile = data::shrink_to(data::agreement_tile(data::grey_slice(s.image, 0), truth, predicted),
+    // Drawn in the radiological display, as segment's montage is: the pictures
+    // are taken to be in the MedSeg layout (the transpose of it), which is how
+    // the network saw them in training.
+    data::Volume picture = s.image;
+    data::set_medseg_picture_orientation(picture);
+    const auto to_display = [&](const std::vector<uint8_t>& mask) {
+      data::LabelVolume v = data::same_grid<uint8_t>(picture, data::Intensity::Label);
+      v.voxels.assign(mask.begin(), mask.end());
+      return data::radiological_slice(v, 0).voxels;
+    };
+    data::RgbImage tile = data::shrink_to(data::agreement_tile(data::grey_slice(data::radiological_slice(picture, 0), 0),
+                                                               to_display(truth), to_display(predicted)),
                                           kOverviewSide);
     char label[16];
     std::snprintf(label, sizeof label, "%.3f", dice);
