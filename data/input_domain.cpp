@@ -61,7 +61,7 @@ DomainStats domain_stats(const float* values, const uint8_t* mask, int64_t n) {
   return s;
 }
 
-void set_medseg_picture_orientation(Volume& picture) {
+void set_medseg_picture_orientation(VolumeGrid& picture) {
   // x (along a row) runs from anterior to posterior: +y in LPS.
   // y (down the columns) runs from patient right to patient left: +x in LPS.
   picture.row_dir = {0, 1, 0};

@@ -53,7 +53,7 @@ DomainStats domain_stats(const float* values, const uint8_t* mask, int64_t n);
 // transposed against it (anterior at the left, patient right at the top); this
 // sets a one-slice picture's direction vectors to say so, so that geometry-aware
 // code (lung sides, slice alignment) reads them correctly.
-void set_medseg_picture_orientation(Volume& picture);
+void set_medseg_picture_orientation(VolumeGrid& picture);
 
 // A radiological one-slice volume laid out like the MedSeg pictures (the
 // transpose), with its direction vectors saying so.
@@ -65,5 +65,14 @@ Volume medseg_layout(const Volume& radiological);
 // result keeps spacing but not the origin: it is for pixel work, not for
 // placing the slice back in patient space. For Volume and LabelVolume.
 template <class T> BasicVolume<T> radiological_slice(const BasicVolume<T>& v, int64_t z);
+
+// A one-slice picture in the MedSeg layout (a PNG/JPG slice or a mask of one,
+// as read, with or without its orientation set) in the radiological display:
+// the transpose. For the overviews of eval, synth and pseudo-label, drawn the
+// way segment draws its montage.
+template <class T> BasicVolume<T> medseg_picture_displayed(BasicVolume<T> picture) {
+  set_medseg_picture_orientation(picture);
+  return radiological_slice(picture, 0);
+}
 
 }  // namespace covidrate::data

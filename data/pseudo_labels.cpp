@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "data/image2d.h"
+#include "data/input_domain.h"
 #include "data/overlay.h"
 #include "data/prepare.h"
 #include "kernels/ops.h"
@@ -54,11 +55,12 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
       fs::copy_file(picture, tmp / "images" / (s.name + picture.extension().string()));
       write_png_gray((tmp / "masks" / (s.name + ".png")).string(), c.mask.data(), c.nx, c.ny);
       if (previews.size() < 12) {  // a look at what training will be told, lesions outlined
+        // In the radiological display, as segment draws its montage.
         const Volume image = read_image(s.path);
         Volume mask = image;
         for (size_t i = 0; i < mask.voxels.size(); ++i) mask.voxels[i] = c.mask[i] != 0 ? 1.f : 0.f;
-        previews.push_back(grey_slice(image, 0));
-        draw_outline(previews.back(), mask, 0, 1.f, kLesionColour);
+        previews.push_back(grey_slice(medseg_picture_displayed(image), 0));
+        draw_outline(previews.back(), medseg_picture_displayed(std::move(mask)), 0, 1.f, kLesionColour);
       }
     }
     if (!previews.empty()) {

@@ -41,10 +41,11 @@ void write_gray(const fs::path& path, const Volume& v, float scale) {
 }
 
 RgbImage preview(const WrittenPair& w) {
-  RgbImage p = grey_slice(w.image, 0);
-  draw_outline(p, w.lungs, 0, float(kRightLung), kRightLungColour);
-  draw_outline(p, w.lungs, 0, float(kLeftLung), kLeftLungColour);
-  draw_outline(p, w.mask, 0, 1, kLesionColour);
+  const Volume lungs = medseg_picture_displayed(w.lungs);
+  RgbImage p = grey_slice(medseg_picture_displayed(w.image), 0);
+  draw_outline(p, lungs, 0, float(kRightLung), kRightLungColour);
+  draw_outline(p, lungs, 0, float(kLeftLung), kLeftLungColour);
+  draw_outline(p, medseg_picture_displayed(w.mask), 0, 1, kLesionColour);
   return p;
 }
 

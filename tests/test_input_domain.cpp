@@ -82,6 +82,16 @@ TEST_CASE("radiological_slice undoes flips and the MedSeg transpose") {
   CHECK(r.voxels == std::vector<float>{0, 10, 1, 11, 2, 12});
   CHECK(medseg_layout(r).voxels == v.voxels);
   CHECK_THROWS_AS(radiological_slice(v, 1), Error);
+
+  // A picture as read (default directions) is taken to be in the MedSeg layout,
+  // and so is a byte mask of one.
+  LabelVolume read;
+  read.nx = 3, read.ny = 2, read.nz = 1;
+  read.voxels = {0, 1, 2, 10, 11, 12};
+  const LabelVolume shown = medseg_picture_displayed(read);
+  CHECK(shown.nx == 2);
+  CHECK(shown.ny == 3);
+  CHECK(shown.voxels == std::vector<uint8_t>{0, 10, 1, 11, 2, 12});
 }
 
 namespace {

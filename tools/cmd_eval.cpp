@@ -127,16 +127,15 @@ class Overview {
     // Drawn in the radiological display, as segment's montage is: the pictures
     // are taken to be in the MedSeg layout (the transpose of it), which is how
     // the network saw them in training.
-    data::Volume picture = s.image;
-    data::set_medseg_picture_orientation(picture);
-    const auto to_display = [&](const std::vector<uint8_t>& mask) {
-      data::LabelVolume v = data::same_grid<uint8_t>(picture, data::Intensity::Label);
+    const auto displayed = [&](const std::vector<uint8_t>& mask) {
+      data::LabelVolume v = data::same_grid<uint8_t>(s.image, data::Intensity::Label);
       v.voxels.assign(mask.begin(), mask.end());
-      return data::radiological_slice(v, 0).voxels;
+      return data::medseg_picture_displayed(std::move(v)).voxels;
     };
-    data::RgbImage tile = data::shrink_to(data::agreement_tile(data::grey_slice(data::radiological_slice(picture, 0), 0),
-                                                               to_display(truth), to_display(predicted)),
-                                          kOverviewSide);
+    data::RgbImage tile = data::shrink_to(
+        data::agreement_tile(data::grey_slice(data::medseg_picture_displayed(s.image), 0), displayed(truth),
+                             displayed(predicted)),
+        kOverviewSide);
     char label[16];
     std::snprintf(label, sizeof label, "%.3f", dice);
     data::fill_rect(tile, 0, 0, 4 + 12 * static_cast<int64_t>(std::strlen(label)), 22, {0, 0, 0});
