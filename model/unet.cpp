@@ -1,6 +1,7 @@
 #include "model/unet.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace covidrate {
 
@@ -111,10 +112,16 @@ ag::Var UNet::features(const ag::Var& image) const {
     x = encoders_[i].forward(x);
     skips.push_back(x);
   }
+  // Each map is let go as soon as nothing reads it (the tape, when there is
+  // one, keeps what the backward needs): without a tape the skip and the
+  // upsampled map go once concatenated, the concatenation once the decoder's
+  // first convolution has run.
   for (size_t i = 0; i < decoders_.size(); ++i) {
-    const ag::Var up = ups_[i].forward_upsampled(x);
-    const ag::Var& skip = skips[3 - i];
-    x = decoders_[i].forward(ag::concat({gates_.empty() ? skip : gates_[i].forward(skip, up), up}));
+    ag::Var up = ups_[i].forward_upsampled(std::exchange(x, ag::Var()));
+    ag::Var skip = std::move(skips[3 - i]);
+    if (!gates_.empty()) skip = gates_[i].forward(skip, up);
+    ag::Var joined = ag::concat({std::move(skip), std::move(up)});
+    x = decoders_[i].forward(std::move(joined));
   }
   return x;
 }

@@ -74,7 +74,12 @@ class UNet : public SegmentationNet {
 
   struct Level {  // two conv, BN, ReLU
     model::ConvBnRelu first, second;
-    ag::Var forward(const ag::Var& x) const { return second.forward(first.forward(x)); }
+    // x by value: the caller's last reference to it is let go before `second` runs.
+    ag::Var forward(ag::Var x) const {
+      const ag::Var h = first.forward(x);
+      x = ag::Var();
+      return second.forward(h);
+    }
   };
   std::vector<int> encoder_channels_;
   std::vector<Level> encoders_;            // enc1..enc4, bridge

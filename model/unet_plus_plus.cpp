@@ -45,9 +45,12 @@ void UNetPlusPlus::prepare_blocks(DType compute, bool /*upsample_phases: no conv
 
 ag::Var UNetPlusPlus::features(const ag::Var& image) const {
   std::vector<ag::Var> x(nodes_.size());
-  const auto node = [&](int i, int j, const ag::Var& in) {
+  // in by value: let go (when nothing else holds it) before the second conv.
+  const auto node = [&](int i, int j, ag::Var in) {
     const Node& n = *nodes_[index(i, j)];
-    x[index(i, j)] = n.second.forward(n.first.forward(in));
+    const ag::Var h = n.first.forward(in);
+    in = ag::Var();
+    x[index(i, j)] = n.second.forward(h);
   };
   node(0, 0, image);
   for (int i = 1; i <= kDepth; ++i) node(i, 0, ag::maxpool2x2(x[index(i - 1, 0)]));
@@ -56,7 +59,16 @@ ag::Var UNetPlusPlus::features(const ag::Var& image) const {
       std::vector<ag::Var> parts;
       for (int k = 0; k < j; ++k) parts.push_back(x[index(i, k)]);
       parts.push_back(ag::upsample2x(x[index(i + 1, j - 1)]));
-      node(i, j, ag::concat(parts));
+      ag::Var joined = ag::concat(parts);
+      parts.clear();
+      // Node (i, j) is row i's last (i + j == kDepth): nothing reads row i's
+      // earlier maps after it, nor row i + 1's last, which it upsampled. (The
+      // tape, when there is one, keeps what the backward needs.)
+      if (i + j == kDepth) {
+        for (int k = 0; k < j; ++k) x[index(i, k)] = ag::Var();
+        x[index(i + 1, j - 1)] = ag::Var();
+      }
+      node(i, j, std::move(joined));
     }
   }
   return x[index(0, kDepth)];
