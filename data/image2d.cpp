@@ -2,8 +2,6 @@
 // here and nowhere else), JPG through libjpeg-turbo.
 #include "data/image2d.h"
 
-#include <unistd.h>
-
 // libjpeg's header needs FILE and size_t declared first.
 #include <cstdio>
 #include <jpeglib.h>
@@ -12,7 +10,6 @@
 #include <csetjmp>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -22,6 +19,7 @@
 
 #include "data/parallel_deflate.h"
 #include "nn/error.h"
+#include "nn/text_file.h"
 
 // JPG is decoded by libjpeg-turbo (below), not stb_image: fuzzing read_image
 // (fuzz/fuzz_image.cpp) broke stb's JPEG decoder within 300 inputs, a Huffman
@@ -53,6 +51,8 @@ unsigned char* deflate_with_zlib(unsigned char* data, int length, int* out_lengt
 }
 }  // namespace
 #define STBIW_ZLIB_COMPRESS deflate_with_zlib
+// No file functions: every PNG goes through write_png_atomically.
+#define STBI_WRITE_NO_STDIO
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include <stb_image_write.h>
 
@@ -186,16 +186,18 @@ void write_png_atomically(const std::string& path, const uint8_t* pixels, int64_
   CR_CHECK(width >= 1 && height >= 1 && width <= (1 << 24) && height <= (1 << 24) &&
                width * channels <= std::numeric_limits<int>::max(),
            path << ": cannot write a " << width << " x " << height << " PNG");
+  // Encoded in memory, then written through the one checked writer: stb's own
+  // file writer ignores fwrite's and fclose's errors, which left truncated and
+  // empty PNGs on a full disk with nothing said.
+  std::string png;
+  const auto append = [](void* context, void* data, int size) {
+    static_cast<std::string*>(context)->append(static_cast<const char*>(data), static_cast<size_t>(size));
+  };
+  const int ok = stbi_write_png_to_func(append, &png, static_cast<int>(width), static_cast<int>(height), channels,
+                                        pixels, static_cast<int>(width * channels));
+  CR_CHECK(ok && !png.empty(), path << ": cannot encode the PNG (out of memory?)");
   // Written beside the target and renamed, so no reader sees half a file.
-  const std::string temp = path + ".tmp-" + std::to_string(::getpid());
-  const int ok = stbi_write_png(temp.c_str(), static_cast<int>(width), static_cast<int>(height), channels, pixels,
-                                static_cast<int>(width * channels));
-  std::error_code ec;
-  if (ok) std::filesystem::rename(temp, path, ec);
-  if (!ok || ec) {
-    std::filesystem::remove(temp, ec);
-    CR_FAIL(path << ": cannot write the PNG file");
-  }
+  write_file_atomically(path, png);
 }
 
 }  // namespace

@@ -15,7 +15,9 @@ namespace covidrate::data {
 //  - anything else is Picture8Bit with values 0..255.
 Volume read_image(const std::string& path);
 
-// Writes 8-bit pictures, row-major, `width` pixels per row. Atomic (temp + rename).
+// Writes 8-bit pictures, row-major, `width` pixels per row. Atomic (temp + rename,
+// nn/text_file.h): a failed write throws covidrate::Error with the reason and
+// leaves no file.
 void write_png_gray(const std::string& path, const uint8_t* pixels, int64_t width, int64_t height);
 void write_png_rgb(const std::string& path, const uint8_t* rgb, int64_t width, int64_t height);
 

@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
+#include "nn/text_file.h"
 
 namespace covidrate::data {
 
@@ -67,16 +68,13 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
       const RgbImage m = montage(previews, 4);
       write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
     }
-    std::ofstream csv(tmp / "certainty.csv", std::ios::binary);
-    csv << "name,certainty_index,lesion_percent,kept\n";
+    std::string csv = "name,certainty_index,lesion_percent,kept\n";
     for (const ScoredSlice& s : slices) {
       char numbers[64];
       std::snprintf(numbers, sizeof numbers, ",%.6f,%.4f,%d\n", s.certainty, s.lesion_percent, s.kept ? 1 : 0);
-      csv << s.name << numbers;
+      csv += s.name + numbers;
     }
-    csv.flush();
-    CR_CHECK(csv, "pseudo-label: cannot write " << (tmp / "certainty.csv").string());
-    csv.close();
+    write_text_atomically((tmp / "certainty.csv").string(), csv);  // checked to the close, with the reason
     fs::rename(tmp, out_dir);
   } catch (...) {
     std::error_code ec;

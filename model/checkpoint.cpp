@@ -3,11 +3,14 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "nn/json.h"
+#include "nn/text_file.h"
 
 namespace covidrate {
 namespace {
@@ -22,10 +25,11 @@ fs::path new_dir(const std::string& out) { return fs::path(out) / "checkpoint.tm
 // complete contents even after a power cut.
 void sync_path(const fs::path& path) {
   const int fd = ::open(path.c_str(), O_RDONLY);
-  CR_CHECK(fd >= 0, "checkpoint: cannot open " << path.string() << " to flush it");
+  CR_CHECK(fd >= 0, "checkpoint: cannot open " << path.string() << " to flush it: " << std::strerror(errno));
   const int rc = ::fsync(fd);
+  const int error = errno;
   ::close(fd);
-  CR_CHECK(rc == 0, "checkpoint: cannot flush " << path.string());
+  CR_CHECK(rc == 0, "checkpoint: cannot flush " << path.string() << ": " << std::strerror(error));
 }
 
 std::string state_json(const CheckpointState& s, const std::mt19937_64& rng) {
@@ -73,12 +77,13 @@ void save_checkpoint(const std::string& out_dir, const CheckpointState& state, c
   store.save((fresh / "weights.safetensors").string());  // each save flushes and renames its own file
   adam.save((fresh / "adam.safetensors").string());
   {
-    std::ofstream out(fresh / "state.json", std::ios::binary);
-    out << state_json(state, rng);
-    out.flush();
-    CR_CHECK(out, "checkpoint: cannot write " << (fresh / "state.json").string());
+    // Checked to the close, with the reason, and on the disk before the renames below.
+    AtomicFile out((fresh / "state.json").string());
+    const std::string text = state_json(state, rng);
+    out.write(text.data(), text.size());
+    out.sync();
+    out.commit();
   }
-  sync_path(fresh / "state.json");
   sync_path(fresh);
   // checkpoint.old/ exists here only when an earlier save was killed after its
   // first rename; checkpoint/ is then the complete one, so the old can go.

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "nn/json.h"
+#include "nn/text_file.h"
 
 namespace covidrate::safetensors {
 
@@ -59,17 +60,6 @@ void read_exact(const std::string& path, int fd, void* dst, size_t bytes, uint64
     p += got;
     bytes -= static_cast<size_t>(got);
     offset += static_cast<uint64_t>(got);
-  }
-}
-
-void write_all(const std::string& path, int fd, const void* src, size_t bytes) {
-  const auto* p = static_cast<const char*>(src);
-  while (bytes > 0) {
-    const ssize_t put = ::write(fd, p, bytes);
-    if (put < 0 && errno == EINTR) continue;
-    CR_CHECK(put > 0, "safetensors: writing '" << path << "' failed: " << std::strerror(errno));
-    p += put;
-    bytes -= static_cast<size_t>(put);
   }
 }
 
@@ -277,35 +267,22 @@ void save(const std::string& path, const std::map<std::string, Tensor>& tensors,
   // reference writer does (readers may then map the tensors in place).
   header.append((8 - header.size() % 8) % 8, ' ');
 
-  // Write beside the destination, then rename: rename within one file system
-  // is atomic, so readers see the old file or the complete new one.
-  std::string tmp = path + ".tmp-XXXXXX";
-  const int fd = ::mkstemp(tmp.data());
-  CR_CHECK(fd >= 0, "safetensors: cannot create a temporary file beside '" << path
-                                                                          << "': " << std::strerror(errno));
-  bool closed = false;
+  // Written beside the destination, then renamed (nn/text_file.h): rename
+  // within one file system is atomic, so readers see the old file or the
+  // complete new one; every write, the flush and the close are checked.
   try {
+    AtomicFile file(path);
     const uint64_t header_size = header.size();
-    write_all(tmp, fd, &header_size, 8);
-    write_all(tmp, fd, header.data(), header.size());
+    file.write(&header_size, 8);
+    file.write(header.data(), header.size());
     for (const auto& [name, t] : tensors) {
       const Tensor host = t.to(Device::CPU);
-      write_all(tmp, fd, host.raw(), host.nbytes());
+      file.write(host.raw(), host.nbytes());
     }
-    CR_CHECK(::fsync(fd) == 0, "safetensors: flushing '" << tmp << "' failed: " << std::strerror(errno));
-    closed = true;  // Linux releases the descriptor even when close reports an error
-    CR_CHECK(::close(fd) == 0, "safetensors: closing '" << tmp << "' failed: " << std::strerror(errno));
-  } catch (...) {
-    if (!closed) ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  // mkstemp creates the file 0600; a weights file is ordinary data.
-  ::chmod(tmp.c_str(), 0644);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    CR_FAIL("safetensors: cannot rename '" << tmp << "' to '" << path << "': " << std::strerror(err));
+    file.sync();
+    file.commit();
+  } catch (const Error& e) {
+    CR_FAIL("safetensors: " << e.what());
   }
   // Make the rename itself durable.
   const size_t slash = path.find_last_of('/');

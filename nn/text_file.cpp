@@ -1,21 +1,190 @@
 #include "nn/text_file.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "nn/error.h"
 
 namespace covidrate {
+namespace {
 
-void write_text_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    out << text;
-    out.flush();
-    CR_CHECK(out, "cannot write " << tmp);
+namespace fs = std::filesystem;
+
+[[noreturn]] void fail_writing(const std::string& path, int error) {
+  CR_FAIL("cannot write " << path << ": " << std::strerror(error != 0 ? error : EIO));
+}
+
+// The file that writing PATH replaces: PATH itself, or the end of the chain of
+// symbolic links that starts there. Refuses anything but a regular file (or
+// nothing yet), without opening it: opening a FIFO for writing would wait for
+// a reader, and a rename over a device or FIFO would replace it.
+struct Target {
+  std::string path;
+  bool exists = false;
+  mode_t mode = 0;
+};
+
+Target resolve_target(const std::string& path) {
+  fs::path p = path;
+  for (int hops = 0; hops < 40; ++hops) {
+    struct stat st {};
+    if (::lstat(p.c_str(), &st) != 0) {
+      const int error = errno;
+      // Absent (or a dangling link's target): created. Any other reason (a
+      // missing folder, no permission) is reported when the temporary is made.
+      if (error == ENOENT || error == ENOTDIR) return {p.string(), false, 0};
+      fail_writing(path, error);
+    }
+    if (S_ISLNK(st.st_mode)) {
+      std::error_code ec;
+      const fs::path link = fs::read_symlink(p, ec);
+      if (ec) fail_writing(path, ec.value());
+      p = link.is_absolute() ? link : p.parent_path() / link;
+      continue;
+    }
+    CR_CHECK(S_ISREG(st.st_mode), path << " exists and is not a regular file");
+    return {p.string(), true, st.st_mode};
   }
-  std::filesystem::rename(tmp, path);
+  fail_writing(path, ELOOP);
+}
+
+std::atomic<uint64_t> temp_counter{0};
+
+}  // namespace
+
+AtomicFile::AtomicFile(const std::string& path) : path_(path) {
+  const Target target = resolve_target(path);
+  target_ = target.path;
+  const std::string stem = target_ + ".tmp-" + std::to_string(::getpid()) + "-";
+  for (int attempt = 0; fd_ < 0; ++attempt) {
+    temp_ = stem + std::to_string(temp_counter++);
+    fd_ = ::open(temp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    // EEXIST: a leftover of a killed process that had the same id.
+    if (fd_ < 0 && (errno != EEXIST || attempt >= 100)) {
+      const int error = errno;
+      temp_.clear();
+      fail_writing(path, error);
+    }
+  }
+  // A replaced file keeps its permissions.
+  if (target.exists && ::fchmod(fd_, target.mode & 07777) != 0) fail(errno);
+}
+
+AtomicFile::~AtomicFile() {
+  if (!committed_) discard();
+}
+
+void AtomicFile::discard() noexcept {
+  if (stream_) std::fclose(stream_);  // the cookie has no close function: fd_ stays open
+  stream_ = nullptr;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  if (!temp_.empty()) ::unlink(temp_.c_str());
+  temp_.clear();
+}
+
+void AtomicFile::fail(int error) {
+  discard();
+  fail_writing(path_, error);
+}
+
+void AtomicFile::write(const void* data, size_t n) {
+  CR_CHECK(fd_ >= 0, "cannot write " << path_ << ": the file is already closed");
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t put = ::write(fd_, p, n);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) fail(put < 0 ? errno : EIO);
+    p += put;
+    n -= static_cast<size_t>(put);
+  }
+}
+
+ssize_t AtomicFile::stream_write(void* cookie, const char* data, size_t n) {
+  auto* self = static_cast<AtomicFile*>(cookie);
+  size_t done = 0;
+  while (done < n) {
+    const ssize_t put = ::write(self->fd_, data + done, n - done);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) {
+      if (self->stream_error_ == 0) self->stream_error_ = put < 0 ? errno : EIO;
+      return 0;  // fopencookie: 0 on error (the stream's error flag is set)
+    }
+    done += static_cast<size_t>(put);
+  }
+  return static_cast<ssize_t>(n);
+}
+
+std::FILE* AtomicFile::stream() {
+  CR_CHECK(fd_ >= 0, "cannot write " << path_ << ": the file is already closed");
+  if (!stream_) {
+    stream_ = ::fopencookie(this, "w", cookie_io_functions_t{nullptr, &AtomicFile::stream_write, nullptr, nullptr});
+    if (!stream_) fail(errno);
+  }
+  return stream_;
+}
+
+void AtomicFile::sync() {
+  CR_CHECK(fd_ >= 0, "cannot write " << path_ << ": the file is already closed");
+  if (stream_ && std::fflush(stream_) != 0) fail(stream_error_ != 0 ? stream_error_ : errno);
+  if (::fsync(fd_) != 0) fail(errno);
+}
+
+void AtomicFile::commit() {
+  CR_CHECK(fd_ >= 0, "cannot write " << path_ << ": the file is already closed");
+  if (stream_) {
+    const bool flushed = std::fflush(stream_) == 0 && !std::ferror(stream_);
+    const int error = stream_error_ != 0 ? stream_error_ : errno;
+    std::fclose(stream_);
+    stream_ = nullptr;
+    if (!flushed || stream_error_ != 0) fail(error);
+  }
+  // Linux releases the descriptor even when close reports an error.
+  const int closed = ::close(fd_);
+  fd_ = -1;
+  if (closed != 0) fail(errno);
+  if (::rename(temp_.c_str(), target_.c_str()) != 0) fail(errno);
+  committed_ = true;
+}
+
+void write_file_atomically(const std::string& path, std::string_view bytes) {
+  AtomicFile file(path);
+  file.write(bytes.data(), bytes.size());
+  file.commit();
+}
+
+void write_text_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
+
+uint64_t append_to_file(const std::string& path, std::string_view bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) CR_CHECK(S_ISREG(st.st_mode), path << " exists and is not a regular file");
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+  if (fd < 0) fail_writing(path, errno);
+  int error = 0;
+  off_t old_size = 0;
+  if (::fstat(fd, &st) == 0) old_size = st.st_size;
+  else error = errno;
+  for (size_t done = 0; error == 0 && done < bytes.size();) {
+    const ssize_t put = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (put < 0 && errno == EINTR) continue;
+    if (put <= 0) error = put < 0 ? errno : EIO;
+    else done += static_cast<size_t>(put);
+  }
+  uint64_t size = 0;
+  if (error == 0 && ::fstat(fd, &st) == 0) size = static_cast<uint64_t>(st.st_size);
+  else if (error == 0) error = errno;
+  if (error != 0 && ::ftruncate(fd, old_size) != 0) {
+    // Best effort: the caller reports the write error, not this one.
+  }
+  if (::close(fd) != 0 && error == 0) error = errno;
+  if (error != 0) fail_writing(path, error);
+  return size;
 }
 
 }  // namespace covidrate

@@ -1,12 +1,75 @@
-// A text file written so that no reader ever sees half of it: the text goes to
-// PATH.tmp, which is flushed and then renamed over PATH (a rename within one
-// file system is atomic). Used for reports, logs' pictures, splits, summaries.
+// Files written so that no reader ever sees half of one, and so that a failed
+// write is never taken for a finished one. The bytes go to a temporary file
+// beside the target (TARGET.tmp-<pid>-<n>); every write and the close are
+// checked, and only then is the temporary renamed over the target (a rename
+// within one file system is atomic). On any failure the temporary is removed,
+// a previous file at PATH is left as it was, and covidrate::Error says which
+// file and why ("cannot write out/overview.png: No space left on device").
+//
+// What PATH may be:
+//  - absent or a regular file: it is created or replaced;
+//  - a symbolic link: the file it points to is replaced (beside itself), the
+//    link stays;
+//  - anything else (a FIFO, a device, a folder): refused with "PATH exists and
+//    is not a regular file", without opening it.
+// Used for reports, pictures, splits, summaries, checkpoints and weights.
 #pragma once
+#include <sys/types.h>
+
+#include <cstdint>
+#include <cstdio>
 #include <string>
+#include <string_view>
 
 namespace covidrate {
 
-// Throws covidrate::Error naming the temporary file when it cannot be written.
+void write_file_atomically(const std::string& path, std::string_view bytes);
+
+// The same for text (no conversion: the bytes as they are).
 void write_text_atomically(const std::string& path, const std::string& text);
+
+// For writers that produce a file piece by piece (NIfTI volumes, weights):
+//   AtomicFile f(path);  f.write(...); ...  f.commit();
+// Destroyed without commit (an exception on the way), it removes its temporary.
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  // All n bytes, or covidrate::Error with the reason.
+  void write(const void* data, size_t n);
+  // A stdio stream onto the same file, for code that writes to a FILE*; what
+  // goes through it is checked as write() checks (the first failure's reason
+  // is kept and reported by commit()). Owned by this object: do not fclose it.
+  std::FILE* stream();
+  // fsync: the contents reach the disk before the rename (for checkpoints).
+  void sync();
+  // Closes (checked) and renames the temporary over the target.
+  void commit();
+
+  const std::string& path() const { return path_; }
+  const std::string& temp_path() const { return temp_; }
+
+ private:
+  [[noreturn]] void fail(int error);
+  void discard() noexcept;
+  static ssize_t stream_write(void* cookie, const char* data, size_t n);
+
+  std::string path_;    // as given, for messages
+  std::string target_;  // the file replaced: path_, or where its symlink points
+  std::string temp_;
+  int fd_ = -1;
+  std::FILE* stream_ = nullptr;
+  int stream_error_ = 0;  // errno of the first failed write through stream_
+  bool committed_ = false;
+};
+
+// Appends `bytes` to PATH (created when absent) and returns the file's new
+// length. Not atomic -- an append-only log cannot be -- but every write and the
+// close are checked: on failure the file is cut back to its old length (as far
+// as that is possible) and covidrate::Error names the file and the reason.
+uint64_t append_to_file(const std::string& path, std::string_view bytes);
 
 }  // namespace covidrate

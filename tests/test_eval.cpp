@@ -202,3 +202,64 @@ TEST_CASE("the ground truth scored against itself: Dice 1, MAE 0") {
     CHECK(m.infection_rate > 0.0);
   }
 }
+
+namespace {
+
+// `covidrate eval <args>` with a file-size limit of `blocks` (sh's ulimit -f:
+// 512-byte blocks in dash, 1024 in bash) and SIGXFSZ ignored, so that writing
+// a file past the limit fails with EFBIG ("File too large"), as on a full
+// disk. Its stderr goes through a pipe, which the limit does not touch, so the
+// message is seen whole.
+test::ProgramRun run_eval_with_file_limit(const test::TempDir& dir, const std::string& args, int blocks) {
+  const std::string out = dir.file("stdout.txt"), err = dir.file("stderr.txt"), status = dir.file("status.txt");
+  const std::string limited = "trap \"\" XFSZ; ulimit -f " + std::to_string(blocks) + "; exec " +
+                              test::covidrate_program() + " eval " + args + " > " + out;
+  const std::string script = "{ (" + limited + "); echo $? > " + status + "; } 2>&1 | cat > " + err;
+  const int rc = std::system(("sh -c '" + script + "'").c_str());
+  REQUIRE(WIFEXITED(rc));
+  REQUIRE(WEXITSTATUS(rc) == 0);
+  return {std::stoi(test::read_text_file(status)), test::read_text_file(out), test::read_text_file(err)};
+}
+
+// The names in `folder` that contain `part`.
+std::vector<std::string> names_containing(const std::string& folder, const std::string& part) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(folder)) {
+    const std::string name = entry.path().filename().string();
+    if (name.find(part) != std::string::npos) names.push_back(name);
+  }
+  return names;
+}
+
+}  // namespace
+
+TEST_CASE("eval: an overview that cannot be written whole is an error, and leaves nothing behind") {
+  // The overview PNG is tens of KB; 8 blocks are 4 KB at most: its write fails
+  // midway, as on a full disk (stb's writer once left a truncated PNG, exit 0).
+  test::TempDir dir;
+  set_up(dir);
+  const std::string overview = dir.file("overview.png");
+  const test::ProgramRun run = run_eval_with_file_limit(dir, data_args(dir) + " --overview " + overview, 8);
+  CHECK(run.exit_code == 1);
+  CHECK_MESSAGE(run.err.find("cannot write " + overview) != std::string::npos, run.err);
+  CHECK_MESSAGE(run.err.find("File too large") != std::string::npos, run.err);
+  CHECK(run.err.find("lowest-Dice slices drawn") == std::string::npos);
+  CHECK_FALSE(fs::exists(overview));
+  CHECK(names_containing(dir.path(), "overview").empty());  // no temporary either
+}
+
+TEST_CASE("eval: masks that cannot be written are an error, and the masks folder never appears") {
+  // A limit of 0: every mask fails at its first byte, however small its PNG
+  // (an untrained network's all-black mask deflates to a few hundred bytes).
+  test::TempDir dir;
+  set_up(dir);
+  const std::string masks = dir.file("predicted");
+  const test::ProgramRun run = run_eval_with_file_limit(dir, data_args(dir) + " --save-masks " + masks, 0);
+  CHECK(run.exit_code == 1);
+  CHECK_MESSAGE(run.err.find("cannot write " + masks + ".tmp/") != std::string::npos, run.err);
+  CHECK_MESSAGE(run.err.find("File too large") != std::string::npos, run.err);
+  CHECK_FALSE(fs::exists(masks));
+  // No mask (whole or empty) nor temporary file inside the unfinished folder.
+  // (cmd_eval leaves that folder itself behind; the next run removes it.)
+  if (fs::exists(masks + ".tmp")) CHECK(fs::is_empty(masks + ".tmp"));
+}

@@ -1,7 +1,9 @@
 // The covidrate command: one program, one subcommand per job.
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <iostream>
 #include <string>
 
 #include "kernels/op_profile.h"
@@ -16,12 +18,28 @@ void usage(FILE* out) {
   for (const auto& c : covidrate::tools::commands()) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
   std::fprintf(out, "\nrun 'covidrate <command> --help' for a command's options\n");
 }
+
+// What a command printed must have been written: a full disk or /dev/full as
+// standard output is a failure (exit 1, the reason on stderr), not a silent
+// truncation with exit 0.
+int finish_stdout(int status) {
+  errno = 0;
+  std::cout.flush();
+  const bool flushed = std::fflush(stdout) == 0;
+  const int error = errno;
+  if (flushed && !std::cout.fail() && !std::ferror(stdout)) return status;
+  if (error != 0)
+    std::fprintf(stderr, "covidrate: cannot write to standard output: %s\n", std::strerror(error));
+  else
+    std::fprintf(stderr, "covidrate: cannot write to standard output\n");
+  return status != 0 ? status : 1;
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
-    return argc < 2 ? 2 : 0;
+    return finish_stdout(argc < 2 ? 2 : 0);
   }
   const std::string name = argv[1];
   for (const auto& c : covidrate::tools::commands()) {
@@ -30,7 +48,7 @@ int main(int argc, char** argv) {
         const int status = c.run(argc - 1, argv + 1);
         // COVIDRATE_PROFILE=1: where the command's time inside ops went.
         if (covidrate::profile::enabled()) std::fputs(covidrate::profile::report().c_str(), stderr);
-        return status;
+        return finish_stdout(status);
       } catch (const covidrate::tools::UsageError& e) {
         std::fprintf(stderr, "covidrate %s: %s\nrun 'covidrate %s --help' for its arguments and options\n", c.name,
                      e.what(), c.name);
