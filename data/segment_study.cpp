@@ -15,6 +15,7 @@
 #include "nn/allocator.h"
 #include "nn/error.h"
 #include "nn/process_status.h"
+#include "nn/text_file.h"
 
 namespace covidrate::data {
 
@@ -39,12 +40,8 @@ std::string study_name(const fs::path& p) {
   return name;
 }
 
-void write_text(const fs::path& path, const std::string& text) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out << text;
-  out.flush();
-  CR_CHECK(out, "cannot write " << path.string());
-}
+// Checked to the close, with the reason ("No space left on device").
+void write_text(const fs::path& path, const std::string& text) { write_text_atomically(path.string(), text); }
 
 // A picture is taken to be laid out like the training pictures (MedSeg), so
 // that the network sees it as it is and the lungs' sides come out right.

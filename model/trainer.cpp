@@ -19,6 +19,7 @@
 #include "model/training_curves.h"
 #include "nn/adam.h"
 #include "nn/json.h"
+#include "nn/text_file.h"
 
 namespace covidrate {
 namespace {
@@ -145,21 +146,21 @@ namespace {
 void truncate_log(const std::string& path, uint64_t bytes) {
   if (!fs::exists(path)) {
     CR_CHECK(bytes == 0, "train --resume: " << path << " is missing");
-    std::ofstream(path, std::ios::binary).flush();
+    write_text_atomically(path, "");
     return;
   }
   CR_CHECK(fs::file_size(path) >= bytes, "train --resume: " << path << " is shorter than its checkpoint says");
   fs::resize_file(path, bytes);
 }
 
-// Appends a line and returns the log's new length.
+// Appends a line and returns the log's new length. Every write and the close
+// are checked: a full disk stops training with the file and the reason.
 uint64_t append_log(const std::string& path, const std::string& line) {
-  std::ofstream out(path, std::ios::binary | std::ios::app);
-  out << line;
-  out.flush();
-  CR_CHECK(out, "train: cannot write " << path);
-  out.close();
-  return fs::file_size(path);
+  try {
+    return append_to_file(path, line);
+  } catch (const Error& e) {
+    CR_FAIL("train: " << e.what());
+  }
 }
 
 // What must match between a checkpoint and the run that resumes it: anything
