@@ -1,7 +1,9 @@
 #include "data/input_domain.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "kernels/cpu/threads.h"
@@ -20,16 +22,28 @@ float domain_to_hu(float value, LungWindow w) {
 
 Volume to_input_domain(const Volume& v, LungWindow w) {
   CR_CHECK(w.high_hu > w.low_hu, "to_input_domain: window [" << w.low_hu << ", " << w.high_hu << "] is empty");
+  const std::string name = v.source.empty() ? "the volume" : v.source;
   CR_CHECK(v.intensity == Intensity::HounsfieldUnits || v.intensity == Intensity::Picture8Bit,
-           "to_input_domain: " << (v.source.empty() ? "volume" : v.source)
-                               << " holds labels or non-CT scanner units, not a CT image");
+           name << " holds labels or non-CT scanner units, not a CT image");
+  CR_CHECK(v.volumes_in_file == 1, name << " holds " << v.volumes_in_file
+                                        << " volumes (4-D); covidrate reads one 3-D CT: extract the one to use first "
+                                           "(for example with fslroi or nibabel)");
   Volume out = same_grid(v, Intensity::Picture8Bit);
   const bool hu = v.intensity == Intensity::HounsfieldUnits;
-  // Elementwise over up to hundreds of megabytes: on the CPU pool.
+  // Elementwise over up to hundreds of megabytes: on the CPU pool. NaN and
+  // infinities (a float NIfTI can hold them) are counted: clamped, they would
+  // pass for air or bone and change the lungs and the figures without a word.
+  std::atomic<int64_t> not_finite{0};
   cpu::parallel_for(static_cast<int64_t>(v.voxels.size()), int64_t{1} << 18, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
+    int64_t bad = 0;
+    for (int64_t i = begin; i < end; ++i) {
+      bad += !std::isfinite(v.voxels[i]);
       out.voxels[i] = hu ? hu_to_domain(v.voxels[i], w) : std::clamp(v.voxels[i], 0.f, 255.f);
+    }
+    not_finite += bad;
   });
+  CR_CHECK(not_finite == 0, name << ": " << not_finite.load() << " of " << v.voxels.size()
+                                 << " voxels are NaN or infinite; a CT image holds finite values");
   return out;
 }
 

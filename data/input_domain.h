@@ -31,7 +31,8 @@ float domain_to_hu(float value, LungWindow w = kMedSegWindow);
 
 // The volume in the domain: HU volumes mapped through the window, 8-bit
 // pictures clamped to [0, 255] and otherwise unchanged. The result's intensity
-// is Picture8Bit. Labels and scanner units (MR) are refused with an Error.
+// is Picture8Bit. Labels and scanner units (MR), NaN or infinite voxels, and
+// the first volume of a 4-D file are refused with an Error that names the source.
 Volume to_input_domain(const Volume& v, LungWindow w = kMedSegWindow);
 
 // The paper's per-image normalization, in place: (x - mean) / std over the

@@ -267,10 +267,16 @@ Volume read_nifti(const std::string& path) {
   if (slope == 0 || !std::isfinite(slope) || !std::isfinite(inter)) slope = 1, inter = 0;
   v.voxels.resize(static_cast<size_t>(v.voxel_count()));
   const char* data = bytes.data() + h.vox_offset;
+  int64_t not_finite = 0;
   for (int64_t k = 0; k < v.voxel_count(); ++k) {
     const double x = voxel_value(data + k * bytes_each, h.datatype, h.swapped) * slope + inter;
-    v.voxels[static_cast<size_t>(k)] = std::isfinite(x) ? static_cast<float>(x) : 0.0f;
+    not_finite += !std::isfinite(x);
+    v.voxels[static_cast<size_t>(k)] = static_cast<float>(x);
   }
+  // Refused, not replaced: any stand-in value (0 HU is soft tissue, -1000 air)
+  // would change the lungs and the figures without a word.
+  CR_CHECK(not_finite == 0, path << ": " << not_finite << " of " << v.voxel_count()
+                                 << " voxels are NaN or infinite; a CT image or a mask holds finite values");
 
   // Geometry: the sform when set, else the qform, else the voxel sizes alone
   // (NIfTI "method 1": the axes of RAS).
@@ -298,6 +304,7 @@ Volume read_nifti(const std::string& path) {
     << geometry;
   if (slope != 1 || inter != 0) d << ", scaled by " << slope << " + " << inter;
   if (volumes > 1) d << "; " << volumes << " volumes in the file, only the first is read";
+  v.volumes_in_file = volumes;
   v.description = d.str();
   return v;
 }

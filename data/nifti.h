@@ -16,8 +16,9 @@ namespace covidrate::data {
 // values have scl_slope/scl_inter applied. Datatypes: uint8, int8, int16, uint16,
 // int32, uint32, float32, float64. Geometry comes from the sform when set, else
 // the qform, else the pixel dimensions alone. A 4-D file (nt > 1) yields its
-// first volume and `description` says so. The intensity kind is a guess: integer
-// files whose values are all small non-negative integers are Label, others HU.
+// first volume; `description` and `volumes_in_file` say so. NaN or infinite
+// voxels are an Error. The intensity kind is a guess: integer files whose
+// values are all small non-negative integers are Label, others HU.
 Volume read_nifti(const std::string& path);
 
 // Voxel type of a written file.

@@ -44,6 +44,9 @@ template <class T> struct BasicVolume : VolumeGrid {
   Intensity intensity = Intensity::HounsfieldUnits;
   std::string source;       // the file or folder it came from
   std::string description;  // e.g. the DICOM series chosen and why
+  // A 4-D file (NIfTI with nt > 1) held this many 3-D volumes; `voxels` holds
+  // the first. Pipelines refuse it (to_input_domain), viewers say it.
+  int64_t volumes_in_file = 1;
 
   T* slice(int64_t z) { return voxels.data() + z * nx * ny; }
   const T* slice(int64_t z) const { return voxels.data() + z * nx * ny; }

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,16 @@ TEST_CASE("to_input_domain maps HU, keeps pictures, refuses labels") {
   Volume mask = hu;
   mask.intensity = Intensity::Label;
   CHECK_THROWS_AS(to_input_domain(mask), Error);
+  // The first volume of a 4-D file, and NaN or infinite voxels: refused, naming the source.
+  hu.source = "scan.nii";
+  Volume four_d = hu;
+  four_d.volumes_in_file = 3;
+  CHECK_THROWS_WITH_AS(to_input_domain(four_d), doctest::Contains("scan.nii holds 3 volumes (4-D)"), Error);
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity()}) {
+    Volume v = hu;
+    v.voxels[2] = bad;
+    CHECK_THROWS_WITH_AS(to_input_domain(v), doctest::Contains("scan.nii: 1 of 3 voxels are NaN or infinite"), Error);
+  }
 }
 
 TEST_CASE("domain_stats summarizes the masked values") {

@@ -310,10 +310,12 @@ TEST_CASE("NIfTI big-endian, NIfTI-2, 4-D and scaled samples") {
   CHECK(four_d.nx == 128);
   CHECK(four_d.nz == 24);
   CHECK(four_d.description.find("only the first is read") != std::string::npos);
+  CHECK(four_d.volumes_in_file == 2);  // 128 x 96 x 24 x 2 (what the pipelines refuse: test_input_domain)
   CHECK(two.nx == 32);
   CHECK(two.ny == 20);
   CHECK(two.nz == 12);
   CHECK(two.description.find("NIfTI-2") != std::string::npos);
+  CHECK(two.volumes_in_file == 2);  // 32 x 20 x 12 x 2
   for (const Volume* v : {&four_d, &two}) {
     CHECK(v->origin[0] == doctest::Approx(-117.855).epsilon(1e-4));  // LPS: x and y flipped
     CHECK(v->origin[1] == doctest::Approx(35.7229).epsilon(1e-4));
@@ -364,6 +366,25 @@ TEST_CASE("NIfTI broken files fail with an error naming the file") {
   check_fails(patched("nan-offset.nii", 108, {-1, -1}), "vox_offset");  // a NaN float (found by fuzz_nifti)
   check_fails(patched("small-offset.nii", 108, {0, 0x4300}), "vox_offset");  // 128.0 < 352
   check_fails(dir.file("missing.nii"), "cannot open");
+
+  // NaN or infinite voxels are refused, not replaced (they used to read as 0 HU,
+  // soft tissue, and quietly shrank the lungs).
+  // (The writer stores 0 for them, so the file is patched: a marker value's
+  // four bytes replaced.)
+  for (const float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+    Volume v = oblique_volume(false);
+    const float marker = 12345.678f;
+    v.voxels[5] = marker;
+    const std::string file = dir.file("not-finite.nii");
+    write_nifti(file, v, NiftiType::Float32);
+    std::vector<char> bytes = test::read_bytes(file);
+    const char* m = reinterpret_cast<const char*>(&marker);
+    const auto at = std::search(bytes.begin(), bytes.end(), m, m + 4);
+    REQUIRE(at != bytes.end());
+    std::memcpy(&*at, &bad, 4);
+    test::write_bytes(file, bytes);
+    check_fails(file, "1 of " + std::to_string(v.voxel_count()) + " voxels are NaN or infinite");
+  }
 }
 
 TEST_CASE("NIfTI writer rejects what NIfTI-1 cannot hold and unwritable paths") {
