@@ -257,6 +257,10 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct, const Volume&
     uint8_t* out = labels.data() + z * plane;
     finish_lungs(nx, ny, body[z], o, axis, out, airway.data() + z * plane);
     const int64_t lung = std::count_if(out, out + plane, [](uint8_t v) { return v != 0; });
+    if (double(lung) > o.max_lung_fraction * double(plane)) {  // not a chest: no lung at all
+      std::fill(out, out + plane, uint8_t(0));
+      return;
+    }
     seg.slice_has_lung[z] = body[z].area && double(lung) >= o.min_lung_area * double(body[z].area);
   });
   seg.labels = grid.get();

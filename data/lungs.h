@@ -57,6 +57,11 @@ struct ClassicalLungOptions {
   double max_gas_fraction = 0.35;  // one HU slice alone (no 3-D rule): an air piece with more of its pixels
                                    // below gas_max_hu is stomach or bowel gas, not lung (measured in docs/data.md)
   double min_lung_area = 0.004; // a slice holds lung when its lungs cover at least this much
+  double max_lung_fraction = 0.9;  // ... and at most this fraction of the whole slice: lungs lie in a chest,
+                                   // beside a mediastinum and inside a chest wall. Noise or a uniform picture
+                                   // comes out as "lung" everywhere (measured: at most 0.78 of the picture
+                                   // over 250 MedSeg pictures, which are cut close around the lungs; at most
+                                   // 0.20 of a slice in the CT series; docs/data.md)
   double min_part_volume = 0.1; // 3-D air components below this fraction of the largest are gas elsewhere
   double closing_radius = 0.04; // closing of each lung's outline, as a fraction of the body width
   double max_hole_area = 0.02;  // holes in a lung up to this size are vessels or lesions and are filled;

@@ -157,6 +157,43 @@ const char* to_string(StudyKind kind) {
   return "unknown";
 }
 
+namespace {
+
+// The files of one folder that could be input, by kind, sorted; and its sub-folders.
+struct FolderListing {
+  std::vector<std::string> dicom, pictures, nifti, folders;
+};
+FolderListing list_folder(const fs::path& path) {
+  FolderListing l;
+  for (const auto& entry : fs::directory_iterator(path)) {
+    const std::string p = entry.path().string();
+    if (entry.is_directory()) {
+      l.folders.push_back(p);
+    } else if (entry.is_regular_file()) {
+      switch (input_kind(p)) {
+        case InputKind::DicomSeries: l.dicom.push_back(p); break;
+        case InputKind::Picture: l.pictures.push_back(p); break;
+        case InputKind::Nifti: l.nifti.push_back(p); break;
+        case InputKind::Unknown: break;  // README, DICOMDIR index and the like
+      }
+    }
+  }
+  for (auto* list : {&l.pictures, &l.nifti, &l.folders}) std::sort(list->begin(), list->end());
+  return l;
+}
+
+// A study folder of a batch, named after the folder: a DICOM series, its
+// pictures as one study, or the one NIfTI file it holds. Anything else is
+// left to the DICOM reader, whose error then says what it found.
+StudyInput folder_study(const std::string& folder) {
+  const FolderListing l = list_folder(folder);
+  if (l.dicom.empty() && !l.pictures.empty()) return {study_name(folder), StudyKind::Pictures, l.pictures};
+  if (l.dicom.empty() && l.nifti.size() == 1) return {study_name(folder), StudyKind::Nifti, {l.nifti[0]}};
+  return {study_name(folder), StudyKind::DicomSeries, {folder}};
+}
+
+}  // namespace
+
 InputPlan plan_inputs(const std::vector<std::string>& paths) {
   CR_CHECK(!paths.empty(), "segment: no input given");
   InputPlan plan;
@@ -182,21 +219,8 @@ InputPlan plan_inputs(const std::vector<std::string>& paths) {
     plan.studies.push_back({study_name(path), study_kind, {path.string()}});
     return plan;
   }
-  std::vector<std::string> dicom, pictures, nifti, folders;
-  for (const auto& entry : fs::directory_iterator(path)) {
-    const std::string p = entry.path().string();
-    if (entry.is_directory()) {
-      folders.push_back(p);
-    } else if (entry.is_regular_file()) {
-      switch (input_kind(p)) {
-        case InputKind::DicomSeries: dicom.push_back(p); break;
-        case InputKind::Picture: pictures.push_back(p); break;
-        case InputKind::Nifti: nifti.push_back(p); break;
-        case InputKind::Unknown: break;  // README, DICOMDIR index and the like
-      }
-    }
-  }
-  for (auto* list : {&pictures, &nifti, &folders}) std::sort(list->begin(), list->end());
+  const FolderListing listing = list_folder(path);
+  const auto& [dicom, pictures, nifti, folders] = listing;
   if (!dicom.empty()) {
     plan.studies.push_back({study_name(path), StudyKind::DicomSeries, {path.string()}});
   } else if (!pictures.empty()) {
@@ -205,7 +229,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths) {
     CR_CHECK(!nifti.empty() || !folders.empty(),
              "segment: " << path.string() << " holds no DICOM, NIfTI, PNG or JPG file and no study folder");
     plan.batch = true;
-    for (const std::string& f : folders) plan.studies.push_back({study_name(f), StudyKind::DicomSeries, {f}});
+    for (const std::string& f : folders) plan.studies.push_back(folder_study(f));
     for (const std::string& f : nifti) plan.studies.push_back({study_name(f), StudyKind::Nifti, {f}});
     std::sort(plan.studies.begin(), plan.studies.end(),
               [](const StudyInput& a, const StudyInput& b) { return a.name < b.name; });

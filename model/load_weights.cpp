@@ -66,7 +66,17 @@ std::unique_ptr<SegmentationNet> load_for_inference(const std::string& weights_p
                                                  Device device, DType compute) {
   CR_CHECK(std::filesystem::is_regular_file(weights_path), "weights file " << weights_path << " not found");
   std::unique_ptr<SegmentationNet> net = make_network(spec.config);
-  net->parameters().load(weights_path);
+  try {
+    net->parameters().load(weights_path);
+  } catch (const Error& e) {
+    // Most often an option that contradicts the file (--width, --arch, ...).
+    CR_FAIL(e.what() << ". The network asked for is " << to_string(spec.config.architecture) << " at width "
+                     << spec.config.width << (spec.config.cpb ? "" : ", without CPB")
+                     << (spec.config.se ? "" : ", without SE")
+                     << "; --arch, --width, --no-cpb and --no-se must match how the weights were trained, or be "
+                        "left out to use what the file records ('covidrate weights info "
+                     << weights_path << "' shows it)");
+  }
   net->parameters().to(device);
   net->set_training(false);
   net->prepare_inference(compute);

@@ -162,11 +162,14 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
   for (const auto& [name, t] : tensors)
     if (!mine.count(name)) problems.push_back("unexpected '" + name + "'");
   if (!problems.empty()) {
+    // The first few say what kind of mismatch it is; a whole list (hundreds
+    // for a wrong width) would bury that.
+    constexpr size_t kShown = 3;
     std::ostringstream os;
-    os << "ParameterStore::load" << (source.empty() ? "" : " from '" + source + "'") << ": "
-       << problems.size() << " problem" << (problems.size() > 1 ? "s" : "") << ": ";
-    for (size_t i = 0; i < problems.size() && i < 20; ++i) os << (i ? "; " : "") << problems[i];
-    if (problems.size() > 20) os << "; ...";
+    os << (source.empty() ? "loading weights" : source) << ": " << problems.size() << " tensor"
+       << (problems.size() > 1 ? "s do" : " does") << " not match the model: ";
+    for (size_t i = 0; i < problems.size() && i < kShown; ++i) os << (i ? "; " : "") << problems[i];
+    if (problems.size() > kShown) os << "; and " << problems.size() - kShown << " more";
     CR_FAIL(os.str());
   }
   for (auto& [name, t] : mine) {

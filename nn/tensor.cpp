@@ -33,7 +33,7 @@ const char* to_string(Device d) { return d == Device::CPU ? "cpu" : "cuda"; }
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
   if (name == "cuda" || name == "gpu") {
-    CR_CHECK(cuda_available(), "device 'cuda' was asked for but " << cuda_unavailable_reason());
+    CR_CHECK(cuda_available(), "device '" << name << "' was asked for but " << cuda_unavailable_reason());
     return Device::CUDA;
   }
   CR_FAIL("unknown device '" << name << "' (expected cpu or cuda)");
@@ -41,7 +41,10 @@ Device parse_device(const std::string& name) {
 Device default_device() {
   const char* env = std::getenv("COVIDRATE_DEVICE");
   if (!env || !*env) return Device::CPU;
-  return parse_device(env);
+  const std::string name = env;
+  CR_CHECK(name == "cpu" || name == "cuda" || name == "gpu",
+           "COVIDRATE_DEVICE is '" << name << "', an unknown device (cpu or cuda)");
+  return parse_device(name);
 }
 
 // ------------------------------------------------------------------ shape

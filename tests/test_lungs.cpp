@@ -427,6 +427,29 @@ TEST_CASE("classical extractor flags slices without lung and refuses empty input
   CHECK_THROWS_AS(ClassicalLungExtractor().extract(empty), Error);
 }
 
+TEST_CASE("pictures that are no chest have no lung: noise, a uniform grey, one pixel") {
+  // Each used to come out as lung over the whole picture (lung-grey everywhere,
+  // or one dark piece across it), and segment then reported its opacity.
+  const auto picture = [](int64_t nx, int64_t ny) {
+    Volume v;
+    v.nx = nx, v.ny = ny, v.nz = 1;
+    v.intensity = Intensity::Picture8Bit;
+    v.voxels.assign(static_cast<size_t>(nx * ny), 128.f);  // -472 HU: below the body level, air-dark
+    return v;
+  };
+  Volume noise = picture(256, 256);
+  std::mt19937 rng(7);
+  for (float& v : noise.voxels) v = float(rng() % 256);
+  for (const Volume& v : {noise, picture(256, 256), picture(1, 1), picture(2000, 3)}) {
+    CAPTURE(v.nx);
+    const LungSegmentation seg = ClassicalLungExtractor().extract(v);
+    CHECK(seg.slice_has_lung[0] == 0);
+    CHECK(seg.count(kRightLung) + seg.count(kLeftLung) == 0);
+  }
+  // The drawn chest still has its lungs (the rule is a fraction of the slice).
+  CHECK(ClassicalLungExtractor().extract(chest_phantom().ct).slice_has_lung[0] == 1);
+}
+
 namespace {
 // The overlaps of the classical extraction with an expert mask (label 1 = the
 // patient's right lung, 2 = left, as in ours: checked by their positions).
@@ -536,6 +559,7 @@ TEST_CASE("MedSeg training pictures: the extracted lungs hold most expert-marked
     const Volume mask = read_image((train / "masks" / (e.path().stem().string() + ".png")).string());
     set_medseg_picture_orientation(picture);
     const LungSegmentation seg = ClassicalLungExtractor().extract(picture);
+    CHECK_MESSAGE(seg.slice_has_lung[0] == 1, e.path());  // every picture is a chest (max_lung_fraction)
     for (int64_t p = 0; p < picture.voxel_count(); ++p)
       if (mask.voxels[p] != 0) ++lesion, inside += seg.labels.voxels[p] != 0;
   }

@@ -319,10 +319,16 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   CHECK_FALSE(fs::exists(out + ".tmp"));
 
   SUBCASE("no lung anywhere: refused, not reported as 0 % opacity") {
-    // nibabel's brain MR sample, read as a volume like any NIfTI; and an apical
-    // CT slice whose lung (0.2 % of the picture) is below what counts as lung.
+    // nibabel's brain MR sample, read as a volume like any NIfTI; an apical CT
+    // slice whose lung (0.2 % of the picture) is below what counts as lung; and
+    // a picture of noise, which used to read 99.99 % opacity (lung everywhere).
+    std::vector<uint8_t> noise(300 * 300);
+    uint32_t state = 1;
+    for (uint8_t& v : noise) v = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+    data::write_png_gray(dir.file("noise.png"), noise.data(), 300, 300);
     for (const std::string& input : {test::data_dir() + "/nifti-samples/anatomical.nii",
-                                    test::data_dir() + "/lung-masks-zenodo/coronacases_008_slice_26_ct.nii.gz"}) {
+                                    test::data_dir() + "/lung-masks-zenodo/coronacases_008_slice_26_ct.nii.gz",
+                                    dir.file("noise.png")}) {
       CAPTURE(input);
       const test::ProgramRun none = run_segment(dir, input + " --out " + out + " --weights " + weights);
       CHECK(none.exit_code == 1);
@@ -338,6 +344,20 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
     CHECK(no_weights.exit_code == 1);
     CHECK(no_weights.err.find("none") != std::string::npos);
     CHECK(run_segment(dir, "--out " + out).exit_code == 2);
+    // Weights chosen through the environment that are not there: an error, not
+    // the shipped weights standing in unannounced.
+    const std::string ct = test::data_dir() + "/lung-masks-zenodo/coronacases_001_slice_98_ct.nii.gz";
+    const test::ProgramRun env_weights =
+        test::run_covidrate(dir, "segment " + ct + " --out " + out, "COVIDRATE_WEIGHTS=" + dir.file("gone"));
+    CHECK(env_weights.exit_code == 1);
+    CHECK(env_weights.err.find("$COVIDRATE_WEIGHTS is '" + dir.file("gone") + "'") != std::string::npos);
+    CHECK_FALSE(fs::exists(out));
+    // A weights file that does not fit the options: a short message that says which.
+    const test::ProgramRun wide = run_segment(dir, ct + " --out " + out + " --weights " + weights + " --width 0.125");
+    CHECK(wide.exit_code == 1);
+    CHECK(wide.err.find("tensors do not match the model") != std::string::npos);
+    CHECK(wide.err.find("--width") != std::string::npos);
+    CHECK(wide.err.size() < 1200);
   }
 }
 
@@ -350,7 +370,9 @@ static std::string check_batch(const std::string& prefetch) {
   fs::create_directories(studies);
   const fs::path zenodo = fs::path(test::data_dir()) / "lung-masks-zenodo";
   fs::copy_file(zenodo / "coronacases_001_slice_98_ct.nii.gz", fs::path(studies) / "a.nii.gz");
-  fs::copy_file(zenodo / "coronacases_001_slice_122_ct.nii.gz", fs::path(studies) / "b.nii.gz");
+  // A study may also be a folder holding one NIfTI file (named after the folder).
+  fs::create_directories(fs::path(studies) / "b");
+  fs::copy_file(zenodo / "coronacases_001_slice_122_ct.nii.gz", fs::path(studies) / "b" / "scan.nii.gz");
   test::write_bytes(dir.file("studies/c.nii.gz"), test::garbage(4000, 7));  // a corrupt study
   const std::string args = studies + " --out " + out + " --weights " + weights + " --prefetch " + prefetch;
   test::ProgramRun run = run_segment(dir, args);

@@ -46,7 +46,7 @@ int64_t parse_integer(const std::string& option, const std::string& text, int64_
 
 Device parse_device_option(const std::string& option, const std::string& text) {
   CR_USAGE_CHECK(text == "cpu" || text == "cuda" || text == "gpu",
-                 option << ": unknown device '" << text << "' (cpu or cuda)");
+                 option << ": unknown device '" << text << "' (cpu or cuda; gpu is another name for cuda)");
   return parse_device(text);  // CUDA without a GPU: an Error, not a usage error
 }
 

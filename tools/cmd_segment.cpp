@@ -50,7 +50,8 @@ void usage(FILE* out) {
                "usage: covidrate segment INPUT... --out DIR [options]\n\n"
                "Segments COVID-19 lesions in a chest CT and reports their extent per slice and per lung.\n"
                "INPUT is a DICOM folder or file, a NIfTI file, one or more PNG/JPG slices, or a folder of\n"
-               "studies (sub-folders and/or NIfTI files): then DIR gets one folder per study and summary.csv.\n\n"
+               "studies (NIfTI files and/or sub-folders, each holding a DICOM series, pictures or one NIfTI\n"
+               "file): then DIR gets one folder per study and summary.csv.\n\n"
                "  --out DIR          output folder (per study: lesion_mask.nii.gz, report.json, report.html,\n"
                "                     infection_rate.png, most_affected.png, summary.csv; docs/segment.md)\n"
                "  --weights FILE     safetensors written by 'covidrate train' (default: $COVIDRATE_WEIGHTS,\n"
@@ -140,10 +141,12 @@ std::optional<fs::path> best_weights_in(const fs::path& dir) {
 
 std::string default_weights() {
   std::vector<fs::path> searched;
+  // Set, it is what the user chose: no other weights stand in for it unannounced.
   if (const char* env = std::getenv("COVIDRATE_WEIGHTS"); env && *env) {
     if (fs::is_regular_file(env)) return env;
     if (auto found = best_weights_in(env)) return found->string();
-    searched.push_back(env);
+    CR_FAIL("segment: $COVIDRATE_WEIGHTS is '" << env << "', which is neither a weights file nor a folder holding "
+                                               "one (unset it to use the shipped weights)");
   }
   // build/covidrate -> the source tree's weights/; PREFIX/bin/covidrate ->
   // PREFIX/share/covidrate/weights/ (cmake --install); the current folder's weights/.
