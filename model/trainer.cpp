@@ -1,7 +1,5 @@
 #include "model/trainer.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -60,27 +58,6 @@ std::vector<int64_t> shuffled(int64_t count, std::mt19937_64& rng) {
   std::iota(order.begin(), order.end(), 0);
   for (int64_t i = count - 1; i > 0; --i) std::swap(order[i], order[rng() % static_cast<uint64_t>(i + 1)]);
   return order;
-}
-
-std::string clock_text(double seconds) {
-  const auto s = static_cast<long long>(std::max(0.0, seconds) + 0.5);
-  char text[32];
-  std::snprintf(text, sizeof text, "%lld:%02lld:%02lld", s / 3600, s / 60 % 60, s % 60);
-  return text;
-}
-
-// "epoch 3/100 [=========>          ] 12/25 loss 0.4312 8.1 img/s ETA 0:00:14", redrawn in place.
-void draw_progress(int epoch, int epochs, int64_t step, int64_t steps, double loss, double images_per_second,
-                   double eta) {
-  constexpr int kWidth = 24;
-  const int filled = static_cast<int>(kWidth * step / std::max<int64_t>(steps, 1));
-  std::string bar(kWidth, ' ');
-  std::fill(bar.begin(), bar.begin() + filled, '=');
-  if (filled < kWidth) bar[filled] = '>';
-  std::fprintf(stderr, "\repoch %d/%d [%s] %lld/%lld loss %.4f %.1f img/s ETA %s ", epoch, epochs, bar.c_str(),
-               static_cast<long long>(step), static_cast<long long>(steps), loss, images_per_second,
-               clock_text(eta).c_str());
-  std::fflush(stderr);
 }
 
 // A JSON number, or null for NaN (no validation set: no validation Dice).
@@ -190,7 +167,9 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
 // statistics over `set`, computed with the current weights. The model's
 // momentum update r = (1 - m) r + m b, started from r = 0, leaves m b after one
 // batch, so each batch statistic is read back as r / m.
-void recalibrate_batchnorm(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch) {
+// `on_batch` (when given) hears the number of slices done after each batch.
+void recalibrate_batchnorm(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
+                           const std::function<void(int64_t done)>& on_batch) {
   ParameterStore& store = net.parameters();
   const double momentum = BatchNormParams{}.momentum;  // what the model's BN layers use
   std::vector<Tensor> running;
@@ -215,6 +194,7 @@ void recalibrate_batchnorm(SegmentationNet& net, const std::vector<data::Prepare
       const std::vector<double> v = running[i].to_vector_f64();
       for (size_t k = 0; k < v.size(); ++k) sums[i][k] += v[k] * weight;
     }
+    if (on_batch) on_batch(static_cast<int64_t>(begin + indices.size()));
   }
   for (size_t i = 0; i < running.size(); ++i) {
     for (double& v : sums[i]) v /= static_cast<double>(set.size());
@@ -261,7 +241,8 @@ double dice_at_half(const float* probabilities, const float* mask, int64_t n) {
 }
 
 Evaluation evaluate(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
-                    const HybridLossParams& loss, bool batch_statistics) {
+                    const HybridLossParams& loss, bool batch_statistics,
+                    const std::function<void(int64_t done)>& on_batch) {
   CR_CHECK(!set.empty(), "evaluate: empty set");
   CR_CHECK(batch > 0, "evaluate: batch " << batch);
   const bool was_training = net.training();
@@ -285,6 +266,7 @@ Evaluation evaluate(SegmentationNet& net, const std::vector<data::PreparedSlice>
       const data::PreparedSlice& s = set[static_cast<size_t>(indices[b])];
       out.dice.push_back(dice_at_half(p.data() + b * s.mask.size(), s.mask.data(), static_cast<int64_t>(s.mask.size())));
     }
+    if (on_batch) on_batch(static_cast<int64_t>(begin + indices.size()));
   }
   out.loss /= static_cast<double>(set.size());
   out.mean_dice = std::accumulate(out.dice.begin(), out.dice.end(), 0.0) / static_cast<double>(out.dice.size());
@@ -306,7 +288,6 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
       CR_CHECK(static_cast<int64_t>(s.image.size()) == o.size * o.size && s.mask.size() == s.image.size(),
                "train: a prepared slice has " << s.image.size() << " pixels and " << s.mask.size()
                                               << " mask pixels; expected " << o.size << " x " << o.size);
-  fs::create_directories(o.out_dir);
 
   const std::unique_ptr<SegmentationNet> network = make_network(o.model);
   SegmentationNet& net = *network;
@@ -323,14 +304,19 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   state.device = to_string(o.device);
   const std::string log_path = (fs::path(o.out_dir) / "log.jsonl").string();
   TrainResult result;
-  if (o.resume) {
+  if (o.resume)
     state = load_checkpoint(o.out_dir, state, o.deterministic, net.parameters(), adam, rng);
-    truncate_log(log_path, state.log_bytes);
-    result.epochs = read_training_log(log_path);
-  } else {
+  else
     CR_CHECK(!checkpoint_exists(o.out_dir), "train: " << o.out_dir
                                                       << " already holds a checkpoint; pass --resume to continue it "
                                                          "or choose another output folder");
+  // Everything that can be checked before writing has been: from here on the run writes.
+  fs::create_directories(o.out_dir);
+  if (o.on_start) o.on_start();
+  if (o.resume) {
+    truncate_log(log_path, state.log_bytes);
+    result.epochs = read_training_log(log_path);
+  } else {
     truncate_log(log_path, 0);
   }
   result.best_epoch = state.best_epoch;
@@ -340,9 +326,14 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   if (state.stopped_early) return result;
 
   const int64_t steps = (static_cast<int64_t>(train_set.size()) + o.batch - 1) / o.batch;
-  const bool tty = o.progress && ::isatty(STDERR_FILENO);
+  const int64_t train_count = static_cast<int64_t>(train_set.size());
+  const auto report = [&](TrainProgress::Stage stage, int epoch, int64_t done, int64_t total) {
+    if (o.progress && o.on_progress)
+      o.on_progress(TrainProgress{.stage = stage, .epoch = epoch, .done = done, .total = total});
+  };
   for (int epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {
     const Clock::time_point start = Clock::now();
+    report(TrainProgress::Stage::Steps, epoch, 0, train_count);
     net.set_training(true);
     const std::vector<int64_t> order = shuffled(static_cast<int64_t>(train_set.size()), rng);
     double loss_sum = 0;
@@ -365,20 +356,23 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
                                                                    << " (try a lower learning rate)");
       loss_sum += sums.loss * static_cast<double>(indices.size());
       seen += static_cast<int64_t>(indices.size());
-      if (tty) {
-        const double elapsed = seconds_since(start);
-        draw_progress(epoch, o.epochs, step + 1, steps, loss_sum / static_cast<double>(seen),
-                      static_cast<double>(seen) / elapsed, elapsed / static_cast<double>(step + 1) *
-                                                               static_cast<double>(steps - step - 1));
-      }
+      report(TrainProgress::Stage::Steps, epoch, seen, train_count);
     }
     EpochRecord record;
     record.epoch = epoch;
     record.train_loss = loss_sum / static_cast<double>(seen);
     record.images_per_second = static_cast<double>(seen) / seconds_since(start);  // the steps alone
-    if (o.precise_bn) recalibrate_batchnorm(net, train_set, o.batch);
+    // Precise BN's pass over the training side, then the validation set: one stage for the display.
+    const int64_t bn_count = o.precise_bn ? train_count : 0;
+    const int64_t checked = bn_count + static_cast<int64_t>(validation.size());
+    report(TrainProgress::Stage::Validation, epoch, 0, checked);
+    if (o.precise_bn)
+      recalibrate_batchnorm(net, train_set, o.batch,
+                            [&](int64_t done) { report(TrainProgress::Stage::Validation, epoch, done, checked); });
     if (!validation.empty()) {
-      const Evaluation v = evaluate(net, validation, o.batch, loss);
+      const Evaluation v = evaluate(net, validation, o.batch, loss, false, [&](int64_t done) {
+        report(TrainProgress::Stage::Validation, epoch, bn_count + done, checked);
+      });
       record.val_loss = v.loss;
       record.val_dice = v.mean_dice;
     } else {
@@ -387,7 +381,6 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
     }
     record.lr = o.adam.lr / (1.0 + o.adam.decay * static_cast<double>(adam.steps()));
     record.seconds = seconds_since(start);
-    if (tty) std::fprintf(stderr, "\n");
 
     if (state.best_epoch == 0 || record.val_loss < state.best_val_loss) {
       state.best_epoch = epoch;

@@ -48,6 +48,18 @@ HybridLossParams loss_params(LossKind kind, double pos_weight);
 // on the false negatives) already pushes towards recall.
 inline constexpr double kDefaultPosWeight = 2.0;
 
+// An epoch's progress, as TrainOptions::on_progress receives it: done = 0 as a
+// stage begins, then after each batch, up to done = total.
+struct TrainProgress {
+  enum class Stage {
+    Steps,       // the training steps; counts the training side's images
+    Validation,  // precise BN's pass over the training side, then the validation set; counts slices
+  };
+  Stage stage = Stage::Steps;
+  int epoch = 0;  // 1-based
+  int64_t done = 0, total = 0;
+};
+
 struct TrainOptions {
   NetConfig model;  // architecture, width, CPB, SE, initial-weight seed
   int64_t size = 512;     // the network's input side S (a multiple of 16)
@@ -72,9 +84,18 @@ struct TrainOptions {
   // Start from these weights (a .safetensors of the same architecture) instead
   // of a random draw: fine-tuning. Empty: the model's seeded initialization.
   std::string init_weights;
-  std::string out_dir;    // created if missing; holds best.safetensors, checkpoint/, log.jsonl
+  // Created if missing, once every check has passed (the network, the init
+  // weights, the checkpoint to resume or the absence of one): a run that
+  // cannot start writes nothing. Holds best.safetensors, checkpoint/, log.jsonl.
+  std::string out_dir;
   bool resume = false;
-  bool progress = true;   // the per-epoch progress bar on stderr
+  // Called once, after those checks, when out_dir exists and before the
+  // trainer writes into it: the caller's own files (cmd_train: split.json).
+  std::function<void()> on_start;
+  // Where an epoch stands, for a display (cmd_train draws it on stderr). It
+  // sees only counts, so the run's results do not depend on it.
+  std::function<void(const TrainProgress&)> on_progress;
+  bool progress = true;  // false: on_progress is not called
 };
 
 struct EpochRecord {
@@ -114,8 +135,10 @@ std::vector<EpochRecord> read_training_log(const std::string& path);
 // Loss and Dice of `net` on `set`, in batches of `batch`, in evaluation mode,
 // or with batch statistics when `batch_statistics` (which also moves BN's
 // running averages). Restores the network's training flag.
+// `on_batch`, when given, is called with the number of slices done after each batch.
 Evaluation evaluate(SegmentationNet& net, const std::vector<data::PreparedSlice>& set, int64_t batch,
-                    const HybridLossParams& loss, bool batch_statistics = false);
+                    const HybridLossParams& loss, bool batch_statistics = false,
+                    const std::function<void(int64_t done)>& on_batch = nullptr);
 
 // Dice of a probability map thresholded at 0.5 against a 0/1 mask.
 double dice_at_half(const float* probabilities, const float* mask, int64_t n);

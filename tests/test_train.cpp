@@ -8,8 +8,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "data/augment.h"
 #include "data/dataset.h"
@@ -77,6 +80,18 @@ bool same_bits(const std::map<std::string, Tensor>& a, const std::map<std::strin
     if (std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) != 0) return false;
   }
   return true;
+}
+
+// Every file under `dir`, by path relative to it, with its bytes: a folder's
+// state, to show that a refused run left it as it was.
+std::map<std::string, std::string> folder_contents(const fs::path& dir) {
+  std::map<std::string, std::string> files;
+  for (const fs::directory_entry& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    const std::vector<char> bytes = test::read_bytes(e.path().string());
+    files[fs::relative(e.path(), dir).string()] = std::string(bytes.begin(), bytes.end());
+  }
+  return files;
 }
 
 }  // namespace
@@ -318,8 +333,23 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
 
   test::TempDir whole, interrupted;
   o.out_dir = whole.path();
+  // The uninterrupted run reports its progress, the other does not: the bits compared below must not care.
+  std::vector<TrainProgress> reported;
+  o.progress = true;
+  o.on_progress = [&](const TrainProgress& p) { reported.push_back(p); };
   const TrainResult a = train(train_set, validation, o);
   REQUIRE(a.epochs.size() == 3);
+  o.progress = false;
+  o.on_progress = nullptr;
+  // Per epoch: the steps (6 images, batches of 4 and 2), then precise BN (6) and validation (2) as one stage.
+  std::vector<std::tuple<int, int, int64_t, int64_t>> expected;
+  const std::vector<std::tuple<int, int64_t, int64_t>> epoch_reports = {{0, 0, 6}, {0, 4, 6}, {0, 6, 6}, {1, 0, 8},
+                                                                        {1, 4, 8}, {1, 6, 8}, {1, 8, 8}};
+  for (int e = 1; e <= 3; ++e)
+    for (const auto& [stage, done, total] : epoch_reports) expected.emplace_back(e, stage, done, total);
+  std::vector<std::tuple<int, int, int64_t, int64_t>> got;
+  for (const TrainProgress& p : reported) got.emplace_back(p.epoch, static_cast<int>(p.stage), p.done, p.total);
+  CHECK(got == expected);
 
   o.out_dir = interrupted.path();
   train(train_set, validation, o, [](const EpochRecord& r) { return r.epoch < 1; });  // "killed" after epoch 1
@@ -443,4 +473,105 @@ TEST_CASE("covidrate train --split, --synthetic and --pseudo: the named split, e
   CHECK(bad.err.find("'4' twice") != std::string::npos);
   bad = test::run_covidrate(dir, common + "--split " + split + " --folds 2 --out " + dir.file("bad3"));
   CHECK(bad.exit_code == 2);
+}
+
+TEST_CASE("covidrate train: a folder holding a run is refused without --resume; a failed start writes nothing") {
+  test::TempDir dir;
+  const fs::path images = dir.file("images"), masks = dir.file("masks");
+  fs::create_directories(images);
+  fs::create_directories(masks);
+  for (const char* n : {"0", "1", "2", "3", "4"}) {
+    fs::copy_file(medseg("images") + "/" + n + ".jpg", images / (std::string(n) + ".jpg"));
+    fs::copy_file(medseg("masks") + "/" + n + ".png", masks / (std::string(n) + ".png"));
+  }
+  const std::string common = "train --images " + images.string() + " --masks " + masks.string() +
+                             " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
+  const std::string run_dir = dir.file("run");
+  const test::ProgramRun first = test::run_covidrate(dir, common + "--out " + run_dir);
+  REQUIRE_MESSAGE(first.exit_code == 0, first.err);
+  // Progress within the epoch on stderr. Not a terminal here, so as Progress does in a log: a line per
+  // quarter of the epoch's images (batches of 2 of 4: at 2 and 4), with the rate and the time left.
+  INFO("stderr of the first run:\n" << first.err);
+  CHECK(first.err.find("epoch 1/1: 2/4 images, ") != std::string::npos);
+  CHECK(first.err.find("epoch 1/1: 4/4 images, ") != std::string::npos);
+  CHECK(first.err.find(" images/s, ETA ") != std::string::npos);
+  CHECK(first.err.find("validating") == std::string::npos);  // a terminal's transient line only
+  const std::map<std::string, std::string> before = folder_contents(run_dir);
+  for (const char* name : {"log.jsonl", "best.safetensors", "split.json", "checkpoint/state.json"})
+    REQUIRE_MESSAGE(before.count(name), name);
+
+  // Again without --resume (another seed: another split.json, were it written): refused before anything is written.
+  REQUIRE(train_validation_split(5, 0.2, 0).validation != train_validation_split(5, 0.2, 3).validation);
+  test::ProgramRun run = test::run_covidrate(dir, common + "--seed 3 --out " + run_dir);
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find(run_dir + " already holds log.jsonl from an earlier run; pass --resume to continue that run "
+                               "or choose another --out") != std::string::npos);
+  CHECK(folder_contents(run_dir) == before);
+  // Nor with --folds (which writes fold-K/ inside it).
+  run = test::run_covidrate(dir, common + "--folds 2 --out " + run_dir);
+  CHECK(run.exit_code == 1);
+  CHECK(folder_contents(run_dir) == before);
+  // A folder of something else: named, refused, untouched.
+  const std::string other = dir.file("segmented");
+  fs::create_directories(other);
+  std::ofstream(other + "/report.json") << "{}\n";
+  run = test::run_covidrate(dir, common + "--out " + other);
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find(other + " already holds report.json; choose another --out") != std::string::npos);
+  CHECK(folder_contents(other) == std::map<std::string, std::string>{{"report.json", "{}\n"}});
+
+  // Failed starts: --out is not created, or left as it was.
+  const std::string fresh = dir.file("fresh");
+  const struct {
+    std::string arguments, message;
+  } failed_starts[] = {
+      {common + "--resume --out " + fresh, fresh + " holds no checkpoint to continue"},
+      {common + "--resume --folds 2 --out " + fresh, fresh + " holds no fold-1/ of an earlier cross-validation"},
+      {common + "--init " + dir.file("missing.safetensors") + " --out " + fresh, "missing.safetensors"},
+      // COVID-Rate's weights for a U-Net.
+      {common + "--arch unet --init " + run_dir + "/best.safetensors --out " + fresh, "do not match the model"},
+  };
+  for (const auto& c : failed_starts) {
+    CAPTURE(c.arguments);
+    run = test::run_covidrate(dir, c.arguments);
+    CHECK(run.exit_code == 1);
+    CHECK_MESSAGE(run.err.find(c.message) != std::string::npos, run.err);
+    CHECK(!fs::exists(fresh));
+  }
+  // An empty folder is taken as a new one; with --resume it holds nothing to resume and stays empty.
+  fs::create_directories(fresh);
+  run = test::run_covidrate(dir, common + "--resume --out " + fresh);
+  CHECK(run.exit_code == 1);
+  CHECK(fs::is_empty(fresh));
+  // A resume with other settings is refused before split.json is rewritten.
+  run = test::run_covidrate(dir, common + "--seed 3 --resume --out " + run_dir);
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find("other settings") != std::string::npos);
+  CHECK(folder_contents(run_dir) == before);
+  run = test::run_covidrate(dir, common + "--resume --folds 2 --out " + run_dir);
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find("it holds a single run: resume it without --folds") != std::string::npos);
+  CHECK(folder_contents(run_dir) == before);
+
+  // --resume continues as before: one more epoch appended to the same log.
+  run = test::run_covidrate(dir, common + "--epochs 2 --resume --out " + run_dir);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  const std::string log = test::read_text_file(run_dir + "/log.jsonl");
+  CHECK(log.rfind(before.at("log.jsonl"), 0) == 0);
+  CHECK(log.find("{\"epoch\": 2,") != std::string::npos);
+
+  // Cross-validation: into an empty folder; a second time only with --resume.
+  const std::string cv = dir.file("cv");
+  fs::create_directories(cv);
+  run = test::run_covidrate(dir, common + "--folds 2 --out " + cv);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.err.find("fold 2/2, epoch 1/1: ") != std::string::npos);
+  const std::map<std::string, std::string> folds = folder_contents(cv);
+  CHECK(folds.count("folds.json"));
+  run = test::run_covidrate(dir, common + "--folds 2 --out " + cv);
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find(cv + " already holds folds.json from an earlier run") != std::string::npos);
+  CHECK(folder_contents(cv) == folds);
+  run = test::run_covidrate(dir, common + "--folds 2 --resume --out " + cv);
+  CHECK_MESSAGE(run.exit_code == 0, run.err);
 }

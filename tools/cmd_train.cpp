@@ -1,9 +1,13 @@
 // covidrate train: fits COVID-Rate to a folder of slices and lesion masks, or
 // cross-validates it with --folds K. The loop itself is model/trainer.h.
+#include <unistd.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <tuple>
 #include <string>
 #include <vector>
@@ -30,7 +34,8 @@ void usage(FILE* out) {
                "(MedSeg layout).\n"
                "DIR/best.safetensors holds the weights of the lowest validation loss,\n"
                "DIR/checkpoint/ the last epoch (for --resume), DIR/log.jsonl one line per epoch,\n"
-               "DIR/split.json the slices of each side of the split.\n\n"
+               "DIR/split.json the slices of each side of the split. DIR must be new or empty unless\n"
+               "--resume continues the run it holds; a run that cannot start writes nothing.\n\n"
                "  --arch NAME       covid-rate (default), unet, attention-unet or unet++ (the baselines)\n"
                "  --width W         channel width multiplier (default 1: the paper's network)\n"
                "  --size S          network input side, a multiple of 16 (default 512)\n"
@@ -41,7 +46,8 @@ void usage(FILE* out) {
                "  --folds K         K-fold cross-validation: DIR/fold-1 .. fold-K and DIR/folds.json\n"
                "  --seed N          seeds the weights, the split, the shuffles, the augmentation (default 0)\n"
                "  --deterministic   record the CPU thread count and refuse to resume under another\n"
-               "  --resume          continue the run in DIR from its last checkpoint\n"
+               "  --resume          continue the run in DIR from its last checkpoint (with --folds: the\n"
+               "                    cross-validation in DIR, each fold from its own checkpoint)\n"
                "  --device D        cpu or cuda (default: $COVIDRATE_DEVICE, else cpu)\n"
                "  --no-cpb          COVID-Rate without context perception boosting\n"
                "  --no-se           COVID-Rate without squeeze-and-excitation (with CPB: the paper's\n"
@@ -167,20 +173,113 @@ std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& al
   return out;
 }
 
+// The output folder, checked before any data is read or anything written.
+// Without --resume it must be new or empty: the files of an earlier run (or of
+// anything else) would mix with the new run's. With --resume it must hold what
+// is resumed: a checkpoint, or with --folds an earlier cross-validation's fold-1/
+// (its folds resume each from its own checkpoint, or start afresh).
+void check_output_folder(const Settings& s) {
+  const fs::path out(s.out);
+  const bool cross_validation = fs::is_directory(out / "fold-1");
+  if (s.train.resume) {
+    if (s.folds > 0)
+      CR_CHECK(cross_validation,
+               "train --resume: " << s.out << " holds no fold-1/ of an earlier cross-validation"
+                                  << (checkpoint_exists(s.out) ? " (it holds a single run: resume it without --folds)"
+                                                               : ""));
+    else
+      CR_CHECK(checkpoint_exists(s.out),
+               "train --resume: " << s.out << " holds no checkpoint to continue"
+                                  << (cross_validation ? " (it holds a cross-validation: resume it with its --folds K)"
+                                                       : "; a run saves one after each epoch. Start afresh in a new or "
+                                                         "empty --out"));
+    return;
+  }
+  if (!fs::exists(out)) return;
+  CR_CHECK(fs::is_directory(out), "train: " << s.out << " exists and is not a folder; choose another --out");
+  std::vector<std::string> names;
+  for (const fs::directory_entry& entry : fs::directory_iterator(out))
+    names.push_back(entry.path().filename().string());
+  if (names.empty()) return;
+  // The file to name: a training run's own first.
+  for (const char* own : {"log.jsonl", "best.safetensors", "checkpoint", "checkpoint.old", "folds.json", "fold-1",
+                          "split.json", "curves.svg"})
+    CR_CHECK(std::find(names.begin(), names.end(), own) == names.end(),
+             "train: " << s.out << " already holds " << own << " from an earlier run; pass --resume to continue "
+                       << "that run or choose another --out");
+  std::sort(names.begin(), names.end());
+  CR_FAIL("train: " << s.out << " already holds " << names[0]
+                    << (names.size() > 1 ? " and " + std::to_string(names.size() - 1) + " more" : std::string())
+                    << "; choose another --out (a new or empty folder)");
+}
+
+// An epoch's progress on stderr, from the trainer's counts. The steps go through
+// Progress (eval's and segment's): images done / total, images/s and the ETA of
+// the epoch's steps, in place on a terminal, a line per quarter in a log. On a
+// terminal the line also shows as the epoch begins (a step of the full-size
+// network takes tens of seconds on a few cores), and precise BN and validation
+// show in place after it until the epoch's line on stdout replaces them; a log
+// gets the steps' lines only.
+class EpochProgress {
+ public:
+  EpochProgress(std::string prefix, int epochs) : prefix_(std::move(prefix)), epochs_(epochs) {}
+  EpochProgress(const EpochProgress&) = delete;
+  EpochProgress& operator=(const EpochProgress&) = delete;
+  // A run stopped by an error: its message starts on a line of its own.
+  ~EpochProgress() {
+    if (open_) std::fputs("\n", stderr);
+  }
+
+  void operator()(const TrainProgress& p) {
+    const bool steps = p.stage == TrainProgress::Stage::Steps;
+    if (!steps && !tty_) return;
+    if (p.done == 0) {
+      const std::string what = prefix_ + "epoch " + std::to_string(p.epoch) + "/" + std::to_string(epochs_) +
+                               (steps ? "" : " validating");
+      const char* unit = steps ? "images" : "slices";
+      progress_.emplace(what, unit);
+      (*progress_)(0, p.total);
+      if (tty_ && p.total >= 2) {
+        std::fprintf(stderr, "\r\033[K%s: 0/%lld %s", what.c_str(), static_cast<long long>(p.total), unit);
+        std::fflush(stderr);
+        open_ = true;
+      }
+    } else if (!steps && p.done >= p.total) {
+      std::fputs("\r\033[K", stderr);  // the epoch's line takes its place
+      std::fflush(stderr);
+      open_ = false;
+    } else if (progress_) {
+      (*progress_)(p.done, p.total);  // ends the steps' terminal line at done == total
+      open_ = tty_ && p.done < p.total && p.total >= 2;
+    }
+  }
+
+ private:
+  std::string prefix_;
+  int epochs_;
+  bool tty_ = ::isatty(::fileno(stderr));
+  bool open_ = false;  // a terminal line without its newline
+  std::optional<Progress> progress_;
+};
+
 TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
                     const data::Split& split, const std::vector<data::PreparedSlice>& extra,
-                    TrainOptions options, const std::string& out_dir) {
+                    TrainOptions options, const std::string& out_dir, const std::string& progress_prefix = "") {
   options.out_dir = out_dir;
-  fs::create_directories(out_dir);
-  write_text_atomically((fs::path(out_dir) / "split.json").string(),
-                   "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
-                       names_json(set, split.validation) + "}\n");
+  // Written once the trainer has checked everything it can (the init weights, the checkpoint) and made the folder.
   std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
   train_side.insert(train_side.end(), extra.begin(), extra.end());
-  std::printf("training %s on %zu slices (%zu synthetic or pseudo-labelled), validating on %zu, %s -> %s\n",
-              describe(options.model).c_str(), train_side.size(), extra.size(), split.validation.size(),
-              to_string(options.device), out_dir.c_str());
-  std::fflush(stdout);
+  options.on_start = [&] {
+    write_text_atomically((fs::path(out_dir) / "split.json").string(),
+                          "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
+                              names_json(set, split.validation) + "}\n");
+    std::printf("training %s on %zu slices (%zu synthetic or pseudo-labelled), validating on %zu, %s -> %s\n",
+                describe(options.model).c_str(), train_side.size(), extra.size(), split.validation.size(),
+                to_string(options.device), out_dir.c_str());
+    std::fflush(stdout);
+  };
+  EpochProgress progress(progress_prefix, options.epochs);
+  options.on_progress = [&](const TrainProgress& p) { progress(p); };
   return train(train_side, pick(prepared, split.validation), options, [](const EpochRecord& r) {
     std::printf("epoch %d: train loss %.4f, val loss %.4f, val Dice %.4f, lr %.3g, %.1f s, %.2f images/s\n",
                 r.epoch, r.train_loss, r.val_loss, r.val_dice, r.lr, r.seconds, r.images_per_second);
@@ -230,7 +329,8 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
     TrainOptions options = s.train;
     // A cross-validation killed in fold f resumes fold f; later folds start afresh.
     options.resume = s.train.resume && checkpoint_exists(fold_dir);
-    const TrainResult r = run_one(set, prepared, splits[f], extra, options, fold_dir);
+    const TrainResult r = run_one(set, prepared, splits[f], extra, options, fold_dir,
+                                  "fold " + std::to_string(f + 1) + "/" + std::to_string(s.folds) + ", ");
     losses.push_back(r.best_val_loss);
     dices.push_back(r.best_val_dice);
     rows += std::string(f ? ",\n  " : "  ") + "{\"fold\": " + std::to_string(f + 1) + ", \"best_epoch\": " +
@@ -260,6 +360,7 @@ int cmd_train(int argc, char** argv) {
       return 0;
     }
   const Settings s = parse(argc, argv);
+  check_output_folder(s);
   const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
   std::vector<data::PreparedSlice> prepared;
   for (const data::Sample& sample : set.samples) prepared.push_back(data::prepare_sample(sample, s.train.size));
