@@ -96,6 +96,11 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
       {"segment", "study --out OUT --precision f16", "--precision must be f32 or bf16, got 'f16'"},
       {"segment", "study", "an INPUT and --out are required"},
       {"train", "--images i --masks m --out OUT --epochs 0", "--epochs needs an integer in [1, 1000000], got '0'"},
+      // The validation slices choose the best weights and stop the run early: there must be some.
+      {"train", "--images i --masks m --out OUT --val-fraction 0",
+       "--val-fraction needs a number in (0, 0.95], got '0'"},
+      {"train", "--images i --masks m --out OUT --val-fraction 0.99",
+       "--val-fraction needs a number in (0, 0.95], got '0.99'"},
       {"pseudo-label", "--weights w --images i --out OUT --top 0",
        "--top needs an integer in [1, 1000000000], got '0'"},
       {"eval", "--weights w --images i --masks m --threshold 1", "--threshold must be below 1, got 1"},

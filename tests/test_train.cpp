@@ -521,6 +521,11 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
   CHECK(folder_contents(other) == std::map<std::string, std::string>{{"report.json", "{}\n"}});
 
   // Failed starts: --out is not created, or left as it was.
+  std::ofstream(dir.file("no-validation.json")) << "{\"train\": [\"0\", \"1\"], \"validation\": []}\n";
+  fs::create_directories(dir.file("one/images"));
+  fs::create_directories(dir.file("one/masks"));
+  fs::copy_file(images / "0.jpg", dir.file("one/images/0.jpg"));
+  fs::copy_file(masks / "0.png", dir.file("one/masks/0.png"));
   const std::string fresh = dir.file("fresh");
   const struct {
     std::string arguments, message;
@@ -530,6 +535,9 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
       {common + "--init " + dir.file("missing.safetensors") + " --out " + fresh, "missing.safetensors"},
       // COVID-Rate's weights for a U-Net.
       {common + "--arch unet --init " + run_dir + "/best.safetensors --out " + fresh, "do not match the model"},
+      {common + "--split " + dir.file("no-validation.json") + " --out " + fresh, "names no validation slice"},
+      {"train --images " + dir.file("one/images") + " --masks " + dir.file("one/masks") + " --size 32 --out " + fresh,
+       "none is left to validate on"},
   };
   for (const auto& c : failed_starts) {
     CAPTURE(c.arguments);

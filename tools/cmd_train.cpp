@@ -42,7 +42,8 @@ void usage(FILE* out) {
                "  --batch B         mini-batch size (default 4)\n"
                "  --epochs E        at most E epochs (default 100)\n"
                "  --patience P      stop after P epochs without a lower validation loss (default 10)\n"
-               "  --val-fraction F  share of the slices held out for validation (default 0.2)\n"
+               "  --val-fraction F  share of the slices held out for validation, in (0, 0.95] (default 0.2):\n"
+               "                    the validation loss chooses the best weights and stops the run early\n"
                "  --folds K         K-fold cross-validation: DIR/fold-1 .. fold-K and DIR/folds.json\n"
                "  --seed N          seeds the weights, the split, the shuffles, the augmentation (default 0)\n"
                "  --deterministic   record the CPU thread count and refuse to resume under another\n"
@@ -104,7 +105,13 @@ Settings parse(int argc, char** argv) {
     else if (a == "--batch") s.train.batch = parse_integer(a, value(), 1, 4096);
     else if (a == "--epochs") s.train.epochs = static_cast<int>(parse_integer(a, value(), 1, 1000000));
     else if (a == "--patience") s.train.patience = static_cast<int>(parse_integer(a, value(), 1, 1000000));
-    else if (a == "--val-fraction") s.val_fraction = parse_number(a, value(), 0, 0.95);
+    else if (a == "--val-fraction") {
+      // Not 0: the validation slices choose the best weights and stop the run early.
+      const std::string text = value();
+      s.val_fraction = parse_number(a, text);
+      CR_USAGE_CHECK(s.val_fraction > 0 && s.val_fraction <= 0.95,
+                     "--val-fraction needs a number in (0, 0.95], got '" << text << "'");
+    }
     else if (a == "--folds") s.folds = static_cast<int>(parse_integer(a, value(), 2, 1000));
     else if (a == "--seed") s.train.seed = static_cast<uint64_t>(parse_integer(a, value(), 0, kMaxSeed));
     else if (a == "--deterministic") s.train.deterministic = true;
@@ -306,6 +313,8 @@ data::Split read_split(const std::string& path, const data::Dataset& set) {
     }
   }
   CR_CHECK(!split.train.empty(), "train: " << path << " names no training slice");
+  CR_CHECK(!split.validation.empty(), "train: " << path << " names no validation slice (the validation loss "
+                                                   "chooses the best weights and stops the run early)");
   return split;
 }
 
@@ -384,6 +393,8 @@ int cmd_train(int argc, char** argv) {
   const data::Split split = s.split_file.empty()
                                 ? data::train_validation_split(set.size(), s.val_fraction, s.train.seed)
                                 : read_split(s.split_file, set);
+  CR_CHECK(!split.validation.empty(), "train: " << set.size() << " slice in " << s.images
+                                                << ": none is left to validate on; train needs at least 2");
   const TrainResult r = run_one(set, prepared, split, extra, s.train, s.out);
   std::printf("best epoch %d: val loss %.4f, val Dice %.4f%s; weights in %s\n", r.best_epoch, r.best_val_loss,
               r.best_val_dice, r.stopped_early ? " (stopped early)" : "",
