@@ -61,45 +61,52 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
   const fs::path out(out_dir), tmp(out_dir + ".tmp");
   CR_CHECK(!fs::exists(out), out.string() << " already exists; synth writes a new folder");
   fs::remove_all(tmp);  // a leftover of an interrupted run
-  fs::create_directories(tmp / "images");
-  fs::create_directories(tmp / "masks");
-
   SynthSetReport r;
-  r.wanted = std::llround(ratio * double(infected.size()));
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, healthy.size() - 1);
-  constexpr int kTriesPerPick = 20;  // healthy slices tried before an infected slice is passed over
-  std::vector<RgbImage> previews;
-  double rate_sum = 0;
-  // Each infected slice in turn; one whose lesions land in no healthy lung with
-  // a rate above 0.01 (tiny lesions) is passed over, so the pick limit only
-  // stops a set in which almost nothing qualifies.
-  for (int64_t picks = 0; r.written < r.wanted && picks < 3 * r.wanted; ++picks) {
-    const AnnotatedSlice& source = infected[size_t(picks) % infected.size()];
-    bool made = false;
-    for (int t = 0; t < kTriesPerPick && !made; ++t) {
-      const AnnotatedSlice& target = healthy[pick(rng)];
-      const auto pair = insert_lesions(source, target);
-      if (!pair) continue;
-      const WrittenPair w = lay_out(*pair, target, margin);
-      char name[32];
-      std::snprintf(name, sizeof name, "synth_%05lld.png", static_cast<long long>(r.written));
-      write_gray(tmp / "images" / name, w.image, 1.f);
-      write_gray(tmp / "masks" / name, w.mask, 255.f);
-      if (previews.size() < 8) previews.push_back(preview(w));
-      rate_sum += pair->infection_rate;
-      ++r.written;
-      made = true;
+  // A failure on the way (a picture that cannot be written) takes the
+  // partial folder with it.
+  try {
+    fs::create_directories(tmp / "images");
+    fs::create_directories(tmp / "masks");
+    r.wanted = std::llround(ratio * double(infected.size()));
+    std::mt19937_64 rng(seed);
+    std::uniform_int_distribution<size_t> pick(0, healthy.size() - 1);
+    constexpr int kTriesPerPick = 20;  // healthy slices tried before an infected slice is passed over
+    std::vector<RgbImage> previews;
+    double rate_sum = 0;
+    // Each infected slice in turn; one whose lesions land in no healthy lung with
+    // a rate above 0.01 (tiny lesions) is passed over, so the pick limit only
+    // stops a set in which almost nothing qualifies.
+    for (int64_t picks = 0; r.written < r.wanted && picks < 3 * r.wanted; ++picks) {
+      const AnnotatedSlice& source = infected[size_t(picks) % infected.size()];
+      bool made = false;
+      for (int t = 0; t < kTriesPerPick && !made; ++t) {
+        const AnnotatedSlice& target = healthy[pick(rng)];
+        const auto pair = insert_lesions(source, target);
+        if (!pair) continue;
+        const WrittenPair w = lay_out(*pair, target, margin);
+        char name[32];
+        std::snprintf(name, sizeof name, "synth_%05lld.png", static_cast<long long>(r.written));
+        write_gray(tmp / "images" / name, w.image, 1.f);
+        write_gray(tmp / "masks" / name, w.mask, 255.f);
+        if (previews.size() < 8) previews.push_back(preview(w));
+        rate_sum += pair->infection_rate;
+        ++r.written;
+        made = true;
+      }
+      if (!made) ++r.passed_over;
+      if (progress) progress(r.written, r.wanted);
     }
-    if (!made) ++r.passed_over;
-    if (progress) progress(r.written, r.wanted);
+    if (!previews.empty()) {
+      const RgbImage m = montage(previews, 4);
+      write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
+    }
+    r.mean_infection_rate = r.written ? rate_sum / double(r.written) : 0.0;
+    fs::rename(tmp, out);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
   }
-  if (!previews.empty()) {
-    const RgbImage m = montage(previews, 4);
-    write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
-  }
-  fs::rename(tmp, out);
-  r.mean_infection_rate = r.written ? rate_sum / double(r.written) : 0.0;
   return r;
 }
 

@@ -148,7 +148,7 @@ TEST_CASE("--help anywhere on the line; the environment's device is read only wh
   // Without --device the environment decides, and a bad value is an error (not a usage error).
   const test::ProgramRun from_env = test::run_covidrate(dir, "eval --weights w --images i --masks m", bad_env);
   CHECK(from_env.exit_code == 1);
-  CHECK(from_env.err.find("unknown device 'abacus'") != std::string::npos);
+  CHECK(from_env.err.find("COVIDRATE_DEVICE is 'abacus', an unknown device") != std::string::npos);
   // The optional value of eval's --json: a file name, unless the next argument is an option.
   check_usage_error(dir, "eval", "--json report.json --no-such-option", "unknown option '--no-such-option'");
 }

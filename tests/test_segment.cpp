@@ -358,6 +358,14 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
     CHECK(wide.err.find("tensors do not match the model") != std::string::npos);
     CHECK(wide.err.find("--width") != std::string::npos);
     CHECK(wide.err.size() < 1200);
+    // An output folder that cannot be made (under a file): the path and the
+    // reason, not the standard library's wording.
+    test::write_bytes(dir.file("a-file"), {'x'});
+    const test::ProgramRun under_file =
+        run_segment(dir, ct + " --out " + dir.file("a-file/out") + " --weights " + weights);
+    CHECK(under_file.exit_code == 1);
+    CHECK(under_file.err.find(dir.file("a-file/out") + ".tmp: Not a directory") != std::string::npos);
+    CHECK(under_file.err.find("filesystem error") == std::string::npos);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <sstream>
 
 #include "nn/error.h"
@@ -48,6 +49,14 @@ Device parse_device_option(const std::string& option, const std::string& text) {
   CR_USAGE_CHECK(text == "cpu" || text == "cuda" || text == "gpu",
                  option << ": unknown device '" << text << "' (cpu or cuda; gpu is another name for cuda)");
   return parse_device(text);  // CUDA without a GPU: an Error, not a usage error
+}
+
+std::string error_text(const std::exception& e) {
+  const auto* fs_error = dynamic_cast<const std::filesystem::filesystem_error*>(&e);
+  if (!fs_error) return e.what();
+  std::string paths = fs_error->path1().string();
+  if (!fs_error->path2().empty()) paths += " -> " + fs_error->path2().string();
+  return (paths.empty() ? std::string("a file") : paths) + ": " + fs_error->code().message();
 }
 
 bool ArgScanner::next() {

@@ -3,6 +3,7 @@
 #pragma once
 #include <chrono>
 #include <cstdint>
+#include <exception>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
@@ -49,6 +50,11 @@ DType parse_precision(const std::string& option, const std::string& text);
 // for CUDA where there is none is a failure to run (covidrate::Error, status
 // 1), as it is when COVIDRATE_DEVICE asks for it.
 Device parse_device_option(const std::string& option, const std::string& text);
+
+// What an error says to the user: e.what(), except for the standard library's
+// filesystem errors, whose text names the call ("filesystem error: cannot
+// remove: Not a directory [x]"); those become "x: Not a directory".
+std::string error_text(const std::exception& e);
 
 // The loop over a command's arguments, the same in every command:
 //   ArgScanner args(argc, argv);

@@ -203,6 +203,15 @@ int cmd_eval(int argc, char** argv) {
     fs::remove_all(masks_tmp);  // left by a killed run
     fs::create_directories(masks_tmp);
   }
+  // A failure on the way (a mask that cannot be written) takes the partial
+  // folder with it.
+  struct RemoveOnError {
+    std::string path;
+    ~RemoveOnError() {
+      std::error_code ec;
+      if (!path.empty()) fs::remove_all(path, ec);
+    }
+  } partial_masks{masks_tmp};
 
   std::vector<metrics::ImageMetrics> scores;
   Overview overview;
@@ -248,6 +257,7 @@ int cmd_eval(int argc, char** argv) {
     progress(first + count, set.size());
   }
   if (!masks_tmp.empty()) fs::rename(masks_tmp, o.save_masks);
+  partial_masks.path.clear();  // renamed: nothing partial left
   if (!o.overview.empty()) {
     overview.write(o.overview);
     std::fprintf(stderr, "eval: the %zu lowest-Dice slices drawn in %s\n",

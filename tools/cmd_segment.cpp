@@ -252,9 +252,10 @@ int cmd_segment(int argc, char** argv) {
       std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
       std::fflush(stdout);
       csv += data::summary_csv_row(r.figures, r.run);
-    } catch (const Error& e) {
-      // One unreadable study must not cost the others.
-      std::fprintf(stderr, "segment: %s failed: %s\n", study.name.c_str(), e.what());
+    } catch (const std::exception& e) {
+      // One unreadable study must not cost the others (a covidrate::Error, or
+      // a filesystem error such as a symbolic link loop in its folder).
+      std::fprintf(stderr, "segment: %s failed: %s\n", study.name.c_str(), error_text(e).c_str());
       ++failed;
     }
   }

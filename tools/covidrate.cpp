@@ -54,7 +54,7 @@ int main(int argc, char** argv) {
                      e.what(), c.name);
         return 2;
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "covidrate %s: error: %s\n", c.name, e.what());
+        std::fprintf(stderr, "covidrate %s: error: %s\n", c.name, covidrate::tools::error_text(e).c_str());
         return 1;
       }
     }
