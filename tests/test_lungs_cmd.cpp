@@ -96,4 +96,11 @@ TEST_CASE("covidrate lungs: a corrupt file fails with a message and leaves no fo
   CHECK(run_lungs(dir, "--out " + out).exit_code == 2);              // no input
   CHECK(run_lungs(dir, corrupt + " --out " + out + " --bogus").exit_code == 2);
   CHECK_FALSE(fs::exists(out));
+
+  // The CT itself given as the reference (it used to score Dice 0.000, exit 0).
+  const std::string ct = zenodo("coronacases_001_slice_98_ct.nii.gz");
+  const test::ProgramRun swapped = run_lungs(dir, ct + " --out " + out + " --reference " + ct);
+  CHECK(swapped.exit_code == 1);
+  CHECK(swapped.err.find("are not lung labels") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
 }

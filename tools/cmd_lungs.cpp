@@ -164,7 +164,15 @@ int cmd_lungs(int argc, char** argv) {
   const Volume ct = read_input(path);
   const double read_s = seconds_since(t0);
   Volume reference, lesions;
-  if (!reference_path.empty()) reference = read_mask_like("--reference", reference_path, ct);
+  if (!reference_path.empty()) {
+    reference = read_mask_like("--reference", reference_path, ct);
+    // A CT given by mistake would score Dice 0 and look like a failed extraction.
+    const auto [lo, hi] = std::minmax_element(reference.voxels.begin(), reference.voxels.end());
+    const bool labels = std::all_of(reference.voxels.begin(), reference.voxels.end(),
+                                    [](float v) { return v == 0.f || v == 1.f || v == 2.f; });
+    CR_CHECK(labels, "--reference " << reference_path << ": values " << *lo << " .. " << *hi
+                                    << " are not lung labels (0 none, 1 right lung, 2 left lung)");
+  }
   if (!lesions_path.empty()) {
     lesions = read_mask_like("--lesions", lesions_path, ct);
     for (float& v : lesions.voxels) v = v > 0 ? 1.f : 0.f;
