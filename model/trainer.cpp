@@ -328,7 +328,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   const int64_t steps = (static_cast<int64_t>(train_set.size()) + o.batch - 1) / o.batch;
   const int64_t train_count = static_cast<int64_t>(train_set.size());
   const auto report = [&](TrainProgress::Stage stage, int epoch, int64_t done, int64_t total) {
-    if (o.progress && o.on_progress)
+    if (o.on_progress)
       o.on_progress(TrainProgress{.stage = stage, .epoch = epoch, .done = done, .total = total});
   };
   for (int epoch = state.epoch + 1; epoch <= o.epochs; ++epoch) {

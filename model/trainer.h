@@ -95,7 +95,6 @@ struct TrainOptions {
   // Where an epoch stands, for a display (cmd_train draws it on stderr). It
   // sees only counts, so the run's results do not depend on it.
   std::function<void(const TrainProgress&)> on_progress;
-  bool progress = true;  // false: on_progress is not called
 };
 
 struct EpochRecord {

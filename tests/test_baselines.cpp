@@ -345,7 +345,6 @@ TEST_CASE("baselines: an Attention U-Net learns four real slices") {
   o.augment = false;
   o.adam.lr = 3e-3;
   o.out_dir = dir.path();
-  o.progress = false;
   const TrainResult r = train(four, {}, o);
   REQUIRE(r.epochs.size() == 40);
   CHECK(r.epochs.back().train_loss < 0.5 * r.epochs.front().train_loss);

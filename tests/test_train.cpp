@@ -295,7 +295,6 @@ TEST_CASE("train: a width-0.25 network overfits four real slices") {
   o.augment = false;
   o.adam.lr = 3e-3;
   o.out_dir = dir.path();
-  o.progress = false;
   o.device = default_device();  // COVIDRATE_DEVICE=cuda runs it on the GPU
   const TrainResult r = train(four, {}, o);
   REQUIRE(r.epochs.size() == 60);
@@ -328,18 +327,15 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
   o.model.seed = 11;
   o.adam.decay = 0.01;
   o.deterministic = true;
-  o.progress = false;
   o.device = default_device();
 
   test::TempDir whole, interrupted;
   o.out_dir = whole.path();
   // The uninterrupted run reports its progress, the other does not: the bits compared below must not care.
   std::vector<TrainProgress> reported;
-  o.progress = true;
   o.on_progress = [&](const TrainProgress& p) { reported.push_back(p); };
   const TrainResult a = train(train_set, validation, o);
   REQUIRE(a.epochs.size() == 3);
-  o.progress = false;
   o.on_progress = nullptr;
   // Per epoch: the steps (6 images, batches of 4 and 2), then precise BN (6) and validation (2) as one stage.
   std::vector<std::tuple<int, int, int64_t, int64_t>> expected;
@@ -395,7 +391,6 @@ TEST_CASE("train: --init starts from the given weights, not from the seeded draw
   o.epochs = 1;
   o.adam.lr = 1e-12;  // a step that moves nothing visibly
   o.augment = false;
-  o.progress = false;
   o.device = default_device();
   o.init_weights = init;
   o.out_dir = with_init.path();
