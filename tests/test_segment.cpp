@@ -243,7 +243,9 @@ TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; threshold 1
   const std::string weights = tiny_weights(dir), out = dir.file("out");
   const std::string nifti =
       (fs::path(test::data_dir()) / "lung-masks-zenodo" / "coronacases_001_slice_110_ct.nii.gz").string();
-  const test::ProgramRun run = run_segment(dir, nifti + " --out " + out + " --weights " + weights + " --threshold 1 --save-lungs");
+  // "--out DIR/" is DIR (it used to be written as DIR/.tmp, then fail to rename).
+  const test::ProgramRun run =
+      run_segment(dir, nifti + " --out " + out + "/ --weights " + weights + " --threshold 1 --save-lungs");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
   const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
   test::check_same_geometry(lesions, data::read_nifti(nifti));

@@ -59,6 +59,14 @@ std::string error_text(const std::exception& e) {
   return (paths.empty() ? std::string("a file") : paths) + ": " + fs_error->code().message();
 }
 
+std::string ArgScanner::folder_value() {
+  const std::string option = current_;
+  std::string v = value();
+  while (v.size() > 1 && v.back() == '/') v.pop_back();
+  CR_USAGE_CHECK(!v.empty() && v != "/", option << " needs a folder other than '" << v << "'");
+  return v;
+}
+
 bool ArgScanner::next() {
   if (++at_ >= argc_) return false;
   current_ = argv_[at_];
@@ -93,7 +101,7 @@ bool parse_network_option(ArgScanner& args, NetworkOptions& o) {
   } else if (args.is("--precision")) {
     o.precision = parse_precision("--precision", args.value());
   } else if (args.is("--width")) {
-    o.architecture.width = args.number(1e-3, 16);
+    o.architecture.width = args.number(1e-3, 4);
   } else if (args.is("--size")) {
     const int64_t size = args.integer(16, 16384);
     CR_USAGE_CHECK(size % 16 == 0, "--size must be a multiple of 16, got " << size);

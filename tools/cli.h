@@ -77,6 +77,10 @@ class ArgScanner {
   // The current option's value: the next argument, whatever it holds (so
   // "--threshold -1" reaches the range check). UsageError when there is none.
   std::string value();
+  // The value of an option that names an output folder, without trailing
+  // slashes: "out/" and "out" are the same folder, and the folder is written
+  // as "out.tmp" beside it first (not "out/.tmp", inside the folder to be).
+  std::string folder_value();
   // True when the next argument can be an optional value (exists and is not an option).
   bool has_optional_value() const;
   double number(double lo = -std::numeric_limits<double>::infinity(),

@@ -104,7 +104,7 @@ bool parse_options(int argc, char** argv, EvalOptions& o) {
       // An optional file name: the next argument unless it is another option.
       if (args.has_optional_value()) o.json_file = args.value();
     } else if (args.is("--save-masks")) {
-      o.save_masks = args.value();
+      o.save_masks = args.folder_value();
     } else if (args.is("--overview")) {
       o.overview = args.value();
     } else {

@@ -144,7 +144,7 @@ int cmd_lungs(int argc, char** argv) {
   while (args.next()) {
     if (args.help()) return usage(stdout), 0;
     if (args.is("--json")) json = true;
-    else if (args.is("--out")) out_dir = args.value();
+    else if (args.is("--out")) out_dir = args.folder_value();
     else if (args.is("--tiles")) tiles = args.integer(1, kMaxTiles);
     else if (args.is("--slices")) slices = parse_slices(args.value());
     else if (args.is("--reference")) reference_path = args.value();

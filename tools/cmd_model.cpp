@@ -82,7 +82,7 @@ int cmd_model(int argc, char** argv) {
     } else if (args.is("--json")) {
       json = true;
     } else if (args.is("--width")) {
-      config.width = args.number(1e-3, 16);
+      config.width = args.number(1e-3, 4);
     } else if (args.is("--size")) {
       size = args.integer(16, 65536);  // only counted, never allocated
       CR_USAGE_CHECK(size % 16 == 0, "--size must be a multiple of 16, got " << size);

@@ -61,7 +61,7 @@ bool parse_options(int argc, char** argv, PseudoLabelCommandOptions& o) {
     } else if (args.is("--images")) {
       o.images = args.value();
     } else if (args.is("--out")) {
-      o.out = args.value();
+      o.out = args.folder_value();
     } else if (args.is("--min-certainty")) {
       o.label.min_certainty = args.number(0, 1);
     } else if (args.is("--top")) {

@@ -88,7 +88,7 @@ bool parse_options(int argc, char** argv, SegmentCommandOptions& o) {
     if (args.help()) {
       return false;
     } else if (args.is("--out")) {
-      o.out = args.value();
+      o.out = args.folder_value();
     } else if (args.is("--weights")) {
       o.weights = args.value();
     } else if (args.is("--threshold")) {

@@ -59,7 +59,7 @@ int cmd_synth(int argc, char** argv) {
     } else if (args.is("--ratio")) {
       ratio = args.number(1e-6, 1000);
     } else if (args.is("--out")) {
-      out_dir = args.value();
+      out_dir = args.folder_value();
     } else if (args.is("--seed")) {
       seed = static_cast<uint64_t>(args.integer(0, kMaxSeed));
     } else if (args.is("--train")) {

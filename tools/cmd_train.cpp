@@ -99,8 +99,8 @@ Settings parse(int argc, char** argv) {
     const auto value = [&] { return args.value(); };
     if (a == "--images") s.images = value();
     else if (a == "--masks") s.masks = value();
-    else if (a == "--out") s.out = value();
-    else if (a == "--width") s.train.model.width = parse_number(a, value(), 1e-3, 16);
+    else if (a == "--out") s.out = args.folder_value();
+    else if (a == "--width") s.train.model.width = parse_number(a, value(), 1e-3, 4);
     else if (a == "--size") s.train.size = parse_integer(a, value(), 16, 4096);
     else if (a == "--batch") s.train.batch = parse_integer(a, value(), 1, 4096);
     else if (a == "--epochs") s.train.epochs = static_cast<int>(parse_integer(a, value(), 1, 1000000));
