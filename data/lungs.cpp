@@ -205,6 +205,16 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct, const Volume&
   CR_CHECK(domain.nx == ct.nx && domain.ny == ct.ny && domain.voxels.size() == ct.voxels.size() &&
                domain.intensity == Intensity::Picture8Bit,
            "lung extraction: the input domain given is not that of " << ct.source);
+  // Every step reads axial slices (the body's outline, the sides, the airways
+  // between the lungs), and so does the network after it. A sagittal or coronal
+  // stack read as axial finds "no lung" or the wrong lungs and reads as healthy.
+  const double across[3] = {std::abs(ct.slice_dir[0]), std::abs(ct.slice_dir[1]), std::abs(ct.slice_dir[2])};
+  CR_CHECK(across[2] >= across[0] && across[2] >= across[1],
+           ct.source << ": its slices are " << (across[0] >= across[1] ? "sagittal" : "coronal")
+                     << " (slice direction " << ct.slice_dir[0] + 0.0 << ", " << ct.slice_dir[1] + 0.0 << ", "
+                     << ct.slice_dir[2] + 0.0
+                     << " in LPS); lung extraction and the network work on axial slices: resample it to axial "
+                        "slices first");
   const ClassicalLungOptions& o = options_;
   const SideAxis axis = side_axis(ct);
   const int64_t nx = ct.nx, ny = ct.ny, nz = ct.nz, plane = nx * ny;

@@ -427,6 +427,19 @@ TEST_CASE("classical extractor flags slices without lung and refuses empty input
   CHECK_THROWS_AS(ClassicalLungExtractor().extract(empty), Error);
 }
 
+TEST_CASE("a sagittal or coronal stack is refused, not read as axial slices") {
+  Phantom p = chest_phantom();
+  p.ct.source = "stack.nii";
+  p.ct.row_dir = {0, 1, 0}, p.ct.col_dir = {0, 0, -1}, p.ct.slice_dir = {1, 0, 0};
+  CHECK_THROWS_WITH_AS(ClassicalLungExtractor().extract(p.ct), doctest::Contains("stack.nii: its slices are sagittal"),
+                       Error);
+  p.ct.row_dir = {1, 0, 0}, p.ct.col_dir = {0, 0, -1}, p.ct.slice_dir = {0, 1, 0};
+  CHECK_THROWS_WITH_AS(ClassicalLungExtractor().extract(p.ct), doctest::Contains("its slices are coronal"), Error);
+  // Tilted axial slices (a gantry tilt of 20 degrees) are axial.
+  p.ct.row_dir = {1, 0, 0}, p.ct.col_dir = {0, 0.940, -0.342}, p.ct.slice_dir = {0, 0.342, 0.940};
+  CHECK(ClassicalLungExtractor().extract(p.ct).slice_has_lung[0] == 1);
+}
+
 TEST_CASE("pictures that are no chest have no lung: noise, a uniform grey, one pixel") {
   // Each used to come out as lung over the whole picture (lung-grey everywhere,
   // or one dark piece across it), and segment then reported its opacity.
