@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <future>
 #include <fstream>
+#include <map>
+#include <optional>
 
 #include "data/image2d.h"
 #include "data/input_domain.h"
@@ -163,10 +165,13 @@ namespace {
 struct FolderListing {
   std::vector<std::string> dicom, pictures, nifti, folders;
 };
-FolderListing list_folder(const fs::path& path) {
+FolderListing list_folder(const fs::path& path, const std::string& out_dir) {
   FolderListing l;
+  std::error_code ec;
   for (const auto& entry : fs::directory_iterator(path)) {
     const std::string p = entry.path().string();
+    if (!out_dir.empty() && (fs::equivalent(entry.path(), out_dir, ec) || fs::equivalent(entry.path(), out_dir + ".tmp", ec)))
+      continue;  // the output, written inside the folder read
     if (entry.is_directory()) {
       l.folders.push_back(p);
     } else if (entry.is_regular_file()) {
@@ -183,18 +188,36 @@ FolderListing list_folder(const fs::path& path) {
 }
 
 // A study folder of a batch, named after the folder: a DICOM series, its
-// pictures as one study, or the one NIfTI file it holds. Anything else is
-// left to the DICOM reader, whose error then says what it found.
-StudyInput folder_study(const std::string& folder) {
-  const FolderListing l = list_folder(folder);
-  if (l.dicom.empty() && !l.pictures.empty()) return {study_name(folder), StudyKind::Pictures, l.pictures};
-  if (l.dicom.empty() && l.nifti.size() == 1) return {study_name(folder), StudyKind::Nifti, {l.nifti[0]}};
-  return {study_name(folder), StudyKind::DicomSeries, {folder}};
+// pictures as one study, or the one NIfTI file it holds; nothing when it holds
+// no image file at all. Anything else is left to the DICOM reader, whose error
+// then says what it found.
+std::optional<StudyInput> folder_study(const std::string& folder) {
+  const FolderListing l = list_folder(folder, "");
+  if (l.dicom.empty() && l.pictures.empty() && l.nifti.empty() && l.folders.empty()) return std::nullopt;
+  if (l.dicom.empty() && !l.pictures.empty()) return StudyInput{study_name(folder), StudyKind::Pictures, l.pictures};
+  if (l.dicom.empty() && l.nifti.size() > 1)
+    return StudyInput{study_name(folder), StudyKind::Nifti, l.nifti,
+                      folder + " holds " + std::to_string(l.nifti.size()) +
+                          " NIfTI files; a study folder holds one (NIfTI files side by side in the batch folder "
+                          "are one study each)"};
+  if (l.dicom.empty() && l.nifti.size() == 1) return StudyInput{study_name(folder), StudyKind::Nifti, {l.nifti[0]}};
+  return StudyInput{study_name(folder), StudyKind::DicomSeries, {folder}};
+}
+
+// Two pictures of one study with one name ("0.jpg" and "0.png") would write
+// one mask over the other.
+void check_picture_names(const std::vector<std::string>& pictures) {
+  std::map<std::string, std::string> seen;
+  for (const std::string& p : pictures) {
+    const auto [at, fresh] = seen.emplace(study_name(p), p);
+    CR_CHECK(fresh, "segment: " << at->second << " and " << p << " share the name '" << at->first
+                                << "', and so would their masks; rename one");
+  }
 }
 
 }  // namespace
 
-InputPlan plan_inputs(const std::vector<std::string>& paths) {
+InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
   CR_CHECK(!paths.empty(), "segment: no input given");
   InputPlan plan;
   // Several paths: pictures, one study.
@@ -206,6 +229,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths) {
                "segment: " << p << " is not a PNG or JPG (several inputs must all be pictures)");
       s.paths.push_back(p);
     }
+    check_picture_names(s.paths);
     plan.studies.push_back(std::move(s));
     return plan;
   }
@@ -219,17 +243,33 @@ InputPlan plan_inputs(const std::vector<std::string>& paths) {
     plan.studies.push_back({study_name(path), study_kind, {path.string()}});
     return plan;
   }
-  const FolderListing listing = list_folder(path);
+  const FolderListing listing = list_folder(path, out_dir);
   const auto& [dicom, pictures, nifti, folders] = listing;
   if (!dicom.empty()) {
     plan.studies.push_back({study_name(path), StudyKind::DicomSeries, {path.string()}});
   } else if (!pictures.empty()) {
+    CR_CHECK(nifti.empty() && folders.empty(),
+             "segment: " << path.string() << " holds pictures beside " << nifti.size() << " NIfTI file(s) and "
+                         << folders.size()
+                         << " folder(s): is it one study of pictures or a batch of studies? Put the pictures in a "
+                            "folder of their own");
+    check_picture_names(pictures);
     plan.studies.push_back({study_name(path), StudyKind::Pictures, pictures});
   } else {
     CR_CHECK(!nifti.empty() || !folders.empty(),
              "segment: " << path.string() << " holds no DICOM, NIfTI, PNG or JPG file and no study folder");
     plan.batch = true;
-    for (const std::string& f : folders) plan.studies.push_back(folder_study(f));
+    for (const std::string& f : folders) {
+      if (std::optional<StudyInput> study = folder_study(f)) {
+        if (study->kind == StudyKind::Pictures) check_picture_names(study->paths);
+        plan.studies.push_back(std::move(*study));
+      } else {
+        plan.passed_over.push_back(f);
+      }
+    }
+    CR_CHECK(!plan.studies.empty() || !nifti.empty(),
+             "segment: " << path.string() << " holds no DICOM, NIfTI, PNG or JPG file, and its "
+                         << folders.size() << " folder(s) hold none either");
     for (const std::string& f : nifti) plan.studies.push_back({study_name(f), StudyKind::Nifti, {f}});
     std::sort(plan.studies.begin(), plan.studies.end(),
               [](const StudyInput& a, const StudyInput& b) { return a.name < b.name; });
@@ -244,6 +284,7 @@ PreparedStudy prepare_study(const StudyInput& study) {
   const auto start = Clock::now();
   PreparedStudy prepared;
   prepared.study = study;
+  CR_CHECK(study.refusal.empty(), study.refusal);
   prepared.parts = read_parts(study);
   prepared.read_s = seconds_since(start);
   for (StudyPart& p : prepared.parts) {

@@ -11,6 +11,7 @@
 #pragma once
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "data/report.h"
@@ -22,23 +23,38 @@ enum class StudyKind { DicomSeries, Nifti, Pictures };
 const char* to_string(StudyKind kind);
 
 struct StudyInput {
+  StudyInput() = default;
+  StudyInput(std::string name_, StudyKind kind_, std::vector<std::string> paths_, std::string refusal_ = "")
+      : name(std::move(name_)), kind(kind_), paths(std::move(paths_)), refusal(std::move(refusal_)) {}
+
   std::string name;                // names the output folder in batch mode
   StudyKind kind = StudyKind::DicomSeries;
   std::vector<std::string> paths;  // one folder or file; pictures: one or more files
+  // Set when planning already knows the study cannot be read (a study folder
+  // holding two NIfTI files): reading it throws this, so in a batch it fails
+  // alone, with the reason, and the others go on.
+  std::string refusal;
 };
 
 struct InputPlan {
   bool batch = false;  // a folder of studies: one output folder per study
   std::vector<StudyInput> studies;
+  std::vector<std::string> passed_over;  // a batch's sub-folders that hold no image file
 };
 
 // What the command line's paths hold:
 //  - PNG/JPG files (one or more), or a folder holding pictures: one picture study;
 //  - a NIfTI file, a DICOM file, or a folder holding DICOM files: one study;
 //  - a folder holding no image file of its own but sub-folders and/or NIfTI
-//    files: a batch, each sub-folder and NIfTI file one study.
-// Throws covidrate::Error naming the path when it holds nothing readable.
-InputPlan plan_inputs(const std::vector<std::string>& paths);
+//    files: a batch, each NIfTI file one study and each sub-folder one (a DICOM
+//    series, pictures, or one NIfTI file); sub-folders holding no image file
+//    are passed over and listed in `passed_over`.
+// `out_dir` (and its .tmp) is never taken for input: a batch may write its
+// results inside the folder it reads. Throws covidrate::Error naming the path
+// when it holds nothing readable, when a folder mixes pictures with NIfTI files
+// or study folders (which would be one study or many?), and when two pictures
+// of one study share a name (their masks would overwrite each other).
+InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& out_dir = "");
 
 struct StudyOptions {
   SegmentOptions segment;

@@ -574,6 +574,43 @@ TEST_CASE("segment_volume queuing ahead: an error in a later batch comes out cle
   CHECK(again.lesions.voxels == clean.lesions.voxels);
 }
 
+TEST_CASE("plan_inputs: batch folders, the output inside them, mixed folders and clashing picture names") {
+  // Planning reads file heads only: a PNG signature or a NIfTI header size is enough.
+  test::TempDir dir;
+  const auto png = [&](const std::string& name) {
+    test::write_bytes(dir.file(name), {'\x89', 'P', 'N', 'G', '\r', '\n', '\x1a', '\n', 0, 0});
+  };
+  const auto nifti = [&](const std::string& name) { test::write_bytes(dir.file(name), {'\x5c', 1, 0, 0, 0, 0}); };
+  for (const char* folder : {"batch/empty", "batch/two", "batch/pics", "batch/out/x", "mixed", "clash"})
+    fs::create_directories(dir.file(folder));
+  nifti("batch/a.nii");
+  nifti("batch/two/x.nii");
+  nifti("batch/two/y.nii");
+  png("batch/pics/p.png");
+  nifti("batch/out/x/done.nii");  // what an earlier run wrote inside the batch folder
+
+  const data::InputPlan plan = data::plan_inputs({dir.file("batch")}, dir.file("batch/out"));
+  CHECK(plan.batch);
+  REQUIRE(plan.studies.size() == 3);  // a, pics, two; not out, not empty
+  CHECK(plan.studies[0].name == "a");
+  CHECK(plan.studies[1].name == "pics");
+  CHECK(plan.studies[1].kind == data::StudyKind::Pictures);
+  CHECK(plan.studies[2].name == "two");
+  CHECK(plan.studies[2].refusal.find("holds 2 NIfTI files") != std::string::npos);  // fails alone, with the reason
+  CHECK(plan.passed_over == std::vector<std::string>{dir.file("batch/empty")});
+  // Without --out given, "out" would be a study of its own (a DICOM-looking folder).
+  CHECK(data::plan_inputs({dir.file("batch")}).studies.size() == 4);
+
+  png("mixed/p.png");
+  nifti("mixed/c.nii");
+  CHECK_THROWS_WITH_AS(data::plan_inputs({dir.file("mixed")}), doctest::Contains("holds pictures beside 1 NIfTI"), Error);
+  png("clash/0.png");
+  test::write_bytes(dir.file("clash/0.jpg"), {'\xff', '\xd8', '\xff', 0});
+  CHECK_THROWS_WITH_AS(data::plan_inputs({dir.file("clash")}), doctest::Contains("share the name '0'"), Error);
+  CHECK_THROWS_WITH_AS(data::plan_inputs({dir.file("clash/0.png"), dir.file("clash/0.jpg")}),
+                       doctest::Contains("share the name '0'"), Error);
+}
+
 TEST_CASE("a prepared study keeps the CT's grid only; its pictures come from the input domain, pixel for pixel") {
   // prepare_study drops the CT's voxels once the lungs are extracted (segment's
   // peak memory: 2096 -> 1877 MB for the 255-slice RICORD series); the

@@ -17,6 +17,7 @@
 #include "data/segment_study.h"
 #include "model/load_weights.h"
 #include "nn/error.h"
+#include "nn/json.h"
 #include "nn/safetensors.h"
 #include "nn/text_file.h"
 #include "tools/cli.h"
@@ -164,6 +165,30 @@ std::string default_weights() {
           << " (docs/segment.md), or pass --weights FILE");
 }
 
+// How a finished study's report.json differs from this run's settings (the
+// weights, by their hash, and the threshold), or "" when it does not: a batch
+// rerun skips finished studies, and should say when they were made otherwise.
+std::string settings_differ(const fs::path& report, const data::StudyOptions& now, double threshold) {
+  std::ostringstream differ;
+  try {
+    std::ifstream in(report);
+    std::stringstream text;
+    text << in.rdbuf();
+    const json::Value r = json::parse(text.str());
+    const json::Value* weights = r.find("weights");
+    const json::Value* hash = weights ? weights->find("fnv1a64") : nullptr;
+    if (hash && hash->text != now.weights_hash)
+      differ << "weights " << (weights->find("path") ? weights->find("path")->text : hash->text) << ", now "
+             << now.weights;
+    const json::Value* was = r.find("threshold");
+    if (was && was->kind == json::Value::Kind::Number && std::abs(std::stod(was->text) - threshold) > 1e-12)
+      differ << (differ.tellp() > 0 ? "; " : "") << "threshold " << was->text << ", now " << threshold;
+  } catch (const std::exception&) {
+    return "";  // a report this version cannot read: nothing to compare
+  }
+  return differ.str();
+}
+
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
@@ -172,7 +197,9 @@ int cmd_segment(int argc, char** argv) {
     usage(stdout);
     return 0;
   }
-  const data::InputPlan plan = data::plan_inputs(o.inputs);
+  const data::InputPlan plan = data::plan_inputs(o.inputs, o.out);
+  for (const std::string& folder : plan.passed_over)
+    std::fprintf(stderr, "segment: %s holds no image file, passed over\n", folder.c_str());
   // A single study's folder is never replaced; a batch resumes into its folder.
   CR_CHECK(plan.batch || !fs::exists(o.out), "segment: " << o.out << " already exists; choose another --out");
   if (o.weights.empty()) o.weights = default_weights();
@@ -234,7 +261,13 @@ int cmd_segment(int argc, char** argv) {
   for (const data::StudyInput& study : plan.studies) {
     const fs::path dir = fs::path(o.out) / study.name;
     if (fs::exists(dir)) {
-      std::fprintf(stderr, "segment: %s already done, skipped\n", study.name.c_str());
+      const std::string other = settings_differ(dir / "report.json", study_options, o.threshold);
+      if (other.empty()) {
+        std::fprintf(stderr, "segment: %s already done, skipped\n", study.name.c_str());
+      } else {
+        std::fprintf(stderr, "segment: %s already done with other settings (%s), skipped; remove %s to redo it\n",
+                     study.name.c_str(), other.c_str(), dir.string().c_str());
+      }
       std::ifstream in(dir / "summary.csv");
       std::string header, row;
       if (std::getline(in, header) && std::getline(in, row)) csv += row + "\n";
