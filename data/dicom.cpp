@@ -137,9 +137,17 @@ std::string order_slices(Volume& v, std::vector<dicom::FileHeader>& files) {
   v.spacing[2] = norm(step);
   for (int k = 0; k < 3; ++k) v.slice_dir[k] = step[k] / v.spacing[2];
   std::ostringstream note;
-  if (max_gap - min_gap > 0.1 * v.spacing[2])
+  if (max_gap - min_gap > 0.1 * v.spacing[2]) {
     note << "; slice spacing varies from " << min_gap << " to " << max_gap
          << " mm (missing slices?), the mean is used";
+    // A regular grid cannot hold these slices where they are: the masks written
+    // on it drift from them, and volumes in mL use the mean spacing.
+    std::ostringstream w;
+    w << "slice spacing varies from " << min_gap << " to " << max_gap << " mm (missing slices?): the masks are on a "
+      << "regular grid of the mean " << v.spacing[2] << " mm, so they do not overlay every slice exactly, and "
+      << "volumes in mL are approximate (percentages are not affected)";
+    v.warnings.push_back(w.str());
+  }
   if (dot(v.slice_dir, normal) < 0.999) note << "; gantry tilt: slices are sheared";
   return note.str();
 }

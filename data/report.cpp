@@ -130,7 +130,10 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << ", \"size\": [" << run.nx << ", " << run.ny << ", " << run.nz << "], \"spacing_mm\": ["
     << number(run.spacing[0]) << ", " << number(run.spacing[1]) << ", " << number(run.spacing[2])
     << "], \"spacing_known\": " << (run.spacing_known ? "true" : "false")
-    << ", \"first_slice\": " << (run.first_slice.empty() ? "null" : json::quote(run.first_slice)) << "},\n";
+    << ", \"first_slice\": " << (run.first_slice.empty() ? "null" : json::quote(run.first_slice))
+    << ", \"warnings\": [";
+  for (size_t i = 0; i < run.warnings.size(); ++i) o << (i ? ", " : "") << json::quote(run.warnings[i]);
+  o << "]},\n";
   o << "  \"weights\": {\"path\": " << json::quote(run.weights) << ", \"fnv1a64\": " << json::quote(run.weights_fnv1a64)
     << ", \"architecture\": " << json::quote(run.architecture) << ", \"width\": " << number(run.width)
     << ", \"cpb\": " << (run.cpb ? "true" : "false") << ", \"se\": " << (run.se ? "true" : "false")
@@ -278,6 +281,7 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
     << ", spacing " << number(run.spacing[0]) << " &times; " << number(run.spacing[1]) << " &times; "
     << number(run.spacing[2]) << " mm" << (run.spacing_known ? "" : " assumed: pictures carry no spacing")
     << ").</p>\n";
+  for (const std::string& w : run.warnings) o << "<p><strong>Warning:</strong> " << html_escape(w) << ".</p>\n";
   o << "<table><tr><th></th><th>opacity</th><th>lesion (mL)</th><th>lung (mL)</th></tr>\n";
   const std::pair<const char*, const LungFigures*> rows[] = {{"both lungs", &f.both}, {"left lung", &f.left},
                                                              {"right lung", &f.right}};

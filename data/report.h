@@ -52,6 +52,7 @@ StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs);
 // Everything report.json and report.html say besides the figures.
 struct RunInfo {
   std::string study, input, input_kind, description;
+  std::vector<std::string> warnings;  // the reader's (Volume::warnings)
   int64_t nx = 0, ny = 0, nz = 0;
   std::array<double, 3> spacing{1, 1, 1};
   bool spacing_known = true;  // false for pictures: sizes in mm and mL then assume 1 mm pixels

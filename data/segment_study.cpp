@@ -349,6 +349,7 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
     run.input = study.paths.size() == 1 ? study.paths[0] : fs::path(study.paths[0]).parent_path().string();
     run.input_kind = to_string(study.kind);
     run.description = parts.size() == 1 ? first.description : std::to_string(study.paths.size()) + " pictures";
+    for (const StudyPart& p : parts) run.warnings.insert(run.warnings.end(), p.ct.warnings.begin(), p.ct.warnings.end());
     run.nx = first.nx;
     run.ny = first.ny;
     for (const StudyPart& p : parts) {

@@ -47,6 +47,11 @@ template <class T> struct BasicVolume : VolumeGrid {
   // A 4-D file (NIfTI with nt > 1) held this many 3-D volumes; `voxels` holds
   // the first. Pipelines refuse it (to_input_domain), viewers say it.
   int64_t volumes_in_file = 1;
+  // What the reader noticed that limits how far results on this volume can be
+  // trusted (slices missing from a DICOM series, ...): one sentence each. Also
+  // in `description`; kept apart so that segment can show them on the terminal
+  // and in its report.
+  std::vector<std::string> warnings;
 
   T* slice(int64_t z) { return voxels.data() + z * nx * ny; }
   const T* slice(int64_t z) const { return voxels.data() + z * nx * ny; }

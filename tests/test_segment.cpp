@@ -574,6 +574,30 @@ TEST_CASE("segment_volume queuing ahead: an error in a later batch comes out cle
   CHECK(again.lesions.voxels == clean.lesions.voxels);
 }
 
+TEST_CASE("a series with a missing slice: a warning on the terminal, in report.json and in report.html") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), series = dir.file("series"), out = dir.file("out");
+  fs::create_directories(series);
+  for (const auto& e : fs::directory_iterator(test::source_dir() + "/examples/ricord-sample"))
+    if (e.path().extension() == ".dcm" && e.path().filename() != "1-124.dcm")  // one from the middle
+      fs::copy_file(e.path(), fs::path(series) / e.path().filename());
+  const test::ProgramRun run = run_segment(dir, series + " --out " + out + " --weights " + weights);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.err.find("segment: warning: series: slice spacing varies from 1.25 to 2.5 mm") != std::string::npos);
+  const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
+  const json::Value& warnings = member(member(report, "input"), "warnings");
+  REQUIRE(warnings.items.size() == 1);
+  CHECK(warnings.items[0].text.find("missing slices?") != std::string::npos);
+  CHECK(test::read_text_file(out + "/report.html").find("Warning:") != std::string::npos);
+  // The whole series: no warning.
+  const test::ProgramRun whole =
+      run_segment(dir, test::source_dir() + "/examples/ricord-sample --out " + dir.file("whole") + " --weights " + weights);
+  REQUIRE_MESSAGE(whole.exit_code == 0, whole.err);
+  CHECK(whole.err.find("warning") == std::string::npos);
+  CHECK(member(member(json::parse(test::read_text_file(dir.file("whole/report.json"))), "input"), "warnings")
+            .items.empty());
+}
+
 TEST_CASE("plan_inputs: batch folders, the output inside them, mixed folders and clashing picture names") {
   // Planning reads file heads only: a PNG signature or a NIfTI header size is enough.
   test::TempDir dir;

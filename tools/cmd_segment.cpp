@@ -189,6 +189,12 @@ std::string settings_differ(const fs::path& report, const data::StudyOptions& no
   return differ.str();
 }
 
+// The reader's warnings (slices missing from a series, ...), after the summary
+// line; report.json and report.html carry them too.
+void print_warnings(const data::RunInfo& run) {
+  for (const std::string& w : run.warnings) std::fprintf(stderr, "segment: warning: %s: %s\n", run.study.c_str(), w.c_str());
+}
+
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
@@ -237,6 +243,7 @@ int cmd_segment(int argc, char** argv) {
     study_options.segment.progress = std::ref(progress);
     const data::StudyResult r = data::run_study(plan.studies[0], *net, study_options, o.out);
     std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
+    print_warnings(r.run);
     return 0;
   }
 
@@ -284,6 +291,7 @@ int cmd_segment(int argc, char** argv) {
                   : data::run_study(study, *net, study_options, dir.string());
       std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
       std::fflush(stdout);
+      print_warnings(r.run);
       csv += data::summary_csv_row(r.figures, r.run);
     } catch (const std::exception& e) {
       // One unreadable study must not cost the others (a covidrate::Error, or
