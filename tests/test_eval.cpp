@@ -176,6 +176,18 @@ TEST_CASE("eval: JSON on stdout, explicit options, errors and exit codes") {
     CHECK(run.err.find("its folder does not exist") != std::string::npos);
     CHECK(run.err.find("images/s") == std::string::npos);
   }
+  SUBCASE("--json or --overview onto the weights, a folder or a FIFO: refused before segmenting, nothing changed") {
+    const std::vector<char> weights_before = test::read_bytes(dir.file("weights.safetensors"));
+    const test::ProgramRun onto_weights = run_eval(dir, data_args(dir) + " --json " + dir.file("weights.safetensors"));
+    CHECK(onto_weights.exit_code == 1);
+    CHECK(onto_weights.err.find("is also an input") != std::string::npos);
+    CHECK(test::read_bytes(dir.file("weights.safetensors")) == weights_before);
+    fs::create_directories(dir.file("a-folder"));
+    const test::ProgramRun onto_folder = run_eval(dir, data_args(dir) + " --overview " + dir.file("a-folder"));
+    CHECK(onto_folder.exit_code == 1);
+    CHECK(onto_folder.err.find("exists and is not a regular file") != std::string::npos);
+    CHECK(onto_folder.err.find("images/s") == std::string::npos);  // before the work
+  }
   SUBCASE("--save-masks into an existing folder is refused") {
     fs::create_directories(dir.file("exists"));
     const test::ProgramRun run = run_eval(dir, data_args(dir) + " --save-masks " + dir.file("exists"));

@@ -103,4 +103,9 @@ TEST_CASE("covidrate lungs: a corrupt file fails with a message and leaves no fo
   CHECK(swapped.exit_code == 1);
   CHECK(swapped.err.find("are not lung labels") != std::string::npos);
   CHECK_FALSE(fs::exists(out));
+  // ... or as the lesions (its contours were drawn as lesion, exit 0).
+  const test::ProgramRun as_lesions = run_lungs(dir, ct + " --out " + out + " --lesions " + ct);
+  CHECK(as_lesions.exit_code == 1);
+  CHECK(as_lesions.err.find("are not a lesion mask") != std::string::npos);
+  CHECK_FALSE(fs::exists(out));
 }

@@ -67,6 +67,18 @@ std::string ArgScanner::folder_value() {
   return v;
 }
 
+void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path folder = fs::absolute(path, ec).parent_path();
+  CR_CHECK(fs::is_directory(folder, ec), option << " " << path << ": its folder does not exist");
+  if (!fs::exists(path, ec)) return;
+  CR_CHECK(fs::is_regular_file(path, ec), option << " " << path << " exists and is not a regular file");
+  for (const std::string& input : inputs)
+    CR_CHECK(input.empty() || !fs::equivalent(path, input, ec),
+             option << " " << path << " is also an input (" << input << "); writing it would destroy it");
+}
+
 bool ArgScanner::next() {
   if (++at_ >= argc_) return false;
   current_ = argv_[at_];

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "model/load_weights.h"
 #include "nn/device.h"
@@ -55,6 +56,13 @@ Device parse_device_option(const std::string& option, const std::string& text);
 // filesystem errors, whose text names the call ("filesystem error: cannot
 // remove: Not a directory [x]"); those become "x: Not a directory".
 std::string error_text(const std::exception& e);
+
+// Checks, before any work, that `path` can take an output file: its folder
+// exists, it is not something other than a regular file (a folder, a FIFO, a
+// device; symbolic links are followed), and it is none of `inputs` (a weights
+// file, a log...: an output written over an input would destroy it). Throws
+// covidrate::Error naming `option` and the path.
+void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs);
 
 // The loop over a command's arguments, the same in every command:
 //   ArgScanner args(argc, argv);

@@ -181,8 +181,8 @@ int cmd_eval(int argc, char** argv) {
   // Refused before the slow part, not after it.
   CR_CHECK(o.save_masks.empty() || !fs::exists(o.save_masks),
            o.save_masks << " already exists; --save-masks writes a new folder");
-  CR_CHECK(o.overview.empty() || fs::is_directory(fs::absolute(o.overview).parent_path()),
-           "--overview " << o.overview << ": its folder does not exist");
+  if (!o.overview.empty()) check_output_file("--overview", o.overview, {o.weights});
+  if (!o.json_file.empty()) check_output_file("--json", o.json_file, {o.weights});
 
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights),
                                             o.network.architecture);

@@ -175,7 +175,16 @@ int cmd_lungs(int argc, char** argv) {
   }
   if (!lesions_path.empty()) {
     lesions = read_mask_like("--lesions", lesions_path, ct);
-    for (float& v : lesions.voxels) v = v > 0 ? 1.f : 0.f;
+    // A mask: 0 and one other value (1, or 255 in a picture). A CT, a
+    // probability map or lung labels would be outlined as "lesion".
+    float marked = 0;
+    for (const float v : lesions.voxels) {
+      CR_CHECK(v == 0.f || marked == 0.f || v == marked,
+               "--lesions " << lesions_path << ": values " << marked << " and " << v
+                            << " are not a lesion mask (0 and one other value, e.g. 1 or 255)");
+      if (v != 0.f) marked = v;
+    }
+    for (float& v : lesions.voxels) v = v != 0.f ? 1.f : 0.f;
   }
   for (const int64_t z : slices)
     CR_CHECK(z < ct.nz, "--slices: slice " << z << " outside 0.." << ct.nz - 1 << " of " << path);
