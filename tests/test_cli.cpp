@@ -101,6 +101,13 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
        "--val-fraction needs a number in (0, 0.95], got '0'"},
       {"train", "--images i --masks m --out OUT --val-fraction 0.99",
        "--val-fraction needs a number in (0, 0.95], got '0.99'"},
+      // --folds and --split choose the validation slices themselves: a fraction beside them would be ignored.
+      {"train", "--images i --masks m --out OUT --folds 3 --val-fraction 0.3",
+       "--val-fraction does not apply with --folds: each fold validates on its own 1/K of the slices"},
+      {"train", "--images i --masks m --out OUT --val-fraction 0.3 --split s.json",
+       "--val-fraction does not apply with --split: the split file says which slices validate"},
+      {"train", "--images i --masks m --out OUT --val-fraction 0.3 --split s.json --folds 3",
+       "--split and --folds exclude each other"},
       {"pseudo-label", "--weights w --images i --out OUT --top 0",
        "--top needs an integer in [1, 1000000000], got '0'"},
       {"eval", "--weights w --images i --masks m --threshold 1", "--threshold must be below 1, got 1"},

@@ -44,6 +44,7 @@ void usage(FILE* out) {
                "  --patience P      stop after P epochs without a lower validation loss (default 10)\n"
                "  --val-fraction F  share of the slices held out for validation, in (0, 0.95] (default 0.2):\n"
                "                    the validation loss chooses the best weights and stops the run early\n"
+               "                    (not with --folds or --split, which choose the validation slices)\n"
                "  --folds K         K-fold cross-validation: DIR/fold-1 .. fold-K and DIR/folds.json\n"
                "  --seed N          seeds the weights, the split, the shuffles, the augmentation (default 0)\n"
                "  --deterministic   record the CPU thread count and refuse to resume under another\n"
@@ -88,6 +89,7 @@ struct Settings {
   int folds = 0;
   bool lungs = false;
   bool decay_given = false;
+  bool val_fraction_given = false;
 };
 
 Settings parse(int argc, char** argv) {
@@ -111,6 +113,7 @@ Settings parse(int argc, char** argv) {
       s.val_fraction = parse_number(a, text);
       CR_USAGE_CHECK(s.val_fraction > 0 && s.val_fraction <= 0.95,
                      "--val-fraction needs a number in (0, 0.95], got '" << text << "'");
+      s.val_fraction_given = true;
     }
     else if (a == "--folds") s.folds = static_cast<int>(parse_integer(a, value(), 2, 1000));
     else if (a == "--seed") s.train.seed = static_cast<uint64_t>(parse_integer(a, value(), 0, kMaxSeed));
@@ -155,6 +158,11 @@ Settings parse(int argc, char** argv) {
   if (s.images.empty() || s.masks.empty() || s.out.empty())
     throw UsageError("--images, --masks and --out are required");
   if (!s.split_file.empty() && s.folds > 0) throw UsageError("--split and --folds exclude each other");
+  // Both choose the validation slices themselves: a fraction given beside them would be ignored.
+  CR_USAGE_CHECK(!(s.val_fraction_given && s.folds > 0),
+                 "--val-fraction does not apply with --folds: each fold validates on its own 1/K of the slices");
+  CR_USAGE_CHECK(!(s.val_fraction_given && !s.split_file.empty()),
+                 "--val-fraction does not apply with --split: the split file says which slices validate");
   if (s.train.model.architecture != Architecture::CovidRate && !(s.train.model.cpb && s.train.model.se))
     throw UsageError(std::string("--no-cpb and --no-se are COVID-Rate's; ") + to_string(s.train.model.architecture) +
                      " has neither");
