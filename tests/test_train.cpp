@@ -578,3 +578,71 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
   run = test::run_covidrate(dir, common + "--folds 2 --resume --out " + cv);
   CHECK_MESSAGE(run.exit_code == 0, run.err);
 }
+
+TEST_CASE("covidrate train: a run stopped before its first epoch ended is started afresh, with or without --resume") {
+  test::TempDir dir;
+  const fs::path images = dir.file("images"), masks = dir.file("masks");
+  fs::create_directories(images);
+  fs::create_directories(masks);
+  for (const char* n : {"0", "1", "2", "3", "4"}) {
+    fs::copy_file(medseg("images") + "/" + n + ".jpg", images / (std::string(n) + ".jpg"));
+    fs::copy_file(medseg("masks") + "/" + n + ".png", masks / (std::string(n) + ".png"));
+  }
+  const std::string common = "train --images " + images.string() + " --masks " + masks.string() +
+                             " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
+  // What the trainer leaves when stopped in epoch 1: split.json and an empty log.jsonl
+  // (best weights, the log's first line and the checkpoint come as the epoch ends).
+  const auto interrupted = [&](const fs::path& folder, const std::string& log) {
+    fs::create_directories(folder);
+    std::ofstream(folder / "split.json") << "{\"train\": [\"0\", \"1\", \"2\", \"3\"],\n \"validation\": [\"4\"]}\n";
+    std::ofstream(folder / "log.jsonl") << log;
+  };
+  for (const char* resume : {"", "--resume "}) {
+    CAPTURE(resume);
+    const std::string out = dir.file(*resume ? "resumed" : "rerun");
+    interrupted(out, "");
+    const test::ProgramRun run = test::run_covidrate(dir, common + resume + "--out " + out);
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+    CHECK(run.err.find(out + ": an earlier run stopped before its first epoch ended; starting afresh\n") !=
+          std::string::npos);
+    CHECK(fs::exists(out + "/checkpoint/state.json"));
+    CHECK(test::read_text_file(out + "/log.jsonl").find("{\"epoch\": 1,") == 0);
+  }
+  // Cross-validation: a folder holding only such a fold-1/.
+  const std::string cv = dir.file("cv");
+  interrupted(cv + "/fold-1", "");
+  test::ProgramRun run = test::run_covidrate(dir, common + "--folds 2 --out " + cv);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.err.find(cv + "/fold-1: an earlier run stopped before its first epoch ended; starting afresh\n") !=
+        std::string::npos);
+  CHECK(fs::exists(cv + "/folds.json"));
+
+  // Anything more is not an interrupted start: refused as before, untouched, no such line.
+  const std::string logged = dir.file("logged"), other = dir.file("other");
+  interrupted(logged, "{\"epoch\": 1, \"train_loss\": 1}\n");  // a killed epoch's line, before its checkpoint
+  interrupted(other, "");
+  std::ofstream(other + "/notes.txt") << "mine\n";
+  const struct {
+    std::string folder, arguments, message;
+  } refused[] = {
+      {logged, "", " already holds log.jsonl from an earlier run"},
+      {logged, "--resume ", " holds no checkpoint to continue"},
+      {other, "", " already holds log.jsonl from an earlier run"},
+      {other, "--resume ", " holds no checkpoint to continue"},
+      // A single run's folder is not a cross-validation's, nor the other way round.
+      {dir.file("single"), "--folds 2 ", " already holds log.jsonl from an earlier run"},
+      {cv + "-only", "", " already holds fold-1 from an earlier run"},
+  };
+  interrupted(dir.file("single"), "");
+  interrupted(cv + "-only/fold-1", "");
+  for (const auto& c : refused) {
+    CAPTURE(c.folder);
+    CAPTURE(c.arguments);
+    const std::map<std::string, std::string> before = folder_contents(c.folder);
+    run = test::run_covidrate(dir, common + c.arguments + "--out " + c.folder);
+    CHECK(run.exit_code == 1);
+    CHECK_MESSAGE(run.err.find(c.folder + c.message) != std::string::npos, run.err);
+    CHECK(run.err.find("starting afresh") == std::string::npos);
+    CHECK(folder_contents(c.folder) == before);
+  }
+}

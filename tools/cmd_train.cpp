@@ -90,6 +90,9 @@ struct Settings {
   bool lungs = false;
   bool decay_given = false;
   bool val_fraction_given = false;
+  // Set by check_output_folder: the folder of a run stopped before its first
+  // epoch ended (--out, or with --folds its fold-1/), which this run replaces.
+  std::string restart;
 };
 
 Settings parse(int argc, char** argv) {
@@ -188,13 +191,49 @@ std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& al
   return out;
 }
 
+// A folder a run left when it stopped before its first epoch ended: the
+// trainer creates the folder, writes split.json and an empty log.jsonl, and
+// writes nothing more until epoch 1 ends (best.safetensors, the log's first
+// line, checkpoint/, curves.svg). So a folder holding an empty log.jsonl and
+// at most split.json beside it, nothing else, holds nothing of value: a new
+// run, with or without --resume, starts afresh into it. A log with a line, a
+// checkpoint, best weights or any other file: not this.
+bool interrupted_start(const fs::path& dir) {
+  std::error_code error;
+  if (!fs::is_directory(dir, error)) return false;
+  bool empty_log = false;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
+    const std::string name = entry.path().filename().string();
+    if (!fs::is_regular_file(entry.symlink_status())) return false;
+    if (name == "log.jsonl" && entry.file_size() == 0) empty_log = true;
+    else if (name != "split.json") return false;
+  }
+  return empty_log;
+}
+
+// True when `dir` holds exactly one entry, `name`.
+bool holds_only(const fs::path& dir, const char* name) {
+  int count = 0;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir))
+    if (++count > 1 || entry.path().filename() != name) return false;
+  return count == 1;
+}
+
 // The output folder, checked before any data is read or anything written.
 // Without --resume it must be new or empty: the files of an earlier run (or of
 // anything else) would mix with the new run's. With --resume it must hold what
 // is resumed: a checkpoint, or with --folds an earlier cross-validation's fold-1/
-// (its folds resume each from its own checkpoint, or start afresh).
-void check_output_folder(const Settings& s) {
+// (its folds resume each from its own checkpoint, or start afresh). Either way
+// an interrupted start (above; with --folds: a folder holding only such a
+// fold-1/) is taken as new: s.restart names it, and s.train.resume is cleared.
+void check_output_folder(Settings& s) {
   const fs::path out(s.out);
+  const fs::path restart = s.folds > 0 ? out / "fold-1" : out;
+  if (fs::is_directory(out) && (s.folds == 0 || holds_only(out, "fold-1")) && interrupted_start(restart)) {
+    s.restart = restart.string();
+    s.train.resume = false;
+    return;
+  }
   const bool cross_validation = fs::is_directory(out / "fold-1");
   if (s.train.resume) {
     if (s.folds > 0)
@@ -279,12 +318,17 @@ class EpochProgress {
 
 TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
                     const data::Split& split, const std::vector<data::PreparedSlice>& extra,
-                    TrainOptions options, const std::string& out_dir, const std::string& progress_prefix = "") {
+                    TrainOptions options, const std::string& out_dir, const std::string& progress_prefix = "",
+                    bool restart = false) {
   options.out_dir = out_dir;
   // Written once the trainer has checked everything it can (the init weights, the checkpoint) and made the folder.
   std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
   train_side.insert(train_side.end(), extra.begin(), extra.end());
   options.on_start = [&] {
+    // Said once everything has been checked: the run does start.
+    if (restart)
+      std::fprintf(stderr, "%s: an earlier run stopped before its first epoch ended; starting afresh\n",
+                   out_dir.c_str());
     write_text_atomically((fs::path(out_dir) / "split.json").string(),
                           "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
                               names_json(set, split.validation) + "}\n");
@@ -346,8 +390,11 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
     TrainOptions options = s.train;
     // A cross-validation killed in fold f resumes fold f; later folds start afresh.
     options.resume = s.train.resume && checkpoint_exists(fold_dir);
+    // A fold folder without a checkpoint, of a fold killed in its first epoch, is replaced.
+    const bool restart = (f == 0 && !s.restart.empty()) ||
+                         (s.train.resume && !options.resume && fs::exists(fold_dir) && !fs::is_empty(fold_dir));
     const TrainResult r = run_one(set, prepared, splits[f], extra, options, fold_dir,
-                                  "fold " + std::to_string(f + 1) + "/" + std::to_string(s.folds) + ", ");
+                                  "fold " + std::to_string(f + 1) + "/" + std::to_string(s.folds) + ", ", restart);
     losses.push_back(r.best_val_loss);
     dices.push_back(r.best_val_dice);
     rows += std::string(f ? ",\n  " : "  ") + "{\"fold\": " + std::to_string(f + 1) + ", \"best_epoch\": " +
@@ -376,7 +423,7 @@ int cmd_train(int argc, char** argv) {
       usage(stdout);
       return 0;
     }
-  const Settings s = parse(argc, argv);
+  Settings s = parse(argc, argv);
   check_output_folder(s);
   const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
   std::vector<data::PreparedSlice> prepared;
@@ -403,7 +450,7 @@ int cmd_train(int argc, char** argv) {
                                 : read_split(s.split_file, set);
   CR_CHECK(!split.validation.empty(), "train: " << set.size() << " slice in " << s.images
                                                 << ": none is left to validate on; train needs at least 2");
-  const TrainResult r = run_one(set, prepared, split, extra, s.train, s.out);
+  const TrainResult r = run_one(set, prepared, split, extra, s.train, s.out, "", !s.restart.empty());
   std::printf("best epoch %d: val loss %.4f, val Dice %.4f%s; weights in %s\n", r.best_epoch, r.best_val_loss,
               r.best_val_dice, r.stopped_early ? " (stopped early)" : "",
               (fs::path(s.out) / "best.safetensors").string().c_str());
