@@ -97,7 +97,8 @@ void save_checkpoint(const std::string& out_dir, const CheckpointState& state, c
 }
 
 CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointState& current, bool deterministic,
-                                ParameterStore& store, Adam& adam, std::mt19937_64& rng) {
+                                ParameterStore& store, Adam& adam, std::mt19937_64& rng,
+                                const FingerprintExplainer& explain) {
   fs::path dir = current_dir(out_dir);
   if (!fs::exists(dir / "state.json")) dir = old_dir(out_dir);
   CR_CHECK(fs::exists(dir / "state.json"), "train --resume: " << out_dir << " holds no checkpoint");
@@ -122,9 +123,16 @@ CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointStat
   s.stopped_early = member(root, "stopped_early", json::Value::Kind::Bool, file).boolean;
   s.log_bytes = static_cast<uint64_t>(number(root, "log_bytes", file));
 
-  CR_CHECK(s.fingerprint == current.fingerprint,
-           "train --resume: the checkpoint in " << out_dir << " was made with other settings or data:\n  checkpoint: "
-                                                << s.fingerprint << "\n  now:        " << current.fingerprint);
+  if (s.fingerprint != current.fingerprint) {
+    const std::string differences = explain ? explain(s.fingerprint, current.fingerprint) : std::string();
+    const char* advice = "Resume with the options of that run, or choose another --out to start afresh";
+    if (!differences.empty())
+      CR_FAIL("train --resume: the checkpoint in " << out_dir << " was made with other settings or data: "
+                                                   << differences << ". " << advice);
+    CR_FAIL("train --resume: the checkpoint in " << out_dir << " was made with other settings or data. " << advice
+                                                 << ".\n  checkpoint: " << s.fingerprint
+                                                 << "\n  now:        " << current.fingerprint);
+  }
   if (deterministic) {
     CR_CHECK(s.threads == current.threads && s.device == current.device,
              "train --resume --deterministic: the checkpoint was made on " << s.device << " with " << s.threads

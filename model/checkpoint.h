@@ -13,6 +13,7 @@
 // renames, checkpoint.old/, which loading falls back to.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 
@@ -38,11 +39,19 @@ bool checkpoint_exists(const std::string& out_dir);
 void save_checkpoint(const std::string& out_dir, const CheckpointState& state, const ParameterStore& store,
                      const Adam& adam, const std::mt19937_64& rng);
 
+// What differs between a checkpoint's fingerprint and the run's, in words for
+// the user ("--width was 0.05, now 0.0625; --seed was 1, now 2"): the owner of
+// the fingerprint's format (the trainer) knows which setting each part is.
+// Empty when it cannot tell.
+using FingerprintExplainer = std::function<std::string(const std::string& saved, const std::string& now)>;
+
 // Loads the checkpoint into store, adam and rng and returns its state. Throws
 // covidrate::Error naming the folder when there is none, it is damaged, its
-// fingerprint differs from `current`'s, or (deterministic) the thread count
-// or device differs.
+// fingerprint differs from `current`'s (in any way: the message says how with
+// `explain`, else shows both fingerprints), or (deterministic) the thread
+// count or device differs.
 CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointState& current, bool deterministic,
-                                ParameterStore& store, Adam& adam, std::mt19937_64& rng);
+                                ParameterStore& store, Adam& adam, std::mt19937_64& rng,
+                                const FingerprintExplainer& explain = nullptr);
 
 }  // namespace covidrate

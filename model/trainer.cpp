@@ -10,6 +10,7 @@
 #include <map>
 #include <numeric>
 #include <random>
+#include <set>
 #include <sstream>
 
 #include "kernels/cpu/threads.h"
@@ -162,6 +163,105 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
   return os.str();
 }
 
+// The parts of a fingerprint: "key value" pairs, the --init path quoted ('...').
+std::map<std::string, std::string> fingerprint_fields(const std::string& text) {
+  std::map<std::string, std::string> fields;
+  size_t at = 0;
+  while (at < text.size()) {
+    const size_t key_end = text.find(' ', at);
+    if (key_end == std::string::npos) break;
+    const size_t begin = key_end + 1;
+    size_t end = begin < text.size() && text[begin] == '\'' ? text.find("' ", begin + 1) : text.find(' ', begin);
+    if (end != std::string::npos && text[begin] == '\'') ++end;  // the closing quote is the value's
+    if (end == std::string::npos) end = text.size();
+    fields[text.substr(at, key_end - at)] = text.substr(begin, end - begin);
+    at = end + 1;
+  }
+  // Written only for other networks than COVID-Rate with SE (see fingerprint).
+  fields.try_emplace("architecture", to_string(Architecture::CovidRate));
+  fields.try_emplace("se", "1");
+  return fields;
+}
+
+// Two numbers of a fingerprint as a person reads them: 6 significant digits,
+// more only where those do not tell them apart.
+std::pair<std::string, std::string> rounded(const std::string& a, const std::string& b) {
+  const auto format = [](const std::string& text, int digits) {
+    char out[40];
+    try {
+      std::snprintf(out, sizeof out, "%.*g", digits, std::stod(text));
+    } catch (const std::exception&) {
+      return text;
+    }
+    return std::string(out);
+  };
+  std::pair<std::string, std::string> r{format(a, 6), format(b, 6)};
+  if (r.first == r.second) r = {format(a, 17), format(b, 17)};
+  return r;
+}
+
+// How a checkpoint's fingerprint differs from the run's, by command-line
+// option: "--width was 0.05, now 0.0625; --seed was 1, now 2". Empty when the
+// texts differ in no part it knows (load_checkpoint then shows both).
+std::string fingerprint_difference(const std::string& saved, const std::string& now) {
+  std::map<std::string, std::string> was = fingerprint_fields(saved), is = fingerprint_fields(now);
+  std::vector<std::string> out;
+  std::set<std::string> told;
+  const auto differs = [&](const std::string& key) { return was[key] != is[key]; };
+  const auto say = [&](const std::string& key, const std::string& what, const std::string& a, const std::string& b) {
+    out.push_back(what + " was " + a + ", now " + b);
+    told.insert(key);
+  };
+  const auto text = [&](const std::string& key, const std::string& option) {
+    if (differs(key)) say(key, option, was[key], is[key]);
+  };
+  const auto number = [&](const std::string& key, const std::string& option) {
+    if (!differs(key)) return;
+    const auto [a, b] = rounded(was[key], is[key]);
+    say(key, option, a, b);
+  };
+  const auto flag = [&](const std::string& key, const std::string& what, const std::string& option) {
+    const auto state = [](const std::string& v) { return std::string(v == "0" ? "off" : "on"); };
+    if (differs(key)) say(key, what, state(was[key]), state(is[key]) + " (" + option + ")");
+  };
+  const auto slices = [&](const std::string& key, const std::string& side) {
+    const auto count = [](const std::string& n) { return n + (n == "1" ? " slice" : " slices"); };
+    if (differs(key)) say(key, "the " + side + " side", count(was[key]), count(is[key]));
+  };
+  text("architecture", "--arch");
+  number("width", "--width");
+  flag("cpb", "context perception boosting", "--no-cpb");
+  flag("se", "squeeze-and-excitation", "--no-se");
+  text("size", "--size");
+  text("batch", "--batch");
+  number("lr", "--lr");
+  number("decay", "--decay");
+  text("loss", "--loss");
+  number("pos_weight", "--pos-weight");
+  flag("augment", "augmentation", "--no-augment");
+  flag("precise_bn", "precise BN", "--keras-bn");
+  text("seed", "--seed");
+  if (told.count("seed") == 0) text("init_seed", "the weights' seed");
+  told.insert("init_seed");
+  if (differs("init")) {
+    const auto path = [](const std::string& v) { return v == "''" ? std::string("none") : v; };
+    say("init", "--init", path(was["init"]), path(is["init"]));
+  }
+  slices("train", "training");
+  slices("validation", "validation");
+  // Another size, slice count or seed (which draws the split) changes the checksum too: then it says nothing more.
+  if (differs("data") && !told.count("size") && !told.count("train") && !told.count("validation") &&
+      !told.count("seed"))
+    out.push_back("the slices differ (another --images, --masks, --lungs, --split, --synthetic or --pseudo)");
+  told.insert("data");
+  for (const auto* fields : {&was, &is})  // any part not named above
+    for (const auto& [key, value] : *fields)
+      if (!told.count(key) && differs(key)) say(key, key, was[key], is[key]);
+  std::string joined;
+  for (const std::string& part : out) joined += (joined.empty() ? "" : "; ") + part;
+  return joined;
+}
+
 // Precise BN (Wu & Johnson, "Rethinking 'Batch' in BatchNorm", 2021): sets
 // every BN layer's running mean and variance to the average of its batch
 // statistics over `set`, computed with the current weights. The model's
@@ -305,7 +405,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   const std::string log_path = (fs::path(o.out_dir) / "log.jsonl").string();
   TrainResult result;
   if (o.resume)
-    state = load_checkpoint(o.out_dir, state, o.deterministic, net.parameters(), adam, rng);
+    state = load_checkpoint(o.out_dir, state, o.deterministic, net.parameters(), adam, rng, fingerprint_difference);
   else
     CR_CHECK(!checkpoint_exists(o.out_dir), "train: " << o.out_dir
                                                       << " already holds a checkpoint; pass --resume to continue it "

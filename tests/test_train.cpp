@@ -373,9 +373,12 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
   const std::vector<char> curves = test::read_bytes(interrupted.file("curves.svg"));
   CHECK(std::string(curves.begin(), curves.end()).find("Training: 3 epochs") != std::string::npos);
 
-  // Another setting is refused on resume.
+  // Another setting is refused on resume, naming it with both values.
   o.batch = 2;
-  CHECK(error_of([&] { train(train_set, validation, o); }).find("other settings") != std::string::npos);
+  const std::string refused = error_of([&] { train(train_set, validation, o); });
+  CHECK(refused.find("other settings") != std::string::npos);
+  CHECK_MESSAGE(refused.find(": --batch was 4, now 2. Resume with the options of that run") != std::string::npos,
+                refused);
 }
 
 TEST_CASE("train: --init starts from the given weights, not from the seeded draw") {
@@ -546,10 +549,17 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
   run = test::run_covidrate(dir, common + "--resume --out " + fresh);
   CHECK(run.exit_code == 1);
   CHECK(fs::is_empty(fresh));
-  // A resume with other settings is refused before split.json is rewritten.
+  // A resume with other settings is refused before split.json is rewritten, naming the options that differ
+  // with their values as given (not the fingerprint's 17 digits, nor its checksum of the data).
   run = test::run_covidrate(dir, common + "--seed 3 --resume --out " + run_dir);
   CHECK(run.exit_code == 1);
-  CHECK(run.err.find("other settings") != std::string::npos);
+  CHECK_MESSAGE(run.err.find("was made with other settings or data: --seed was 0, now 3. Resume with the options of "
+                             "that run, or choose another --out to start afresh") != std::string::npos,
+                run.err);
+  CHECK(folder_contents(run_dir) == before);
+  run = test::run_covidrate(dir, common + "--width 0.05 --seed 1 --resume --out " + run_dir);
+  CHECK(run.exit_code == 1);
+  CHECK_MESSAGE(run.err.find(": --width was 0.0625, now 0.05; --seed was 0, now 1. ") != std::string::npos, run.err);
   CHECK(folder_contents(run_dir) == before);
   run = test::run_covidrate(dir, common + "--resume --folds 2 --out " + run_dir);
   CHECK(run.exit_code == 1);
