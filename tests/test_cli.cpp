@@ -118,7 +118,7 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
       {"lungs", "a.nii.gz --out OUT --slices 3,x", "--slices needs an integer in [0, 1000000], got 'x'"},
       {"info", "-", "unknown option '-'"},  // no command reads standard input
       {"info", "", "a PATH is required"},
-      {"model", "--width 0", "--width needs a number in [0.001, 16], got '0'"},
+      {"model", "--width 0", "--width needs a number in [0.001, 4], got '0'"},
       {"model", "--size 40", "--size must be a multiple of 16, got 40"},
       {"model", "--arch unet --no-cpb", "--no-cpb and --no-se are COVID-Rate's; unet has neither"},
       {"weights", "frobnicate x", "unknown action 'frobnicate': info or convert"},
