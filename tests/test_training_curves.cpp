@@ -141,3 +141,25 @@ TEST_CASE("covidrate curves draws a log beside it, or where --out says") {
   CHECK(run.exit_code == 2);
   CHECK(run.err.find("--colour") != std::string::npos);
 }
+
+TEST_CASE("covidrate curves never writes its picture over the log") {
+  namespace fs = std::filesystem;
+  test::TempDir dir;
+  const std::string log = dir.file("run.log.jsonl");
+  fs::copy_file(test::source_dir() + "/weights/covidrate-w1-s512.log.jsonl", log);
+  const std::vector<char> before = test::read_bytes(log);
+  // --out the log, as given or spelled another way, or a log named .svg drawn beside itself.
+  fs::create_symlink(log, dir.file("link.jsonl"));
+  fs::copy_file(log, dir.file("run.svg"));
+  for (const std::string& args : {log + " --out " + log, log + " --out " + dir.file("./sub/../run.log.jsonl"),
+                                  dir.file("link.jsonl") + " --out " + log, dir.file("run.svg")}) {
+    CAPTURE(args);
+    const test::ProgramRun run = test::run_covidrate(dir, "curves " + args);
+    CHECK(run.exit_code == 1);
+    CHECK(run.err.find("would replace the log") != std::string::npos);
+    CHECK(test::read_bytes(log) == before);
+  }
+  CHECK(test::read_bytes(dir.file("run.svg")) == before);
+  for (const auto& entry : fs::directory_iterator(dir.path()))  // and no temporary file
+    CHECK_MESSAGE(entry.path().filename().string().find(".tmp") == std::string::npos, entry.path());
+}
