@@ -1,6 +1,6 @@
 // Synthetic lesion insertion: the box alignment and the rules on small drawn
 // slices, then pairs built from the real MedSeg training slices and the healthy
-// TCGA series.
+// TCGA series; `covidrate synth` refuses an --out it cannot write before the work.
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -14,7 +14,9 @@
 #include "data/synth.h"
 #include "data/synth_set.h"
 #include "nn/error.h"
+#include "tests/support/run_covidrate.h"
 #include "tests/support/test_support.h"
+#include "tests/temp_files.h"
 
 using namespace covidrate;
 using namespace covidrate::data;
@@ -189,4 +191,18 @@ TEST_CASE("load_infected_slices keeps only the slices a split names, and each mu
     named = std::string(e.what()).find("'no-such-slice'") != std::string::npos;
   }
   CHECK(named);
+}
+
+TEST_CASE("covidrate synth refuses an --out under a file before reading anything") {
+  test::TempDir dir;
+  const std::string file = dir.file("some.png");
+  test::write_bytes(file, {'x'});
+  const std::string data = test::data_dir();
+  const test::ProgramRun run =
+      test::run_covidrate(dir, "synth --ratio 1 --out " + file + "/sub --train " + data + "/medseg-semiseg/train" +
+                                   " --healthy " + data + "/ct-healthy-tcga");
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find(file + " is a file, not a folder") != std::string::npos);
+  CHECK(run.err.find("synth: reading") == std::string::npos);  // refused before the reading
+  CHECK(test::read_bytes(file) == std::vector<char>{'x'});
 }

@@ -27,7 +27,8 @@ void usage(FILE* out) {
                "Pastes the lesions of each training slice into healthy lungs (COVID-Rate's augmentation)\n"
                "and writes R x N pairs for a training set of N slices.\n\n"
                "  --ratio R         synthetic pairs per training slice (e.g. 1, 2, 0.5)\n"
-               "  --out DIR         output folder (must not exist): DIR/images, DIR/masks, DIR/overview.png\n"
+               "  --out DIR         output folder (must not exist; missing folders above it are created):\n"
+               "                    DIR/images, DIR/masks, DIR/overview.png\n"
                "  --seed S          random seed for the pairing (default 1)\n"
                "  --train DIR       infected slices, MedSeg layout (default $COVIDRATE_DATA/medseg-semiseg/train)\n"
                "  --split FILE      only the slices a split.json lists under \"train\" (so that pairs for\n"
@@ -41,6 +42,23 @@ void usage(FILE* out) {
 std::string default_under_data(const char* sub) {
   const char* root = std::getenv("COVIDRATE_DATA");
   return root ? (fs::path(root) / sub).string() : std::string();
+}
+
+// Folders missing above --out are created when the set is written (as segment
+// does); a file in their place would fail only then, after the reading and the
+// pasting, so it is refused now, by name.
+void check_out_parent(const std::string& out) {
+  for (fs::path p = fs::absolute(out).parent_path(); !p.empty(); p = p.parent_path()) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
+    if (fs::exists(st)) {
+      CR_CHECK(fs::is_directory(st), "synth: cannot write --out " << out << ": " << p.string()
+                                                                  << " is a file, not a folder");
+      return;
+    }
+    if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report
+    if (p == p.parent_path()) return;
+  }
 }
 
 }  // namespace
@@ -79,6 +97,7 @@ int cmd_synth(int argc, char** argv) {
                  "--train and --healthy are needed when COVIDRATE_DATA is not set");
   // Refused before the slow reading, not after it.
   CR_CHECK(!fs::exists(out_dir), out_dir << " already exists; synth writes a new folder");
+  check_out_parent(out_dir);
 
   std::fprintf(stderr, "synth: reading %s and %s\n", train.c_str(), healthy_series.c_str());
   const std::vector<std::string> only =
