@@ -4,9 +4,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "data/image2d.h"
 #include "data/input_domain.h"
+#include "data/lungs.h"
 #include "data/overlay.h"
 #include "data/prepare.h"
 #include "kernels/ops.h"
@@ -17,6 +19,23 @@
 namespace covidrate::data {
 
 namespace fs = std::filesystem;
+
+namespace {
+
+// Each kept picture becomes images/<stem>.<ext> and masks/<stem>.png: two
+// pictures with one stem (0.jpg and 0.png) would write one mask over the other
+// and two rows "0" in certainty.csv, a folder `train --pseudo` refuses.
+void check_distinct_stems(const std::vector<std::string>& pictures) {
+  std::map<std::string, const std::string*> seen;
+  for (const std::string& path : pictures) {
+    const auto [it, added] = seen.emplace(fs::path(path).stem().string(), &path);
+    CR_CHECK(added, "pseudo-label: " << *it->second << " and " << path << " have the same name '" << it->first
+                                     << "' (both would be masks/" << it->first
+                                     << ".png): rename or remove one of them");
+  }
+}
+
+}  // namespace
 
 std::vector<std::string> pictures_in(const std::string& dir) {
   CR_CHECK(fs::is_directory(dir), "pseudo-label: " << dir << " is not a folder");
@@ -29,6 +48,7 @@ std::vector<std::string> pictures_in(const std::string& dir) {
   }
   std::sort(out.begin(), out.end());
   CR_CHECK(!out.empty(), "pseudo-label: " << dir << " holds no PNG or JPG picture");
+  check_distinct_stems(out);
   return out;
 }
 
@@ -68,11 +88,12 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
       const RgbImage m = montage(previews, 4);
       write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
     }
-    std::string csv = "name,certainty_index,lesion_percent,kept\n";
+    // The note column came last, so that readers of the first four still read them.
+    std::string csv = "name,certainty_index,lesion_percent,kept,note\n";
     for (const ScoredSlice& s : slices) {
       char numbers[64];
-      std::snprintf(numbers, sizeof numbers, ",%.6f,%.4f,%d\n", s.certainty, s.lesion_percent, s.kept ? 1 : 0);
-      csv += s.name + numbers;
+      std::snprintf(numbers, sizeof numbers, ",%.6f,%.4f,%d,", s.certainty, s.lesion_percent, s.kept ? 1 : 0);
+      csv += s.name + numbers + (s.lung ? "" : kNoLungNote) + "\n";
     }
     write_text_atomically((tmp / "certainty.csv").string(), csv);  // checked to the close, with the reason
     fs::rename(tmp, out_dir);
@@ -93,6 +114,8 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
            "pseudo-label: the least certainty must be in [0, 1], got " << o.min_certainty);
   CR_CHECK(o.batch >= 1 && o.top >= 0, "pseudo-label: batch " << o.batch << ", top " << o.top);
   CR_CHECK(out_dir.empty() || !fs::exists(out_dir), "pseudo-label: " << out_dir << " already exists");
+  check_distinct_stems(pictures);
+  const ClassicalLungExtractor lungs;
   const int64_t total = static_cast<int64_t>(pictures.size()), size = o.size;
   std::vector<ScoredSlice> slices(pictures.size());
   std::vector<Candidate> candidates;
@@ -108,11 +131,15 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
       images[k] = read_image(path);
       CR_CHECK(images[k].intensity == Intensity::Picture8Bit,
                "pseudo-label: " << path << " is not a grey picture (a binary PNG reads as a mask)");
+      // In the MedSeg layout, as segment reads a picture (the lungs' sides follow from it).
+      set_medseg_picture_orientation(images[k]);
       prepared[k] = prepare_slice(images[k], nullptr, nullptr, size);
       batch.insert(batch.end(), prepared[k].image.begin(), prepared[k].image.end());
       ScoredSlice& s = slices[first + k];
       s.path = path;
       s.name = fs::path(path).stem().string();
+      // segment's check: no lung found (none, or "lung" over 90 % of the picture, as in noise) is not a chest.
+      s.lung = lungs.extract(images[k]).slice_has_lung[0] != 0;
     }
     std::vector<float> probabilities, certainty;
     {
@@ -136,7 +163,7 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
       int64_t lesion = 0;
       for (size_t i = 0; i < p.size(); ++i) lesion += (c.mask[i] = p[i] > o.threshold ? 255 : 0) != 0;
       s.lesion_percent = 100.0 * static_cast<double>(lesion) / static_cast<double>(p.size());
-      if (s.certainty > 0 && s.certainty >= o.min_certainty) candidates.push_back(std::move(c));
+      if (s.lung && s.certainty > 0 && s.certainty >= o.min_certainty) candidates.push_back(std::move(c));
     }
     if (o.progress) o.progress(first + count, total);
   }

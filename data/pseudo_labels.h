@@ -12,6 +12,12 @@
 // mean says little about the lesions; the index looks only at what the network
 // calls (possibly) lesion and asks how sure it is there. A slice where the
 // network marks nothing scores 0 and is never kept: it gives no lesion to learn.
+//
+// Nor is a picture that is not a chest CT slice: each picture goes through the
+// check `segment` makes before its network runs (ClassicalLungExtractor,
+// slice_has_lung, the picture taken in the MedSeg layout), and one without lung
+// is never kept, however sure the network is (on noise it can be: index 0.996,
+// 99.99 % "lesion").
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -35,11 +41,16 @@ struct PseudoLabelOptions {
   std::function<void(int64_t, int64_t)> progress;
 };
 
+// certainty.csv's note for a picture without lung (ScoredSlice::lung false).
+inline constexpr const char* kNoLungNote = "no lung";
+
 struct ScoredSlice {
   std::string name;  // the file stem
   std::string path;
   double certainty = 0;       // ops::certainty_index of the prediction at the network's resolution
   double lesion_percent = 0;  // of the picture's pixels, in its pseudo-label
+  bool lung = true;           // the classical lung extractor found lung in it; without, it is not a chest
+                              // CT slice and is never kept (it is still scored, for certainty.csv)
   bool kept = false;
 };
 
@@ -47,15 +58,19 @@ struct ScoredSlice {
 // slices (see PseudoLabelOptions). When out_dir is not empty it writes
 //   out_dir/images/<stem>.<ext>   the kept pictures, copied as they are
 //   out_dir/masks/<stem>.png      their pseudo-labels, 0 / 255, the picture's size
-//   out_dir/certainty.csv         every slice: name, index, lesion %, kept
+//   out_dir/certainty.csv         every slice: name, index, lesion %, kept, note
+//                                 (note: empty, or "no lung" for a picture passed over as not a chest)
 //   out_dir/overview.png          the 12 most certain kept slices, pseudo-label outlined
 // as a folder that appears only once complete (out_dir must not exist), laid
 // out as data/dataset.h reads a training set. Returns every slice, in the
-// order given. Throws covidrate::Error naming the file for unreadable pictures.
+// order given. Throws covidrate::Error naming the file for unreadable pictures,
+// and, before any work, naming both files when two pictures have the same stem
+// (0.jpg and 0.png would both be masks/0.png).
 std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const SegmentationNet& net,
                                             const PseudoLabelOptions& options, const std::string& out_dir);
 
-// The PNG and JPG files of a folder, sorted by name. Throws when it holds none.
+// The PNG and JPG files of a folder, sorted by name. Throws when it holds none,
+// or two with the same stem (naming both).
 std::vector<std::string> pictures_in(const std::string& dir);
 
 }  // namespace covidrate::data

@@ -2,7 +2,8 @@
 // unlabelled slices (medseg-semiseg/unlabeled, from the Zenodo scanners): the
 // certainty index of each prediction is the op's on the network's output, the
 // kept slices are the most certain, the folder is a training set train reads,
-// and bad input leaves nothing behind. The network is a tiny one with its
+// a picture that is not a chest is never kept, and bad input (two pictures of
+// one name, an --out under a file) leaves nothing behind. The network is a tiny one with its
 // deterministic initial weights (plumbing, not accuracy), except in the last
 // case, which runs the shipped weights on four slices.
 #include <doctest/doctest.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -37,6 +39,26 @@ std::vector<std::string> unlabelled(int count) {
   REQUIRE(all.size() >= static_cast<size_t>(40 * count));
   std::vector<std::string> out;
   for (int i = 0; i < count; ++i) out.push_back(all[static_cast<size_t>(40 * i)]);
+  return out;
+}
+
+// A 512 x 512 picture of uniform noise: no chest, and segment's lung check
+// finds no lung in it ("lung" over 90 % of the picture).
+std::string noise_picture(const std::string& path) {
+  std::mt19937 rng(11);
+  std::vector<uint8_t> pixels(512 * 512);
+  for (uint8_t& p : pixels) p = static_cast<uint8_t>(rng());
+  data::write_png_gray(path, pixels.data(), 512, 512);
+  return path;
+}
+
+// The fields of one line of certainty.csv.
+std::vector<std::string> fields(const std::string& line) {
+  std::vector<std::string> out(1);
+  for (char c : line) {
+    if (c == ',') out.emplace_back();
+    else out.back().push_back(c);
+  }
   return out;
 }
 
@@ -115,11 +137,14 @@ TEST_CASE("pseudo-labels: each slice's certainty index, the most certain kept, a
   std::ifstream csv(out + "/certainty.csv");
   std::string line;
   REQUIRE(std::getline(csv, line));
-  CHECK(line == "name,certainty_index,lesion_percent,kept");
+  CHECK(line == "name,certainty_index,lesion_percent,kept,note");
   int rows = 0;
   while (std::getline(csv, line)) {
-    CHECK(line.rfind(slices[rows].name + ",", 0) == 0);
-    CHECK(line.back() == (slices[rows].kept ? '1' : '0'));
+    const std::vector<std::string> f = fields(line);
+    REQUIRE(f.size() == 5);
+    CHECK(f[0] == slices[rows].name);
+    CHECK(f[3] == (slices[rows].kept ? "1" : "0"));
+    CHECK(f[4].empty());  // every one a chest
     ++rows;
   }
   CHECK(rows == 6);
@@ -128,6 +153,42 @@ TEST_CASE("pseudo-labels: each slice's certainty index, the most certain kept, a
   o.top = 0;
   o.min_certainty = sorted[0] + 1e-6;
   for (const data::ScoredSlice& s : data::make_pseudo_labels(pictures, net, o, "")) CHECK_FALSE(s.kept);
+}
+
+TEST_CASE("pseudo-labels: a picture that is not a chest is never kept, however sure the network is") {
+  CovidRateNet net = tiny_net();
+  net.set_training(false);
+  test::TempDir dir;
+  std::vector<std::string> pictures = unlabelled(3);
+  pictures.insert(pictures.begin() + 1, noise_picture(dir.file("noise.png")));
+  data::PseudoLabelOptions o;
+  o.size = 64;
+  o.min_certainty = 0;  // every scored slice would be kept, the noise too
+  const std::string out = dir.file("pseudo");
+  const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(pictures, net, o, out);
+  REQUIRE(slices.size() == 4);
+  for (const data::ScoredSlice& s : slices) {
+    CAPTURE(s.path);
+    const bool noise = s.name == "noise";
+    CHECK(s.certainty > o.cutoff);  // scored like the others: the index alone would keep it
+    CHECK(s.lung == !noise);
+    CHECK(s.kept == !noise);
+  }
+  CHECK(data::load_dataset(out + "/images", out + "/masks").size() == 3);
+  CHECK_FALSE(fs::exists(out + "/images/noise.png"));
+  std::ifstream csv(out + "/certainty.csv");
+  std::string line;
+  REQUIRE(std::getline(csv, line));
+  int rows = 0;
+  while (std::getline(csv, line)) {
+    const std::vector<std::string> f = fields(line);
+    REQUIRE(f.size() == 5);
+    const bool noise = f[0] == "noise";
+    CHECK(f[3] == (noise ? "0" : "1"));
+    CHECK(f[4] == (noise ? data::kNoLungNote : ""));
+    ++rows;
+  }
+  CHECK(rows == 4);
 }
 
 TEST_CASE("pseudo-labels: bad input is refused by name and leaves no folder") {
@@ -156,6 +217,17 @@ TEST_CASE("pseudo-labels: bad input is refused by name and leaves no folder") {
   CHECK_THROWS_WITH_AS(data::pictures_in(dir.file("empty")), doctest::Contains("no PNG or JPG"), Error);
   o.cutoff = 1.0;
   CHECK_THROWS_AS(data::make_pseudo_labels(unlabelled(1), net, o, ""), Error);
+  o.cutoff = 0.3;
+  // Two pictures of one stem would both be masks/0.png: both named, before any work.
+  const fs::path twins = dir.file("twins");
+  fs::create_directories(twins);
+  fs::copy_file(unlabelled(1)[0], twins / "0.jpg");
+  noise_picture((twins / "0.png").string());
+  const std::vector<std::string> both = {(twins / "0.jpg").string(), (twins / "0.png").string()};
+  const std::string named = both[0] + " and " + both[1];
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(both, net, o, out + "2"), doctest::Contains(named.c_str()), Error);
+  CHECK_FALSE(fs::exists(out + "2"));
+  CHECK_THROWS_WITH_AS(data::pictures_in(twins.string()), doctest::Contains("same name '0'"), Error);
 }
 
 TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its usage errors") {
@@ -165,11 +237,14 @@ TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its us
   const fs::path images = dir.file("unlabelled");
   fs::create_directories(images);
   for (const std::string& p : unlabelled(3)) fs::copy_file(p, images / fs::path(p).filename());
+  noise_picture((images / "noise.png").string());
   const std::string common = "pseudo-label --weights " + weights + " --images " + images.string();
   const test::ProgramRun run = test::run_covidrate(dir, common + " --out " + dir.file("pl") + " --min-certainty 0 --top 2");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
-  CHECK(run.out.find("kept 2 of 3 slices") != std::string::npos);
-  CHECK(run.err.find("3/3 slices") != std::string::npos);  // progress
+  CHECK(run.out.find("kept 2 of 4 slices") != std::string::npos);
+  CHECK(run.out.find("1 passed over as not a chest") != std::string::npos);
+  CHECK(run.err.find("1 picture passed over as not a chest (no lung found): noise.png") != std::string::npos);
+  CHECK(run.err.find("4/4 slices") != std::string::npos);  // progress
   CHECK(data::load_dataset(dir.file("pl/images"), dir.file("pl/masks")).size() == 2);
 
   test::ProgramRun bad = test::run_covidrate(dir, common + " --out " + dir.file("pl"));
@@ -183,6 +258,23 @@ TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its us
   CHECK(bad.err.find("--min-certainty") != std::string::npos);
   CHECK_FALSE(fs::exists(dir.file("pl2")));
   CHECK_FALSE(fs::exists(dir.file("pl3")));
+
+  // Refused before the weights are read or a slice scored ("N slices from ..." not yet said), nothing written:
+  // an --out under a file,
+  bad = test::run_covidrate(dir, common + " --out " + dir.file("w.safetensors/pl"));
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.err.find(dir.file("w.safetensors") + " is a file, not a folder") != std::string::npos);
+  CHECK(bad.err.find("slices from") == std::string::npos);
+  // two pictures of one name (both named).
+  const fs::path twin = images / fs::path(unlabelled(1)[0]).filename();  // a .jpg
+  fs::copy_file(images / "noise.png", fs::path(twin).replace_extension(".png"));
+  bad = test::run_covidrate(dir, common + " --out " + dir.file("pl4"));
+  CHECK(bad.exit_code == 1);
+  CHECK(bad.err.find(twin.string() + " and " + fs::path(twin).replace_extension(".png").string() +
+                     " have the same name") != std::string::npos);
+  CHECK(bad.err.find("slices from") == std::string::npos);
+  CHECK_FALSE(fs::exists(dir.file("pl4")));
+  CHECK_FALSE(fs::exists(dir.file("pl4.tmp")));
 }
 
 TEST_CASE("pseudo-labels with the shipped weights on real unlabelled slices") {

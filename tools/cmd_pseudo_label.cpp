@@ -18,6 +18,8 @@ namespace covidrate::tools {
 
 namespace {
 
+namespace fs = std::filesystem;
+
 struct PseudoLabelCommandOptions {
   std::string weights, images, out;
   NetworkOptions network;  // --device (default $COVIDRATE_DEVICE, else cpu), --precision, --width, --size, --no-cpb
@@ -46,7 +48,9 @@ void usage(FILE* out) {
                "  --precision P        f32 (default) or bf16 (for CUDA)\n"
                "  --arch NAME, --width W, --size S, --no-cpb, --no-se\n"
                "                       the architecture, when the weights' metadata lacks it\n\n"
-               "Slices where the network marks nothing above the cut-off have index 0 and are never kept.\n",
+               "Slices where the network marks nothing above the cut-off have index 0 and are never kept;\n"
+               "nor are pictures where segment's lung check finds no lung (not a chest CT slice): they are\n"
+               "scored, marked 'no lung' in certainty.csv and counted in the summary.\n",
                d.min_certainty, d.cutoff, d.threshold, static_cast<long long>(d.batch));
 }
 
@@ -83,6 +87,23 @@ bool parse_options(int argc, char** argv, PseudoLabelCommandOptions& o) {
   return true;
 }
 
+// Folders missing above --out are created when the folder is written (as
+// segment does); a file in their place would fail only then, after every slice
+// was scored, so it is refused now, by name.
+void check_out_parent(const std::string& out) {
+  for (fs::path p = fs::absolute(out).parent_path(); !p.empty(); p = p.parent_path()) {
+    std::error_code ec;
+    const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
+    if (fs::exists(st)) {
+      CR_CHECK(fs::is_directory(st),
+               "pseudo-label: cannot write --out " << out << ": " << p.string() << " is a file, not a folder");
+      return;
+    }
+    if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report
+    if (p == p.parent_path()) return;
+  }
+}
+
 }  // namespace
 
 int cmd_pseudo_label(int argc, char** argv) {
@@ -92,7 +113,8 @@ int cmd_pseudo_label(int argc, char** argv) {
     return 0;
   }
   // Refused before the slow part, not after it.
-  CR_CHECK(!std::filesystem::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
+  CR_CHECK(!fs::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
+  check_out_parent(o.out);
   const std::vector<std::string> pictures = data::pictures_in(o.images);
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.network.architecture);
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
@@ -106,18 +128,24 @@ int cmd_pseudo_label(int argc, char** argv) {
   o.label.progress = std::ref(progress);
   const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(pictures, *net, o.label, o.out);
 
-  int64_t kept = 0, empty = 0;
+  int64_t kept = 0, empty = 0, no_lung = 0;
   double mean_kept = 0;
+  std::string passed_over;  // the first few pictures without lung, by name
   for (const data::ScoredSlice& s : slices) {
     empty += s.certainty == 0;
     if (s.kept) ++kept, mean_kept += s.certainty;
+    if (!s.lung && ++no_lung <= 5) passed_over += (no_lung > 1 ? ", " : "") + fs::path(s.path).filename().string();
   }
+  if (no_lung > 0)
+    std::fprintf(stderr, "pseudo-label: %lld picture%s passed over as not a chest (no lung found): %s%s\n",
+                 static_cast<long long>(no_lung), no_lung == 1 ? "" : "s", passed_over.c_str(),
+                 no_lung > 5 ? ", ... ('no lung' in certainty.csv)" : "");
   std::printf("pseudo-label: kept %lld of %lld slices (certainty index >= %g%s; mean %.3f), %lld with nothing "
-              "above %g; pairs in %s, every index in %s/certainty.csv\n",
+              "above %g, %lld passed over as not a chest (no lung); pairs in %s, every index in %s/certainty.csv\n",
               static_cast<long long>(kept), static_cast<long long>(slices.size()), o.label.min_certainty,
               o.label.top > 0 ? (", the " + std::to_string(o.label.top) + " most certain").c_str() : "",
               kept > 0 ? mean_kept / static_cast<double>(kept) : 0.0, static_cast<long long>(empty), o.label.cutoff,
-              o.out.c_str(), o.out.c_str());
+              static_cast<long long>(no_lung), o.out.c_str(), o.out.c_str());
   return 0;
 }
 
