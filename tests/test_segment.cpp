@@ -360,14 +360,23 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
     CHECK(wide.err.find("tensors do not match the model") != std::string::npos);
     CHECK(wide.err.find("--width") != std::string::npos);
     CHECK(wide.err.size() < 1200);
-    // An output folder that cannot be made (under a file): the path and the
-    // reason, not the standard library's wording.
+    // An output folder that cannot be made (under a file): refused before the
+    // reading, naming the file in the way.
     test::write_bytes(dir.file("a-file"), {'x'});
     const test::ProgramRun under_file =
         run_segment(dir, ct + " --out " + dir.file("a-file/out") + " --weights " + weights);
     CHECK(under_file.exit_code == 1);
-    CHECK(under_file.err.find(dir.file("a-file/out") + ".tmp: Not a directory") != std::string::npos);
-    CHECK(under_file.err.find("filesystem error") == std::string::npos);
+    CHECK(under_file.err.find(dir.file("a-file") + " is a file, not a folder") != std::string::npos);
+    CHECK(under_file.err.find("weights") == std::string::npos);  // before the weights were even loaded
+    // A filesystem error that does get through reads "PATH: reason", not the
+    // standard library's "filesystem error: cannot ...": a symbolic link loop.
+    fs::create_directories(dir.file("loop"));
+    fs::create_symlink(dir.file("loop/b"), dir.file("loop/a"));
+    fs::create_symlink(dir.file("loop/a"), dir.file("loop/b"));
+    const test::ProgramRun loop = run_segment(dir, dir.file("loop") + " --out " + out + " --weights " + weights);
+    CHECK(loop.exit_code == 1);
+    CHECK(loop.err.find("Too many levels of symbolic links") != std::string::npos);
+    CHECK(loop.err.find("filesystem error") == std::string::npos);
   }
 }
 

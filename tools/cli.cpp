@@ -79,6 +79,21 @@ void check_output_file(const std::string& option, const std::string& path, const
              option << " " << path << " is also an input (" << input << "); writing it would destroy it");
 }
 
+void check_output_folder(const std::string& command, const std::string& option, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  for (fs::path p = fs::absolute(path, ec).parent_path(); !p.empty(); p = p.parent_path()) {
+    const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
+    if (fs::exists(st)) {
+      CR_CHECK(fs::is_directory(st), command << ": cannot write " << option << " " << path << ": " << p.string()
+                                             << " is a file, not a folder");
+      return;
+    }
+    if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report
+    if (p == p.parent_path()) return;
+  }
+}
+
 bool ArgScanner::next() {
   if (++at_ >= argc_) return false;
   current_ = argv_[at_];

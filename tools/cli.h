@@ -64,6 +64,12 @@ std::string error_text(const std::exception& e);
 // covidrate::Error naming `option` and the path.
 void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs);
 
+// Checks, before any work, that an output folder can be made at `path`: the
+// folders missing above it are made when it is written, but a file in their
+// place would fail only then, after the work. Throws covidrate::Error naming
+// `command`, `option`, the path and the file in the way.
+void check_output_folder(const std::string& command, const std::string& option, const std::string& path);
+
 // The loop over a command's arguments, the same in every command:
 //   ArgScanner args(argc, argv);
 //   while (args.next()) {

@@ -181,6 +181,7 @@ int cmd_eval(int argc, char** argv) {
   // Refused before the slow part, not after it.
   CR_CHECK(o.save_masks.empty() || !fs::exists(o.save_masks),
            o.save_masks << " already exists; --save-masks writes a new folder");
+  if (!o.save_masks.empty()) check_output_folder("eval", "--save-masks", o.save_masks);
   if (!o.overview.empty()) check_output_file("--overview", o.overview, {o.weights});
   if (!o.json_file.empty()) check_output_file("--json", o.json_file, {o.weights});
 

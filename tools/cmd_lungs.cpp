@@ -153,9 +153,9 @@ int cmd_lungs(int argc, char** argv) {
     else args.unknown();
   }
   CR_USAGE_CHECK(!path.empty() && !out_dir.empty(), "a PATH and --out are required");
-  while (!out_dir.empty() && out_dir.size() > 1 && out_dir.back() == '/') out_dir.pop_back();
   // Refused before the slow reading, not after it.
   CR_CHECK(!fs::exists(out_dir), out_dir << " already exists; lungs writes a new folder");
+  check_output_folder("lungs", "--out", out_dir);
 
   using Clock = std::chrono::steady_clock;
   const auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };

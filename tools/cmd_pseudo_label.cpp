@@ -87,23 +87,6 @@ bool parse_options(int argc, char** argv, PseudoLabelCommandOptions& o) {
   return true;
 }
 
-// Folders missing above --out are created when the folder is written (as
-// segment does); a file in their place would fail only then, after every slice
-// was scored, so it is refused now, by name.
-void check_out_parent(const std::string& out) {
-  for (fs::path p = fs::absolute(out).parent_path(); !p.empty(); p = p.parent_path()) {
-    std::error_code ec;
-    const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
-    if (fs::exists(st)) {
-      CR_CHECK(fs::is_directory(st),
-               "pseudo-label: cannot write --out " << out << ": " << p.string() << " is a file, not a folder");
-      return;
-    }
-    if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report
-    if (p == p.parent_path()) return;
-  }
-}
-
 }  // namespace
 
 int cmd_pseudo_label(int argc, char** argv) {
@@ -114,7 +97,7 @@ int cmd_pseudo_label(int argc, char** argv) {
   }
   // Refused before the slow part, not after it.
   CR_CHECK(!fs::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
-  check_out_parent(o.out);
+  check_output_folder("pseudo-label", "--out", o.out);
   const std::vector<std::string> pictures = data::pictures_in(o.images);
   const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.network.architecture);
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);

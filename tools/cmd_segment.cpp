@@ -208,6 +208,7 @@ int cmd_segment(int argc, char** argv) {
     std::fprintf(stderr, "segment: %s holds no image file, passed over\n", folder.c_str());
   // A single study's folder is never replaced; a batch resumes into its folder.
   CR_CHECK(plan.batch || !fs::exists(o.out), "segment: " << o.out << " already exists; choose another --out");
+  check_output_folder("segment", "--out", o.out);
   if (o.weights.empty()) o.weights = default_weights();
   if (o.batch == 0) o.batch = default_batch(o.network.device);
 

@@ -44,23 +44,6 @@ std::string default_under_data(const char* sub) {
   return root ? (fs::path(root) / sub).string() : std::string();
 }
 
-// Folders missing above --out are created when the set is written (as segment
-// does); a file in their place would fail only then, after the reading and the
-// pasting, so it is refused now, by name.
-void check_out_parent(const std::string& out) {
-  for (fs::path p = fs::absolute(out).parent_path(); !p.empty(); p = p.parent_path()) {
-    std::error_code ec;
-    const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
-    if (fs::exists(st)) {
-      CR_CHECK(fs::is_directory(st), "synth: cannot write --out " << out << ": " << p.string()
-                                                                  << " is a file, not a folder");
-      return;
-    }
-    if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report
-    if (p == p.parent_path()) return;
-  }
-}
-
 }  // namespace
 
 int cmd_synth(int argc, char** argv) {
@@ -97,7 +80,7 @@ int cmd_synth(int argc, char** argv) {
                  "--train and --healthy are needed when COVIDRATE_DATA is not set");
   // Refused before the slow reading, not after it.
   CR_CHECK(!fs::exists(out_dir), out_dir << " already exists; synth writes a new folder");
-  check_out_parent(out_dir);
+  check_output_folder("synth", "--out", out_dir);
 
   std::fprintf(stderr, "synth: reading %s and %s\n", train.c_str(), healthy_series.c_str());
   const std::vector<std::string> only =

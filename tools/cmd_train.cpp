@@ -90,7 +90,7 @@ struct Settings {
   bool lungs = false;
   bool decay_given = false;
   bool val_fraction_given = false;
-  // Set by check_output_folder: the folder of a run stopped before its first
+  // Set by check_run_folder: the folder of a run stopped before its first
   // epoch ended (--out, or with --folds its fold-1/), which this run replaces.
   std::string restart;
 };
@@ -226,7 +226,7 @@ bool holds_only(const fs::path& dir, const char* name) {
 // (its folds resume each from its own checkpoint, or start afresh). Either way
 // an interrupted start (above; with --folds: a folder holding only such a
 // fold-1/) is taken as new: s.restart names it, and s.train.resume is cleared.
-void check_output_folder(Settings& s) {
+void check_run_folder(Settings& s) {
   const fs::path out(s.out);
   const fs::path restart = s.folds > 0 ? out / "fold-1" : out;
   if (fs::is_directory(out) && (s.folds == 0 || holds_only(out, "fold-1")) && interrupted_start(restart)) {
@@ -424,7 +424,8 @@ int cmd_train(int argc, char** argv) {
       return 0;
     }
   Settings s = parse(argc, argv);
-  check_output_folder(s);
+  check_output_folder("train", "--out", s.out);
+  check_run_folder(s);
   const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
   std::vector<data::PreparedSlice> prepared;
   for (const data::Sample& sample : set.samples) prepared.push_back(data::prepare_sample(sample, s.train.size));
