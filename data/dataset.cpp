@@ -90,7 +90,12 @@ Volume read_mask(const std::string& path, const Volume& image) {
 
 Volume lung_pixels(const Volume& image) {
   static const ClassicalLungExtractor extractor;
-  const LungSegmentation seg = extractor.extract(image);
+  // The pictures are in the MedSeg layout (the transpose of the radiological
+  // display): said so, the extractor finds the midline, the airways and the
+  // chest wall where they are, as it does for segment's pictures.
+  Volume picture = image;
+  set_medseg_picture_orientation(picture);
+  const LungSegmentation seg = extractor.extract(picture);
   Volume lungs = to_float(seg.labels);
   for (float& v : lungs.voxels) v = v != 0.f ? 1.f : 0.f;  // either lung (kRightLung, kLeftLung)
   return lungs;

@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "data/lungs.h"
+#include "data/dataset.h"
 #include "data/dicom.h"
 #include "data/image2d.h"
 #include "data/input_domain.h"
@@ -577,6 +578,15 @@ TEST_CASE("MedSeg training pictures: the extracted lungs hold most expert-marked
       if (mask.voxels[p] != 0) ++lesion, inside += seg.labels.voxels[p] != 0;
   }
   REQUIRE(lesion > 0);
+  // The datasets of eval and train (--lungs) take their lungs the same way.
+  const Dataset set = load_dataset((train / "images").string(), (train / "masks").string(), {.lungs = true});
+  for (const Sample& s : std::vector<Sample>(set.samples.begin(), set.samples.begin() + 4)) {
+    Volume picture = s.image;
+    set_medseg_picture_orientation(picture);
+    const LungSegmentation seg = ClassicalLungExtractor().extract(picture);
+    for (int64_t p = 0; p < picture.voxel_count(); ++p)
+      REQUIRE_MESSAGE((s.lungs.voxels[p] != 0) == (seg.labels.voxels[p] != 0), s.name << " pixel " << p);
+  }
   const double covered = double(inside) / double(lesion);
   MESSAGE("lesion pixels inside the extracted lungs: " << covered);
   CHECK(covered >= 0.92);
