@@ -93,7 +93,7 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
     for (const ScoredSlice& s : slices) {
       char numbers[64];
       std::snprintf(numbers, sizeof numbers, ",%.6f,%.4f,%d,", s.certainty, s.lesion_percent, s.kept ? 1 : 0);
-      csv += s.name + numbers + (s.lung ? "" : kNoLungNote) + "\n";
+      csv += csv_field(s.name) + numbers + (s.lung ? "" : kNoLungNote) + "\n";
     }
     write_text_atomically((tmp / "certainty.csv").string(), csv);  // checked to the close, with the reason
     fs::rename(tmp, out_dir);

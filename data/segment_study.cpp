@@ -431,20 +431,13 @@ std::string summary_csv_header() {
 }
 
 std::string summary_csv_row(const StudyFigures& f, const RunInfo& run) {
-  // Names with commas or quotes are quoted (RFC 4180).
-  auto field = [](const std::string& s) {
-    if (s.find_first_of(",\"\n") == std::string::npos) return s;
-    std::string q = "\"";
-    for (char c : s) q += c == '"' ? std::string("\"\"") : std::string(1, c);
-    return q + "\"";
-  };
   char numbers[256];
   std::snprintf(numbers, sizeof numbers, "%lld,%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.2f\n",
                 static_cast<long long>(run.nz), static_cast<long long>(run.slices_segmented),
                 static_cast<long long>(f.infected_slices), f.both.opacity_percent, f.left.opacity_percent,
                 f.right.opacity_percent, f.both.lesion_ml, f.both.lung_ml, run.total_s,
                 run.total_s > 0 ? run.nz / run.total_s : 0.0);
-  return field(run.study) + "," + field(run.input) + "," + numbers;
+  return csv_field(run.study) + "," + csv_field(run.input) + "," + numbers;
 }
 
 }  // namespace covidrate::data

@@ -161,6 +161,13 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
 
 void write_text_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
 
+std::string csv_field(std::string_view text) {
+  if (text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);
+  std::string quoted = "\"";
+  for (const char c : text) quoted += c == '"' ? std::string("\"\"") : std::string(1, c);
+  return quoted + "\"";
+}
+
 uint64_t append_to_file(const std::string& path, std::string_view bytes) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) CR_CHECK(S_ISREG(st.st_mode), path << " exists and is not a regular file");

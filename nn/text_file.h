@@ -66,6 +66,10 @@ class AtomicFile {
   bool committed_ = false;
 };
 
+// One field of a CSV line: as it is, or quoted when it holds a comma, a quote or
+// a line break (RFC 4180: quotes doubled). For names and paths, which may.
+std::string csv_field(std::string_view text);
+
 // Appends `bytes` to PATH (created when absent) and returns the file's new
 // length. Not atomic -- an append-only log cannot be -- but every write and the
 // close are checked: on failure the file is cut back to its old length (as far

@@ -276,3 +276,11 @@ TEST_CASE("covidrate: standard output that cannot be written is exit 1 with the 
   REQUIRE(WIFEXITED(rc));
   CHECK(WEXITSTATUS(rc) == 0);
 }
+
+TEST_CASE("csv_field quotes what would break a CSV row, and only that") {
+  CHECK(csv_field("study_01") == "study_01");
+  CHECK(csv_field("") == "");
+  CHECK(csv_field("a,b") == "\"a,b\"");
+  CHECK(csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");
+  CHECK(csv_field("two\nlines") == "\"two\nlines\"");
+}
