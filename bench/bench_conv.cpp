@@ -10,6 +10,10 @@
 //
 // Benchmark names are conv/<shape>/<pass>; bench/torch_conv.py prints the same
 // keys for PyTorch, and bench/compare_conv_cpu.sh puts the two side by side.
+// winograd/<shape>/forward/m2|m4 (which Winograd tile wins where) and
+// phases/<shape>/forward/winograd|im2col (the decoders' phase convolutions both
+// ways) compare our own algorithms: no peer. Every case sets its own minimum
+// time of 0.3 s, which --benchmark_min_time does not override.
 #include <benchmark/benchmark.h>
 
 #include <ctime>

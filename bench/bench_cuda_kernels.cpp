@@ -9,7 +9,7 @@
 // bandwidth as a fraction of the device's peak (from the memory clock and bus
 // width) and of a measured device-to-device copy. Convolutions report TFLOP/s.
 //
-//   build-cuda/bench_cuda_kernels [--benchmark_filter=bn] [--benchmark_format=json]
+//   build-gpu/bench_cuda_kernels [--benchmark_filter=bn] [--benchmark_format=json]
 //
 // The names match bench/torch_kernels_gpu.py, which times the same shapes in
 // PyTorch and prints the ratios. Without a GPU it says so and exits 0.

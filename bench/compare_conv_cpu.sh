@@ -32,7 +32,9 @@ trap 'rm -rf "$tmp"' EXIT
 export COVIDRATE_THREADS=$threads OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
 
 for round in $(seq "$rounds"); do
-  "$build/bench_conv" --benchmark_format=csv --benchmark_repetitions=5 \
+  # conv/ only: the winograd/ and phases/ cases compare our own algorithms and
+  # have no PyTorch peer (keyed like conv/, they would merge into its rows).
+  "$build/bench_conv" --benchmark_filter='^conv/' --benchmark_format=csv --benchmark_repetitions=5 \
     --benchmark_report_aggregates_only=true >"$tmp/ours.$round.csv" 2>/dev/null
   /usr/bin/python3 "$here/torch_conv.py" --threads "$threads" >"$tmp/torch.$round.tsv"
 done

@@ -41,6 +41,14 @@ export COVIDRATE_THREADS=$threads OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=
 # CASES="infer/w1/512 ..." in the environment runs a subset.
 cases=${CASES:-"train/w0.25/352 train/w1/352 infer/w0.25/512 infer/w1/512 infer/w0.25/352 infer/w1/352"}
 
+# A case our benchmark does not have would give an empty row, silently.
+for key in $cases; do
+  if ! "$build/bench_network" --benchmark_list_tests --benchmark_filter="^network/${key//./\\.}/" | grep -q .; then
+    echo "$0: no case network/$key/ in $build/bench_network (--benchmark_list_tests lists them)" >&2
+    exit 2
+  fi
+done
+
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 for round in $(seq "$rounds"); do
   for key in $cases; do

@@ -5,8 +5,8 @@
 #   bench/compare_segment_cpu.sh BUILD_DIR [THREADS] [VOLUME] [BATCH]
 #
 # BUILD_DIR/covidrate must exist. THREADS defaults to the number of cores,
-# VOLUME to ../shared/data/ct-covid-ricord (255 slices of 512 x 512), BATCH to 4
-# (segment's default) for both sides. Ours runs first, then PyTorch
+# VOLUME to ../shared/data/ct-covid-ricord (255 slices of 512 x 512), BATCH to 1
+# (segment's default on the CPU) for both sides. Ours runs first, then PyTorch
 # (bench/torch_volume.py, the independent network of tools/dev/make_model_golden.py,
 # width 1, 512 x 512, float32, eager, eval + no_grad).
 #
@@ -31,7 +31,7 @@ build=$1
 threads=${2:-$(nproc)}
 here=$(cd "$(dirname "$0")" && pwd)
 volume=${3:-$here/../../shared/data/ct-covid-ricord}
-batch=${4:-4}
+batch=${4:-1}
 [[ -e $volume ]] || { echo "$0: no volume at $volume" >&2; exit 2; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

@@ -16,6 +16,8 @@ import json
 import os
 import sys
 
+if len(sys.argv) != 2 or sys.argv[1].startswith("-") or not os.path.isdir(sys.argv[1]):
+    sys.exit("usage: compare_volume_gpu.py WORK   (the folder tools/gpu_check.sh whole_volume fills)")
 work = sys.argv[1]
 torch = {}
 if os.path.exists(f"{work}/torch.tsv"):

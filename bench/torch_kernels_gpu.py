@@ -10,7 +10,7 @@ Times, with torch.cuda.Event around every run and the median over the runs:
     4 x 32 x 512 x 512.
 The benchmark names are those of bench_cuda_kernels, so with
 
-  build/bench_cuda_kernels --benchmark_out=cr.json --benchmark_out_format=json
+  build-gpu/bench_cuda_kernels --benchmark_out=cr.json --benchmark_out_format=json
   python3 bench/torch_kernels_gpu.py --covidrate-json cr.json
 
 it also prints covidrate's median time over PyTorch's for every shared name

@@ -98,10 +98,14 @@ def run_case(pass_name, width, size, repeats):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="CPU threads (default: all cores, as our benchmarks)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--case", help="run this case alone, in this process (a key)")
     args = parser.parse_args()
+    keys = [key_of(*case) for case in CASES]
+    if args.case is not None and args.case not in keys:
+        sys.exit(f"torch_network.py: no case {args.case!r}; the cases: {' '.join(keys)}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
