@@ -473,8 +473,9 @@ TEST_CASE("covidrate train --split, --synthetic and --pseudo: the named split, e
   CHECK(bad.exit_code == 2);
 }
 
-TEST_CASE("covidrate train: a folder holding a run is refused without --resume; a failed start writes nothing") {
-  test::TempDir dir;
+// Five MedSeg slices copied into dir (images/, masks/) and the start of a
+// `covidrate train` command line over them with a tiny network, one epoch.
+std::string five_slice_train_args(const test::TempDir& dir) {
   const fs::path images = dir.file("images"), masks = dir.file("masks");
   fs::create_directories(images);
   fs::create_directories(masks);
@@ -482,8 +483,13 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
     fs::copy_file(medseg("images") + "/" + n + ".jpg", images / (std::string(n) + ".jpg"));
     fs::copy_file(medseg("masks") + "/" + n + ".png", masks / (std::string(n) + ".png"));
   }
-  const std::string common = "train --images " + images.string() + " --masks " + masks.string() +
-                             " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
+  return "train --images " + images.string() + " --masks " + masks.string() +
+         " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
+}
+
+TEST_CASE("covidrate train: a folder holding a run is refused without --resume; a failed start writes nothing") {
+  test::TempDir dir;
+  const std::string common = five_slice_train_args(dir);
   const std::string run_dir = dir.file("run");
   const test::ProgramRun first = test::run_covidrate(dir, common + "--out " + run_dir);
   REQUIRE_MESSAGE(first.exit_code == 0, first.err);
@@ -522,8 +528,8 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
   std::ofstream(dir.file("no-validation.json")) << "{\"train\": [\"0\", \"1\"], \"validation\": []}\n";
   fs::create_directories(dir.file("one/images"));
   fs::create_directories(dir.file("one/masks"));
-  fs::copy_file(images / "0.jpg", dir.file("one/images/0.jpg"));
-  fs::copy_file(masks / "0.png", dir.file("one/masks/0.png"));
+  fs::copy_file(dir.file("images/0.jpg"), dir.file("one/images/0.jpg"));
+  fs::copy_file(dir.file("masks/0.png"), dir.file("one/masks/0.png"));
   const std::string fresh = dir.file("fresh");
   const struct {
     std::string arguments, message;
@@ -591,15 +597,7 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
 
 TEST_CASE("covidrate train: a run stopped before its first epoch ended is started afresh, with or without --resume") {
   test::TempDir dir;
-  const fs::path images = dir.file("images"), masks = dir.file("masks");
-  fs::create_directories(images);
-  fs::create_directories(masks);
-  for (const char* n : {"0", "1", "2", "3", "4"}) {
-    fs::copy_file(medseg("images") + "/" + n + ".jpg", images / (std::string(n) + ".jpg"));
-    fs::copy_file(medseg("masks") + "/" + n + ".png", masks / (std::string(n) + ".png"));
-  }
-  const std::string common = "train --images " + images.string() + " --masks " + masks.string() +
-                             " --width 0.0625 --size 32 --epochs 1 --batch 2 ";
+  const std::string common = five_slice_train_args(dir);
   // What the trainer leaves when stopped in epoch 1: split.json and an empty log.jsonl
   // (best weights, the log's first line and the checkpoint come as the epoch ends).
   const auto interrupted = [&](const fs::path& folder, const std::string& log) {
