@@ -4,13 +4,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <map>
 
 #include "data/image2d.h"
 #include "data/input_domain.h"
 #include "data/lungs.h"
 #include "data/overlay.h"
 #include "data/prepare.h"
+#include "data/read_any.h"
 #include "kernels/ops.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
@@ -19,23 +19,6 @@
 namespace covidrate::data {
 
 namespace fs = std::filesystem;
-
-namespace {
-
-// Each kept picture becomes images/<stem>.<ext> and masks/<stem>.png: two
-// pictures with one stem (0.jpg and 0.png) would write one mask over the other
-// and two rows "0" in certainty.csv, a folder `train --pseudo` refuses.
-void check_distinct_stems(const std::vector<std::string>& pictures) {
-  std::map<std::string, const std::string*> seen;
-  for (const std::string& path : pictures) {
-    const auto [it, added] = seen.emplace(fs::path(path).stem().string(), &path);
-    CR_CHECK(added, "pseudo-label: " << *it->second << " and " << path << " have the same name '" << it->first
-                                     << "' (both would be masks/" << it->first
-                                     << ".png): rename or remove one of them");
-  }
-}
-
-}  // namespace
 
 std::vector<std::string> pictures_in(const std::string& dir) {
   CR_CHECK(fs::is_directory(dir), "pseudo-label: " << dir << " is not a folder");
@@ -48,7 +31,7 @@ std::vector<std::string> pictures_in(const std::string& dir) {
   }
   std::sort(out.begin(), out.end());
   CR_CHECK(!out.empty(), "pseudo-label: " << dir << " holds no PNG or JPG picture");
-  check_distinct_stems(out);
+  check_distinct_stems(out, "pseudo-label");
   return out;
 }
 
@@ -114,7 +97,7 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
            "pseudo-label: the least certainty must be in [0, 1], got " << o.min_certainty);
   CR_CHECK(o.batch >= 1 && o.top >= 0, "pseudo-label: batch " << o.batch << ", top " << o.top);
   CR_CHECK(out_dir.empty() || !fs::exists(out_dir), "pseudo-label: " << out_dir << " already exists");
-  check_distinct_stems(pictures);
+  check_distinct_stems(pictures, "pseudo-label");
   const ClassicalLungExtractor lungs;
   const int64_t total = static_cast<int64_t>(pictures.size()), size = o.size;
   std::vector<ScoredSlice> slices(pictures.size());

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "data/dicom.h"
 #include "data/image2d.h"
@@ -66,6 +67,15 @@ Volume read_any(const std::string& path) {
     return read_dicom_series(path);
   } catch (const Error&) {
     CR_FAIL(path << ": not a DICOM, NIfTI, PNG or JPG file");
+  }
+}
+
+void check_distinct_stems(const std::vector<std::string>& pictures, const std::string& command) {
+  std::map<std::string, const std::string*> seen;
+  for (const std::string& path : pictures) {
+    const auto [at, fresh] = seen.emplace(std::filesystem::path(path).stem().string(), &path);
+    CR_CHECK(fresh, command << ": " << *at->second << " and " << path << " share the name '" << at->first
+                            << "', and so would their masks (masks/" << at->first << ".png): rename or remove one");
   }
 }
 

@@ -1,6 +1,7 @@
 // One entry point for every input kind covidrate accepts.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "data/volume.h"
 
@@ -23,5 +24,10 @@ const char* to_string(InputKind kind);
 //  - a PNG or JPEG signature: a one-slice picture.
 // Throws covidrate::Error naming the path when it is none of these.
 Volume read_any(const std::string& path);
+
+// Pictures written back under their file stem (masks/<stem>.png) must not share
+// one: "0.jpg" and "0.png" would write one mask over the other. Throws
+// covidrate::Error naming both, prefixed with `command` ("segment").
+void check_distinct_stems(const std::vector<std::string>& pictures, const std::string& command);
 
 }  // namespace covidrate::data

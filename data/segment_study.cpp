@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <future>
 #include <fstream>
-#include <map>
 #include <optional>
 
 #include "data/image2d.h"
@@ -204,17 +203,6 @@ std::optional<StudyInput> folder_study(const std::string& folder) {
   return StudyInput{study_name(folder), StudyKind::DicomSeries, {folder}};
 }
 
-// Two pictures of one study with one name ("0.jpg" and "0.png") would write
-// one mask over the other.
-void check_picture_names(const std::vector<std::string>& pictures) {
-  std::map<std::string, std::string> seen;
-  for (const std::string& p : pictures) {
-    const auto [at, fresh] = seen.emplace(study_name(p), p);
-    CR_CHECK(fresh, "segment: " << at->second << " and " << p << " share the name '" << at->first
-                                << "', and so would their masks; rename one");
-  }
-}
-
 }  // namespace
 
 InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
@@ -229,7 +217,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
                "segment: " << p << " is not a PNG or JPG (several inputs must all be pictures)");
       s.paths.push_back(p);
     }
-    check_picture_names(s.paths);
+    check_distinct_stems(s.paths, "segment");
     plan.studies.push_back(std::move(s));
     return plan;
   }
@@ -253,7 +241,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
                          << folders.size()
                          << " folder(s): is it one study of pictures or a batch of studies? Put the pictures in a "
                             "folder of their own");
-    check_picture_names(pictures);
+    check_distinct_stems(pictures, "segment");
     plan.studies.push_back({study_name(path), StudyKind::Pictures, pictures});
   } else {
     CR_CHECK(!nifti.empty() || !folders.empty(),
@@ -261,7 +249,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
     plan.batch = true;
     for (const std::string& f : folders) {
       if (std::optional<StudyInput> study = folder_study(f)) {
-        if (study->kind == StudyKind::Pictures) check_picture_names(study->paths);
+        if (study->kind == StudyKind::Pictures) check_distinct_stems(study->paths, "segment");
         plan.studies.push_back(std::move(*study));
       } else {
         plan.passed_over.push_back(f);

@@ -227,7 +227,7 @@ TEST_CASE("pseudo-labels: bad input is refused by name and leaves no folder") {
   const std::string named = both[0] + " and " + both[1];
   CHECK_THROWS_WITH_AS(data::make_pseudo_labels(both, net, o, out + "2"), doctest::Contains(named.c_str()), Error);
   CHECK_FALSE(fs::exists(out + "2"));
-  CHECK_THROWS_WITH_AS(data::pictures_in(twins.string()), doctest::Contains("same name '0'"), Error);
+  CHECK_THROWS_WITH_AS(data::pictures_in(twins.string()), doctest::Contains("share the name '0'"), Error);
 }
 
 TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its usage errors") {
