@@ -271,7 +271,7 @@ TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its us
   bad = test::run_covidrate(dir, common + " --out " + dir.file("pl4"));
   CHECK(bad.exit_code == 1);
   CHECK(bad.err.find(twin.string() + " and " + fs::path(twin).replace_extension(".png").string() +
-                     " have the same name") != std::string::npos);
+                     " share the name") != std::string::npos);
   CHECK(bad.err.find("slices from") == std::string::npos);
   CHECK_FALSE(fs::exists(dir.file("pl4")));
   CHECK_FALSE(fs::exists(dir.file("pl4.tmp")));
