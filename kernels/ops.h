@@ -2,7 +2,8 @@
 //
 // The op signatures are in kernels/op_signatures.inc. Each op exists twice with
 // that exact signature: kernels/cpu/<op>.cpp in
-// namespace covidrate::cpu (plain loops, the reference, float and double) and
+// namespace covidrate::cpu (the reference, float and double: loops, and for the
+// convolutions im2col or Winograd with OpenBLAS's gemm) and
 // kernels/cuda/<op>.cu in namespace covidrate::cuda (float). The functions
 // declared here in covidrate::ops check the arguments, then dispatch with one
 // line on the device of the tensors (kernels/dispatch.cpp). All tensors of one

@@ -24,7 +24,8 @@ SqueezeExcite make_se(const BlockSite& site, const std::string& name, int channe
   return SqueezeExcite(site.store, path, channels, 16);
 }
 
-// Evaluation on the CPU folds BN into the conv before it (nn/fold_batchnorm.h):
+// Evaluation on the CPU folds BN into the conv before it (nn/fold_batchnorm.h;
+// CPB's BN, after a sum of five convs, is not: the inference form folds it):
 // one memory-bound pass fewer over the output. Not on CUDA: folding reads the
 // per-channel factors back to the host, synchronous copies at every layer that
 // were not measured to pay for the BN kernel they save. (The inference form

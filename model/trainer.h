@@ -66,7 +66,7 @@ struct TrainOptions {
   int64_t batch = 4;
   int epochs = 100;
   int patience = 10;
-  AdamParams adam{};      // lr 1e-3; decay set by the caller (cmd_train: lr / epochs)
+  AdamParams adam{};      // lr 1e-3; decay set by the caller (cmd_train: lr / 100, the paper's Keras setting)
   LossKind loss = LossKind::Hybrid;
   double pos_weight = kDefaultPosWeight;
   bool augment = true;

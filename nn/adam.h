@@ -30,7 +30,9 @@ class Adam {
   void set_params(const AdamParams& params) { params_ = params; }
   // The learning rate of the next step (with decay and bias correction).
   double current_lr() const;
-  // The L2 penalty sum(lambda * w^2) over the parameters (for logging the full loss).
+  // The L2 penalty sum(lambda * w^2) over the parameters. Not in the logged
+  // losses (train_loss and val_loss are the hybrid loss alone); for tests and
+  // for a caller that wants the full objective.
   double l2_penalty() const;
 
   // The optimizer state for resuming: m and v of each parameter ("m.<name>",

@@ -14,6 +14,10 @@ Var::Var(Tensor value, bool requires_grad) : node_(std::make_shared<Node>()) {
 Var Var::parameter(Tensor value, Tensor grad, bool trainable) {
   Var v(std::move(value), trainable);
   v.node_->is_parameter = true;
+  // A parameter's gradient buffer counts as already written: every backward
+  // that reaches it accumulates (a weight used twice sums both paths, and a
+  // step's gradient adds to what zero_grad cleared), never overwrites. An
+  // activation's first write overwrites. See activation() and accumulating().
   v.node_->grad_written = true;
   v.rebind_parameter(v.node_->value, std::move(grad));
   return v;

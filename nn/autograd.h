@@ -1,6 +1,6 @@
 // A minimal reverse-mode autograd: a tape of coarse nodes.
 //
-// A network of COVID-Rate's size records a few dozen nodes per forward pass
+// A network of COVID-Rate's size records about 130 nodes per forward pass
 // (one per conv, batchnorm, activation, ...), so the tape is a plain vector of
 // closures, replayed in reverse by Tape::backward. Each closure calls the
 // backward functions of kernels/ops.h.

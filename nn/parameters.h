@@ -8,7 +8,8 @@
 // holds it, which at full width is 3 x 57.5 MB it would never read. Each
 // parameter is a view into those buffers. Why flat:
 //   - zeroing every gradient is one fill, an Adam step is one kernel launch;
-//   - moving a model between devices is four copies, not hundreds;
+//   - moving a model between devices is a copy per flat buffer (values and BN
+//     state; with training state also gradients, m and v), not hundreds;
 //   - saving and loading reads views, so names stay the interface.
 // Non-trainable state (BatchNorm's running mean and variance) lives in a
 // separate flat buffer: saved and loaded with the weights, never optimized.

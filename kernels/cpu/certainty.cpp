@@ -1,10 +1,10 @@
 // The certainty index of a predicted lesion map (Enshaei et al. 2022, the
 // unsupervised enhancement of COVID-Rate): among the pixels the network calls
 // lesion with some conviction (probability above a cut-off, 0.3 in the paper),
-// how sure it is on average. A map that is either clearly empty or has
-// confident lesions scores high; one full of hesitant 0.4s scores low. Used to
-// pick which predictions on unlabelled slices are trusted as pseudo-labels
-// (data/pseudo_labels.h).
+// how sure it is on average. Confident lesions score high, a map full of
+// hesitant 0.4s low, and a map with no pixel above the cut-off 0 (nothing to be
+// sure of: such a slice is never kept). Used to pick which predictions on
+// unlabelled slices are trusted as pseudo-labels (data/pseudo_labels.h).
 #include "kernels/cpu/cpu_ops.h"
 #include "kernels/cpu/cpu_util.h"
 #include "kernels/cpu/threads.h"

@@ -10,8 +10,8 @@
 //   backward filter  dW[Cout, K]    += dy[Cout, Ho*Wo] * col^T
 // A 1x1, stride-1, unpadded convolution needs no unrolling: col is x itself.
 //
-// col is K times larger than the image (302 MB for 128 channels at 256x256 with
-// 3x3, in float), so it is only ever built for a band of output rows: about
+// col is KH x KW times larger than the image (9x for 3x3: 302 MB for 128 channels
+// at 256x256, in float), so it is only ever built for a band of output rows: about
 // kBandColumns pixels, which keeps the band in the core's cache between im2col
 // and the gemm that reads it, and is where single-threaded sgemm runs fastest
 // on these shapes. The scratch space is per calling thread, bounded by
@@ -248,7 +248,7 @@ template <class T> void backward_filter(const Tensor& dy, const Tensor& x, const
 }
 
 // dbias[co] += the sum of dy over images and pixels, in double: a plane holds
-// up to 65536 values of mixed sign.
+// up to 262,144 values of mixed sign (512 x 512), times the batch.
 template <class T> void bias_gradient(const Tensor& dy, Tensor& dbias) {
   const T* dys = dy.data<T>();
   T* dbs = dbias.data<T>();
