@@ -122,7 +122,7 @@ class SegmentationNet : public Module {
   std::vector<StageSummary> summary(int64_t height, int64_t width) const;
 
  protected:
-  // `name` is the module's (e.g. "covidrate"); the store is created on the CPU
+  // `name` is the module's (e.g. "CovidRateNet", "UNet"); the store is created on the CPU
   // in config.dtype, seeded by config.seed. The subclass builds its layers into
   // store() and costs(), calls add_stage for each top-level stage in order,
   // then store().allocate(Device::CPU).
