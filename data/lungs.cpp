@@ -213,8 +213,8 @@ LungSegmentation ClassicalLungExtractor::extract(const Volume& ct, const Volume&
            ct.source << ": its slices are " << (across[0] >= across[1] ? "sagittal" : "coronal")
                      << " (slice direction " << ct.slice_dir[0] + 0.0 << ", " << ct.slice_dir[1] + 0.0 << ", "
                      << ct.slice_dir[2] + 0.0
-                     << " in LPS); lung extraction and the network work on axial slices: resample it to axial "
-                        "slices first");
+                     << " in LPS); lung extraction and the network work on axial slices (segment and lungs "
+                        "permute a sagittal or coronal stack to axial themselves: data/reorient.h)");
   const ClassicalLungOptions& o = options_;
   const SideAxis axis = side_axis(ct);
   const int64_t nx = ct.nx, ny = ct.ny, nz = ct.nz, plane = nx * ny;

@@ -89,6 +89,14 @@ std::vector<StudyPart> read_parts(const StudyInput& study) {
     CR_CHECK(study.paths.size() == 1, "segment: a " << to_string(study.kind) << " study has one path");
     StudyPart p;
     p.ct = read_any(study.paths[0]);  // by content: a file of unknown kind may still be DICOM
+    p.to_axial = axial_axis_order(p.ct);
+    if (p.to_axial != kSameAxes) {
+      const bool sagittal = std::abs(p.ct.slice_dir[0]) >= std::abs(p.ct.slice_dir[1]);
+      p.ct = permute_axes(p.ct, p.to_axial);
+      p.ct.description += std::string("; its ") + (sagittal ? "sagittal" : "coronal") + " slices read as " +
+                          std::to_string(p.ct.nz) + " axial ones (the voxels' axes permuted, nothing resampled; "
+                          "the masks are written on the input's own grid)";
+    }
     parts.push_back(std::move(p));
     return parts;
   }
@@ -118,16 +126,16 @@ void write_outputs(const StudyInput& study, const std::vector<StudyPart>& parts,
   // One NIfTI per study needs one grid: all volumes, pictures of one size.
   if (parts.size() == 1) {
     const StudyPart& p = parts[0];
-    write_nifti((dir / "lesion_mask.nii.gz").string(), p.seg.lesions);
-    outputs.push_back("lesion_mask.nii.gz");
-    if (o.save_probability) {
-      write_nifti((dir / "probability.nii.gz").string(), p.seg.probability, NiftiType::Float32);
-      outputs.push_back("probability.nii.gz");
-    }
-    if (o.save_lungs) {
-      write_nifti((dir / "lungs.nii.gz").string(), p.seg.lungs);
-      outputs.push_back("lungs.nii.gz");
-    }
+    // On the input's own grid, voxel for voxel (a reoriented stack goes back;
+    // an axial one is written as it is, not copied).
+    const auto write_as_input = [&](const char* name, const auto& v, NiftiType type) {
+      if (p.to_axial == kSameAxes) write_nifti((dir / name).string(), v, type);
+      else write_nifti((dir / name).string(), permute_axes(v, inverse(p.to_axial)), type);
+      outputs.push_back(name);
+    };
+    write_as_input("lesion_mask.nii.gz", p.seg.lesions, NiftiType::UInt8);
+    if (o.save_probability) write_as_input("probability.nii.gz", p.seg.probability, NiftiType::Float32);
+    if (o.save_lungs) write_as_input("lungs.nii.gz", p.seg.lungs, NiftiType::UInt8);
   }
   if (!pictures) return;
   fs::create_directories(dir / "masks");

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "data/reorient.h"
 #include "data/report.h"
 #include "data/segment_pipeline.h"
 
@@ -75,7 +76,11 @@ struct StudyResult {
 // The pieces of a study that share one grid: a DICOM or NIfTI volume, or
 // pictures of one size stacked; pictures of different sizes are one part each.
 struct StudyPart {
-  Volume ct;                       // after prepare_study its grid and geometry only (no voxels)
+  // After prepare_study its grid and geometry only (no voxels). Axial: a
+  // sagittal or coronal stack is read through permute_axes (data/reorient.h),
+  // and its masks are written back on the input's grid.
+  Volume ct;
+  AxisOrder to_axial = kSameAxes;  // how ct's axes were taken from the input's
   VolumeLungs prepared;            // its input domain and lungs (prepare_study)
   Segmentation seg;                // filled by run_study
   std::vector<std::string> stems;  // pictures: the stem of each slice

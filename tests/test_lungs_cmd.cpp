@@ -6,6 +6,7 @@
 
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -14,6 +15,7 @@
 
 #include "data/image2d.h"
 #include "data/nifti.h"
+#include "data/reorient.h"
 #include "nn/json.h"
 #include "support/test_support.h"
 #include "support/run_covidrate.h"
@@ -75,6 +77,27 @@ TEST_CASE("covidrate lungs on a Zenodo CT slice: labels on the input's geometry,
   const test::ProgramRun again = run_lungs(dir, ct_path + " --out " + out);
   CHECK(again.exit_code == 1);
   CHECK(again.err.find("already exists") != std::string::npos);
+}
+
+TEST_CASE("covidrate lungs on a sagittal stack: the axial answer, written on the stack's own grid") {
+  // A Zenodo slice stored as 512 sagittal slices of 1 x 512 (x <-> z): the
+  // same voxels at the same places. Read as axial again, the labels are the
+  // axial slice's exactly; it used to be refused ("its slices are sagittal").
+  test::TempDir dir;
+  const std::string axial_path = zenodo("coronacases_001_slice_98_ct.nii.gz");
+  const data::AxisOrder swap_x_z{2, 1, 0};
+  const data::Volume sagittal = data::permute_axes(data::read_nifti(axial_path), swap_x_z);
+  data::write_nifti(dir.file("sagittal.nii.gz"), sagittal, data::NiftiType::Float32);
+  const test::ProgramRun a = run_lungs(dir, axial_path + " --out " + dir.file("a"));
+  REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+  const test::ProgramRun s = run_lungs(dir, dir.file("sagittal.nii.gz") + " --out " + dir.file("s"));
+  REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+  const data::Volume labels = data::read_nifti(dir.file("s/lungs.nii.gz"));
+  CHECK(labels.nx == sagittal.nx);
+  CHECK(labels.nz == sagittal.nz);
+  const data::Volume expected = data::read_nifti(dir.file("a/lungs.nii.gz"));
+  CHECK(std::count(expected.voxels.begin(), expected.voxels.end(), 1.f) > 1000);
+  CHECK(data::permute_axes(labels, swap_x_z).voxels == expected.voxels);
 }
 
 TEST_CASE("covidrate lungs: a corrupt file fails with a message and leaves no folder; usage errors exit 2") {

@@ -22,6 +22,7 @@
 #include "data/lungs.h"
 #include "data/nifti.h"
 #include "data/read_any.h"
+#include "data/reorient.h"
 #include "data/report.h"
 #include "data/segment_pipeline.h"
 #include "data/segment_study.h"
@@ -581,6 +582,42 @@ TEST_CASE("segment_volume queuing ahead: an error in a later batch comes out cle
   const data::Segmentation again = data::segment_volume(ct, net, options);
   CHECK(again.probability.voxels == clean.probability.voxels);
   CHECK(again.lesions.voxels == clean.lesions.voxels);
+}
+
+TEST_CASE("a sagittal stack is read as axial slices, exactly, and its masks go back on its own grid") {
+  // The sample's 8 axial slices stored as 512 sagittal ones (x <-> z: every
+  // voxel at its place in the patient, only the storage order changed). It
+  // used to read 0.00 % opacity (the network saw sagittal slices), then was
+  // refused; now it gives the axial study's figures and masks exactly.
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir);
+  const std::string sample = test::source_dir() + "/examples/ricord-sample";
+  const data::AxisOrder swap_x_z{2, 1, 0};
+  const data::Volume axial = data::read_any(sample);
+  const data::Volume sagittal = data::permute_axes(axial, swap_x_z);
+  REQUIRE(data::axial_axis_order(sagittal) != data::kSameAxes);
+  CHECK(data::permute_axes(sagittal, data::inverse(swap_x_z)).voxels == axial.voxels);
+  data::write_nifti(dir.file("sagittal.nii.gz"), sagittal, data::NiftiType::Float32);
+
+  const test::ProgramRun a = run_segment(dir, sample + " --out " + dir.file("a") + " --weights " + weights +
+                                                  " --threshold 0.05 --save-lungs");
+  REQUIRE_MESSAGE(a.exit_code == 0, a.err);
+  const test::ProgramRun s = run_segment(dir, dir.file("sagittal.nii.gz") + " --out " + dir.file("s") +
+                                                  " --weights " + weights + " --threshold 0.05 --save-lungs");
+  REQUIRE_MESSAGE(s.exit_code == 0, s.err);
+  const auto both_lungs = [&](const std::string& folder) {
+    const json::Value report = json::parse(test::read_text_file(dir.file(folder + "/report.json")));
+    return member(member(report, "study_figures"), "both_lungs");
+  };
+  CHECK(number(both_lungs("a"), "lesion_voxels") > 0);
+  CHECK(number(both_lungs("s"), "lesion_voxels") == number(both_lungs("a"), "lesion_voxels"));
+  CHECK(number(both_lungs("s"), "lung_voxels") == number(both_lungs("a"), "lung_voxels"));
+  for (const char* mask : {"lesion_mask.nii.gz", "lungs.nii.gz"}) {
+    CAPTURE(mask);
+    const data::Volume on_input = data::read_nifti(dir.file(std::string("s/") + mask));
+    test::check_same_geometry(on_input, sagittal);  // the input's own grid
+    CHECK(data::permute_axes(on_input, swap_x_z).voxels == data::read_nifti(dir.file(std::string("a/") + mask)).voxels);
+  }
 }
 
 TEST_CASE("a series with a missing slice: a warning on the terminal, in report.json and in report.html") {

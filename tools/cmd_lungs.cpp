@@ -14,6 +14,7 @@
 #include "data/image2d.h"
 #include "data/input_domain.h"
 #include "data/lungs.h"
+#include "data/reorient.h"
 #include "data/nifti.h"
 #include "data/overlay.h"
 #include "data/read_any.h"
@@ -46,7 +47,8 @@ void usage(FILE* out) {
                "the slices with lung and the time taken.\n\n"
                "  --json            print the numbers as JSON\n"
                "  --tiles N         slices in the overlay, 1..6 (default 6), spread over the slices with lung\n"
-               "  --slices LIST     draw these slices instead (comma-separated indexes, at most 6)\n"
+               "  --slices LIST     draw these slices instead (comma-separated indexes, at most 6; of the\n"
+               "                    axial slices: a sagittal or coronal stack is read as axial ones)\n"
                "  --reference MASK  expert lung labels (1 right, 2 left) on the same grid: prints the Dice\n"
                "                    per lung and draws their contours (yellow right, magenta left)\n"
                "  --lesions MASK    a lesion mask on the same grid: its contours drawn in red\n\n"
@@ -72,12 +74,15 @@ Volume read_input(const std::string& path) {
   return v;
 }
 
-Volume read_mask_like(const std::string& option, const std::string& path, const Volume& ct) {
+// A mask on the input's grid (`input`: its sizes), taken to the axial view the
+// extraction works on (`to_axial`, data/reorient.h).
+Volume read_mask_like(const std::string& option, const std::string& path, const VolumeGrid& input,
+                      const AxisOrder& to_axial) {
   Volume m = read_input(path);
-  CR_CHECK(m.nx == ct.nx && m.ny == ct.ny && m.nz == ct.nz,
-           option << " " << path << ": " << m.nx << "x" << m.ny << "x" << m.nz << " voxels, the input has " << ct.nx
-                  << "x" << ct.ny << "x" << ct.nz);
-  return m;
+  CR_CHECK(m.nx == input.nx && m.ny == input.ny && m.nz == input.nz,
+           option << " " << path << ": " << m.nx << "x" << m.ny << "x" << m.nz << " voxels, the input has "
+                  << input.nx << "x" << input.ny << "x" << input.nz);
+  return to_axial == kSameAxes ? m : permute_axes(m, to_axial);
 }
 
 // `count` slices spread evenly over the slices with lung (over all slices when
@@ -161,11 +166,16 @@ int cmd_lungs(int argc, char** argv) {
   const auto seconds_since = [](Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); };
   const auto t0 = Clock::now();
   const bool picture = input_kind(path) == InputKind::Picture;
-  const Volume ct = read_input(path);
+  Volume ct = read_input(path);
+  // A sagittal or coronal stack is read as axial slices (exactly: data/reorient.h);
+  // the labels go back on its own grid.
+  const VolumeGrid input_grid = ct;
+  const AxisOrder to_axial = axial_axis_order(ct);
+  if (to_axial != kSameAxes) ct = permute_axes(ct, to_axial);
   const double read_s = seconds_since(t0);
   Volume reference, lesions;
   if (!reference_path.empty()) {
-    reference = read_mask_like("--reference", reference_path, ct);
+    reference = read_mask_like("--reference", reference_path, input_grid, to_axial);
     // A CT given by mistake would score Dice 0 and look like a failed extraction.
     const auto [lo, hi] = std::minmax_element(reference.voxels.begin(), reference.voxels.end());
     const bool labels = std::all_of(reference.voxels.begin(), reference.voxels.end(),
@@ -174,7 +184,7 @@ int cmd_lungs(int argc, char** argv) {
                                     << " are not lung labels (0 none, 1 right lung, 2 left lung)");
   }
   if (!lesions_path.empty()) {
-    lesions = read_mask_like("--lesions", lesions_path, ct);
+    lesions = read_mask_like("--lesions", lesions_path, input_grid, to_axial);
     // A mask: 0 and one other value (1, or 255 in a picture). A CT, a
     // probability map or lung labels would be outlined as "lesion".
     float marked = 0;
@@ -198,7 +208,8 @@ int cmd_lungs(int argc, char** argv) {
   fs::remove_all(tmp.path);
   fs::create_directories(tmp.path);
   if (picture) write_labels_png((tmp.path / "lungs.png").string(), seg.labels);
-  else write_nifti((tmp.path / "lungs.nii.gz").string(), seg.labels);
+  else if (to_axial == kSameAxes) write_nifti((tmp.path / "lungs.nii.gz").string(), seg.labels);
+  else write_nifti((tmp.path / "lungs.nii.gz").string(), permute_axes(seg.labels, inverse(to_axial)));
   if (slices.empty()) slices = spread_slices(seg.slice_has_lung, tiles);
   const RgbImage picture_out = overlay(ct, seg.labels, reference_path.empty() ? nullptr : &reference,
                                        lesions_path.empty() ? nullptr : &lesions, slices);
