@@ -211,6 +211,15 @@ TEST_CASE("an f32 store converted to f16 or bf16 loads back as the rounded origi
   const std::string again = dir.file("again.safetensors");
   safetensors::convert_file(dir.file("f16.safetensors"), again, DType::F32);
   CHECK(safetensors::load_metadata(again).at("converted_from") == "f16");
+
+  // A value beyond f16's range (65504) would come out infinite: refused, nothing
+  // written (bf16, with f32's exponent, takes it).
+  original.store.named_tensors().at("enc.bn.running_var").fill_(1e6);
+  original.store.save(f32_path, {{"model", "small"}});
+  CHECK_THROWS_WITH_AS(safetensors::convert_file(f32_path, dir.file("big16.safetensors"), DType::F16),
+                       doctest::Contains("of 'enc.bn.running_var' (up to 1e+06) are beyond the range of f16"), Error);
+  CHECK_FALSE(std::filesystem::exists(dir.file("big16.safetensors")));
+  safetensors::convert_file(f32_path, dir.file("big-bf16.safetensors"), DType::BF16);
 }
 
 TEST_CASE("loading still rejects an f64 file into an f32 store, and 16-bit tensors of the wrong shape") {
