@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "tests/support/run_covidrate.h"
+#include "tests/support/test_support.h"
 #include "tests/temp_files.h"
 
 using namespace covidrate;
@@ -166,4 +167,32 @@ TEST_CASE("a failure while working is not a usage error: status 1, the file name
   CHECK(r.exit_code == 1);
   CHECK(r.err.rfind("covidrate info: error: ", 0) == 0);
   CHECK(r.err.find("missing.nii.gz") != std::string::npos);
+}
+
+TEST_CASE("covidrate info takes a folder as segment does: a series, pictures (the first described), or studies (listed)") {
+  namespace fs = std::filesystem;
+  test::TempDir dir;
+  const test::ProgramRun series = run_cli(dir, "info " + test::source_dir() + "/examples/ricord-sample");
+  REQUIRE_MESSAGE(series.exit_code == 0, series.err);
+  CHECK(series.out.find("512 x 512 x 8 voxels") != std::string::npos);
+
+  const std::string medseg = test::data_dir() + "/medseg-semiseg/train/images/";
+  fs::create_directories(dir.file("pictures"));
+  for (const char* n : {"0.jpg", "1.jpg"}) fs::copy_file(medseg + n, dir.file(std::string("pictures/") + n));
+  const test::ProgramRun pictures = run_cli(dir, "info " + dir.file("pictures"));  // it said "no DICOM image files"
+  REQUIRE_MESSAGE(pictures.exit_code == 0, pictures.err);
+  CHECK(pictures.out.find("2 pictures, one study for segment; this is the first, 0.jpg") != std::string::npos);
+  CHECK(pictures.out.find("1 mm pixels assumed") != std::string::npos);
+
+  // A DICOM series in a sub-folder and a NIfTI file beside it: two studies, not one series.
+  fs::create_directories(dir.file("studies/a"));
+  fs::copy_file(test::source_dir() + "/examples/ricord-sample/1-121.dcm", dir.file("studies/a/1-121.dcm"));
+  fs::copy_file(test::data_dir() + "/lung-masks-zenodo/coronacases_001_slice_98_ct.nii.gz", dir.file("studies/b.nii.gz"));
+  const test::ProgramRun studies = run_cli(dir, "info " + dir.file("studies"));
+  REQUIRE_MESSAGE(studies.exit_code == 0, studies.err);
+  CHECK(studies.out.find("a folder of 2 studies") != std::string::npos);
+  const test::ProgramRun listed = run_cli(dir, "info " + dir.file("studies") + " --json");
+  REQUIRE_MESSAGE(listed.exit_code == 0, listed.err);
+  CHECK(listed.out.find("\"kind\": \"studies\"") != std::string::npos);
+  CHECK(listed.out.find("\"name\": \"b\", \"kind\": \"nifti\"") != std::string::npos);
 }

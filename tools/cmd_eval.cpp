@@ -63,7 +63,7 @@ void usage(FILE* out) {
                "  --width W          channel multiplier (default: the weights' metadata, else 1)\n"
                "  --size S           network input side, multiple of 16 (default: metadata, else 512)\n"
                "  --no-cpb, --no-se  COVID-Rate trained without context perception boosting, without SE\n"
-               "  --threshold T      a pixel is lesion when its probability is above T (default 0.5)\n"
+               "  --threshold T      a pixel is lesion when its probability is above T, in [0, 1) (default 0.5)\n"
                "  --batch N          slices per forward pass (default 4)\n"
                "  --device cpu|cuda  where the network runs (default cpu, or $COVIDRATE_DEVICE)\n"
                "  --precision P      f32 (default) or bf16: what the network computes in (bf16: for CUDA)\n"

@@ -3,9 +3,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 
+#include "data/input_domain.h"
 #include "data/read_any.h"
+#include "data/segment_study.h"
 #include "nn/error.h"
 #include "tools/cli.h"
 
@@ -74,8 +77,44 @@ int cmd_info(int argc, char** argv) {
   }
   CR_USAGE_CHECK(!path.empty(), "a PATH is required");
 
-  const data::InputKind kind = data::input_kind(path);
-  const data::Volume v = data::read_any(path);
+  // A folder is taken as segment takes it: a DICOM series, one study of
+  // pictures (described by its first), or a batch of studies (listed).
+  std::string described = path, note;
+  if (std::filesystem::is_directory(path)) {
+    const data::InputPlan plan = data::plan_inputs({path});
+    if (plan.batch) {
+      if (json) {
+        std::printf("{\n  \"path\": %s,\n  \"kind\": \"studies\",\n  \"studies\": [", json_string(path).c_str());
+        for (size_t i = 0; i < plan.studies.size(); ++i)
+          std::printf("%s{\"name\": %s, \"kind\": \"%s\", \"path\": %s}", i ? ", " : "",
+                      json_string(plan.studies[i].name).c_str(), data::to_string(plan.studies[i].kind),
+                      json_string(plan.studies[i].paths.size() == 1 ? plan.studies[i].paths[0] : path).c_str());
+        std::printf("]\n}\n");
+        return 0;
+      }
+      std::printf("path:        %s\nkind:        a folder of %zu studies (segment takes each on its own):\n",
+                  path.c_str(), plan.studies.size());
+      for (const data::StudyInput& s : plan.studies)
+        std::printf("  %-20s %s, %s\n", s.name.c_str(), data::to_string(s.kind),
+                    (s.paths.size() == 1 ? s.paths[0] : std::to_string(s.paths.size()) + " pictures").c_str());
+      std::printf("run 'covidrate info' on one of them for its size, spacing and values\n");
+      return 0;
+    }
+    if (plan.studies[0].kind == data::StudyKind::Pictures) {
+      described = plan.studies[0].paths[0];
+      note = std::to_string(plan.studies[0].paths.size()) + " pictures, one study for segment; this is the first, " +
+             std::filesystem::path(described).filename().string();
+    }
+  }
+  const data::InputKind kind = data::input_kind(described);
+  data::Volume v = data::read_any(described);
+  // A picture has no geometry: segment takes it in the MedSeg layout, 1 mm pixels assumed.
+  if (kind == data::InputKind::Picture) {
+    data::set_medseg_picture_orientation(v);
+    v.description += "; no geometry in a picture: 1 mm pixels assumed, laid out like the MedSeg training pictures "
+                     "(as segment takes it)";
+  }
+  if (!note.empty()) v.description = note + "; " + v.description;
   float lo = 0, hi = 0;
   double mean = 0;
   if (!v.voxels.empty()) {
@@ -110,7 +149,10 @@ int cmd_info(int argc, char** argv) {
   std::printf("origin:      %s mm (LPS)\n", triple(v.origin, false).c_str());
   std::printf("orientation: %s (x: %s, y: %s, z: %s)\n", orientation.c_str(), triple(v.row_dir, false).c_str(),
               triple(v.col_dir, false).c_str(), triple(v.slice_dir, false).c_str());
-  std::printf("values:      %.6g .. %.6g (mean %.6g), %s\n", lo, hi, mean, intensity_name(v.intensity));
+  // NIfTI records no units: non-label values are taken for HU (an MR would be too).
+  const bool assumed = kind == data::InputKind::Nifti && v.intensity == data::Intensity::HounsfieldUnits;
+  std::printf("values:      %.6g .. %.6g (mean %.6g), %s%s\n", lo, hi, mean, intensity_name(v.intensity),
+              assumed ? " (assumed: a NIfTI file does not say its units)" : "");
   std::printf("details:     %s\n", v.description.c_str());
   return 0;
 }
