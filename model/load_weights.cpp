@@ -62,6 +62,14 @@ ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std
   return spec;
 }
 
+void check_whole_slice_weights(const std::string& weights_path, const std::map<std::string, std::string>& metadata,
+                               const std::string& command) {
+  const auto it = metadata.find("lungs");
+  CR_CHECK(it == metadata.end() || it->second != "1",
+           command << ": " << weights_path << " was trained on the lungs alone (train --lungs), and " << command
+                   << " feeds whole slices; use weights trained without --lungs (eval takes these)");
+}
+
 std::unique_ptr<SegmentationNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
                                                  Device device, DType compute) {
   CR_CHECK(std::filesystem::is_regular_file(weights_path), "weights file " << weights_path << " not found");

@@ -34,6 +34,13 @@ struct ModelSpec {
 ModelSpec resolve_model_spec(const std::string& weights_path, const std::map<std::string, std::string>& metadata,
                              const ArchitectureOverrides& overrides);
 
+// Weights trained on slices zeroed outside the lungs (`train --lungs`, metadata
+// "lungs": "1") see nothing else; a command that feeds whole slices (segment,
+// pseudo-label) would get answers from inputs they never saw. Throws
+// covidrate::Error naming the file and `command`.
+void check_whole_slice_weights(const std::string& weights_path, const std::map<std::string, std::string>& metadata,
+                               const std::string& command);
+
 // Builds the network of `spec`, loads the weights (a shape mismatch names every
 // differing tensor), moves it to `device`, puts it in evaluation mode and
 // prepares its inference form computing in `compute` (F32 or BF16: BN folded

@@ -498,6 +498,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
       metadata["epoch"] = std::to_string(epoch);
       metadata["val_loss"] = std::to_string(record.val_loss);
       metadata["size"] = std::to_string(o.size);
+      if (o.lungs_only) metadata["lungs"] = "1";
       net.parameters().save((fs::path(o.out_dir) / "best.safetensors").string(), metadata);
     } else {
       ++state.epochs_without_improvement;

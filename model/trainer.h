@@ -88,6 +88,10 @@ struct TrainOptions {
   // weights, the checkpoint to resume or the absence of one): a run that
   // cannot start writes nothing. Holds best.safetensors, checkpoint/, log.jsonl.
   std::string out_dir;
+  // The slices were masked to the lungs (train --lungs): recorded in the
+  // weights' metadata as "lungs": "1", so that eval feeds them the same way and
+  // segment and pseudo-label, which feed whole slices, refuse them.
+  bool lungs_only = false;
   bool resume = false;
   // Called once, after those checks, when out_dir exists and before the
   // trainer writes into it: the caller's own files (cmd_train: split.json).

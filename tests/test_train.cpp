@@ -654,3 +654,25 @@ TEST_CASE("covidrate train: a run stopped before its first epoch ended is starte
     CHECK(folder_contents(c.folder) == before);
   }
 }
+
+TEST_CASE("covidrate train --lungs: recorded in the weights; eval feeds the lungs alone, segment refuses them") {
+  test::TempDir dir;
+  const std::string common = five_slice_train_args(dir);
+  const test::ProgramRun trained = test::run_covidrate(dir, common + "--lungs --out " + dir.file("run"));
+  REQUIRE_MESSAGE(trained.exit_code == 0, trained.err);
+  const std::string weights = dir.file("run/best.safetensors");
+  CHECK(safetensors::load_metadata(weights).at("lungs") == "1");
+  const test::ProgramRun eval = test::run_covidrate(
+      dir, "eval --weights " + weights + " --images " + dir.file("images") + " --masks " + dir.file("masks"));
+  CHECK_MESSAGE(eval.exit_code == 0, eval.err);
+  CHECK(eval.err.find("was trained on the lungs alone (train --lungs): so are its inputs here") != std::string::npos);
+  const test::ProgramRun segment = test::run_covidrate(
+      dir, "segment " + dir.file("images/0.jpg") + " --out " + dir.file("seg") + " --weights " + weights);
+  CHECK(segment.exit_code == 1);
+  CHECK(segment.err.find("was trained on the lungs alone") != std::string::npos);
+  CHECK_FALSE(fs::exists(dir.file("seg")));
+  // Without --lungs nothing is recorded.
+  const test::ProgramRun plain = test::run_covidrate(dir, common + "--out " + dir.file("plain"));
+  REQUIRE_MESSAGE(plain.exit_code == 0, plain.err);
+  CHECK(safetensors::load_metadata(dir.file("plain/best.safetensors")).count("lungs") == 0);
+}

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -185,7 +186,14 @@ int cmd_eval(int argc, char** argv) {
   if (!o.overview.empty()) check_output_file("--overview", o.overview, {o.weights});
   if (!o.json_file.empty()) check_output_file("--json", o.json_file, {o.weights});
 
-  const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights),
+  const std::map<std::string, std::string> metadata = safetensors::load_metadata(o.weights);
+  // Weights trained on lung-masked slices (train --lungs) are scored on them too.
+  if (const auto it = metadata.find("lungs"); it != metadata.end() && it->second == "1" && !o.lungs) {
+    o.lungs = true;
+    std::fprintf(stderr, "eval: %s was trained on the lungs alone (train --lungs): so are its inputs here\n",
+                 o.weights.c_str());
+  }
+  const ModelSpec spec = resolve_model_spec(o.weights, metadata,
                                             o.network.architecture);
   const NetConfig& config = spec.config;
   const int64_t size = spec.size;

@@ -5,6 +5,7 @@
 // docs/training.md, "Unsupervised enhancement").
 #include <cstdio>
 #include <filesystem>
+#include <map>
 #include <functional>
 #include <string>
 
@@ -99,7 +100,9 @@ int cmd_pseudo_label(int argc, char** argv) {
   CR_CHECK(!fs::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
   check_output_folder("pseudo-label", "--out", o.out);
   const std::vector<std::string> pictures = data::pictures_in(o.images);
-  const ModelSpec spec = resolve_model_spec(o.weights, safetensors::load_metadata(o.weights), o.network.architecture);
+  const std::map<std::string, std::string> metadata = safetensors::load_metadata(o.weights);
+  check_whole_slice_weights(o.weights, metadata, "pseudo-label");
+  const ModelSpec spec = resolve_model_spec(o.weights, metadata, o.network.architecture);
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   o.label.size = spec.size;
   o.label.device = o.network.device;

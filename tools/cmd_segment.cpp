@@ -215,6 +215,7 @@ int cmd_segment(int argc, char** argv) {
 
   data::StudyOptions study_options;
   study_options.weights_metadata = safetensors::load_metadata(o.weights);
+  check_whole_slice_weights(o.weights, study_options.weights_metadata, "segment");
   const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.network.architecture);
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   study_options.segment = {.threshold = o.threshold,

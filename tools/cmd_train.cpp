@@ -426,6 +426,7 @@ int cmd_train(int argc, char** argv) {
   Settings s = parse(argc, argv);
   check_output_folder("train", "--out", s.out);
   check_run_folder(s);
+  s.train.lungs_only = s.lungs;
   const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
   std::vector<data::PreparedSlice> prepared;
   for (const data::Sample& sample : set.samples) prepared.push_back(data::prepare_sample(sample, s.train.size));
