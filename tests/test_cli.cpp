@@ -196,3 +196,13 @@ TEST_CASE("covidrate info takes a folder as segment does: a series, pictures (th
   CHECK(listed.out.find("\"kind\": \"studies\"") != std::string::npos);
   CHECK(listed.out.find("\"name\": \"b\", \"kind\": \"nifti\"") != std::string::npos);
 }
+
+TEST_CASE("covidrate --version and covidrate help, as other programs take them") {
+  test::TempDir dir;
+  const test::ProgramRun version = run_cli(dir, "--version");
+  CHECK(version.exit_code == 0);
+  CHECK(version.out.rfind("covidrate ", 0) == 0);
+  const test::ProgramRun help = run_cli(dir, "help");
+  CHECK(help.exit_code == 0);
+  CHECK(help.out.find("usage: covidrate <command>") != std::string::npos);
+}

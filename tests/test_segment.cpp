@@ -347,6 +347,14 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
     CHECK(no_weights.exit_code == 1);
     CHECK(no_weights.err.find("none") != std::string::npos);
     CHECK(run_segment(dir, "--out " + out).exit_code == 2);
+    // --weights may name a run's folder, as $COVIDRATE_WEIGHTS may.
+    fs::create_directories(dir.file("run"));
+    fs::copy_file(weights, dir.file("run/best.safetensors"));
+    const test::ProgramRun folder = run_segment(
+        dir, test::data_dir() + "/lung-masks-zenodo/coronacases_001_slice_98_ct.nii.gz --out " + dir.file("by-folder") +
+                 " --weights " + dir.file("run"));
+    CHECK_MESSAGE(folder.exit_code == 0, folder.err);
+    CHECK(folder.err.find(dir.file("run/best.safetensors")) != std::string::npos);
     // Weights chosen through the environment that are not there: an error, not
     // the shipped weights standing in unannounced.
     const std::string ct = test::data_dir() + "/lung-masks-zenodo/coronacases_001_slice_98_ct.nii.gz";

@@ -55,7 +55,7 @@ void usage(FILE* out) {
                "file): then DIR gets one folder per study and summary.csv.\n\n"
                "  --out DIR          output folder (per study: lesion_mask.nii.gz, report.json, report.html,\n"
                "                     infection_rate.png, most_affected.png, summary.csv; docs/segment.md)\n"
-               "  --weights FILE     safetensors written by 'covidrate train' (default: $COVIDRATE_WEIGHTS,\n"
+               "  --weights FILE     safetensors written by 'covidrate train', or its run folder (default: $COVIDRATE_WEIGHTS,\n"
                "                     else the weights shipped with the program: weights/ of the source\n"
                "                     tree, or share/covidrate/weights/ of an installed covidrate; else\n"
                "                     weights/ of the current folder)\n"
@@ -210,7 +210,14 @@ int cmd_segment(int argc, char** argv) {
   // A single study's folder is never replaced; a batch resumes into its folder.
   CR_CHECK(plan.batch || !fs::exists(o.out), "segment: " << o.out << " already exists; choose another --out");
   check_output_folder("segment", "--out", o.out);
-  if (o.weights.empty()) o.weights = default_weights();
+  if (o.weights.empty()) {
+    o.weights = default_weights();
+  } else if (fs::is_directory(o.weights)) {  // a training run's folder, as $COVIDRATE_WEIGHTS may be
+    const std::optional<fs::path> found = best_weights_in(o.weights);
+    CR_CHECK(found, "segment: --weights " << o.weights << " is a folder holding no weights (best.safetensors, or "
+                                              "*.safetensors)");
+    o.weights = found->string();
+  }
   if (o.batch == 0) o.batch = default_batch(o.network.device);
 
   data::StudyOptions study_options;

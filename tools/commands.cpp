@@ -17,7 +17,7 @@ int cmd_curves(int argc, char** argv);
 
 const std::vector<Command>& commands() {
   static const std::vector<Command> table = {
-      {"version", "print the version, the build options and the devices present", cmd_version},
+      {"version", "print the version and whether the CUDA backend is built and a GPU present", cmd_version},
       {"info", "describe a DICOM series, NIfTI file or PNG/JPG: size, spacing, orientation, values", cmd_info},
       {"model", "the COVID-Rate network: parameters, forward GFLOP per slice, per-stage table", cmd_model},
       {"demo", "train a tiny network on synthetic blobs, save and reload it (engine demo)", cmd_demo},

@@ -37,11 +37,12 @@ int finish_stdout(int status) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "help")) {
     usage(argc < 2 ? stderr : stdout);
     return finish_stdout(argc < 2 ? 2 : 0);
   }
-  const std::string name = argv[1];
+  // The spellings other programs take for these.
+  const std::string name = !std::strcmp(argv[1], "--version") ? "version" : argv[1];
   for (const auto& c : covidrate::tools::commands()) {
     if (name == c.name) {
       try {
