@@ -676,3 +676,22 @@ TEST_CASE("covidrate train --lungs: recorded in the weights; eval feeds the lung
   REQUIRE_MESSAGE(plain.exit_code == 0, plain.err);
   CHECK(safetensors::load_metadata(dir.file("plain/best.safetensors")).count("lungs") == 0);
 }
+
+TEST_CASE("covidrate train stopped by a signal says how to go on, and --resume does") {
+  test::TempDir dir;
+  const std::string common = five_slice_train_args(dir);
+  const std::string out = dir.file("run");
+  // Many epochs; stopped with SIGINT as soon as the first one is in the log.
+  const std::string script = "cd " + dir.path() + " && (" + test::covidrate_program() + " " + common +
+                             "--epochs 1000 --patience 1000 --out " + out + " >/dev/null 2>" + dir.file("err") +
+                             " & pid=$!; while [ ! -s " + out + "/log.jsonl ] && kill -0 $pid 2>/dev/null; do sleep 0.05; done; " +
+                             "kill -INT $pid; " +
+                             "wait $pid; echo $? >" + dir.file("status") + ")";
+  REQUIRE(std::system(script.c_str()) == 0);
+  CHECK(test::read_text_file(dir.file("status")) == "130\n");  // the signal's own status
+  CHECK(test::read_text_file(dir.file("err")).find("train: stopped; " + out + " keeps the last finished epoch") !=
+        std::string::npos);
+  const test::ProgramRun resumed =
+      test::run_covidrate(dir, common + "--epochs 2 --patience 1000 --resume --out " + out);
+  CHECK_MESSAGE(resumed.exit_code == 0, resumed.err);
+}

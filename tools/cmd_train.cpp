@@ -4,7 +4,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <optional>
@@ -417,6 +419,26 @@ int cross_validate(const Settings& s, const data::Dataset& set, const std::vecto
 
 }  // namespace
 
+// Ctrl-C or a kill: one line saying that the run can go on from its last
+// finished epoch, then the signal's default action (the exit status says which
+// signal). The message is made beforehand: a handler may only write(2).
+char resume_message[4096];
+size_t resume_message_size = 0;
+extern "C" void on_stop_signal(int signal) {
+  ssize_t ignored = ::write(STDERR_FILENO, resume_message, resume_message_size);
+  (void)ignored;
+  std::signal(signal, SIG_DFL);
+  std::raise(signal);
+}
+void say_how_to_resume_when_stopped(const std::string& out) {
+  const std::string text = "\ntrain: stopped; " + out +
+                           " keeps the last finished epoch (if any): run the same command with --resume to go on\n";
+  resume_message_size = std::min(text.size(), sizeof resume_message);
+  std::memcpy(resume_message, text.data(), resume_message_size);
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+}
+
 int cmd_train(int argc, char** argv) {
   for (int i = 1; i < argc; ++i)
     if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
@@ -427,6 +449,7 @@ int cmd_train(int argc, char** argv) {
   check_output_folder("train", "--out", s.out);
   check_run_folder(s);
   s.train.lungs_only = s.lungs;
+  say_how_to_resume_when_stopped(s.out);
   const data::Dataset set = data::load_dataset(s.images, s.masks, {.lungs = s.lungs});
   std::vector<data::PreparedSlice> prepared;
   for (const data::Sample& sample : set.samples) prepared.push_back(data::prepare_sample(sample, s.train.size));
