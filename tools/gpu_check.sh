@@ -148,11 +148,11 @@ prepare() {
     bundle_bytes=$(stat -c %s "$BUNDLE")
     [ $(( bundle_bytes + tree_bytes )) -lt "$MAX_TREE_BYTES" ] && break
     if [ ! -d "$data/ct-covid-ricord" ] || [ "$every" -ge 16 ]; then
-      echo "error: bundle and tree are $(( (bundle_bytes + tree_bytes) / 1048576 )) MiB, over the 64 MiB the GPU machine accepts" >&2
+      echo "error: bundle and tree are $(( (bundle_bytes + tree_bytes) / 1048576 )) MiB, over the $(( MAX_TREE_BYTES / 1048576 )) MiB the GPU machine accepts" >&2
       return 1
     fi
     every=$(( every + 1 ))
-    echo "bundle and tree are $(( (bundle_bytes + tree_bytes) / 1048576 )) MiB, over 64: the volume takes every ${every}th slice"
+    echo "bundle and tree are $(( (bundle_bytes + tree_bytes) / 1048576 )) MiB, over $(( MAX_TREE_BYTES / 1048576 )): the volume takes every ${every}th slice"
   done
   rm -rf "$stage" "$manifest.base"
   echo "bundle: $BUNDLE, $(( bundle_bytes / 1048576 )) MiB; with the tree that travels $(( (bundle_bytes + tree_bytes) / 1048576 )) MiB ($(( (MAX_TREE_BYTES - bundle_bytes - tree_bytes) / 1024 )) KiB to spare)" | tee -a "$manifest"
