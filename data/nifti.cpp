@@ -269,9 +269,10 @@ Volume read_nifti(const std::string& path) {
   const char* data = bytes.data() + h.vox_offset;
   int64_t not_finite = 0;
   for (int64_t k = 0; k < v.voxel_count(); ++k) {
-    const double x = voxel_value(data + k * bytes_each, h.datatype, h.swapped) * slope + inter;
+    // Counted as stored: a float64 value beyond float's range is infinite too.
+    const auto x = static_cast<float>(voxel_value(data + k * bytes_each, h.datatype, h.swapped) * slope + inter);
     not_finite += !std::isfinite(x);
-    v.voxels[static_cast<size_t>(k)] = static_cast<float>(x);
+    v.voxels[static_cast<size_t>(k)] = x;
   }
   // Refused, not replaced: any stand-in value (0 HU is soft tissue, -1000 air)
   // would change the lungs and the figures without a word.

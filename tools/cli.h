@@ -4,11 +4,13 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <filesystem>
 #include <limits>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "model/load_weights.h"
@@ -63,6 +65,21 @@ std::string error_text(const std::exception& e);
 // file, a log...: an output written over an input would destroy it). Throws
 // covidrate::Error naming `option` and the path.
 void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs);
+
+// A folder written as DIR.tmp and renamed to DIR once whole: removed with
+// whatever it holds unless `kept` (set after the rename), so that a failure on
+// the way leaves nothing that looks like a result.
+struct TempFolder {
+  explicit TempFolder(std::filesystem::path folder) : path(std::move(folder)) {}
+  std::filesystem::path path;
+  bool kept = false;
+  TempFolder(const TempFolder&) = delete;
+  TempFolder& operator=(const TempFolder&) = delete;
+  ~TempFolder() {
+    std::error_code ec;
+    if (!kept && !path.empty()) std::filesystem::remove_all(path, ec);
+  }
+};
 
 // Checks, before any work, that an output folder can be made at `path`: the
 // folders missing above it are made when it is written, but a file in their

@@ -214,13 +214,7 @@ int cmd_eval(int argc, char** argv) {
   }
   // A failure on the way (a mask that cannot be written) takes the partial
   // folder with it.
-  struct RemoveOnError {
-    std::string path;
-    ~RemoveOnError() {
-      std::error_code ec;
-      if (!path.empty()) fs::remove_all(path, ec);
-    }
-  } partial_masks{masks_tmp};
+  TempFolder partial_masks{masks_tmp};
 
   std::vector<metrics::ImageMetrics> scores;
   Overview overview;
@@ -266,7 +260,7 @@ int cmd_eval(int argc, char** argv) {
     progress(first + count, set.size());
   }
   if (!masks_tmp.empty()) fs::rename(masks_tmp, o.save_masks);
-  partial_masks.path.clear();  // renamed: nothing partial left
+  partial_masks.kept = true;  // renamed: nothing partial left
   if (!o.overview.empty()) {
     overview.write(o.overview);
     std::fprintf(stderr, "eval: the %zu lowest-Dice slices drawn in %s\n",

@@ -128,16 +128,6 @@ void write_labels_png(const std::string& path, const LabelVolume& labels) {
   write_png_gray(path, labels.voxels.data(), labels.nx, labels.ny);
 }
 
-// Removes the half-written folder unless the rename made it the result.
-struct TempFolder {
-  fs::path path;
-  bool kept = false;
-  ~TempFolder() {
-    std::error_code ec;
-    if (!kept) fs::remove_all(path, ec);
-  }
-};
-
 }  // namespace
 
 int cmd_lungs(int argc, char** argv) {
