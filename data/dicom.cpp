@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "data/dicom_file.h"
+#include "kernels/cpu/threads.h"
 #include "nn/error.h"
 
 namespace covidrate::data {
@@ -172,7 +173,7 @@ void decode_slices(const std::vector<dicom::FileHeader>& slices, Volume& v) {
       }
     }
   };
-  const size_t threads = std::clamp<size_t>(std::thread::hardware_concurrency(), 1, std::min<size_t>(slices.size(), 16));
+  const size_t threads = std::clamp<size_t>(size_t(cpu::num_threads()), 1, std::min<size_t>(slices.size(), 16));
   std::vector<std::thread> pool;
   for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
   work();

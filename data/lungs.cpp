@@ -9,6 +9,7 @@
 #include "data/input_domain.h"
 #include "data/lung_passes.h"
 #include "data/morphology.h"
+#include "kernels/cpu/threads.h"
 #include "nn/error.h"
 
 namespace covidrate::data {
@@ -30,7 +31,7 @@ SideAxis side_axis(const Volume& v) {
 // Runs fn(z) for z in [0, n) on `threads` threads (slices are independent).
 template <typename Fn>
 void for_each_slice(int64_t n, int threads, Fn&& fn) {
-  if (threads <= 0) threads = int(std::max(1u, std::thread::hardware_concurrency()));
+  if (threads <= 0) threads = cpu::num_threads();
   threads = int(std::min<int64_t>(threads, n));
   std::atomic<int64_t> next{0};
   auto work = [&] {

@@ -70,7 +70,7 @@ struct ClassicalLungOptions {
                                    // (consolidation) and are added back; smaller ones are outline jitter
   double mediastinum_band = 0.08;  // ... except within this fraction of the body width from its middle:
                                    // soft tissue there is sternum, spine or mediastinum
-  int threads = 0;              // 0: all hardware threads
+  int threads = 0;              // 0: the engine's count (COVIDRATE_THREADS, else all hardware threads)
 };
 
 // Thresholding, body and airway removal, left/right split, hole filling,
