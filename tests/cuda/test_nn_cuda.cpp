@@ -121,6 +121,9 @@ TEST_CASE("an Attention U-Net on the CPU and on CUDA: a training step, then f32 
 
 TEST_CASE("the store moves between devices and saves from the GPU") {
   Net net(Device::CPU);
+  // A store has gradient buffers only once it has training state (nn/parameters.h);
+  // without it grad() below throws. With it, the gradients move too.
+  net.store.ensure_training_state();
   const std::vector<float> before = net.store.flat_values().to_vector();
   net.store.to(Device::CUDA);
   CHECK(net.store.parameter("bn.weight").value().is_cuda());
