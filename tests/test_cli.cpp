@@ -169,6 +169,23 @@ TEST_CASE("a failure while working is not a usage error: status 1, the file name
   CHECK(r.err.find("missing.nii.gz") != std::string::npos);
 }
 
+TEST_CASE("demo checks its --out before training, not after; a rerun replaces its one file") {
+  test::TempDir dir;
+  test::write_bytes(dir.file("a-file"), {'x'});
+  for (const std::string out : {dir.file("a-file"), dir.file("a-file") + "/sub"}) {
+    const test::ProgramRun r = run_cli(dir, "demo --steps 20 --log-every 1 --out " + out);
+    CAPTURE(r.err);
+    CHECK(r.exit_code == 1);
+    CHECK(r.out.find("step") == std::string::npos);  // no training started
+    CHECK(r.err.find("a-file") != std::string::npos);
+  }
+  for (int run = 0; run < 2; ++run) {  // the trailing slash is the folder itself
+    const test::ProgramRun r = run_cli(dir, "demo --steps 2 --out " + dir.file("demo") + "/");
+    CHECK_MESSAGE(r.exit_code == 0, r.err);
+  }
+  CHECK(std::filesystem::is_regular_file(dir.file("demo/demo.safetensors")));
+}
+
 TEST_CASE("covidrate info takes a folder as segment does: a series, pictures (the first described), or studies (listed)") {
   namespace fs = std::filesystem;
   test::TempDir dir;

@@ -99,9 +99,10 @@ void usage(FILE* out) {
   std::fprintf(out,
                "usage: covidrate demo [--device cpu|cuda] [--steps N] [--log-every K] [--out DIR]\n\n"
                "Trains a tiny segmentation network on synthetic images of bright blobs,\n"
-               "saves its weights to DIR/demo.safetensors (default DIR: ./demo-out), reloads\n"
-               "them and checks the reloaded network predicts the same. Exits non-zero if\n"
-               "the loss stops being finite or the reloaded prediction differs.\n");
+               "saves its weights to DIR/demo.safetensors (default DIR: ./demo-out; a rerun\n"
+               "replaces that one file), reloads them and checks the reloaded network\n"
+               "predicts the same. Exits non-zero if the loss stops being finite or the\n"
+               "reloaded prediction differs.\n");
 }
 
 }  // namespace
@@ -122,12 +123,17 @@ int cmd_demo(int argc, char** argv) {
     } else if (args.is("--log-every")) {
       log_every = static_cast<int>(args.integer(1, 1000000));
     } else if (args.is("--out")) {
-      out_dir = args.value();
+      out_dir = args.folder_value();
     } else {
       args.unknown();
     }
   }
   const Device device = chosen ? *chosen : default_device();
+  // Checked before the training, not after it. The folder may exist (a rerun
+  // replaces its demo.safetensors): the demo's output is its own, not a result.
+  check_output_folder("demo", "--out", out_dir);
+  CR_CHECK(!std::filesystem::exists(out_dir) || std::filesystem::is_directory(out_dir),
+           "demo: cannot write --out " << out_dir << ": it is a file, not a folder");
 
   DemoNet net(/*seed=*/1, device);
   Adam adam(net.store, AdamParams{.lr = 1e-2});
