@@ -158,16 +158,4 @@ TEST_CASE("adam rejects buffers of another size and step 0") {
   expect_error([&] { ops::adam_step(w, g, good_m, v, {}, 0); }, {"adam_step", "step", "0"});
 }
 
-TEST_CASE("ops reject tensors on two devices") {
-  if (!cuda_available()) {
-    MESSAGE("no GPU: device checks skipped (" << cuda_unavailable_reason() << ")");
-    return;
-  }
-  Tensor x = f32({2, 3}), y = Tensor::zeros({2, 3}, DType::F32, Device::CUDA);
-  expect_error([&] { ops::relu_forward(x, y); }, {"relu_forward", "cuda", "cpu"});
-  // empty, not zeros: filling would already reject f64 on the GPU.
-  Tensor x64 = Tensor::empty({2, 3}, DType::F64, Device::CUDA);
-  Tensor y64 = Tensor::empty({2, 3}, DType::F64, Device::CUDA);
-  expect_error([&] { ops::sigmoid_forward(x64, y64); },
-               {"sigmoid_forward", "unsupported dtype f64 on cuda"});
-}
+// Tensors on two devices, and dtypes a device lacks: tests/cuda/test_cuda_runtime.cpp.

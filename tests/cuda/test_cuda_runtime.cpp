@@ -294,6 +294,18 @@ TEST_CASE("an impossible allocation throws an error naming the size, and the GPU
   CHECK(t.to_vector()[999] == 2.5f);
 }
 
+TEST_CASE("ops reject tensors on two devices, and dtypes the GPU does not take") {
+  Tensor x = Tensor::zeros({2, 3}, DType::F32), y = Tensor::zeros({2, 3}, DType::F32, Device::CUDA);
+  CHECK_THROWS_WITH_AS(ops::relu_forward(x, y), doctest::Contains("relu_forward"), Error);
+  CHECK_THROWS_WITH_AS(ops::relu_forward(x, y), doctest::Contains("cuda"), Error);
+  CHECK_THROWS_WITH_AS(ops::relu_forward(x, y), doctest::Contains("cpu"), Error);
+  // empty, not zeros: filling would already reject f64 on the GPU.
+  Tensor x64 = Tensor::empty({2, 3}, DType::F64, Device::CUDA);
+  Tensor y64 = Tensor::empty({2, 3}, DType::F64, Device::CUDA);
+  CHECK_THROWS_WITH_AS(ops::sigmoid_forward(x64, y64), doctest::Contains("unsupported dtype f64 on cuda"), Error);
+  CHECK_THROWS_WITH_AS(ops::sigmoid_forward(x64, y64), doctest::Contains("sigmoid_forward"), Error);
+}
+
 TEST_CASE("a failing CUDA call names the call in the error") {
   CHECK_THROWS_WITH_AS(CUDA_CHECK(cudaSetDevice(12345)), doctest::Contains("cudaSetDevice(12345)"), Error);
   // cudaSetDevice failed before switching: the context is still usable.
