@@ -2,6 +2,7 @@
 // process writes the next one reads; two writers merge; a corrupt, foreign or
 // unwritable file never stops a run. The CUDA side (choices taken from the
 // file instead of a search) is tests/cuda/test_cuda_runtime.cpp.
+// gpu_check: CPU only (its CUDA side is a program in tests/cuda).
 #include <doctest/doctest.h>
 
 #include <cstdlib>

@@ -6,6 +6,7 @@
 // and the targets from the same counter-based generator (tests/support/
 // model_golden.cpp, documented in the script), so a 57.5 MB full-width network travels as a
 // formula and only its outputs are stored.
+// gpu_check: CPU only (its CUDA side is a program in tests/cuda).
 #include <doctest/doctest.h>
 
 #include <cmath>

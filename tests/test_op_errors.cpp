@@ -1,5 +1,6 @@
 // Bad arguments to the non-convolution ops throw covidrate::Error, and the
 // message names the op and the offending shapes, dtypes or devices.
+// gpu_check: CPU only (its CUDA side is a program in tests/cuda).
 #include <doctest/doctest.h>
 
 #include <functional>
