@@ -35,13 +35,25 @@ std::string percent(double v) {
 void finish(LungFigures& f, double voxel_ml) {
   f.lesion_ml = static_cast<double>(f.lesion_voxels) * voxel_ml;
   f.lung_ml = static_cast<double>(f.lung_voxels) * voxel_ml;
-  f.opacity_percent = f.lung_voxels > 0 ? 100.0 * static_cast<double>(f.lesion_voxels) / f.lung_voxels : 0.0;
+  f.high_opacity_ml = static_cast<double>(f.high_opacity_voxels) * voxel_ml;
+  const auto percent_of_lung = [&](int64_t voxels) {
+    return f.lung_voxels > 0 ? 100.0 * static_cast<double>(voxels) / static_cast<double>(f.lung_voxels) : 0.0;
+  };
+  f.opacity_percent = percent_of_lung(f.lesion_voxels);
+  f.high_opacity_percent = percent_of_lung(f.high_opacity_voxels);
 }
 
-std::string lung_json(const LungFigures& f) {
-  return "{\"opacity_percent\": " + number(f.opacity_percent) + ", \"lesion_ml\": " + number(f.lesion_ml) +
-         ", \"lung_ml\": " + number(f.lung_ml) + ", \"lesion_voxels\": " + std::to_string(f.lesion_voxels) +
-         ", \"lung_voxels\": " + std::to_string(f.lung_voxels) + "}";
+std::string lung_json(const LungFigures& f, bool high_opacity_known) {
+  std::string json = "{\"opacity_percent\": " + number(f.opacity_percent) + ", \"lesion_ml\": " +
+                     number(f.lesion_ml) + ", \"lung_ml\": " + number(f.lung_ml) +
+                     ", \"lesion_voxels\": " + std::to_string(f.lesion_voxels) +
+                     ", \"lung_voxels\": " + std::to_string(f.lung_voxels);
+  if (high_opacity_known)
+    json += ", \"high_opacity_percent\": " + number(f.high_opacity_percent) + ", \"high_opacity_ml\": " +
+            number(f.high_opacity_ml) + ", \"high_opacity_voxels\": " + std::to_string(f.high_opacity_voxels);
+  else
+    json += ", \"high_opacity_percent\": null, \"high_opacity_ml\": null, \"high_opacity_voxels\": null";
+  return json + "}";
 }
 
 std::string html_escape(const std::string& s) {
@@ -60,18 +72,25 @@ std::string html_escape(const std::string& s) {
 
 }  // namespace
 
-StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs) {
+StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs, const Volume* hu_domain) {
   CR_CHECK(lesions.nx == lungs.nx && lesions.ny == lungs.ny && lesions.nz == lungs.nz,
            "measure: lesion mask and lung labels have different grids");
+  CR_CHECK(!hu_domain || (hu_domain->nx == lungs.nx && hu_domain->ny == lungs.ny && hu_domain->nz == lungs.nz &&
+                          hu_domain->voxels.size() == lungs.voxels.size()),
+           "measure: the input domain and the lung labels have different grids");
+  // The same mapping that made the domain, so a voxel at exactly -200 HU compares equal.
+  const float high = hu_to_domain(kHighOpacityMinHu);
   const double pixel_mm2 = lesions.spacing[0] * lesions.spacing[1];
   const double voxel_ml = pixel_mm2 * lesions.spacing[2] / 1000.0;
   StudyFigures f;
+  f.high_opacity_known = hu_domain != nullptr;
   const int64_t pixels = lesions.nx * lesions.ny;
   for (int64_t z = 0; z < lesions.nz; ++z) {
     SliceFigures s;
     s.index = z;
     const uint8_t* lesion = lesions.slice(z);
     const uint8_t* lung = lungs.slice(z);
+    const float* domain = hu_domain ? hu_domain->slice(z) : nullptr;
     for (int64_t i = 0; i < pixels; ++i) {
       const bool is_lesion = lesion[i] != 0;
       LungFigures* side = lung[i] == kRightLung ? &f.right : lung[i] == kLeftLung ? &f.left : nullptr;
@@ -80,6 +99,7 @@ StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs) {
         ++s.lung_pixels;
         ++side->lung_voxels;
         side->lesion_voxels += is_lesion;
+        side->high_opacity_voxels += is_lesion && domain && domain[i] >= high;
       }
     }
     s.lesion_mm2 = static_cast<double>(s.lesion_pixels) * pixel_mm2;
@@ -91,6 +111,7 @@ StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs) {
   }
   f.both.lesion_voxels = f.right.lesion_voxels + f.left.lesion_voxels;
   f.both.lung_voxels = f.right.lung_voxels + f.left.lung_voxels;
+  f.both.high_opacity_voxels = f.right.high_opacity_voxels + f.left.high_opacity_voxels;
   finish(f.right, voxel_ml);
   finish(f.left, voxel_ml);
   finish(f.both, voxel_ml);
@@ -146,8 +167,10 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
   o << "}},\n  \"device\": " << json::quote(run.device) << ",\n  \"precision\": " << json::quote(run.precision)
     << ",\n  \"threshold\": " << number(run.threshold) << ",\n  \"batch\": " << run.batch
     << ",\n  \"algorithm_searches\": " << run.network_stages.algorithm_searches << ",\n";
-  o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both) << ",\n    \"left_lung\": " << lung_json(f.left)
-    << ",\n    \"right_lung\": " << lung_json(f.right) << ",\n    \"slices\": " << f.slices.size()
+  const bool known = f.high_opacity_known;
+  o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both, known)
+    << ",\n    \"left_lung\": " << lung_json(f.left, known) << ",\n    \"right_lung\": " << lung_json(f.right, known)
+    << ",\n    \"high_opacity_min_hu\": " << number(kHighOpacityMinHu) << ", \"slices\": " << f.slices.size()
     << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices
     << ", \"infected_slice_rate\": " << number(kInfectedSliceRate)
     << ", \"mean_certainty_index\": " << number_or_null(f.mean_certainty_index()) << "},\n";
@@ -282,13 +305,17 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
     << number(run.spacing[2]) << " mm" << (run.spacing_known ? "" : " assumed: pictures carry no spacing")
     << ").</p>\n";
   for (const std::string& w : run.warnings) o << "<p><strong>Warning:</strong> " << html_escape(w) << ".</p>\n";
-  o << "<table><tr><th></th><th>opacity</th><th>lesion (mL)</th><th>lung (mL)</th></tr>\n";
+  o << "<table><tr><th></th><th>opacity</th><th>high opacity</th><th>lesion (mL)</th><th>lung (mL)</th></tr>\n";
   const std::pair<const char*, const LungFigures*> rows[] = {{"both lungs", &f.both}, {"left lung", &f.left},
                                                              {"right lung", &f.right}};
   for (const auto& [name, lung] : rows)
-    o << "<tr><th>" << name << "</th><td>" << percent(lung->opacity_percent) << "</td><td>" << number(lung->lesion_ml)
-      << "</td><td>" << number(lung->lung_ml) << "</td></tr>\n";
-  o << "</table>\n<p>" << f.infected_slices << " of " << f.slices.size()
+    o << "<tr><th>" << name << "</th><td>" << percent(lung->opacity_percent) << "</td><td>"
+      << (f.high_opacity_known ? percent(lung->high_opacity_percent) : std::string("n/a")) << "</td><td>"
+      << number(lung->lesion_ml) << "</td><td>" << number(lung->lung_ml) << "</td></tr>\n";
+  o << "</table>\n<p>Opacity: lesion volume over lung volume. High opacity: the lesion's voxels at "
+    << number(kHighOpacityMinHu) << " HU or more (consolidation-range, not ground glass) over lung volume"
+    << (f.high_opacity_known ? "." : "; n/a: the input is not in Hounsfield units.") << "</p>\n<p>"
+    << f.infected_slices << " of " << f.slices.size()
     << " slices infected (lesions over more than " << number(100 * kInfectedSliceRate) << "% of the slice's lung); "
     << run.slices_segmented << " slices hold lung.";
   if (const double ci = f.mean_certainty_index(); !std::isnan(ci))

@@ -29,25 +29,42 @@ struct SliceFigures {
   double certainty_index = std::numeric_limits<double>::quiet_NaN();
 };
 
+// Lesion voxels at or above this many HU are "high opacity": consolidation
+// (and vessels or airway walls inside a lesion), where ground glass lies
+// between about -750 and -300 HU. The threshold of Chaganti et al. (Radiology:
+// AI 2020), whose "percentage of high opacity" (PHO) sits beside the
+// percentage of opacity in COVID-19 severity reports; they threshold each
+// region's mean HU, this report each voxel.
+inline constexpr float kHighOpacityMinHu = -200;
+
 // Lesion and lung of one lung (or both), in voxels and millilitres.
 struct LungFigures {
   int64_t lesion_voxels = 0, lung_voxels = 0;
   double lesion_ml = 0, lung_ml = 0;
   double opacity_percent = 0;  // 100 * lesion / lung volume; 0 without lung
+  // The lesion's voxels at or above kHighOpacityMinHu, and 100 * their volume /
+  // lung volume (0 without lung). Only for an input in HU: without one
+  // (pictures, whose window is unknown) high_opacity_known is false.
+  int64_t high_opacity_voxels = 0;
+  double high_opacity_ml = 0, high_opacity_percent = 0;
 };
 
 struct StudyFigures {
   std::vector<SliceFigures> slices;
   LungFigures right, left, both;
   int64_t infected_slices = 0;
+  bool high_opacity_known = false;  // the input was in HU (measure was given its domain)
   // The mean certainty index over the slices whose prediction has any pixel
   // above the cut-off (index > 0); NaN when none has (docs/segment.md).
   double mean_certainty_index() const;
 };
 
 // Figures from the lesion mask (non-zero = lesion) and the lung labels
-// (1 right, 2 left) of one grid; sizes from its spacing.
-StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs);
+// (1 right, 2 left) of one grid; sizes from its spacing. `hu_domain`: the input
+// domain (to_input_domain) of a volume in HU on the same grid, from which the
+// high-opacity figures are read (the window maps HU monotonically and holds
+// kHighOpacityMinHu); null when the input is not in HU.
+StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs, const Volume* hu_domain = nullptr);
 
 // Everything report.json and report.html say besides the figures.
 struct RunInfo {

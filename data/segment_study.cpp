@@ -64,7 +64,9 @@ template <class T> void write_slice_png(const fs::path& path, const BasicVolume<
 // The parts' figures as one study: slices renumbered in order, volumes summed.
 StudyFigures combine(const std::vector<StudyFigures>& parts) {
   StudyFigures all;
+  all.high_opacity_known = !parts.empty();
   for (size_t k = 0; k < parts.size(); ++k) {
+    all.high_opacity_known &= parts[k].high_opacity_known;
     for (SliceFigures s : parts[k].slices) {
       s.index = static_cast<int64_t>(all.slices.size());
       all.slices.push_back(s);
@@ -76,10 +78,17 @@ StudyFigures combine(const std::vector<StudyFigures>& parts) {
       sum->lung_voxels += part->lung_voxels;
       sum->lesion_ml += part->lesion_ml;
       sum->lung_ml += part->lung_ml;
+      sum->high_opacity_voxels += part->high_opacity_voxels;
+      sum->high_opacity_ml += part->high_opacity_ml;
     }
   }
-  for (LungFigures* f : {&all.right, &all.left, &all.both})
-    f->opacity_percent = f->lung_voxels > 0 ? 100.0 * static_cast<double>(f->lesion_voxels) / f->lung_voxels : 0.0;
+  for (LungFigures* f : {&all.right, &all.left, &all.both}) {
+    const auto percent_of_lung = [&](int64_t voxels) {
+      return f->lung_voxels > 0 ? 100.0 * static_cast<double>(voxels) / static_cast<double>(f->lung_voxels) : 0.0;
+    };
+    f->opacity_percent = percent_of_lung(f->lesion_voxels);
+    f->high_opacity_percent = percent_of_lung(f->high_opacity_voxels);
+  }
   return all;
 }
 
@@ -334,7 +343,9 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
       r.run.network_s += p.seg.seconds.network;
       r.run.network_stages += p.seg.seconds.network_stages;
       r.run.slices_segmented += p.seg.slices_segmented;
-      figures.push_back(measure(p.seg.lesions, p.seg.lungs));
+      // The domain holds the CT's HU through the window: high opacity is read from it.
+      const bool hu = p.ct.intensity == Intensity::HounsfieldUnits;
+      figures.push_back(measure(p.seg.lesions, p.seg.lungs, hu ? &p.seg.domain : nullptr));
       for (SliceFigures& s : figures.back().slices) s.certainty_index = p.seg.certainty[static_cast<size_t>(s.index)];
     }
     r.figures = combine(figures);
@@ -423,17 +434,20 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
 
 std::string summary_csv_header() {
   return "study,input,slices,slices_with_lung,infected_slices,opacity_percent,opacity_left_percent,"
-         "opacity_right_percent,lesion_ml,lung_ml,total_s,slices_per_s\n";
+         "opacity_right_percent,lesion_ml,lung_ml,total_s,slices_per_s,high_opacity_percent\n";
 }
 
 std::string summary_csv_row(const StudyFigures& f, const RunInfo& run) {
   char numbers[256];
-  std::snprintf(numbers, sizeof numbers, "%lld,%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.2f\n",
+  std::snprintf(numbers, sizeof numbers, "%lld,%lld,%lld,%.4f,%.4f,%.4f,%.3f,%.3f,%.3f,%.2f,",
                 static_cast<long long>(run.nz), static_cast<long long>(run.slices_segmented),
                 static_cast<long long>(f.infected_slices), f.both.opacity_percent, f.left.opacity_percent,
                 f.right.opacity_percent, f.both.lesion_ml, f.both.lung_ml, run.total_s,
                 run.total_s > 0 ? run.nz / run.total_s : 0.0);
-  return csv_field(run.study) + "," + csv_field(run.input) + "," + numbers;
+  // Empty (not 0) where the input is not in HU: unknown, not absent.
+  char high[32] = "";
+  if (f.high_opacity_known) std::snprintf(high, sizeof high, "%.4f", f.both.high_opacity_percent);
+  return csv_field(run.study) + "," + csv_field(run.input) + "," + numbers + high + "\n";
 }
 
 }  // namespace covidrate::data

@@ -222,6 +222,26 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
   const json::Value report = json::parse(test::read_text_file(out + "/report.json"));
   check_report(report, lesions, lungs);
   CHECK(member(report, "input").find("kind")->text == "dicom-series");
+  // High opacity, counted here from the series' own HU (the report reads it
+  // through the input domain): lesion voxels at -200 HU or more, per lung.
+  int64_t high[3] = {0, 0, 0};  // both, right, left
+  for (size_t i = 0; i < input.voxels.size(); ++i)
+    if (lesions.voxels[i] != 0.f && input.voxels[i] >= data::kHighOpacityMinHu) {
+      ++high[0];
+      ++high[lungs.voxels[i] == float(data::kRightLung) ? 1 : 2];
+    }
+  CHECK(high[0] > 0);
+  const json::Value& figures = member(report, "study_figures");
+  CHECK(number(figures, "high_opacity_min_hu") == -200);
+  const char* sides[3] = {"both_lungs", "right_lung", "left_lung"};
+  for (int k = 0; k < 3; ++k) {
+    const json::Value& lung = member(figures, sides[k]);
+    CAPTURE(sides[k]);
+    CHECK(number(lung, "high_opacity_voxels") == high[k]);
+    CHECK(number(lung, "high_opacity_percent") ==
+          doctest::Approx(100.0 * high[k] / number(lung, "lung_voxels")).epsilon(1e-4));
+    CHECK(number(lung, "high_opacity_voxels") <= number(lung, "lesion_voxels"));
+  }
   // Where slice 0 lies, from the series' slice direction (LPS: +z is superior).
   REQUIRE(std::abs(input.slice_dir[2]) > 0.9);
   const std::string first_slice = input.slice_dir[2] > 0 ? "inferior" : "superior";
@@ -296,6 +316,10 @@ TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
   CHECK(member(report, "slices").items.size() == stems.size());
   CHECK(member(member(report, "input"), "kind").text == "pictures");
   CHECK(member(member(report, "input"), "first_slice").kind == json::Value::Kind::Null);  // pictures: unknown
+  // Pictures carry no HU (their window is unknown): no high-opacity figure, rather than a guess.
+  CHECK(member(member(member(report, "study_figures"), "both_lungs"), "high_opacity_percent").kind ==
+        json::Value::Kind::Null);
+  CHECK(test::read_text_file(out + "/summary.csv").ends_with(",\n"));  // its column empty
   for (const std::string& s : stems) {
     const data::Volume picture = data::read_image((images / (s + ".jpg")).string());
     for (const std::string& name : {s + ".png", s + "_probability.png"}) {
@@ -419,20 +443,34 @@ static std::string check_batch(const std::string& prefetch) {
   REQUIRE(rows().size() == 3);
   CHECK(rows()[1].rfind("a,", 0) == 0);
   CHECK(rows()[2].rfind("b,", 0) == 0);
-  // slices .. lung_ml: the fields after the input path, before total_s and slices_per_s.
-  std::string figures = rows()[1];
-  figures = figures.substr(figures.find(',', 2) + 1);
-  figures = figures.substr(0, figures.rfind(','));
-  figures = figures.substr(0, figures.rfind(','));
+  // The figures: every field of a's row but its input path and timings (by the header's names).
+  auto fields = [](const std::string& line) {
+    std::vector<std::string> split(1);
+    for (const char c : line) {
+      if (c == ',') split.emplace_back();
+      else split.back().push_back(c);
+    }
+    return split;
+  };
+  const std::vector<std::string> names = fields(rows()[0]), values = fields(rows()[1]);
+  REQUIRE(names.size() == values.size());
+  std::string figures;
+  for (size_t k = 0; k < names.size(); ++k)
+    if (names[k] != "input" && names[k] != "total_s" && names[k] != "slices_per_s") figures += values[k] + ",";
 
   // An interrupted run: b's folder never appeared, its .tmp did.
   fs::remove_all(out + "/b");
   fs::create_directories(out + "/b.tmp");
   test::write_bytes(out + "/b.tmp/report.json", {'{'});
   fs::remove(dir.file("studies/c.nii.gz"));
+  // a as an earlier version left it: its summary without the last column.
+  const std::string a_header = rows()[0].substr(0, rows()[0].rfind(','));
+  const std::string a_old = a_header + "\n" + rows()[1].substr(0, rows()[1].rfind(',')) + "\n";
+  test::write_bytes(out + "/a/summary.csv", std::vector<char>(a_old.begin(), a_old.end()));
   const auto a_time = fs::last_write_time(out + "/a/report.json");
   run = run_segment(dir, args);
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(fields(rows()[1]).size() == names.size());  // the new column there, empty
   CHECK(run.err.find("a already done, skipped") != std::string::npos);
   CHECK(fs::last_write_time(out + "/a/report.json") == a_time);
   CHECK(fs::exists(out + "/b/report.json"));
@@ -795,6 +833,25 @@ TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule
   CHECK(f.both.opacity_percent == doctest::Approx(100.0 * 2 / 180));
   CHECK(f.both.lung_ml == doctest::Approx(180 * 0.5 * 0.5 * 2.0 / 1000));
   CHECK(data::most_affected_slices(f, 6) == std::vector<int64_t>{0});
+  CHECK_FALSE(f.high_opacity_known);  // no input domain given: not in HU
+
+  // With the input domain of an HU volume: lesion voxels at -200 HU or more
+  // are high opacity, -201 HU is not (the threshold compares equal at -200).
+  data::Volume ct;
+  ct.nx = 10, ct.ny = 10, ct.nz = 2;
+  ct.spacing = lungs.spacing;
+  ct.intensity = data::Intensity::HounsfieldUnits;
+  ct.voxels.assign(200, -800.f);
+  ct.voxels[3] = -200.f, ct.voxels[4] = -201.f;
+  ct.voxels[5] = 40.f;  // dense but no lesion there
+  const data::Volume domain = data::to_input_domain(ct);
+  const data::StudyFigures h = data::measure(lesions, lungs, &domain);
+  CHECK(h.high_opacity_known);
+  CHECK(h.right.high_opacity_voxels == 1);
+  CHECK(h.both.high_opacity_voxels == 1);
+  CHECK(h.right.high_opacity_percent == doctest::Approx(100.0 / 40));
+  CHECK(h.both.high_opacity_ml == doctest::Approx(0.5 * 0.5 * 2.0 / 1000));
+  CHECK(h.left.high_opacity_percent == 0);
 
   const data::RgbImage plot = data::infection_rate_plot(f, 200, 100);
   CHECK(plot.width == 200);

@@ -3,6 +3,7 @@
 // The pipeline is data/segment_pipeline.h; the study folder data/segment_study.h;
 // the figures and pictures data/report.h; docs/segment.md describes the outputs.
 #include <cmath>
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -287,7 +288,13 @@ int cmd_segment(int argc, char** argv) {
       }
       std::ifstream in(dir / "summary.csv");
       std::string header, row;
-      if (std::getline(in, header) && std::getline(in, row)) csv += row + "\n";
+      if (std::getline(in, header) && std::getline(in, row)) {
+        // A study done by an earlier version has fewer columns (they are only
+        // ever added at the end): its row gets empty fields for the new ones.
+        const auto columns = [](const std::string& names) { return std::count(names.begin(), names.end(), ','); };
+        const auto missing = columns(data::summary_csv_header()) - columns(header);
+        csv += row + std::string(static_cast<size_t>(std::max<std::ptrdiff_t>(missing, 0)), ',') + "\n";
+      }
       continue;
     }
     std::future<data::PreparedStudy> mine = std::move(next);
