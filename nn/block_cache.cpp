@@ -34,7 +34,7 @@ void* BlockCache::allocate(size_t bytes) {
     bin->second.pop_back();
     if (bin->second.empty()) free_blocks_.erase(bin);
   } else {
-    release_smaller_than(size);
+    if (source_.release_smaller_on_miss) release_smaller_than(size);
     ptr = system_allocate(size);
   }
   live_.emplace(ptr, held);

@@ -44,6 +44,12 @@ struct BlockSource {
   std::function<void(void* block)> free;
   // Appended to the out-of-memory error, e.g. the device's free memory. Optional.
   std::function<std::string()> memory_report = nullptr;
+  // Rule (2) on (the default) or off. Off for pinned host memory: there a free
+  // (cudaFreeHost) waits for the whole device, which would stall segment's
+  // queue of batches whenever a new batch shape misses the cache, and the few
+  // staging buffers it keeps are small beside the host's memory. Running out
+  // still releases everything and retries.
+  bool release_smaller_on_miss = true;
 };
 
 class BlockCache : public Allocator {

@@ -96,6 +96,28 @@ TEST_CASE("rule 2: a miss first gives smaller cached blocks back, largest first,
   CHECK(system.held == cache.stats().reserved);
 }
 
+TEST_CASE("rule 2 off (pinned host memory): a miss keeps the smaller cached blocks; running out still frees them") {
+  FakeSystem system;
+  system.capacity = 12 * kUnit;
+  BlockSource source = system.source();
+  source.release_smaller_on_miss = false;
+  BlockCache cache(source);
+  void* one = cache.allocate(kUnit);
+  void* three = cache.allocate(3 * kUnit);
+  cache.deallocate(one, kUnit);
+  cache.deallocate(three, 3 * kUnit);
+  void* four = cache.allocate(4 * kUnit);  // a miss: with the rule on, 3 and 1 KiB would go back
+  CHECK(system.given_back.empty());
+  CHECK(cache.stats().reserved == 8 * kUnit);
+  CHECK(cache.allocate(3 * kUnit) == three);  // still there for its own class
+  void* five = cache.allocate(5 * kUnit);  // 4 + 3 + 1 + 5 > 12: out of memory, the cache gives back, retries
+  REQUIRE(five != nullptr);
+  CHECK(system.given_back == std::vector<size_t>{kUnit});
+  cache.deallocate(four, 4 * kUnit);
+  cache.deallocate(three, 3 * kUnit);
+  cache.deallocate(five, 5 * kUnit);
+}
+
 TEST_CASE("out of memory: the cache gives everything back and asks once more, then fails clearly") {
   FakeSystem system;
   system.capacity = 10 * kUnit;

@@ -73,6 +73,7 @@ PinnedHostAllocator::PinnedHostAllocator()
                                                                                  << cudaGetErrorString(err));
                         return nullptr;
                       },
-                  .free = [](void* block) { CUDA_CHECK(cudaFreeHost(block)); }}) {}
+                  .free = [](void* block) { CUDA_CHECK(cudaFreeHost(block)); },
+                  .release_smaller_on_miss = false}) {}
 
 }  // namespace covidrate::cuda
