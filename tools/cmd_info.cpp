@@ -92,8 +92,8 @@ int cmd_info(int argc, char** argv) {
         std::printf("]\n}\n");
         return 0;
       }
-      std::printf("path:        %s\nkind:        a folder of %zu studies (segment takes each on its own):\n",
-                  path.c_str(), plan.studies.size());
+      std::printf("path:        %s\nkind:        a folder of %zu %s (segment takes each on its own):\n",
+                  path.c_str(), plan.studies.size(), plan.studies.size() == 1 ? "study" : "studies");
       for (const data::StudyInput& s : plan.studies)
         std::printf("  %-20s %s, %s\n", s.name.c_str(), data::to_string(s.kind),
                     (s.paths.size() == 1 ? s.paths[0] : std::to_string(s.paths.size()) + " pictures").c_str());
