@@ -311,77 +311,95 @@ StudyResult run_study(const StudyInput& study, const SegmentationNet& net, const
 
 StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const StudyOptions& o,
                       const std::string& out_dir) {
+  return write_study(segment_study(std::move(prepared), net, o, out_dir), o, out_dir);
+}
+
+SegmentedStudy segment_study(PreparedStudy prepared, const SegmentationNet& net, const StudyOptions& o,
+                             const std::string& out_dir) {
+  CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");
+  const auto start = Clock::now();
+  SegmentedStudy done;
+  done.prepared = std::move(prepared);
+  const StudyInput& study = done.prepared.study;
+  std::vector<StudyPart>& parts = done.prepared.parts;
+  StudyResult& r = done.result;
+  r.run.read_s = done.prepared.read_s;
+  // A study with no lung in any slice would report 0 % opacity, which reads as
+  // healthy lungs; nothing was measured. Refused before the network runs.
+  int64_t slices = 0;
+  bool any_lung = false;
+  for (const StudyPart& p : parts) {
+    slices += p.ct.nz;
+    for (const uint8_t has : p.prepared.lungs.slice_has_lung) any_lung |= has != 0;
+  }
+  CR_CHECK(any_lung, "segment: no lung found in " << (study.paths.size() == 1 ? study.paths[0] : study.name) << " ("
+                                                  << slices << (slices == 1 ? " slice" : " slices")
+                                                  << "): the figures are measured inside the lungs of a chest CT, "
+                                                     "and this does not look like one");
+
+  std::vector<StudyFigures> figures;
+  for (StudyPart& p : parts) {
+    SegmentOptions segment = o.segment;
+    segment.keep_probability = o.save_probability;  // nothing else reads the map
+    p.seg = segment_volume(p.ct, std::move(p.prepared), net, segment);
+    r.run.lungs_s += p.seg.seconds.lungs;
+    r.run.network_s += p.seg.seconds.network;
+    r.run.network_stages += p.seg.seconds.network_stages;
+    r.run.slices_segmented += p.seg.slices_segmented;
+    // The domain holds the CT's HU through the window: high opacity is read from it.
+    const bool hu = p.ct.intensity == Intensity::HounsfieldUnits;
+    figures.push_back(measure(p.seg.lesions, p.seg.lungs, hu ? &p.seg.domain : nullptr));
+    for (SliceFigures& s : figures.back().slices) s.certainty_index = p.seg.certainty[static_cast<size_t>(s.index)];
+  }
+  r.figures = combine(figures);
+
+  RunInfo& run = r.run;
+  const Volume& first = parts[0].ct;
+  run.study = study.name;
+  run.input = study.paths.size() == 1 ? study.paths[0] : fs::path(study.paths[0]).parent_path().string();
+  run.input_kind = to_string(study.kind);
+  run.description = parts.size() == 1 ? first.description : std::to_string(study.paths.size()) + " pictures";
+  for (const StudyPart& p : parts) run.warnings.insert(run.warnings.end(), p.ct.warnings.begin(), p.ct.warnings.end());
+  run.nx = first.nx;
+  run.ny = first.ny;
+  for (const StudyPart& p : parts) {
+    run.nx = std::max(run.nx, p.ct.nx);
+    run.ny = std::max(run.ny, p.ct.ny);
+    run.nz += p.ct.nz;
+  }
+  run.spacing = first.spacing;
+  run.spacing_known = study.kind != StudyKind::Pictures;
+  // LPS: +z is superior; slice k lies at origin + k * spacing * slice_dir.
+  if (study.kind != StudyKind::Pictures && parts.size() == 1 && first.nz > 1 && std::abs(first.slice_dir[2]) > 0.7)
+    run.first_slice = first.slice_dir[2] > 0 ? "inferior" : "superior";
+  run.weights = o.weights;
+  run.weights_fnv1a64 = o.weights_hash;
+  run.weights_metadata = o.weights_metadata;
+  run.width = o.width;
+  run.cpb = o.cpb;
+  run.se = o.se;
+  run.architecture = o.architecture;
+  run.size = o.segment.size;
+  run.batch = o.segment.batch;
+  run.device = covidrate::to_string(o.segment.device);
+  run.precision = covidrate::to_string(o.segment.precision);
+  run.threshold = o.segment.threshold;
+  if (o.segment.device != Device::CPU)
+    run.device_peak_mib = double(allocator_for(o.segment.device).stats().peak) / (1024.0 * 1024.0);
+  done.segment_s = seconds_since(start);
+  return done;
+}
+
+StudyResult write_study(SegmentedStudy segmented, const StudyOptions& o, const std::string& out_dir) {
   CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");
   const fs::path tmp = out_dir + ".tmp";
   fs::remove_all(tmp);  // left by an interrupted run
   try {
-    const auto start = Clock::now();
-    const StudyInput& study = prepared.study;
-    std::vector<StudyPart>& parts = prepared.parts;
-    StudyResult r;
-    r.run.read_s = prepared.read_s;
-    // A study with no lung in any slice would report 0 % opacity, which reads as
-    // healthy lungs; nothing was measured. Refused before the network runs.
-    int64_t slices = 0;
-    bool any_lung = false;
-    for (const StudyPart& p : parts) {
-      slices += p.ct.nz;
-      for (const uint8_t has : p.prepared.lungs.slice_has_lung) any_lung |= has != 0;
-    }
-    CR_CHECK(any_lung, "segment: no lung found in " << (study.paths.size() == 1 ? study.paths[0] : study.name) << " ("
-                                                    << slices << (slices == 1 ? " slice" : " slices")
-                                                    << "): the figures are measured inside the lungs of a chest CT, "
-                                                       "and this does not look like one");
     fs::create_directories(tmp);
-
-    std::vector<StudyFigures> figures;
-    for (StudyPart& p : parts) {
-      SegmentOptions segment = o.segment;
-      segment.keep_probability = o.save_probability;  // nothing else reads the map
-      p.seg = segment_volume(p.ct, std::move(p.prepared), net, segment);
-      r.run.lungs_s += p.seg.seconds.lungs;
-      r.run.network_s += p.seg.seconds.network;
-      r.run.network_stages += p.seg.seconds.network_stages;
-      r.run.slices_segmented += p.seg.slices_segmented;
-      // The domain holds the CT's HU through the window: high opacity is read from it.
-      const bool hu = p.ct.intensity == Intensity::HounsfieldUnits;
-      figures.push_back(measure(p.seg.lesions, p.seg.lungs, hu ? &p.seg.domain : nullptr));
-      for (SliceFigures& s : figures.back().slices) s.certainty_index = p.seg.certainty[static_cast<size_t>(s.index)];
-    }
-    r.figures = combine(figures);
-
+    const StudyInput& study = segmented.prepared.study;
+    const std::vector<StudyPart>& parts = segmented.prepared.parts;
+    StudyResult& r = segmented.result;
     RunInfo& run = r.run;
-    const Volume& first = parts[0].ct;
-    run.study = study.name;
-    run.input = study.paths.size() == 1 ? study.paths[0] : fs::path(study.paths[0]).parent_path().string();
-    run.input_kind = to_string(study.kind);
-    run.description = parts.size() == 1 ? first.description : std::to_string(study.paths.size()) + " pictures";
-    for (const StudyPart& p : parts) run.warnings.insert(run.warnings.end(), p.ct.warnings.begin(), p.ct.warnings.end());
-    run.nx = first.nx;
-    run.ny = first.ny;
-    for (const StudyPart& p : parts) {
-      run.nx = std::max(run.nx, p.ct.nx);
-      run.ny = std::max(run.ny, p.ct.ny);
-      run.nz += p.ct.nz;
-    }
-    run.spacing = first.spacing;
-    run.spacing_known = study.kind != StudyKind::Pictures;
-    // LPS: +z is superior; slice k lies at origin + k * spacing * slice_dir.
-    if (study.kind != StudyKind::Pictures && parts.size() == 1 && first.nz > 1 && std::abs(first.slice_dir[2]) > 0.7)
-      run.first_slice = first.slice_dir[2] > 0 ? "inferior" : "superior";
-    run.weights = o.weights;
-    run.weights_fnv1a64 = o.weights_hash;
-    run.weights_metadata = o.weights_metadata;
-    run.width = o.width;
-    run.cpb = o.cpb;
-    run.se = o.se;
-    run.architecture = o.architecture;
-    run.size = o.segment.size;
-    run.batch = o.segment.batch;
-    run.device = covidrate::to_string(o.segment.device);
-    run.precision = covidrate::to_string(o.segment.precision);
-    run.threshold = o.segment.threshold;
-
     const auto writing = Clock::now();
     // The volumes (gzip) on a second thread while this one draws and encodes
     // the pictures: both are serial, and together they were most of a study's
@@ -416,15 +434,14 @@ StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const 
     run.outputs.insert(run.outputs.end(), {"report.json", "report.html", "summary.csv"});
     // Timings end here: what is left is writing three small text files.
     run.write_s = seconds_since(writing);
-    run.total_s = run.read_s + run.lungs_s + seconds_since(start);  // read and lungs came before
+    // The study's own stages, whether or not another study's overlapped them.
+    run.total_s = run.read_s + run.lungs_s + segmented.segment_s + run.write_s;
     if (const double peak = proc_status_bytes("VmHWM"); peak >= 0) run.peak_resident_mib = peak / (1024.0 * 1024.0);
-    if (o.segment.device != Device::CPU)
-      run.device_peak_mib = double(allocator_for(o.segment.device).stats().peak) / (1024.0 * 1024.0);
     write_text(tmp / "report.json", report_json(r.figures, run));
     write_text(tmp / "report.html", report_html(r.figures, run));
     write_text(tmp / "summary.csv", summary_csv_header() + summary_csv_row(r.figures, run));
     fs::rename(tmp, out_dir);
-    return r;
+    return std::move(r);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

@@ -106,6 +106,19 @@ StudyResult run_study(const StudyInput& study, const SegmentationNet& net, const
 StudyResult run_study(PreparedStudy prepared, const SegmentationNet& net, const StudyOptions& options,
                       const std::string& out_dir);
 
+// run_study in two halves, so that a batch run on a GPU can write one study's
+// folder while the network runs the next (cmd_segment's --prefetch):
+// segment_study runs the network and measures (out_dir must not exist yet; no
+// file is written), write_study writes out_dir through out_dir.tmp as above.
+struct SegmentedStudy {
+  PreparedStudy prepared;  // its parts now hold their segmentations
+  StudyResult result;      // the figures and run info, but for the write's timing and outputs
+  double segment_s = 0;    // the network half's own time
+};
+SegmentedStudy segment_study(PreparedStudy prepared, const SegmentationNet& net, const StudyOptions& options,
+                             const std::string& out_dir);
+StudyResult write_study(SegmentedStudy segmented, const StudyOptions& options, const std::string& out_dir);
+
 // summary.csv: the header, and one study's row.
 std::string summary_csv_header();
 std::string summary_csv_row(const StudyFigures& figures, const RunInfo& run);

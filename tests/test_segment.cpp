@@ -430,6 +430,10 @@ static std::string check_batch(const std::string& prefetch) {
   test::ProgramRun run = run_segment(dir, args);
   CHECK(run.exit_code == 1);  // c failed, a and b are done
   CHECK(run.err.find("c failed") != std::string::npos);
+  // Each study's line in the studies' order (with prefetch, a's folder is
+  // written while b's network runs, and its line printed after).
+  REQUIRE(run.out.find("a: opacity") != std::string::npos);
+  CHECK(run.out.find("a: opacity") < run.out.find("b: opacity"));
   CHECK(fs::exists(out + "/a/report.json"));
   CHECK(fs::exists(out + "/b/lesion_mask.nii.gz"));
   CHECK_FALSE(fs::exists(out + "/c"));

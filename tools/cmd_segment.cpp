@@ -76,9 +76,10 @@ void usage(FILE* out) {
                "                     (default 0.02; no cut when only one lung is found); 'none': whole slices\n"
                "  --save-prob        also write the lesion probability map (probability.nii.gz)\n"
                "  --save-lungs       also write the lung labels (lungs.nii.gz: 1 right, 2 left)\n"
-               "  --prefetch on|off  batch mode: read the next study and extract its lungs while the\n"
-               "                     network runs this one (default on with CUDA, off on the CPU, where the\n"
-               "                     network has the cores and it would only hold one more study in memory)\n\n"
+               "  --prefetch on|off  batch mode: read the next study and extract its lungs, and write the\n"
+               "                     previous one's folder, while the network runs this one (default on with\n"
+               "                     CUDA, off on the CPU, where the network has the cores and it would only\n"
+               "                     hold two more studies in memory)\n\n"
                "A study's folder appears only once complete (it is written as DIR.tmp first). In batch mode\n"
                "studies whose folder exists are skipped, so an interrupted batch resumes where it stopped.\n"
                "Research software, not a medical device.\n");
@@ -263,8 +264,8 @@ int cmd_segment(int argc, char** argv) {
   int failed = 0;
   // Studies still to do (a folder that exists is complete: folders appear only
   // at the end of a study). With --prefetch (the default on a GPU) the next one
-  // is read and its lungs extracted on the CPU while the network runs the
-  // current one.
+  // is read and its lungs extracted on the CPU, and the previous one's folder
+  // written, while the network runs the current one.
   std::vector<size_t> todo;
   for (size_t i = 0; i < plan.studies.size(); ++i)
     if (!fs::exists(fs::path(o.out) / plan.studies[i].name)) todo.push_back(i);
@@ -275,10 +276,28 @@ int cmd_segment(int argc, char** argv) {
     if (overlap && next_todo < todo.size())
       next = std::async(std::launch::async, data::prepare_study, std::cref(plan.studies[todo[next_todo]]));
   };
+  // With the overlap, a study's folder is written while the network runs the
+  // next one; one write at a time, its line printed when it is done.
+  std::future<data::StudyResult> writing;
+  std::string writing_name;
+  const auto finish_writing = [&] {
+    if (!writing.valid()) return;
+    try {
+      const data::StudyResult r = writing.get();
+      std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
+      std::fflush(stdout);
+      print_warnings(r.run);
+      csv += data::summary_csv_row(r.figures, r.run);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "segment: %s failed: %s\n", writing_name.c_str(), error_text(e).c_str());
+      ++failed;
+    }
+  };
   prepare_next();
   for (const data::StudyInput& study : plan.studies) {
     const fs::path dir = fs::path(o.out) / study.name;
     if (fs::exists(dir)) {
+      finish_writing();  // keeps the summary's rows in the studies' order
       const std::string other = settings_differ(dir / "report.json", study_options, o.threshold);
       if (other.empty()) {
         std::fprintf(stderr, "segment: %s already done, skipped\n", study.name.c_str());
@@ -303,20 +322,33 @@ int cmd_segment(int argc, char** argv) {
     try {
       Progress progress("segment " + study.name);
       study_options.segment.progress = std::ref(progress);
-      const data::StudyResult r =
-          overlap ? data::run_study(mine.get(), *net, study_options, dir.string())  // get() rethrows a read error
-                  : data::run_study(study, *net, study_options, dir.string());
+      if (overlap) {
+        // get() rethrows a read error
+        data::SegmentedStudy done = data::segment_study(mine.get(), *net, study_options, dir.string());
+        finish_writing();  // the study before: its line first, in order
+        writing_name = study.name;
+        // Its own copy of the options: the loop sets the next study's progress in them.
+        data::StudyOptions options = study_options;
+        options.segment.progress = nullptr;
+        writing = std::async(std::launch::async, [options, done = std::move(done), dir]() mutable {
+          return data::write_study(std::move(done), options, dir.string());
+        });
+        continue;
+      }
+      const data::StudyResult r = data::run_study(study, *net, study_options, dir.string());
       std::printf("%s\n", data::summary_line(r.figures, r.run).c_str());
       std::fflush(stdout);
       print_warnings(r.run);
       csv += data::summary_csv_row(r.figures, r.run);
     } catch (const std::exception& e) {
+      finish_writing();  // the study before's line first
       // One unreadable study must not cost the others (a covidrate::Error, or
       // a filesystem error such as a symbolic link loop in its folder).
       std::fprintf(stderr, "segment: %s failed: %s\n", study.name.c_str(), error_text(e).c_str());
       ++failed;
     }
   }
+  finish_writing();
   const fs::path summary = fs::path(o.out) / "summary.csv";
   write_text_atomically(summary.string(), csv);
   std::fprintf(stderr, "segment: %zu studies, %d failed; summary in %s\n", plan.studies.size(), failed,
