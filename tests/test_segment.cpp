@@ -490,6 +490,32 @@ TEST_CASE("batch: one folder per study, a summary for all, resume skips finished
   CHECK(prefetched == one_by_one);
 }
 
+// --prefetch reads ahead the studies whose folder did not exist at the start.
+// One that appears during the run (another run into the same --out; here a
+// symbolic link to a folder this run writes) is skipped: the study read for
+// it must not be handed to the next study, whose folder would then hold the
+// skipped study's masks and report.
+TEST_CASE("batch with --prefetch: a study folder that appears during the run does not shift the studies read ahead") {
+  test::TempDir dir;
+  const std::string weights = tiny_weights(dir), out = dir.file("out"), studies = dir.file("studies");
+  fs::create_directories(studies);
+  const fs::path zenodo = fs::path(test::data_dir()) / "lung-masks-zenodo";
+  for (const char* name : {"a", "b", "c", "d"})
+    fs::copy_file(zenodo / "coronacases_001_slice_98_ct.nii.gz", fs::path(studies) / (std::string(name) + ".nii.gz"));
+  fs::create_directories(out);
+  fs::create_directory_symlink(out + "/a", out + "/c");  // dangling until a's folder is written
+  const test::ProgramRun run = run_segment(dir, studies + " --out " + out + " --weights " + weights + " --prefetch on");
+  CAPTURE(run.err);
+  CHECK(run.exit_code == 0);
+  CHECK(run.err.find("c already done, skipped") != std::string::npos);
+  for (const std::string name : {"a", "b", "d"}) {
+    CAPTURE(name);
+    const json::Value report = json::parse(test::read_text_file(out + "/" + name + "/report.json"));
+    CHECK(member(report, "study").text == name);
+    CHECK(member(member(report, "input"), "path").text == studies + "/" + name + ".nii.gz");
+  }
+}
+
 TEST_CASE("a slice without lung is not segmented and gets an empty mask") {
   // Two slices: air everywhere, and a disc of soft tissue (a body without lungs).
   data::Volume ct = air_ct(96, 2);

@@ -294,8 +294,20 @@ int cmd_segment(int argc, char** argv) {
     }
   };
   prepare_next();
-  for (const data::StudyInput& study : plan.studies) {
+  for (size_t index = 0; index < plan.studies.size(); ++index) {
+    const data::StudyInput& study = plan.studies[index];
     const fs::path dir = fs::path(o.out) / study.name;
+    // Whether `next` is this study's: it was to do at the start. Its folder may
+    // have appeared since (another run into the same --out) or gone (a folder
+    // that was only the .tmp of a study named like it); what was read ahead
+    // must stay with its own study, never pass to the next one.
+    const bool read_ahead = next_todo < todo.size() && todo[next_todo] == index;
+    std::future<data::PreparedStudy> mine;
+    if (read_ahead) {
+      mine = std::move(next);
+      ++next_todo;
+      prepare_next();  // the following study, while this one runs
+    }
     if (fs::exists(dir)) {
       finish_writing();  // keeps the summary's rows in the studies' order
       const std::string other = settings_differ(dir / "report.json", study_options, o.threshold);
@@ -316,15 +328,13 @@ int cmd_segment(int argc, char** argv) {
       }
       continue;
     }
-    std::future<data::PreparedStudy> mine = std::move(next);
-    ++next_todo;
-    prepare_next();  // the following study, while this one runs
     try {
       Progress progress("segment " + study.name);
       study_options.segment.progress = std::ref(progress);
       if (overlap) {
         // get() rethrows a read error
-        data::SegmentedStudy done = data::segment_study(mine.get(), *net, study_options, dir.string());
+        data::SegmentedStudy done = data::segment_study(mine.valid() ? mine.get() : data::prepare_study(study),
+                                                        *net, study_options, dir.string());
         finish_writing();  // the study before: its line first, in order
         writing_name = study.name;
         // Its own copy of the options: the loop sets the next study's progress in them.
