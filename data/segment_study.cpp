@@ -281,6 +281,19 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
     for (size_t i = 1; i < plan.studies.size(); ++i)
       CR_CHECK(plan.studies[i].name != plan.studies[i - 1].name,
                "segment: two studies in " << path.string() << " are both named '" << plan.studies[i].name << "'");
+    // DIR/<study>.tmp is where a study's folder is written before it is renamed
+    // (run_study): a study of that name would be taken for it, skipped as done
+    // while the other's folder is written (with --prefetch, at the same time)
+    // or removed as an interrupted write.
+    for (const StudyInput& s : plan.studies) {
+      if (!s.name.ends_with(".tmp")) continue;
+      const std::string stem = s.name.substr(0, s.name.size() - 4);
+      CR_CHECK(std::none_of(plan.studies.begin(), plan.studies.end(),
+                            [&](const StudyInput& other) { return other.name == stem; }),
+               "segment: two studies in " << path.string() << " are named '" << stem << "' and '" << s.name
+                                          << "': " << s.name << " is the name of " << stem
+                                          << "'s folder while it is written; rename one");
+    }
   }
   return plan;
 }

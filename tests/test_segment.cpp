@@ -755,6 +755,14 @@ TEST_CASE("plan_inputs: batch folders, the output inside them, mixed folders and
   CHECK_THROWS_WITH_AS(data::plan_inputs({dir.file("clash")}), doctest::Contains("share the name '0'"), Error);
   CHECK_THROWS_WITH_AS(data::plan_inputs({dir.file("clash/0.png"), dir.file("clash/0.jpg")}),
                        doctest::Contains("share the name '0'"), Error);
+  // A study named as another's folder while it is written (DIR/a.tmp): refused,
+  // not skipped as done or removed as a leftover of an interrupted run.
+  fs::create_directories(dir.file("tmpclash"));
+  nifti("tmpclash/a.nii");
+  nifti("tmpclash/a.tmp.nii");
+  CHECK_THROWS_WITH_AS(data::plan_inputs({dir.file("tmpclash")}), doctest::Contains("named 'a' and 'a.tmp'"), Error);
+  fs::remove(dir.file("tmpclash/a.nii"));
+  CHECK(data::plan_inputs({dir.file("tmpclash")}).studies.size() == 1);  // alone, a.tmp is a name like any other
 }
 
 TEST_CASE("a prepared study keeps the CT's grid only; its pictures come from the input domain, pixel for pixel") {
