@@ -433,6 +433,7 @@ static std::string check_batch(const std::string& prefetch) {
   // Each study's line in the studies' order (with prefetch, a's folder is
   // written while b's network runs, and its line printed after).
   REQUIRE(run.out.find("a: opacity") != std::string::npos);
+  REQUIRE(run.out.find("b: opacity") != std::string::npos);  // else the order below holds with b's line lost
   CHECK(run.out.find("a: opacity") < run.out.find("b: opacity"));
   CHECK(fs::exists(out + "/a/report.json"));
   CHECK(fs::exists(out + "/b/lesion_mask.nii.gz"));
