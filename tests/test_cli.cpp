@@ -172,7 +172,7 @@ TEST_CASE("a failure while working is not a usage error: status 1, the file name
 TEST_CASE("demo checks its --out before training, not after; a rerun replaces its one file") {
   test::TempDir dir;
   test::write_bytes(dir.file("a-file"), {'x'});
-  for (const std::string out : {dir.file("a-file"), dir.file("a-file") + "/sub"}) {
+  for (const std::string& out : {dir.file("a-file"), dir.file("a-file") + "/sub"}) {
     const test::ProgramRun r = run_cli(dir, "demo --steps 20 --log-every 1 --out " + out);
     CAPTURE(r.err);
     CHECK(r.exit_code == 1);
