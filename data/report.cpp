@@ -99,7 +99,9 @@ StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs, const
         ++s.lung_pixels;
         ++side->lung_voxels;
         side->lesion_voxels += is_lesion;
-        side->high_opacity_voxels += is_lesion && domain && domain[i] >= high;
+        const bool dense = is_lesion && domain && domain[i] >= high;
+        side->high_opacity_voxels += dense;
+        s.high_opacity_pixels += dense;
       }
     }
     s.lesion_mm2 = static_cast<double>(s.lesion_pixels) * pixel_mm2;
@@ -193,7 +195,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     o << (i ? "," : "") << "\n    {\"index\": " << s.index << ", \"lesion_px\": " << s.lesion_pixels
       << ", \"lesion_mm2\": " << number(s.lesion_mm2) << ", \"lung_px\": " << s.lung_pixels
       << ", \"lung_mm2\": " << number(s.lung_mm2) << ", \"infection_rate\": " << number(s.infection_rate)
-      << ", \"infected\": " << (s.infected ? "true" : "false")
+      << ", \"infected\": " << (s.infected ? "true" : "false") << ", \"high_opacity_px\": "
+      << (f.high_opacity_known ? std::to_string(s.high_opacity_pixels) : std::string("null"))
       << ", \"certainty_index\": " << number_or_null(s.certainty_index) << "}";
   }
   o << "\n  ]\n}\n";
@@ -238,6 +241,11 @@ RgbImage infection_rate_plot(const StudyFigures& f, int64_t width, int64_t heigh
     const int64_t x0 = left + static_cast<int64_t>(std::floor(i * bar));
     const int64_t x1 = std::max(x0 + 1, left + static_cast<int64_t>(std::floor((i + 1) * bar)) - (bar >= 4 ? 1 : 0));
     fill_rect(img, x0, y_of(s.infection_rate), x1, bottom, s.infected ? Rgb{220, 40, 40} : Rgb{120, 120, 120});
+    // The consolidation-range part of the bar, at its foot.
+    if (s.high_opacity_pixels > 0 && s.lung_pixels > 0) {
+      const double dense = static_cast<double>(s.high_opacity_pixels) / static_cast<double>(s.lung_pixels);
+      fill_rect(img, x0, y_of(dense), x1, bottom, s.infected ? Rgb{110, 0, 0} : Rgb{50, 50, 50});
+    }
   }
   // The infected-slice line, dashed.
   const int64_t y_line = y_of(kInfectedSliceRate);
@@ -329,7 +337,8 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
                                 : std::string(" (the most ") + run.first_slice + ": " +
                                       (run.first_slice == "inferior" ? "feet on the left, head on the right)"
                                                                      : "head on the left, feet on the right)"))
-    << ". Red: infected. y axis 0 to "
+    << ". Red: infected" << (f.high_opacity_known ? "; dark at the foot of a bar: its high-opacity part" : "")
+    << ". y axis 0 to "
     << percent(100 * plot_max_rate(f)) << ", grid every fifth; dashed line: " << percent(100 * kInfectedSliceRate)
     << ".</p>\n";
   o << "<h2>Most affected slices</h2>\n";

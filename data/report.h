@@ -23,6 +23,7 @@ struct SliceFigures {
   int64_t lesion_pixels = 0, lung_pixels = 0;
   double lesion_mm2 = 0, lung_mm2 = 0;
   double infection_rate = 0;  // lesion / lung pixels; 0 when the slice holds no lung
+  int64_t high_opacity_pixels = 0;  // lesion pixels at kHighOpacityMinHu or more (0 when not in HU)
   bool infected = false;      // infection_rate > kInfectedSliceRate
   // The certainty index of the network's prediction for the slice (Segmentation::certainty);
   // NaN when the slice was not sent to the network. Not from the masks: measure() leaves it NaN.
@@ -107,7 +108,8 @@ std::string report_html(const StudyFigures& figures, const RunInfo& run);
 std::string summary_line(const StudyFigures& figures, const RunInfo& run);
 
 // Infection rate per slice as bars (red: infected), the 0.5% line dashed,
-// the y axis from 0 to plot_max_rate(figures).
+// the y axis from 0 to plot_max_rate(figures); with HU figures, each bar's
+// high-opacity share (high opacity pixels / lung pixels) drawn dark at its foot.
 RgbImage infection_rate_plot(const StudyFigures& figures, int64_t width = 800, int64_t height = 260);
 double plot_max_rate(const StudyFigures& figures);
 

@@ -242,6 +242,9 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
           doctest::Approx(100.0 * high[k] / number(lung, "lung_voxels")).epsilon(1e-4));
     CHECK(number(lung, "high_opacity_voxels") <= number(lung, "lesion_voxels"));
   }
+  double per_slice = 0;  // the slices' high-opacity pixels add up to the study's
+  for (const json::Value& slice : member(report, "slices").items) per_slice += number(slice, "high_opacity_px");
+  CHECK(per_slice == high[0]);
   // Where slice 0 lies, from the series' slice direction (LPS: +z is superior).
   REQUIRE(std::abs(input.slice_dir[2]) > 0.9);
   const std::string first_slice = input.slice_dir[2] > 0 ? "inferior" : "superior";
@@ -891,6 +894,17 @@ TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule
   CHECK(h.right.high_opacity_percent == doctest::Approx(100.0 / 40));
   CHECK(h.both.high_opacity_ml == doctest::Approx(0.5 * 0.5 * 2.0 / 1000));
   CHECK(h.left.high_opacity_percent == 0);
+  CHECK(h.slices[0].high_opacity_pixels == 1);
+  CHECK(h.slices[1].high_opacity_pixels == 0);
+  // The plot draws a bar's high-opacity share dark at its foot, only with HU figures.
+  auto dark_pixels = [](const data::RgbImage& image) {
+    int64_t count = 0;
+    for (size_t p = 0; p + 2 < image.rgb.size(); p += 3)
+      count += image.rgb[p] == 110 && image.rgb[p + 1] == 0 && image.rgb[p + 2] == 0;
+    return count;
+  };
+  CHECK(dark_pixels(data::infection_rate_plot(h, 200, 100)) > 0);
+  CHECK(dark_pixels(data::infection_rate_plot(f, 200, 100)) == 0);
 
   const data::RgbImage plot = data::infection_rate_plot(f, 200, 100);
   CHECK(plot.width == 200);
