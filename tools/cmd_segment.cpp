@@ -2,10 +2,11 @@
 // folder of studies) to lesion masks, severity figures and a visual report.
 // The pipeline is data/segment_pipeline.h; the study folder data/segment_study.h;
 // the figures and pictures data/report.h; docs/segment.md describes the outputs.
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -293,6 +294,20 @@ int cmd_segment(int argc, char** argv) {
       ++failed;
     }
   };
+  // An error that ends the whole batch (not one study's: those are caught in
+  // the loop) still lets the study being written finish and print its line
+  // first: its folder is complete either way (the future waits for it).
+  struct FinishOnError {
+    std::function<void()> finish;
+    int exceptions = std::uncaught_exceptions();
+    ~FinishOnError() {
+      if (std::uncaught_exceptions() == exceptions) return;
+      try {
+        finish();
+      } catch (...) {  // the error on its way out is the one to report
+      }
+    }
+  } finish_on_error{finish_writing};
   prepare_next();
   for (size_t index = 0; index < plan.studies.size(); ++index) {
     const data::StudyInput& study = plan.studies[index];
