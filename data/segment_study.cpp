@@ -310,7 +310,7 @@ PreparedStudy prepare_study(const StudyInput& study) {
     // From here on only the CT's grid is read: its voxels in the input domain
     // (the network's inputs, then the pictures) replace them. 267 MB for 255
     // slices of 512 x 512, held through the network phase and, with
-    // --prefetch, beside the previous study.
+    // --prefetch, beside the study in the network and the one being written.
     std::vector<float>().swap(p.ct.voxels);
   }
   return prepared;
