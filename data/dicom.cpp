@@ -7,6 +7,7 @@
 #include <exception>
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -154,31 +155,39 @@ std::string order_slices(Volume& v, std::vector<dicom::FileHeader>& files) {
   return note.str();
 }
 
+// Calls work(k) for every k in [0, n) on up to COVIDRATE_THREADS threads (at
+// most 16: each holds a file and a GDCM reader of its own), each taking the
+// next index as it finishes one. work must not throw.
+void for_each_file(size_t n, const std::function<void(size_t)>& work) {
+  std::atomic<size_t> next{0};
+  const auto worker = [&] {
+    for (size_t k = next++; k < n; k = next++) work(k);
+  };
+  const size_t threads = std::clamp<size_t>(size_t(cpu::num_threads()), 1, std::max<size_t>(1, std::min<size_t>(n, 16)));
+  std::vector<std::thread> pool;
+  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
+  worker();
+  for (std::thread& t : pool) t.join();
+}
+
 // Decodes one single-frame file per slice, on all cores: decompressing a
 // JPEG Lossless series is most of the time spent reading it. Each GDCM reader
-// is private to its thread. The first error met is
-// rethrown once every thread has stopped.
+// is private to its thread. After the first error the other slices are
+// passed over; it is rethrown once every thread has stopped.
 void decode_slices(const std::vector<dicom::FileHeader>& slices, Volume& v) {
-  std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
   std::exception_ptr error;
   std::mutex error_mutex;
-  const auto work = [&] {
-    for (size_t k = next++; k < slices.size() && !failed; k = next++) {
-      try {
-        dicom::decode_pixels(slices[k], v.slice(static_cast<int64_t>(k)));
-      } catch (...) {
-        const std::lock_guard lock(error_mutex);
-        if (!error) error = std::current_exception();
-        failed = true;
-      }
+  for_each_file(slices.size(), [&](size_t k) {
+    if (failed) return;
+    try {
+      dicom::decode_pixels(slices[k], v.slice(static_cast<int64_t>(k)));
+    } catch (...) {
+      const std::lock_guard lock(error_mutex);
+      if (!error) error = std::current_exception();
+      failed = true;
     }
-  };
-  const size_t threads = std::clamp<size_t>(size_t(cpu::num_threads()), 1, std::min<size_t>(slices.size(), 16));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
+  });
   if (error) std::rethrow_exception(error);
 }
 
@@ -191,21 +200,13 @@ void decode_slices(const std::vector<dicom::FileHeader>& slices, Volume& v) {
 std::vector<std::optional<dicom::FileHeader>> read_headers(const std::vector<std::string>& files) {
   std::vector<std::optional<dicom::FileHeader>> headers(files.size());
   std::vector<std::exception_ptr> errors(files.size());
-  std::atomic<size_t> next{0};
-  const auto work = [&] {
-    for (size_t k = next++; k < files.size(); k = next++) {
-      try {
-        headers[k] = dicom::read_header(files[k]);
-      } catch (...) {
-        errors[k] = std::current_exception();
-      }
+  for_each_file(files.size(), [&](size_t k) {
+    try {
+      headers[k] = dicom::read_header(files[k]);
+    } catch (...) {
+      errors[k] = std::current_exception();
     }
-  };
-  const size_t threads = std::clamp<size_t>(size_t(cpu::num_threads()), 1, std::max<size_t>(1, std::min<size_t>(files.size(), 16)));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(work);
-  work();
-  for (std::thread& t : pool) t.join();
+  });
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
   return headers;

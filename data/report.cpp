@@ -36,11 +36,8 @@ void finish(LungFigures& f, double voxel_ml) {
   f.lesion_ml = static_cast<double>(f.lesion_voxels) * voxel_ml;
   f.lung_ml = static_cast<double>(f.lung_voxels) * voxel_ml;
   f.high_opacity_ml = static_cast<double>(f.high_opacity_voxels) * voxel_ml;
-  const auto percent_of_lung = [&](int64_t voxels) {
-    return f.lung_voxels > 0 ? 100.0 * static_cast<double>(voxels) / static_cast<double>(f.lung_voxels) : 0.0;
-  };
-  f.opacity_percent = percent_of_lung(f.lesion_voxels);
-  f.high_opacity_percent = percent_of_lung(f.high_opacity_voxels);
+  f.opacity_percent = percent_of_lung(f, f.lesion_voxels);
+  f.high_opacity_percent = percent_of_lung(f, f.high_opacity_voxels);
 }
 
 std::string lung_json(const LungFigures& f, bool high_opacity_known) {

@@ -50,6 +50,11 @@ struct LungFigures {
   double high_opacity_ml = 0, high_opacity_percent = 0;
 };
 
+// 100 * voxels / the lung's voxels; 0 without lung.
+inline double percent_of_lung(const LungFigures& lung, int64_t voxels) {
+  return lung.lung_voxels > 0 ? 100.0 * static_cast<double>(voxels) / static_cast<double>(lung.lung_voxels) : 0.0;
+}
+
 struct StudyFigures {
   std::vector<SliceFigures> slices;
   LungFigures right, left, both;

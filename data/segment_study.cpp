@@ -83,11 +83,8 @@ StudyFigures combine(const std::vector<StudyFigures>& parts) {
     }
   }
   for (LungFigures* f : {&all.right, &all.left, &all.both}) {
-    const auto percent_of_lung = [&](int64_t voxels) {
-      return f->lung_voxels > 0 ? 100.0 * static_cast<double>(voxels) / static_cast<double>(f->lung_voxels) : 0.0;
-    };
-    f->opacity_percent = percent_of_lung(f->lesion_voxels);
-    f->high_opacity_percent = percent_of_lung(f->high_opacity_voxels);
+    f->opacity_percent = percent_of_lung(*f, f->lesion_voxels);
+    f->high_opacity_percent = percent_of_lung(*f, f->high_opacity_voxels);
   }
   return all;
 }
