@@ -1,6 +1,8 @@
 #include "model/covidrate_net.h"
 
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace covidrate {
 
@@ -20,28 +22,34 @@ CovidRateNet::CovidRateNet(const NetConfig& config)
            "CovidRateNet: the configuration names " << to_string(config.architecture) << " (use make_network)");
   using model::BlockSite;
   stem_.emplace(BlockSite{store(), costs(), "stem", 1}, "conv", "bn", 1, stem_channels_, 7);
-  add_stage("stem", stem_channels_, 1);
+  add_stage("stem", stem_channels_, 1, {kImageInput}, "7x7 conv, BN, ReLU");
 
   // Encoder; skip_channels[i] is the input of encoding block i, the skip of
-  // the decoding block at the same resolution.
+  // the decoding block at the same resolution (skip_stages[i] its stage).
   std::vector<int> skip_channels;
+  std::vector<std::string> skip_stages;
   int channels = stem_channels_;
+  std::string previous = "stem";
   encoders_.reserve(4);
   for (int i = 0; i < 4; ++i) {
     const int out = scaled_channels(kEncoderChannels[i], config.width);
     const std::string name = "enc" + std::to_string(i + 1);
     encoder_channels_.push_back(out);
     skip_channels.push_back(channels);
+    skip_stages.push_back(previous);
     encoders_.emplace_back(BlockSite{store(), costs(), name, 2 << i}, channels, out, config.se);
-    add_stage(name, out, 2 << i);
+    add_stage(name, out, 2 << i, {previous},
+              config.se ? "2 residual units (stride 2), SE" : "2 residual units (stride 2)");
     channels = out;
+    previous = name;
   }
 
   if (config.cpb) {
     const int out = scaled_channels(kCpbChannels, config.width);
     cpb_.emplace(BlockSite{store(), costs(), "cpb", 16}, channels, out);
-    add_stage("cpb", out, 16);
+    add_stage("cpb", out, 16, {previous}, "1x1 + 3x3 dil. 1, 2, 4, 8, sum");
     channels = out;
+    previous = "cpb";
   }
 
   decoders_.reserve(4);
@@ -51,8 +59,10 @@ CovidRateNet::CovidRateNet(const NetConfig& config)
     decoder_channels_.push_back(out);
     decoders_.emplace_back(BlockSite{store(), costs(), name, 8 >> i}, channels, skip_channels[3 - i], out,
                            config.se);
-    add_stage(name, out, 8 >> i);
+    add_stage(name, out, 8 >> i, {previous, skip_stages[3 - i]},
+              config.se ? "up-conv, concat, 3x3 dil. 2, SE" : "up-conv, concat, 3x3 dil. 2");
     channels = out;
+    previous = name;
   }
 
   add_head(channels);

@@ -89,13 +89,21 @@ int scaled_channels(int channels, double width) {
 SegmentationNet::SegmentationNet(const std::string& name, const NetConfig& config)
     : Module(name), config_(config), store_(std::make_unique<ParameterStore>(config.dtype, config.seed)) {}
 
-void SegmentationNet::add_stage(const std::string& name, int64_t channels, int downscale) {
-  stages_.push_back({name, channels, downscale});
+void SegmentationNet::add_stage(const std::string& stage, int64_t channels, int downscale,
+                                std::vector<std::string> inputs, std::string operation) {
+  CR_CHECK(!inputs.empty(), name() << "::add_stage: " << stage << " reads nothing");
+  for (const std::string& input : inputs) {
+    const bool earlier = std::any_of(stages_.begin(), stages_.end(), [&](const Stage& s) { return s.name == input; });
+    CR_CHECK(input == kImageInput || earlier, name() << "::add_stage: " << stage << " reads '" << input
+                                                     << "', which is neither the image nor an earlier stage");
+  }
+  stages_.push_back({stage, channels, downscale, std::move(inputs), std::move(operation)});
 }
 
 void SegmentationNet::add_head(int channels) {
+  CR_CHECK(!stages_.empty(), name() << "::add_head: no stage before the head");
   head_.emplace(model::make_conv(model::BlockSite{*store_, costs_, "head", 1}, "conv", channels, 1, 1));
-  add_stage("head", 1, 1);
+  add_stage("head", 1, 1, {stages_.back().name}, "1x1 conv, sigmoid");
 }
 
 void SegmentationNet::set_training(bool training) {
@@ -171,7 +179,8 @@ std::vector<StageSummary> SegmentationNet::summary(int64_t height, int64_t width
   check_size((name() + "::summary").c_str(), height, width);
   std::vector<StageSummary> rows;
   for (const Stage& s : stages_)
-    rows.push_back({s.name, Shape{s.channels, height / s.downscale, width / s.downscale}, 0, 0.0});
+    rows.push_back({s.name, Shape{s.channels, height / s.downscale, width / s.downscale}, 0, 0.0, s.inputs,
+                    s.operation});
   auto row_of = [&](const std::string& path) -> StageSummary& {
     for (auto& r : rows)
       if (r.name == stage_of(path)) return r;

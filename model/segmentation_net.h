@@ -59,6 +59,9 @@ std::map<std::string, std::string> architecture_metadata(const NetConfig& config
 // 8 (aligned rows for vectorized and tensor-core kernels), never below 8.
 int scaled_channels(int channels, double width);
 
+// What a stage's `inputs` call the network's input slice.
+inline constexpr const char* kImageInput = "image";
+
 // One row of the model summary: a top-level stage (stem, enc1..4, ...) for an
 // input of H x W.
 struct StageSummary {
@@ -66,6 +69,12 @@ struct StageSummary {
   Shape output;        // [C, H, W] of one image
   int64_t parameters;  // trainable elements
   double flops;        // forward, per image (see SegmentationNet::forward_flops)
+  // The maps it reads: earlier stages' names, or kImageInput. The first is
+  // its main path; any others are skip connections joined by concatenation.
+  // (Declared by each architecture beside its features(); model/architecture_svg.h
+  // draws the graph they make.)
+  std::vector<std::string> inputs;
+  std::string operation;  // what it does, in a few words ("7x7 conv, BN, ReLU")
 };
 
 class SegmentationNet : public Module {
@@ -141,8 +150,10 @@ class SegmentationNet : public Module {
   ParameterStore& store() { return *store_; }
   model::CostLedger& costs() { return costs_; }
   // A row of the summary: parameters and costs whose path starts with
-  // "<name>." are counted in it.
-  void add_stage(const std::string& name, int64_t channels, int downscale);
+  // "<name>." are counted in it. `inputs` name earlier stages (or
+  // kImageInput), the main path first (see StageSummary).
+  void add_stage(const std::string& stage, int64_t channels, int downscale, std::vector<std::string> inputs,
+                 std::string operation);
   // Every network ends alike: a 1x1 conv from `channels` to one logit per pixel
   // ("head.conv", its own summary row), then the sigmoid. Called last, after
   // the layers (the seeded draw of the weights follows the order of creation).
@@ -156,6 +167,8 @@ class SegmentationNet : public Module {
     std::string name;
     int64_t channels;
     int downscale;
+    std::vector<std::string> inputs;
+    std::string operation;
   };
   std::vector<Stage> stages_;
   std::optional<Conv2d> head_;

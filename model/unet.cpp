@@ -1,7 +1,9 @@
 #include "model/unet.h"
 
 #include <algorithm>
+#include <string>
 #include <utility>
+#include <vector>
 
 namespace covidrate {
 
@@ -65,12 +67,15 @@ UNet::UNet(const NetConfig& config) : SegmentationNet("UNet", config) {
   };
 
   int channels = 1;
+  std::vector<std::string> level_stages;  // enc1..enc4, bridge
   for (int i = 0; i < 5; ++i) {
     const int out = scaled_channels(kLevelChannels[i], config.width);
     const std::string name = i < 4 ? "enc" + std::to_string(i + 1) : "bridge";
     encoder_channels_.push_back(out);
     encoders_.push_back(level(BlockSite{store(), costs(), name, 1 << i}, channels, out));
-    add_stage(name, out, 1 << i);
+    add_stage(name, out, 1 << i, {i == 0 ? std::string(kImageInput) : level_stages.back()},
+              i == 0 ? "2 x (3x3 conv, BN, ReLU)" : "max pool, 2 x (3x3, BN, ReLU)");
+    level_stages.push_back(name);
     channels = out;
   }
 
@@ -82,7 +87,8 @@ UNet::UNet(const NetConfig& config) : SegmentationNet("UNet", config) {
     ups_.emplace_back(site, "up_conv", "up_bn", channels, skip, 3);
     if (attention) gates_.emplace_back(site, skip, skip);
     decoders_.push_back(level(site, 2 * skip, skip));
-    add_stage(name, skip, 8 >> i);
+    add_stage(name, skip, 8 >> i, {i == 0 ? "bridge" : "dec" + std::to_string(i), level_stages[3 - i]},
+              attention ? "up-conv, gated concat, 2 x 3x3" : "up-conv, concat, 2 x 3x3");
     channels = skip;
   }
 

@@ -1,12 +1,20 @@
 #include "model/unet_plus_plus.h"
 
 #include <cstdio>
+#include <string>
+#include <vector>
 
 namespace covidrate {
 
 namespace {
 // Zhou et al.'s filters per depth (width 1).
 constexpr int kLevelChannels[] = {32, 64, 128, 256, 512};
+
+std::string node_name(int i, int j) {
+  char name[16];  // "x<i>_<j>" (a chain of std::string + draws a false -Wrestrict from GCC 12)
+  std::snprintf(name, sizeof(name), "x%d_%d", i, j);
+  return name;
+}
 }  // namespace
 
 UNetPlusPlus::UNetPlusPlus(const NetConfig& config)
@@ -21,12 +29,20 @@ UNetPlusPlus::UNetPlusPlus(const NetConfig& config)
     for (int i = 0; i + j <= kDepth; ++i) {
       const int out = channels_[i];
       const int in = j == 0 ? (i == 0 ? 1 : channels_[i - 1]) : j * out + channels_[i + 1];
-      char name[16];  // "x<i>_<j>" (a chain of std::string + draws a false -Wrestrict from GCC 12)
-      std::snprintf(name, sizeof(name), "x%d_%d", i, j);
+      const std::string name = node_name(i, j);
       const model::BlockSite site{store(), costs(), name, 1 << i};
       nodes_[index(i, j)].emplace(Node{model::ConvBnRelu(site, "conv1", "bn1", in, out, 3),
                                        model::ConvBnRelu(site, "conv2", "bn2", out, out, 3)});
-      add_stage(name, out, 1 << i);
+      // Main path: the node above-left (j = 0: the image or the node above,
+      // max-pooled), or the node below-left upsampled; skips: row i's earlier nodes.
+      std::vector<std::string> inputs;
+      if (j == 0) inputs.push_back(i == 0 ? std::string(kImageInput) : node_name(i - 1, 0));
+      else inputs.push_back(node_name(i + 1, j - 1));
+      for (int k = 0; k < j; ++k) inputs.push_back(node_name(i, k));
+      const char* operation = j > 0   ? "upsample, concat, 2 x 3x3"
+                              : i > 0 ? "max pool, 2 x (3x3, BN, ReLU)"
+                                      : "2 x (3x3 conv, BN, ReLU)";
+      add_stage(name, out, 1 << i, std::move(inputs), operation);
     }
   }
   add_head(channels_[0]);

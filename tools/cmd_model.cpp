@@ -1,11 +1,14 @@
-// covidrate model [--arch NAME] [--width W] [--size S] [--no-cpb] [--no-se] [--json]:
+// covidrate model [--arch NAME] [--width W] [--size S] [--no-cpb] [--no-se] [--json] [--svg FILE]:
 // the size and cost of COVID-Rate or a baseline -- parameters, forward GFLOP per
-// slice, and a per-stage table -- without running it.
+// slice, and a per-stage table -- without running it; --svg draws its
+// architecture (model/architecture_svg.h).
 #include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "model/architecture_svg.h"
 #include "model/segmentation_net.h"
 #include "tools/cli.h"
 
@@ -14,7 +17,8 @@ namespace {
 
 void usage(FILE* out) {
   std::fprintf(out,
-               "usage: covidrate model [--arch NAME] [--width W] [--size S] [--no-cpb] [--no-se] [--json]\n\n"
+               "usage: covidrate model [--arch NAME] [--width W] [--size S] [--no-cpb] [--no-se] [--json]\n"
+               "                       [--svg FILE]\n\n"
                "Builds the network (no weights are read) and prints its trainable\n"
                "parameter count and the forward GFLOP of one S x S slice (2 x multiply-adds of\n"
                "the convolutions and SE layers), then a table per stage.\n"
@@ -23,11 +27,22 @@ void usage(FILE* out) {
                "  --size S    slice size, a multiple of 16 (default 512)\n"
                "  --no-cpb    COVID-Rate without context perception boosting\n"
                "  --no-se     COVID-Rate without squeeze-and-excitation\n"
-               "  --json      one JSON object instead of the table\n");
+               "  --json      one JSON object instead of the table\n"
+               "  --svg FILE  also draw the architecture as an SVG picture: every stage with its\n"
+               "              output shape, operation, parameters and GFLOP, the main path and\n"
+               "              the skip connections (written atomically)\n");
 }
 
 std::string shape_text(const Shape& s) {
   return std::to_string(s[0]) + " x " + std::to_string(s[1]) + " x " + std::to_string(s[2]);
+}
+
+// The names and operations are the architectures' own (letters, digits, "_",
+// spaces, commas, parentheses): nothing to escape in JSON.
+std::string joined(const std::vector<std::string>& parts, const char* separator) {
+  std::string out;
+  for (size_t i = 0; i < parts.size(); ++i) out += (i ? separator : "") + parts[i];
+  return out;
 }
 
 void print_text(const SegmentationNet& net, int64_t size) {
@@ -36,10 +51,12 @@ void print_text(const SegmentationNet& net, int64_t size) {
   std::printf("parameters:   %lld\n", static_cast<long long>(net.param_count()));
   std::printf("forward:      %.1f GFLOP per %lld x %lld slice\n\n", total / 1e9,
               static_cast<long long>(size), static_cast<long long>(size));
-  std::printf("%-6s  %-18s  %12s  %9s  %6s\n", "stage", "output (C x H x W)", "parameters", "GFLOP", "share");
+  std::printf("%-6s  %-18s  %12s  %9s  %6s  %s\n", "stage", "output (C x H x W)", "parameters", "GFLOP", "share",
+              "reads (main path, then skips)");
   for (const auto& row : net.summary(size, size))
-    std::printf("%-6s  %-18s  %12lld  %9.2f  %5.1f%%\n", row.name.c_str(), shape_text(row.output).c_str(),
-                static_cast<long long>(row.parameters), row.flops / 1e9, 100.0 * row.flops / total);
+    std::printf("%-6s  %-18s  %12lld  %9.2f  %5.1f%%  %s\n", row.name.c_str(), shape_text(row.output).c_str(),
+                static_cast<long long>(row.parameters), row.flops / 1e9, 100.0 * row.flops / total,
+                joined(row.inputs, ", ").c_str());
 }
 
 void print_json(const SegmentationNet& net, int64_t size) {
@@ -50,10 +67,12 @@ void print_json(const SegmentationNet& net, int64_t size) {
               static_cast<long long>(net.param_count()), net.forward_flops(size, size) / 1e9);
   const auto rows = net.summary(size, size);
   for (size_t i = 0; i < rows.size(); ++i)
-    std::printf("%s{\"name\": \"%s\", \"output\": [%lld, %lld, %lld], \"parameters\": %lld, \"gflop\": %.6f}",
+    std::printf("%s{\"name\": \"%s\", \"output\": [%lld, %lld, %lld], \"parameters\": %lld, \"gflop\": %.6f, "
+                "\"inputs\": [\"%s\"], \"operation\": \"%s\"}",
                 i ? ", " : "", rows[i].name.c_str(), static_cast<long long>(rows[i].output[0]),
                 static_cast<long long>(rows[i].output[1]), static_cast<long long>(rows[i].output[2]),
-                static_cast<long long>(rows[i].parameters), rows[i].flops / 1e9);
+                static_cast<long long>(rows[i].parameters), rows[i].flops / 1e9,
+                joined(rows[i].inputs, "\", \"").c_str(), rows[i].operation.c_str());
   std::printf("]}\n");
 }
 
@@ -63,6 +82,7 @@ int cmd_model(int argc, char** argv) {
   NetConfig config;
   int64_t size = 512;
   bool json = false;
+  std::string svg;
   ArgScanner args(argc, argv);
   while (args.next()) {
     if (args.help()) {
@@ -81,6 +101,8 @@ int cmd_model(int argc, char** argv) {
       }
     } else if (args.is("--json")) {
       json = true;
+    } else if (args.is("--svg")) {
+      svg = args.value();
     } else if (args.is("--width")) {
       config.width = args.number(1e-3, 4);
     } else if (args.is("--size")) {
@@ -93,6 +115,7 @@ int cmd_model(int argc, char** argv) {
   CR_USAGE_CHECK(config.architecture == Architecture::CovidRate || (config.cpb && config.se),
                  "--no-cpb and --no-se are COVID-Rate's; " << to_string(config.architecture) << " has neither");
   const std::unique_ptr<SegmentationNet> net = make_network(config);
+  if (!svg.empty()) save_architecture_svg(svg, *net, size);  // first: a failure prints no table
   if (json) print_json(*net, size);
   else print_text(*net, size);
   return 0;
