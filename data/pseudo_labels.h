@@ -37,12 +37,23 @@ struct PseudoLabelOptions {
   int64_t batch = 4;           // slices per forward pass
   int64_t size = 512;          // the network's input side
   Device device = Device::CPU;
-  // Called after each batch with (slices scored, slices in all).
+  // What computes the scores, as text (the command's: the weights' FNV-1a hash,
+  // the architecture, the precision): a run resumed from OUT.partial must be
+  // given the same, and the same cutoff, threshold, least certainty and size.
+  std::string network_identity;
+  // Called after each batch with (slices scored, slices to score): on a resumed
+  // run the slices still to score, not those scored before.
   std::function<void(int64_t, int64_t)> progress;
+  // Called once, before any work, when the run resumes from OUT.partial, with
+  // (slices scored there, slices in all).
+  std::function<void(int64_t, int64_t)> resumed;
 };
 
 // certainty.csv's note for a picture without lung (ScoredSlice::lung false).
 inline constexpr const char* kNoLungNote = "no lung";
+
+// The work folder beside the output, where an interrupted run resumes.
+inline constexpr const char* kPartialSuffix = ".partial";
 
 struct ScoredSlice {
   std::string name;  // the file stem
@@ -66,6 +77,15 @@ struct ScoredSlice {
 // order given. Throws covidrate::Error naming the file for unreadable pictures,
 // and, before any work, naming both files when two pictures have the same stem
 // (0.jpg and 0.png would both be masks/0.png).
+//
+// With an out_dir the run can be interrupted and resumed (a thousand slices
+// take 15 minutes on two cores): each batch's scores, and the pseudo-labels
+// that may be kept, are journalled in out_dir.partial/ (synced batch by batch)
+// before the next batch starts, and a later call with the same out_dir and
+// settings scores only the pictures not journalled there, then writes the
+// same folder an uninterrupted run writes and removes out_dir.partial.
+// Other settings than the journal's are refused, naming the one that differs.
+// (kPartialSuffix; the journal's layout is in pseudo_labels.cpp.)
 std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const SegmentationNet& net,
                                             const PseudoLabelOptions& options, const std::string& out_dir);
 

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <string>
 #include <vector>
@@ -230,6 +231,122 @@ TEST_CASE("pseudo-labels: bad input is refused by name and leaves no folder") {
   CHECK_THROWS_WITH_AS(data::pictures_in(twins.string()), doctest::Contains("share the name '0'"), Error);
 }
 
+// Every file of a folder, by name, with its bytes.
+std::map<std::string, std::vector<char>> folder_bytes(const std::string& dir) {
+  std::map<std::string, std::vector<char>> files;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) files[fs::relative(e.path(), dir).string()] = test::read_bytes(e.path().string());
+  return files;
+}
+
+TEST_CASE("pseudo-labels: an interrupted run resumes where it stopped and writes what an uninterrupted one writes") {
+  const std::vector<std::string> pictures = unlabelled(6);
+  CovidRateNet net = tiny_net();
+  net.set_training(false);
+  test::TempDir dir;
+  data::PseudoLabelOptions o;
+  o.size = 64;
+  o.batch = 2;
+  o.min_certainty = 0;  // every slice a candidate: each has a pseudo-label in the journal
+  o.top = 3;
+  o.network_identity = "tiny net, seed 5";
+  const std::string reference = dir.file("reference");
+  const std::vector<data::ScoredSlice> whole = data::make_pseudo_labels(pictures, net, o, reference);
+  CHECK_FALSE(fs::exists(reference + data::kPartialSuffix));  // removed once the folder is whole
+
+  // Stopped after two batches (as a kill would stop it, after their lines were synced).
+  const std::string out = dir.file("pseudo"), partial = out + data::kPartialSuffix;
+  data::PseudoLabelOptions stopping = o;
+  stopping.progress = [](int64_t done, int64_t) {
+    if (done == 4) throw Error("stopped");
+  };
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, stopping, out), "stopped", Error);
+  CHECK_FALSE(fs::exists(out));
+  REQUIRE(fs::is_directory(partial));
+  CHECK(std::distance(fs::directory_iterator(partial + "/candidates"), fs::directory_iterator()) == 4);
+  // The run was killed while writing a fifth line: torn, it is cut off and that slice scored again.
+  { std::ofstream(partial + "/scores.txt", std::ios::app) << "0.61 12.5 1 " << fs::path(pictures[4]).stem().string(); }
+
+  // Resumed, it scores the last two, and is stopped again before writing the folder.
+  data::PseudoLabelOptions resuming = o;
+  int64_t scored_before = -1, to_score = -1;
+  resuming.resumed = [&](int64_t scored, int64_t all) {
+    scored_before = scored;
+    CHECK(all == 6);
+  };
+  resuming.progress = [&](int64_t done, int64_t total) {
+    to_score = total;
+    if (done == 2) throw Error("stopped again");
+  };
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, resuming, out), "stopped again", Error);
+  CHECK(scored_before == 4);
+  CHECK(to_score == 2);
+  // Resumed again, every slice is in the journal (the torn line did not garble the lines after it).
+  resuming.progress = [&](int64_t, int64_t total) { to_score = total; };
+  const std::vector<data::ScoredSlice> resumed = data::make_pseudo_labels(pictures, net, resuming, out);
+  CHECK(scored_before == 6);
+  CHECK(to_score == 0);
+  REQUIRE(resumed.size() == whole.size());
+  for (size_t i = 0; i < whole.size(); ++i) {
+    CAPTURE(whole[i].name);
+    CHECK(resumed[i].certainty == whole[i].certainty);  // the journal's 17 digits give the same doubles back
+    CHECK(resumed[i].lesion_percent == whole[i].lesion_percent);
+    CHECK(resumed[i].kept == whole[i].kept);
+  }
+  CHECK(folder_bytes(out) == folder_bytes(reference));
+  CHECK_FALSE(fs::exists(partial));
+}
+
+TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pseudo-label") {
+  const std::vector<std::string> pictures = unlabelled(3);
+  CovidRateNet net = tiny_net();
+  net.set_training(false);
+  test::TempDir dir;
+  data::PseudoLabelOptions o;
+  o.size = 64;
+  o.batch = 1;
+  o.min_certainty = 0;
+  o.network_identity = "tiny";
+  const std::string out = dir.file("pseudo"), partial = out + data::kPartialSuffix;
+  const auto stop_after = [&](int64_t n) {
+    data::PseudoLabelOptions s = o;
+    s.progress = [n](int64_t done, int64_t) {
+      if (done == n) throw Error("stopped");
+    };
+    CHECK_THROWS_AS(data::make_pseudo_labels(pictures, net, s, out), Error);
+    REQUIRE(fs::is_directory(partial));
+  };
+  stop_after(2);
+
+  // Other settings: refused, naming the one that differs; the journal is left as it was.
+  data::PseudoLabelOptions other = o;
+  other.threshold = 0.6;
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, other, out),
+                       doctest::Contains("there 'threshold 0.5', now 'threshold 0.6'"), Error);
+  other = o;
+  other.network_identity = "another";
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, other, out),
+                       doctest::Contains("there 'network tiny', now 'network another'"), Error);
+  CHECK(fs::is_directory(partial));
+  CHECK_FALSE(fs::exists(out));
+
+  // A pseudo-label gone from the journal: its slice is scored again.
+  fs::remove(partial + "/candidates/" + fs::path(pictures[0]).stem().string() + ".png");
+  int64_t to_score = -1;
+  data::PseudoLabelOptions resuming = o;
+  resuming.progress = [&](int64_t, int64_t total) { to_score = total; };
+  CHECK(data::make_pseudo_labels(pictures, net, resuming, out).size() == 3);
+  CHECK(to_score == 2);  // the lost one and the third
+  CHECK(fs::is_regular_file(out + "/masks/" + fs::path(pictures[0]).stem().string() + ".png"));
+
+  // A damaged line (not a torn last one): named, with the way out.
+  fs::remove_all(out);
+  stop_after(2);
+  { std::ofstream(partial + "/scores.txt", std::ios::app) << "certain\n"; }
+  const std::string damaged = "scores.txt line 3 is damaged; remove " + partial;
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, o, out), doctest::Contains(damaged.c_str()), Error);
+}
+
 TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its usage errors") {
   test::TempDir dir;
   const std::string weights = dir.file("w.safetensors");
@@ -275,6 +392,49 @@ TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its us
   CHECK(bad.err.find("slices from") == std::string::npos);
   CHECK_FALSE(fs::exists(dir.file("pl4")));
   CHECK_FALSE(fs::exists(dir.file("pl4.tmp")));
+}
+
+TEST_CASE("covidrate pseudo-label: a run stopped by a bad picture resumes once it is fixed, and ends as a whole run") {
+  test::TempDir dir;
+  const std::string weights = dir.file("w.safetensors");
+  tiny_net().parameters().save(weights, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
+  const fs::path images = dir.file("unlabelled");
+  fs::create_directories(images);
+  for (const std::string& p : unlabelled(3)) fs::copy_file(p, images / fs::path(p).filename());
+  const std::string common = "pseudo-label --weights " + weights + " --images " + images.string() +
+                             " --batch 1 --min-certainty 0 --top 2 --out ";
+  test::ProgramRun run = test::run_covidrate(dir, common + dir.file("reference"));
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+
+  // A mask among the pictures, last by name: three slices are scored before it stops the run.
+  const fs::path mask = images / "zz_mask.png";
+  fs::copy_file(test::data_dir() + "/medseg-semiseg/train/masks/3.png", mask);
+  const std::string out = dir.file("pl"), partial = out + data::kPartialSuffix;
+  run = test::run_covidrate(dir, common + out);
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find("zz_mask.png is not a grey picture") != std::string::npos);
+  CHECK(run.err.find("the slices scored so far are kept in " + partial + "; the same command resumes there") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists(out));
+  CHECK(fs::is_directory(partial));
+
+  fs::remove(mask);
+  run = test::run_covidrate(dir, common + out);
+  REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  CHECK(run.err.find("resuming the run in " + partial + ": 3 of 3 slices scored there") != std::string::npos);
+  CHECK(folder_bytes(out) == folder_bytes(dir.file("reference")));
+  CHECK_FALSE(fs::exists(partial));
+
+  // Resuming with other settings is refused, naming the setting; the journal stays.
+  fs::copy_file(test::data_dir() + "/medseg-semiseg/train/masks/3.png", mask);
+  run = test::run_covidrate(dir, common + dir.file("pl2"));
+  CHECK(run.exit_code == 1);
+  fs::remove(mask);
+  run = test::run_covidrate(dir, common + dir.file("pl2") + " --threshold 0.4");
+  CHECK(run.exit_code == 1);
+  CHECK(run.err.find("there 'threshold 0.5', now 'threshold 0.4'") != std::string::npos);
+  CHECK(fs::is_directory(dir.file("pl2") + data::kPartialSuffix));
+  CHECK_FALSE(fs::exists(dir.file("pl2")));
 }
 
 TEST_CASE("pseudo-labels with the shipped weights on real unlabelled slices") {

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "data/pseudo_labels.h"
+#include "data/report.h"
 #include "model/load_weights.h"
 #include "nn/error.h"
 #include "nn/safetensors.h"
@@ -39,7 +40,9 @@ void usage(FILE* out) {
                "Then fine-tune with: covidrate train ... --init FILE --pseudo OUT\n\n"
                "  --weights FILE       safetensors written by 'covidrate train' (the network to enhance)\n"
                "  --images DIR         the unlabelled slices, from the source the network should adapt to\n"
-               "  --out DIR            a new folder; it appears only once complete\n"
+               "  --out DIR            a new folder; it appears only once complete. Until then the\n"
+               "                       slices scored so far are kept in DIR.partial/, and the same\n"
+               "                       command, run again, resumes there\n"
                "  --min-certainty X    keep predictions whose index is at least X (default %g)\n"
                "  --top N              of those, keep at most the N most certain (default: all)\n"
                "  --cutoff C           the index's probability cut-off (default %g, the paper's)\n"
@@ -106,13 +109,30 @@ int cmd_pseudo_label(int argc, char** argv) {
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
   o.label.size = spec.size;
   o.label.device = o.network.device;
+  // What the scores depend on (the device only by rounding: a run begun on
+  // the CPU may finish on a GPU).
+  o.label.network_identity = "weights fnv1a64 " + data::file_fnv1a64(o.weights) + ", " + describe(spec.config) +
+                             ", input " + std::to_string(spec.size) + ", " + to_string(o.network.precision);
   std::fprintf(stderr, "pseudo-label: %zu slices from %s, weights %s (%s, input %lld), %s, %s\n",
                pictures.size(), o.images.c_str(), o.weights.c_str(), describe(spec.config).c_str(),
                static_cast<long long>(spec.size), to_string(o.network.device), to_string(o.network.precision));
 
   Progress progress("pseudo-label");
   o.label.progress = std::ref(progress);
-  const std::vector<data::ScoredSlice> slices = data::make_pseudo_labels(pictures, *net, o.label, o.out);
+  const std::string partial = o.out + data::kPartialSuffix;
+  o.label.resumed = [&](int64_t scored, int64_t all) {
+    std::fprintf(stderr, "pseudo-label: resuming the run in %s: %lld of %lld slices scored there\n", partial.c_str(),
+                 static_cast<long long>(scored), static_cast<long long>(all));
+  };
+  std::vector<data::ScoredSlice> slices;
+  try {
+    slices = data::make_pseudo_labels(pictures, *net, o.label, o.out);
+  } catch (const Error& e) {
+    progress.end();
+    if (!fs::is_directory(partial)) throw;
+    throw Error(std::string(e.what()) + "\n  the slices scored so far are kept in " + partial +
+                "; the same command resumes there");
+  }
 
   int64_t kept = 0, empty = 0, no_lung = 0;
   double mean_kept = 0;
