@@ -1,5 +1,7 @@
 #include "data/pseudo_labels.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -55,13 +57,22 @@ namespace {
 //                  slice scored again
 //   candidates/    <stem>.png: the pseudo-label (0/255) of each slice that may
 //                  be kept, each written whole before its slice's line
+//   lock           held (flock) by the run writing the journal
 // Without an output folder nothing is journalled and nothing is kept on disk.
 class Journal {
  public:
   Journal(const std::string& out_dir, const std::string& settings)
       : dir_(out_dir + kPartialSuffix), scores_path_((dir_ / "scores.txt").string()) {
+    // One run at a time: a second run into the same --out would cut the
+    // first's line in progress as torn, or find its journal gone at the end.
+    fs::create_directories(dir_);
+    const std::string lock_path = (dir_ / "lock").string();
+    lock_.fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    CR_CHECK(lock_.fd >= 0, "pseudo-label: cannot write " << lock_path << ": " << std::strerror(errno));
+    CR_CHECK(::flock(lock_.fd, LOCK_EX | LOCK_NB) == 0,
+             "pseudo-label: another run is writing " << dir_.string() << " (the same --out); wait for it to end");
     const fs::path settings_path = dir_ / "settings.txt";
-    if (fs::is_directory(dir_) && fs::is_regular_file(settings_path)) {
+    if (fs::is_regular_file(settings_path)) {
       const std::string before = read_text(settings_path.string());
       CR_CHECK(before == settings, "pseudo-label: " << dir_.string()
                                                     << " holds an interrupted run with other settings ("
@@ -70,8 +81,9 @@ class Journal {
                                                        "to start over");
       load();
     } else {
-      // None, or one killed before its settings were written: nothing to resume.
-      fs::remove_all(dir_);
+      // New, or one killed before its settings were written: nothing to resume.
+      fs::remove_all(dir_ / "scores.txt");
+      fs::remove_all(dir_ / "candidates");
       fs::create_directories(dir_ / "candidates");
       write_text_atomically(settings_path.string(), settings);
     }
@@ -143,8 +155,16 @@ class Journal {
     }
   }
 
+  // Closing the descriptor releases the lock, also when the constructor throws.
+  struct LockFile {
+    int fd = -1;
+    ~LockFile() {
+      if (fd >= 0) ::close(fd);
+    }
+  };
   fs::path dir_;
   std::string scores_path_;
+  LockFile lock_;
   std::map<std::string, ScoredSlice> scored_;
   std::string pending_;
   FILE* file_ = nullptr;

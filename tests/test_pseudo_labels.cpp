@@ -339,6 +339,22 @@ TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pse
   CHECK(to_score == 2);  // the lost one and the third
   CHECK(fs::is_regular_file(out + "/masks/" + fs::path(pictures[0]).stem().string() + ".png"));
 
+  // A second run into the same --out while the first is writing its journal: refused.
+  fs::remove_all(out);
+  data::PseudoLabelOptions first = o;
+  bool refused = false;
+  first.progress = [&](int64_t done, int64_t) {
+    if (done != 1) return;
+    try {
+      data::make_pseudo_labels(pictures, net, o, out);
+    } catch (const Error& e) {
+      refused = std::string(e.what()).find("another run is writing " + partial) != std::string::npos;
+    }
+  };
+  CHECK(data::make_pseudo_labels(pictures, net, first, out).size() == 3);
+  CHECK(refused);
+  CHECK(fs::is_regular_file(out + "/certainty.csv"));  // the first was not disturbed
+
   // A damaged line (not a torn last one): named, with the way out.
   fs::remove_all(out);
   stop_after(2);
