@@ -239,17 +239,24 @@ std::map<std::string, std::vector<char>> folder_bytes(const std::string& dir) {
   return files;
 }
 
+// The journalled runs' options: the tiny net's 64 x 64 inputs, every slice a
+// candidate (each has a pseudo-label in the journal).
+data::PseudoLabelOptions journalled(int64_t batch) {
+  data::PseudoLabelOptions o;
+  o.size = 64;
+  o.batch = batch;
+  o.min_certainty = 0;
+  o.network_identity = "tiny";
+  return o;
+}
+
 TEST_CASE("pseudo-labels: an interrupted run resumes where it stopped and writes what an uninterrupted one writes") {
   const std::vector<std::string> pictures = unlabelled(6);
   CovidRateNet net = tiny_net();
   net.set_training(false);
   test::TempDir dir;
-  data::PseudoLabelOptions o;
-  o.size = 64;
-  o.batch = 2;
-  o.min_certainty = 0;  // every slice a candidate: each has a pseudo-label in the journal
+  data::PseudoLabelOptions o = journalled(2);
   o.top = 3;
-  o.network_identity = "tiny net, seed 5";
   const std::string reference = dir.file("reference");
   const std::vector<data::ScoredSlice> whole = data::make_pseudo_labels(pictures, net, o, reference);
   CHECK_FALSE(fs::exists(reference + data::kPartialSuffix));  // removed once the folder is whole
@@ -297,16 +304,12 @@ TEST_CASE("pseudo-labels: an interrupted run resumes where it stopped and writes
   CHECK_FALSE(fs::exists(partial));
 }
 
-TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pseudo-label") {
+TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pseudo-label, a second run") {
   const std::vector<std::string> pictures = unlabelled(3);
   CovidRateNet net = tiny_net();
   net.set_training(false);
   test::TempDir dir;
-  data::PseudoLabelOptions o;
-  o.size = 64;
-  o.batch = 1;
-  o.min_certainty = 0;
-  o.network_identity = "tiny";
+  const data::PseudoLabelOptions o = journalled(1);
   const std::string out = dir.file("pseudo"), partial = out + data::kPartialSuffix;
   const auto stop_after = [&](int64_t n) {
     data::PseudoLabelOptions s = o;
@@ -363,13 +366,23 @@ TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pse
   CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, o, out), doctest::Contains(damaged.c_str()), Error);
 }
 
+// For the command: the tiny net's weights as train writes them, and a folder of
+// three unlabelled slices, in `dir`.
+struct CommandInputs {
+  std::string weights;
+  fs::path images;
+};
+CommandInputs command_inputs(const test::TempDir& dir) {
+  const CommandInputs in{dir.file("w.safetensors"), dir.file("unlabelled")};
+  tiny_net().parameters().save(in.weights, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
+  fs::create_directories(in.images);
+  for (const std::string& p : unlabelled(3)) fs::copy_file(p, in.images / fs::path(p).filename());
+  return in;
+}
+
 TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its usage errors") {
   test::TempDir dir;
-  const std::string weights = dir.file("w.safetensors");
-  tiny_net().parameters().save(weights, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
-  const fs::path images = dir.file("unlabelled");
-  fs::create_directories(images);
-  for (const std::string& p : unlabelled(3)) fs::copy_file(p, images / fs::path(p).filename());
+  const auto [weights, images] = command_inputs(dir);
   noise_picture((images / "noise.png").string());
   const std::string common = "pseudo-label --weights " + weights + " --images " + images.string();
   const test::ProgramRun run = test::run_covidrate(dir, common + " --out " + dir.file("pl") + " --min-certainty 0 --top 2");
@@ -412,11 +425,7 @@ TEST_CASE("covidrate pseudo-label: the command's folder, its summary, and its us
 
 TEST_CASE("covidrate pseudo-label: a run stopped by a bad picture resumes once it is fixed, and ends as a whole run") {
   test::TempDir dir;
-  const std::string weights = dir.file("w.safetensors");
-  tiny_net().parameters().save(weights, {{"width", "0.0625"}, {"cpb", "1"}, {"size", "64"}});
-  const fs::path images = dir.file("unlabelled");
-  fs::create_directories(images);
-  for (const std::string& p : unlabelled(3)) fs::copy_file(p, images / fs::path(p).filename());
+  const auto [weights, images] = command_inputs(dir);
   const std::string common = "pseudo-label --weights " + weights + " --images " + images.string() +
                              " --batch 1 --min-certainty 0 --top 2 --out ";
   test::ProgramRun run = test::run_covidrate(dir, common + dir.file("reference"));
