@@ -398,6 +398,11 @@ static std::string check_batch(const std::string& prefetch) {
   test::ProgramRun run = run_segment(dir, args);
   CHECK(run.exit_code == 1);  // c failed, a and b are done
   CHECK(run.err.find("c failed") != std::string::npos);
+  // The batch's progress after each study but the last: how many, the time a study takes, when it ends.
+  CHECK(run.err.find("segment: 1 of 3 studies done, ") != std::string::npos);
+  CHECK(run.err.find("segment: 2 of 3 studies done, ") != std::string::npos);
+  CHECK(run.err.find(" a study, ETA ") != std::string::npos);
+  CHECK(run.err.find("3 of 3 studies done") == std::string::npos);
   // Each study's line in the studies' order (with prefetch, a's folder is
   // written while b's network runs, and its line printed after).
   REQUIRE(run.out.find("a: opacity") != std::string::npos);

@@ -153,6 +153,17 @@ bool parse_network_option(ArgScanner& args, NetworkOptions& o) {
 Progress::Progress(std::string what, std::string unit)
     : what_(std::move(what)), unit_(std::move(unit)), tty_(::isatty(::fileno(stderr))) {}
 
+std::string duration_text(double seconds) {
+  if (!(seconds >= 0 && seconds < 1e9)) return "?";  // NaN, negative, or beyond llround's reach
+  char buf[48];
+  const long long s = std::llround(seconds), minutes = (s + 30) / 60;
+  if (seconds < 9.95) std::snprintf(buf, sizeof buf, "%.1f s", seconds);
+  else if (s < 90) std::snprintf(buf, sizeof buf, "%lld s", s);
+  else if (minutes < 90) std::snprintf(buf, sizeof buf, "%lld min", minutes);
+  else std::snprintf(buf, sizeof buf, "%lld h %02lld min", minutes / 60, minutes % 60);
+  return buf;
+}
+
 void Progress::operator()(int64_t done, int64_t total) {
   if (done == 0) {
     start_ = std::chrono::steady_clock::now();
@@ -166,9 +177,9 @@ void Progress::operator()(int64_t done, int64_t total) {
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
   const double rate = static_cast<double>(done) / std::max(s, 1e-9);
-  std::fprintf(stderr, "%s%s: %lld/%lld %s, %.1f %s/s, ETA %.0f s   %s", tty_ ? "\r" : "", what_.c_str(),
+  std::fprintf(stderr, "%s%s: %lld/%lld %s, %.1f %s/s, ETA %s   %s", tty_ ? "\r" : "", what_.c_str(),
                static_cast<long long>(done), static_cast<long long>(total), unit_.c_str(), rate, unit_.c_str(),
-               static_cast<double>(total - done) / rate, tty_ && done < total ? "" : "\n");
+               duration_text(static_cast<double>(total - done) / rate).c_str(), tty_ && done < total ? "" : "\n");
   open_line_ = tty_ && done < total;
 }
 

@@ -3,6 +3,7 @@
 // The pipeline is data/segment_pipeline.h; the study folder data/segment_study.h;
 // the figures and pictures data/report.h; docs/segment.md describes the outputs.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -271,6 +272,19 @@ int cmd_segment(int argc, char** argv) {
   for (size_t i = 0; i < plan.studies.size(); ++i)
     if (!fs::exists(fs::path(o.out) / plan.studies[i].name)) todo.push_back(i);
   const bool overlap = o.prefetch < 0 ? o.network.device == Device::CUDA : o.prefetch == 1;
+  // The batch's progress after each study this run does (done or failed): how
+  // many of them, the time a study takes, and when the batch will end.
+  const auto batch_start = std::chrono::steady_clock::now();
+  size_t finished = 0;
+  const auto study_finished = [&] {
+    ++finished;
+    if (todo.size() < 2 || finished >= todo.size()) return;
+    const double each =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - batch_start).count() / finished;
+    std::fprintf(stderr, "segment: %zu of %zu studies done%s, %s a study, ETA %s\n", finished, todo.size(),
+                 failed > 0 ? (" (" + std::to_string(failed) + " failed)").c_str() : "", duration_text(each).c_str(),
+                 duration_text(each * static_cast<double>(todo.size() - finished)).c_str());
+  };
   std::future<data::PreparedStudy> next;
   size_t next_todo = 0;  // index into todo of the study `next` prepares
   const auto prepare_next = [&] {
@@ -293,6 +307,7 @@ int cmd_segment(int argc, char** argv) {
       std::fprintf(stderr, "segment: %s failed: %s\n", writing_name.c_str(), error_text(e).c_str());
       ++failed;
     }
+    study_finished();
   };
   // An error that ends the whole batch (not one study's: those are caught in
   // the loop) still lets the study being written finish and print its line
@@ -365,12 +380,14 @@ int cmd_segment(int argc, char** argv) {
       std::fflush(stdout);
       print_warnings(r.run);
       csv += data::summary_csv_row(r.figures, r.run);
+      study_finished();
     } catch (const std::exception& e) {
       finish_writing();  // the study before's line first
       // One unreadable study must not cost the others (a covidrate::Error, or
       // a filesystem error such as a symbolic link loop in its folder).
       std::fprintf(stderr, "segment: %s failed: %s\n", study.name.c_str(), error_text(e).c_str());
       ++failed;
+      study_finished();
     }
   }
   finish_writing();
