@@ -9,12 +9,14 @@
 #include <sys/wait.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 
 #include "data/dicom.h"
 #include "data/image2d.h"
@@ -488,6 +490,41 @@ TEST_CASE("batch with --prefetch: a study folder that appears during the run doe
     CHECK(member(report, "study").text == name);
     CHECK(member(member(report, "input"), "path").text == studies + "/" + name + ".nii.gz");
   }
+}
+
+TEST_CASE("one run at a time into an output folder: a second is refused, naming the first") {
+  // The first run: a batch (its folder is made at the start) of the 8-slice
+  // sample with the shipped full-width network, seconds of work on the CPU.
+  test::TempDir dir;
+  const std::string studies = dir.file("studies"), out = dir.file("out");
+  fs::create_directories(studies);
+  fs::copy(test::source_dir() + "/examples/ricord-sample", studies + "/sample");
+  const std::string first_log = dir.file("first.txt");
+  REQUIRE(std::system((test::covidrate_program() + " segment " + studies + " --out " + out + " > " + first_log +
+                       " 2>&1 &")
+                          .c_str()) == 0);
+  bool started = false;
+  for (int i = 0; i < 600 && !started; ++i) {  // up to a minute for the weights to load
+    started = fs::exists(out);
+    if (!started) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(started);
+  // The same folder spelled another way, while the first is at its network (about 7 s).
+  const test::ProgramRun second = run_segment(dir, studies + " --out " + dir.path() + "/./out/");
+  CHECK(second.exit_code == 1);
+  CHECK(second.err.find("another covidrate run (process ") != std::string::npos);
+  CHECK(second.err.find("is writing " + out) != std::string::npos);
+  // The first is undisturbed; once it ends the folder is free again (its study is then skipped).
+  bool ended = false;
+  for (int i = 0; i < 1200 && !ended; ++i) {  // up to two minutes
+    ended = test::read_text_file(first_log).find("summary in") != std::string::npos;
+    if (!ended) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  REQUIRE(ended);
+  CHECK(test::read_text_file(first_log).find("1 study, 0 failed") != std::string::npos);
+  const test::ProgramRun third = run_segment(dir, studies + " --out " + out);
+  CHECK(third.exit_code == 0);
+  CHECK(third.err.find("sample already done, skipped") != std::string::npos);
 }
 
 TEST_CASE("a sagittal stack is read as axial slices, exactly, and its masks go back on its own grid") {

@@ -1,5 +1,8 @@
 #include "tools/cli.h"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -92,6 +95,56 @@ void check_output_folder(const std::string& command, const std::string& option, 
     if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report
     if (p == p.parent_path()) return;
   }
+}
+
+OutputLock::OutputLock(const std::string& command, const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::path target = fs::absolute(path, ec);
+  const fs::path resolved = fs::weakly_canonical(target, ec);  // links in the folders above
+  if (!ec) target = resolved;
+  const std::string key = target.lexically_normal().string();
+  uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a
+  for (const unsigned char c : key) hash = (hash ^ c) * 0x100000001b3ull;
+  char name[48];
+  std::snprintf(name, sizeof name, "covidrate-out-%016llx.lock", static_cast<unsigned long long>(hash));
+  const fs::path dir = fs::temp_directory_path(ec);
+  if (ec) return;
+  lock_path_ = (dir / name).string();
+  // The holder removes the file when it is done (no lock files pile up), so a
+  // run may lock a file just unlinked: it then finds the path naming another
+  // file (or none) and tries again on the new one.
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) break;  // unusable: run without the lock
+    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
+      char holder[32] = {};
+      const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
+      const std::string pid = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
+      ::close(fd_);
+      fd_ = -1;
+      CR_FAIL(command << ": another covidrate run" << (pid.empty() ? "" : " (process " + pid + ")")
+                      << " is writing " << key << "; wait for it to end, or choose another output");
+    }
+    struct stat held {}, named {};
+    if (::fstat(fd_, &held) == 0 && ::stat(lock_path_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
+        held.st_ino == named.st_ino) {
+      // Who holds it, for the message above.
+      const std::string pid = std::to_string(::getpid());
+      const bool said = ::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) == std::ssize(pid);
+      (void)said;  // best effort: the lock works without it (a full disk)
+      return;
+    }
+    ::close(fd_);
+    fd_ = -1;
+  }
+  lock_path_.clear();
+}
+
+OutputLock::~OutputLock() {
+  if (fd_ < 0) return;
+  ::unlink(lock_path_.c_str());  // while still held: the next run makes a new file
+  ::close(fd_);
 }
 
 bool ArgScanner::next() {

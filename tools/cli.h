@@ -87,6 +87,28 @@ struct TempFolder {
 // `command`, `option`, the path and the file in the way.
 void check_output_folder(const std::string& command, const std::string& option, const std::string& path);
 
+// One run at a time per output folder, held for the life of the command:
+//   OutputLock lock("segment", out);
+// A second covidrate run given the same folder (however spelled: the absolute,
+// normalized path counts) is refused, naming the process that holds it. Two
+// runs into one folder would each clear and rename the other's half-written
+// study or checkpoint. The lock is an flock on a file in the temporary folder
+// named after that path, so the user's folders get no lock files and the
+// kernel releases it when the process ends, however it ends (the file is
+// removed by a run that ends normally). Where the temporary folder cannot be
+// used, the run goes on without it.
+class OutputLock {
+ public:
+  OutputLock(const std::string& command, const std::string& path);
+  ~OutputLock();
+  OutputLock(const OutputLock&) = delete;
+  OutputLock& operator=(const OutputLock&) = delete;
+
+ private:
+  int fd_ = -1;
+  std::string lock_path_;
+};
+
 // The loop over a command's arguments, the same in every command:
 //   ArgScanner args(argc, argv);
 //   while (args.next()) {

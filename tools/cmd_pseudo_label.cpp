@@ -99,6 +99,7 @@ int cmd_pseudo_label(int argc, char** argv) {
     usage(stdout);
     return 0;
   }
+  const OutputLock lock("pseudo-label", o.out);
   // Refused before the slow part, not after it.
   CR_CHECK(!fs::exists(o.out), "pseudo-label: " << o.out << " already exists; choose another --out");
   check_output_folder("pseudo-label", "--out", o.out);

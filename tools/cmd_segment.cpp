@@ -211,6 +211,8 @@ int cmd_segment(int argc, char** argv) {
   const data::InputPlan plan = data::plan_inputs(o.inputs, o.out);
   for (const std::string& folder : plan.passed_over)
     std::fprintf(stderr, "segment: %s holds no image file, passed over\n", folder.c_str());
+  // One run at a time into a folder: before looking at what is there.
+  const OutputLock lock("segment", o.out);
   // A single study's folder is never replaced; a batch resumes into its folder.
   CR_CHECK(plan.batch || !fs::exists(o.out), "segment: " << o.out << " already exists; choose another --out");
   check_output_folder("segment", "--out", o.out);
@@ -393,8 +395,8 @@ int cmd_segment(int argc, char** argv) {
   finish_writing();
   const fs::path summary = fs::path(o.out) / "summary.csv";
   write_text_atomically(summary.string(), csv);
-  std::fprintf(stderr, "segment: %zu studies, %d failed; summary in %s\n", plan.studies.size(), failed,
-               summary.string().c_str());
+  std::fprintf(stderr, "segment: %zu stud%s, %d failed; summary in %s\n", plan.studies.size(),
+               plan.studies.size() == 1 ? "y" : "ies", failed, summary.string().c_str());
   return failed == 0 ? 0 : 1;
 }
 

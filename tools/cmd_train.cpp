@@ -446,6 +446,7 @@ int cmd_train(int argc, char** argv) {
       return 0;
     }
   Settings s = parse(argc, argv);
+  const OutputLock lock("train", s.out);  // a second run (a --resume) into the folder would write over this one's
   check_output_folder("train", "--out", s.out);
   check_run_folder(s);
   s.train.lungs_only = s.lungs;
