@@ -1,12 +1,11 @@
 #include "data/pseudo_labels.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -21,9 +20,11 @@
 #include "data/overlay.h"
 #include "data/prepare.h"
 #include "data/read_any.h"
+#include "data/report.h"
 #include "kernels/ops.h"
 #include "nn/autograd.h"
 #include "nn/error.h"
+#include "nn/file_lock.h"
 #include "nn/text_file.h"
 
 namespace covidrate::data {
@@ -50,27 +51,38 @@ namespace {
 // The journal of a run with an output folder, OUT.partial/:
 //   settings.txt   what the scores depend on (the network, size, cutoff,
 //                  threshold, least certainty); a resumed run must match it
-//   scores.txt     a line per scored slice, "certainty lesion% lung name"
-//                  (numbers to 17 digits: read back, they are the same
-//                  doubles), appended and synced after each batch; a torn last
-//                  line (the run killed while writing it) is cut off and its
-//                  slice scored again
+//   scores.txt     a line per scored slice: "certainty lesion% lung picture-hash
+//                  name" (numbers to 17 digits: read back, they are the same
+//                  doubles; the hash is the picture file's FNV-1a, so a picture
+//                  replaced under the same name is scored again; the name is the
+//                  rest of the line, spaces and all), appended and synced after
+//                  each batch. Reading stops at the first line that does not
+//                  parse (one torn by a kill, or garbage after a power cut): it
+//                  and every line after it are cut off and their slices scored
+//                  again
 //   candidates/    <stem>.png: the pseudo-label (0/255) of each slice that may
-//                  be kept, each written whole before its slice's line
-//   lock           held (flock) by the run writing the journal
+//                  be kept, written before its slice's line; one that does not
+//                  read back whole is scored again
+//   lock           a FileLock held by the run writing the journal
 // Without an output folder nothing is journalled and nothing is kept on disk.
 class Journal {
  public:
+  // A journalled slice: its score, and the hash of the picture it was made from.
+  struct Entry {
+    ScoredSlice score;
+    std::string picture_hash;
+  };
+
   Journal(const std::string& out_dir, const std::string& settings)
       : dir_(out_dir + kPartialSuffix), scores_path_((dir_ / "scores.txt").string()) {
     // One run at a time: a second run into the same --out would cut the
     // first's line in progress as torn, or find its journal gone at the end.
     fs::create_directories(dir_);
-    const std::string lock_path = (dir_ / "lock").string();
-    lock_.fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    CR_CHECK(lock_.fd >= 0, "pseudo-label: cannot write " << lock_path << ": " << std::strerror(errno));
-    CR_CHECK(::flock(lock_.fd, LOCK_EX | LOCK_NB) == 0,
-             "pseudo-label: another run is writing " << dir_.string() << " (the same --out); wait for it to end");
+    const FileLock::Outcome locked = lock_.acquire((dir_ / "lock").string());
+    CR_CHECK(locked != FileLock::Outcome::HeldByOther,
+             "pseudo-label: another run" << (lock_.holder().empty() ? "" : " (process " + lock_.holder() + ")")
+                                         << " is writing " << dir_.string() << " (the same --out); wait for it to end");
+    CR_CHECK(locked == FileLock::Outcome::Held, "pseudo-label: " << lock_.why());
     const fs::path settings_path = dir_ / "settings.txt";
     if (fs::is_regular_file(settings_path)) {
       const std::string before = read_text(settings_path.string());
@@ -96,18 +108,18 @@ class Journal {
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
-  // The journalled score of a slice, or nullptr.
-  const ScoredSlice* scored(const std::string& name) const {
-    const auto it = scored_.find(name);
-    return it == scored_.end() ? nullptr : &it->second;
+  // The journalled entry of a slice, or nullptr.
+  const Entry* entry(const std::string& name) const {
+    const auto it = entries_.find(name);
+    return it == entries_.end() ? nullptr : &it->second;
   }
   std::string candidate_path(const std::string& name) const { return (dir_ / "candidates" / (name + ".png")).string(); }
 
-  void add(const ScoredSlice& s) {
+  void add(const ScoredSlice& s, const std::string& picture_hash) {
     CR_CHECK(s.name.find('\n') == std::string::npos, "pseudo-label: " << s.path << ": a line break in the name");
     char numbers[96];
     std::snprintf(numbers, sizeof numbers, "%.17g %.17g %d ", s.certainty, s.lesion_percent, s.lung ? 1 : 0);
-    pending_ += numbers + s.name + "\n";
+    pending_ += numbers + picture_hash + " " + s.name + "\n";
   }
   // The batch's lines on disk, synced: after this an interruption loses nothing of it.
   void commit() {
@@ -116,7 +128,17 @@ class Journal {
     CR_CHECK(ok, "pseudo-label: cannot write " << scores_path_ << ": " << std::strerror(errno));
     pending_.clear();
   }
-  const fs::path& dir() const { return dir_; }
+  // The run is over and its folder written: the journal goes, the lock last
+  // (held until then, so that no other run starts on a journal being removed).
+  void remove() {
+    if (file_) std::fclose(file_), file_ = nullptr;
+    std::error_code ec;
+    fs::remove(dir_ / "scores.txt", ec);
+    fs::remove(dir_ / "settings.txt", ec);
+    fs::remove_all(dir_ / "candidates", ec);
+    lock_.release();       // removes the lock file, then unlocks
+    fs::remove(dir_, ec);  // only if empty: a run that came in meanwhile keeps its files
+  }
 
  private:
   static std::string read_text(const std::string& path) {
@@ -135,40 +157,64 @@ class Journal {
       if (la != lb || ga != gb) return "there '" + (ga ? la : "") + "', now '" + (gb ? lb : "") + "'";
     }
   }
-  void load() {
-    std::string text = read_text(scores_path_);
-    const size_t whole = text.rfind('\n') == std::string::npos ? 0 : text.rfind('\n') + 1;
-    if (whole < text.size()) fs::resize_file(scores_path_, whole);  // a torn last line: scored again
-    std::istringstream in(text.substr(0, whole));
-    std::string line;
-    for (int number = 1; std::getline(in, line); ++number) {
-      ScoredSlice s;
-      int lung = 0, name_at = 0;
-      const bool parsed = std::sscanf(line.c_str(), "%lf %lf %d %n", &s.certainty, &s.lesion_percent, &lung,
-                                      &name_at) == 3 &&
-                          name_at > 0 && static_cast<size_t>(name_at) < line.size() && (lung == 0 || lung == 1);
-      CR_CHECK(parsed, "pseudo-label: " << scores_path_ << " line " << number
-                                        << " is damaged; remove " << dir_.string() << " to start over");
-      s.lung = lung == 1;
-      s.name = line.substr(static_cast<size_t>(name_at));
-      scored_[s.name] = s;
+  // One line of scores.txt (without its '\n'), or nothing when it does not parse.
+  static std::optional<Entry> parse(const std::string& line) {
+    // Four fields, each ended by one space, then the name: the rest of the line.
+    std::string fields[4];
+    size_t at = 0;
+    for (std::string& f : fields) {
+      const size_t space = line.find(' ', at);
+      if (space == std::string::npos || space == at) return std::nullopt;
+      f = line.substr(at, space - at);
+      at = space + 1;
     }
+    Entry e;
+    const auto number = [](const std::string& text, double& value) {
+      const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+      return error == std::errc() && end == text.data() + text.size() && std::isfinite(value);
+    };
+    if (!number(fields[0], e.score.certainty) || !number(fields[1], e.score.lesion_percent)) return std::nullopt;
+    if (fields[2] != "0" && fields[2] != "1") return std::nullopt;
+    if (fields[3].size() != 16 || fields[3].find_first_not_of("0123456789abcdef") != std::string::npos)
+      return std::nullopt;
+    if (at >= line.size()) return std::nullopt;
+    e.score.lung = fields[2] == "1";
+    e.picture_hash = fields[3];
+    e.score.name = line.substr(at);
+    return e;
+  }
+  void load() {
+    const std::string text = read_text(scores_path_);
+    size_t good = 0;  // bytes of whole, parsed lines
+    while (good < text.size()) {
+      const size_t end = text.find('\n', good);
+      if (end == std::string::npos) break;  // torn
+      const std::optional<Entry> e = parse(text.substr(good, end - good));
+      if (!e) break;  // damaged: from here on, scored again
+      entries_[e->score.name] = *e;
+      good = end + 1;
+    }
+    if (good < text.size()) fs::resize_file(scores_path_, good);
   }
 
-  // Closing the descriptor releases the lock, also when the constructor throws.
-  struct LockFile {
-    int fd = -1;
-    ~LockFile() {
-      if (fd >= 0) ::close(fd);
-    }
-  };
   fs::path dir_;
   std::string scores_path_;
-  LockFile lock_;
-  std::map<std::string, ScoredSlice> scored_;
+  FileLock lock_;  // released by its destructor also when the constructor throws
+  std::map<std::string, Entry> entries_;
   std::string pending_;
   FILE* file_ = nullptr;
 };
+
+// Whether a journalled pseudo-label reads back whole: a picture, at the size of
+// the slice's picture.
+bool reads_back(const std::string& candidate, const Volume& picture) {
+  try {
+    const Volume mask = read_image(candidate);
+    return mask.nx == picture.nx && mask.ny == picture.ny && mask.nz == 1;
+  } catch (const Error&) {
+    return false;
+  }
+}
 
 bool may_be_kept(const ScoredSlice& s, const PseudoLabelOptions& o) {
   return s.lung && s.certainty > 0 && s.certainty >= o.min_certainty;
@@ -251,16 +297,20 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
   const int64_t size = o.size;
   std::vector<ScoredSlice> slices(pictures.size());
   std::vector<size_t> todo;  // into slices: not in the journal
+  std::vector<std::string> hashes(pictures.size());  // of the picture files, with a journal
   for (size_t i = 0; i < pictures.size(); ++i) {
     ScoredSlice& s = slices[i];
     s.path = pictures[i];
     s.name = fs::path(s.path).stem().string();
-    const ScoredSlice* before = journal ? journal->scored(s.name) : nullptr;
-    // A candidate whose pseudo-label is gone is scored again.
-    if (before && (!may_be_kept(*before, o) || fs::is_regular_file(journal->candidate_path(s.name)))) {
-      s.certainty = before->certainty;
-      s.lesion_percent = before->lesion_percent;
-      s.lung = before->lung;
+    if (journal) hashes[i] = file_fnv1a64(s.path);
+    const Journal::Entry* before = journal ? journal->entry(s.name) : nullptr;
+    // Taken from the journal when made from this very picture, with its
+    // pseudo-label, if it may be kept, there whole.
+    if (before && before->picture_hash == hashes[i] &&
+        (!may_be_kept(before->score, o) || reads_back(journal->candidate_path(s.name), read_image(s.path)))) {
+      s.certainty = before->score.certainty;
+      s.lesion_percent = before->score.lesion_percent;
+      s.lung = before->score.lung;
     } else {
       todo.push_back(i);
     }
@@ -307,7 +357,7 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
       s.lesion_percent = 100.0 * static_cast<double>(lesion) / static_cast<double>(p.size());
       if (journal) {
         if (may_be_kept(s, o)) write_png_gray(journal->candidate_path(s.name), mask.data(), images[k].nx, images[k].ny);
-        journal->add(s);
+        journal->add(s, hashes[todo[first + k]]);
       }
     }
     if (journal) journal->commit();
@@ -324,10 +374,7 @@ std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pict
   for (const size_t i : kept) slices[i].kept = true;
   if (journal) {
     write_folder(out_dir, slices, kept, *journal);
-    const fs::path dir = journal->dir();
-    journal.reset();  // closes scores.txt
-    std::error_code ec;
-    fs::remove_all(dir, ec);  // the folder is whole; a journal left behind would only be refused next time
+    journal->remove();  // the folder is whole; a journal left behind would only be refused next time
   }
   return slices;
 }

@@ -304,7 +304,7 @@ TEST_CASE("pseudo-labels: an interrupted run resumes where it stopped and writes
   CHECK_FALSE(fs::exists(partial));
 }
 
-TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pseudo-label, a second run") {
+TEST_CASE("pseudo-labels: a journal of other settings, damaged lines, lost pseudo-labels, a second run") {
   const std::vector<std::string> pictures = unlabelled(3);
   CovidRateNet net = tiny_net();
   net.set_training(false);
@@ -312,12 +312,26 @@ TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pse
   const data::PseudoLabelOptions o = journalled(1);
   const std::string out = dir.file("pseudo"), partial = out + data::kPartialSuffix;
   const auto stop_after = [&](int64_t n) {
+    fs::remove_all(out);
     data::PseudoLabelOptions s = o;
     s.progress = [n](int64_t done, int64_t) {
       if (done == n) throw Error("stopped");
     };
     CHECK_THROWS_AS(data::make_pseudo_labels(pictures, net, s, out), Error);
     REQUIRE(fs::is_directory(partial));
+  };
+  // Resumes the journal; returns how many slices it scored.
+  const auto resume = [&] {
+    int64_t to_score = -1;
+    data::PseudoLabelOptions resuming = o;
+    resuming.progress = [&](int64_t, int64_t total) { to_score = total; };
+    CHECK(data::make_pseudo_labels(pictures, net, resuming, out).size() == 3);
+    CHECK(fs::is_regular_file(out + "/certainty.csv"));
+    CHECK_FALSE(fs::exists(partial));
+    return to_score;
+  };
+  const auto candidate = [&](size_t i) {
+    return partial + "/candidates/" + fs::path(pictures[i]).stem().string() + ".png";
   };
   stop_after(2);
 
@@ -333,14 +347,23 @@ TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pse
   CHECK(fs::is_directory(partial));
   CHECK_FALSE(fs::exists(out));
 
-  // A pseudo-label gone from the journal: its slice is scored again.
-  fs::remove(partial + "/candidates/" + fs::path(pictures[0]).stem().string() + ".png");
-  int64_t to_score = -1;
-  data::PseudoLabelOptions resuming = o;
-  resuming.progress = [&](int64_t, int64_t total) { to_score = total; };
-  CHECK(data::make_pseudo_labels(pictures, net, resuming, out).size() == 3);
-  CHECK(to_score == 2);  // the lost one and the third
-  CHECK(fs::is_regular_file(out + "/masks/" + fs::path(pictures[0]).stem().string() + ".png"));
+  // Pseudo-labels gone, or emptied (as a power cut can leave a file not yet
+  // written out): their slices are scored again, with the third.
+  fs::remove(candidate(0));
+  fs::resize_file(candidate(1), 0);
+  CHECK(resume() == 3);
+
+  // A damaged line is where reading stops: it and the lines after it are scored again.
+  stop_after(2);
+  { std::ofstream(partial + "/scores.txt", std::ios::app) << "certain\n"; }
+  CHECK(resume() == 1);
+  stop_after(2);
+  {  // the first line's bytes turned to zeros
+    std::string text = test::read_text_file(partial + "/scores.txt");
+    std::fill(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(text.find('\n')), '\0');
+    std::ofstream(partial + "/scores.txt", std::ios::binary | std::ios::trunc) << text;
+  }
+  CHECK(resume() == 3);
 
   // A second run into the same --out while the first is writing its journal: refused.
   fs::remove_all(out);
@@ -351,19 +374,62 @@ TEST_CASE("pseudo-labels: a journal of other settings, a damaged one, a lost pse
     try {
       data::make_pseudo_labels(pictures, net, o, out);
     } catch (const Error& e) {
-      refused = std::string(e.what()).find("another run is writing " + partial) != std::string::npos;
+      const std::string what = e.what();
+      refused = what.find("another run (process ") != std::string::npos &&
+                what.find("is writing " + partial) != std::string::npos;
     }
   };
   CHECK(data::make_pseudo_labels(pictures, net, first, out).size() == 3);
   CHECK(refused);
   CHECK(fs::is_regular_file(out + "/certainty.csv"));  // the first was not disturbed
+}
 
-  // A damaged line (not a torn last one): named, with the way out.
-  fs::remove_all(out);
-  stop_after(2);
-  { std::ofstream(partial + "/scores.txt", std::ios::app) << "certain\n"; }
-  const std::string damaged = "scores.txt line 3 is damaged; remove " + partial;
-  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, o, out), doctest::Contains(damaged.c_str()), Error);
+TEST_CASE("pseudo-labels: resumed with names of spaces, and with a picture replaced under its name") {
+  CovidRateNet net = tiny_net();
+  net.set_training(false);
+  test::TempDir dir;
+  const std::vector<std::string> sources = unlabelled(3);
+  // A source slice as a PNG, mirrored on request (the same size, other pixels).
+  const auto write_picture = [](const std::string& source, const std::string& path, bool mirrored) {
+    const data::Volume v = data::read_image(source);
+    std::vector<uint8_t> pixels(v.voxels.size());
+    for (int64_t y = 0; y < v.ny; ++y)
+      for (int64_t x = 0; x < v.nx; ++x)
+        pixels[y * v.nx + x] = static_cast<uint8_t>(v.voxels[y * v.nx + (mirrored ? v.nx - 1 - x : x)]);
+    data::write_png_gray(path, pixels.data(), v.nx, v.ny);
+  };
+  // " a" and "a" differ only by a space, "  " is spaces only: each its own slice.
+  const fs::path images = dir.file("images");
+  fs::create_directories(images);
+  std::vector<std::string> pictures;
+  for (const char* name : {" a.png", "  .png", "a.png"}) {
+    pictures.push_back((images / name).string());
+    write_picture(sources[pictures.size() - 1], pictures.back(), false);
+  }
+  const data::PseudoLabelOptions o = journalled(1);
+  const std::string out = dir.file("pseudo"), partial = out + data::kPartialSuffix;
+  data::PseudoLabelOptions stopping = o;
+  stopping.progress = [](int64_t done, int64_t) {
+    if (done == 2) throw Error("stopped");
+  };
+  CHECK_THROWS_AS(data::make_pseudo_labels(pictures, net, stopping, out), Error);
+  // " a" is replaced by its mirror image under the same name: its score must not be reused.
+  write_picture(sources[0], pictures[0], true);
+  int64_t to_score = -1;
+  data::PseudoLabelOptions resuming = o;
+  resuming.progress = [&](int64_t, int64_t total) { to_score = total; };
+  const std::vector<data::ScoredSlice> resumed = data::make_pseudo_labels(pictures, net, resuming, out);
+  CHECK(to_score == 2);  // " a" again, and "a"
+  const std::vector<data::ScoredSlice> whole = data::make_pseudo_labels(pictures, net, o, dir.file("whole"));
+  REQUIRE(resumed.size() == 3);
+  for (size_t i = 0; i < 3; ++i) {
+    CAPTURE(pictures[i]);
+    CHECK(resumed[i].name == whole[i].name);
+    CHECK(resumed[i].certainty == whole[i].certainty);
+    CHECK(resumed[i].lung == whole[i].lung);
+    CHECK(resumed[i].lesion_percent == whole[i].lesion_percent);
+  }
+  CHECK(folder_bytes(out) == folder_bytes(dir.file("whole")));
 }
 
 // For the command: the tiny net's weights as train writes them, and a folder of

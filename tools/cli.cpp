@@ -1,8 +1,5 @@
 #include "tools/cli.h"
 
-#include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -64,7 +61,9 @@ std::string error_text(const std::exception& e) {
 
 std::string ArgScanner::folder_value() {
   const std::string option = current_;
-  std::string v = value();
+  // "out/", "out/." and "./out" are "out": a folder's name is what goes beside
+  // it (out.tmp, out.partial), and "out/." + ".partial" would land inside it.
+  std::string v = std::filesystem::path(value()).lexically_normal().string();
   while (v.size() > 1 && v.back() == '/') v.pop_back();
   CR_USAGE_CHECK(!v.empty() && v != "/", option << " needs a folder other than '" << v << "'");
   return v;
@@ -97,54 +96,51 @@ void check_output_folder(const std::string& command, const std::string& option, 
   }
 }
 
+namespace {
+
+// Where the output locks live: beside the cuDNN choices, in the user's cache
+// ($XDG_CACHE_HOME/covidrate/locks, else ~/.cache/covidrate/locks), which a
+// user's jobs share even where each gets its own $TMPDIR (a cluster's
+// scheduler), and which no other user can plant links in; else the
+// temporary folder.
+std::filesystem::path lock_folder() {
+  namespace fs = std::filesystem;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return fs::path(xdg) / "covidrate" / "locks";
+  if (const char* home = std::getenv("HOME"); home && *home) return fs::path(home) / ".cache" / "covidrate" / "locks";
+  std::error_code ec;
+  return fs::temp_directory_path(ec) / ("covidrate-locks-" + std::to_string(::getuid()));
+}
+
+}  // namespace
+
 OutputLock::OutputLock(const std::string& command, const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path target = fs::absolute(path, ec);
   const fs::path resolved = fs::weakly_canonical(target, ec);  // links in the folders above
   if (!ec) target = resolved;
-  const std::string key = target.lexically_normal().string();
+  target = target.lexically_normal();
+  if (!target.has_filename()) target = target.parent_path();  // "out/" and "out/." are "out"
+  const std::string key = target.string();
   uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a
   for (const unsigned char c : key) hash = (hash ^ c) * 0x100000001b3ull;
   char name[48];
-  std::snprintf(name, sizeof name, "covidrate-out-%016llx.lock", static_cast<unsigned long long>(hash));
-  const fs::path dir = fs::temp_directory_path(ec);
-  if (ec) return;
-  lock_path_ = (dir / name).string();
-  // The holder removes the file when it is done (no lock files pile up), so a
-  // run may lock a file just unlinked: it then finds the path naming another
-  // file (or none) and tries again on the new one.
-  for (int attempt = 0; attempt < 8; ++attempt) {
-    fd_ = ::open(lock_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) break;  // unusable: run without the lock
-    if (::flock(fd_, LOCK_EX | LOCK_NB) != 0) {
-      char holder[32] = {};
-      const ssize_t n = ::pread(fd_, holder, sizeof holder - 1, 0);
-      const std::string pid = n > 0 ? std::string(holder, static_cast<size_t>(n)) : "";
-      ::close(fd_);
-      fd_ = -1;
-      CR_FAIL(command << ": another covidrate run" << (pid.empty() ? "" : " (process " + pid + ")")
-                      << " is writing " << key << "; wait for it to end, or choose another output");
-    }
-    struct stat held {}, named {};
-    if (::fstat(fd_, &held) == 0 && ::stat(lock_path_.c_str(), &named) == 0 && held.st_dev == named.st_dev &&
-        held.st_ino == named.st_ino) {
-      // Who holds it, for the message above.
-      const std::string pid = std::to_string(::getpid());
-      const bool said = ::ftruncate(fd_, 0) == 0 && ::pwrite(fd_, pid.data(), pid.size(), 0) == std::ssize(pid);
-      (void)said;  // best effort: the lock works without it (a full disk)
+  std::snprintf(name, sizeof name, "out-%016llx.lock", static_cast<unsigned long long>(hash));
+  const fs::path folder = lock_folder();
+  fs::create_directories(folder, ec);
+  switch (lock_.acquire((folder / name).string())) {
+    case FileLock::Outcome::Held:
       return;
-    }
-    ::close(fd_);
-    fd_ = -1;
+    case FileLock::Outcome::HeldByOther:
+      CR_FAIL(command << ": another covidrate run"
+                      << (lock_.holder().empty() ? "" : " (process " + lock_.holder() + ")") << " is writing "
+                      << key << "; wait for it to end, or choose another output");
+    case FileLock::Outcome::Unavailable:
+      // Running is worth more than the lock; but say so.
+      std::fprintf(stderr, "%s: note: running without the lock that keeps a second run out of %s (%s)\n",
+                   command.c_str(), key.c_str(), lock_.why().c_str());
+      return;
   }
-  lock_path_.clear();
-}
-
-OutputLock::~OutputLock() {
-  if (fd_ < 0) return;
-  ::unlink(lock_path_.c_str());  // while still held: the next run makes a new file
-  ::close(fd_);
 }
 
 bool ArgScanner::next() {

@@ -15,6 +15,7 @@
 
 #include "model/load_weights.h"
 #include "nn/device.h"
+#include "nn/file_lock.h"
 
 namespace covidrate::tools {
 
@@ -88,25 +89,20 @@ struct TempFolder {
 void check_output_folder(const std::string& command, const std::string& option, const std::string& path);
 
 // One run at a time per output folder, held for the life of the command:
-//   OutputLock lock("segment", out);
+//   const OutputLock lock("segment", out);
 // A second covidrate run given the same folder (however spelled: the absolute,
 // normalized path counts) is refused, naming the process that holds it. Two
 // runs into one folder would each clear and rename the other's half-written
-// study or checkpoint. The lock is an flock on a file in the temporary folder
-// named after that path, so the user's folders get no lock files and the
-// kernel releases it when the process ends, however it ends (the file is
-// removed by a run that ends normally). Where the temporary folder cannot be
-// used, the run goes on without it.
+// study or checkpoint. The lock is a FileLock (nn/file_lock.h) on a file named
+// after that path in the user's cache (~/.cache/covidrate/locks), so the
+// user's folders get no lock files and a killed run leaves no lock behind.
+// Where no lock can be had, the run goes on and says so.
 class OutputLock {
  public:
   OutputLock(const std::string& command, const std::string& path);
-  ~OutputLock();
-  OutputLock(const OutputLock&) = delete;
-  OutputLock& operator=(const OutputLock&) = delete;
 
  private:
-  int fd_ = -1;
-  std::string lock_path_;
+  FileLock lock_;
 };
 
 // The loop over a command's arguments, the same in every command:
