@@ -208,6 +208,7 @@ std::string duration_text(double seconds) {
   const long long s = std::llround(seconds), minutes = (s + 30) / 60;
   if (seconds < 9.95) std::snprintf(buf, sizeof buf, "%.1f s", seconds);
   else if (s < 90) std::snprintf(buf, sizeof buf, "%lld s", s);
+  else if (seconds < 597) std::snprintf(buf, sizeof buf, "%.1f min", seconds / 60);  // 1.5 min, not "2 min"
   else if (minutes < 90) std::snprintf(buf, sizeof buf, "%lld min", minutes);
   else std::snprintf(buf, sizeof buf, "%lld h %02lld min", minutes / 60, minutes % 60);
   return buf;

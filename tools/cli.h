@@ -173,7 +173,7 @@ void resolve_device(NetworkOptions& o);
 // takes one); false for any other argument.
 bool parse_network_option(ArgScanner& args, NetworkOptions& o);
 
-// A remaining or elapsed time as people say it: "2.5 s", "40 s", "12 min", "2 h 05 min".
+// A remaining or elapsed time as people say it: "2.5 s", "40 s", "1.5 min", "12 min", "2 h 05 min".
 std::string duration_text(double seconds);
 
 // Progress of a long stage on stderr, called with (done, total) units: the
