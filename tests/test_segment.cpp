@@ -525,10 +525,12 @@ TEST_CASE("one run at a time into an output folder: a second is refused, naming 
   const test::ProgramRun third = run_segment(dir, studies + " --out " + out);
   CHECK(third.exit_code == 0);
   CHECK(third.err.find("sample already done, skipped") != std::string::npos);
-  // Where no lock can be had (the locks' folder would be under a file), the run goes on and says so.
+  // Where no lock can be had (the user's cache and the temporary folder both under a file), the run
+  // goes on and says so.
   test::write_bytes(dir.file("not-a-folder"), {'x'});
-  const test::ProgramRun unlocked = test::run_covidrate(dir, "segment " + studies + " --out " + out,
-                                                        "XDG_CACHE_HOME=" + dir.file("not-a-folder"));
+  const test::ProgramRun unlocked = test::run_covidrate(
+      dir, "segment " + studies + " --out " + out,
+      "XDG_CACHE_HOME=" + dir.file("not-a-folder") + " TMPDIR=" + dir.file("not-a-folder"));
   CHECK(unlocked.exit_code == 0);
   CHECK(unlocked.err.find("segment: note: running without the lock that keeps a second run out of " + out) !=
         std::string::npos);

@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <sstream>
+#include <vector>
 
 #include "nn/error.h"
 
@@ -98,17 +99,22 @@ void check_output_folder(const std::string& command, const std::string& option, 
 
 namespace {
 
-// Where the output locks live: beside the cuDNN choices, in the user's cache
-// ($XDG_CACHE_HOME/covidrate/locks, else ~/.cache/covidrate/locks), which a
-// user's jobs share even where each gets its own $TMPDIR (a cluster's
-// scheduler), and which no other user can plant links in; else the
-// temporary folder.
-std::filesystem::path lock_folder() {
+// Where the output locks live, in order of preference: beside the cuDNN
+// choices, in the user's cache ($XDG_CACHE_HOME/covidrate/locks, else
+// ~/.cache/covidrate/locks), which a user's jobs share even where each gets
+// its own $TMPDIR (a cluster's scheduler), and where no other user can plant
+// links; then the temporary folder (a read-only home).
+std::vector<std::filesystem::path> lock_folders() {
   namespace fs = std::filesystem;
-  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg) return fs::path(xdg) / "covidrate" / "locks";
-  if (const char* home = std::getenv("HOME"); home && *home) return fs::path(home) / ".cache" / "covidrate" / "locks";
+  std::vector<fs::path> folders;
+  if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+    folders.push_back(fs::path(xdg) / "covidrate" / "locks");
+  else if (const char* home = std::getenv("HOME"); home && *home)
+    folders.push_back(fs::path(home) / ".cache" / "covidrate" / "locks");
   std::error_code ec;
-  return fs::temp_directory_path(ec) / ("covidrate-locks-" + std::to_string(::getuid()));
+  const fs::path tmp = fs::temp_directory_path(ec);
+  if (!ec) folders.push_back(tmp / ("covidrate-locks-" + std::to_string(::getuid())));
+  return folders;
 }
 
 }  // namespace
@@ -126,21 +132,24 @@ OutputLock::OutputLock(const std::string& command, const std::string& path) {
   for (const unsigned char c : key) hash = (hash ^ c) * 0x100000001b3ull;
   char name[48];
   std::snprintf(name, sizeof name, "out-%016llx.lock", static_cast<unsigned long long>(hash));
-  const fs::path folder = lock_folder();
-  fs::create_directories(folder, ec);
-  switch (lock_.acquire((folder / name).string())) {
-    case FileLock::Outcome::Held:
-      return;
-    case FileLock::Outcome::HeldByOther:
-      CR_FAIL(command << ": another covidrate run"
-                      << (lock_.holder().empty() ? "" : " (process " + lock_.holder() + ")") << " is writing "
-                      << key << "; wait for it to end, or choose another output");
-    case FileLock::Outcome::Unavailable:
-      // Running is worth more than the lock; but say so.
-      std::fprintf(stderr, "%s: note: running without the lock that keeps a second run out of %s (%s)\n",
-                   command.c_str(), key.c_str(), lock_.why().c_str());
-      return;
+  std::string why = "no folder for it";
+  for (const fs::path& folder : lock_folders()) {
+    fs::create_directories(folder, ec);
+    switch (lock_.acquire((folder / name).string())) {
+      case FileLock::Outcome::Held:
+        return;
+      case FileLock::Outcome::HeldByOther:
+        CR_FAIL(command << ": another covidrate run"
+                        << (lock_.holder().empty() ? "" : " (process " + lock_.holder() + ")") << " is writing "
+                        << key << "; wait for it to end, or choose another output");
+      case FileLock::Outcome::Unavailable:
+        why = lock_.why();  // the next folder, if any
+        break;
+    }
   }
+  // Running is worth more than the lock; but say so.
+  std::fprintf(stderr, "%s: note: running without the lock that keeps a second run out of %s (%s)\n",
+               command.c_str(), key.c_str(), why.c_str());
 }
 
 bool ArgScanner::next() {
