@@ -94,9 +94,9 @@ void check_output_folder(const std::string& command, const std::string& option, 
 // normalized path counts) is refused, naming the process that holds it. Two
 // runs into one folder would each clear and rename the other's half-written
 // study or checkpoint. The lock is a FileLock (nn/file_lock.h) on a file named
-// after that path in the user's cache (~/.cache/covidrate/locks), so the
-// user's folders get no lock files and a killed run leaves no lock behind.
-// Where no lock can be had, the run goes on and says so.
+// after that path in the user's cache (~/.cache/covidrate/locks; else the
+// temporary folder), so the user's folders get no lock files and a killed run
+// leaves no lock behind. Where no lock can be had, the run goes on and says so.
 class OutputLock {
  public:
   OutputLock(const std::string& command, const std::string& path);
