@@ -12,7 +12,6 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include "data/dicom_file.h"
 #include "kernels/cpu/threads.h"
@@ -155,19 +154,14 @@ std::string order_slices(Volume& v, std::vector<dicom::FileHeader>& files) {
   return note.str();
 }
 
-// Calls work(k) for every k in [0, n) on up to COVIDRATE_THREADS threads (at
-// most 16: each holds a file and a GDCM reader of its own), each taking the
-// next index as it finishes one. work must not throw.
+// Calls work(k) for every k in [0, n) on the CPU pool (COVIDRATE_THREADS), one
+// file a chunk, so that a thread that finishes a file takes the next one
+// (files differ in how long they take to decode). work must not throw.
 void for_each_file(size_t n, const std::function<void(size_t)>& work) {
-  std::atomic<size_t> next{0};
-  const auto worker = [&] {
-    for (size_t k = next++; k < n; k = next++) work(k);
-  };
-  const size_t threads = std::clamp<size_t>(size_t(cpu::num_threads()), 1, std::max<size_t>(1, std::min<size_t>(n, 16)));
-  std::vector<std::thread> pool;
-  for (size_t t = 1; t < threads; ++t) pool.emplace_back(worker);
-  worker();
-  for (std::thread& t : pool) t.join();
+  const int64_t files = static_cast<int64_t>(n);
+  cpu::parallel_chunks(files, files, [&](int64_t, int64_t begin, int64_t end) {
+    for (int64_t k = begin; k < end; ++k) work(static_cast<size_t>(k));
+  });
 }
 
 // Decodes one single-frame file per slice, on all cores: decompressing a

@@ -12,6 +12,7 @@
 #include "kernels/ops.h"
 #include "nn/error.h"
 #include "nn/json.h"
+#include "nn/text_file.h"
 
 namespace covidrate::data {
 
@@ -51,20 +52,6 @@ std::string lung_json(const LungFigures& f, bool high_opacity_known) {
   else
     json += ", \"high_opacity_percent\": null, \"high_opacity_ml\": null, \"high_opacity_voxels\": null";
   return json + "}";
-}
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -125,17 +112,19 @@ double StudyFigures::mean_certainty_index() const {
   return count > 0 ? sum / static_cast<double>(count) : std::numeric_limits<double>::quiet_NaN();
 }
 
+uint64_t fnv1a64(std::string_view bytes, uint64_t hash) {
+  for (const char c : bytes) hash = (hash ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return hash;
+}
+
 std::string file_fnv1a64(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   CR_CHECK(in, "cannot read " << path);
-  uint64_t hash = 14695981039346656037ull;
+  uint64_t hash = kFnv1a64Basis;
   std::vector<char> buffer(1 << 16);
   while (in) {
     in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      hash ^= static_cast<uint8_t>(buffer[i]);
-      hash *= 1099511628211ull;
-    }
+    hash = fnv1a64(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())), hash);
   }
   char text[17];
   std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
@@ -300,16 +289,16 @@ RgbImage affected_tile(const Volume& ct, const LabelVolume& lungs, const LabelVo
 std::string report_html(const StudyFigures& f, const RunInfo& run) {
   std::ostringstream o;
   const std::vector<int64_t> shown = most_affected_slices(f, 6);
-  o << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>covidrate segment: " << html_escape(run.study)
+  o << "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>covidrate segment: " << xml_escape(run.study)
     << "</title>\n<style>body{font-family:sans-serif;max-width:980px;margin:2em auto}"
        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
        "img{max-width:100%}</style></head><body>\n";
-  o << "<h1>Lesion report: " << html_escape(run.study) << "</h1>\n<p>Input <code>" << html_escape(run.input)
-    << "</code> (" << html_escape(run.input_kind) << ", " << run.nx << " &times; " << run.ny << " &times; " << run.nz
+  o << "<h1>Lesion report: " << xml_escape(run.study) << "</h1>\n<p>Input <code>" << xml_escape(run.input)
+    << "</code> (" << xml_escape(run.input_kind) << ", " << run.nx << " &times; " << run.ny << " &times; " << run.nz
     << ", spacing " << number(run.spacing[0]) << " &times; " << number(run.spacing[1]) << " &times; "
     << number(run.spacing[2]) << " mm" << (run.spacing_known ? "" : " assumed: pictures carry no spacing")
     << ").</p>\n";
-  for (const std::string& w : run.warnings) o << "<p><strong>Warning:</strong> " << html_escape(w) << ".</p>\n";
+  for (const std::string& w : run.warnings) o << "<p><strong>Warning:</strong> " << xml_escape(w) << ".</p>\n";
   o << "<table><tr><th></th><th>opacity</th><th>high opacity</th><th>lesion (mL)</th><th>lung (mL)</th></tr>\n";
   const std::pair<const char*, const LungFigures*> rows[] = {{"both lungs", &f.both}, {"left lung", &f.left},
                                                              {"right lung", &f.right}};
@@ -347,10 +336,10 @@ std::string report_html(const StudyFigures& f, const RunInfo& run) {
     o << ", left to right, top to bottom. Radiological display: the patient's right on the picture's left. "
          "Red: lesion; green: right lung; blue: left lung.</p>\n";
   }
-  o << "<h2>Run</h2>\n<p>Weights <code>" << html_escape(run.weights) << "</code> (FNV-1a " << run.weights_fnv1a64
-    << ", " << html_escape(run.architecture) << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB")
+  o << "<h2>Run</h2>\n<p>Weights <code>" << xml_escape(run.weights) << "</code> (FNV-1a " << run.weights_fnv1a64
+    << ", " << xml_escape(run.architecture) << ", width " << number(run.width) << (run.cpb ? "" : ", no CPB")
     << (run.se ? "" : ", no SE") << ", input " << run.size << ") on "
-    << html_escape(run.device) << " in " << html_escape(run.precision) << ", threshold " << number(run.threshold)
+    << xml_escape(run.device) << " in " << xml_escape(run.precision) << ", threshold " << number(run.threshold)
     << ". Read " << number(run.read_s)
     << " s, lungs " << number(run.lungs_s) << " s, network " << number(run.network_s) << " s, writing "
     << number(run.write_s) << " s, total " << number(run.total_s) << " s.";

@@ -7,6 +7,7 @@
 #include <limits>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "data/network_stages.h"
@@ -102,6 +103,10 @@ struct RunInfo {
   NetworkStages network_stages;  // inside network_s
   std::vector<std::string> outputs;  // file names written into the study folder
 };
+
+// FNV-1a 64-bit hash of `bytes`, continuing from `hash` (the basis for a new one).
+inline constexpr uint64_t kFnv1a64Basis = 14695981039346656037ull;
+uint64_t fnv1a64(std::string_view bytes, uint64_t hash = kFnv1a64Basis);
 
 // FNV-1a 64-bit hash of a file's bytes as 16 hex digits: a cheap fingerprint
 // that tells two weights files apart (not a cryptographic checksum).

@@ -28,18 +28,6 @@ constexpr const char* kSameFill = "#dcefd6";
 constexpr const char* kUpFill = "#fbe0c4";  // coarser -> finer: decoder
 constexpr const char* kImageFill = "#ffffff";
 
-std::string escaped(const std::string& text) {
-  std::string out;
-  for (const char c : text) {
-    if (c == '&') out += "&amp;";
-    else if (c == '<') out += "&lt;";
-    else if (c == '>') out += "&gt;";
-    else if (c == '\'') out += "&apos;";
-    else out += c;
-  }
-  return out;
-}
-
 std::string count_text(int64_t n) {
   char buf[32];
   if (n < 1000) std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(n));
@@ -55,10 +43,6 @@ std::string with_commas(int64_t n) {
     out += digits[i];
   }
   return out;
-}
-
-std::string shape_text(const Shape& s) {
-  return std::to_string(s[0]) + " x " + std::to_string(s[1]) + " x " + std::to_string(s[2]);
 }
 
 // A node of the drawing: the image or a stage, where it sits.
@@ -99,7 +83,7 @@ std::string architecture_svg(const SegmentationNet& net, int64_t size) {
   for (const StageSummary& r : rows) {
     Node n;
     n.name = r.name;
-    n.first_line = r.name + "  " + shape_text(r.output);
+    n.first_line = r.name + "  " + r.output_text();
     n.operation = r.operation;
     char cost[64];
     std::snprintf(cost, sizeof cost, "%s params, %.2f GFLOP", count_text(r.parameters).c_str(), r.flops / 1e9);
@@ -135,7 +119,7 @@ std::string architecture_svg(const SegmentationNet& net, int64_t size) {
   std::snprintf(figures, sizeof figures, "%s parameters, %.1f GFLOP per %lld x %lld slice",
                 with_commas(net.param_count()).c_str(), net.forward_flops(size, size) / 1e9,
                 static_cast<long long>(size), static_cast<long long>(size));
-  svg << "<text x='" << kGap << "' y='24' font-size='16' font-weight='bold'>" << escaped(describe(net.config()))
+  svg << "<text x='" << kGap << "' y='24' font-size='16' font-weight='bold'>" << xml_escape(describe(net.config()))
       << "</text>\n";
   svg << "<text x='" << kGap << "' y='42'>" << figures
       << "; rows: order of computation, columns: resolution</text>\n";
@@ -186,7 +170,7 @@ std::string architecture_svg(const SegmentationNet& net, int64_t size) {
   }
   for (size_t e = 0; e < edges.size(); ++e) {
     const Node &a = nodes[edges[e].from], &b = nodes[edges[e].to];
-    svg << "<path class='edge' data-from='" << escaped(a.name) << "' data-to='" << escaped(b.name) << "' d='";
+    svg << "<path class='edge' data-from='" << xml_escape(a.name) << "' data-to='" << xml_escape(b.name) << "' d='";
     if (lane_offset.count(e)) {
       const double lane = a.x() - lane_offset[e];
       svg << "M" << a.x() << "," << a.cy() << " H" << lane << " V" << b.cy() << " H" << b.x();
@@ -200,17 +184,17 @@ std::string architecture_svg(const SegmentationNet& net, int64_t size) {
   }
 
   for (const Node& n : nodes) {
-    svg << "<g class='stage' data-name='" << escaped(n.name) << "'>";
+    svg << "<g class='stage' data-name='" << xml_escape(n.name) << "'>";
     svg << "<rect x='" << n.x() << "' y='" << n.y() << "' width='" << kBoxW << "' height='" << kBoxH
         << "' rx='5' fill='" << n.fill << "' stroke='#666'/>";
     const std::string rest = n.first_line.substr(n.name.size());
-    svg << "<text x='" << n.x() + 7 << "' y='" << n.y() + 15 << "'><tspan font-weight='bold'>" << escaped(n.name)
-        << "</tspan>" << escaped(rest) << "</text>";
-    svg << "<text x='" << n.x() + 7 << "' y='" << n.y() + 30 << "' font-size='10.5'>" << escaped(n.operation)
+    svg << "<text x='" << n.x() + 7 << "' y='" << n.y() + 15 << "'><tspan font-weight='bold'>" << xml_escape(n.name)
+        << "</tspan>" << xml_escape(rest) << "</text>";
+    svg << "<text x='" << n.x() + 7 << "' y='" << n.y() + 30 << "' font-size='10.5'>" << xml_escape(n.operation)
         << "</text>";
     if (!n.cost.empty())
       svg << "<text x='" << n.x() + 7 << "' y='" << n.y() + 44 << "' font-size='10.5' fill='#555'>"
-          << escaped(n.cost) << "</text>";
+          << xml_escape(n.cost) << "</text>";
     svg << "</g>\n";
   }
   svg << "</svg>\n";

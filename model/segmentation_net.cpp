@@ -175,6 +175,10 @@ double SegmentationNet::forward_flops(int64_t height, int64_t width) const {
   return flops;
 }
 
+std::string StageSummary::output_text() const {
+  return std::to_string(output[0]) + " x " + std::to_string(output[1]) + " x " + std::to_string(output[2]);
+}
+
 std::vector<StageSummary> SegmentationNet::summary(int64_t height, int64_t width) const {
   check_size((name() + "::summary").c_str(), height, width);
   std::vector<StageSummary> rows;

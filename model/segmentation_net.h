@@ -75,6 +75,8 @@ struct StageSummary {
   // draws the graph they make.)
   std::vector<std::string> inputs;
   std::string operation;  // what it does, in a few words ("7x7 conv, BN, ReLU")
+
+  std::string output_text() const;  // "32 x 512 x 512"
 };
 
 class SegmentationNet : public Module {

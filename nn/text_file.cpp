@@ -168,6 +168,21 @@ std::string csv_field(std::string_view text) {
   return quoted + "\"";
 }
 
+std::string xml_escape(std::string_view text) {
+  std::string out;
+  for (const char c : text) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      case '\'': out += "&apos;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
 uint64_t append_to_file(const std::string& path, std::string_view bytes) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) CR_CHECK(S_ISREG(st.st_mode), path << " exists and is not a regular file");

@@ -70,6 +70,10 @@ class AtomicFile {
 // a line break (RFC 4180: quotes doubled). For names and paths, which may.
 std::string csv_field(std::string_view text);
 
+// Text for HTML and SVG, in element content and in quoted attributes (either
+// quote): &, <, >, " and ' as entities.
+std::string xml_escape(std::string_view text);
+
 // Appends `bytes` to PATH (created when absent) and returns the file's new
 // length. Not atomic -- an append-only log cannot be -- but every write and the
 // close are checked: on failure the file is cut back to its old length (as far

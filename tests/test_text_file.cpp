@@ -284,3 +284,10 @@ TEST_CASE("csv_field quotes what would break a CSV row, and only that") {
   CHECK(csv_field("say \"hi\"") == "\"say \"\"hi\"\"\"");
   CHECK(csv_field("two\nlines") == "\"two\nlines\"");
 }
+
+TEST_CASE("xml_escape makes text safe in HTML and SVG content and in either kind of quoted attribute") {
+  CHECK(xml_escape("dec1  512 x 64 x 64") == "dec1  512 x 64 x 64");
+  CHECK(xml_escape("a<b && c>d") == "a&lt;b &amp;&amp; c&gt;d");
+  CHECK(xml_escape("O'Brien \"CT\"") == "O&apos;Brien &quot;CT&quot;");
+  CHECK(xml_escape("") == "");
+}

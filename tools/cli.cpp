@@ -11,6 +11,7 @@
 #include <sstream>
 #include <vector>
 
+#include "data/report.h"
 #include "nn/error.h"
 
 namespace covidrate::tools {
@@ -128,10 +129,8 @@ OutputLock::OutputLock(const std::string& command, const std::string& path) {
   target = target.lexically_normal();
   if (!target.has_filename()) target = target.parent_path();  // "out/" and "out/." are "out"
   const std::string key = target.string();
-  uint64_t hash = 0xcbf29ce484222325ull;  // FNV-1a
-  for (const unsigned char c : key) hash = (hash ^ c) * 0x100000001b3ull;
   char name[48];
-  std::snprintf(name, sizeof name, "out-%016llx.lock", static_cast<unsigned long long>(hash));
+  std::snprintf(name, sizeof name, "out-%016llx.lock", static_cast<unsigned long long>(data::fnv1a64(key)));
   std::string why = "no folder for it";
   for (const fs::path& folder : lock_folders()) {
     fs::create_directories(folder, ec);

@@ -33,10 +33,6 @@ void usage(FILE* out) {
                "              the skip connections (written atomically)\n");
 }
 
-std::string shape_text(const Shape& s) {
-  return std::to_string(s[0]) + " x " + std::to_string(s[1]) + " x " + std::to_string(s[2]);
-}
-
 // The names and operations are the architectures' own (letters, digits, "_",
 // spaces, commas, parentheses): nothing to escape in JSON.
 std::string joined(const std::vector<std::string>& parts, const char* separator) {
@@ -54,7 +50,7 @@ void print_text(const SegmentationNet& net, int64_t size) {
   std::printf("%-6s  %-18s  %12s  %9s  %6s  %s\n", "stage", "output (C x H x W)", "parameters", "GFLOP", "share",
               "reads (main path, then skips)");
   for (const auto& row : net.summary(size, size))
-    std::printf("%-6s  %-18s  %12lld  %9.2f  %5.1f%%  %s\n", row.name.c_str(), shape_text(row.output).c_str(),
+    std::printf("%-6s  %-18s  %12lld  %9.2f  %5.1f%%  %s\n", row.name.c_str(), row.output_text().c_str(),
                 static_cast<long long>(row.parameters), row.flops / 1e9, 100.0 * row.flops / total,
                 joined(row.inputs, ", ").c_str());
 }
