@@ -259,7 +259,7 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
       csv += csv_field(s.name) + numbers + (s.lung ? "" : kNoLungNote) + "\n";
     }
     write_text_atomically((tmp / "certainty.csv").string(), csv);  // checked to the close, with the reason
-    fs::rename(tmp, out_dir);
+    publish_folder(tmp.string(), out_dir);
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

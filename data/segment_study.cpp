@@ -450,7 +450,7 @@ StudyResult write_study(SegmentedStudy segmented, const StudyOptions& o, const s
     write_text(tmp / "report.json", report_json(r.figures, run));
     write_text(tmp / "report.html", report_html(r.figures, run));
     write_text(tmp / "summary.csv", summary_csv_header() + summary_csv_row(r.figures, run));
-    fs::rename(tmp, out_dir);
+    publish_folder(tmp.string(), out_dir);
     return std::move(r);
   } catch (...) {
     std::error_code ec;

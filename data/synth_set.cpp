@@ -11,6 +11,7 @@
 #include "data/lungs.h"
 #include "data/overlay.h"
 #include "nn/error.h"
+#include "nn/text_file.h"
 
 namespace covidrate::data {
 
@@ -101,7 +102,7 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
       write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
     }
     r.mean_infection_rate = r.written ? rate_sum / double(r.written) : 0.0;
-    fs::rename(tmp, out);
+    publish_folder(tmp.string(), out.string());
   } catch (...) {
     std::error_code ec;
     fs::remove_all(tmp, ec);

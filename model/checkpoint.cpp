@@ -1,10 +1,5 @@
 #include "model/checkpoint.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -20,17 +15,6 @@ namespace fs = std::filesystem;
 fs::path current_dir(const std::string& out) { return fs::path(out) / "checkpoint"; }
 fs::path old_dir(const std::string& out) { return fs::path(out) / "checkpoint.old"; }
 fs::path new_dir(const std::string& out) { return fs::path(out) / "checkpoint.tmp"; }
-
-// Flushes a file or folder to disk, so that a rename that follows publishes
-// complete contents even after a power cut.
-void sync_path(const fs::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  CR_CHECK(fd >= 0, "checkpoint: cannot open " << path.string() << " to flush it: " << std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  CR_CHECK(rc == 0, "checkpoint: cannot flush " << path.string() << ": " << std::strerror(error));
-}
 
 std::string state_json(const CheckpointState& s, const std::mt19937_64& rng) {
   std::ostringstream generator;
@@ -81,18 +65,15 @@ void save_checkpoint(const std::string& out_dir, const CheckpointState& state, c
     AtomicFile out((fresh / "state.json").string());
     const std::string text = state_json(state, rng);
     out.write(text.data(), text.size());
-    out.sync();
     out.commit();
   }
-  sync_path(fresh);
   // checkpoint.old/ exists here only when an earlier save was killed after its
   // first rename; checkpoint/ is then the complete one, so the old can go.
   if (fs::exists(current)) {
     fs::remove_all(old);
     fs::rename(current, old);
   }
-  fs::rename(fresh, current);
-  sync_path(out_dir);
+  publish_folder(fresh.string(), current.string());  // flushed to the disk before and after the rename
   fs::remove_all(old);
 }
 

@@ -279,16 +279,10 @@ void save(const std::string& path, const std::map<std::string, Tensor>& tensors,
       const Tensor host = t.to(Device::CPU);
       file.write(host.raw(), host.nbytes());
     }
-    file.sync();
-    file.commit();
+    file.commit();  // on the disk, name included
   } catch (const Error& e) {
     CR_FAIL("safetensors: " << e.what());
   }
-  // Make the rename itself durable.
-  const size_t slash = path.find_last_of('/');
-  const std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  File dir_file(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_file.fd() >= 0) ::fsync(dir_file.fd());
 }
 
 }  // namespace covidrate::safetensors

@@ -56,6 +56,23 @@ Target resolve_target(const std::string& path) {
 
 std::atomic<uint64_t> temp_counter{0};
 
+// fsync(PATH); 0 or the errno.
+int fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno;
+  const int error = ::fsync(fd) == 0 ? 0 : errno;
+  ::close(fd);
+  return error;
+}
+
+// After a rename: the folder that now holds the name, flushed so that the
+// name survives a power cut. Best effort: the rename has happened and the
+// contents are on the disk, and some file systems cannot flush a folder.
+void sync_folder_of(const std::string& path) {
+  const fs::path parent = fs::path(path).parent_path();
+  fsync_path(parent.empty() ? std::string(".") : parent.string());
+}
+
 }  // namespace
 
 AtomicFile::AtomicFile(const std::string& path) : path_(path) {
@@ -130,12 +147,6 @@ std::FILE* AtomicFile::stream() {
   return stream_;
 }
 
-void AtomicFile::sync() {
-  CR_CHECK(fd_ >= 0, "cannot write " << path_ << ": the file is already closed");
-  if (stream_ && std::fflush(stream_) != 0) fail(stream_error_ != 0 ? stream_error_ : errno);
-  if (::fsync(fd_) != 0) fail(errno);
-}
-
 void AtomicFile::commit() {
   CR_CHECK(fd_ >= 0, "cannot write " << path_ << ": the file is already closed");
   if (stream_) {
@@ -145,12 +156,14 @@ void AtomicFile::commit() {
     stream_ = nullptr;
     if (!flushed || stream_error_ != 0) fail(error);
   }
+  if (::fsync(fd_) != 0) fail(errno);
   // Linux releases the descriptor even when close reports an error.
   const int closed = ::close(fd_);
   fd_ = -1;
   if (closed != 0) fail(errno);
   if (::rename(temp_.c_str(), target_.c_str()) != 0) fail(errno);
   committed_ = true;
+  sync_folder_of(target_);
 }
 
 void write_file_atomically(const std::string& path, std::string_view bytes) {
@@ -160,6 +173,25 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
 }
 
 void write_text_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
+
+void sync_to_disk(const std::string& path) {
+  const int error = fsync_path(path);
+  CR_CHECK(error == 0, "cannot flush " << path << " to the disk: " << std::strerror(error));
+}
+
+void publish_folder(const std::string& tmp, const std::string& out) {
+  std::error_code ec;
+  for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::file_status status = it->symlink_status(ec);
+    if (ec) break;
+    if (!fs::is_regular_file(status) && !fs::is_directory(status)) continue;
+    if (const int error = fsync_path(it->path().string()); error != 0) fail_writing(out, error);
+  }
+  if (ec) fail_writing(out, ec.value());
+  if (const int error = fsync_path(tmp); error != 0) fail_writing(out, error);
+  if (::rename(tmp.c_str(), out.c_str()) != 0) fail_writing(out, errno);
+  sync_folder_of(out);
+}
 
 std::string csv_field(std::string_view text) {
   if (text.find_first_of(",\"\r\n") == std::string_view::npos) return std::string(text);

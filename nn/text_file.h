@@ -1,8 +1,11 @@
 // Files written so that no reader ever sees half of one, and so that a failed
 // write is never taken for a finished one. The bytes go to a temporary file
 // beside the target (TARGET.tmp-<pid>-<n>); every write and the close are
-// checked, and only then is the temporary renamed over the target (a rename
-// within one file system is atomic). On any failure the temporary is removed,
+// checked, the contents are flushed to the disk (fsync), and only then is the
+// temporary renamed over the target (a rename within one file system is
+// atomic), and the folder flushed so that the new name survives a power cut
+// too. Without the first flush a power cut soon after the rename can leave
+// the new name on an empty file. On any failure the temporary is removed,
 // a previous file at PATH is left as it was, and covidrate::Error says which
 // file and why ("cannot write out/overview.png: No space left on device").
 //
@@ -44,9 +47,8 @@ class AtomicFile {
   // goes through it is checked as write() checks (the first failure's reason
   // is kept and reported by commit()). Owned by this object: do not fclose it.
   std::FILE* stream();
-  // fsync: the contents reach the disk before the rename (for checkpoints).
-  void sync();
-  // Closes (checked) and renames the temporary over the target.
+  // Flushes the contents to the disk, closes (checked), renames the temporary
+  // over the target and flushes the folder that holds it.
   void commit();
 
   const std::string& path() const { return path_; }
@@ -65,6 +67,17 @@ class AtomicFile {
   int stream_error_ = 0;  // errno of the first failed write through stream_
   bool committed_ = false;
 };
+
+// Output folders (a study, a checkpoint, a set of pictures) are built under a
+// temporary name and renamed into place whole. publish_folder(tmp, out)
+// flushes every file and folder under tmp to the disk, renames tmp to out
+// (which must not exist) and flushes out's parent folder: after a power cut
+// there is either no `out` or a complete one -- never one whose files are
+// empty, which a resumed run would pass over as done. Errors name `out`.
+void publish_folder(const std::string& tmp, const std::string& out);
+
+// fsync of one file or folder; covidrate::Error names PATH and the reason.
+void sync_to_disk(const std::string& path);
 
 // One field of a CSV line: as it is, or quoted when it holds a comma, a quote or
 // a line break (RFC 4180: quotes doubled). For names and paths, which may.

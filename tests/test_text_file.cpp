@@ -210,7 +210,6 @@ TEST_CASE("AtomicFile: pieces, a stdio stream, and nothing left when not committ
     AtomicFile file(path);
     file.write("head", 4);
     std::fputs("-body", file.stream());
-    file.sync();
     std::fputs("-tail", file.stream());
     CHECK_FALSE(fs::exists(path));  // nothing at the path until commit
     file.commit();
@@ -235,6 +234,33 @@ TEST_CASE("AtomicFile: pieces, a stdio stream, and nothing left when not committ
   CHECK_MESSAGE(message.find("cannot write " + path + ": File too large") != std::string::npos, message);
   CHECK(read_all(path) == "head-body-tail");
   CHECK(names_in(dir.path()) == std::vector<std::string>{"volume.nii"});
+}
+
+TEST_CASE("publish_folder moves a whole folder tree into place, and names the output when it cannot") {
+  test::TempDir dir;
+  const std::string tmp = dir.file("study.tmp"), out = dir.file("study");
+  fs::create_directories(tmp + "/masks");
+  write_text_atomically(tmp + "/report.json", "{}");
+  write_text_atomically(tmp + "/masks/0.png", "png");
+  publish_folder(tmp, out);
+  CHECK_FALSE(fs::exists(tmp));
+  CHECK(read_all(out + "/report.json") == "{}");
+  CHECK(read_all(out + "/masks/0.png") == "png");
+
+  // An output that is already there with contents is not replaced.
+  fs::create_directories(tmp);
+  write_text_atomically(tmp + "/report.json", "new");
+  try {
+    publish_folder(tmp, out);
+    FAIL("publish_folder replaced a folder with contents");
+  } catch (const Error& e) {
+    CHECK(std::string(e.what()).find("cannot write " + out + ": ") == 0);
+  }
+  CHECK(read_all(out + "/report.json") == "{}");
+  // Nothing to publish.
+  const std::string absent_out = dir.file("absent-out");
+  CHECK_THROWS_WITH_AS(publish_folder(dir.file("absent"), absent_out), doctest::Contains(absent_out.c_str()), Error);
+  CHECK_FALSE(fs::exists(dir.file("absent-out")));
 }
 
 TEST_CASE("append_to_file appends, returns the length, and reports a failed append with the reason") {

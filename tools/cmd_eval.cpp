@@ -259,7 +259,7 @@ int cmd_eval(int argc, char** argv) {
     }
     progress(first + count, set.size());
   }
-  if (!masks_tmp.empty()) fs::rename(masks_tmp, o.save_masks);
+  if (!masks_tmp.empty()) publish_folder(masks_tmp, o.save_masks);
   partial_masks.kept = true;  // renamed: nothing partial left
   if (!o.overview.empty()) {
     overview.write(o.overview);

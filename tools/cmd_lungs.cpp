@@ -20,6 +20,7 @@
 #include "data/read_any.h"
 #include "nn/error.h"
 #include "nn/json.h"
+#include "nn/text_file.h"
 #include "tools/cli.h"
 
 namespace covidrate::tools {
@@ -205,7 +206,7 @@ int cmd_lungs(int argc, char** argv) {
                                        lesions_path.empty() ? nullptr : &lesions, slices);
   write_png_rgb((tmp.path / "lungs_overlay.png").string(), picture_out.rgb.data(), picture_out.width,
                 picture_out.height);
-  fs::rename(tmp.path, out_dir);
+  publish_folder(tmp.path.string(), out_dir);
   tmp.kept = true;
   const double write_s = seconds_since(t2);
 
