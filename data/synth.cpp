@@ -132,6 +132,7 @@ std::vector<AnnotatedSlice> load_infected_slices(const std::string& train_dir, i
     set_medseg_picture_orientation(picture);
     set_medseg_picture_orientation(mask);
     AnnotatedSlice s;
+    s.name = f.stem().string();
     s.image = to_input_domain(radiological_slice(picture, 0));
     s.lesion = radiological_slice(mask, 0);
     for (float& v : s.lesion.voxels) v = v > 0 ? 1.f : 0.f;
@@ -158,6 +159,7 @@ std::vector<AnnotatedSlice> load_healthy_slices(const std::string& series, doubl
   for (int64_t z = 0; z < ct.nz; ++z) {
     if (!seg.slice_has_lung[z] || double(lung[z]) < min_lung_fraction * double(most)) continue;
     AnnotatedSlice s;
+    s.name = "slice " + std::to_string(z);
     s.image = radiological_slice(domain, z);
     s.lungs = radiological_slice(lung_labels, z);
     out.push_back(std::move(s));

@@ -23,6 +23,7 @@ struct AnnotatedSlice {
   Volume image;   // input-domain values 0..255
   Volume lungs;   // 0 outside, non-zero inside a lung (LungLabel values)
   Volume lesion;  // 0/1 lesion mask; empty (nx = 0) for a healthy slice
+  std::string name;  // an infected slice: its picture's stem ("12"); a healthy one: "slice K" of its series
 };
 
 struct SyntheticPair {

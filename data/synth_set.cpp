@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <random>
 
 #include "data/image2d.h"
@@ -11,6 +13,7 @@
 #include "data/lungs.h"
 #include "data/overlay.h"
 #include "nn/error.h"
+#include "nn/json.h"
 #include "nn/text_file.h"
 
 namespace covidrate::data {
@@ -59,6 +62,8 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
   CR_CHECK(!infected.empty() && !healthy.empty(), "synth: needs infected and healthy slices");
   CR_CHECK(ratio > 0, "synth: ratio must be positive, got " << ratio);
   CR_CHECK(margin >= 0 && margin <= 1, "synth: margin must be in [0, 1], got " << margin);
+  const int64_t wanted = std::llround(ratio * double(infected.size()));
+  CR_CHECK(wanted > 0, "synth: a ratio of " << ratio << " with " << infected.size() << " infected slices makes no pair");
   const fs::path out(out_dir), tmp(out_dir + ".tmp");
   CR_CHECK(!fs::exists(out), out.string() << " already exists; synth writes a new folder");
   fs::remove_all(tmp);  // a leftover of an interrupted run
@@ -68,11 +73,12 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
   try {
     fs::create_directories(tmp / "images");
     fs::create_directories(tmp / "masks");
-    r.wanted = std::llround(ratio * double(infected.size()));
+    r.wanted = wanted;
     std::mt19937_64 rng(seed);
     std::uniform_int_distribution<size_t> pick(0, healthy.size() - 1);
     constexpr int kTriesPerPick = 20;  // healthy slices tried before an infected slice is passed over
     std::vector<RgbImage> previews;
+    std::string sources;  // sources.json's members
     double rate_sum = 0;
     // Each infected slice in turn; one whose lesions land in no healthy lung with
     // a rate above 0.01 (tiny lesions) is passed over, so the pick limit only
@@ -85,10 +91,13 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
         const auto pair = insert_lesions(source, target);
         if (!pair) continue;
         const WrittenPair w = lay_out(*pair, target, margin);
-        char name[32];
-        std::snprintf(name, sizeof name, "synth_%05lld.png", static_cast<long long>(r.written));
+        char stem[32];
+        std::snprintf(stem, sizeof stem, "synth_%05lld", static_cast<long long>(r.written));
+        const std::string name = std::string(stem) + ".png";
         write_gray(tmp / "images" / name, w.image, 1.f);
         write_gray(tmp / "masks" / name, w.mask, 255.f);
+        sources += std::string(sources.empty() ? "" : ",\n") + "  " + json::quote(stem) +
+                   ": {\"lesions_from\": " + json::quote(source.name) + ", \"healthy\": " + json::quote(target.name) + "}";
         if (previews.size() < 8) previews.push_back(preview(w));
         rate_sum += pair->infection_rate;
         ++r.written;
@@ -101,6 +110,7 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
       const RgbImage m = montage(previews, 4);
       write_png_rgb((tmp / "overview.png").string(), m.rgb.data(), m.width, m.height);
     }
+    write_text_atomically((tmp / "sources.json").string(), "{\n" + sources + "\n}\n");
     r.mean_infection_rate = r.written ? rate_sum / double(r.written) : 0.0;
     publish_folder(tmp.string(), out.string());
   } catch (...) {
@@ -109,6 +119,29 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
     throw;
   }
   return r;
+}
+
+std::optional<std::map<std::string, std::string>> read_synthetic_sources(const std::string& dir) {
+  const fs::path path = fs::path(dir) / "sources.json";
+  if (!fs::exists(path)) return std::nullopt;
+  std::ifstream in(path, std::ios::binary);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CR_CHECK(in.good() || in.eof(), "cannot read " << path.string());
+  json::Value root;
+  try {
+    root = json::parse(text);
+  } catch (const Error& e) {
+    CR_FAIL(path.string() << ": " << e.what());
+  }
+  CR_CHECK(root.kind == json::Value::Kind::Object, path.string() << ": not a JSON object of pairs");
+  std::map<std::string, std::string> sources;
+  for (const auto& [pair, origin] : root.members) {
+    const json::Value* from = origin.find("lesions_from");
+    CR_CHECK(origin.kind == json::Value::Kind::Object && from && from->kind == json::Value::Kind::String,
+             path.string() << ": pair '" << pair << "' has no \"lesions_from\" name");
+    sources[pair] = from->text;
+  }
+  return sources;
 }
 
 }  // namespace covidrate::data

@@ -2,6 +2,8 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -26,7 +28,8 @@ inline constexpr double kSynthMargin = 0.02;
 // box's width and height, added on each side; 0.02 by default, as segment cuts
 // studies, so that the healthy lungs appear at the scale the network sees at
 // inference; version 2 of the shipped weights used 0.10) and transposed like
-// the MedSeg pictures, plus out_dir/overview.png (the first eight, outlined).
+// the MedSeg pictures, plus out_dir/overview.png (the first eight, outlined) and
+// out_dir/sources.json, where each pair came from (read_synthetic_sources).
 // The folder appears atomically: written as out_dir + ".tmp", then renamed; an
 // existing out_dir is refused. `progress(written, wanted)` is called after each pick.
 SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
@@ -34,5 +37,13 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
                                    const std::string& out_dir,
                                    const std::function<void(int64_t, int64_t)>& progress = nullptr,
                                    double margin = kSynthMargin);
+
+// Where each pair of a synthetic set came from: its name (the pictures' stem,
+// "synth_00000") -> the name of the infected slice whose lesions it holds ("12").
+// `covidrate train` leaves out the pairs whose lesions come from its validation
+// slices: training on them would show the network the very lesions it is then
+// scored on. nullopt when dir has no sources.json (a folder made by hand, or by
+// covidrate synth before it wrote one); a malformed file is an error naming it.
+std::optional<std::map<std::string, std::string>> read_synthetic_sources(const std::string& dir);
 
 }  // namespace covidrate::data

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
 #include <tuple>
@@ -37,8 +38,8 @@ void rect(Volume& v, int64_t x0, int64_t y0, int64_t x1, int64_t y1, float value
 
 // An infected 20x20 slice: lungs fill [4,16)^2, a lesion (grey 200) in the
 // lungs' top-left quarter [4,10)^2.
-AnnotatedSlice infected_slice() {
-  AnnotatedSlice s{slice(20, 20, 60), slice(20, 20, 0), slice(20, 20, 0)};
+AnnotatedSlice infected_slice(const std::string& name = "infected") {
+  AnnotatedSlice s{slice(20, 20, 60), slice(20, 20, 0), slice(20, 20, 0), name};
   rect(s.lungs, 4, 4, 16, 16, 1);
   rect(s.lesion, 4, 4, 10, 10, 1);
   rect(s.image, 4, 4, 10, 10, 200);
@@ -47,7 +48,7 @@ AnnotatedSlice infected_slice() {
 
 // A healthy 40x30 slice whose lungs fill [10,34) x [6,24): another size and place.
 AnnotatedSlice healthy_slice() {
-  AnnotatedSlice s{slice(40, 30, 220), slice(40, 30, 0), Volume{}};
+  AnnotatedSlice s{slice(40, 30, 220), slice(40, 30, 0), Volume{}, "healthy"};
   rect(s.lungs, 10, 6, 34, 24, 1);
   rect(s.image, 10, 6, 34, 24, 50);
   return s;
@@ -97,7 +98,8 @@ TEST_CASE("write_synthetic_set writes ratio x N pairs atomically in the MedSeg l
   namespace fs = std::filesystem;
   const fs::path dir = fs::temp_directory_path() / ("covidrate_synth_test_" + std::to_string(::getpid()));
   fs::remove_all(dir);
-  const std::vector<AnnotatedSlice> infected(3, infected_slice()), healthy(2, healthy_slice());
+  const std::vector<AnnotatedSlice> infected{infected_slice("a"), infected_slice("b"), infected_slice("c")},
+      healthy(2, healthy_slice());
   int64_t calls = 0;
   const SynthSetReport r =
       write_synthetic_set(infected, healthy, 2.0, 5, dir.string(), [&](int64_t, int64_t) { ++calls; }, 0.10);
@@ -116,8 +118,20 @@ TEST_CASE("write_synthetic_set writes ratio x N pairs atomically in the MedSeg l
   int64_t lesion = 0;
   for (float v : mask.voxels) lesion += v == 1;
   CHECK(lesion == 12 * 9);
+  // Where each pair's lesions come from (train leaves out those of validation slices):
+  // the infected slices in turn.
+  const auto sources = read_synthetic_sources(dir.string());
+  REQUIRE(sources.has_value());
+  CHECK(sources->size() == 6);
+  CHECK(sources->at("synth_00000") == "a");
+  CHECK(sources->at("synth_00004") == "b");
+  CHECK(sources->at("synth_00005") == "c");
   CHECK_THROWS_AS(write_synthetic_set(infected, healthy, 1.0, 5, dir.string()), Error);
   fs::remove_all(dir);
+  // A ratio that rounds to no pair is an error, not an empty set.
+  CHECK_THROWS_WITH_AS(write_synthetic_set(infected, healthy, 0.1, 5, dir.string()),
+                       "synth: a ratio of 0.1 with 3 infected slices makes no pair", Error);
+  CHECK_FALSE(fs::exists(dir));
 }
 
 TEST_CASE("write_synthetic_set's margin sets how far around the healthy lungs a pair is cut") {
@@ -175,6 +189,21 @@ TEST_CASE("synthetic pairs from MedSeg lesions and healthy TCGA lungs") {
   CHECK(made >= 8);
 }
 
+TEST_CASE("read_synthetic_sources: none for a folder without sources.json, an error naming a malformed one") {
+  test::TempDir dir;
+  CHECK_FALSE(read_synthetic_sources(dir.path()).has_value());
+  for (const char* bad : {"[1]", "{\"synth_00000\": {\"healthy\": \"slice 3\"}}", "{\"synth_00000\": "}) {
+    std::ofstream(dir.file("sources.json")) << bad;
+    std::string message;
+    try {
+      read_synthetic_sources(dir.path());
+    } catch (const Error& e) {
+      message = e.what();
+    }
+    CHECK_MESSAGE(message.find(dir.file("sources.json")) == 0, bad, ": ", message);
+  }
+}
+
 TEST_CASE("load_infected_slices keeps only the slices a split names, and each must exist") {
   const std::string train = test::data_dir() + "/medseg-semiseg/train";
   const auto picked = load_infected_slices(train, 0, {"12", "3"});
@@ -182,6 +211,8 @@ TEST_CASE("load_infected_slices keeps only the slices a split names, and each mu
   // In file-name order, as without a list: "12" sorts before "3".
   const auto three = load_infected_slices(train, 0, {"12", "3", "0"});
   REQUIRE(three.size() == 3);
+  CHECK(three[0].name == "0");
+  CHECK(three[1].name == "12");
   CHECK(three[1].image.voxels == picked[0].image.voxels);
   CHECK(three[2].image.voxels == picked[1].image.voxels);
   bool named = false;
@@ -205,4 +236,17 @@ TEST_CASE("covidrate synth refuses an --out under a file before reading anything
   CHECK(run.err.find(file + " is a file, not a folder") != std::string::npos);
   CHECK(run.err.find("synth: reading") == std::string::npos);  // refused before the reading
   CHECK(test::read_bytes(file) == std::vector<char>{'x'});
+}
+
+TEST_CASE("covidrate synth: a split that lists no training slice is refused, not read as 'every slice'") {
+  test::TempDir dir;
+  const std::string split = dir.file("split.json");
+  std::ofstream(split) << "{\"train\": [], \"validation\": [\"0\"]}\n";
+  const std::string data = test::data_dir();
+  const test::ProgramRun run =
+      test::run_covidrate(dir, "synth --ratio 1 --out " + dir.file("out") + " --split " + split + " --train " + data +
+                                   "/medseg-semiseg/train --healthy " + data + "/ct-healthy-tcga");
+  CHECK(run.exit_code == 1);
+  CHECK_MESSAGE(run.err.find(split + " lists no slice under \"train\"") != std::string::npos, run.err);
+  CHECK_FALSE(std::filesystem::exists(dir.file("out")));
 }

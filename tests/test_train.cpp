@@ -456,6 +456,26 @@ TEST_CASE("covidrate train --split, --synthetic and --pseudo: the named split, e
   CHECK(run.out.find("2 synthetic slices") != std::string::npos);
   CHECK(run.out.find("1 pseudo-labelled slices") != std::string::npos);
   CHECK(run.out.find(" on 6 slices (3 synthetic or pseudo-labelled), validating on 1") != std::string::npos);
+  // Pairs of unknown origin are used, with a warning.
+  CHECK(run.err.find("synthetic has no sources.json") != std::string::npos);
+  // With their origins: s10 holds the lesions of the validation slice 4 and is left out.
+  std::ofstream(synthetic / "sources.json")
+      << "{\"s10\": {\"lesions_from\": \"4\"}, \"s11\": {\"lesions_from\": \"2\"}}\n";
+  const test::ProgramRun sourced = test::run_covidrate(
+      dir, common + "--split " + split + " --synthetic " + synthetic.string() + " --out " + dir.file("run-sourced"));
+  REQUIRE_MESSAGE(sourced.exit_code == 0, sourced.err);
+  CHECK(sourced.err.find("sources.json") == std::string::npos);
+  CHECK_MESSAGE(sourced.out.find("left out 1 synthetic pair whose lesions come from the validation slices\n") !=
+                    std::string::npos, sourced.out);
+  CHECK(sourced.out.find(" on 4 slices (1 synthetic or pseudo-labelled), validating on 1") != std::string::npos);
+  // Every pair must be accounted for.
+  std::ofstream(synthetic / "sources.json") << "{\"s11\": {\"lesions_from\": \"2\"}}\n";
+  const test::ProgramRun unaccounted = test::run_covidrate(
+      dir, common + "--split " + split + " --synthetic " + synthetic.string() + " --out " + dir.file("run-bad"));
+  CHECK(unaccounted.exit_code == 1);
+  CHECK_MESSAGE(unaccounted.err.find("sources.json does not say where pair 's10' comes from") != std::string::npos,
+                unaccounted.err);
+  CHECK_FALSE(fs::exists(dir.file("run-bad")));
   const std::string written = test::read_text_file(dir.file("run/split.json"));
   CHECK(written.find("\"train\": [\"0\", \"2\", \"3\"]") != std::string::npos);
   CHECK(written.find("\"validation\": [\"4\"]") != std::string::npos);

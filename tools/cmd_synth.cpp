@@ -28,11 +28,12 @@ void usage(FILE* out) {
                "and writes R x N pairs for a training set of N slices.\n\n"
                "  --ratio R         synthetic pairs per training slice (e.g. 1, 2, 0.5)\n"
                "  --out DIR         output folder (must not exist; missing folders above it are created):\n"
-               "                    DIR/images, DIR/masks, DIR/overview.png\n"
+               "                    DIR/images, DIR/masks, DIR/overview.png, DIR/sources.json (the slice\n"
+               "                    each pair's lesions come from: 'covidrate train --synthetic DIR' leaves\n"
+               "                    out the pairs of its validation slices)\n"
                "  --seed S          random seed for the pairing (default 1)\n"
                "  --train DIR       infected slices, MedSeg layout (default $COVIDRATE_DATA/medseg-semiseg/train)\n"
-               "  --split FILE      only the slices a split.json lists under \"train\" (so that pairs for\n"
-               "                    'covidrate train --split FILE --synthetic DIR' hold no validation lesion)\n"
+               "  --split FILE      only the slices a split.json lists under \"train\" (a set for one split)\n"
                "  --healthy SERIES  healthy CT, DICOM folder or NIfTI (default $COVIDRATE_DATA/ct-healthy-tcga)\n"
                "  --margin F        each pair is cut around the healthy lungs, widened by F of the lungs'\n"
                "                    width and height on each side (default 0.02, as segment cuts studies;\n"
@@ -85,6 +86,8 @@ int cmd_synth(int argc, char** argv) {
   std::fprintf(stderr, "synth: reading %s and %s\n", train.c_str(), healthy_series.c_str());
   const std::vector<std::string> only =
       split_file.empty() ? std::vector<std::string>{} : read_split_names(split_file).train;
+  // An empty list would mean "every slice" below, validation slices included.
+  CR_CHECK(split_file.empty() || !only.empty(), "synth: " << split_file << " lists no slice under \"train\"");
   const std::vector<AnnotatedSlice> infected = load_infected_slices(train, 0, only);
   const std::vector<AnnotatedSlice> healthy = load_healthy_slices(healthy_series);
   std::fprintf(stderr, "synth: %zu infected slices, %zu healthy slices\n", infected.size(), healthy.size());

@@ -10,12 +10,14 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <tuple>
 #include <string>
 #include <vector>
 
 #include "data/dataset.h"
 #include "data/prepare.h"
+#include "data/synth_set.h"
 #include "model/checkpoint.h"
 #include "model/trainer.h"
 #include "nn/error.h"
@@ -65,8 +67,8 @@ void usage(FILE* out) {
                "  --keras-bn        validate with BN's momentum averages as Keras does, not with\n"
                "                    statistics recomputed on the training slices each epoch\n"
                "  --synthetic DIR   also train on DIR/images + DIR/masks ('covidrate synth'): added to the\n"
-               "                    training side of every split, never validated on. Make them from the\n"
-               "                    training side's slices only, or validation lesions leak into training\n"
+               "                    training side of every split, never validated on; a pair whose lesions\n"
+               "                    come from a validation slice (DIR/sources.json) is left out of that split\n"
                "  --pseudo DIR      also train on the pseudo-labelled pairs of 'covidrate pseudo-label' (DIR/images\n"
                "                    + DIR/masks): unsupervised enhancement, training side only, like --synthetic\n"
                "  --split FILE      train and validate on the slices a split.json names (an earlier\n"
@@ -186,6 +188,12 @@ std::string names_json(const data::Dataset& set, const std::vector<int64_t>& ind
     out += (i ? ", " : "") + json::quote(set.samples[static_cast<size_t>(indices[i])].name);
   return out + "]";
 }
+
+// A pair for the training side only: a synthetic or a pseudo-labelled slice.
+struct ExtraPair {
+  data::PreparedSlice slice;
+  std::string lesions_from;  // a synthetic pair's: the labelled slice its lesions come from ("" if unknown)
+};
 
 std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& all, const std::vector<int64_t>& idx) {
   std::vector<data::PreparedSlice> out;
@@ -319,23 +327,38 @@ class EpochProgress {
 };
 
 TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
-                    const data::Split& split, const std::vector<data::PreparedSlice>& extra,
+                    const data::Split& split, const std::vector<ExtraPair>& extra,
                     TrainOptions options, const std::string& out_dir, const std::string& progress_prefix = "",
                     bool restart = false) {
   options.out_dir = out_dir;
-  // Written once the trainer has checked everything it can (the init weights, the checkpoint) and made the folder.
   std::vector<data::PreparedSlice> train_side = pick(prepared, split.train);
-  train_side.insert(train_side.end(), extra.begin(), extra.end());
+  // A synthetic pair that holds the lesions of a validation slice would show the
+  // network the very lesions it is scored on: left out (each fold its own).
+  std::set<std::string> validation_names;
+  for (const int64_t i : split.validation) validation_names.insert(set.samples[static_cast<size_t>(i)].name);
+  size_t extra_kept = 0, left_out = 0;
+  for (const ExtraPair& e : extra) {
+    if (validation_names.count(e.lesions_from)) {
+      ++left_out;
+      continue;
+    }
+    train_side.push_back(e.slice);
+    ++extra_kept;
+  }
+  // Written once the trainer has checked everything it can (the init weights, the checkpoint) and made the folder.
   options.on_start = [&] {
     // Said once everything has been checked: the run does start.
     if (restart)
       std::fprintf(stderr, "%s: an earlier run stopped before its first epoch ended; starting afresh\n",
                    out_dir.c_str());
+    if (left_out > 0)
+      std::printf("left out %zu synthetic pair%s whose lesions come from the validation slices\n", left_out,
+                  left_out == 1 ? "" : "s");
     write_text_atomically((fs::path(out_dir) / "split.json").string(),
                           "{\"train\": " + names_json(set, split.train) + ",\n \"validation\": " +
                               names_json(set, split.validation) + "}\n");
     std::printf("training %s on %zu slices (%zu synthetic or pseudo-labelled), validating on %zu, %s -> %s\n",
-                describe(options.model).c_str(), train_side.size(), extra.size(), split.validation.size(),
+                describe(options.model).c_str(), train_side.size(), extra_kept, split.validation.size(),
                 to_string(options.device), out_dir.c_str());
     std::fflush(stdout);
   };
@@ -382,7 +405,7 @@ void mean_std(const std::vector<double>& v, double& mean, double& std) {
 }
 
 int cross_validate(const Settings& s, const data::Dataset& set, const std::vector<data::PreparedSlice>& prepared,
-                   const std::vector<data::PreparedSlice>& extra) {
+                   const std::vector<ExtraPair>& extra) {
   const std::vector<data::Split> splits = data::k_fold_splits(set.size(), s.folds, s.train.seed);
   std::vector<double> losses, dices;
   std::string rows;
@@ -458,13 +481,29 @@ int cmd_train(int argc, char** argv) {
               s.images.c_str(), static_cast<long long>(s.train.size), static_cast<long long>(s.train.size),
               s.lungs ? ", lungs only" : "");
   // Extra pairs for the training side only: synthetic lesions, then pseudo-labels.
-  std::vector<data::PreparedSlice> extra;
+  std::vector<ExtraPair> extra;
   for (const auto& [dir, what] : {std::pair{s.synthetic, "synthetic"}, std::pair{s.pseudo, "pseudo-labelled"}}) {
     if (dir.empty()) continue;
     const size_t before = extra.size();
     const data::Dataset pairs =
         data::load_dataset((fs::path(dir) / "images").string(), (fs::path(dir) / "masks").string(), {.lungs = s.lungs});
-    for (const data::Sample& sample : pairs.samples) extra.push_back(data::prepare_sample(sample, s.train.size));
+    std::optional<std::map<std::string, std::string>> sources;
+    if (std::string(what) == "synthetic") {
+      sources = data::read_synthetic_sources(dir);
+      if (!sources)
+        std::fprintf(stderr, "train: %s has no sources.json (made by hand, or by an older covidrate synth), so "
+                     "whether its lesions come from validation slices cannot be checked\n", dir.c_str());
+    }
+    for (const data::Sample& sample : pairs.samples) {
+      std::string lesions_from;
+      if (sources) {
+        const auto found = sources->find(sample.name);
+        CR_CHECK(found != sources->end(), "train: " << (fs::path(dir) / "sources.json").string() << " does not say "
+                                                    << "where pair '" << sample.name << "' comes from");
+        lesions_from = found->second;
+      }
+      extra.push_back({data::prepare_sample(sample, s.train.size), lesions_from});
+    }
     std::printf("%zu %s slices from %s, for training only\n", extra.size() - before, what, dir.c_str());
   }
   if (s.folds > 0) {
