@@ -7,8 +7,9 @@
 //      (a mask must stay binary);
 //   3. when a lung mask is given, set every non-lung pixel to 0 (the paper feeds
 //      the network the lungs alone);
-//   4. standardize the image by its own mean and standard deviation (the
-//      paper's per-image normalization, data::standardize).
+//   4. standardize the image by its own mean and standard deviation
+//      (data::standardize; the reference code scales by min and max instead,
+//      docs/training.md says why not here).
 //
 // Resizing uses pixel centres (a pixel covers [i, i+1)), as OpenCV's and
 // PyTorch's align_corners=false, so the forward and inverse maps agree.

@@ -60,13 +60,18 @@ struct TrainProgress {
   int64_t done = 0, total = 0;
 };
 
+// The learning-rate decay of the COVID-Rate reference code (Keras 2's
+// Adam(learning_rate=0.001, decay=0.0004)): lr / (1 + 4e-4 * step), 0.71e-3 after
+// 1000 steps. The shipped weights predate it and were trained with lr / 100.
+inline constexpr double kReferenceDecay = 4e-4;
+
 struct TrainOptions {
   NetConfig model;  // architecture, width, CPB, SE, initial-weight seed
   int64_t size = 512;     // the network's input side S (a multiple of 16)
   int64_t batch = 4;
   int epochs = 100;
   int patience = 10;
-  AdamParams adam{};      // lr 1e-3; decay set by the caller (cmd_train: lr / 100, the paper's Keras setting)
+  AdamParams adam{};      // lr 1e-3; decay set by the caller (cmd_train: kReferenceDecay)
   LossKind loss = LossKind::Hybrid;
   double pos_weight = kDefaultPosWeight;
   bool augment = true;

@@ -1,7 +1,9 @@
 // The building blocks of a network: each registers its parameters in a
 // ParameterStore under "<name>.<parameter>" and calls the ops of the tape.
 //
-// Initialization follows Keras, the framework of the COVID-Rate reference code:
+// Initialization follows Keras, the framework of the COVID-Rate reference code,
+// with its defaults (the reference code itself passes he_normal to most of its
+// convolutions; docs/training.md says why that is not followed yet):
 //   - Conv2d and Linear kernels: glorot_uniform, U(-l, l) with
 //     l = sqrt(6 / (fan_in + fan_out)), fan = channels * kernel area;
 //     Conv2d biases: zeros.

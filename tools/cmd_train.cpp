@@ -62,7 +62,8 @@ void usage(FILE* out) {
                "  --pos-weight X    weight of lesion pixels in the BCE term: 1 + X (default %.0f)\n"
                "  --lungs           zero everything outside the lungs (classical lung extraction)\n"
                "  --lr X            Adam's learning rate (default 0.001)\n"
-               "  --decay X         Keras' learning-rate decay per step (default lr / 100)\n"
+               "  --decay X         Keras' learning-rate decay: lr / (1 + X * step) (default 4e-4, the\n"
+               "                    reference code's; the shipped weights were trained with lr / 100)\n"
                "  --no-augment      train on the slices as they are\n"
                "  --keras-bn        validate with BN's momentum averages as Keras does, not with\n"
                "                    statistics recomputed on the training slices each epoch\n"
@@ -174,10 +175,10 @@ Settings parse(int argc, char** argv) {
     throw UsageError(std::string("--no-cpb and --no-se are COVID-Rate's; ") + to_string(s.train.model.architecture) +
                      " has neither");
   if (s.train.size % 16 != 0) throw UsageError("--size must be a multiple of 16, got " + std::to_string(s.train.size));
-  // The common Keras 2 recipe Adam(lr, decay=lr / epochs) with the paper's 100
-  // epochs (the paper does not state its decay). Tied to 100, not to --epochs,
-  // so that a run resumed with a higher --epochs keeps its schedule.
-  if (!s.decay_given) s.train.adam.decay = s.train.adam.lr / 100.0;
+  // The reference code's Adam(learning_rate=0.001, decay=0.0004): a step count,
+  // so it does not follow --lr or --epochs (a run resumed with a higher --epochs
+  // keeps its schedule).
+  if (!s.decay_given) s.train.adam.decay = kReferenceDecay;
   s.train.model.seed = s.train.seed;
   return s;
 }
