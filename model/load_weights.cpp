@@ -1,5 +1,6 @@
 #include "model/load_weights.h"
 
+#include <string_view>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -77,7 +78,9 @@ std::unique_ptr<SegmentationNet> load_for_inference(const std::string& weights_p
   try {
     net->parameters().load(weights_path);
   } catch (const Error& e) {
-    // Most often an option that contradicts the file (--width, --arch, ...).
+    // Tensors that do not match are most often an option that contradicts the
+    // file (--width, --arch, ...); other problems (a damaged file, NaN) are not.
+    if (std::string_view(e.what()).find("not match the model") == std::string_view::npos) throw;
     CR_FAIL(e.what() << ". The network asked for is " << to_string(spec.config.architecture) << " at width "
                      << spec.config.width << (spec.config.cpb ? "" : ", without CPB")
                      << (spec.config.se ? "" : ", without SE")

@@ -1,5 +1,7 @@
 #include "nn/parameters.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include "nn/safetensors.h"
@@ -161,6 +163,28 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
   }
   for (const auto& [name, t] : tensors)
     if (!mine.count(name)) problems.push_back("unexpected '" + name + "'");
+  // A NaN or an infinity in a weight spreads through the network: every
+  // probability NaN, read as lesion or not depending on the comparison, with
+  // nothing to say that the figures are meaningless.
+  if (problems.empty()) {
+    for (const auto& [name, t] : mine) {
+      const Tensor& source_tensor = tensors.at(name);
+      const std::vector<float> values = source_tensor.to(Device::CPU).to_vector();
+      const auto bad = std::count_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+      if (bad > 0)
+        problems.push_back("'" + name + "' holds " + std::to_string(bad) + " NaN or infinite value" +
+                           (bad > 1 ? "s" : "") + " (of " + std::to_string(values.size()) + ")");
+    }
+    if (!problems.empty()) {
+      std::ostringstream os;
+      os << (source.empty() ? "loading weights" : source) << ": " << problems.front()
+         << (problems.size() > 1 ? " (and " + std::to_string(problems.size() - 1) + " more tensor" +
+                                       (problems.size() > 2 ? "s)" : ")")
+                                 : std::string())
+         << "; the weights are damaged, or come from a training run that diverged";
+      CR_FAIL(os.str());
+    }
+  }
   if (!problems.empty()) {
     // The first few say what kind of mismatch it is; a whole list (hundreds
     // for a wrong width) would bury that.

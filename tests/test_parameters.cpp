@@ -172,6 +172,22 @@ TEST_CASE("load rejects a missing, an unexpected and a mis-shaped tensor") {
     bad["enc.conv.bias"] = Tensor::zeros(Shape{4}, DType::F64);
     CHECK(message_of([&] { net.store.load(bad); }).find("'enc.conv.bias' is f64[4]") != std::string::npos);
   }
+  SUBCASE("NaN or infinite values") {
+    auto bad = good;
+    std::vector<float> weight(72, 0.5f);
+    weight[3] = std::nanf("");
+    weight[70] = -INFINITY;
+    bad["enc.conv.weight"] = Tensor::from_vector(Shape{4, 2, 3, 3}, weight);
+    bad["enc.bn.running_var"] = Tensor::full(Shape{4}, INFINITY);
+    const std::string msg = message_of([&] { net.store.load(bad, "w.safetensors"); });
+    CHECK_MESSAGE(msg.find("w.safetensors: 'enc.bn.running_var' holds 4 NaN or infinite values (of 4) (and 1 more "
+                           "tensor); the weights are damaged") == 0, msg);
+    bad.erase("enc.bn.running_var");
+    bad["enc.bn.running_var"] = good.at("enc.bn.running_var");
+    CHECK(message_of([&] { net.store.load(bad); }).find("'enc.conv.weight' holds 2 NaN or infinite values (of 72)") !=
+          std::string::npos);
+    CHECK(net.store.parameter("enc.conv.weight").value().to_vector() == good.at("enc.conv.weight").to_vector());
+  }
   SUBCASE("a failed load changes nothing") {
     auto bad = good;
     bad["enc.conv.bias"] = Tensor::full(Shape{4}, 9.0);
