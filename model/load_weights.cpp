@@ -1,9 +1,9 @@
 #include "model/load_weights.h"
 
-#include <string_view>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <string_view>
 
 #include "nn/error.h"
 
