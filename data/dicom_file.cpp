@@ -176,10 +176,21 @@ std::optional<FileHeader> read_header(const std::string& file) {
   const bool claims_dicom = has_dicom_magic(file) ||
                             (file.size() > 4 && (file.ends_with(".dcm") || file.ends_with(".DCM")));
   if (!claims_dicom) {
+    // An empty file, or one that holds nothing but zeros where a DICOM file's
+    // 128-byte preamble would be and no "DICM" after it, is a slice cut short
+    // (a copy that failed, a full disk): passed over, the series would simply
+    // lack it, with no word said.
+    std::ifstream in(file, std::ios::binary);
+    unsigned char head[132] = {};
+    in.read(reinterpret_cast<char*>(head), sizeof head);
+    const auto got = static_cast<size_t>(in.gcount());
+    CR_CHECK(got > 0, file << ": the file is empty (a damaged slice of the series?)");
+    const bool zeros = std::all_of(head, head + std::min<size_t>(got, 128), [](unsigned char b) { return b == 0; });
+    CR_CHECK(!zeros || got < 128, file << ": starts with a DICOM file's 128-byte preamble but has no DICM marker "
+                                            "after it: a damaged DICOM file (a slice of the series cut short?)");
+    CR_CHECK(!zeros, file << ": " << got << " bytes, all zero: a DICOM file cut short (a damaged slice of the series?)");
     // Without the preamble, a DICOM stream starts with a tag of group 0002
     // (meta header) or 0008 (identification); other files are not read at all.
-    unsigned char head[2] = {0xff, 0xff};
-    std::ifstream(file, std::ios::binary).read(reinterpret_cast<char*>(head), 2);
     if (!((head[0] == 0x02 || head[0] == 0x08) && head[1] == 0x00)) return std::nullopt;
   }
   std::string bytes;

@@ -42,6 +42,11 @@ InputKind input_kind(const std::string& path) {
   if (png || jpg) return InputKind::Picture;
   if (has_nifti_extension(path) || nifti_header || (gzip && ends_with_ci(path, ".gz"))) return InputKind::Nifti;
   if (looks_like_dicom_file(path) || ends_with_ci(path, ".dcm")) return InputKind::DicomSeries;
+  // Named as a picture but not one (empty, cut short, something else renamed):
+  // taken for a picture, so that reading it says what is wrong instead of a
+  // folder of slices silently lacking it.
+  if (ends_with_ci(path, ".png") || ends_with_ci(path, ".jpg") || ends_with_ci(path, ".jpeg"))
+    return InputKind::Picture;
   return InputKind::Unknown;
 }
 

@@ -169,7 +169,9 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
   if (problems.empty()) {
     for (const auto& [name, t] : mine) {
       const Tensor& source_tensor = tensors.at(name);
-      const std::vector<float> values = source_tensor.to(Device::CPU).to_vector();
+      const Tensor on_host = source_tensor.to(Device::CPU);
+      // f16 and bf16 widen exactly; an f64 beyond float's range becomes infinite, which it would be in the model.
+      const std::vector<float> values = (on_host.dtype() == DType::F32 ? on_host : on_host.to(DType::F32)).to_vector();
       const auto bad = std::count_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
       if (bad > 0)
         problems.push_back("'" + name + "' holds " + std::to_string(bad) + " NaN or infinite value" +

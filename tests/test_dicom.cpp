@@ -208,6 +208,26 @@ TEST_CASE("DICOM slices are ordered by position, not by file name") {
   CHECK(std::equal(lower.voxels.begin(), lower.voxels.end(), v.slice(0)));
 }
 
+TEST_CASE("DICOM: a slice cut short in a folder of files without .dcm names is an error, not a missing slice") {
+  // PACS exports often name their files IM1, IM2, ...: without the name or the
+  // DICM marker, an empty or cut file used to be passed over as "not DICOM".
+  test::TempDir dir;
+  const auto s0 = samples() + "chest-ct-slice-0.dcm", s1 = samples() + "chest-ct-slice-1.dcm";
+  test::write_bytes(dir.file("IM1"), test::read_bytes(s0));
+  test::write_bytes(dir.file("IM2"), test::read_bytes(s1));
+  test::write_bytes(dir.file("README"), {'h', 'i', '\n'});  // other files beside a series are passed over
+  REQUIRE(read_dicom_series(dir.path()).nz == 2);
+  const std::vector<char> bytes = test::read_bytes(s1);
+  REQUIRE(std::all_of(bytes.begin(), bytes.begin() + 128, [](char b) { return b == 0; }));
+  for (const size_t size : {size_t{0}, size_t{100}, size_t{131}, size_t{2000}}) {
+    CAPTURE(size);
+    std::vector<char> cut(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(size));
+    if (size == 2000) std::fill_n(cut.begin() + 128, 4, 'X');  // the marker itself damaged
+    test::write_bytes(dir.file("IM2"), cut);
+    check_fails(dir.path(), dir.file("IM2"), size == 0 ? "the file is empty" : "cut short");
+  }
+}
+
 TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   test::TempDir dir;
   const std::vector<char> bytes = test::read_bytes(samples() + "CT_small.dcm");

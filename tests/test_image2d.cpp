@@ -121,6 +121,14 @@ TEST_CASE("read_any dispatches by content and name") {
   CHECK(input_kind(text) == InputKind::Unknown);
   CHECK_THROWS_WITH_AS(read_any(text), doctest::Contains("notes.txt"), Error);
   CHECK_THROWS_WITH_AS(read_any(dir.file("absent.png")), doctest::Contains("no such file"), Error);
+  // Named as a picture but empty, or something else renamed: a picture that
+  // fails to read (a folder of slices must not silently lack it).
+  for (const char* name : {"empty.jpg", "notes.PNG", "scan.jpeg"}) {
+    const std::string file = dir.file(name);
+    test::write_bytes(file, name[0] == 'e' ? std::vector<char>{} : std::vector<char>{'h', 'i', '\n'});
+    CHECK_MESSAGE(input_kind(file) == InputKind::Picture, name);
+    CHECK_THROWS_WITH_AS(read_any(file), doctest::Contains(file.c_str()), Error);
+  }
 }
 
 TEST_CASE("Broken pictures fail with the file's name") {

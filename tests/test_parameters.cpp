@@ -187,6 +187,12 @@ TEST_CASE("load rejects a missing, an unexpected and a mis-shaped tensor") {
     CHECK(message_of([&] { net.store.load(bad); }).find("'enc.conv.weight' holds 2 NaN or infinite values (of 72)") !=
           std::string::npos);
     CHECK(net.store.parameter("enc.conv.weight").value().to_vector() == good.at("enc.conv.weight").to_vector());
+    // Half-precision files (the shipped weights are f16) are checked alike.
+    bad = good;
+    bad["enc.conv.bias"] = Tensor::full(Shape{4}, std::nan("")).to(DType::F16);
+    CHECK(message_of([&] { net.store.load(bad); }).find("'enc.conv.bias' holds 4 NaN") != std::string::npos);
+    bad["enc.conv.bias"] = good.at("enc.conv.bias").to(DType::F16);
+    CHECK_NOTHROW(net.store.load(bad));
   }
   SUBCASE("a failed load changes nothing") {
     auto bad = good;
