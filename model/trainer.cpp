@@ -159,14 +159,26 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
   if (o.model.architecture != Architecture::CovidRate || !o.model.se)
     os << " architecture " << to_string(o.model.architecture) << " se " << o.model.se;
   // The data itself, cheaply: a weighted sum over every 7th prepared pixel and its
-  // mask. It catches other slices, other masks, another order or another
-  // preparation of the same slices (the weight i % 13 + 1 depends on the
-  // position), not a change confined to pixels the stride skips.
-  double checksum = 0;
-  for (const auto* set : {&train_set, &validation})
-    for (const data::PreparedSlice& s : *set)
-      for (size_t i = 0; i < s.image.size(); i += 7) checksum += s.image[i] * static_cast<double>(i % 13 + 1) + s.mask[i];
-  os << " data " << checksum;
+  // mask. It catches other slices, other masks or another preparation of the
+  // same slices (the weight i % 13 + 1 depends on the position), not a change
+  // confined to pixels the stride skips. `data` sums both sides, so it cannot
+  // tell which slice is on which; `validation_data` is the validation side's
+  // alone, weighted by each slice's place, so that a resume with another split
+  // of the same slices (another --split, --folds or --val-fraction) is refused:
+  // it would train on slices the run had validated on, and the reverse.
+  const auto pixel_sum = [](const data::PreparedSlice& s) {
+    double sum = 0;
+    for (size_t i = 0; i < s.image.size(); i += 7) sum += s.image[i] * static_cast<double>(i % 13 + 1) + s.mask[i];
+    return sum;
+  };
+  double checksum = 0, validation_checksum = 0;
+  for (const data::PreparedSlice& s : train_set) checksum += pixel_sum(s);
+  for (size_t k = 0; k < validation.size(); ++k) {
+    const double sum = pixel_sum(validation[k]);
+    checksum += sum;
+    validation_checksum += sum * static_cast<double>(k % 7 + 1);
+  }
+  os << " data " << checksum << " validation_data " << validation_checksum;
   return os.str();
 }
 
@@ -257,10 +269,18 @@ std::string fingerprint_difference(const std::string& saved, const std::string& 
   slices("train", "training");
   slices("validation", "validation");
   // Another size, slice count or seed (which draws the split) changes the checksum too: then it says nothing more.
-  if (differs("data") && !told.count("size") && !told.count("train") && !told.count("validation") &&
-      !told.count("seed"))
+  const bool said_why = told.count("size") || told.count("train") || told.count("validation") || told.count("seed");
+  const bool split_recorded = was.count("validation_data") > 0;  // before differs() adds the key
+  if (differs("data") && !said_why)
     out.push_back("the slices differ (another --images, --masks, --lungs, --split, --synthetic or --pseudo)");
+  else if (differs("validation_data") && !said_why)
+    out.push_back(split_recorded
+                      ? "the same slices are split otherwise (another --split, --folds or --val-fraction): the run "
+                        "would train on slices it validated on"
+                      : "the checkpoint was written by a covidrate that did not record which slices validate; "
+                        "start the run afresh");
   told.insert("data");
+  told.insert("validation_data");
   for (const auto* fields : {&was, &is})  // any part not named above
     for (const auto& [key, value] : *fields)
       if (!told.count(key) && differs(key)) say(key, key, was[key], is[key]);

@@ -89,6 +89,13 @@ TEST_CASE("option values are checked before any work: missing, malformed, out of
   };
   const std::vector<Case> cases = {
       {"segment", "study --out", "--out needs a value"},
+      // An unset variable in a script: not the default.
+      {"segment", "study --out OUT --weights ''", "--weights needs a value, and was given an empty one"},
+      {"train", "--images i --masks m --out OUT --init ''", "--init needs a value, and was given an empty one"},
+      {"model", "--svg ''", "--svg needs a value, and was given an empty one"},
+      // A forgotten value: the next option is not taken for it.
+      {"lungs", "ct.nii.gz --out --json", "--out needs a value, and is followed by the option --json", true},
+      {"segment", "study --out OUT --threshold 1", "--threshold must be below 1, got 1"},
       {"segment", "study --out OUT --threshold 2", "--threshold needs a number in [0, 1], got '2'"},
       {"segment", "study --out OUT --threshold -1", "--threshold needs a number in [0, 1], got '-1'"},
       {"segment", "study --out OUT --batch 2.5", "--batch needs an integer in [1, 4096], got '2.5'"},

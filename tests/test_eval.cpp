@@ -187,6 +187,20 @@ TEST_CASE("eval: JSON on stdout, explicit options, errors and exit codes") {
     CHECK(onto_folder.exit_code == 1);
     CHECK(onto_folder.err.find("exists and is not a regular file") != std::string::npos);
     CHECK(onto_folder.err.find("images/s") == std::string::npos);  // before the work
+    // Into the folders of slices read: it would replace a mask, or join the slices next time.
+    const std::vector<char> mask_before = test::read_bytes(dir.file("masks/1.png"));
+    const test::ProgramRun onto_mask = run_eval(dir, data_args(dir) + " --overview " + dir.file("masks/1.png"));
+    CHECK(onto_mask.exit_code == 1);
+    CHECK_MESSAGE(onto_mask.err.find("is in " + dir.file("masks") + ", a folder of inputs") != std::string::npos,
+                  onto_mask.err);
+    CHECK(test::read_bytes(dir.file("masks/1.png")) == mask_before);
+    const test::ProgramRun into_images = run_eval(dir, data_args(dir) + " --json " + dir.file("images/scores.json"));
+    CHECK(into_images.exit_code == 1);
+    CHECK_FALSE(fs::exists(dir.file("images/scores.json")));
+    const test::ProgramRun twice =
+        run_eval(dir, data_args(dir) + " --json " + dir.file("a.out") + " --overview " + dir.file("./a.out"));
+    CHECK(twice.exit_code == 2);
+    CHECK(twice.err.find("--json and --overview name the same file") != std::string::npos);
   }
   SUBCASE("--save-masks into an existing folder is refused") {
     fs::create_directories(dir.file("exists"));

@@ -591,6 +591,24 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
   CHECK(run.exit_code == 1);
   CHECK(run.err.find("it holds a single run: resume it without --folds") != std::string::npos);
   CHECK(folder_contents(run_dir) == before);
+  // The same slices split otherwise (one validation slice either way): refused, or the run would train on
+  // the slice it validated on.
+  {
+    const std::string split = before.at("split.json");
+    const size_t at = split.find("\"validation\": [\"");
+    REQUIRE(at != std::string::npos);
+    const std::string validated = split.substr(at + 15, 1);
+    const std::string moved_slice = validated == "0" ? "1" : "0", moved = dir.file("moved.json");
+    std::string train_names;
+    for (const char* n : {"0", "1", "2", "3", "4"})
+      if (n != moved_slice) train_names += std::string(train_names.empty() ? "" : ", ") + "\"" + n + "\"";
+    std::ofstream(moved) << "{\"train\": [" << train_names << "], \"validation\": [\"" << moved_slice << "\"]}\n";
+    run = test::run_covidrate(dir, common + "--split " + moved + " --resume --out " + run_dir);
+    CHECK(run.exit_code == 1);
+    CHECK_MESSAGE(run.err.find(": the same slices are split otherwise (another --split, --folds or --val-fraction)") !=
+                      std::string::npos, run.err);
+    CHECK(folder_contents(run_dir) == before);
+  }
 
   // --resume continues as before: one more epoch appended to the same log.
   run = test::run_covidrate(dir, common + "--epochs 2 --resume --out " + run_dir);

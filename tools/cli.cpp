@@ -71,11 +71,15 @@ std::string ArgScanner::folder_value() {
   return v;
 }
 
-void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs) {
+void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs,
+                       const std::vector<std::string>& input_folders) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path folder = fs::absolute(path, ec).parent_path();
   CR_CHECK(fs::is_directory(folder, ec), option << " " << path << ": its folder does not exist");
+  for (const std::string& input : input_folders)
+    CR_CHECK(input.empty() || !fs::equivalent(folder, input, ec),
+             option << " " << path << " is in " << input << ", a folder of inputs: write it elsewhere");
   if (!fs::exists(path, ec)) return;
   CR_CHECK(fs::is_regular_file(path, ec), option << " " << path << " exists and is not a regular file");
   for (const std::string& input : inputs)
@@ -159,7 +163,15 @@ bool ArgScanner::next() {
 
 std::string ArgScanner::value() {
   CR_USAGE_CHECK(at_ + 1 < argc_, current_ << " needs a value");
-  return argv_[++at_];
+  const std::string v = argv_[at_ + 1];
+  // An unset variable in a script ("--weights $W") would otherwise mean the
+  // default, and "--out --json" would make a folder named --json.
+  CR_USAGE_CHECK(!v.empty(), current_ << " needs a value, and was given an empty one");
+  CR_USAGE_CHECK(!(v.size() > 2 && v.starts_with("--")),
+                 current_ << " needs a value, and is followed by the option " << v
+                          << " (a value that starts with -- is written ./" << v << " for a path)");
+  ++at_;
+  return v;
 }
 
 bool ArgScanner::has_optional_value() const { return at_ + 1 < argc_ && argv_[at_ + 1][0] != '-'; }

@@ -63,9 +63,12 @@ std::string error_text(const std::exception& e);
 // Checks, before any work, that `path` can take an output file: its folder
 // exists, it is not something other than a regular file (a folder, a FIFO, a
 // device; symbolic links are followed), and it is none of `inputs` (a weights
-// file, a log...: an output written over an input would destroy it). Throws
-// covidrate::Error naming `option` and the path.
-void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs);
+// file, a log...: an output written over an input would destroy it), nor in
+// one of `input_folders` (a folder of slices read as a whole: the file would
+// replace a slice, or join them next time). Throws covidrate::Error naming
+// `option` and the path.
+void check_output_file(const std::string& option, const std::string& path, const std::vector<std::string>& inputs,
+                       const std::vector<std::string>& input_folders = {});
 
 // A folder written as DIR.tmp and renamed to DIR once whole: removed with
 // whatever it holds unless `kept` (set after the rename), so that a failure on
@@ -123,8 +126,10 @@ class ArgScanner {
   const std::string& current() const { return current_; }
   bool is(std::string_view option) const { return current_ == option; }
   bool help() const { return is("--help") || is("-h"); }
-  // The current option's value: the next argument, whatever it holds (so
-  // "--threshold -1" reaches the range check). UsageError when there is none.
+  // The current option's value: the next argument (so "--threshold -1"
+  // reaches the range check). UsageError when there is none, when it is empty
+  // (an unset variable in a script), or when it starts with "--" (the value
+  // forgotten: "--out --json").
   std::string value();
   // The value of an option that names an output folder, without trailing
   // slashes: "out/" and "out" are the same folder, and the folder is written

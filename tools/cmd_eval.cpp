@@ -183,8 +183,11 @@ int cmd_eval(int argc, char** argv) {
   CR_CHECK(o.save_masks.empty() || !fs::exists(o.save_masks),
            o.save_masks << " already exists; --save-masks writes a new folder");
   if (!o.save_masks.empty()) check_output_folder("eval", "--save-masks", o.save_masks);
-  if (!o.overview.empty()) check_output_file("--overview", o.overview, {o.weights});
-  if (!o.json_file.empty()) check_output_file("--json", o.json_file, {o.weights});
+  if (!o.overview.empty()) check_output_file("--overview", o.overview, {o.weights}, {o.images, o.masks});
+  if (!o.json_file.empty()) check_output_file("--json", o.json_file, {o.weights}, {o.images, o.masks});
+  CR_USAGE_CHECK(o.overview.empty() || o.json_file.empty() ||
+                     fs::absolute(o.overview).lexically_normal() != fs::absolute(o.json_file).lexically_normal(),
+                 "--json and --overview name the same file");
 
   const std::map<std::string, std::string> metadata = safetensors::load_metadata(o.weights);
   // Weights trained on lung-masked slices (train --lungs) are scored on them too.

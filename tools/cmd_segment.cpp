@@ -99,6 +99,8 @@ bool parse_options(int argc, char** argv, SegmentCommandOptions& o) {
       o.weights = args.value();
     } else if (args.is("--threshold")) {
       o.threshold = args.number(0, 1);
+      // No probability is above 1: every study would read healthy.
+      CR_USAGE_CHECK(o.threshold < 1, "--threshold must be below 1, got " << o.threshold);
     } else if (args.is("--batch")) {
       o.batch = args.integer(1, 4096);
     } else if (parse_network_option(args, o.network)) {
