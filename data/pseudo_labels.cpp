@@ -224,8 +224,7 @@ bool may_be_kept(const ScoredSlice& s, const PseudoLabelOptions& o) {
 // out_dir, through out_dir.tmp and a rename.
 void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& slices,
                   const std::vector<size_t>& kept, const Journal& journal) {
-  const fs::path tmp = out_dir + ".tmp";
-  fs::remove_all(tmp);  // left by an interrupted run
+  const fs::path tmp = start_temp_folder(out_dir);  // an interrupted run's is replaced
   try {
     fs::create_directories(tmp / "images");
     fs::create_directories(tmp / "masks");

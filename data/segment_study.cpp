@@ -402,10 +402,8 @@ SegmentedStudy segment_study(PreparedStudy prepared, const SegmentationNet& net,
 
 StudyResult write_study(SegmentedStudy segmented, const StudyOptions& o, const std::string& out_dir) {
   CR_CHECK(!fs::exists(out_dir), "segment: " << out_dir << " already exists");
-  const fs::path tmp = out_dir + ".tmp";
-  fs::remove_all(tmp);  // left by an interrupted run
+  const fs::path tmp = start_temp_folder(out_dir);  // an interrupted run's is replaced
   try {
-    fs::create_directories(tmp);
     const StudyInput& study = segmented.prepared.study;
     const std::vector<StudyPart>& parts = segmented.prepared.parts;
     StudyResult& r = segmented.result;

@@ -64,9 +64,9 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
   CR_CHECK(margin >= 0 && margin <= 1, "synth: margin must be in [0, 1], got " << margin);
   const int64_t wanted = std::llround(ratio * double(infected.size()));
   CR_CHECK(wanted > 0, "synth: a ratio of " << ratio << " with " << infected.size() << " infected slices makes no pair");
-  const fs::path out(out_dir), tmp(out_dir + ".tmp");
+  const fs::path out(out_dir);
   CR_CHECK(!fs::exists(out), out.string() << " already exists; synth writes a new folder");
-  fs::remove_all(tmp);  // a leftover of an interrupted run
+  const fs::path tmp = start_temp_folder(out_dir);  // an interrupted run's is replaced
   SynthSetReport r;
   // A failure on the way (a picture that cannot be written) takes the
   // partial folder with it.

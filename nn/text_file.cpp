@@ -179,8 +179,32 @@ void sync_to_disk(const std::string& path) {
   CR_CHECK(error == 0, "cannot flush " << path << " to the disk: " << std::strerror(error));
 }
 
+std::string start_temp_folder(const std::string& out) {
+  const std::string tmp = out + ".tmp";
+  std::error_code ec;
+  const fs::file_status status = fs::symlink_status(tmp, ec);
+  if (fs::exists(status)) {
+    const bool ours = fs::is_directory(status) && (fs::exists(fs::path(tmp) / kPartialMarker, ec) || fs::is_empty(tmp, ec));
+    CR_CHECK(ours, tmp << " exists and was not made by covidrate, which writes " << out
+                       << " there before renaming it: move it away, or choose another output");
+    fs::remove_all(tmp, ec);  // an interrupted run's
+    if (ec) fail_writing(tmp, ec.value());
+  }
+  fs::create_directories(tmp, ec);
+  if (ec) fail_writing(out, ec.value());
+  try {
+    write_file_atomically((fs::path(tmp) / kPartialMarker).string(),
+                          "covidrate writes " + out + " here, and renames it when it is complete\n");
+  } catch (const Error&) {
+    fs::remove_all(tmp, ec);  // a full disk: nothing left behind
+    throw;
+  }
+  return tmp;
+}
+
 void publish_folder(const std::string& tmp, const std::string& out) {
   std::error_code ec;
+  fs::remove(fs::path(tmp) / kPartialMarker, ec);
   for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec)) {
     const fs::file_status status = it->symlink_status(ec);
     if (ec) break;

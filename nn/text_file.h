@@ -69,7 +69,16 @@ class AtomicFile {
 };
 
 // Output folders (a study, a checkpoint, a set of pictures) are built under a
-// temporary name and renamed into place whole. publish_folder(tmp, out)
+// temporary name and renamed into place whole.
+//
+// start_temp_folder(out) makes that folder, out + ".tmp", afresh, with a marker
+// file (kPartialMarker) in it, and returns its path. A folder of that name left
+// by an interrupted run (it holds the marker) is removed first; one without the
+// marker is the user's, and is refused with an error naming it, never removed.
+inline constexpr const char* kPartialMarker = ".covidrate-partial";
+std::string start_temp_folder(const std::string& out);
+
+// publish_folder(tmp, out) removes the marker,
 // flushes every file and folder under tmp to the disk, renames tmp to out
 // (which must not exist) and flushes out's parent folder: after a power cut
 // there is either no `out` or a complete one -- never one whose files are

@@ -229,15 +229,17 @@ TEST_CASE("segment a DICOM series: outputs aligned with the input, every report 
   }
 }
 
-TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; threshold 1 gives no lesion") {
+TEST_CASE("segment a NIfTI slice: the mask has the input's geometry; a threshold above every probability gives no lesion") {
   test::TempDir dir;
   const std::string weights = tiny_weights(dir), out = dir.file("out");
   const std::string nifti =
       (fs::path(test::data_dir()) / "lung-masks-zenodo" / "coronacases_001_slice_110_ct.nii.gz").string();
   // "--out DIR/" is DIR (it used to be written as DIR/.tmp, then fail to rename).
   const test::ProgramRun run =
-      run_segment(dir, nifti + " --out " + out + "/ --weights " + weights + " --threshold 1 --save-lungs");
+      run_segment(dir, nifti + " --out " + out + "/ --weights " + weights + " --threshold 0.999 --save-lungs --save-prob");
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  const data::Volume probability = data::read_nifti(out + "/probability.nii.gz");
+  REQUIRE(*std::max_element(probability.voxels.begin(), probability.voxels.end()) < 0.999f);
   const data::Volume lesions = data::read_nifti(out + "/lesion_mask.nii.gz");
   test::check_same_geometry(lesions, data::read_nifti(nifti));
   CHECK(std::all_of(lesions.voxels.begin(), lesions.voxels.end(), [](float v) { return v == 0.f; }));
@@ -438,10 +440,11 @@ static std::string check_batch(const std::string& prefetch) {
   for (size_t k = 0; k < names.size(); ++k)
     if (names[k] != "input" && names[k] != "total_s" && names[k] != "slices_per_s") figures += values[k] + ",";
 
-  // An interrupted run: b's folder never appeared, its .tmp did.
+  // An interrupted run: b's folder never appeared, its .tmp did (with covidrate's mark).
   fs::remove_all(out + "/b");
   fs::create_directories(out + "/b.tmp");
   test::write_bytes(out + "/b.tmp/report.json", {'{'});
+  test::write_bytes(out + "/b.tmp/.covidrate-partial", {});
   fs::remove(dir.file("studies/c.nii.gz"));
   // a as an earlier version left it: its summary without the last column.
   const std::string a_header = rows()[0].substr(0, rows()[0].rfind(','));

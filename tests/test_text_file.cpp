@@ -236,6 +236,33 @@ TEST_CASE("AtomicFile: pieces, a stdio stream, and nothing left when not committ
   CHECK(names_in(dir.path()) == std::vector<std::string>{"volume.nii"});
 }
 
+TEST_CASE("start_temp_folder replaces an interrupted run's folder, and refuses to touch a user's") {
+  test::TempDir dir;
+  const std::string out = dir.file("study");
+  const std::string tmp = start_temp_folder(out);
+  CHECK(tmp == out + ".tmp");
+  CHECK(fs::exists(tmp + "/" + kPartialMarker));
+  write_text_atomically(tmp + "/half-written.json", "{");
+  // Interrupted: the next run starts afresh.
+  CHECK(start_temp_folder(out) == tmp);
+  CHECK_FALSE(fs::exists(tmp + "/half-written.json"));
+  publish_folder(tmp, out);
+  CHECK_FALSE(fs::exists(out + "/" + kPartialMarker));  // the mark goes before the rename
+  // A folder of that name without the mark is someone else's: kept, and the error names it.
+  const std::string other = dir.file("results");
+  fs::create_directories(other + ".tmp");
+  write_text_atomically(other + ".tmp/notes.txt", "mine");
+  CHECK_THROWS_WITH_AS(start_temp_folder(other), doctest::Contains((other + ".tmp exists and was not made by covidrate").c_str()),
+                       Error);
+  CHECK(read_all(other + ".tmp/notes.txt") == "mine");
+  // An empty one, or a file of that name: the empty folder is taken, the file refused.
+  fs::remove(other + ".tmp/notes.txt");
+  CHECK(start_temp_folder(other) == other + ".tmp");
+  write_text_atomically(dir.file("plain.tmp"), "a file");
+  CHECK_THROWS_AS(start_temp_folder(dir.file("plain")), Error);
+  CHECK(read_all(dir.file("plain.tmp")) == "a file");
+}
+
 TEST_CASE("publish_folder moves a whole folder tree into place, and names the output when it cannot") {
   test::TempDir dir;
   const std::string tmp = dir.file("study.tmp"), out = dir.file("study");

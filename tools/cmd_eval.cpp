@@ -210,11 +210,8 @@ int cmd_eval(int argc, char** argv) {
                static_cast<long long>(set.size()), describe(config).c_str(), static_cast<long long>(size), static_cast<long long>(size), to_string(o.network.device),
                to_string(o.network.precision));
 
-  const std::string masks_tmp = o.save_masks.empty() ? "" : o.save_masks + ".tmp";
-  if (!masks_tmp.empty()) {
-    fs::remove_all(masks_tmp);  // left by a killed run
-    fs::create_directories(masks_tmp);
-  }
+  // An interrupted run's is replaced.
+  const std::string masks_tmp = o.save_masks.empty() ? "" : start_temp_folder(o.save_masks);
   // A failure on the way (a mask that cannot be written) takes the partial
   // folder with it.
   TempFolder partial_masks{masks_tmp};

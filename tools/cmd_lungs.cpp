@@ -195,9 +195,7 @@ int cmd_lungs(int argc, char** argv) {
   const double extract_s = seconds_since(t1);
 
   const auto t2 = Clock::now();
-  TempFolder tmp{out_dir + ".tmp"};
-  fs::remove_all(tmp.path);
-  fs::create_directories(tmp.path);
+  TempFolder tmp{start_temp_folder(out_dir)};  // an interrupted run's is replaced
   if (picture) write_labels_png((tmp.path / "lungs.png").string(), seg.labels);
   else if (to_axial == kSameAxes) write_nifti((tmp.path / "lungs.nii.gz").string(), seg.labels);
   else write_nifti((tmp.path / "lungs.nii.gz").string(), permute_axes(seg.labels, inverse(to_axial)));
