@@ -298,6 +298,23 @@ Volume read_nifti(const std::string& path) {
     nifti::set_geometry_from_affine(v, m);
     geometry = "no qform/sform: voxel sizes only";
   }
+  // A header that does not place the image in a patient: no qform nor sform,
+  // or an axis-aligned matrix with its origin at exactly (0, 0, 0), what
+  // converters write when they know nothing (the Zenodo slices hold one, and
+  // are mirrored against their anatomy). Left and right then follow the voxel
+  // order, not the patient: said, since the figures name the lungs by side.
+  {
+    const nifti::Affine a = nifti::affine_of(v);
+    bool axis_aligned = true;
+    for (int r = 0; r < 3; ++r)
+      for (int c = 0; c < 3; ++c) axis_aligned = axis_aligned && (r == c || a[r][c] == 0);
+    const bool at_zero = a[0][3] == 0 && a[1][3] == 0 && a[2][3] == 0;
+    if (geometry.starts_with("no qform") || (axis_aligned && at_zero))
+      v.warnings.push_back(path + ": the NIfTI header does not place the image in the patient (" +
+                           (geometry.starts_with("no qform") ? std::string("no qform or sform")
+                                                             : "an axis-aligned " + geometry + " with its origin at 0") +
+                           "), so left and right follow the voxel order and may be swapped");
+  }
   v.intensity = guess_intensity(v.voxels, h.datatype);
 
   std::ostringstream d;

@@ -88,6 +88,7 @@ TEST_CASE("NIfTI round trip keeps geometry and voxels: uint8, int16, float32; .n
         write_nifti(path, v, type);
         const Volume back = read_nifti(path);
         test::check_same_geometry(back, v);
+        CHECK(back.warnings.empty());  // a real placement in the patient: nothing to say
         bool same = true;
         for (size_t k = 0; k < v.voxels.size(); ++k) same = same && back.voxels[k] == stored(v.voxels[k], type);
         CHECK(same);
@@ -291,6 +292,12 @@ TEST_CASE("NIfTI CT slice with its lung mask: HU and labels on the same grid") {
     if (lungs.voxels[k] > 0) sum += ct.voxels[k], ++count;
   REQUIRE(count > 1000);
   CHECK(sum / double(count) < -500);
+  // Its header is a placeholder (identity sform, origin 0; the slice is mirrored against its anatomy):
+  // the sides follow the voxel order, and the reader says so.
+  REQUIRE(ct.warnings.size() == 1);
+  CHECK(ct.warnings[0] == base + "ct.nii.gz: the NIfTI header does not place the image in the patient (an "
+                                 "axis-aligned sform with its origin at 0), so left and right follow the voxel order "
+                                 "and may be swapped");
 }
 
 TEST_CASE("NIfTI big-endian, NIfTI-2, 4-D and scaled samples") {

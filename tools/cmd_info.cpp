@@ -138,7 +138,10 @@ int cmd_info(int argc, char** argv) {
                 triple(v.slice_dir, true).c_str());
     std::printf("  \"min\": %.6g,\n  \"max\": %.6g,\n  \"mean\": %.6g,\n  \"intensity\": \"%s\",\n", lo, hi, mean,
                 intensity_name(v.intensity));
-    std::printf("  \"description\": %s\n}\n", json_string(v.description).c_str());
+    std::printf("  \"description\": %s,\n  \"warnings\": [", json_string(v.description).c_str());
+    for (size_t i = 0; i < v.warnings.size(); ++i)
+      std::printf("%s%s", i ? ", " : "", json_string(v.warnings[i]).c_str());
+    std::printf("]\n}\n");
     return 0;
   }
   std::printf("path:        %s\n", path.c_str());
@@ -154,6 +157,8 @@ int cmd_info(int argc, char** argv) {
   std::printf("values:      %.6g .. %.6g (mean %.6g), %s%s\n", lo, hi, mean, intensity_name(v.intensity),
               assumed ? " (assumed: a NIfTI file does not say its units)" : "");
   std::printf("details:     %s\n", v.description.c_str());
+  // What limits how far results on this input can be trusted (missing slices, no patient geometry).
+  for (const std::string& w : v.warnings) std::printf("warning:     %s\n", w.c_str());
   return 0;
 }
 

@@ -50,8 +50,9 @@ void usage(FILE* out) {
                "  --tiles N         slices in the overlay, 1..6 (default 6), spread over the slices with lung\n"
                "  --slices LIST     draw these slices instead (comma-separated indexes, at most 6; of the\n"
                "                    axial slices: a sagittal or coronal stack is read as axial ones)\n"
-               "  --reference MASK  expert lung labels (1 right, 2 left) on the same grid: prints the Dice\n"
-               "                    per lung and draws their contours (yellow right, magenta left)\n"
+               "  --reference MASK  expert lung labels on the same grid, labelled as ours (1 right, 2 left,\n"
+               "                    by the header): prints the Dice per lung and draws their contours\n"
+               "                    (yellow 1, magenta 2)\n"
                "  --lesions MASK    a lesion mask on the same grid: its contours drawn in red\n\n"
                "Exit status 2 for a usage error, 1 when PATH cannot be read or DIR cannot be written.\n");
 }
