@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <vector>
@@ -117,6 +118,7 @@ struct Header {
   double quatern_b = 0, quatern_c = 0, quatern_d = 0;
   std::array<double, 3> qoffset{};
   nifti::Affine srow{};
+  int xyzt_units = 0;
 };
 
 // Parses the first bytes of the file (at least 540 when available).
@@ -155,6 +157,7 @@ Header parse_header(const std::string& path, const std::vector<char>& bytes) {
     for (int k = 0; k < 3; ++k) out.qoffset[k] = h.get<float>(268 + 4 * k);
     for (int r = 0; r < 3; ++r)
       for (int c = 0; c < 4; ++c) out.srow[r][c] = h.get<float>(280 + 16 * r + 4 * c);
+    out.xyzt_units = static_cast<unsigned char>(bytes[123]);
   } else {
     out.version = 2;
     CR_CHECK(bytes.size() >= static_cast<size_t>(kNifti2HeaderSize), path << ": truncated NIfTI-2 header");
@@ -173,6 +176,7 @@ Header parse_header(const std::string& path, const std::vector<char>& bytes) {
     for (int k = 0; k < 3; ++k) out.qoffset[k] = h.get<double>(376 + 8 * k);
     for (int r = 0; r < 3; ++r)
       for (int c = 0; c < 4; ++c) out.srow[r][c] = h.get<double>(400 + 32 * r + 8 * c);
+    out.xyzt_units = h.get<int32_t>(500);
   }
   return out;
 }
@@ -315,6 +319,17 @@ Volume read_nifti(const std::string& path) {
                                                              : "an axis-aligned " + geometry + " with its origin at 0") +
                            "), so left and right follow the voxel order and may be swapped");
   }
+  {
+    auto source = std::make_shared<NiftiSource>();
+    source->qform_code = h.qform_code, source->sform_code = h.sform_code;
+    source->quatern = {h.quatern_b, h.quatern_c, h.quatern_d};
+    source->qoffset = h.qoffset;
+    source->pixdim = {h.pixdim[0], h.pixdim[1], h.pixdim[2], h.pixdim[3]};
+    source->srow = h.srow;
+    source->xyzt_units = h.xyzt_units;
+    source->grid = v;  // before nifti_source is set: the copy's own stays null
+    v.nifti_source = std::move(source);
+  }
   v.intensity = guess_intensity(v.voxels, h.datatype);
 
   std::ostringstream d;
@@ -412,15 +427,31 @@ template <class T> std::vector<char> header_bytes(const BasicVolume<T>& v, Nifti
   for (int k = 0; k < 8; ++k) h.put<int16_t>(40 + 2 * k, dims[k]);
   h.put<int16_t>(70, static_cast<int16_t>(datatype));
   h.put<int16_t>(72, static_cast<int16_t>(bytes_each * 8));
+  h.put<float>(108, static_cast<float>(kNifti1HeaderSize + 4));  // vox_offset
+  h.put<float>(112, 1.0f);                                        // scl_slope
+  h.put<float>(116, 0.0f);                                        // scl_inter
+  h.put_text(148, "covidrate", 80);
+  h.put_text(344, "n+1", 4);
+  // On the grid of a NIfTI input (a mask of it): its own geometry fields, as
+  // they were (NiftiSource).
+  if (const NiftiSource* in = v.nifti_source.get(); in && same_grid(v, in->grid)) {
+    h.put<float>(76, static_cast<float>(in->pixdim[0]));
+    for (int k = 1; k < 4; ++k) h.put<float>(76 + 4 * k, static_cast<float>(in->pixdim[k]));
+    for (int k = 4; k < 8; ++k) h.put<float>(76 + 4 * k, 1.0f);
+    h.put<char>(123, static_cast<char>(in->xyzt_units));
+    h.put<int16_t>(252, static_cast<int16_t>(in->qform_code));
+    h.put<int16_t>(254, static_cast<int16_t>(in->sform_code));
+    for (int k = 0; k < 3; ++k) h.put<float>(256 + 4 * k, static_cast<float>(in->quatern[k]));
+    for (int k = 0; k < 3; ++k) h.put<float>(268 + 4 * k, static_cast<float>(in->qoffset[k]));
+    for (int r = 0; r < 3; ++r)
+      for (int c = 0; c < 4; ++c) h.put<float>(280 + 16 * r + 4 * c, static_cast<float>(in->srow[r][c]));
+    return h.bytes();
+  }
   const auto q = nifti::qform_of(v);
   const float pixdim[8] = {static_cast<float>(q ? q->qfac : 1.0), static_cast<float>(v.spacing[0]),
                            static_cast<float>(v.spacing[1]), static_cast<float>(v.spacing[2]), 1, 1, 1, 1};
   for (int k = 0; k < 8; ++k) h.put<float>(76 + 4 * k, pixdim[k]);
-  h.put<float>(108, static_cast<float>(kNifti1HeaderSize + 4));  // vox_offset
-  h.put<float>(112, 1.0f);                                        // scl_slope
-  h.put<float>(116, 0.0f);                                        // scl_inter
-  h.put<char>(123, 2 | 8);                                        // xyzt_units: mm, s
-  h.put_text(148, "covidrate", 80);
+  h.put<char>(123, 2 | 8);  // xyzt_units: mm, s
   // Code 1: scanner-based anatomical coordinates, as the input's were.
   h.put<int16_t>(252, static_cast<int16_t>(q ? 1 : 0));
   h.put<int16_t>(254, 1);
@@ -432,8 +463,6 @@ template <class T> std::vector<char> header_bytes(const BasicVolume<T>& v, Nifti
   const nifti::Affine a = nifti::affine_of(v);
   for (int r = 0; r < 3; ++r)
     for (int c = 0; c < 4; ++c) h.put<float>(280 + 16 * r + 4 * c, static_cast<float>(a[r][c]));
-  h.put_text(344, "n+1", 4);
-
   return h.bytes();
 }
 

@@ -25,7 +25,10 @@ Volume read_nifti(const std::string& path);
 enum class NiftiType { UInt8, Int16, Float32 };
 
 // Writes `v` as NIfTI-1 (single .nii file; gzip-compressed if `path` ends with
-// .gz) with both qform and sform set from v's geometry. Values are rounded and
+// .gz) with both qform and sform set from v's geometry -- or, when v is on the
+// grid of a NIfTI file it was read from or copied from (VolumeGrid::nifti_source),
+// with that file's qform, sform, their codes and pixdim as they were, so that
+// a mask overlays its image whichever of the two a viewer reads. Values are rounded and
 // clamped to the range of `type` for integer types. The file appears atomically
 // (written to a temporary name beside it, then renamed).
 void write_nifti(const std::string& path, const Volume& v, NiftiType type);

@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -23,6 +24,8 @@ enum class Intensity {
   ScannerUnits      // raw scanner intensities with no fixed scale (MR, NM, US in DICOM)
 };
 
+struct NiftiSource;  // below
+
 // The grid of a volume in patient space, whatever its voxels hold: what the
 // NIfTI header and the lungs' sides are computed from.
 struct VolumeGrid {
@@ -34,8 +37,32 @@ struct VolumeGrid {
   std::array<double, 3> row_dir{1, 0, 0};    // direction of increasing x (i)
   std::array<double, 3> col_dir{0, 1, 0};    // direction of increasing y (j)
   std::array<double, 3> slice_dir{0, 0, 1};  // direction of increasing z (k)
+  // Read from a NIfTI file: its header's geometry fields as they were, and the
+  // grid they were read as. Copied with the grid; write_nifti writes the fields
+  // back unchanged on a volume of that same grid (a mask of the input), since
+  // viewers differ in whether they take the qform or the sform, and a mask must
+  // overlay its image in every one of them. Null for other sources.
+  std::shared_ptr<const NiftiSource> nifti_source;
 
   int64_t voxel_count() const { return nx * ny * nz; }
+};
+
+// Whether two grids are the same voxels at the same places (exactly: a grid
+// copied or permuted back and forth compares equal, a computed one need not).
+inline bool same_grid(const VolumeGrid& a, const VolumeGrid& b) {
+  return a.nx == b.nx && a.ny == b.ny && a.nz == b.nz && a.spacing == b.spacing && a.origin == b.origin &&
+         a.row_dir == b.row_dir && a.col_dir == b.col_dir && a.slice_dir == b.slice_dir;
+}
+
+// The geometry fields of a NIfTI header as a file held them (data/nifti.cpp).
+struct NiftiSource {
+  int qform_code = 0, sform_code = 0;
+  std::array<double, 3> quatern{};  // b, c, d
+  std::array<double, 3> qoffset{};
+  std::array<double, 4> pixdim{};   // qfac, then the voxel sizes
+  std::array<std::array<double, 4>, 3> srow{};
+  int xyzt_units = 0;
+  VolumeGrid grid;  // as read (its own nifti_source null)
 };
 
 template <class T> struct BasicVolume : VolumeGrid {

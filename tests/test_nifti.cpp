@@ -101,6 +101,55 @@ TEST_CASE("NIfTI round trip keeps geometry and voxels: uint8, int16, float32; .n
   }
 }
 
+TEST_CASE("NIfTI: a mask on an input's grid gets the input's qform and sform as they were, even when they disagree") {
+  test::TempDir dir;
+  const std::string input = dir.file("ct.nii");
+  write_nifti(input, oblique_volume(false), NiftiType::Int16);
+  // A qform that disagrees with the sform (a tool updated one and not the other), other codes, other units.
+  std::vector<char> bytes = test::read_bytes(input);
+  const auto put16 = [&](size_t at, int16_t v) { std::memcpy(bytes.data() + at, &v, 2); };
+  const auto put32f = [&](size_t at, float v) { std::memcpy(bytes.data() + at, &v, 4); };
+  put16(252, 2);                                    // qform_code: aligned
+  put16(254, 3);                                    // sform_code: Talairach
+  put32f(256, 0.0f), put32f(260, 1.0f), put32f(264, 0.0f);  // quatern: 180 degrees about y
+  put32f(268, 99.5f);                                // qoffset x
+  put32f(76, -1.0f);                                // qfac
+  put32f(80, 0.75f);                                // pixdim[1], not the sform's 0.7
+  bytes[123] = 2;                                   // xyzt_units: mm only
+  test::write_bytes(input, bytes);
+
+  const Volume ct = read_nifti(input);  // geometry from the sform
+  REQUIRE(ct.nifti_source);
+  LabelVolume mask;
+  static_cast<VolumeGrid&>(mask) = ct;
+  mask.voxels.assign(static_cast<size_t>(mask.voxel_count()), 1);
+  const std::string written = dir.file("mask.nii");
+  write_nifti(written, mask);
+  const std::vector<char> out = test::read_bytes(written);
+  const auto same_bytes = [&](size_t from, size_t to) {
+    return std::equal(bytes.begin() + from, bytes.begin() + to, out.begin() + from);
+  };
+  CHECK(same_bytes(76, 92));    // qfac and the voxel sizes
+  CHECK(same_bytes(123, 124));  // units
+  CHECK(same_bytes(252, 328));  // codes, quaternion, offset, sform
+  CHECK(out[70] == 2);          // its own datatype: uint8
+  test::check_same_geometry(read_nifti(written), ct);
+
+  // Another grid (the axes permuted): the header is made from the grid, as for any other volume.
+  LabelVolume other = mask;
+  std::swap(other.nx, other.ny);
+  std::swap(other.row_dir, other.col_dir);
+  std::swap(other.spacing[0], other.spacing[1]);
+  write_nifti(written, other);
+  const std::vector<char> computed = test::read_bytes(written);
+  int16_t qform_code = 0, sform_code = 0;
+  std::memcpy(&qform_code, computed.data() + 252, 2);
+  std::memcpy(&sform_code, computed.data() + 254, 2);
+  CHECK(qform_code == 1);
+  CHECK(sform_code == 1);
+  test::check_same_geometry(read_nifti(written), other);
+}
+
 TEST_CASE("NIfTI: a label volume of bytes writes the same file as its floats, in every type") {
   // segment keeps its lung and lesion masks as bytes (LabelVolume); the file
   // must not tell which one it came from.

@@ -8,7 +8,7 @@
 
 namespace covidrate::test {
 
-inline void check_same_geometry(const data::Volume& a, const data::Volume& b) {
+inline void check_same_geometry(const data::VolumeGrid& a, const data::VolumeGrid& b) {
   CHECK(a.nx == b.nx);
   CHECK(a.ny == b.ny);
   CHECK(a.nz == b.nz);
