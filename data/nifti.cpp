@@ -262,8 +262,9 @@ Volume read_nifti(const std::string& path) {
   const int64_t wanted = h.vox_offset + data_bytes - static_cast<int64_t>(bytes.size());
   if (wanted > 0) {
     const int64_t got = file.read(bytes, wanted);
-    CR_CHECK(got == wanted, path << ": truncated: the header needs " << h.vox_offset + data_bytes
-                                 << " bytes, the file has " << bytes.size());
+    CR_CHECK(got == wanted, path << ": truncated: its header describes " << v.nx << " x " << v.ny << " x " << v.nz
+                                 << " voxels of " << bytes_each << " bytes, " << h.vox_offset + data_bytes
+                                 << " bytes with the header, and the file holds " << bytes.size());
   }
 
   double slope = h.scl_slope, inter = h.scl_inter;

@@ -174,6 +174,13 @@ TEST_CASE("a failure while working is not a usage error: status 1, the file name
   CHECK(r.exit_code == 1);
   CHECK(r.err.rfind("covidrate info: error: ", 0) == 0);
   CHECK(r.err.find("missing.nii.gz") != std::string::npos);
+  // The command is named once, and it is the one that ran (info reads folders as segment does).
+  const test::ProgramRun missing = run_cli(dir, "segment " + dir.file("nothing") + " --out " + dir.file("o"));
+  CHECK(missing.err == "covidrate segment: error: " + dir.file("nothing") + " not found\n");
+  std::filesystem::create_directories(dir.file("empty"));
+  const test::ProgramRun empty = run_cli(dir, "info " + dir.file("empty"));
+  CHECK(empty.exit_code == 1);
+  CHECK(empty.err.rfind("covidrate info: error: " + dir.file("empty") + " holds no DICOM", 0) == 0);
 }
 
 TEST_CASE("demo checks its --out before training, not after; a rerun replaces its one file") {

@@ -191,6 +191,13 @@ int cmd_lungs(int argc, char** argv) {
   for (const int64_t z : slices)
     CR_CHECK(z < ct.nz, "--slices: slice " << z << " outside 0.." << ct.nz - 1 << " of " << path);
 
+  // What limits the result (slices missing from a series: the labels sit on a
+  // regular grid of the mean spacing; a NIfTI header that places nothing: the
+  // sides may be swapped), on stderr as segment says it, before the long part.
+  for (const std::string& w : ct.warnings) std::fprintf(stderr, "lungs: warning: %s\n", w.c_str());
+  // A whole CT takes seconds (11 s for 255 slices on 2 cores) in one step with no progress of its own.
+  if (ct.nz > 16)
+    std::fprintf(stderr, "lungs: extracting the lungs of %lld slices...\n", static_cast<long long>(ct.nz));
   const auto t1 = Clock::now();
   const LungSegmentation seg = ClassicalLungExtractor().extract(ct);
   const double extract_s = seconds_since(t1);

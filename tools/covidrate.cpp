@@ -55,7 +55,10 @@ int main(int argc, char** argv) {
                      e.what(), c.name);
         return 2;
       } catch (const std::exception& e) {
-        std::fprintf(stderr, "covidrate %s: error: %s\n", c.name, covidrate::tools::error_text(e).c_str());
+        std::string text = covidrate::tools::error_text(e);
+        // Library messages often start with the command that raises them ("segment: "): said once.
+        if (const std::string prefix = std::string(c.name) + ": "; text.starts_with(prefix)) text.erase(0, prefix.size());
+        std::fprintf(stderr, "covidrate %s: error: %s\n", c.name, text.c_str());
         return 1;
       }
     }
