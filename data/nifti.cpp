@@ -435,7 +435,7 @@ template <class T> std::vector<char> header_bytes(const BasicVolume<T>& v, Nifti
   h.put_text(344, "n+1", 4);
   // On the grid of a NIfTI input (a mask of it): its own geometry fields, as
   // they were (NiftiSource).
-  if (const NiftiSource* in = v.nifti_source.get(); in && same_grid(v, in->grid)) {
+  if (const NiftiSource* in = v.nifti_source.get(); in && grids_equal(v, in->grid)) {
     h.put<float>(76, static_cast<float>(in->pixdim[0]));
     for (int k = 1; k < 4; ++k) h.put<float>(76 + 4 * k, static_cast<float>(in->pixdim[k]));
     for (int k = 4; k < 8; ++k) h.put<float>(76 + 4 * k, 1.0f);

@@ -155,6 +155,11 @@ void put_back_slice(const float* prediction, const Placement& placement, const N
 VolumeLungs extract_volume_lungs(const Volume& ct) {
   CR_CHECK(ct.nx > 0 && ct.ny > 0 && ct.nz > 0 && ct.voxels.size() == static_cast<size_t>(ct.voxel_count()),
            "segment: " << ct.source << " holds no image");
+  // A test pattern or a thumbnail, not a chest slice (the smallest training picture is 153 pixels a side):
+  // the lung extractor would still find "lungs" in it, and the figures would mean nothing.
+  CR_CHECK(ct.nx >= kMinSliceSide && ct.ny >= kMinSliceSide,
+           "segment: " << ct.source << " has slices of " << ct.nx << " x " << ct.ny << " pixels, too small for a "
+                       << "chest CT (at least " << kMinSliceSide << " x " << kMinSliceSide << ")");
   VolumeLungs out;
   out.domain = to_input_domain(ct);  // refuses labels and scanner units
   const auto start = Clock::now();

@@ -105,6 +105,9 @@ struct VolumeLungs {
   LungSegmentation lungs;  // ClassicalLungExtractor().extract(ct)
   double seconds = 0;      // lung extraction
 };
+// Slices smaller than kMinSliceSide on a side are refused (a test pattern, a
+// thumbnail: no chest CT slice is that small).
+inline constexpr int64_t kMinSliceSide = 64;
 VolumeLungs extract_volume_lungs(const Volume& ct);
 // segment_volume on what extract_volume_lungs(ct) returned for the same `ct`.
 // Only ct's grid and geometry are read here: its voxels may already be gone

@@ -49,7 +49,7 @@ struct VolumeGrid {
 
 // Whether two grids are the same voxels at the same places (exactly: a grid
 // copied or permuted back and forth compares equal, a computed one need not).
-inline bool same_grid(const VolumeGrid& a, const VolumeGrid& b) {
+inline bool grids_equal(const VolumeGrid& a, const VolumeGrid& b) {
   return a.nx == b.nx && a.ny == b.ny && a.nz == b.nz && a.spacing == b.spacing && a.origin == b.origin &&
          a.row_dir == b.row_dir && a.col_dir == b.col_dir && a.slice_dir == b.slice_dir;
 }

@@ -317,16 +317,24 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
   CHECK_FALSE(fs::exists(out));
   CHECK_FALSE(fs::exists(out + ".tmp"));
 
-  SUBCASE("no lung anywhere: refused, not reported as 0 % opacity") {
-    // nibabel's brain MR sample, read as a volume like any NIfTI; an apical CT
-    // slice whose lung (0.2 % of the picture) is below what counts as lung; and
-    // a picture of noise, which used to read 99.99 % opacity (lung everywhere).
+  SUBCASE("no lung anywhere, or slices too small for a chest: refused, not reported as 0 % opacity") {
+    // nibabel's brain MR sample (33 x 41 voxels a slice) and its 4 x 5 test
+    // pattern, which read 7.69 % opacity, are refused for their size.
+    for (const char* sample : {"anatomical.nii", "standard.nii.gz"}) {
+      const std::string input = test::data_dir() + "/nifti-samples/" + sample;
+      const test::ProgramRun small = run_segment(dir, input + " --out " + out + " --weights " + weights);
+      CHECK(small.exit_code == 1);
+      CHECK_MESSAGE(small.err.find(input + " has slices of ") != std::string::npos, small.err);
+      CHECK(small.err.find("too small for a chest CT (at least 64 x 64)") != std::string::npos);
+      CHECK_FALSE(fs::exists(out));
+    }
+    // An apical CT slice whose lung (0.2 % of the picture) is below what counts
+    // as lung; and a picture of noise, which used to read 99.99 % opacity (lung everywhere).
     std::vector<uint8_t> noise(300 * 300);
     uint32_t state = 1;
     for (uint8_t& v : noise) v = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
     data::write_png_gray(dir.file("noise.png"), noise.data(), 300, 300);
-    for (const std::string& input : {test::data_dir() + "/nifti-samples/anatomical.nii",
-                                    test::data_dir() + "/lung-masks-zenodo/coronacases_008_slice_26_ct.nii.gz",
+    for (const std::string& input : {test::data_dir() + "/lung-masks-zenodo/coronacases_008_slice_26_ct.nii.gz",
                                     dir.file("noise.png")}) {
       CAPTURE(input);
       const test::ProgramRun none = run_segment(dir, input + " --out " + out + " --weights " + weights);
