@@ -183,7 +183,12 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
       << ", \"lung_mm2\": " << number(s.lung_mm2) << ", \"infection_rate\": " << number(s.infection_rate)
       << ", \"infected\": " << (s.infected ? "true" : "false") << ", \"high_opacity_px\": "
       << (f.high_opacity_known ? std::to_string(s.high_opacity_pixels) : std::string("null"))
-      << ", \"certainty_index\": " << number_or_null(s.certainty_index) << "}";
+      << ", \"certainty_index\": " << number_or_null(s.certainty_index);
+    if (static_cast<size_t>(s.index) < run.pictures.size()) {
+      const RunInfo::Picture& p = run.pictures[static_cast<size_t>(s.index)];
+      o << ", \"picture\": " << json::quote(p.name) << ", \"picture_size\": [" << p.nx << ", " << p.ny << "]";
+    }
+    o << "}";
   }
   o << "\n  ]\n}\n";
   return o.str();

@@ -77,7 +77,14 @@ StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs, const
 struct RunInfo {
   std::string study, input, input_kind, description;
   std::vector<std::string> warnings;  // the reader's (Volume::warnings)
-  int64_t nx = 0, ny = 0, nz = 0;
+  int64_t nx = 0, ny = 0, nz = 0;  // pictures of several sizes: the largest width and height
+  // A study of pictures: each slice's file name and size, in slice order (the
+  // report's slices name their pictures). Empty for a volume.
+  struct Picture {
+    std::string name;
+    int64_t nx = 0, ny = 0;
+  };
+  std::vector<Picture> pictures;
   std::array<double, 3> spacing{1, 1, 1};
   bool spacing_known = true;  // false for pictures: sizes in mm and mL then assume 1 mm pixels
   // Where slice 0 lies in the patient: "inferior" or "superior" for an axial

@@ -376,6 +376,10 @@ SegmentedStudy segment_study(PreparedStudy prepared, const SegmentationNet& net,
     run.nx = std::max(run.nx, p.ct.nx);
     run.ny = std::max(run.ny, p.ct.ny);
     run.nz += p.ct.nz;
+    // Pictures of one size are stacked into one part, in the study's order (one path a slice).
+    if (study.kind == StudyKind::Pictures)
+      for (int64_t z = 0; z < p.ct.nz; ++z)
+        run.pictures.push_back({fs::path(study.paths[run.pictures.size()]).filename().string(), p.ct.nx, p.ct.ny});
   }
   run.spacing = first.spacing;
   run.spacing_known = study.kind != StudyKind::Pictures;

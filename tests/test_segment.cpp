@@ -279,7 +279,7 @@ TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
   test::TempDir dir;
   const std::string weights = tiny_weights(dir), out = dir.file("out");
   const fs::path images = fs::path(test::data_dir()) / "medseg-semiseg" / "train" / "images";
-  const std::vector<std::string> stems = {"0", "1", "10"};
+  const std::vector<std::string> stems = {"10", "0", "1"};  // the report keeps the command line's order
   std::string inputs;
   for (const std::string& s : stems) inputs += (images / (s + ".jpg")).string() + " ";
   const test::ProgramRun run = run_segment(dir, inputs + "--out " + out + " --weights " + weights + " --save-prob");
@@ -292,8 +292,14 @@ TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
   CHECK(member(member(member(report, "study_figures"), "both_lungs"), "high_opacity_percent").kind ==
         json::Value::Kind::Null);
   CHECK(test::read_text_file(out + "/summary.csv").ends_with(",\n"));  // its column empty
-  for (const std::string& s : stems) {
+  for (size_t k = 0; k < stems.size(); ++k) {
+    const std::string& s = stems[k];
     const data::Volume picture = data::read_image((images / (s + ".jpg")).string());
+    // Each slice of the report names its picture and that picture's size.
+    const json::Value& slice = member(report, "slices").items[k];
+    CHECK(member(slice, "picture").text == s + ".jpg");
+    CHECK(member(slice, "picture_size").items.at(0).text == std::to_string(picture.nx));
+    CHECK(member(slice, "picture_size").items.at(1).text == std::to_string(picture.ny));
     for (const std::string& name : {s + ".png", s + "_probability.png"}) {
       REQUIRE_MESSAGE(fs::exists(out + "/masks/" + name), name);
       const data::Volume mask = data::read_image(out + "/masks/" + name);
