@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <exception>
 #include <cmath>
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <sstream>
+#include <tuple>
 
 #include "data/dicom_file.h"
 #include "kernels/cpu/threads.h"
@@ -37,11 +39,20 @@ std::vector<std::string> list_files(const std::string& path) {
   CR_CHECK(!ec && fs::exists(status), path << ": no such file or folder");
   if (!fs::is_directory(status)) return {path};
   std::vector<std::string> files;
-  for (auto it = fs::recursive_directory_iterator(path, fs::directory_options::skip_permission_denied, ec);
-       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+  // Linked folders are followed (an export may link its series in), to a
+  // depth that a cycle of links cannot pass; a folder that cannot be read is
+  // an error, not slices silently missing.
+  constexpr int kMaxDepth = 16;
+  fs::recursive_directory_iterator it(path, fs::directory_options::follow_directory_symlink, ec);
+  for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    // "._IM0001.dcm": the resource forks macOS leaves on a copied stick, not DICOM.
+    if (it->path().filename().string().starts_with("._")) continue;
+    if (it.depth() >= kMaxDepth && it->is_directory(ec)) it.disable_recursion_pending();
     if (it->is_regular_file(ec)) files.push_back(it->path().string());
   }
-  CR_CHECK(!ec, path << ": cannot list the folder: " << ec.message());
+  CR_CHECK(!ec, path << ": cannot list the folder"
+                     << (it != fs::recursive_directory_iterator() ? " " + it->path().string() : std::string()) << ": "
+                     << ec.message());
   std::sort(files.begin(), files.end());  // deterministic choice and messages
   return files;
 }
@@ -57,18 +68,103 @@ struct Series {
   bool is_ct() const { return files.front().is_ct(); }
 };
 
-// The CT series with the most slices; among non-CT series (when there is no CT)
-// the one with the most slices. Ties go to the first UID in sorted order.
-const Series& choose_series(const std::vector<Series>& all, std::string& why) {
+// Whether a series can become a volume of grey values: one sample a pixel,
+// and every file placed in the patient (a single file needs no place).
+bool placeable(const Series& s) {
+  return std::all_of(s.files.begin(), s.files.end(), [&](const dicom::FileHeader& f) {
+    return f.samples_per_pixel == 1 && (s.files.size() == 1 || (f.position && f.orientation));
+  });
+}
+// The images of a series made at the scan (not a MIP, a reformat or a screen capture).
+bool original(const Series& s) { return !s.files.front().is_derived(); }
+// Reconstructed for the lungs, by its description or its kernel's name ("LUNG",
+// as most vendors name their lung kernels): where a scan was reconstructed twice
+// with as many slices (soft tissue and lung), the lung one.
+bool for_lungs(const Series& s) {
+  std::string text = s.files.front().series_description + " " + s.files.front().convolution_kernel;
+  for (char& c : text) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return text.find("LUNG") != std::string::npos;
+}
+
+// The series to read: CT before other modalities, then those that can be
+// placed as a volume of grey values (not RGB screen captures, not files
+// without a position), then original images before derived ones (MIPs,
+// reformats), then the most slices, then one reconstructed for the lungs; ties
+// go to the first UID in sorted order. Other CT series that could have been
+// taken are named in `others`.
+const Series& choose_series(const std::vector<Series>& all, std::string& why, std::string& others) {
+  const auto rank = [](const Series& s) {
+    return std::tuple(s.is_ct(), placeable(s), original(s), s.slices(), for_lungs(s));
+  };
   const Series* best = &all.front();
-  for (const Series& s : all) {
-    if (std::pair(s.is_ct(), s.slices()) > std::pair(best->is_ct(), best->slices())) best = &s;
-  }
+  for (const Series& s : all)
+    if (rank(s) > rank(*best)) best = &s;
   std::ostringstream os;
   if (all.size() == 1) os << "the only series";
-  else os << "the " << (best->is_ct() ? "CT " : "") << "series with the most slices among " << all.size() << " series";
+  else
+    os << "the " << (original(*best) ? "" : "derived ") << (best->is_ct() ? "CT " : "")
+       << "series with the most slices among " << all.size() << " series"
+       << (std::any_of(all.begin(), all.end(),
+                       [&](const Series& s) { return &s != best && s.slices() == best->slices() && !for_lungs(s); }) &&
+                   for_lungs(*best)
+               ? ", and reconstructed for the lungs"
+               : "")
+       << (original(*best) && std::any_of(all.begin(), all.end(), [](const Series& s) { return !original(s); })
+               ? "; derived series (MIPs, reformats, screen captures) come last"
+               : "");
   why = os.str();
+  std::ostringstream rest;
+  int count = 0;
+  for (const Series& s : all) {
+    if (&s == best || !s.is_ct() || !placeable(s) || s.slices() < 2) continue;
+    const dicom::FileHeader& f = s.files.front();
+    rest << (count++ ? "; " : "") << "'" << (f.series_description.empty() ? s.uid : f.series_description) << "' ("
+         << s.slices() << " slices" << (original(s) ? "" : ", derived") << ")";
+  }
+  if (count > 0) {
+    const dicom::FileHeader& f = best->files.front();
+    others = std::to_string(count) + " other CT series " + (count == 1 ? "is" : "are") + " in this folder (" +
+             rest.str() + "); this is '" + (f.series_description.empty() ? best->uid : f.series_description) +
+             "' (" + std::to_string(best->slices()) +
+             " slices): to read another, point at a folder that holds that series alone";
+  }
   return *best;
+}
+
+// Leaves out of the chosen series what cannot be one of its slices: an image
+// sent twice (the same SOPInstanceUID) and scouts sent under the series' UID.
+// Each removal is said in `warnings`.
+void drop_strays(std::vector<dicom::FileHeader>& files, std::vector<std::string>& warnings) {
+  std::map<std::string, const dicom::FileHeader*> seen;
+  std::vector<dicom::FileHeader> kept;
+  int duplicates = 0;
+  std::string first_duplicate;
+  for (const dicom::FileHeader& f : files) {
+    if (!f.sop_instance_uid.empty()) {
+      const auto [at, fresh] = seen.emplace(f.sop_instance_uid, &f);
+      if (!fresh) {
+        if (duplicates++ == 0) first_duplicate = f.file + " (the same image as " + at->second->file + ")";
+        continue;
+      }
+    }
+    kept.push_back(f);
+  }
+  if (duplicates > 0)
+    warnings.push_back(std::to_string(duplicates) + " file" + (duplicates > 1 ? "s repeat images" : " repeats an image") +
+                       " of the series and " + (duplicates > 1 ? "were" : "was") + " left out, e.g. " + first_duplicate);
+  const auto scouts = std::count_if(kept.begin(), kept.end(), [](const auto& f) { return f.is_localizer(); });
+  if (scouts > 0 && scouts < static_cast<std::ptrdiff_t>(kept.size())) {
+    std::string example;
+    for (const dicom::FileHeader& f : kept)
+      if (f.is_localizer()) {
+        example = f.file;
+        break;
+      }
+    kept.erase(std::remove_if(kept.begin(), kept.end(), [](const auto& f) { return f.is_localizer(); }), kept.end());
+    warnings.push_back(std::to_string(scouts) + " localizer (scout) image" + (scouts > 1 ? "s" : "") +
+                       " in the series left out, e.g. " + example);
+  }
+  files = std::move(kept);
 }
 
 bool nearly_equal(const std::array<double, 6>& a, const std::array<double, 6>& b, double tolerance) {
@@ -150,7 +246,16 @@ std::string order_slices(Volume& v, std::vector<dicom::FileHeader>& files) {
       << "volumes in mL are approximate (percentages are not affected)";
     v.warnings.push_back(w.str());
   }
-  if (dot(v.slice_dir, normal) < 0.999) note << "; gantry tilt: slices are sheared";
+  if (const double along = dot(v.slice_dir, normal); along < 0.999) {
+    const double degrees = std::acos(std::clamp(along, -1.0, 1.0)) * 180.0 / M_PI;
+    note << "; gantry tilt of " << degrees << " degrees: slices are sheared";
+    // Volumes take the shear out (voxel_volume_mm3); the masks keep it.
+    std::ostringstream w;
+    w.precision(3);
+    w << "gantry tilt of " << degrees << " degrees: the slices are sheared, and the masks are written on the same "
+      << "sheared grid (a NIfTI sform without a qform; a viewer that reads only the qform shows them unsheared)";
+    v.warnings.push_back(w.str());
+  }
   return note.str();
 }
 
@@ -224,12 +329,25 @@ Volume read_dicom_series(const std::string& path) {
   CR_CHECK(!by_uid.empty(), path << ": no DICOM image " << (files.size() == 1 ? "in this file" : "files in this folder"));
   std::vector<Series> all;
   for (auto& [uid, s] : by_uid) all.push_back(std::move(s));
-  std::string why;
-  Series series = choose_series(all, why);
-  std::vector<dicom::FileHeader>& slices = series.files;
-  const dicom::FileHeader& first = slices.front();
-
+  std::string why, others;
+  Series series = choose_series(all, why, others);
   Volume v;
+  if (!others.empty()) v.warnings.push_back(others);
+  std::vector<dicom::FileHeader>& slices = series.files;
+  drop_strays(slices, v.warnings);
+  const dicom::FileHeader& first = slices.front();
+  // The enhanced CT object keeps each frame's place, spacing and rescale in
+  // functional groups, which this reader does not interpret: read as a
+  // classic image its values would pass for Hounsfield units unscaled.
+  CR_CHECK(!first.enhanced, first.file << ": an enhanced multi-frame image (functional groups), which covidrate does "
+                                          "not read; export the series as single-frame (classic) CT images");
+  // RescaleIntercept is type 1 in a CT image: without it the stored values
+  // (0..4095 say) would be taken for Hounsfield units, and the lungs lost.
+  if (first.modality == "CT")
+    for (const dicom::FileHeader& f : slices)
+      CR_CHECK(f.has_intercept, f.file << ": a CT image without RescaleIntercept (0028,1052), so its values cannot "
+                                          "be turned into Hounsfield units");
+
   v.source = path;
   v.nx = first.columns;
   v.ny = first.rows;
@@ -275,6 +393,18 @@ Volume read_dicom_series(const std::string& path) {
   d << note;
   v.description = d.str();
   return v;
+}
+
+std::string dicom_study_uid(const std::string& path) {
+  for (const std::string& file : list_files(path)) {
+    try {
+      if (const std::optional<dicom::FileHeader> h = dicom::read_header(file); h && !h->study_uid.empty())
+        return h->study_uid;
+    } catch (const Error&) {
+      // A broken file is reported when the series is read; here another may answer.
+    }
+  }
+  return "";
 }
 
 }  // namespace covidrate::data

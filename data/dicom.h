@@ -6,9 +6,17 @@
 
 namespace covidrate::data {
 
-// Reads a DICOM series from `path`: a folder (searched recursively) or a single
-// file. When the folder holds several series, the CT series with the most slices
-// is chosen and `description` says which one and why.
+// Reads a DICOM series from `path`: a folder (searched recursively, linked
+// folders followed; macOS "._" files passed over) or a single file. When the
+// folder holds several series, the one taken is a CT series that can be placed
+// as a volume of grey values (not screen captures), made at the scan rather
+// than derived from it (not a MIP or a reformat), with the most slices, and
+// among equals one whose description or kernel says LUNG; `description` says
+// which one and why, and a warning names the other CT series. Within the
+// series, an image sent twice and scout (localizer) images are left out, with
+// a warning. An enhanced multi-frame image and a CT slice without
+// RescaleIntercept are refused. A gantry-tilted series keeps its sheared grid,
+// with a warning.
 //
 // Voxels are raw * RescaleSlope + RescaleIntercept; slices are sorted by their
 // position along the slice normal and spacing[2] comes from those positions (not
@@ -24,5 +32,10 @@ Volume read_dicom_series(const std::string& path);
 
 // True if the file starts like DICOM (the "DICM" magic at offset 128). Cheap.
 bool looks_like_dicom_file(const std::string& path);
+
+// The StudyInstanceUID of the first DICOM image found under `path` (a file or
+// a folder, searched as read_dicom_series does); empty when none has one.
+// Reads headers only, and stops at the first image.
+std::string dicom_study_uid(const std::string& path);
 
 }  // namespace covidrate::data

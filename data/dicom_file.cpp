@@ -16,6 +16,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cerrno>
 #include <cmath>
 #include <cstring>
 #include <fstream>
@@ -181,6 +182,7 @@ std::optional<FileHeader> read_header(const std::string& file) {
     // (a copy that failed, a full disk): passed over, the series would simply
     // lack it, with no word said.
     std::ifstream in(file, std::ios::binary);
+    CR_CHECK(in.is_open(), "cannot read " << file << ": " << std::strerror(errno));
     unsigned char head[132] = {};
     in.read(reinterpret_cast<char*>(head), sizeof head);
     const auto got = static_cast<size_t>(in.gcount());
@@ -246,8 +248,13 @@ std::optional<FileHeader> read_header(const std::string& file) {
   CR_CHECK(planar == 0 || planar == 1, file << ": PlanarConfiguration " << planar << " is neither 0 nor 1");
 
   h.series_uid = text(0x0020, 0x000e);
+  h.study_uid = text(0x0020, 0x000d);
+  h.convolution_kernel = text(0x0018, 0x1210);
   h.modality = text(0x0008, 0x0060);
   h.series_description = text(0x0008, 0x103e);
+  h.image_type = text(0x0008, 0x0008);
+  h.sop_instance_uid = text(0x0008, 0x0018);
+  h.enhanced = reader.GetFile().GetDataSet().FindDataElement(gdcm::Tag(0x5200, 0x9229));
   h.transfer_syntax = text(0x0002, 0x0010);
   h.position = fixed_numbers<3>(sf, 0x0020, 0x0032, file, "ImagePositionPatient");
   h.orientation = fixed_numbers<6>(sf, 0x0020, 0x0037, file, "ImageOrientationPatient");
@@ -263,6 +270,7 @@ std::optional<FileHeader> read_header(const std::string& file) {
   const std::vector<double> slope = numbers(sf, 0x0028, 0x1053, file, "RescaleSlope");
   const std::vector<double> intercept = numbers(sf, 0x0028, 0x1052, file, "RescaleIntercept");
   h.has_rescale = !slope.empty() || !intercept.empty();
+  h.has_intercept = !intercept.empty();
   if (!slope.empty()) h.slope = slope[0];
   if (!intercept.empty()) h.intercept = intercept[0];
   CR_CHECK(h.slope != 0, file << ": RescaleSlope is 0");

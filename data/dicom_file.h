@@ -13,8 +13,13 @@ namespace covidrate::data::dicom {
 struct FileHeader {
   std::string file;
   std::string series_uid;          // (0020,000E); empty if absent
+  std::string study_uid;           // (0020,000D); empty if absent
+  std::string convolution_kernel;  // (0018,1210), e.g. "B70f", "LUNG"
   std::string modality;            // (0008,0060), e.g. "CT", "MR"; empty if absent
   std::string series_description;  // (0008,103E)
+  std::string image_type;          // (0008,0008), e.g. "ORIGINAL\\PRIMARY\\AXIAL", "DERIVED\\SECONDARY\\MIP"
+  std::string sop_instance_uid;    // (0008,0018): the same image sent twice has the same one
+  bool enhanced = false;           // shared functional groups (5200,9229): an enhanced multi-frame image
   std::string transfer_syntax;     // (0002,0010)
   int64_t rows = 0, columns = 0, frames = 1;
   int64_t samples_per_pixel = 1;
@@ -26,11 +31,16 @@ struct FileHeader {
   bool has_pixel_spacing = false;
   double slice_spacing = 0;  // SpacingBetweenSlices, else SliceThickness, else 0
   bool has_rescale = false;  // RescaleSlope/Intercept present
+  bool has_intercept = false;  // RescaleIntercept present (type 1 in a CT image)
   double slope = 1, intercept = 0;
   std::optional<double> padding_value;  // PixelPaddingValue, in stored (raw) units
 
   // Values are Hounsfield units: a CT, or a file with no modality but a rescale.
   bool is_ct() const { return modality == "CT" || (modality.empty() && has_rescale); }
+  // A scout (topogram) sent in the series of the axial slices.
+  bool is_localizer() const { return image_type.find("LOCALIZER") != std::string::npos; }
+  // Made from other images (a MIP, a reformat, a screen capture), not reconstructed from the scan.
+  bool is_derived() const { return image_type.rfind("DERIVED", 0) == 0; }
 };
 
 // Reads the header of `file` up to (not including) the pixel data. Returns

@@ -65,7 +65,7 @@ StudyFigures measure(const LabelVolume& lesions, const LabelVolume& lungs, const
   // The same mapping that made the domain, so a voxel at exactly -200 HU compares equal.
   const float high = hu_to_domain(kHighOpacityMinHu);
   const double pixel_mm2 = lesions.spacing[0] * lesions.spacing[1];
-  const double voxel_ml = pixel_mm2 * lesions.spacing[2] / 1000.0;
+  const double voxel_ml = voxel_volume_mm3(lesions) / 1000.0;  // a gantry tilt's shear taken out
   StudyFigures f;
   f.high_opacity_known = hu_domain != nullptr;
   const int64_t pixels = lesions.nx * lesions.ny;

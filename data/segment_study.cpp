@@ -9,6 +9,7 @@
 #include <fstream>
 #include <optional>
 
+#include "data/dicom.h"
 #include "data/image2d.h"
 #include "data/input_domain.h"
 #include "data/nifti.h"
@@ -217,6 +218,27 @@ std::optional<StudyInput> folder_study(const std::string& folder) {
   return StudyInput{study_name(folder), StudyKind::DicomSeries, {folder}};
 }
 
+// Whether the folders are the series of one DICOM study (a PACS or CD export:
+// STUDY/SERIES/IM...), rather than a batch of studies: at least two hold DICOM
+// images, none holds anything else, and all share one StudyInstanceUID. The
+// study is then read as one, its series chosen by the DICOM reader.
+bool series_of_one_study(const std::vector<std::string>& folders) {
+  if (folders.size() < 2) return false;
+  std::string study;
+  int series = 0;
+  for (const std::string& folder : folders) {
+    const std::optional<StudyInput> s = folder_study(folder);
+    if (!s) continue;  // no image file: a report, a viewer's files
+    if (s->kind != StudyKind::DicomSeries) return false;
+    const std::string uid = dicom_study_uid(folder);
+    if (uid.empty()) continue;  // no image with a study (a dose report, a DICOMDIR)
+    if (!study.empty() && uid != study) return false;
+    study = uid;
+    ++series;
+  }
+  return series >= 2;
+}
+
 }  // namespace
 
 InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
@@ -247,7 +269,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
   }
   const FolderListing listing = list_folder(path, out_dir);
   const auto& [dicom, pictures, nifti, folders] = listing;
-  if (!dicom.empty()) {
+  if (!dicom.empty() || (pictures.empty() && nifti.empty() && series_of_one_study(folders))) {
     plan.studies.push_back({study_name(path), StudyKind::DicomSeries, {path.string()}});
   } else if (!pictures.empty()) {
     CR_CHECK(nifti.empty() && folders.empty(),

@@ -60,6 +60,16 @@ void set(gdcm::DataSet& ds, const V& value) {
   ds.Replace(attribute.GetAsDataElement());
 }
 
+// A multi-valued code string, e.g. ImageType "DERIVED\\SECONDARY\\MIP" (an
+// Attribute of variable multiplicity takes an array, not one string).
+void set_code_string(gdcm::DataSet& ds, uint16_t group, uint16_t element, std::string value) {
+  if (value.size() % 2) value += ' ';  // DICOM values have even lengths
+  gdcm::DataElement de(gdcm::Tag(group, element));
+  de.SetVR(gdcm::VR::CS);
+  de.SetByteValue(value.data(), static_cast<uint32_t>(value.size()));
+  ds.Replace(de);
+}
+
 void set_position(gdcm::DataSet& ds, double z) {
   gdcm::Attribute<0x0020, 0x0032> position = {{0.0, 0.0, z}};
   ds.Replace(position.GetAsDataElement());
@@ -368,6 +378,104 @@ TEST_CASE("DICOM truncated copies and garbage fail with the file's name") {
   check_fails(empty.path(), empty.path(), "no DICOM");
 }
 
+TEST_CASE("DICOM as hospitals export it: repeated images, scouts, MIPs, other series, tilt, stray files") {
+  // chest-ct-slice-0 and -1: one series of two axial slices 1 mm apart (no
+  // Modality, a rescale). Copies edited into what exports hold beside them.
+  const std::string s0 = samples() + "chest-ct-slice-0.dcm", s1 = samples() + "chest-ct-slice-1.dcm";
+  const auto series = [&](test::TempDir& dir) {
+    rewrite(s0, dir.file("IM1.dcm"), [](gdcm::DataSet&) {});
+    rewrite(s1, dir.file("IM2.dcm"), [](gdcm::DataSet&) {});
+  };
+  const auto has_warning = [](const Volume& v, const std::string& text) {
+    return std::any_of(v.warnings.begin(), v.warnings.end(), [&](const std::string& w) { return w.find(text) != std::string::npos; });
+  };
+  SUBCASE("an image sent twice is read once, with a warning") {
+    test::TempDir dir;
+    series(dir);
+    rewrite(s1, dir.file("IM3.dcm"), [](gdcm::DataSet&) {});
+    const Volume v = read_dicom_series(dir.path());
+    CHECK(v.nz == 2);
+    CHECK(has_warning(v, "1 file repeats an image of the series and was left out"));
+  }
+  SUBCASE("a scout under the series' UID is left out, with a warning") {
+    test::TempDir dir;
+    series(dir);
+    rewrite(s0, dir.file("IM0.dcm"), [](gdcm::DataSet& ds) {
+      set<0x0008, 0x0018>(ds, "1.2.3.4.7");
+      set_code_string(ds, 0x0008, 0x0008, "ORIGINAL\\PRIMARY\\LOCALIZER");
+      set_position(ds, -50.0);
+    });
+    const Volume v = read_dicom_series(dir.path());
+    CHECK(v.nz == 2);
+    CHECK(has_warning(v, "1 localizer (scout) image in the series left out"));
+  }
+  SUBCASE("a MIP series with more images loses to the original; the other series is named") {
+    test::TempDir dir;
+    series(dir);
+    for (int k = 0; k < 3; ++k)
+      rewrite(s0, dir.file("MIP" + std::to_string(k) + ".dcm"), [k](gdcm::DataSet& ds) {
+        set<0x0020, 0x000e>(ds, "1.2.3.9");
+        set<0x0008, 0x0018>(ds, "1.2.3.9." + std::to_string(k));
+        set_code_string(ds, 0x0008, 0x0008, "DERIVED\\SECONDARY\\MIP");
+        set<0x0008, 0x103e>(ds, "MIP 10mm");
+        set_position(ds, 10.0 * k);
+      });
+    const Volume v = read_dicom_series(dir.path());
+    CHECK(v.nz == 2);
+    CHECK(v.description.find("derived series (MIPs, reformats, screen captures) come last") != std::string::npos);
+    CHECK(has_warning(v, "1 other CT series is in this folder ('MIP 10mm' (3 slices, derived))"));
+  }
+  SUBCASE("two reconstructions with as many slices: the one for the lungs") {
+    test::TempDir dir;
+    series(dir);
+    for (int k = 0; k < 2; ++k)
+      rewrite(k ? s1 : s0, dir.file("LUNG" + std::to_string(k) + ".dcm"), [k](gdcm::DataSet& ds) {
+        set<0x0020, 0x000e>(ds, "9.9.9");  // sorts after the other series' UID
+        set<0x0008, 0x0018>(ds, "9.9.9." + std::to_string(k));
+        set<0x0008, 0x103e>(ds, "Thorax 1.0 Lung");
+      });
+    const Volume v = read_dicom_series(dir.path());
+    CHECK(v.description.find("'Thorax 1.0 Lung'") != std::string::npos);
+    CHECK(v.description.find("and reconstructed for the lungs") != std::string::npos);
+  }
+  SUBCASE("an enhanced multi-frame image is refused, not read without its functional groups") {
+    test::TempDir dir;
+    rewrite(s0, dir.file("enhanced.dcm"), [](gdcm::DataSet& ds) {
+      gdcm::DataElement groups(gdcm::Tag(0x5200, 0x9229));
+      groups.SetVR(gdcm::VR::SQ);
+      ds.Insert(groups);
+    });
+    check_fails(dir.path(), "enhanced.dcm", "an enhanced multi-frame image");
+  }
+  SUBCASE("a CT slice without RescaleIntercept is refused, naming it") {
+    test::TempDir dir;
+    rewrite(s0, dir.file("IM1.dcm"), [](gdcm::DataSet& ds) { set<0x0008, 0x0060>(ds, "CT"); });
+    rewrite(s1, dir.file("IM2.dcm"), [](gdcm::DataSet& ds) {
+      set<0x0008, 0x0060>(ds, "CT");
+      ds.Remove(gdcm::Tag(0x0028, 0x1052));
+    });
+    check_fails(dir.path(), "IM2.dcm", "without RescaleIntercept");
+  }
+  SUBCASE("a gantry tilt: the volume of a voxel is the planes' distance, and a warning says the grid is sheared") {
+    test::TempDir dir;
+    rewrite(s0, dir.file("IM1.dcm"), [](gdcm::DataSet& ds) { set_position(ds, 0.0); });
+    rewrite(s1, dir.file("IM2.dcm"), [](gdcm::DataSet& ds) {
+      gdcm::Attribute<0x0020, 0x0032> position = {{0.0, std::tan(25 * M_PI / 180), 1.0}};
+      ds.Replace(position.GetAsDataElement());
+    });
+    const Volume v = read_dicom_series(dir.path());
+    REQUIRE(v.nz == 2);
+    CHECK(has_warning(v, "gantry tilt of 25 degrees"));
+    CHECK(voxel_volume_mm3(v) == doctest::Approx(v.spacing[0] * v.spacing[1] * 1.0));
+  }
+  SUBCASE("macOS resource forks (._IM1.dcm) beside the series are passed over") {
+    test::TempDir dir;
+    series(dir);
+    test::write_bytes(dir.file("._IM1.dcm"), test::garbage(4096, 3));
+    CHECK(read_dicom_series(dir.path()).nz == 2);
+  }
+}
+
 TEST_CASE("DICOM inconsistent series fail with the files' names and the cause") {
   const std::string ct = samples() + "chest-ct-slice-0.dcm";
   SUBCASE("duplicate positions") {
@@ -401,7 +509,10 @@ TEST_CASE("DICOM inconsistent series fail with the files' names and the cause") 
   SUBCASE("missing position in a multi-slice series") {
     test::TempDir dir;
     rewrite(ct, dir.file("a.dcm"), [](gdcm::DataSet&) {});
-    rewrite(ct, dir.file("b.dcm"), [](gdcm::DataSet& ds) { ds.Remove(gdcm::Tag(0x0020, 0x0032)); });
+    rewrite(ct, dir.file("b.dcm"), [](gdcm::DataSet& ds) {
+      ds.Remove(gdcm::Tag(0x0020, 0x0032));
+      set<0x0008, 0x0018>(ds, "1.2.3.4.6");  // another image, not a copy of a.dcm
+    });
     check_fails(dir.path(), "b.dcm", "ImagePositionPatient");
   }
 }

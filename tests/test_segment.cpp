@@ -657,3 +657,36 @@ TEST_CASE("plan_inputs: batch folders, the output inside them, mixed folders and
   fs::remove(dir.file("tmpclash/a.nii"));
   CHECK(data::plan_inputs({dir.file("tmpclash")}).studies.size() == 1);  // alone, a.tmp is a name like any other
 }
+
+TEST_CASE("plan_inputs: series folders of one DICOM study are one study; folders of different studies a batch") {
+  // A PACS or CD export keeps each series of a study in a folder of its own
+  // (STUDY/SE1, STUDY/SE2, ...): one study, whose series the reader chooses.
+  test::TempDir dir;
+  std::vector<fs::path> ricord;
+  for (const auto& e : fs::directory_iterator(test::source_dir() + "/examples/ricord-sample"))
+    if (e.path().extension() == ".dcm") ricord.push_back(e.path());
+  std::sort(ricord.begin(), ricord.end());
+  REQUIRE(ricord.size() == 8);
+  for (size_t k = 0; k < ricord.size(); ++k) {
+    const std::string folder = dir.file(k < 4 ? "study/SE1" : "study/SE2");
+    fs::create_directories(folder);
+    fs::copy_file(ricord[k], folder + "/" + ricord[k].filename().string());
+  }
+  fs::create_directories(dir.file("study/REPORTS"));
+  test::write_bytes(dir.file("study/REPORTS/readme.txt"), {'h', 'i'});
+  const data::InputPlan one = data::plan_inputs({dir.file("study")});
+  CHECK_FALSE(one.batch);
+  REQUIRE(one.studies.size() == 1);
+  CHECK(one.studies[0].kind == data::StudyKind::DicomSeries);
+  CHECK(data::read_dicom_series(one.studies[0].paths.at(0)).nz == 8);
+  // Another study's series beside them: a batch of folders, each its own study.
+  fs::create_directories(dir.file("study/OTHER"));
+  const std::string healthy = test::data_dir() + "/ct-healthy-tcga";
+  for (const auto& e : fs::directory_iterator(healthy)) {
+    fs::copy_file(e.path(), dir.file("study/OTHER/" + e.path().filename().string()));
+    break;
+  }
+  const data::InputPlan batch = data::plan_inputs({dir.file("study")});
+  CHECK(batch.batch);
+  CHECK(batch.studies.size() == 3);
+}

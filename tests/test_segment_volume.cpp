@@ -317,6 +317,17 @@ TEST_CASE("figures: areas, volumes, opacity per lung and the infected-slice rule
   CHECK(f.both.opacity_percent == doctest::Approx(100.0 * 2 / 180));
   CHECK(f.both.lung_ml == doctest::Approx(180 * 0.5 * 0.5 * 2.0 / 1000));
   CHECK(data::most_affected_slices(f, 6) == std::vector<int64_t>{0});
+  // A gantry tilt of 25 degrees: each slice 2 mm along a direction sheared from
+  // the normal, so the planes are 2 cos(25) mm apart, and so much less volume.
+  {
+    data::LabelVolume tilted_lungs = lungs, tilted_lesions = lesions;
+    const double tilt = 25 * M_PI / 180;
+    for (data::LabelVolume* v : {&tilted_lungs, &tilted_lesions}) v->slice_dir = {0, std::sin(tilt), std::cos(tilt)};
+    const data::StudyFigures t = data::measure(tilted_lesions, tilted_lungs);
+    CHECK(t.both.lung_ml == doctest::Approx(180 * 0.5 * 0.5 * 2.0 * std::cos(tilt) / 1000));
+    CHECK(t.slices[0].lung_mm2 == doctest::Approx(f.slices[0].lung_mm2));  // areas in the slice's plane
+    CHECK(t.both.opacity_percent == doctest::Approx(f.both.opacity_percent));
+  }
   CHECK_FALSE(f.high_opacity_known);  // no input domain given: not in HU
 
   // With the input domain of an HU volume: lesion voxels at -200 HU or more

@@ -220,7 +220,7 @@ int cmd_lungs(int argc, char** argv) {
   const char* unit = picture ? "px" : ct.nz == 1 ? "mm2" : "mL";
   const double per_voxel = picture ? 1.0
                            : ct.nz == 1 ? ct.spacing[0] * ct.spacing[1]
-                                        : ct.spacing[0] * ct.spacing[1] * ct.spacing[2] / 1000.0;
+                                        : voxel_volume_mm3(ct) / 1000.0;  // a gantry tilt's shear taken out
   const double right = static_cast<double>(seg.count(kRightLung)) * per_voxel;
   const double left = static_cast<double>(seg.count(kLeftLung)) * per_voxel;
   const auto with_lung = std::count(seg.slice_has_lung.begin(), seg.slice_has_lung.end(), uint8_t{1});
