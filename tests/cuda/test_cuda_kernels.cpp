@@ -309,3 +309,22 @@ TEST_CASE("reductions are bit-identical when rerun") {
   const LossSums l1 = ops::hybrid_loss_forward(p, t, {}), l2 = ops::hybrid_loss_forward(p, t, {});
   CHECK(std::memcmp(&l1, &l2, sizeof l1) == 0);
 }
+
+TEST_CASE("interleave_phases: pair stores into an aligned output, element stores into a misaligned view") {
+  // The four-phase form's interleaving writes two outputs at a time when y is
+  // aligned to a pair; a view one element in (a decoder half written in place)
+  // takes the element-wise path. Both against the CPU, with and without the
+  // fused bias and ReLU.
+  for (const bool mis : {false, true}) {
+    for (const bool fused : {false, true}) {
+      INFO((mis ? "misaligned" : "aligned") << (fused ? ", bias + relu" : ", plain"));
+      const Tensor z = randn(Shape{2, 4 * 3, 6, 9}, 81), bias = randn(Shape{3}, 82);
+      const Shape ys{2, 3, 10, 16};
+      Tensor y = Tensor::empty(ys), gy = gpu_empty(ys, mis);
+      ops::interleave_phases_forward(z, fused ? &bias : nullptr, fused, y);
+      const Tensor gbias = to_gpu(bias, mis);
+      ops::interleave_phases_forward(to_gpu(z, mis), fused ? &gbias : nullptr, fused, gy);
+      CHECK(bit_identical(gy.to(Device::CPU), y));  // one addition and a max: nothing to round differently
+    }
+  }
+}

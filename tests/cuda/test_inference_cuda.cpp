@@ -10,15 +10,21 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <string>
 
 #include "data/read_any.h"
 #include "data/segment_pipeline.h"
+#include "kernels/cuda/conv_direct.h"
+#include "model/blocks.h"
 #include "model/load_weights.h"
 #include "nn/safetensors.h"
+#include "data/nifti.h"
 #include "tests/cuda/require_gpu.h"
+#include "tests/support/run_covidrate.h"
 #include "tests/support/test_support.h"
+#include "tests/temp_files.h"
 
 using namespace covidrate;
 
@@ -152,3 +158,103 @@ TEST_CASE("segment on CUDA: batches queued ahead, bucketed or not, collected at 
   }
   CHECK(pinned_host_in_use() == pinned_in_use);
 }
+
+TEST_CASE("segment on CUDA in bf16: batches queued ahead, the last one padded, give the volumes of one batch at once") {
+  // As above in bf16, the precision segment runs in on a GPU: 5 + 3 (the 3
+  // padded to 4 with a blank) and one slice at a time, against batches of 4
+  // collected one at a time. bf16 rounds per op, and cuDNN may pick other
+  // algorithms per batch shape, so the tolerance is the CUDA-vs-CPU bf16 one.
+  const Setup s;
+  const size_t pinned_in_use = pinned_host_in_use();
+  const auto with = [](int64_t batch, bool bucketed, bool queue_ahead) {
+    return [=](data::SegmentOptions& o) {
+      o.batch = batch;
+      o.bucketed_batch_shape = bucketed;
+      o.queue_ahead = queue_ahead;
+    };
+  };
+  const data::Segmentation at_once = s.segment(Device::CUDA, DType::BF16, true, with(4, false, false));
+  REQUIRE(at_once.slices_segmented == 8);
+  for (const auto& [batch, bucketed] : {std::pair<int64_t, bool>{5, true}, {1, false}}) {
+    CAPTURE(batch);
+    const data::Segmentation ahead = s.segment(Device::CUDA, DType::BF16, true, with(batch, bucketed, true));
+    const Agreement a = compare(ahead, at_once);
+    MESSAGE("bf16, batch " << batch << ": Dice " << a.dice << ", |dp| max " << a.max_diff << ", mean " << a.mean_diff);
+    CHECK(a.nonfinite == 0);
+    CHECK(a.dice >= 0.99);
+    CHECK(a.mean_diff <= 1e-3);
+  }
+  CHECK(pinned_host_in_use() == pinned_in_use);
+}
+
+TEST_CASE("the decoders' concatenation in place (batch 1) gives what the copied one gives, f32 and bf16, cuDNN or direct") {
+  // At batch 1 a decoder writes its two halves straight into the joined map
+  // (model/blocks.cpp, DecoderBlock); with it off they are copied. The
+  // transition that writes the second half runs in the direct kernel, or in
+  // cuDNN (COVIDRATE_DIRECT_CONV=0) writing at an offset of C x H x W.
+  const Setup s;
+  const auto one_at_a_time = [](data::SegmentOptions& o) { o.batch = 1; };
+  for (const DType precision : {DType::F32, DType::BF16}) {
+    for (const bool direct : {true, false}) {
+      CAPTURE(to_string(precision));
+      CAPTURE(direct);
+      cuda::set_direct_conv(direct);
+      model::set_decoder_concat_in_place(true);
+      const data::Segmentation in_place = s.segment(Device::CUDA, precision, true, one_at_a_time);
+      model::set_decoder_concat_in_place(false);
+      const data::Segmentation copied = s.segment(Device::CUDA, precision, true, one_at_a_time);
+      model::set_decoder_concat_in_place(true);
+      cuda::set_direct_conv(std::nullopt);
+      REQUIRE(in_place.slices_segmented == 8);
+      const Agreement a = compare(in_place, copied);
+      MESSAGE(to_string(precision) << (direct ? ", direct" : ", cuDNN") << ": in place vs copied: Dice " << a.dice
+                                   << ", |dp| max " << a.max_diff);
+      CHECK(a.nonfinite == 0);
+      // The same arithmetic; only the algorithm cuDNN picks for a view may differ.
+      CHECK(a.dice >= (precision == DType::F32 ? 0.999 : 0.99));
+      CHECK(a.mean_diff <= (precision == DType::F32 ? 1e-5 : 1e-3));
+    }
+  }
+}
+
+TEST_CASE("batch segment on CUDA: reading ahead and writing behind (--prefetch) change nothing in the masks") {
+  // Three studies cut from the sample (8, 5 and 1 slices: last batches of 4,
+  // 1 and 1 at --batch 4), once with the next study read and the last written
+  // while the network runs, once one after another. The arithmetic is the same
+  // batches in the same shapes, so the masks must agree (to the voxel, unless
+  // cuDNN chose another algorithm for a shape between the two runs).
+  namespace fs = std::filesystem;
+  test::TempDir dir;
+  const fs::path sample = fs::path(test::source_dir()) / "examples" / "ricord-sample";
+  std::vector<fs::path> slices;
+  for (const auto& e : fs::directory_iterator(sample))
+    if (e.path().extension() == ".dcm") slices.push_back(e.path());
+  std::sort(slices.begin(), slices.end());
+  REQUIRE(slices.size() == 8);
+  const std::pair<const char*, size_t> studies[] = {{"a", 8}, {"b", 5}, {"c", 1}};
+  for (const auto& [name, count] : studies) {
+    fs::create_directories(dir.file("studies/" + std::string(name)));
+    for (size_t k = 0; k < count; ++k)
+      fs::copy_file(slices[k], dir.file("studies/" + std::string(name)) + "/" + slices[k].filename().string());
+  }
+  for (const char* prefetch : {"on", "off"}) {
+    const test::ProgramRun run =
+        test::run_covidrate(dir, "segment " + dir.file("studies") + " --device cuda --precision bf16 --batch 4 --prefetch " +
+                                     prefetch + " --out " + dir.file(std::string("out-") + prefetch));
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+  }
+  for (const auto& [name, count] : studies) {
+    CAPTURE(name);
+    const data::Volume on = data::read_nifti(dir.file("out-on/" + std::string(name) + "/lesion_mask.nii.gz"));
+    const data::Volume off = data::read_nifti(dir.file("out-off/" + std::string(name) + "/lesion_mask.nii.gz"));
+    REQUIRE(on.nz == static_cast<int64_t>(count));
+    int64_t both = 0, either = 0;
+    for (size_t i = 0; i < on.voxels.size(); ++i) {
+      both += on.voxels[i] > 0 && off.voxels[i] > 0;
+      either += on.voxels[i] > 0 || off.voxels[i] > 0;
+    }
+    CHECK(either > 0);
+    CHECK(static_cast<double>(both) >= 0.999 * static_cast<double>(either));
+  }
+}
+

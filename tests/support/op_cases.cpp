@@ -32,29 +32,44 @@ Tensor copy_of(const Tensor& t, const Alloc& alloc) {
 // and 64 outputs runs in our direct kernel (kernels/cuda/conv_direct.h), a
 // larger one in cuDNN: the default 3 -> 4 channels take the first path, the
 // "wide" cases the second.
+// Beyond the channels, the shapes segment's inference form makes: batch 1
+// (a study's last batch, the in-place decoder) with an odd pixel count, which
+// leaves the direct kernel a short last group of pixels; no bias (the phase
+// convolutions, bias-free folds); and the four-phase form's 2x2 kernel with
+// padding 1 on a map that is not square.
 struct Channels {
   int64_t in = 3, out = 4;
+  int64_t batch = 2;
+  bool bias = true;
+  int pad = -1;        // -1: "same" for the odd kernel
+  int64_t width = 0;   // 0: square
 };
 OpCase conv_case(int kernel, int stride, int dilation, int64_t size, bool relu = false, Channels ch = {}) {
   ConvParams p = ConvParams::same(kernel, stride, dilation);
+  if (ch.pad >= 0) p.pad = ch.pad;
   p.relu = relu;
   OpCase c;
   c.name = "conv2d k" + std::to_string(kernel) + " s" + std::to_string(stride) + " d" +
            std::to_string(dilation) + (relu ? " fused relu" : "");
   if (ch.in != 3 || ch.out != 4) c.name += " " + std::to_string(ch.in) + "->" + std::to_string(ch.out);
-  c.inputs = {{{2, ch.in, size, size}},
-              {{ch.out, ch.in, kernel, kernel}, Gen::Normal, kParam},
-              {{ch.out}, Gen::Normal, kParam}};
-  c.forward = [p](const Tensors& in, const Alloc& alloc) {
+  if (ch.batch != 2) c.name += " batch " + std::to_string(ch.batch);
+  if (!ch.bias) c.name += " no bias";
+  if (ch.pad >= 0) c.name += " pad " + std::to_string(ch.pad);
+  const int64_t width = ch.width > 0 ? ch.width : size;
+  if (width != size) c.name += " " + std::to_string(size) + "x" + std::to_string(width);
+  c.inputs = {{{ch.batch, ch.in, size, width}}, {{ch.out, ch.in, kernel, kernel}, Gen::Normal, kParam}};
+  if (ch.bias) c.inputs.push_back({{ch.out}, Gen::Normal, kParam});
+  const bool bias = ch.bias;
+  c.forward = [p, bias](const Tensors& in, const Alloc& alloc) {
     Tensor y = alloc(conv2d_out_shape(in[0].shape(), in[1].shape(), p), in[0]);
-    ops::conv2d_forward(in[0], in[1], &in[2], p, y);
+    ops::conv2d_forward(in[0], in[1], bias ? &in[2] : nullptr, p, y);
     return Tensors{y};
   };
   if (!relu) {
-    c.backward = [p](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
-                     bool accumulate, const Alloc&) {
+    c.backward = [p, bias](const Tensors& in, const Tensors&, const Tensors& dys, Tensors& grads,
+                           bool accumulate, const Alloc&) {
       ops::conv2d_backward_data(dys[0], in[1], p, grads[0], accumulate);
-      ops::conv2d_backward_filter(dys[0], in[0], p, grads[1], &grads[2]);
+      ops::conv2d_backward_filter(dys[0], in[0], p, grads[1], bias ? &grads[2] : nullptr);
     };
   }
   c.parity_rtol = 1e-4;
@@ -499,6 +514,18 @@ std::vector<OpCase> build_cases() {
   cases.push_back(conv_case(3, 1, 2, 7, false, {16, 16}));
   cases.push_back(conv_case(3, 2, 1, 7, /*relu=*/true, {16, 16}));
   cases.push_back(conv_case(1, 1, 1, 5, false, {48, 48}));
+  // Batch 1 with an odd number of output pixels (49, 9, 49): the direct
+  // kernel's short last group of pixels, as a study's last batch of one makes it.
+  cases.push_back(conv_case(3, 1, 1, 7, false, {.batch = 1}));
+  cases.push_back(conv_case(1, 2, 1, 5, /*relu=*/true, {.batch = 1}));
+  cases.push_back(conv_case(7, 1, 1, 7, /*relu=*/true, {1, 33, 1}));
+  // No bias: the direct kernel's and cuDNN's paths without one.
+  cases.push_back(conv_case(3, 1, 1, 6, false, {.bias = false}));
+  cases.push_back(conv_case(3, 1, 2, 7, /*relu=*/true, {16, 16, 1, false}));
+  // The four-phase form's convolution: 2x2, padding 1, on a 5 x 6 map; 16
+  // outputs in the direct kernel, 16 -> 64 in cuDNN.
+  cases.push_back(conv_case(2, 1, 1, 5, false, {3, 16, 2, true, 1, 6}));
+  cases.push_back(conv_case(2, 1, 1, 5, /*relu=*/true, {16, 64, 1, false, 1, 6}));
   cases.push_back(bn_train_case());
   cases.push_back(bn_infer_case());
   cases.push_back(relu_case());
