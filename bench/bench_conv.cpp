@@ -51,12 +51,12 @@ const std::vector<Layer> kLayers = {
 // forward's shapes; backward data runs the same tiles), for the Winograd tile
 // comparison: each forced to F(2x2, 3x3) and to F(4x4, 3x3).
 const std::vector<Layer> kWinogradLayers = {
-    {96, 512, 64, 2},   // decoder 4, after the concatenation
+    {128, 512, 64, 2},  // decoder 4, after the concatenation (2 x 64 channels)
     {128, 512, 64, 1},  // decoder 4, after the upsampling
     {32, 256, 32, 2},   // encoder 1
     {64, 128, 64, 2},   // encoder 2
     {128, 64, 128, 2},  // encoder 3
-    {640, 64, 512, 2},  // decoder 1, after the concatenation
+    {1024, 64, 512, 2}, // decoder 1, after the concatenation (2 x 512 channels)
     {256, 32, 256, 1},  // encoder 4
     {256, 32, 256, 8},  // context perception boosting, widest dilation
 };
