@@ -50,7 +50,7 @@ namespace {
 
 // The journal of a run with an output folder, OUT.partial/:
 //   settings.txt   what the scores depend on (the network, size, cutoff,
-//                  threshold, least certainty); a resumed run must match it
+//                  threshold, least certainty, batch); a resumed run must match it
 //   scores.txt     a line per scored slice: "certainty lesion% lung picture-hash
 //                  name" (numbers to 17 digits: read back, they are the same
 //                  doubles; the hash is the picture file's FNV-1a, so a picture
@@ -275,7 +275,11 @@ std::string shortest(double v) {
 
 std::string settings_text(const PseudoLabelOptions& o) {
   return "network " + o.network_identity + "\nsize " + std::to_string(o.size) + "\ncutoff " + shortest(o.cutoff) +
-         "\nthreshold " + shortest(o.threshold) + "\nleast certainty " + shortest(o.min_certainty) + "\n";
+         "\nthreshold " + shortest(o.threshold) + "\nleast certainty " + shortest(o.min_certainty) +
+         // A batch of one takes another convolution path on the CPU than larger
+         // ones: certainties differ in the sixth decimal, so a resume at another
+         // batch would match no uninterrupted run.
+         "\nbatch " + std::to_string(o.batch) + "\n";
 }
 
 }  // namespace

@@ -22,6 +22,7 @@ std::string state_json(const CheckpointState& s, const std::mt19937_64& rng) {
   std::ostringstream os;
   os.precision(17);
   os << "{\n  \"fingerprint\": " << json::quote(s.fingerprint) << ",\n  \"threads\": " << s.threads
+     << ",\n  \"deterministic\": " << (s.deterministic ? "true" : "false")
      << ",\n  \"device\": " << json::quote(s.device) << ",\n  \"epoch\": " << s.epoch
      << ",\n  \"best_epoch\": " << s.best_epoch << ",\n  \"best_val_loss\": " << s.best_val_loss
      << ",\n  \"best_val_dice\": " << s.best_val_dice
@@ -103,6 +104,8 @@ CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointStat
   s.epochs_without_improvement = static_cast<int>(number(root, "epochs_without_improvement", file));
   s.stopped_early = member(root, "stopped_early", json::Value::Kind::Bool, file).boolean;
   s.log_bytes = static_cast<uint64_t>(number(root, "log_bytes", file));
+  // Absent from checkpoints written before it was recorded.
+  if (const json::Value* d = root.find("deterministic"); d && d->kind == json::Value::Kind::Bool) s.deterministic = d->boolean;
 
   if (s.fingerprint != current.fingerprint) {
     const std::string differences = explain ? explain(s.fingerprint, current.fingerprint) : std::string();
@@ -114,11 +117,13 @@ CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointStat
                                                  << ".\n  checkpoint: " << s.fingerprint
                                                  << "\n  now:        " << current.fingerprint);
   }
-  if (deterministic) {
+  if (deterministic || s.deterministic) {
     CR_CHECK(s.threads == current.threads && s.device == current.device,
-             "train --resume --deterministic: the checkpoint was made on " << s.device << " with " << s.threads
-                 << " CPU threads, this run has " << current.device << " with " << current.threads
-                 << " (set COVIDRATE_THREADS=" << s.threads << "): the split of the work changes the rounding");
+             "train --resume" << (deterministic ? " --deterministic" : "") << ": the checkpoint was made on "
+                 << s.device << " with " << s.threads << " CPU threads"
+                 << (s.deterministic && !deterministic ? " by a run started with --deterministic" : "")
+                 << ", this run has " << current.device << " with " << current.threads << " (set COVIDRATE_THREADS="
+                 << s.threads << "): the split of the work changes the rounding");
   }
   store.load((dir / "weights.safetensors").string());
   adam.load((dir / "adam.safetensors").string());
@@ -128,6 +133,7 @@ CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointStat
   // The run continues under its own thread count and device.
   s.threads = current.threads;
   s.device = current.device;
+  s.deterministic = s.deterministic || deterministic;
   return s;
 }
 

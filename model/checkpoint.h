@@ -26,6 +26,10 @@ struct CheckpointState {
   std::string fingerprint;  // settings that must not change across a resume
   int threads = 1;          // CPU threads of the run (deterministic mode insists on the same)
   std::string device;       // "cpu" or "cuda"
+  // Started with --deterministic: every resume then insists on the same threads
+  // and device, with the flag or without it (a resume that drops the flag would
+  // quietly end the bit-for-bit promise).
+  bool deterministic = false;
   int epoch = 0;            // epochs finished
   int best_epoch = 0;       // 0: none yet
   double best_val_loss = 0, best_val_dice = 0;

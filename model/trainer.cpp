@@ -429,6 +429,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   state.fingerprint = fingerprint(o, train_set, validation);
   state.threads = cpu::num_threads();
   state.device = to_string(o.device);
+  state.deterministic = o.deterministic;
   const std::string log_path = (fs::path(o.out_dir) / "log.jsonl").string();
   TrainResult result;
   if (o.resume)
@@ -439,6 +440,9 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
                                                          "or choose another output folder");
   // Everything that can be checked before writing has been: from here on the run writes.
   fs::create_directories(o.out_dir);
+  // What killed runs left half-written (best.safetensors.tmp-PID-N: at full
+  // width 58 MB each); the folder is this run's (cmd_train holds its lock).
+  remove_stale_temporaries(o.out_dir);
   if (o.on_start) o.on_start();
   if (o.resume) {
     truncate_log(log_path, state.log_bytes);

@@ -1,13 +1,17 @@
 #include "nn/text_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <string_view>
 
 #include "nn/error.h"
 
@@ -174,6 +178,34 @@ void write_file_atomically(const std::string& path, std::string_view bytes) {
 
 void write_text_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text); }
 
+bool is_writer_temporary(const std::string& name) {
+  // NAME.tmp-<pid>-<n>: digits, a dash, digits, to the end.
+  const size_t at = name.rfind(".tmp-");
+  if (at == std::string::npos || at == 0) return false;
+  const std::string rest = name.substr(at + 5);
+  const size_t dash = rest.find('-');
+  const auto digits = [](std::string_view s) {
+    return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  return dash != std::string::npos && digits(std::string_view(rest).substr(0, dash)) &&
+         digits(std::string_view(rest).substr(dash + 1));
+}
+
+int remove_stale_temporaries(const std::string& folder) {
+  int removed = 0;
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(folder, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (!is_writer_temporary(name) || !fs::is_regular_file(entry.symlink_status(ec))) continue;
+    const std::string rest = name.substr(name.rfind(".tmp-") + 5);
+    const long pid = std::strtol(rest.c_str(), nullptr, 10);
+    // A live writer's, this process's own included, stays.
+    if (pid > 0 && (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) continue;
+    if (fs::remove(entry.path(), ec)) ++removed;
+  }
+  return removed;
+}
+
 void sync_to_disk(const std::string& path) {
   const int error = fsync_path(path);
   CR_CHECK(error == 0, "cannot flush " << path << " to the disk: " << std::strerror(error));
@@ -184,7 +216,14 @@ std::string start_temp_folder(const std::string& out) {
   std::error_code ec;
   const fs::file_status status = fs::symlink_status(tmp, ec);
   if (fs::exists(status)) {
-    const bool ours = fs::is_directory(status) && (fs::exists(fs::path(tmp) / kPartialMarker, ec) || fs::is_empty(tmp, ec));
+    // Ours: it holds the mark, or the mark's own temporary (a run killed while
+    // writing it), or nothing (killed before).
+    bool ours = fs::is_directory(status);
+    if (ours && !fs::is_empty(tmp, ec)) {
+      ours = false;
+      for (const fs::directory_entry& entry : fs::directory_iterator(tmp, ec))
+        ours = ours || entry.path().filename().string().starts_with(kPartialMarker);
+    }
     CR_CHECK(ours, tmp << " exists and was not made by covidrate, which writes " << out
                        << " there before renaming it: move it away, or choose another output");
     fs::remove_all(tmp, ec);  // an interrupted run's
@@ -204,7 +243,6 @@ std::string start_temp_folder(const std::string& out) {
 
 void publish_folder(const std::string& tmp, const std::string& out) {
   std::error_code ec;
-  fs::remove(fs::path(tmp) / kPartialMarker, ec);
   for (fs::recursive_directory_iterator it(tmp, ec), end; !ec && it != end; it.increment(ec)) {
     const fs::file_status status = it->symlink_status(ec);
     if (ec) break;
@@ -214,6 +252,11 @@ void publish_folder(const std::string& tmp, const std::string& out) {
   if (ec) fail_writing(out, ec.value());
   if (const int error = fsync_path(tmp); error != 0) fail_writing(out, error);
   if (::rename(tmp.c_str(), out.c_str()) != 0) fail_writing(out, errno);
+  // The mark goes only once the folder has its name: removed before, a kill
+  // in between would leave a DIR.tmp without it, which the next run would take
+  // for the user's and refuse. Killed between the rename and this, the
+  // finished folder keeps a stray mark, which nothing reads.
+  if (fs::remove(fs::path(out) / kPartialMarker, ec)) fsync_path(out);
   sync_folder_of(out);
 }
 

@@ -78,12 +78,20 @@ class AtomicFile {
 inline constexpr const char* kPartialMarker = ".covidrate-partial";
 std::string start_temp_folder(const std::string& out);
 
-// publish_folder(tmp, out) removes the marker,
-// flushes every file and folder under tmp to the disk, renames tmp to out
-// (which must not exist) and flushes out's parent folder: after a power cut
+// publish_folder(tmp, out) flushes every file and folder under tmp to the
+// disk, renames tmp to out (which must not exist), removes the marker and
+// flushes out's parent folder: after a power cut
 // there is either no `out` or a complete one -- never one whose files are
 // empty, which a resumed run would pass over as done. Errors name `out`.
 void publish_folder(const std::string& tmp, const std::string& out);
+
+// Whether a file name is an AtomicFile's temporary ("best.safetensors.tmp-4242-0").
+bool is_writer_temporary(const std::string& name);
+
+// Removes the temporaries that killed writers left directly in `folder` (not
+// below it): those whose process is gone. Returns how many. For a folder that
+// one run owns (a training run's, under its lock).
+int remove_stale_temporaries(const std::string& folder);
 
 // fsync of one file or folder; covidrate::Error names PATH and the reason.
 void sync_to_disk(const std::string& path);

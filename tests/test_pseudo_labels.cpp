@@ -344,6 +344,11 @@ TEST_CASE("pseudo-labels: a journal of other settings, damaged lines, lost pseud
   other.network_identity = "another";
   CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, other, out),
                        doctest::Contains("there 'network tiny', now 'network another'"), Error);
+  // A batch of one and a larger one round differently on the CPU (another convolution path).
+  other = o;
+  other.batch = 2;
+  CHECK_THROWS_WITH_AS(data::make_pseudo_labels(pictures, net, other, out),
+                       doctest::Contains("there 'batch 1', now 'batch 2'"), Error);
   CHECK(fs::is_directory(partial));
   CHECK_FALSE(fs::exists(out));
 

@@ -247,7 +247,11 @@ TEST_CASE("start_temp_folder replaces an interrupted run's folder, and refuses t
   CHECK(start_temp_folder(out) == tmp);
   CHECK_FALSE(fs::exists(tmp + "/half-written.json"));
   publish_folder(tmp, out);
-  CHECK_FALSE(fs::exists(out + "/" + kPartialMarker));  // the mark goes before the rename
+  CHECK_FALSE(fs::exists(out + "/" + kPartialMarker));  // the mark goes once the folder has its name
+  // Killed while writing the mark: only its temporary is there; still ours.
+  fs::create_directories(out + "-2.tmp");
+  write_text_atomically(out + "-2.tmp/" + kPartialMarker + ".tmp-4242-0", "");
+  CHECK(start_temp_folder(out + "-2") == out + "-2.tmp");
   // A folder of that name without the mark is someone else's: kept, and the error names it.
   const std::string other = dir.file("results");
   fs::create_directories(other + ".tmp");
@@ -261,6 +265,28 @@ TEST_CASE("start_temp_folder replaces an interrupted run's folder, and refuses t
   write_text_atomically(dir.file("plain.tmp"), "a file");
   CHECK_THROWS_AS(start_temp_folder(dir.file("plain")), Error);
   CHECK(read_all(dir.file("plain.tmp")) == "a file");
+}
+
+TEST_CASE("the temporaries killed writers left are recognized and removed; a live writer's stay") {
+  CHECK(is_writer_temporary("best.safetensors.tmp-4242-0"));
+  CHECK(is_writer_temporary(".covidrate-partial.tmp-1-17"));
+  CHECK_FALSE(is_writer_temporary("notes.tmp"));
+  CHECK_FALSE(is_writer_temporary("a.tmp-12"));
+  CHECK_FALSE(is_writer_temporary("a.tmp-12-x"));
+  CHECK_FALSE(is_writer_temporary(".tmp-1-2"));
+  test::TempDir dir;
+  // A writer that has exited: its process id is free.
+  const pid_t child = ::fork();
+  if (child == 0) ::_exit(0);
+  REQUIRE(child > 0);
+  ::waitpid(child, nullptr, 0);
+  const std::string dead = dir.file("best.safetensors.tmp-" + std::to_string(child) + "-0");
+  const std::string mine = dir.file("curves.svg.tmp-" + std::to_string(::getpid()) + "-3");
+  for (const std::string& f : {dead, mine, dir.file("log.jsonl")}) write_text_atomically(f, "x");
+  CHECK(remove_stale_temporaries(dir.path()) == 1);
+  CHECK_FALSE(fs::exists(dead));
+  CHECK(fs::exists(mine));
+  CHECK(fs::exists(dir.file("log.jsonl")));
 }
 
 TEST_CASE("publish_folder moves a whole folder tree into place, and names the output when it cannot") {

@@ -379,6 +379,20 @@ TEST_CASE("train: resuming after a kill gives the bits of an uninterrupted run")
   CHECK(refused.find("other settings") != std::string::npos);
   CHECK_MESSAGE(refused.find(": --batch was 4, now 2. Resume with the options of that run") != std::string::npos,
                 refused);
+
+  // A run started with --deterministic stays so: a resume without the flag, under another thread count
+  // (here the checkpoint's, edited), is refused as one with it would be.
+  o.batch = 4;
+  o.epochs = 4;
+  o.deterministic = false;
+  const std::string state_path = interrupted.file("checkpoint/state.json");
+  std::string state = test::read_text_file(state_path);
+  REQUIRE(state.find("\"deterministic\": true") != std::string::npos);
+  const size_t at = state.find("\"threads\": ") + 11;
+  state.replace(at, state.find(',', at) - at, "97");
+  test::write_bytes(state_path, std::vector<char>(state.begin(), state.end()));
+  const std::string threads = error_of([&] { train(train_set, validation, o); });
+  CHECK_MESSAGE(threads.find("with 97 CPU threads by a run started with --deterministic") != std::string::npos, threads);
 }
 
 TEST_CASE("train: --init starts from the given weights, not from the seeded draw") {
@@ -633,7 +647,7 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
   CHECK_MESSAGE(run.exit_code == 0, run.err);
 }
 
-TEST_CASE("covidrate train: a run stopped before its first epoch ended is started afresh, with or without --resume") {
+TEST_CASE("covidrate train: a run stopped before its first checkpoint is started afresh, with or without --resume") {
   test::TempDir dir;
   const std::string common = five_slice_train_args(dir);
   // What the trainer leaves when stopped in epoch 1: split.json and an empty log.jsonl
@@ -649,7 +663,7 @@ TEST_CASE("covidrate train: a run stopped before its first epoch ended is starte
     interrupted(out, "");
     const test::ProgramRun run = test::run_covidrate(dir, common + resume + "--out " + out);
     REQUIRE_MESSAGE(run.exit_code == 0, run.err);
-    CHECK(run.err.find(out + ": an earlier run stopped before its first epoch ended; starting afresh\n") !=
+    CHECK(run.err.find(out + ": an earlier run stopped before its first checkpoint; starting afresh\n") !=
           std::string::npos);
     CHECK(fs::exists(out + "/checkpoint/state.json"));
     CHECK(test::read_text_file(out + "/log.jsonl").find("{\"epoch\": 1,") == 0);
@@ -659,20 +673,36 @@ TEST_CASE("covidrate train: a run stopped before its first epoch ended is starte
   interrupted(cv + "/fold-1", "");
   test::ProgramRun run = test::run_covidrate(dir, common + "--folds 2 --out " + cv);
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
-  CHECK(run.err.find(cv + "/fold-1: an earlier run stopped before its first epoch ended; starting afresh\n") !=
+  CHECK(run.err.find(cv + "/fold-1: an earlier run stopped before its first checkpoint; starting afresh\n") !=
         std::string::npos);
   CHECK(fs::exists(cv + "/folds.json"));
 
+  // Killed (or out of disk) as epoch 1 ended, after its log line and best weights, while the first
+  // checkpoint was written (checkpoint.tmp/, a writer's temporary): still nothing to resume.
+  const std::string ending = dir.file("ending");
+  interrupted(ending, "{\"epoch\": 1, \"train_loss\": 1}\n");
+  std::ofstream(ending + "/best.safetensors") << "weights";
+  fs::create_directories(ending + "/checkpoint.tmp");
+  std::ofstream(ending + "/checkpoint.tmp/weights.safetensors") << "half";
+  std::ofstream(ending + "/curves.svg.tmp-999999999-0") << "";  // its writer long gone
+  for (const char* resume : {"--resume ", ""}) {
+    CAPTURE(resume);
+    run = test::run_covidrate(dir, common + resume + "--out " + ending);
+    REQUIRE_MESSAGE(run.exit_code == 0, run.err);
+    CHECK(run.err.find(ending + ": an earlier run stopped before its first checkpoint; starting afresh\n") !=
+          std::string::npos);
+    CHECK(fs::exists(ending + "/checkpoint/state.json"));
+    CHECK_FALSE(fs::exists(ending + "/curves.svg.tmp-999999999-0"));  // the dead writer's temporary removed
+    if (*resume) fs::remove_all(ending + "/checkpoint"), std::ofstream(ending + "/log.jsonl") << "{\"epoch\": 1}\n";
+  }
+
   // Anything more is not an interrupted start: refused as before, untouched, no such line.
-  const std::string logged = dir.file("logged"), other = dir.file("other");
-  interrupted(logged, "{\"epoch\": 1, \"train_loss\": 1}\n");  // a killed epoch's line, before its checkpoint
+  const std::string other = dir.file("other");
   interrupted(other, "");
   std::ofstream(other + "/notes.txt") << "mine\n";
   const struct {
     std::string folder, arguments, message;
   } refused[] = {
-      {logged, "", " already holds log.jsonl from an earlier run"},
-      {logged, "--resume ", " holds no checkpoint to continue"},
       {other, "", " already holds log.jsonl from an earlier run"},
       {other, "--resume ", " holds no checkpoint to continue"},
       // A single run's folder is not a cross-validation's, nor the other way round.

@@ -202,24 +202,27 @@ std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& al
   return out;
 }
 
-// A folder a run left when it stopped before its first epoch ended: the
-// trainer creates the folder, writes split.json and an empty log.jsonl, and
-// writes nothing more until epoch 1 ends (best.safetensors, the log's first
-// line, checkpoint/, curves.svg). So a folder holding an empty log.jsonl and
-// at most split.json beside it, nothing else, holds nothing of value: a new
-// run, with or without --resume, starts afresh into it. A log with a line, a
-// checkpoint, best weights or any other file: not this.
+// A folder a run left when it stopped before its first checkpoint was saved:
+// the trainer creates the folder, writes split.json and an empty log.jsonl,
+// and at the end of epoch 1 best.safetensors, the log's first line, curves.svg
+// and last checkpoint/ (built as checkpoint.tmp/); a kill or a full disk may
+// also leave a writer's temporary (NAME.tmp-PID-N). Without checkpoint/ (or
+// checkpoint.old/) nothing can be resumed, so a folder holding a log.jsonl and
+// nothing but those holds nothing of value: a new run, with or without
+// --resume, starts afresh into it. A checkpoint, or any other file: not this.
 bool interrupted_start(const fs::path& dir) {
   std::error_code error;
   if (!fs::is_directory(dir, error)) return false;
-  bool empty_log = false;
+  bool log = false;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir)) {
     const std::string name = entry.path().filename().string();
+    if (name == "checkpoint.tmp" && fs::is_directory(entry.symlink_status())) continue;
     if (!fs::is_regular_file(entry.symlink_status())) return false;
-    if (name == "log.jsonl" && entry.file_size() == 0) empty_log = true;
-    else if (name != "split.json") return false;
+    if (name == "log.jsonl") log = true;
+    else if (name != "split.json" && name != "best.safetensors" && name != "curves.svg" && !is_writer_temporary(name))
+      return false;
   }
-  return empty_log;
+  return log;
 }
 
 // True when `dir` holds exactly one entry, `name`.
@@ -350,7 +353,7 @@ TrainResult run_one(const data::Dataset& set, const std::vector<data::PreparedSl
   options.on_start = [&] {
     // Said once everything has been checked: the run does start.
     if (restart)
-      std::fprintf(stderr, "%s: an earlier run stopped before its first epoch ended; starting afresh\n",
+      std::fprintf(stderr, "%s: an earlier run stopped before its first checkpoint; starting afresh\n",
                    out_dir.c_str());
     if (left_out > 0)
       std::printf("left out %zu synthetic pair%s whose lesions come from the validation slices\n", left_out,
