@@ -84,6 +84,16 @@ struct Setup {
   }
 };
 
+// The segment options of a queue test: batches of `batch`, the last one
+// padded to a power of two or not, queued ahead or collected one at a time.
+std::function<void(data::SegmentOptions&)> with(int64_t batch, bool bucketed, bool queue_ahead) {
+  return [=](data::SegmentOptions& o) {
+    o.batch = batch;
+    o.bucketed_batch_shape = bucketed;
+    o.queue_ahead = queue_ahead;
+  };
+}
+
 }  // namespace
 
 TEST_CASE("the CUDA inference form agrees with evaluation mode, the CPU bf16 reference and f32") {
@@ -135,13 +145,6 @@ TEST_CASE("segment on CUDA: batches queued ahead, bucketed or not, collected at 
   // shape. Every pinned buffer is back in its cache afterwards.
   const Setup s;
   const size_t pinned_in_use = pinned_host_in_use();
-  const auto with = [](int64_t batch, bool bucketed, bool queue_ahead) {
-    return [=](data::SegmentOptions& o) {
-      o.batch = batch;
-      o.bucketed_batch_shape = bucketed;
-      o.queue_ahead = queue_ahead;
-    };
-  };
   const data::Segmentation at_once = s.segment(Device::CUDA, DType::F32, true, with(4, false, false));
   REQUIRE(at_once.slices_segmented == 8);
   for (const auto& [batch, bucketed] :
@@ -166,13 +169,6 @@ TEST_CASE("segment on CUDA in bf16: batches queued ahead, the last one padded, g
   // algorithms per batch shape, so the tolerance is the CUDA-vs-CPU bf16 one.
   const Setup s;
   const size_t pinned_in_use = pinned_host_in_use();
-  const auto with = [](int64_t batch, bool bucketed, bool queue_ahead) {
-    return [=](data::SegmentOptions& o) {
-      o.batch = batch;
-      o.bucketed_batch_shape = bucketed;
-      o.queue_ahead = queue_ahead;
-    };
-  };
   const data::Segmentation at_once = s.segment(Device::CUDA, DType::BF16, true, with(4, false, false));
   REQUIRE(at_once.slices_segmented == 8);
   for (const auto& [batch, bucketed] : {std::pair<int64_t, bool>{5, true}, {1, false}}) {
