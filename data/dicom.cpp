@@ -2,6 +2,8 @@
 // slice normal, derive the geometry from the positions, decode every slice.
 #include "data/dicom.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cctype>
@@ -12,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <tuple>
 
@@ -39,15 +42,24 @@ std::vector<std::string> list_files(const std::string& path) {
   CR_CHECK(!ec && fs::exists(status), path << ": no such file or folder");
   if (!fs::is_directory(status)) return {path};
   std::vector<std::string> files;
-  // Linked folders are followed (an export may link its series in), to a
-  // depth that a cycle of links cannot pass; a folder that cannot be read is
-  // an error, not slices silently missing.
-  constexpr int kMaxDepth = 16;
+  // Linked folders are followed (an export may link its series in), each
+  // folder entered once (by device and inode: links that point back, or two
+  // links to one folder, would otherwise list its files again and again); a
+  // folder that cannot be read is an error, not slices silently missing.
+  std::set<std::pair<dev_t, ino_t>> entered;
+  const auto first_visit = [&](const fs::path& folder) {
+    struct stat st {};
+    return ::stat(folder.c_str(), &st) != 0 || entered.emplace(st.st_dev, st.st_ino).second;
+  };
+  first_visit(path);
   fs::recursive_directory_iterator it(path, fs::directory_options::follow_directory_symlink, ec);
   for (; !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     // "._IM0001.dcm": the resource forks macOS leaves on a copied stick, not DICOM.
     if (it->path().filename().string().starts_with("._")) continue;
-    if (it.depth() >= kMaxDepth && it->is_directory(ec)) it.disable_recursion_pending();
+    if (it->is_directory(ec)) {
+      if (!first_visit(it->path())) it.disable_recursion_pending();
+      continue;
+    }
     if (it->is_regular_file(ec)) files.push_back(it->path().string());
   }
   CR_CHECK(!ec, path << ": cannot list the folder"
@@ -86,15 +98,23 @@ bool for_lungs(const Series& s) {
   return text.find("LUNG") != std::string::npos;
 }
 
-// The series to read: CT before other modalities, then those that can be
-// placed as a volume of grey values (not RGB screen captures, not files
-// without a position), then original images before derived ones (MIPs,
-// reformats), then the most slices, then one reconstructed for the lungs; ties
-// go to the first UID in sorted order. Other CT series that could have been
-// taken are named in `others`.
+// A series this reader can make a volume of: placeable, readable (not an
+// enhanced CT, no CT slice without its rescale), and not scouts alone.
+bool usable(const Series& s) {
+  return placeable(s) &&
+         std::all_of(s.files.begin(), s.files.end(), [](const dicom::FileHeader& f) { return f.readable(); }) &&
+         !std::all_of(s.files.begin(), s.files.end(), [](const dicom::FileHeader& f) { return f.is_localizer(); });
+}
+
+// The series to read: CT before other modalities, then those this reader can
+// make a volume of (usable: not RGB screen captures, files without a position,
+// an enhanced CT, slices without their rescale, or scouts), then original
+// images before derived ones (MIPs, reformats), then the most slices, then one
+// reconstructed for the lungs; ties go to the first UID in sorted order. Other
+// CT series that could have been taken are named in `others`.
 const Series& choose_series(const std::vector<Series>& all, std::string& why, std::string& others) {
   const auto rank = [](const Series& s) {
-    return std::tuple(s.is_ct(), placeable(s), original(s), s.slices(), for_lungs(s));
+    return std::tuple(s.is_ct(), usable(s), original(s), s.slices(), for_lungs(s));
   };
   const Series* best = &all.front();
   for (const Series& s : all)
@@ -102,16 +122,8 @@ const Series& choose_series(const std::vector<Series>& all, std::string& why, st
   std::ostringstream os;
   if (all.size() == 1) os << "the only series";
   else
-    os << "the " << (original(*best) ? "" : "derived ") << (best->is_ct() ? "CT " : "")
-       << "series with the most slices among " << all.size() << " series"
-       << (std::any_of(all.begin(), all.end(),
-                       [&](const Series& s) { return &s != best && s.slices() == best->slices() && !for_lungs(s); }) &&
-                   for_lungs(*best)
-               ? ", and reconstructed for the lungs"
-               : "")
-       << (original(*best) && std::any_of(all.begin(), all.end(), [](const Series& s) { return !original(s); })
-               ? "; derived series (MIPs, reformats, screen captures) come last"
-               : "");
+    os << "chosen among " << all.size() << " series: CT, readable as a volume, made at the scan rather than "
+       << "derived (MIPs, reformats, screen captures), the most slices, then reconstructed for the lungs";
   why = os.str();
   std::ostringstream rest;
   int count = 0;
@@ -121,7 +133,7 @@ const Series& choose_series(const std::vector<Series>& all, std::string& why, st
     rest << (count++ ? "; " : "") << "'" << (f.series_description.empty() ? s.uid : f.series_description) << "' ("
          << s.slices() << " slices" << (original(s) ? "" : ", derived") << ")";
   }
-  if (count > 0) {
+  if (count > 0 && usable(*best)) {
     const dicom::FileHeader& f = best->files.front();
     others = std::to_string(count) + " other CT series " + (count == 1 ? "is" : "are") + " in this folder (" +
              rest.str() + "); this is '" + (f.series_description.empty() ? best->uid : f.series_description) +
@@ -319,34 +331,45 @@ Volume read_dicom_series(const std::string& path) {
   const std::vector<std::string> files = list_files(path);
   const std::vector<std::optional<dicom::FileHeader>> headers = read_headers(files);
   std::map<std::string, Series> by_uid;
-  for (const std::optional<dicom::FileHeader>& header : headers) {
-    if (header) {
+  // Files that are no image but look like one cut short (an empty IM0008 of a
+  // PACS export): passed over, but said, since the series may lack a slice.
+  std::vector<std::string> cut_short;
+  for (size_t k = 0; k < files.size(); ++k) {
+    if (const std::optional<dicom::FileHeader>& header = headers[k]) {
       Series& s = by_uid[header->series_uid];
       s.uid = header->series_uid;
       s.files.push_back(*header);
+    } else if (const std::string reason = dicom::cut_short_reason(files[k]); !reason.empty()) {
+      cut_short.push_back(files[k] + " (" + reason + ")");
     }
   }
-  CR_CHECK(!by_uid.empty(), path << ": no DICOM image " << (files.size() == 1 ? "in this file" : "files in this folder"));
+  CR_CHECK(!by_uid.empty(), path << ": no DICOM image " << (files.size() == 1 ? "in this file" : "files in this folder")
+                                 << (cut_short.empty() ? std::string() : ": " + cut_short.front()));
   std::vector<Series> all;
   for (auto& [uid, s] : by_uid) all.push_back(std::move(s));
   std::string why, others;
   Series series = choose_series(all, why, others);
   Volume v;
   if (!others.empty()) v.warnings.push_back(others);
+  if (!cut_short.empty())
+    v.warnings.push_back(std::to_string(cut_short.size()) + (cut_short.size() == 1 ? " file here looks" : " files here look") +
+                         " like DICOM cut short and " + (cut_short.size() == 1 ? "was" : "were") + " passed over, e.g. " +
+                         cut_short.front() + ": if it was a slice of this series, the series lacks it");
   std::vector<dicom::FileHeader>& slices = series.files;
   drop_strays(slices, v.warnings);
   const dicom::FileHeader& first = slices.front();
   // The enhanced CT object keeps each frame's place, spacing and rescale in
   // functional groups, which this reader does not interpret: read as a
   // classic image its values would pass for Hounsfield units unscaled.
-  CR_CHECK(!first.enhanced, first.file << ": an enhanced multi-frame image (functional groups), which covidrate does "
-                                          "not read; export the series as single-frame (classic) CT images");
-  // RescaleIntercept is type 1 in a CT image: without it the stored values
-  // (0..4095 say) would be taken for Hounsfield units, and the lungs lost.
-  if (first.modality == "CT")
-    for (const dicom::FileHeader& f : slices)
-      CR_CHECK(f.has_intercept, f.file << ": a CT image without RescaleIntercept (0028,1052), so its values cannot "
-                                          "be turned into Hounsfield units");
+  CR_CHECK(!first.enhanced || !first.is_ct(),
+           first.file << ": an enhanced multi-frame CT image (functional groups), which covidrate does not read; "
+                         "export the series as single-frame (classic) CT images");
+  // RescaleIntercept is type 1 in a CT image: without it unsigned stored
+  // values (0..4095 say) would be taken for Hounsfield units, and the lungs
+  // lost. Signed values without it are taken as HU, as they were stored.
+  for (const dicom::FileHeader& f : slices)
+    CR_CHECK(f.readable() || f.enhanced, f.file << ": a CT image without RescaleIntercept (0028,1052), so its "
+                                                     "unsigned values cannot be turned into Hounsfield units");
 
   v.source = path;
   v.nx = first.columns;
@@ -395,11 +418,14 @@ Volume read_dicom_series(const std::string& path) {
   return v;
 }
 
-std::string dicom_study_uid(const std::string& path) {
-  for (const std::string& file : list_files(path)) {
+std::string dicom_study_key(const std::string& path) {
+  const std::vector<std::string> files = list_files(path);
+  // A folder of reports or of files that are not DICOM: a look at the first
+  // few is enough to pass it by, and keeps planning a batch quick.
+  for (size_t k = 0; k < files.size() && k < 32; ++k) {
     try {
-      if (const std::optional<dicom::FileHeader> h = dicom::read_header(file); h && !h->study_uid.empty())
-        return h->study_uid;
+      if (const std::optional<dicom::FileHeader> h = dicom::read_header(files[k]); h && !h->study_uid.empty())
+        return h->study_uid + " / " + h->patient_id;
     } catch (const Error&) {
       // A broken file is reported when the series is read; here another may answer.
     }

@@ -33,9 +33,10 @@ Volume read_dicom_series(const std::string& path);
 // True if the file starts like DICOM (the "DICM" magic at offset 128). Cheap.
 bool looks_like_dicom_file(const std::string& path);
 
-// The StudyInstanceUID of the first DICOM image found under `path` (a file or
-// a folder, searched as read_dicom_series does); empty when none has one.
-// Reads headers only, and stops at the first image.
-std::string dicom_study_uid(const std::string& path);
+// Which study the first DICOM image found under `path` (a file or a folder,
+// searched as read_dicom_series does) belongs to: its StudyInstanceUID and
+// PatientID (some anonymizers give every patient one study UID); empty when
+// none of the first 32 files is an image with a study UID. Reads headers only.
+std::string dicom_study_key(const std::string& path);
 
 }  // namespace covidrate::data

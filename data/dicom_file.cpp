@@ -165,6 +165,19 @@ void check_image_vrs(const std::string& file, const gdcm::DataSet& ds, int depth
 
 }  // namespace
 
+std::string cut_short_reason(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in.is_open()) return "";
+  unsigned char head[132] = {};
+  in.read(reinterpret_cast<char*>(head), sizeof head);
+  const auto got = static_cast<size_t>(in.gcount());
+  if (got == 0) return "empty";
+  const bool zeros = std::all_of(head, head + std::min<size_t>(got, 128), [](unsigned char b) { return b == 0; });
+  if (!zeros) return "";
+  if (got < 128) return std::to_string(got) + " bytes, all zero";
+  return std::memcmp(head + 128, "DICM", 4) == 0 ? "" : "a DICOM preamble without the DICM marker after it";
+}
+
 bool has_dicom_magic(const std::string& file) {
   std::ifstream in(file, std::ios::binary);
   char buffer[132] = {};
@@ -177,22 +190,13 @@ std::optional<FileHeader> read_header(const std::string& file) {
   const bool claims_dicom = has_dicom_magic(file) ||
                             (file.size() > 4 && (file.ends_with(".dcm") || file.ends_with(".DCM")));
   if (!claims_dicom) {
-    // An empty file, or one that holds nothing but zeros where a DICOM file's
-    // 128-byte preamble would be and no "DICM" after it, is a slice cut short
-    // (a copy that failed, a full disk): passed over, the series would simply
-    // lack it, with no word said.
     std::ifstream in(file, std::ios::binary);
     CR_CHECK(in.is_open(), "cannot read " << file << ": " << std::strerror(errno));
-    unsigned char head[132] = {};
+    unsigned char head[2] = {0xff, 0xff};
     in.read(reinterpret_cast<char*>(head), sizeof head);
-    const auto got = static_cast<size_t>(in.gcount());
-    CR_CHECK(got > 0, file << ": the file is empty (a damaged slice of the series?)");
-    const bool zeros = std::all_of(head, head + std::min<size_t>(got, 128), [](unsigned char b) { return b == 0; });
-    CR_CHECK(!zeros || got < 128, file << ": starts with a DICOM file's 128-byte preamble but has no DICM marker "
-                                            "after it: a damaged DICOM file (a slice of the series cut short?)");
-    CR_CHECK(!zeros, file << ": " << got << " bytes, all zero: a DICOM file cut short (a damaged slice of the series?)");
     // Without the preamble, a DICOM stream starts with a tag of group 0002
-    // (meta header) or 0008 (identification); other files are not read at all.
+    // (meta header) or 0008 (identification); other files are not read at all
+    // (an empty or cut-short one: cut_short_reason).
     if (!((head[0] == 0x02 || head[0] == 0x08) && head[1] == 0x00)) return std::nullopt;
   }
   std::string bytes;
@@ -249,6 +253,7 @@ std::optional<FileHeader> read_header(const std::string& file) {
 
   h.series_uid = text(0x0020, 0x000e);
   h.study_uid = text(0x0020, 0x000d);
+  h.patient_id = text(0x0010, 0x0020);
   h.convolution_kernel = text(0x0018, 0x1210);
   h.modality = text(0x0008, 0x0060);
   h.series_description = text(0x0008, 0x103e);
@@ -271,6 +276,7 @@ std::optional<FileHeader> read_header(const std::string& file) {
   const std::vector<double> intercept = numbers(sf, 0x0028, 0x1052, file, "RescaleIntercept");
   h.has_rescale = !slope.empty() || !intercept.empty();
   h.has_intercept = !intercept.empty();
+  h.signed_values = integer(0x0028, 0x0103, "PixelRepresentation", 0) == 1;
   if (!slope.empty()) h.slope = slope[0];
   if (!intercept.empty()) h.intercept = intercept[0];
   CR_CHECK(h.slope != 0, file << ": RescaleSlope is 0");

@@ -14,6 +14,7 @@ struct FileHeader {
   std::string file;
   std::string series_uid;          // (0020,000E); empty if absent
   std::string study_uid;           // (0020,000D); empty if absent
+  std::string patient_id;          // (0010,0020)
   std::string convolution_kernel;  // (0018,1210), e.g. "B70f", "LUNG"
   std::string modality;            // (0008,0060), e.g. "CT", "MR"; empty if absent
   std::string series_description;  // (0008,103E)
@@ -32,6 +33,7 @@ struct FileHeader {
   double slice_spacing = 0;  // SpacingBetweenSlices, else SliceThickness, else 0
   bool has_rescale = false;  // RescaleSlope/Intercept present
   bool has_intercept = false;  // RescaleIntercept present (type 1 in a CT image)
+  bool signed_values = false;  // PixelRepresentation 1: stored values may be negative (HU as they are)
   double slope = 1, intercept = 0;
   std::optional<double> padding_value;  // PixelPaddingValue, in stored (raw) units
 
@@ -39,8 +41,18 @@ struct FileHeader {
   bool is_ct() const { return modality == "CT" || (modality.empty() && has_rescale); }
   // A scout (topogram) sent in the series of the axial slices.
   bool is_localizer() const { return image_type.find("LOCALIZER") != std::string::npos; }
-  // Made from other images (a MIP, a reformat, a screen capture), not reconstructed from the scan.
-  bool is_derived() const { return image_type.rfind("DERIVED", 0) == 0; }
+  // Made from other images (a MIP, a reformat, a screen capture: DERIVED\SECONDARY),
+  // not reconstructed from the scan. DERIVED\PRIMARY (a thin reconstruction) is not.
+  bool is_derived() const {
+    return image_type.rfind("DERIVED", 0) == 0 && image_type.find("PRIMARY") == std::string::npos;
+  }
+  // Readable as a volume of Hounsfield units by this reader: not an enhanced
+  // multi-frame CT (its rescale and places are in functional groups), and an
+  // unsigned CT image has its RescaleIntercept.
+  bool readable() const {
+    if (!is_ct()) return true;
+    return !enhanced && (modality != "CT" || has_intercept || signed_values);
+  }
 };
 
 // Reads the header of `file` up to (not including) the pixel data. Returns
@@ -65,6 +77,11 @@ struct FrameGeometry {
 // Throws covidrate::Error naming the file when the pixel data is missing,
 // truncated, undecodable or disagrees with the header.
 FrameGeometry decode_pixels(const FileHeader& header, float* out);
+
+// Why a file that is no DICOM image looks like one cut short: "empty", "N bytes,
+// all zero", or "a DICOM preamble without the DICM marker after it" (a copy
+// that failed, a full disk); empty for any other file.
+std::string cut_short_reason(const std::string& file);
 
 // True if the file has the "DICM" magic at byte 128 (the DICOM Part 10 preamble).
 bool has_dicom_magic(const std::string& file);

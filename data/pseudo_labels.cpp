@@ -260,8 +260,7 @@ void write_folder(const std::string& out_dir, const std::vector<ScoredSlice>& sl
     write_text_atomically((tmp / "certainty.csv").string(), csv);  // checked to the close, with the reason
     publish_folder(tmp.string(), out_dir);
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    remove_temp_folder(tmp.string());  // its mark last
     throw;
   }
 }

@@ -220,7 +220,8 @@ std::optional<StudyInput> folder_study(const std::string& folder) {
 
 // Whether the folders are the series of one DICOM study (a PACS or CD export:
 // STUDY/SERIES/IM...), rather than a batch of studies: at least two hold DICOM
-// images, none holds anything else, and all share one StudyInstanceUID. The
+// images, none holds anything else, and all share one StudyInstanceUID and
+// PatientID. The
 // study is then read as one, its series chosen by the DICOM reader.
 bool series_of_one_study(const std::vector<std::string>& folders) {
   if (folders.size() < 2) return false;
@@ -230,7 +231,7 @@ bool series_of_one_study(const std::vector<std::string>& folders) {
     const std::optional<StudyInput> s = folder_study(folder);
     if (!s) continue;  // no image file: a report, a viewer's files
     if (s->kind != StudyKind::DicomSeries) return false;
-    const std::string uid = dicom_study_uid(folder);
+    const std::string uid = dicom_study_key(folder);
     if (uid.empty()) continue;  // no image with a study (a dose report, a DICOMDIR)
     if (!study.empty() && uid != study) return false;
     study = uid;
@@ -477,8 +478,7 @@ StudyResult write_study(SegmentedStudy segmented, const StudyOptions& o, const s
     publish_folder(tmp.string(), out_dir);
     return std::move(r);
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    remove_temp_folder(tmp.string());  // its mark last
     throw;
   }
 }

@@ -114,8 +114,7 @@ SynthSetReport write_synthetic_set(const std::vector<AnnotatedSlice>& infected,
     r.mean_infection_rate = r.written ? rate_sum / double(r.written) : 0.0;
     publish_folder(tmp.string(), out.string());
   } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    remove_temp_folder(tmp.string());  // its mark last
     throw;
   }
   return r;

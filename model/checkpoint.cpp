@@ -107,7 +107,11 @@ CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointStat
   // Absent from checkpoints written before it was recorded.
   if (const json::Value* d = root.find("deterministic"); d && d->kind == json::Value::Kind::Bool) s.deterministic = d->boolean;
 
-  if (s.fingerprint != current.fingerprint) {
+  // New fields are only ever appended to the fingerprint: a checkpoint written
+  // before one existed (the fingerprint it saved is the start of today's) is
+  // held to the fields it has.
+  const bool older_format = current.fingerprint.starts_with(s.fingerprint + " ");
+  if (s.fingerprint != current.fingerprint && !older_format) {
     const std::string differences = explain ? explain(s.fingerprint, current.fingerprint) : std::string();
     const char* advice = "Resume with the options of that run, or choose another --out to start afresh";
     if (!differences.empty())

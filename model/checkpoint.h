@@ -52,8 +52,9 @@ using FingerprintExplainer = std::function<std::string(const std::string& saved,
 // Loads the checkpoint into store, adam and rng and returns its state. Throws
 // covidrate::Error naming the folder when there is none, it is damaged, its
 // fingerprint differs from `current`'s (in any way: the message says how with
-// `explain`, else shows both fingerprints), or (deterministic) the thread
-// count or device differs.
+// `explain`, else shows both fingerprints; a saved fingerprint that is the
+// start of `current`'s was written before the fields after it existed, and is
+// held to its own), or (deterministic) the thread count or device differs.
 CheckpointState load_checkpoint(const std::string& out_dir, const CheckpointState& current, bool deterministic,
                                 ParameterStore& store, Adam& adam, std::mt19937_64& rng,
                                 const FingerprintExplainer& explain = nullptr);

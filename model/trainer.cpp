@@ -166,18 +166,21 @@ std::string fingerprint(const TrainOptions& o, const std::vector<data::PreparedS
   // alone, weighted by each slice's place, so that a resume with another split
   // of the same slices (another --split, --folds or --val-fraction) is refused:
   // it would train on slices the run had validated on, and the reverse.
-  const auto pixel_sum = [](const data::PreparedSlice& s) {
-    double sum = 0;
-    for (size_t i = 0; i < s.image.size(); i += 7) sum += s.image[i] * static_cast<double>(i % 13 + 1) + s.mask[i];
-    return sum;
-  };
+  // `data` is summed pixel by pixel in the order it always was, so that a
+  // checkpoint written before `validation_data` existed still matches it.
   double checksum = 0, validation_checksum = 0;
-  for (const data::PreparedSlice& s : train_set) checksum += pixel_sum(s);
-  for (size_t k = 0; k < validation.size(); ++k) {
-    const double sum = pixel_sum(validation[k]);
-    checksum += sum;
-    validation_checksum += sum * static_cast<double>(k % 7 + 1);
-  }
+  for (const auto* set : {&train_set, &validation})
+    for (size_t k = 0; k < set->size(); ++k) {
+      const data::PreparedSlice& s = (*set)[k];
+      double slice_sum = 0;
+      for (size_t i = 0; i < s.image.size(); i += 7) {
+        const double term = s.image[i] * static_cast<double>(i % 13 + 1) + s.mask[i];
+        checksum += term;
+        slice_sum += term;
+      }
+      if (set == &validation) validation_checksum += slice_sum * static_cast<double>(k % 7 + 1);
+    }
+  // New fields go at the end (load_checkpoint holds an older checkpoint to the fields it has).
   os << " data " << checksum << " validation_data " << validation_checksum;
   return os.str();
 }
@@ -442,7 +445,7 @@ TrainResult train(const std::vector<data::PreparedSlice>& train_set,
   fs::create_directories(o.out_dir);
   // What killed runs left half-written (best.safetensors.tmp-PID-N: at full
   // width 58 MB each); the folder is this run's (cmd_train holds its lock).
-  remove_stale_temporaries(o.out_dir);
+  remove_stale_temporaries(o.out_dir, {"best.safetensors", "curves.svg", "split.json"});
   if (o.on_start) o.on_start();
   if (o.resume) {
     truncate_log(log_path, state.log_bytes);

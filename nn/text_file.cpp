@@ -69,6 +69,10 @@ int fsync_path(const std::string& path) {
   return error;
 }
 
+// Some file systems (FUSE, 9p, CIFS mounts) cannot flush a folder: EINVAL or
+// ENOTSUP there is no failure of ours, a file's data is what must be flushed.
+bool folder_cannot_sync(int error) { return error == EINVAL || error == ENOTSUP || error == EROFS; }
+
 // After a rename: the folder that now holds the name, flushed so that the
 // name survives a power cut. Best effort: the rename has happened and the
 // contents are on the disk, and some file systems cannot flush a folder.
@@ -191,13 +195,15 @@ bool is_writer_temporary(const std::string& name) {
          digits(std::string_view(rest).substr(dash + 1));
 }
 
-int remove_stale_temporaries(const std::string& folder) {
+int remove_stale_temporaries(const std::string& folder, const std::vector<std::string>& targets) {
   int removed = 0;
   std::error_code ec;
   for (const fs::directory_entry& entry : fs::directory_iterator(folder, ec)) {
     const std::string name = entry.path().filename().string();
     if (!is_writer_temporary(name) || !fs::is_regular_file(entry.symlink_status(ec))) continue;
-    const std::string rest = name.substr(name.rfind(".tmp-") + 5);
+    const size_t at = name.rfind(".tmp-");
+    if (std::find(targets.begin(), targets.end(), name.substr(0, at)) == targets.end()) continue;
+    const std::string rest = name.substr(at + 5);
     const long pid = std::strtol(rest.c_str(), nullptr, 10);
     // A live writer's, this process's own included, stays.
     if (pid > 0 && (pid == ::getpid() || ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH)) continue;
@@ -224,10 +230,11 @@ std::string start_temp_folder(const std::string& out) {
       for (const fs::directory_entry& entry : fs::directory_iterator(tmp, ec))
         ours = ours || entry.path().filename().string().starts_with(kPartialMarker);
     }
-    CR_CHECK(ours, tmp << " exists and was not made by covidrate, which writes " << out
-                       << " there before renaming it: move it away, or choose another output");
-    fs::remove_all(tmp, ec);  // an interrupted run's
-    if (ec) fail_writing(tmp, ec.value());
+    CR_CHECK(ours, tmp << " exists without covidrate's mark (a folder of yours, or one an interrupted covidrate "
+                          "older than 2026-11-28 left), and covidrate writes "
+                       << out << " there before renaming it: move it away, or choose another output");
+    remove_temp_folder(tmp);  // an interrupted run's
+    CR_CHECK(!fs::exists(tmp, ec), "cannot write " << out << ": " << tmp << " (an interrupted run's) cannot be removed");
   }
   fs::create_directories(tmp, ec);
   if (ec) fail_writing(out, ec.value());
@@ -235,10 +242,17 @@ std::string start_temp_folder(const std::string& out) {
     write_file_atomically((fs::path(tmp) / kPartialMarker).string(),
                           "covidrate writes " + out + " here, and renames it when it is complete\n");
   } catch (const Error&) {
-    fs::remove_all(tmp, ec);  // a full disk: nothing left behind
+    remove_temp_folder(tmp);  // a full disk: nothing left behind
     throw;
   }
   return tmp;
+}
+
+void remove_temp_folder(const std::string& tmp) noexcept {
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(tmp, ec))
+    if (!entry.path().filename().string().starts_with(kPartialMarker)) fs::remove_all(entry.path(), ec);
+  fs::remove_all(tmp, ec);
 }
 
 void publish_folder(const std::string& tmp, const std::string& out) {
@@ -247,10 +261,11 @@ void publish_folder(const std::string& tmp, const std::string& out) {
     const fs::file_status status = it->symlink_status(ec);
     if (ec) break;
     if (!fs::is_regular_file(status) && !fs::is_directory(status)) continue;
-    if (const int error = fsync_path(it->path().string()); error != 0) fail_writing(out, error);
+    const int error = fsync_path(it->path().string());
+    if (error != 0 && !(fs::is_directory(status) && folder_cannot_sync(error))) fail_writing(out, error);
   }
   if (ec) fail_writing(out, ec.value());
-  if (const int error = fsync_path(tmp); error != 0) fail_writing(out, error);
+  if (const int error = fsync_path(tmp); error != 0 && !folder_cannot_sync(error)) fail_writing(out, error);
   if (::rename(tmp.c_str(), out.c_str()) != 0) fail_writing(out, errno);
   // The mark goes only once the folder has its name: removed before, a kill
   // in between would leave a DIR.tmp without it, which the next run would take

@@ -23,6 +23,7 @@
 #include <cstdio>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace covidrate {
 
@@ -78,6 +79,10 @@ class AtomicFile {
 inline constexpr const char* kPartialMarker = ".covidrate-partial";
 std::string start_temp_folder(const std::string& out);
 
+// Removes such a temporary folder with its mark last, so that a kill on the
+// way leaves one the next run still knows for its own. Never throws.
+void remove_temp_folder(const std::string& tmp) noexcept;
+
 // publish_folder(tmp, out) flushes every file and folder under tmp to the
 // disk, renames tmp to out (which must not exist), removes the marker and
 // flushes out's parent folder: after a power cut
@@ -89,9 +94,10 @@ void publish_folder(const std::string& tmp, const std::string& out);
 bool is_writer_temporary(const std::string& name);
 
 // Removes the temporaries that killed writers left directly in `folder` (not
-// below it): those whose process is gone. Returns how many. For a folder that
-// one run owns (a training run's, under its lock).
-int remove_stale_temporaries(const std::string& folder);
+// below it) for the files named in `targets` ("best.safetensors" ->
+// "best.safetensors.tmp-4242-0"), those whose process is gone. Returns how
+// many. Nothing else is touched: a user's "notes.tmp-2024-06" is not ours.
+int remove_stale_temporaries(const std::string& folder, const std::vector<std::string>& targets);
 
 // fsync of one file or folder; covidrate::Error names PATH and the reason.
 void sync_to_disk(const std::string& path);

@@ -256,7 +256,7 @@ TEST_CASE("start_temp_folder replaces an interrupted run's folder, and refuses t
   const std::string other = dir.file("results");
   fs::create_directories(other + ".tmp");
   write_text_atomically(other + ".tmp/notes.txt", "mine");
-  CHECK_THROWS_WITH_AS(start_temp_folder(other), doctest::Contains((other + ".tmp exists and was not made by covidrate").c_str()),
+  CHECK_THROWS_WITH_AS(start_temp_folder(other), doctest::Contains((other + ".tmp exists without covidrate's mark").c_str()),
                        Error);
   CHECK(read_all(other + ".tmp/notes.txt") == "mine");
   // An empty one, or a file of that name: the empty folder is taken, the file refused.
@@ -282,11 +282,13 @@ TEST_CASE("the temporaries killed writers left are recognized and removed; a liv
   ::waitpid(child, nullptr, 0);
   const std::string dead = dir.file("best.safetensors.tmp-" + std::to_string(child) + "-0");
   const std::string mine = dir.file("curves.svg.tmp-" + std::to_string(::getpid()) + "-3");
-  for (const std::string& f : {dead, mine, dir.file("log.jsonl")}) write_text_atomically(f, "x");
-  CHECK(remove_stale_temporaries(dir.path()) == 1);
+  // A user's file that only looks like one, and a dead writer's of a file not named.
+  const std::string users = dir.file("eval.tmp-2024-06");
+  const std::string other = dir.file("notes.txt.tmp-" + std::to_string(child) + "-0");
+  for (const std::string& f : {dead, mine, users, other, dir.file("log.jsonl")}) write_text_atomically(f, "x");
+  CHECK(remove_stale_temporaries(dir.path(), {"best.safetensors", "curves.svg"}) == 1);
   CHECK_FALSE(fs::exists(dead));
-  CHECK(fs::exists(mine));
-  CHECK(fs::exists(dir.file("log.jsonl")));
+  for (const std::string& f : {mine, users, other, dir.file("log.jsonl")}) CHECK(fs::exists(f));
 }
 
 TEST_CASE("publish_folder moves a whole folder tree into place, and names the output when it cannot") {

@@ -624,6 +624,16 @@ TEST_CASE("covidrate train: a folder holding a run is refused without --resume; 
     CHECK(folder_contents(run_dir) == before);
   }
 
+  // A checkpoint written before the fingerprint had its last field (validation_data) is held to the
+  // fields it has: here, as an older covidrate wrote it.
+  {
+    const std::string state_path = run_dir + "/checkpoint/state.json";
+    std::string state = test::read_text_file(state_path);
+    const size_t at = state.find(" validation_data ");
+    REQUIRE(at != std::string::npos);
+    state.erase(at, state.find('"', at) - at);
+    test::write_bytes(state_path, std::vector<char>(state.begin(), state.end()));
+  }
   // --resume continues as before: one more epoch appended to the same log.
   run = test::run_covidrate(dir, common + "--epochs 2 --resume --out " + run_dir);
   REQUIRE_MESSAGE(run.exit_code == 0, run.err);
@@ -696,13 +706,18 @@ TEST_CASE("covidrate train: a run stopped before its first checkpoint is started
     if (*resume) fs::remove_all(ending + "/checkpoint"), std::ofstream(ending + "/log.jsonl") << "{\"epoch\": 1}\n";
   }
 
-  // Anything more is not an interrupted start: refused as before, untouched, no such line.
-  const std::string other = dir.file("other");
+  // Anything more is not an interrupted start: refused as before, untouched, no such line. A log of
+  // two epochs without a checkpoint is a finished run whose checkpoint went, not a start cut short.
+  const std::string other = dir.file("other"), finished = dir.file("finished");
   interrupted(other, "");
+  interrupted(finished, "{\"epoch\": 1, \"train_loss\": 1}\n{\"epoch\": 2, \"train_loss\": 0.9}\n");
+  std::ofstream(finished + "/best.safetensors") << "weights";
   std::ofstream(other + "/notes.txt") << "mine\n";
   const struct {
     std::string folder, arguments, message;
   } refused[] = {
+      {finished, "", " already holds log.jsonl from an earlier run"},
+      {finished, "--resume ", " holds no checkpoint to continue"},
       {other, "", " already holds log.jsonl from an earlier run"},
       {other, "--resume ", " holds no checkpoint to continue"},
       // A single run's folder is not a cross-validation's, nor the other way round.

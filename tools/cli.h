@@ -16,6 +16,7 @@
 #include "model/load_weights.h"
 #include "nn/device.h"
 #include "nn/file_lock.h"
+#include "nn/text_file.h"
 
 namespace covidrate::tools {
 
@@ -80,8 +81,7 @@ struct TempFolder {
   TempFolder(const TempFolder&) = delete;
   TempFolder& operator=(const TempFolder&) = delete;
   ~TempFolder() {
-    std::error_code ec;
-    if (!kept && !path.empty()) std::filesystem::remove_all(path, ec);
+    if (!kept && !path.empty()) remove_temp_folder(path.string());  // its mark last
   }
 };
 

@@ -8,6 +8,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <optional>
 #include <set>
@@ -207,9 +209,11 @@ std::vector<data::PreparedSlice> pick(const std::vector<data::PreparedSlice>& al
 // and at the end of epoch 1 best.safetensors, the log's first line, curves.svg
 // and last checkpoint/ (built as checkpoint.tmp/); a kill or a full disk may
 // also leave a writer's temporary (NAME.tmp-PID-N). Without checkpoint/ (or
-// checkpoint.old/) nothing can be resumed, so a folder holding a log.jsonl and
-// nothing but those holds nothing of value: a new run, with or without
-// --resume, starts afresh into it. A checkpoint, or any other file: not this.
+// checkpoint.old/) nothing can be resumed, so a folder holding a log.jsonl of
+// at most that first epoch's line and nothing but those holds nothing of
+// value: a new run, with or without --resume, starts afresh into it. A longer
+// log (a finished run whose checkpoint was deleted), a checkpoint, or any
+// other file: not this.
 bool interrupted_start(const fs::path& dir) {
   std::error_code error;
   if (!fs::is_directory(dir, error)) return false;
@@ -218,7 +222,12 @@ bool interrupted_start(const fs::path& dir) {
     const std::string name = entry.path().filename().string();
     if (name == "checkpoint.tmp" && fs::is_directory(entry.symlink_status())) continue;
     if (!fs::is_regular_file(entry.symlink_status())) return false;
-    if (name == "log.jsonl") log = true;
+    if (name == "log.jsonl") {
+      std::ifstream in(entry.path());
+      const auto lines = std::count(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>(), '\n');
+      if (lines > 1) return false;
+      log = true;
+    }
     else if (name != "split.json" && name != "best.safetensors" && name != "curves.svg" && !is_writer_temporary(name))
       return false;
   }
@@ -497,6 +506,18 @@ int cmd_train(int argc, char** argv) {
       if (!sources)
         std::fprintf(stderr, "train: %s has no sources.json (made by hand, or by an older covidrate synth), so "
                      "whether its lesions come from validation slices cannot be checked\n", dir.c_str());
+    }
+    if (sources) {
+      // Names that match none of --images' slices leave nothing to leave out:
+      // the set was made from another copy, or renamed ones.
+      std::set<std::string> names;
+      for (const data::Sample& sample : set.samples) names.insert(sample.name);
+      const bool any = std::any_of(sources->begin(), sources->end(),
+                                   [&](const auto& source) { return names.count(source.second) > 0; });
+      if (!any && !sources->empty())
+        std::fprintf(stderr, "train: %s/sources.json names none of the slices in %s, so no pair can be left out for "
+                     "its validation slices: was it made from these slices (synth --train)?\n", dir.c_str(),
+                     s.images.c_str());
     }
     for (const data::Sample& sample : pairs.samples) {
       std::string lesions_from;
