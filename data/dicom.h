@@ -14,9 +14,11 @@ namespace covidrate::data {
 // among equals one whose description or kernel says LUNG; `description` says
 // which one and why, and a warning names the other CT series. Within the
 // series, an image sent twice and scout (localizer) images are left out, with
-// a warning. An enhanced multi-frame image and a CT slice without
-// RescaleIntercept are refused. A gantry-tilted series keeps its sheared grid,
-// with a warning.
+// a warning, and so, with a warning, are files beside it that look like DICOM
+// cut short (empty, a bare preamble). An enhanced multi-frame CT and a CT
+// slice of unsigned values without RescaleIntercept are refused (ranked last
+// among series, so only when nothing else can be read). A gantry-tilted series
+// keeps its sheared grid, with a warning.
 //
 // Voxels are raw * RescaleSlope + RescaleIntercept; slices are sorted by their
 // position along the slice normal and spacing[2] comes from those positions (not
