@@ -325,7 +325,9 @@ std::vector<std::optional<dicom::FileHeader>> read_headers(const std::vector<std
 
 }  // namespace
 
-bool looks_like_dicom_file(const std::string& path) { return dicom::has_dicom_magic(path); }
+bool looks_like_dicom_file(const std::string& path) {
+  return dicom::has_dicom_magic(path) || dicom::starts_like_dicom_stream(path);
+}
 
 Volume read_dicom_series(const std::string& path) {
   const std::vector<std::string> files = list_files(path);

@@ -32,7 +32,8 @@ namespace covidrate::data {
 // pixel data, unsupported transfer syntax).
 Volume read_dicom_series(const std::string& path);
 
-// True if the file starts like DICOM (the "DICM" magic at offset 128). Cheap.
+// True if the file starts like DICOM: the "DICM" magic at offset 128, or a
+// stream without the preamble (a tag of group 0002 or 0008 first). Cheap.
 bool looks_like_dicom_file(const std::string& path);
 
 // Which study the first DICOM image found under `path` (a file or a folder,

@@ -185,19 +185,21 @@ bool has_dicom_magic(const std::string& file) {
   return std::memcmp(buffer + 128, "DICM", 4) == 0;
 }
 
+bool starts_like_dicom_stream(const std::string& file) {
+  std::ifstream in(file, std::ios::binary);
+  unsigned char head[4] = {0xff, 0xff, 0xff, 0xff};
+  in.read(reinterpret_cast<char*>(head), sizeof head);
+  return (head[0] == 0x02 || head[0] == 0x08) && head[1] == 0x00 && head[3] == 0x00;
+}
+
 std::optional<FileHeader> read_header(const std::string& file) {
   silence_gdcm();
   const bool claims_dicom = has_dicom_magic(file) ||
                             (file.size() > 4 && (file.ends_with(".dcm") || file.ends_with(".DCM")));
   if (!claims_dicom) {
-    std::ifstream in(file, std::ios::binary);
-    CR_CHECK(in.is_open(), "cannot read " << file << ": " << std::strerror(errno));
-    unsigned char head[2] = {0xff, 0xff};
-    in.read(reinterpret_cast<char*>(head), sizeof head);
-    // Without the preamble, a DICOM stream starts with a tag of group 0002
-    // (meta header) or 0008 (identification); other files are not read at all
-    // (an empty or cut-short one: cut_short_reason).
-    if (!((head[0] == 0x02 || head[0] == 0x08) && head[1] == 0x00)) return std::nullopt;
+    CR_CHECK(std::ifstream(file, std::ios::binary).is_open(), "cannot read " << file << ": " << std::strerror(errno));
+    // Other files are not read at all (an empty or cut-short one: cut_short_reason).
+    if (!starts_like_dicom_stream(file)) return std::nullopt;
   }
   std::string bytes;
   try {

@@ -86,4 +86,9 @@ std::string cut_short_reason(const std::string& file);
 // True if the file has the "DICM" magic at byte 128 (the DICOM Part 10 preamble).
 bool has_dicom_magic(const std::string& file);
 
+// True if the file starts as DICOM without the Part 10 preamble (older exports,
+// IM0001 files): with a tag of group 0002 (meta header) or 0008
+// (identification), element 00xx. False for a file that cannot be opened.
+bool starts_like_dicom_stream(const std::string& file);
+
 }  // namespace covidrate::data::dicom

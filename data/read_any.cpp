@@ -42,9 +42,6 @@ InputKind input_kind(const std::string& path) {
   if (png || jpg) return InputKind::Picture;
   if (has_nifti_extension(path) || nifti_header || (gzip && ends_with_ci(path, ".gz"))) return InputKind::Nifti;
   if (looks_like_dicom_file(path) || ends_with_ci(path, ".dcm")) return InputKind::DicomSeries;
-  // DICOM without the Part 10 preamble (older exports, IM0001 files): it starts
-  // with a tag of group 0002 (meta header) or 0008 (identification), element 00xx.
-  if ((head[0] == 0x02 || head[0] == 0x08) && head[1] == 0x00 && head[3] == 0x00) return InputKind::DicomSeries;
   // Named as a picture but not one (empty, cut short, something else renamed):
   // taken for a picture, so that reading it says what is wrong instead of a
   // folder of slices silently lacking it.

@@ -243,15 +243,15 @@ bool series_of_one_study(const std::vector<std::string>& folders) {
 }  // namespace
 
 InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& out_dir) {
-  CR_CHECK(!paths.empty(), "segment: no input given");
+  CR_CHECK(!paths.empty(), "no input given");
   InputPlan plan;
   // Several paths: pictures, one study.
   if (paths.size() > 1) {
     StudyInput s{study_name(paths[0]), StudyKind::Pictures, {}};
     for (const std::string& p : paths) {
-      CR_CHECK(fs::is_regular_file(p), "segment: " << p << " is not a file");
+      CR_CHECK(fs::is_regular_file(p), p << " is not a file");
       CR_CHECK(input_kind(p) == InputKind::Picture,
-               "segment: " << p << " is not a PNG or JPG (several inputs must all be pictures)");
+               p << " is not a PNG or JPG (several inputs must all be pictures)");
       s.paths.push_back(p);
     }
     check_distinct_stems(s.paths, "segment");
@@ -259,7 +259,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
     return plan;
   }
   const fs::path path = paths[0];
-  CR_CHECK(fs::exists(path), "segment: " << path.string() << " not found");
+  CR_CHECK(fs::exists(path), path.string() << " not found");
   if (!fs::is_directory(path)) {
     const InputKind kind = input_kind(path.string());
     const StudyKind study_kind = kind == InputKind::Nifti     ? StudyKind::Nifti
@@ -274,7 +274,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
     plan.studies.push_back({study_name(path), StudyKind::DicomSeries, {path.string()}});
   } else if (!pictures.empty()) {
     CR_CHECK(nifti.empty() && folders.empty(),
-             "segment: " << path.string() << " holds pictures beside " << nifti.size() << " NIfTI file(s) and "
+             path.string() << " holds pictures beside " << nifti.size() << " NIfTI file(s) and "
                          << folders.size()
                          << " folder(s): is it one study of pictures or a batch of studies? Put the pictures in a "
                             "folder of their own");
@@ -282,7 +282,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
     plan.studies.push_back({study_name(path), StudyKind::Pictures, pictures});
   } else {
     CR_CHECK(!nifti.empty() || !folders.empty(),
-             "segment: " << path.string() << " holds no DICOM, NIfTI, PNG or JPG file and no study folder");
+             path.string() << " holds no DICOM, NIfTI, PNG or JPG file and no study folder");
     plan.batch = true;
     for (const std::string& f : folders) {
       if (std::optional<StudyInput> study = folder_study(f)) {
@@ -293,14 +293,14 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
       }
     }
     CR_CHECK(!plan.studies.empty() || !nifti.empty(),
-             "segment: " << path.string() << " holds no DICOM, NIfTI, PNG or JPG file, and its "
+             path.string() << " holds no DICOM, NIfTI, PNG or JPG file, and its "
                          << folders.size() << " folder(s) hold none either");
     for (const std::string& f : nifti) plan.studies.push_back({study_name(f), StudyKind::Nifti, {f}});
     std::sort(plan.studies.begin(), plan.studies.end(),
               [](const StudyInput& a, const StudyInput& b) { return a.name < b.name; });
     for (size_t i = 1; i < plan.studies.size(); ++i)
       CR_CHECK(plan.studies[i].name != plan.studies[i - 1].name,
-               "segment: two studies in " << path.string() << " are both named '" << plan.studies[i].name << "'");
+               "two studies in " << path.string() << " are both named '" << plan.studies[i].name << "'");
     // DIR/<study>.tmp is where a study's folder is written before it is renamed
     // (run_study): a study of that name would be taken for it, skipped as done
     // while the other's folder is written (with --prefetch, at the same time)
@@ -310,7 +310,7 @@ InputPlan plan_inputs(const std::vector<std::string>& paths, const std::string& 
       const std::string stem = s.name.substr(0, s.name.size() - 4);
       CR_CHECK(std::none_of(plan.studies.begin(), plan.studies.end(),
                             [&](const StudyInput& other) { return other.name == stem; }),
-               "segment: two studies in " << path.string() << " are named '" << stem << "' and '" << s.name
+               "two studies in " << path.string() << " are named '" << stem << "' and '" << s.name
                                           << "': " << s.name << " is the name of " << stem
                                           << "'s folder while it is written; rename one");
     }

@@ -212,11 +212,6 @@ int remove_stale_temporaries(const std::string& folder, const std::vector<std::s
   return removed;
 }
 
-void sync_to_disk(const std::string& path) {
-  const int error = fsync_path(path);
-  CR_CHECK(error == 0, "cannot flush " << path << " to the disk: " << std::strerror(error));
-}
-
 std::string start_temp_folder(const std::string& out) {
   const std::string tmp = out + ".tmp";
   std::error_code ec;

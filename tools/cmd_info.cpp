@@ -81,15 +81,7 @@ int cmd_info(int argc, char** argv) {
   // pictures (described by its first), or a batch of studies (listed).
   std::string described = path, note;
   if (std::filesystem::is_directory(path)) {
-    data::InputPlan plan;
-    try {
-      plan = data::plan_inputs({path});
-    } catch (const Error& e) {
-      // Its messages name segment, whose reading this is; here it is info's.
-      std::string text = e.what();
-      if (text.starts_with("segment: ")) text.erase(0, 9);
-      CR_FAIL(text);
-    }
+    const data::InputPlan plan = data::plan_inputs({path});
     if (plan.batch) {
       if (json) {
         std::printf("{\n  \"path\": %s,\n  \"kind\": \"studies\",\n  \"studies\": [", json_string(path).c_str());
