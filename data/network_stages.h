@@ -19,10 +19,14 @@ struct NetworkStages {
   // Not a time: the convolution algorithm searches the forward passes ran
   // (algorithm_searches in nn/device.h; their time is inside `forward`).
   uint64_t algorithm_searches = 0;
+  // Nor this: blocks the device's memory cache took from the system during the
+  // phase (device_system_allocations in nn/device.h; 0 on the CPU).
+  uint64_t system_allocations = 0;
   NetworkStages& operator+=(const NetworkStages& o) {
     prepare_wait += o.prepare_wait, upload += o.upload, forward += o.forward, download += o.download;
     device_wait += o.device_wait, put_back_wait += o.put_back_wait;
     algorithm_searches += o.algorithm_searches;
+    system_allocations += o.system_allocations;
     return *this;
   }
 };

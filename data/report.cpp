@@ -154,7 +154,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
   }
   o << "}},\n  \"device\": " << json::quote(run.device) << ",\n  \"precision\": " << json::quote(run.precision)
     << ",\n  \"threshold\": " << number(run.threshold) << ",\n  \"batch\": " << run.batch
-    << ",\n  \"algorithm_searches\": " << run.network_stages.algorithm_searches << ",\n";
+    << ",\n  \"algorithm_searches\": " << run.network_stages.algorithm_searches
+    << ",\n  \"device_system_allocations\": " << run.network_stages.system_allocations << ",\n";
   const bool known = f.high_opacity_known;
   o << "  \"study_figures\": {\"both_lungs\": " << lung_json(f.both, known)
     << ",\n    \"left_lung\": " << lung_json(f.left, known) << ",\n    \"right_lung\": " << lung_json(f.right, known)

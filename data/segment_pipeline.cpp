@@ -374,6 +374,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   };
 
   const uint64_t searches_before = algorithm_searches(options.device);
+  const uint64_t allocations_before = device_system_allocations(options.device);
   if (!todo.empty()) next = std::async(std::launch::async, prepare_batch, size_t{0});
   std::optional<InFlight> queued;  // launched, not yet collected (GPU only)
   while (next.valid()) {
@@ -394,6 +395,7 @@ Segmentation segment_volume(const Volume& ct, VolumeLungs prepared, const Segmen
   if (outputs.valid()) take_outputs();  // no slice held lung
   result.seconds.network = seconds_since(start);
   stages.algorithm_searches = algorithm_searches(options.device) - searches_before;
+  stages.system_allocations = device_system_allocations(options.device) - allocations_before;
   result.domain = std::move(prepared.domain);  // read above through `domain`; done with it now
   return result;
 }

@@ -100,6 +100,15 @@ uint64_t algorithm_searches(Device device) {
 #endif
 }
 
+uint64_t device_system_allocations(Device device) {
+  if (device == Device::CPU) return 0;
+#if COVIDRATE_HAVE_CUDA
+  return cuda::device_allocator().stats().system_allocations + cuda::pinned_host_allocator().stats().system_allocations;
+#else
+  CR_FAIL("allocations on cuda: " << cuda_unavailable_reason());
+#endif
+}
+
 void copy_bytes_async(void* dst, Device dst_device, const void* src, Device src_device, size_t bytes) {
   if (bytes == 0) return;
   if (dst_device == Device::CPU && src_device == Device::CPU) {

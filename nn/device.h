@@ -56,4 +56,11 @@ class DeviceFence {
 // study mean a shape changed.
 uint64_t algorithm_searches(Device device);
 
+// How many blocks the device's memory cache has taken from the system in this
+// process (cudaMalloc plus cudaHostAlloc for its pinned staging; 0 on the CPU,
+// whose allocator other threads share). cudaFree and cudaFreeHost wait for the
+// whole device, so a warm study of segment should add none: each one is a
+// cache miss that may have stalled the queue of batches.
+uint64_t device_system_allocations(Device device);
+
 }  // namespace covidrate

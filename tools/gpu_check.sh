@@ -179,7 +179,22 @@ whole_volume() {
   rm -rf "$work" && mkdir -p "$work/studies"
   for i in $(seq 1 "$copies"); do cp -rl "$vol" "$work/studies/study$i"; done
   local t0
-  for precision in f32 bf16; do
+  for precision in f32 bf16 bf16-keep; do
+    # bf16-keep: bf16 with the device cache's rule (2) off (it frees smaller
+    # cached blocks on a miss, and cudaFree waits for the device): the A/B for
+    # the cudaMalloc count of warm studies (device_system_allocations in each
+    # report). Its cuDNN choices come from bf16's file: no second search.
+    if [ "$precision" = bf16-keep ]; then
+      cp "$work/cudnn-bf16.tsv" "$work/cudnn-$precision.tsv" 2>/dev/null
+      t0=$EPOCHREALTIME
+      step "segment ${copies}x$VOLUME cuda bf16, cache rule 2 off" 90 plain env COVIDRATE_CUDA_RELEASE_ON_MISS=0 \
+           COVIDRATE_CUDNN_CACHE="$work/cudnn-$precision.tsv" \
+           "$here/bin/covidrate" segment "$work/studies" --out "$work/segment-$precision" --device cuda \
+           --batch 16 --precision bf16
+      python3 -c "import sys; print(float(sys.argv[2]) - float(sys.argv[1]))" "$t0" "$EPOCHREALTIME" \
+        >"$work/segment-$precision.wall_s"
+      continue
+    fi
     t0=$EPOCHREALTIME
     step "segment ${copies}x$VOLUME cuda $precision" 120 plain env COVIDRATE_CUDNN_LOG=1 \
          COVIDRATE_CUDNN_CACHE="$work/cudnn-$precision.tsv" \

@@ -1,6 +1,8 @@
 #include "kernels/cuda/caching_allocator.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <sstream>
 #include <string>
 
@@ -40,6 +42,16 @@ std::string device_memory_report() {
   os << "; the device has " << mib(free_b) << " MiB free of " << mib(total_b) << " MiB";
   return os.str();
 }
+
+// Rule (2) of nn/block_cache.h for device memory, on unless
+// COVIDRATE_CUDA_RELEASE_ON_MISS=0: an A/B switch for tools/gpu_check.sh,
+// which counts the cudaMalloc calls of segment's warm studies with and without
+// it (docs/benchmarks.md). cudaFree waits for the device, so a rule that frees
+// on every miss may stall a queue of batches whose shapes alternate.
+bool release_on_miss() {
+  const char* v = std::getenv("COVIDRATE_CUDA_RELEASE_ON_MISS");
+  return !(v && std::strcmp(v, "0") == 0);
+}
 }  // namespace
 
 size_t CachingAllocator::rounded_size(size_t bytes) {
@@ -55,7 +67,8 @@ CachingAllocator::CachingAllocator(int device)
                   // cudaFree waits for the device, so blocks still read by
                   // queued kernels are safe to return.
                   .free = [](void* block) { CUDA_CHECK(cudaFree(block)); },
-                  .memory_report = &device_memory_report}) {}
+                  .memory_report = &device_memory_report,
+                  .release_smaller_on_miss = release_on_miss()}) {}
 
 PinnedHostAllocator::PinnedHostAllocator()
     : BlockCache({.device = Device::CPU,
