@@ -177,7 +177,11 @@ whole_volume() {
   [ -d "$vol" ] || { record "whole volume" "skipped" null 0 0 0 1 "$VOLUME not in the bundle"; return 0; }
   slices=$(( $(ls "$vol" | wc -l) * copies ))
   rm -rf "$work" && mkdir -p "$work/studies"
-  for i in $(seq 1 "$copies"); do cp -rl "$vol" "$work/studies/study$i"; done
+  # Copies that differ in their StudyInstanceUID: plain copies of one series
+  # are one study to segment (it merges a study's series folders and leaves
+  # out the images they repeat), which made the 2026-11-28 run's batch one study.
+  python3 tools/dev/distinct_studies.py "$vol" "$work/studies" "$copies" ||
+    { record "whole volume" "failed" 1 0 0 1 0 "could not copy $VOLUME as $copies studies"; return 0; }
   local t0
   for precision in f32 bf16 bf16-keep; do
     # bf16-keep: bf16 with the device cache's rule (2) off (it frees smaller
