@@ -81,11 +81,12 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
         # algorithm cache file the batch run wrote: a repeated single-study run.
         r = json.load(open(f"{fromfile}/report.json"))
         t = r["timings_s"]
-        n, with_lung = r["input"]["size"][2], r["study_figures"]["slices_with_lung"]
+        # Names of its own: `with_lung` and `network` below are the warm studies'.
+        one_slices, one_with_lung = r["input"]["size"][2], r["study_figures"]["slices_with_lung"]
         wall = float(open(f"{fromfile}.wall_s").read()) if os.path.exists(f"{fromfile}.wall_s") else float("nan")
         print(f"  one study, new process, cuDNN choices from the file: network {t['network']:.2f} s "
               f"({r.get('algorithm_searches', '?')} cuDNN searches; first study above: {rows[0][3]['network']:.2f} s), "
-              f"total {t['total']:.2f} s, process wall {wall:.2f} s for {n} slices ({with_lung} with lung)")
+              f"total {t['total']:.2f} s, process wall {wall:.2f} s for {one_slices} slices ({one_with_lung} with lung)")
     for peer, (n, seconds) in torch.items():
         print(f"    vs torch {peer}: {n / seconds:.1f} slices/s; ratio whole command {(slices / total) / (n / seconds):.2f}, "
               f"network per slice {(seconds / n) / (network / with_lung):.2f} (above 1: we are faster)")

@@ -12,11 +12,11 @@
 //      block up to kMaxOversize times its class.
 //  (2) A request the cache cannot serve first gives cached blocks smaller than
 //      itself back to the system, largest first, up to its own size.
-// The GPU wants them as much as the CPU: its memory is larger (80 GB) but the
-// network's sizes are the same, and what one process leaves cached another
-// cannot have. There cudaMalloc and cudaFree are slow and cudaFree waits for
-// the device, which is why rule (2) frees only on a miss, when the system is
-// to be called anyway; a steady training loop misses rarely.
+// On the GPU only rule (1) holds by default: cudaMalloc and cudaFree are slow
+// and cudaFree waits for the whole device, so rule (2), although it frees only
+// on a miss, stalled segment's queue of batches at every new batch shape
+// (measured on an H200: kernels/cuda/caching_allocator.h). There, as in
+// PyTorch, cached blocks go back only when the device runs out.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -44,11 +44,10 @@ struct BlockSource {
   std::function<void(void* block)> free;
   // Appended to the out-of-memory error, e.g. the device's free memory. Optional.
   std::function<std::string()> memory_report = nullptr;
-  // Rule (2) on (the default) or off. Off for pinned host memory: there a free
-  // (cudaFreeHost) waits for the whole device, which would stall segment's
-  // queue of batches whenever a new batch shape misses the cache, and the few
-  // staging buffers it keeps are small beside the host's memory. Running out
-  // still releases everything and retries.
+  // Rule (2) on (the default) or off. Off for device memory and pinned host
+  // memory: there a free (cudaFree, cudaFreeHost) waits for the whole device,
+  // which stalls segment's queue of batches whenever a new batch shape misses
+  // the cache. Running out still releases everything and retries.
   bool release_smaller_on_miss = true;
 };
 

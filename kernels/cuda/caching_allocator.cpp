@@ -43,16 +43,12 @@ std::string device_memory_report() {
   return os.str();
 }
 
-// Rule (2) of nn/block_cache.h for device memory, on unless
-// COVIDRATE_CUDA_RELEASE_ON_MISS=0: an A/B switch for tools/gpu_check.sh,
-// which counts the cudaMalloc calls of segment's warm studies with and without
-// it (docs/benchmarks.md). cudaFree waits for the device, so a rule that frees
-// on every miss may stall a queue of batches whose shapes alternate.
-bool release_on_miss() {
-  const char* v = std::getenv("COVIDRATE_CUDA_RELEASE_ON_MISS");
-  return !(v && std::strcmp(v, "0") == 0);
-}
 }  // namespace
+
+bool CachingAllocator::releases_smaller_on_miss() {
+  const char* v = std::getenv("COVIDRATE_CUDA_RELEASE_ON_MISS");
+  return v && std::strcmp(v, "1") == 0;
+}
 
 size_t CachingAllocator::rounded_size(size_t bytes) {
   if (bytes <= kLargeThreshold) return round_up(std::max<size_t>(bytes, 1), kSmallGranularity);
@@ -68,7 +64,7 @@ CachingAllocator::CachingAllocator(int device)
                   // queued kernels are safe to return.
                   .free = [](void* block) { CUDA_CHECK(cudaFree(block)); },
                   .memory_report = &device_memory_report,
-                  .release_smaller_on_miss = release_on_miss()}) {}
+                  .release_smaller_on_miss = releases_smaller_on_miss()}) {}
 
 PinnedHostAllocator::PinnedHostAllocator()
     : BlockCache({.device = Device::CPU,

@@ -28,6 +28,15 @@ class CachingAllocator final : public BlockCache {
 
   // release_cached() is cudaFree of every cached block: it synchronizes the device.
   explicit CachingAllocator(int device);
+
+  // Whether rule (2) of nn/block_cache.h (give smaller cached blocks back on a
+  // miss) applies to device memory: off, unless COVIDRATE_CUDA_RELEASE_ON_MISS=1.
+  // Measured on an H200 (2026-11-28, docs/benchmarks.md): with it on, segment's
+  // warm studies still made 185, 70 and 21 cudaMallocs each, whose cudaFrees
+  // stalled the queue of batches (the network phase ran 514 slices/s); with it
+  // off 1, 0 and 0 (700 slices/s). As in PyTorch's cache, running out of
+  // memory still releases every cached block and retries.
+  static bool releases_smaller_on_miss();
 };
 
 // Page-locked ("pinned") host memory for the copies between host and device:
