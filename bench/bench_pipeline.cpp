@@ -54,7 +54,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The RICORD series of ../shared/data, or COVIDRATE_PIPELINE_SERIES: another
+// DICOM folder (tools/gpu_check.sh times the stages on the GPU machine's cores
+// with the quarter of the series it carries).
 std::string series_path() {
+  const char* series = std::getenv("COVIDRATE_PIPELINE_SERIES");
+  if (series && *series) return series;
   const char* env = std::getenv("COVIDRATE_DATA");
   const std::string root = env && *env ? env : std::string(COVIDRATE_SOURCE_DIR) + "/../shared/data";
   return root + "/ct-covid-ricord";
@@ -193,7 +198,7 @@ void BM_figures(benchmark::State& state) {
 
 int main(int argc, char** argv) {
   if (!fs::is_directory(series_path())) {
-    std::printf("bench_pipeline: no RICORD series at %s (set COVIDRATE_DATA); nothing to measure\n",
+    std::printf("bench_pipeline: no RICORD series at %s (set COVIDRATE_DATA or COVIDRATE_PIPELINE_SERIES); nothing to measure\n",
                 series_path().c_str());
     return 0;
   }
