@@ -393,6 +393,14 @@ TEST_CASE("corrupt input: non-zero exit and no complete-looking output folder") 
     CHECK(under_file.exit_code == 1);
     CHECK(under_file.err.find(dir.file("a-file") + " is a file, not a folder") != std::string::npos);
     CHECK(under_file.err.find("weights") == std::string::npos);  // before the weights were even loaded
+    // A folder that takes no new files (/sys refuses mkdir, root or not) is
+    // refused before the work too, not after the network has run.
+    const test::ProgramRun read_only = run_segment(dir, ct + " --out /sys/covidrate-out --weights " + weights);
+    CHECK(read_only.exit_code == 1);
+    CHECK(read_only.err.find("cannot write --out /sys/covidrate-out: /sys does not take new files") !=
+          std::string::npos);
+    CHECK(read_only.err.find("weights") == std::string::npos);
+    CHECK_FALSE(fs::exists("/sys/covidrate-out"));
     // A filesystem error that does get through reads "PATH: reason", not the
     // standard library's "filesystem error: cannot ...": a symbolic link loop.
     fs::create_directories(dir.file("loop"));

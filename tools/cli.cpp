@@ -1,12 +1,15 @@
 #include "tools/cli.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
 #include <vector>
@@ -87,14 +90,40 @@ void check_output_file(const std::string& option, const std::string& path, const
              option << " " << path << " is also an input (" << input << "); writing it would destroy it");
 }
 
+namespace {
+
+// Whether a new entry can be made in `folder`, by making one: an empty folder
+// named for this process, removed at once. access(2) would not do: root passes
+// its permission checks, yet a read-only mount, a pseudo file system (/sys) or
+// a quota still refuses the write. Fails only for refusals (permission, read-only,
+// no space or quota); other errors are left to the writing to report.
+void check_can_make_entries(const std::string& command, const std::string& option, const std::string& path,
+                            const std::filesystem::path& folder) {
+  const std::string probe = (folder / (".covidrate-write-check-" + std::to_string(::getpid()))).string();
+  if (::mkdir(probe.c_str(), 0700) == 0) {
+    ::rmdir(probe.c_str());
+    return;
+  }
+  const int err = errno;
+  CR_CHECK(err != EACCES && err != EPERM && err != EROFS && err != ENOSPC && err != EDQUOT,
+           command << ": cannot write " << option << " " << path << ": " << folder.string()
+                   << " does not take new files (" << std::strerror(err) << ")");
+}
+
+}  // namespace
+
 void check_output_folder(const std::string& command, const std::string& option, const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
+  // The folder itself, where it exists: batch segment, train and others write inside it.
+  if (fs::is_directory(path, ec)) check_can_make_entries(command, option, path, path);
   for (fs::path p = fs::absolute(path, ec).parent_path(); !p.empty(); p = p.parent_path()) {
     const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
     if (fs::exists(st)) {
       CR_CHECK(fs::is_directory(st), command << ": cannot write " << option << " " << path << ": " << p.string()
                                              << " is a file, not a folder");
+      // Where PATH.tmp is made and renamed to PATH, or the folders above PATH are made.
+      check_can_make_entries(command, option, path, p);
       return;
     }
     if (ec && st.type() != fs::file_type::not_found) return;  // unreadable: left to the writing to report

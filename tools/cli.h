@@ -87,8 +87,9 @@ struct TempFolder {
 
 // Checks, before any work, that an output folder can be made at `path`: the
 // folders missing above it are made when it is written, but a file in their
-// place would fail only then, after the work. Throws covidrate::Error naming
-// `command`, `option`, the path and the file in the way.
+// place, or a folder that takes no new files (read-only, no permission, full),
+// would fail only then, after the work. Throws covidrate::Error naming
+// `command`, `option`, the path and the file or folder in the way.
 void check_output_folder(const std::string& command, const std::string& option, const std::string& path);
 
 // One run at a time per output folder, held for the life of the command:
