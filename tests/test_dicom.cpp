@@ -7,6 +7,7 @@
 #include <gdcmWriter.h>
 
 #include <algorithm>
+#include <numeric>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -117,6 +118,35 @@ TEST_CASE("DICOM CT_small: one uncompressed CT slice in HU with its geometry") {
   // A head-and-neck slice: soft tissue dominates, nothing below air.
   CHECK(*std::min_element(v.voxels.begin(), v.voxels.end()) >= -1024.0f);
   CHECK(fraction_in(v, -100, 100) > 0.2);
+}
+
+// Golden values from another decoder: pydicom 2.3 (Debian 12) read the same
+// files, stored * RescaleSlope + RescaleIntercept, for a CT values below -1024 HU
+// and PixelPaddingValue set to -1024. Voxel (x, y) is pixel_array[y, x].
+TEST_CASE("DICOM decoded values match pydicom's: CT_small, MR_small, and CT_small cut to 12 stored bits") {
+  const auto sum = [](const Volume& v) { return std::accumulate(v.voxels.begin(), v.voxels.end(), 0.0); };
+  const Volume ct = read_dicom_series(samples() + "CT_small.dcm");
+  CHECK(sum(ct) == -1950906.0);
+  CHECK(ct.at(20, 10, 0) == -839.0f);
+  CHECK(ct.at(64, 64, 0) == 904.0f);
+  CHECK(ct.at(5, 100, 0) == 56.0f);
+  const Volume mr = read_dicom_series(samples() + "MR_small.dcm");
+  CHECK(sum(mr) == 2125338.0);
+  CHECK(mr.at(20, 10, 0) == 316.0f);
+  CHECK(mr.at(32, 32, 0) == 182.0f);
+  CHECK(mr.at(5, 60, 0) == 321.0f);
+  // BitsStored 12, HighBit 11 (as old scanners write, with overlay bits
+  // above): the top four bits are dropped and bit 11 is the sign, so stored
+  // values of 2048 and more turn negative and clamp to -1024 HU.
+  test::TempDir dir;
+  const std::string twelve = patched_copy(dir, samples() + "CT_small.dcm", std::string("\x28\x00\x01\x01US\x02\x00", 8),
+                                          {{8, 12}}, "bits-stored-12-first.dcm");
+  const std::string both = patched_copy(dir, twelve, std::string("\x28\x00\x02\x01US\x02\x00", 8), {{8, 11}},
+                                        "bits-stored-12.dcm");
+  const Volume cut = read_dicom_series(both);
+  CHECK(sum(cut) == -1974279.0);
+  CHECK(std::count(cut.voxels.begin(), cut.voxels.end(), -1024.0f) == 11);
+  CHECK(*std::max_element(cut.voxels.begin(), cut.voxels.end()) == 1003.0f);
 }
 
 TEST_CASE("DICOM MR: RLE and JPEG-LS decode to exactly the uncompressed pixels, marked as not HU") {
