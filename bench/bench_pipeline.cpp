@@ -20,7 +20,8 @@
 //
 //   build/bench_pipeline [--benchmark_filter=lungs]
 //
-// Data: $COVIDRATE_DATA, else ../shared/data beside the source tree; without
+// Data: $COVIDRATE_DATA, else ../shared/data beside the source tree (its
+// ct-covid-ricord), or the DICOM folder $COVIDRATE_PIPELINE_SERIES; without
 // it the program says so and exits 0. Counters: slices/s (wall), cpu_ms/slice
 // (process CPU time, all threads: the work, nearly independent of other load) and
 // peak_MB (how far the resident set's peak rose above the resident set before the
@@ -55,8 +56,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // The RICORD series of ../shared/data, or COVIDRATE_PIPELINE_SERIES: another
-// DICOM folder (tools/gpu_check.sh times the stages on the GPU machine's cores
-// with the quarter of the series it carries).
+// DICOM folder (e.g. every fourth slice, the volume tools/gpu_check.sh carries).
 std::string series_path() {
   const char* series = std::getenv("COVIDRATE_PIPELINE_SERIES");
   if (series && *series) return series;

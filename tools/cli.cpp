@@ -1,5 +1,6 @@
 #include "tools/cli.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -92,22 +93,40 @@ void check_output_file(const std::string& option, const std::string& path, const
 
 namespace {
 
-// Whether a new entry can be made in `folder`, by making one: an empty folder
-// named for this process, removed at once. access(2) would not do: root passes
-// its permission checks, yet a read-only mount, a pseudo file system (/sys) or
-// a quota still refuses the write. Fails only for refusals (permission, read-only,
-// no space or quota); other errors are left to the writing to report.
+// Whether a new file can be made in `folder`, by making one: an unnamed
+// O_TMPFILE file, which never appears in the folder and goes with its
+// descriptor; where the file system has no such files (NFS, /sys), an empty
+// folder named for this process, removed at once. access(2) would not do: root
+// passes its permission checks, yet a read-only mount, a pseudo file system or
+// a quota still refuses the write. Fails only for refusals (permission,
+// read-only, no space or quota); other errors are left to the writing to report.
 void check_can_make_entries(const std::string& command, const std::string& option, const std::string& path,
                             const std::filesystem::path& folder) {
-  const std::string probe = (folder / (".covidrate-write-check-" + std::to_string(::getpid()))).string();
-  if (::mkdir(probe.c_str(), 0700) == 0) {
-    ::rmdir(probe.c_str());
+  const auto refused = [](int err) {
+    return err == EACCES || err == EPERM || err == EROFS || err == ENOSPC || err == EDQUOT;
+  };
+  const auto fail = [&](int err) {
+    CR_FAIL(command << ": cannot write " << option << " " << path << ": " << folder.string()
+                    << " does not take new files (" << std::strerror(err) << ")");
+  };
+  const int fd = ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    ::close(fd);
     return;
   }
-  const int err = errno;
-  CR_CHECK(err != EACCES && err != EPERM && err != EROFS && err != ENOSPC && err != EDQUOT,
-           command << ": cannot write " << option << " " << path << ": " << folder.string()
-                   << " does not take new files (" << std::strerror(err) << ")");
+  // EOPNOTSUPP: no O_TMPFILE here; EISDIR: a kernel older than O_TMPFILE.
+  if (errno != EOPNOTSUPP && errno != EISDIR && errno != EINVAL) {
+    if (refused(errno)) fail(errno);
+    return;
+  }
+  const std::string probe = (folder / (".covidrate-write-check-" + std::to_string(::getpid()))).string();
+  if (::mkdir(probe.c_str(), 0700) == 0) {
+    if (::rmdir(probe.c_str()) != 0)
+      std::fprintf(stderr, "%s: warning: could not remove %s, made to test the folder (%s)\n", command.c_str(),
+                   probe.c_str(), std::strerror(errno));
+    return;
+  }
+  if (refused(errno)) fail(errno);
 }
 
 }  // namespace
@@ -115,8 +134,14 @@ void check_can_make_entries(const std::string& command, const std::string& optio
 void check_output_folder(const std::string& command, const std::string& option, const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  // The folder itself, where it exists: batch segment, train and others write inside it.
-  if (fs::is_directory(path, ec)) check_can_make_entries(command, option, path, path);
+  // A folder that exists is written inside (batch segment, train, demo, ...),
+  // or renamed away from above by a single study's segment, which refuses it
+  // anyway: its own parent may well be closed to the user (--out ~ or
+  // /scratch/$USER under a folder of root's).
+  if (fs::is_directory(path, ec)) {
+    check_can_make_entries(command, option, path, path);
+    return;
+  }
   for (fs::path p = fs::absolute(path, ec).parent_path(); !p.empty(); p = p.parent_path()) {
     const fs::file_status st = fs::status(p, ec);  // not_found, also under a file (ENOTDIR)
     if (fs::exists(st)) {

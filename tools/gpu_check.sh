@@ -183,15 +183,16 @@ whole_volume() {
   python3 tools/dev/distinct_studies.py "$vol" "$work/studies" "$copies" ||
     { record "whole volume" "failed" 1 0 0 1 0 "could not copy $VOLUME as $copies studies"; return 0; }
   local t0
-  for precision in f32 bf16 bf16-keep; do
-    # bf16-keep: bf16 with the device cache's rule (2) off (it frees smaller
-    # cached blocks on a miss, and cudaFree waits for the device): the A/B for
-    # the cudaMalloc count of warm studies (device_system_allocations in each
-    # report). Its cuDNN choices come from bf16's file: no second search.
-    if [ "$precision" = bf16-keep ]; then
+  for precision in f32 bf16 bf16-release; do
+    # bf16-release: bf16 with the device cache's rule (2) on (it frees smaller
+    # cached blocks on a miss, and cudaFree waits for the device; off by default
+    # since 2026-11-28): the A/B for the cudaMalloc count of warm studies
+    # (device_system_allocations in each report) and their network phase.
+    # Its cuDNN choices come from bf16's file: no second search.
+    if [ "$precision" = bf16-release ]; then
       cp "$work/cudnn-bf16.tsv" "$work/cudnn-$precision.tsv" 2>/dev/null
       t0=$EPOCHREALTIME
-      step "segment ${copies}x$VOLUME cuda bf16, cache rule 2 off" 90 plain env COVIDRATE_CUDA_RELEASE_ON_MISS=0 \
+      step "segment ${copies}x$VOLUME cuda bf16, cache rule 2 on" 90 plain env COVIDRATE_CUDA_RELEASE_ON_MISS=1 \
            COVIDRATE_CUDNN_CACHE="$work/cudnn-$precision.tsv" \
            "$here/bin/covidrate" segment "$work/studies" --out "$work/segment-$precision" --device cuda \
            --batch 16 --precision bf16
@@ -415,6 +416,10 @@ run() {
   # The TF32 path (cuDNN default math, cuBLAS TF32 tensor ops) once, in the runtime test.
   [ -x "$here/bin/test_cuda_runtime" ] &&
     step "test_cuda_runtime (COVIDRATE_TF32=1)" 60 doctest env COVIDRATE_TF32=1 "$here/bin/test_cuda_runtime"
+  # The device cache's rule (2), off by default, once on (the allocator's test of it).
+  [ -x "$here/bin/test_cuda_runtime" ] &&
+    step "test_cuda_runtime (COVIDRATE_CUDA_RELEASE_ON_MISS=1)" 60 doctest env COVIDRATE_CUDA_RELEASE_ON_MISS=1 \
+         "$here/bin/test_cuda_runtime"
 
   # The kernels that have not run on a GPU before (session 10: the direct
   # convolution, whose filter bank lives in shared memory, and the phases'

@@ -12,7 +12,7 @@ benchmark (tools/gpu_check.sh) needs a batch of several.
 
 The value keeps its length, so no other byte of a file moves; only explicit-VR
 little-endian files are handled (the RICORD series: JPEG Lossless), and a file
-without the tag is an error. Standard library only: the GPU machine has no
+without the tag, or with more than one (a nested study UID), is an error. Standard library only: the GPU machine has no
 pydicom.
 """
 import os
@@ -25,6 +25,10 @@ def with_study_uid_changed(data, copy, path):
     at = data.find(STUDY_UID_TAG)
     if at < 0:
         sys.exit(f"{path}: no StudyInstanceUID (0020,000D) in explicit VR little endian")
+    # A second one sits in a sequence (Related Series, Referenced Study...):
+    # which is the study's own cannot be told without parsing the file.
+    if data.find(STUDY_UID_TAG, at + 1) >= 0:
+        sys.exit(f"{path}: more than one (0020,000D); this script patches files that hold one")
     length = int.from_bytes(data[at + 6:at + 8], "little")
     value = bytearray(data[at + 8:at + 8 + length])
     last = len(value.rstrip(b"\x00 ")) - 1  # UIs are padded with a NUL to an even length
