@@ -485,7 +485,8 @@ StudyResult write_study(SegmentedStudy segmented, const StudyOptions& o, const s
 
 std::string summary_csv_header() {
   return "study,input,slices,slices_with_lung,infected_slices,opacity_percent,opacity_left_percent,"
-         "opacity_right_percent,lesion_ml,lung_ml,total_s,slices_per_s,high_opacity_percent\n";
+         "opacity_right_percent,lesion_ml,lung_ml,total_s,slices_per_s,high_opacity_percent,weights_fnv1a64,"
+         "threshold\n";
 }
 
 std::string summary_csv_row(const StudyFigures& f, const RunInfo& run) {
@@ -498,7 +499,13 @@ std::string summary_csv_row(const StudyFigures& f, const RunInfo& run) {
   // Empty (not 0) where the input is not in HU: unknown, not absent.
   char high[32] = "";
   if (f.high_opacity_known) std::snprintf(high, sizeof high, "%.4f", f.both.high_opacity_percent);
-  return csv_field(run.study) + "," + csv_field(run.input) + "," + numbers + high + "\n";
+  // What made the row: a batch resumed with other weights or another
+  // threshold keeps the studies it had finished, and its summary then mixes
+  // rows of both (segment says so on the terminal; the rows say it here).
+  char threshold[32];
+  std::snprintf(threshold, sizeof threshold, "%g", run.threshold);
+  return csv_field(run.study) + "," + csv_field(run.input) + "," + numbers + high + "," +
+         csv_field(run.weights_fnv1a64) + "," + threshold + "\n";
 }
 
 }  // namespace covidrate::data

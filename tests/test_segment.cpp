@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -297,7 +298,27 @@ TEST_CASE("segment PNG/JPG slices: one mask per picture at its own size") {
   // Pictures carry no HU (their window is unknown): no high-opacity figure, rather than a guess.
   CHECK(member(member(member(report, "study_figures"), "both_lungs"), "high_opacity_percent").kind ==
         json::Value::Kind::Null);
-  CHECK(test::read_text_file(out + "/summary.csv").ends_with(",\n"));  // its column empty
+  {  // summary.csv: its high-opacity column empty too; the weights' hash and the threshold in theirs
+    std::istringstream csv(test::read_text_file(out + "/summary.csv"));
+    std::string header, row;
+    REQUIRE(std::getline(csv, header));
+    REQUIRE(std::getline(csv, row));
+    const auto split = [](const std::string& line) {
+      std::vector<std::string> fields(1);
+      for (const char c : line) {
+        if (c == ',') fields.emplace_back();
+        else fields.back().push_back(c);
+      }
+      return fields;
+    };
+    const std::vector<std::string> names = split(header), values = split(row);
+    REQUIRE(names.size() == values.size());
+    std::map<std::string, std::string> field;
+    for (size_t k = 0; k < names.size(); ++k) field[names[k]] = values[k];
+    CHECK(field.at("high_opacity_percent").empty());
+    CHECK(field.at("weights_fnv1a64") == member(member(report, "weights"), "fnv1a64").text);
+    CHECK(field.at("threshold") == "0.5");
+  }
   for (size_t k = 0; k < stems.size(); ++k) {
     const std::string& s = stems[k];
     const data::Volume picture = data::read_image((images / (s + ".jpg")).string());
