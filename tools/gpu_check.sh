@@ -16,8 +16,10 @@
 #       volume through `covidrate segment --device cuda` (f32, bf16) beside
 #       PyTorch's network over as many slices ($OUT/volume.txt).
 #       Every step has its own timeout, a failure never stops the run, and the
-#       whole half keeps within 8 minutes. Writes $OUT/summary.json and
-#       $OUT/gpu_check.log, prints a table last, exits non-zero if a step
+#       whole half keeps within 8 minutes. Writes $OUT/summary.json,
+#       $OUT/gpu_check.log and $OUT/volume.txt, the rest (benchmark JSON, ab.txt,
+#       the op profile, cuDNN's choices) packed in $OUT/details.tgz: the device
+#       tool brings back 8 files. Prints a table last, exits non-zero if a step
 #       failed (77 when there is no GPU at all).
 #   tools/gpu_check.sh exec CMD...  THERE: one command with the bundle's
 #       programs (covidrate, tests, benches) on PATH and its libraries and data
@@ -537,13 +539,25 @@ run() {
     echo
     printf '%-44s %-8s %5s %8s  %s\n' step status rc time note
     printf '%s\n' "${ROWS[@]}"
-    echo "total ${total}s; results in $OUT (summary.json, gpu_check.log)"
+    echo "total ${total}s; results in $OUT (summary.json, gpu_check.log, volume.txt; the rest in details.tgz)"
   } | tee -a "$LOG"
   if [ "$gpu" = 0 ]; then
     log "NO GPU: the CUDA checks could not run here; the CPU tests ran on the CPU"
-    [ "$ANY_FAILED" = 0 ] && exit 77
   fi
+  pack_details
+  [ "$gpu" = 0 ] && [ "$ANY_FAILED" = 0 ] && exit 77
   exit "$ANY_FAILED"
+}
+
+# The device tool brings back at most 8 files from $OUT: the benchmarks'
+# JSON, the op profile, the cuDNN choices... go into details.tgz, beside the
+# three files read first.
+pack_details() {
+  local keep='^\./(summary\.json|gpu_check\.log|volume\.txt|details\.tgz)$' files
+  files=$(cd "$OUT" && find . -maxdepth 1 -type f | grep -Ev "$keep")
+  [ -n "$files" ] || return 0
+  # shellcheck disable=SC2086  # the names are the script's own, without spaces
+  (cd "$OUT" && tar czf details.tgz $files && rm -f $files)
 }
 
 # Runs one command with the bundle's programs and libraries (training or timing
