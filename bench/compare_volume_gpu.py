@@ -95,7 +95,8 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
         wall = float(open(f"{fromfile}.wall_s").read()) if os.path.exists(f"{fromfile}.wall_s") else float("nan")
         print(f"  one study, new process, cuDNN choices from the file: network {t['network']:.2f} s "
               f"({r.get('algorithm_searches', '?')} cuDNN searches; first study above: {rows[0][3]['network']:.2f} s), "
-              f"total {t['total']:.2f} s, process wall {wall:.2f} s for {one_slices} slices ({one_with_lung} with lung)")
+              f"total {t['total']:.2f} s, start-up {t.get('startup', float('nan')):.2f} s (weights, device), "
+              f"process wall {wall:.2f} s for {one_slices} slices ({one_with_lung} with lung)")
     for peer, (n, seconds) in torch.items():
         print(f"    vs torch {peer}: {n / seconds:.1f} slices/s; ratio whole command {(slices / total) / (n / seconds):.2f}, "
               f"network per slice {(seconds / n) / (network / with_lung):.2f} (above 1: we are faster)")

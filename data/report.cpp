@@ -163,7 +163,8 @@ std::string report_json(const StudyFigures& f, const RunInfo& run) {
     << ", \"slices_with_lung\": " << run.slices_segmented << ", \"infected_slices\": " << f.infected_slices
     << ", \"infected_slice_rate\": " << number(kInfectedSliceRate)
     << ", \"mean_certainty_index\": " << number_or_null(f.mean_certainty_index()) << "},\n";
-  o << "  \"timings_s\": {\"read\": " << number(run.read_s) << ", \"lungs\": " << number(run.lungs_s)
+  o << "  \"timings_s\": {\"startup\": " << number(run.startup_s) << ", \"read\": " << number(run.read_s)
+    << ", \"lungs\": " << number(run.lungs_s)
     << ", \"network\": " << number(run.network_s) << ", \"network_stages\": {\"prepare_wait\": "
     << number(run.network_stages.prepare_wait) << ", \"upload\": " << number(run.network_stages.upload)
     << ", \"forward\": " << number(run.network_stages.forward) << ", \"download\": "

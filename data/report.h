@@ -102,6 +102,7 @@ struct RunInfo {
   double threshold = 0.5;
   int64_t slices_segmented = 0;
   double read_s = 0, lungs_s = 0, network_s = 0, write_s = 0, total_s = 0;  // total: all of them
+  double startup_s = 0;  // the command's, before its first study (StudyOptions::startup_s); not in total
   // Memory in MiB, for sizing the machine that runs it: the process's peak
   // resident set so far (Linux VmHWM; in a batch run it includes the studies
   // before), and on a GPU the device allocator's peak in use so far; negative:

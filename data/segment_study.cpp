@@ -412,6 +412,7 @@ SegmentedStudy segment_study(PreparedStudy prepared, const SegmentationNet& net,
   run.weights = o.weights;
   run.weights_fnv1a64 = o.weights_hash;
   run.weights_metadata = o.weights_metadata;
+  run.startup_s = o.startup_s;
   run.width = o.width;
   run.cpb = o.cpb;
   run.se = o.se;

@@ -66,6 +66,10 @@ struct StudyOptions {
   std::string architecture = "covid-rate";
   double width = 1;
   bool cpb = true, se = true;
+  // The command's start before its first study, in seconds: reading the
+  // weights onto the device (on a GPU the CUDA context's start too). The same
+  // in every study of a batch; not in a study's total.
+  double startup_s = 0;
 };
 
 struct StudyResult {

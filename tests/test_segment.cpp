@@ -101,6 +101,7 @@ void check_report(const json::Value& r, const data::Volume& lesions, const data:
     inside += number(stages, key);
   }
   CHECK(inside <= number(t, "network") * 1.001 + 1e-6);
+  CHECK(number(t, "startup") > 0);  // the weights were read, at least
   if (number(member(r, "study_figures"), "slices_with_lung") > 0) CHECK(number(stages, "forward") > 0);
   // On the CPU nothing is searched; on CUDA the count is what cuDNN timed.
   // Nor does the CPU count system allocations (its allocator is shared by threads).

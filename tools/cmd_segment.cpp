@@ -205,6 +205,7 @@ void print_warnings(const data::RunInfo& run) {
 }  // namespace
 
 int cmd_segment(int argc, char** argv) {
+  const auto command_start = std::chrono::steady_clock::now();
   SegmentCommandOptions o;
   if (!parse_options(argc, argv, o)) {
     usage(stdout);
@@ -233,6 +234,7 @@ int cmd_segment(int argc, char** argv) {
   check_whole_slice_weights(o.weights, study_options.weights_metadata, "segment");
   const ModelSpec spec = resolve_model_spec(o.weights, study_options.weights_metadata, o.network.architecture);
   const std::unique_ptr<SegmentationNet> net = load_for_inference(o.weights, spec, o.network.device, o.network.precision);
+  study_options.startup_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - command_start).count();
   study_options.segment = {.threshold = o.threshold,
                            .batch = o.batch,
                            .bucketed_batch_shape = o.network.device == Device::CUDA,  // few cuDNN searches
