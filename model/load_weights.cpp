@@ -74,7 +74,10 @@ void check_whole_slice_weights(const std::string& weights_path, const std::map<s
 std::unique_ptr<SegmentationNet> load_for_inference(const std::string& weights_path, const ModelSpec& spec,
                                                  Device device, DType compute) {
   CR_CHECK(std::filesystem::is_regular_file(weights_path), "weights file " << weights_path << " not found");
-  std::unique_ptr<SegmentationNet> net = make_network(spec.config);
+  // load() below replaces every weight (and refuses a file that lacks one).
+  NetConfig config = spec.config;
+  config.draw_initial_weights = false;
+  std::unique_ptr<SegmentationNet> net = make_network(config);
   try {
     net->parameters().load(weights_path);
   } catch (const Error& e) {

@@ -87,7 +87,9 @@ int scaled_channels(int channels, double width) {
 }
 
 SegmentationNet::SegmentationNet(const std::string& name, const NetConfig& config)
-    : Module(name), config_(config), store_(std::make_unique<ParameterStore>(config.dtype, config.seed)) {}
+    : Module(name), config_(config), store_(std::make_unique<ParameterStore>(config.dtype, config.seed)) {
+  store_->set_draw_initial_values(config.draw_initial_weights);
+}
 
 void SegmentationNet::add_stage(const std::string& stage, int64_t channels, int downscale,
                                 std::vector<std::string> inputs, std::string operation) {

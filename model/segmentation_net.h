@@ -40,6 +40,9 @@ struct NetConfig {
   bool cpb = true;
   // Seeds the initial weights (nn/layers.h: Keras initializers).
   uint64_t seed = 0;
+  // False when every weight is loaded from a file right after
+  // (load_for_inference): zeros instead of random draws, 0.3 s less at full width.
+  bool draw_initial_weights = true;
   // F32 to train and deploy; F64 for gradient checks on the CPU.
   DType dtype = DType::F32;
   Architecture architecture = Architecture::CovidRate;

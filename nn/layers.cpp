@@ -6,6 +6,7 @@
 namespace covidrate {
 
 Tensor glorot_uniform(ParameterStore& store, const Shape& shape, int64_t fan_in, int64_t fan_out) {
+  if (!store.draws_initial_values()) return Tensor::zeros(shape, store.dtype());
   const double limit = std::sqrt(6.0 / static_cast<double>(fan_in + fan_out));
   std::uniform_real_distribution<double> dist(-limit, limit);
   std::vector<double> values(static_cast<size_t>(shape.numel()));
@@ -14,6 +15,7 @@ Tensor glorot_uniform(ParameterStore& store, const Shape& shape, int64_t fan_in,
 }
 
 Tensor he_normal(ParameterStore& store, const Shape& shape, int64_t fan_in) {
+  if (!store.draws_initial_values()) return Tensor::zeros(shape, store.dtype());
   // Keras draws from a normal truncated at +-2 sigma, whose variance is
   // 0.7737 sigma^2; dividing sigma by its square root 0.8796... restores
   // the intended variance 2 / fan_in.

@@ -11,7 +11,8 @@
 //     a normal truncated at two standard deviations, scaled so the variance
 //     is 2 / fan_in.
 //   - BatchNorm2d: gamma 1, beta 0, running mean 0, running variance 1.
-// The generator is the store's init_rng(), so a seed fixes every weight.
+// The generator is the store's init_rng(), so a seed fixes every weight; a
+// store that does not draw (ParameterStore::set_draw_initial_values) gets zeros.
 #pragma once
 #include <string>
 

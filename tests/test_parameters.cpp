@@ -127,6 +127,21 @@ TEST_CASE("glorot_uniform draws within its limit and depends on the seed") {
   CHECK(other.parameter("enc.conv.weight").value().to_vector() != wa);
 }
 
+TEST_CASE("a store that does not draw initial values gets zeros from both initializers") {
+  // load_for_inference builds its network so: every weight comes from the file next.
+  ParameterStore silent(DType::F32, 0);
+  silent.set_draw_initial_values(false);
+  Conv2d conv(silent, "enc.conv", 2, 4, 3);
+  SqueezeExcite se(silent, "enc.se", 16, 4);
+  CHECK(silent.parameters().size() == 4);  // conv weight and bias, SE's two weights
+  for (const auto& p : silent.parameters())
+    for (float v : p.var.value().to_vector()) CHECK(v == 0.0f);
+  ParameterStore drawing(DType::F32, 0);
+  Conv2d drawn(drawing, "enc.conv", 2, 4, 3);
+  const auto w = drawing.parameter("enc.conv.weight").value().to_vector();
+  CHECK(std::any_of(w.begin(), w.end(), [](float v) { return v != 0.0f; }));
+}
+
 TEST_CASE("save and load round trip through a file") {
   TinyNet a, b;
   a.store.flat_values().fill_(0.25);
