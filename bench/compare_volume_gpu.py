@@ -42,9 +42,9 @@ for folder in sorted(p for p in glob.glob(f"{work}/segment-*") if os.path.isdir(
                      f'{r.get("algorithm_searches", "?")} cuDNN searches, '
                      f'{r.get("device_system_allocations", "?")} cudaMalloc/cudaHostAlloc'))
     print(f"ours {run}:")
-    for name, slices, with_lung, t, f, searches in rows:
+    for name, slices, with_lung, t, f, counts in rows:
         print(f"  {name}: {slices} slices ({with_lung} with lung): read {t['read']:.2f} s, lungs {t['lungs']:.2f} s, "
-              f"network {t['network']:.2f} s ({searches}), "
+              f"network {t['network']:.2f} s ({counts}), "
               f"write {t['write']:.2f} s, total {t['total']:.2f} s = "
               f"{slices / t['total']:.1f} slices/s; network {with_lung / t['network']:.1f} slices/s; "
               f"opacity {f['both_lungs']['opacity_percent']:.3f}% (left {f['left_lung']['opacity_percent']:.3f}, "

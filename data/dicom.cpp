@@ -30,10 +30,6 @@ namespace fs = std::filesystem;
 constexpr int64_t kMaxVoxels = int64_t{1} << 31;
 using Vec3 = std::array<double, 3>;
 
-Vec3 cross(const Vec3& a, const Vec3& b) {
-  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
-}
-double dot(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
 double norm(const Vec3& a) { return std::sqrt(dot(a, a)); }
 
 std::vector<std::string> list_files(const std::string& path) {

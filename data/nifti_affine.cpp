@@ -12,8 +12,6 @@ namespace {
 using Vec3 = std::array<double, 3>;
 using Mat3 = std::array<Vec3, 3>;  // Mat3[row][column]
 
-double dot(const Vec3& a, const Vec3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
-
 // LPS and RAS differ by the sign of the first two world coordinates.
 constexpr Vec3 kLpsFromRas{-1, -1, 1};
 

@@ -86,11 +86,10 @@ class Journal {
     const fs::path settings_path = dir_ / "settings.txt";
     if (fs::is_regular_file(settings_path)) {
       const std::string before = read_text(settings_path.string());
-      CR_CHECK(before == settings, "pseudo-label: " << dir_.string()
-                                                    << " holds an interrupted run with other settings ("
-                                                    << first_difference(before, settings)
-                                                    << "); rerun it with its settings, or remove the folder "
-                                                       "to start over");
+      if (before != settings)
+        throw JournalOfOtherSettings("pseudo-label: " + dir_.string() + " holds an interrupted run with other settings (" +
+                                     first_difference(before, settings) +
+                                     "); rerun it with its settings, or remove the folder to start over");
       load();
     } else {
       // New, or one killed before its settings were written: nothing to resume.

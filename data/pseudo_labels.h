@@ -26,6 +26,7 @@
 
 #include "kernels/ops.h"
 #include "model/covidrate_net.h"
+#include "nn/error.h"
 
 namespace covidrate::data {
 
@@ -86,6 +87,10 @@ struct ScoredSlice {
 // same folder an uninterrupted run writes and removes out_dir.partial.
 // Other settings than the journal's are refused, naming the one that differs.
 // (kPartialSuffix; the journal's layout is in pseudo_labels.cpp.)
+// Thrown (before any scoring) when out_dir.partial holds a run of other settings.
+struct JournalOfOtherSettings : Error {
+  using Error::Error;
+};
 std::vector<ScoredSlice> make_pseudo_labels(const std::vector<std::string>& pictures, const SegmentationNet& net,
                                             const PseudoLabelOptions& options, const std::string& out_dir);
 

@@ -48,15 +48,20 @@ struct VolumeGrid {
   int64_t voxel_count() const { return nx * ny * nz; }
 };
 
+// Directions in patient space (row_dir, col_dir, slice_dir).
+inline std::array<double, 3> cross(const std::array<double, 3>& a, const std::array<double, 3>& b) {
+  return {a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]};
+}
+inline double dot(const std::array<double, 3>& a, const std::array<double, 3>& b) {
+  return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+}
+
 // The volume of one voxel in mm^3: the in-plane spacings times the distance
 // between the slices' planes, which for a gantry-tilted series (its slices
 // shifted within their plane from one to the next: a sheared grid) is the step
 // between slices times the cosine of the tilt, not the step itself.
 inline double voxel_volume_mm3(const VolumeGrid& g) {
-  const std::array<double, 3>& r = g.row_dir;
-  const std::array<double, 3>& c = g.col_dir;
-  const std::array<double, 3> normal{r[1] * c[2] - r[2] * c[1], r[2] * c[0] - r[0] * c[2], r[0] * c[1] - r[1] * c[0]};
-  const double along = std::abs(normal[0] * g.slice_dir[0] + normal[1] * g.slice_dir[1] + normal[2] * g.slice_dir[2]);
+  const double along = std::abs(dot(cross(g.row_dir, g.col_dir), g.slice_dir));
   return g.spacing[0] * g.spacing[1] * g.spacing[2] * along;
 }
 

@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
-#include <string_view>
 
 #include "nn/error.h"
 
@@ -80,10 +79,9 @@ std::unique_ptr<SegmentationNet> load_for_inference(const std::string& weights_p
   std::unique_ptr<SegmentationNet> net = make_network(config);
   try {
     net->parameters().load(weights_path);
-  } catch (const Error& e) {
-    // Tensors that do not match are most often an option that contradicts the
-    // file (--width, --arch, ...); other problems (a damaged file, NaN) are not.
-    if (std::string_view(e.what()).find("not match the model") == std::string_view::npos) throw;
+  } catch (const WeightsMismatch& e) {
+    // Most often an option that contradicts the file (--width, --arch, ...);
+    // other problems (a damaged file, NaN) pass through as they are.
     CR_FAIL(e.what() << ". The network asked for is " << to_string(spec.config.architecture) << " at width "
                      << spec.config.width << (spec.config.cpb ? "" : ", without CPB")
                      << (spec.config.se ? "" : ", without SE")

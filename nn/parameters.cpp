@@ -166,16 +166,23 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
   // A NaN or an infinity in a weight spreads through the network: every
   // probability NaN, read as lesion or not depending on the comparison, with
   // nothing to say that the figures are meaningless.
+  // Each tensor in the store's dtype (f16 and bf16 widen exactly), made once:
+  // checked here, copied below.
+  std::map<std::string, Tensor> converted;
   if (problems.empty()) {
     for (const auto& [name, t] : mine) {
       const Tensor& source_tensor = tensors.at(name);
-      const Tensor on_host = source_tensor.to(Device::CPU);
-      // f16 and bf16 widen exactly; an f64 beyond float's range becomes infinite, which it would be in the model.
-      const std::vector<float> values = (on_host.dtype() == DType::F32 ? on_host : on_host.to(DType::F32)).to_vector();
-      const auto bad = std::count_if(values.begin(), values.end(), [](float v) { return !std::isfinite(v); });
+      Tensor value = source_tensor.dtype() == t.dtype() ? source_tensor : source_tensor.to(t.dtype());
+      const Tensor on_host = value.device() == Device::CPU ? value : value.to(Device::CPU);
+      const auto non_finite = [&](const auto* v) {
+        return std::count_if(v, v + on_host.numel(), [](auto x) { return !std::isfinite(x); });
+      };
+      const int64_t bad = on_host.dtype() == DType::F64 ? non_finite(on_host.data<double>())
+                                                          : non_finite(on_host.data<float>());
       if (bad > 0)
         problems.push_back("'" + name + "' holds " + std::to_string(bad) + " NaN or infinite value" +
-                           (bad > 1 ? "s" : "") + " (of " + std::to_string(values.size()) + ")");
+                           (bad > 1 ? "s" : "") + " (of " + std::to_string(on_host.numel()) + ")");
+      converted.emplace(name, std::move(value));
     }
     if (!problems.empty()) {
       std::ostringstream os;
@@ -196,12 +203,9 @@ void ParameterStore::load(const std::map<std::string, Tensor>& tensors, const st
        << (problems.size() > 1 ? "s do" : " does") << " not match the model: ";
     for (size_t i = 0; i < problems.size() && i < kShown; ++i) os << (i ? "; " : "") << problems[i];
     if (problems.size() > kShown) os << "; and " << problems.size() - kShown << " more";
-    CR_FAIL(os.str());
+    throw WeightsMismatch(os.str());
   }
-  for (auto& [name, t] : mine) {
-    const Tensor& source_tensor = tensors.at(name);
-    t.copy_from(source_tensor.dtype() == t.dtype() ? source_tensor : source_tensor.to(t.dtype()));
-  }
+  for (auto& [name, t] : mine) t.copy_from(converted.at(name));
   ++values_version_;
 }
 

@@ -24,8 +24,16 @@
 #include <vector>
 
 #include "nn/autograd.h"
+#include "nn/error.h"
 
 namespace covidrate {
+
+// The tensors given to ParameterStore::load are not those of the store
+// (missing, unexpected, or of another shape): most often the network was built
+// with other options than the weights were trained with.
+struct WeightsMismatch : Error {
+  using Error::Error;
+};
 
 class ParameterStore {
  public:
@@ -99,8 +107,9 @@ class ParameterStore {
   std::map<std::string, Tensor> named_tensors() const;
   // Copies every tensor in from `tensors`, which must name exactly the
   // parameters and buffers of this store with their shapes and dtype (or
-  // F16/BF16, widened exactly); otherwise throws an Error listing every problem. source names the origin
-  // (a file) in messages.
+  // F16/BF16, widened exactly); otherwise throws a WeightsMismatch listing
+  // every problem (a NaN or infinite value: a plain Error). source names the
+  // origin (a file) in messages.
   void load(const std::map<std::string, Tensor>& tensors, const std::string& source = "");
   // The same through a .safetensors file.
   void save(const std::string& path, const std::map<std::string, std::string>& metadata = {}) const;

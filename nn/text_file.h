@@ -99,7 +99,6 @@ bool is_writer_temporary(const std::string& name);
 // many. Nothing else is touched: a user's "notes.tmp-2024-06" is not ours.
 int remove_stale_temporaries(const std::string& folder, const std::vector<std::string>& targets);
 
-
 // One field of a CSV line: as it is, or quoted when it holds a comma, a quote or
 // a line break (RFC 4180: quotes doubled). For names and paths, which may.
 std::string csv_field(std::string_view text);

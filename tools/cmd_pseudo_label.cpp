@@ -128,13 +128,14 @@ int cmd_pseudo_label(int argc, char** argv) {
   std::vector<data::ScoredSlice> slices;
   try {
     slices = data::make_pseudo_labels(pictures, *net, o.label, o.out);
+  } catch (const data::JournalOfOtherSettings&) {
+    progress.end();
+    throw;  // the same command would not resume it
   } catch (const std::exception& e) {  // a full disk comes as a filesystem_error
     progress.end();
-    const std::string text = error_text(e);
-    // A journal of other settings is refused: the same command would not resume it.
-    if (!fs::is_directory(partial) || text.find("holds an interrupted run with other settings") != std::string::npos)
-      throw;
-    throw Error(text + "\n  the slices scored so far are kept in " + partial + "; the same command resumes there");
+    if (!fs::is_directory(partial)) throw;
+    throw Error(error_text(e) + "\n  the slices scored so far are kept in " + partial +
+                "; the same command resumes there");
   }
 
   int64_t kept = 0, empty = 0, no_lung = 0;

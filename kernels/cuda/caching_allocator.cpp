@@ -42,7 +42,6 @@ std::string device_memory_report() {
   os << "; the device has " << mib(free_b) << " MiB free of " << mib(total_b) << " MiB";
   return os.str();
 }
-
 }  // namespace
 
 bool CachingAllocator::releases_smaller_on_miss() {
